@@ -1,0 +1,40 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Optimised even in debug builds: the engine's loops are far too slow unoptimised for the
+// parity tests to run in a reasonable time.
+let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"])]
+
+let package = Package(
+    name: "vitlens",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "vitlens", targets: ["vitlens"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libturbojpeg",
+                       providers: [.apt(["libturbojpeg0-dev"])]),
+        .target(name: "VitLensCore", dependencies: ["CBLAS"], swiftSettings: fast),
+        .target(name: "Checkpoint", dependencies: ["VitLensCore"], swiftSettings: fast),
+        .target(name: "Images", dependencies: ["VitLensCore", "CPNG", "CJPEG"], swiftSettings: fast),
+        .target(name: "Engine", dependencies: ["VitLensCore", "Checkpoint"], swiftSettings: fast),
+        .target(name: "Render", dependencies: ["VitLensCore", "CPNG"], swiftSettings: fast),
+        .executableTarget(name: "vitlens", dependencies: [
+            "VitLensCore", "Checkpoint", "Images", "Engine", "Render",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "VitLensCoreTests", dependencies: ["VitLensCore"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "VitLensCore"]),
+        .testTarget(name: "ImagesTests", dependencies: ["Images", "VitLensCore"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Checkpoint", "Images", "VitLensCore"]),
+        .testTarget(name: "CLITests", dependencies: ["VitLensCore"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,160 @@
+import VitLensCore
+
+/// The key layouts vitlens recognises, each mapped onto timm's names, which the engine's
+/// name table uses: `cls_token`, `pos_embed`, `patch_embed.proj.*`, `blocks.N.{norm1,attn.qkv,
+/// attn.proj,norm2,mlp.fc1,mlp.fc2}.*`, `norm.*` or `fc_norm.*`, optional `dist_token`.
+public enum Layout: String, Sendable {
+    case timm = "timm/DeiT"
+    case mae = "MAE/mae-lite"
+    case mocoV3 = "MoCo v3"
+    case dino = "DINO"
+    case huggingFace = "Hugging Face ViT"
+}
+
+/// Containers searched for the state dict, in order (SPEC §2).
+let stateDictContainers = ["model", "state_dict", "model_ema", "teacher", "student", "module"]
+/// Wrapper prefixes stripped from the front of every key (SPEC §2), repeatedly.
+let strippedPrefixes = ["module.", "model.", "base_encoder.", "backbone.", "encoder."]
+
+struct MappedStateDict {
+    var tensors: [String: RawTensor] = [:]
+    var ignored: [String] = []
+    var layout: Layout
+}
+
+public enum LayoutMapper {
+    static func isHuggingFace(_ keys: [String]) -> Bool {
+        keys.contains { $0.hasSuffix("embeddings.patch_embeddings.projection.weight") }
+    }
+
+    static func stripTimm(_ key: String, stripped: inout Set<String>) -> String {
+        var k = key
+        var changed = true
+        while changed {
+            changed = false
+            for p in strippedPrefixes where k.hasPrefix(p) {
+                k.removeFirst(p.count)
+                stripped.insert(p)
+                changed = true
+            }
+        }
+        return k
+    }
+
+    static func holdsViT(_ keys: [String]) -> Bool {
+        if isHuggingFace(keys) { return true }
+        var s = Set<String>()
+        return keys.contains { stripTimm($0, stripped: &s) == "patch_embed.proj.weight" }
+    }
+
+    /// Whether a canonical key is one the engine uses.
+    static func isUsed(_ k: String) -> Bool {
+        if ["cls_token", "dist_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
+            "norm.weight", "norm.bias", "fc_norm.weight", "fc_norm.bias"].contains(k) { return true }
+        return blockPart(k) != nil
+    }
+
+    /// ("N", "attn.qkv.weight") for `blocks.N.attn.qkv.weight`.
+    public static func blockPart(_ k: String) -> (Int, String)? {
+        guard k.hasPrefix("blocks.") else { return nil }
+        let rest = k.dropFirst("blocks.".count)
+        guard let dot = rest.firstIndex(of: "."), let n = Int(rest[..<dot]) else { return nil }
+        return (n, String(rest[rest.index(after: dot)...]))
+    }
+
+    static let blockParts: Set<String> = [
+        "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
+        "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
+    ]
+
+    /// Keys that would change the forward pass if ignored: refused rather than dropped.
+    static let unsupportedTop: Set<String> = ["norm_pre.weight", "norm_pre.bias", "reg_token", "patch_embed.norm.weight"]
+
+    static func map(_ raw: [String: RawTensor], container: String?, path: String) throws -> MappedStateDict {
+        let keys = raw.keys.sorted()
+        if isHuggingFace(keys) { return try mapHF(raw, path: path) }
+        var stripped = Set<String>()
+        var out = MappedStateDict(layout: .timm)
+        for key in keys {
+            let k = stripTimm(key, stripped: &stripped)
+            if let (_, part) = blockPart(k), !blockParts.contains(part) {
+                throw CheckpointError.notAViT(path: path, what: "\(key): unsupported tensor in a ViT block (only plain pre-norm blocks are supported)")
+            }
+            if unsupportedTop.contains(k) {
+                throw CheckpointError.notAViT(path: path, what: "\(key): unsupported ViT variant")
+            }
+            if isUsed(k) {
+                if out.tensors[k] != nil {
+                    throw CheckpointError.malformed(path: path, what: "two tensors map to \(k) (\(key) and another)")
+                }
+                out.tensors[k] = raw[key]
+            } else {
+                out.ignored.append(key)
+            }
+        }
+        if container == "teacher" || container == "student" || stripped.contains("backbone.") {
+            out.layout = .dino
+        } else if stripped.contains("base_encoder.") {
+            out.layout = .mocoV3
+        } else if stripped.contains("model.") || keys.contains(where: { $0.contains("decoder_") || $0.hasSuffix("mask_token") }) {
+            out.layout = .mae
+        }
+        return out
+    }
+
+    /// Hugging Face transformers ViT/DeiT: `vit.encoder.layer.N.attention.attention.query.weight` …;
+    /// separate q/k/v are fused into timm's qkv (rows q, then k, then v).
+    static func mapHF(_ raw: [String: RawTensor], path: String) throws -> MappedStateDict {
+        var out = MappedStateDict(layout: .huggingFace)
+        var qkv: [Int: [String: RawTensor]] = [:]
+        for key in raw.keys.sorted() {
+            var k = key
+            for p in ["module.", "vit.", "deit."] where k.hasPrefix(p) { k.removeFirst(p.count) }
+            let direct: [String: String] = [
+                "embeddings.cls_token": "cls_token",
+                "embeddings.distillation_token": "dist_token",
+                "embeddings.position_embeddings": "pos_embed",
+                "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+                "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+                "layernorm.weight": "norm.weight", "layernorm.bias": "norm.bias",
+            ]
+            if let c = direct[k] { out.tensors[c] = raw[key]; continue }
+            if k.hasPrefix("encoder.layer.") {
+                let rest = k.dropFirst("encoder.layer.".count)
+                guard let dot = rest.firstIndex(of: "."), let n = Int(rest[..<dot]) else { out.ignored.append(key); continue }
+                let part = String(rest[rest.index(after: dot)...])
+                let table: [String: String] = [
+                    "layernorm_before.weight": "norm1.weight", "layernorm_before.bias": "norm1.bias",
+                    "attention.output.dense.weight": "attn.proj.weight", "attention.output.dense.bias": "attn.proj.bias",
+                    "layernorm_after.weight": "norm2.weight", "layernorm_after.bias": "norm2.bias",
+                    "intermediate.dense.weight": "mlp.fc1.weight", "intermediate.dense.bias": "mlp.fc1.bias",
+                    "output.dense.weight": "mlp.fc2.weight", "output.dense.bias": "mlp.fc2.bias",
+                ]
+                if let c = table[part] { out.tensors["blocks.\(n).\(c)"] = raw[key]; continue }
+                if part.hasPrefix("attention.attention.") {
+                    qkv[n, default: [:]][String(part.dropFirst("attention.attention.".count))] = raw[key]
+                    continue
+                }
+                throw CheckpointError.notAViT(path: path, what: "\(key): unsupported tensor in a ViT layer")
+            }
+            out.ignored.append(key)
+        }
+        for (n, parts) in qkv {
+            for kind in ["weight", "bias"] {
+                let pieces = ["query", "key", "value"].map { parts[$0 + "." + kind] }
+                if pieces.allSatisfy({ $0 == nil }) { continue }
+                guard let q = pieces[0], let kk = pieces[1], let v = pieces[2] else {
+                    let missing = ["query", "key", "value"].filter { parts[$0 + "." + kind] == nil }.first!
+                    throw CheckpointError.missingTensor("encoder.layer.\(n).attention.attention.\(missing).\(kind)")
+                }
+                guard q.shape == kk.shape, q.shape == v.shape, !q.shape.isEmpty else {
+                    throw CheckpointError.badShape(tensor: "encoder.layer.\(n).attention.attention.key.\(kind)", expected: q.shape, got: kk.shape)
+                }
+                let name = "blocks.\(n).attn.qkv.\(kind)"
+                let fused = try q.floats(name: name) + kk.floats(name: name) + v.floats(name: name)
+                out.tensors[name] = RawTensor(shape: [3 * q.shape[0]] + q.shape.dropFirst(), floats: fused)
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,137 @@
+import Foundation
+import VitLensCore
+
+/// What a Hugging Face `config.json` says about the architecture.
+public struct HFConfig: Sendable {
+    public var heads: Int?
+    public var layerNormEps: Double?
+    public var imageSize: Int?
+    public var patchSize: Int?
+    public var hiddenAct: String?
+}
+
+/// A checkpoint read and mapped onto timm's key names, weights still in the file's memory map.
+public struct LoadedCheckpoint {
+    public let path: String
+    /// The file the weights came from (the weights file inside a Hugging Face folder).
+    public let weightsPath: String
+    public let format: String
+    public let layout: Layout
+    /// Where the state dict was found: "top level" or the container key.
+    public let location: String
+    public let tensors: [String: RawTensor]
+    /// Keys present in the file but not used by the forward pass (heads, decoders, optimizer …).
+    public let ignored: [String]
+    public let metadata: [String: String]
+    public let config: HFConfig?
+    let file: MappedFile
+
+    /// SHA-256 of the weights file, computed on demand (it reads the whole file).
+    public func sha256() -> String { file.sha256() }
+}
+
+public enum CheckpointLoader {
+    public static func load(path: String) throws -> LoadedCheckpoint {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw FileError.cannotOpen(path: path, reason: "no such file or directory")
+        }
+        if isDir.boolValue {
+            let cfg = path + "/config.json"
+            guard FileManager.default.fileExists(atPath: cfg) else {
+                throw CheckpointError.unknownFormat(path: path)
+            }
+            let config = try readConfig(cfg)
+            for name in ["model.safetensors", "pytorch_model.bin"] {
+                let w = path + "/" + name
+                if FileManager.default.fileExists(atPath: w) {
+                    return try loadFile(w, displayPath: path, config: config, folder: true)
+                }
+            }
+            throw CheckpointError.config(path: path, what: "Hugging Face folder has config.json but neither model.safetensors nor pytorch_model.bin")
+        }
+        // A config.json beside a weights file is used too (a Hugging Face snapshot's file given directly).
+        let beside = (path as NSString).deletingLastPathComponent + "/config.json"
+        let config = FileManager.default.fileExists(atPath: beside) ? try? readConfig(beside) : nil
+        return try loadFile(path, displayPath: path, config: config, folder: false)
+    }
+
+    static func loadFile(_ path: String, displayPath: String, config: HFConfig?, folder: Bool) throws -> LoadedCheckpoint {
+        let file = try MappedFile(path: path)
+        guard file.count > 0 else { throw CheckpointError.truncated(path: path, what: "file is empty") }
+        var raw: [String: RawTensor] = [:]
+        var metadata: [String: String] = [:]
+        var format: String
+        var location = "top level"
+        var container: String?
+        var topIgnored: [String] = []
+        if ZipArchive.looksLikeZip(file) {
+            format = "PyTorch zip archive"
+            let root = try TorchArchive.read(file)
+            guard case let .dict(top) = root else {
+                throw CheckpointError.notAViT(path: path, what: "the pickled object is not a dict")
+            }
+            let topTensors = tensorsOf(top)
+            if LayoutMapper.holdsViT(Array(topTensors.keys)) {
+                raw = topTensors
+            } else {
+                for name in stateDictContainers {
+                    if let v = top.lookup(name), case let .dict(d) = v {
+                        let t = tensorsOf(d)
+                        if LayoutMapper.holdsViT(Array(t.keys)) {
+                            raw = t
+                            location = name
+                            container = name
+                            break
+                        }
+                    }
+                }
+                guard container != nil else {
+                    let keys = top.items.compactMap { k, _ -> String? in if case let .string(s) = k { return s }; return nil }
+                    throw CheckpointError.notAViT(path: path, what: "no ViT weights (patch_embed.proj.weight) at the top level or under \(stateDictContainers.joined(separator: ", ")); top-level keys: \(keys.prefix(12).joined(separator: ", "))")
+                }
+                for (k, _) in top.items { if case let .string(s) = k, s != container { topIgnored.append(s) } }
+            }
+        } else if let b = file.bytes(at: 0, count: 2), b[0] == 0x80, b[1] <= 5 {
+            throw CheckpointError.unsupported(path: path, what: "legacy (pre-1.6) torch.save format; re-save it with a current PyTorch (torch.save writes zip archives)")
+        } else if let b = file.bytes(at: 8, count: 1), b[0] == UInt8(ascii: "{") {
+            let (t, m) = try Safetensors.read(file)
+            raw = t
+            metadata = m
+            let dtypes = Set(t.values.map(\.dtype.rawValue)).sorted()
+            format = "safetensors (" + dtypes.joined(separator: ", ") + ")"
+        } else {
+            throw CheckpointError.unknownFormat(path: path)
+        }
+        if folder { format = "Hugging Face folder, " + format + " " + (path as NSString).lastPathComponent }
+        guard LayoutMapper.holdsViT(Array(raw.keys)) else {
+            throw CheckpointError.notAViT(path: path, what: "no patch_embed.proj.weight (or Hugging Face patch_embeddings) among \(raw.count) tensors")
+        }
+        let mapped = try LayoutMapper.map(raw, container: container, path: path)
+        return LoadedCheckpoint(path: displayPath, weightsPath: path, format: format, layout: mapped.layout,
+                                location: location, tensors: mapped.tensors,
+                                ignored: topIgnored + mapped.ignored,
+                                metadata: metadata, config: config, file: file)
+    }
+
+    /// The tensors of a state dict, by key; non-tensor entries are skipped.
+    static func tensorsOf(_ d: PickleDict) -> [String: RawTensor] {
+        var out: [String: RawTensor] = [:]
+        for (k, v) in d.items {
+            if case let .string(s) = k, case let .tensor(t) = v { out[s] = t }
+        }
+        return out
+    }
+
+    static func readConfig(_ path: String) throws -> HFConfig {
+        guard let data = FileManager.default.contents(atPath: path),
+              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw CheckpointError.config(path: path, what: "not a JSON object")
+        }
+        func int(_ k: String) -> Int? { (obj[k] as? Int) ?? (obj[k] as? Double).map { Int($0) } }
+        return HFConfig(heads: int("num_attention_heads"),
+                        layerNormEps: (obj["layer_norm_eps"] as? Double) ?? (obj["layer_norm_eps"] as? Int).map(Double.init),
+                        imageSize: int("image_size"), patchSize: int("patch_size"),
+                        hiddenAct: obj["hidden_act"] as? String)
+    }
+}

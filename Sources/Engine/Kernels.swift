@@ -1,0 +1,77 @@
+import Foundation
+import VitLensCore
+
+// Small free kernels of the forward pass. Each works on rows of a row-major matrix.
+
+/// out = x·Wᵀ + b.  x: (R, K), W: (N, K), b: (N) → out: (R, N).
+public func linearForward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                          _ w: Tensor, _ b: Tensor?, rows: Int) {
+    let n = w.shape[0], k = w.shape[1]
+    if let b {
+        for r in 0..<rows { (out + r * n).update(from: b.data, count: n) }
+    }
+    sgemm(transB: true, m: rows, n: n, k: k, a: x, lda: k, b: w.data, ldb: k,
+          beta: b == nil ? 0 : 1, c: out, ldc: n)
+}
+
+/// LayerNorm over the last axis.  x: (R, C) → out: (R, C); two-pass mean and variance
+/// (biased, as torch.nn.LayerNorm), eps inside the square root.
+public func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                             _ w: Tensor, _ b: Tensor, rows: Int, eps: Float) {
+    let c = w.count
+    parallelChunks(rows, minChunk: 64) { range in
+        for r in range {
+            let xr = x + r * c, orow = out + r * c
+            var mean: Float = 0
+            for i in 0..<c { mean += xr[i] }
+            mean /= Float(c)
+            var v: Float = 0
+            for i in 0..<c { let d = xr[i] - mean; v += d * d }
+            let inv = 1 / (v / Float(c) + eps).squareRoot()
+            for i in 0..<c { orow[i] = (xr[i] - mean) * inv * w.data[i] + b.data[i] }
+        }
+    }
+}
+
+/// Exact GELU, x·Φ(x) = ½x(1 + erf(x/√2)), in place over n elements (timm's nn.GELU default).
+public func geluForward(_ x: UnsafeMutablePointer<Float>, count n: Int) {
+    parallelChunks(n, minChunk: 1 << 14) { range in
+        for i in range {
+            let v = x[i]
+            x[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752))
+        }
+    }
+}
+
+/// Softmax over each row, in place.  x: (R, N).
+public func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int) {
+    for r in 0..<rows {
+        let row = x + r * n
+        var m = -Float.infinity
+        for i in 0..<n { m = max(m, row[i]) }
+        var s: Float = 0
+        for i in 0..<n { let e = expf(row[i] - m); row[i] = e; s += e }
+        let inv = 1 / s
+        for i in 0..<n { row[i] *= inv }
+    }
+}
+
+/// im2col for a stride-p, kernel-p patch convolution.
+/// images: (B, 3, S, S) → cols: (B·P, 3·p·p), columns ordered (channel, ky, kx) like the conv weight.
+public func patchify(_ cols: UnsafeMutablePointer<Float>, _ images: UnsafePointer<Float>,
+                     batch: Int, size s: Int, patch p: Int) {
+    let g = s / p, kk = 3 * p * p
+    for b in 0..<batch {
+        for gy in 0..<g {
+            for gx in 0..<g {
+                let row = cols + ((b * g + gy) * g + gx) * kk
+                for ch in 0..<3 {
+                    for ky in 0..<p {
+                        let src = images + ((b * 3 + ch) * s + gy * p + ky) * s + gx * p
+                        (row + (ch * p + ky) * p).update(from: src, count: p)
+                    }
+                }
+            }
+        }
+    }
+}

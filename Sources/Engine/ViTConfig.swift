@@ -1,0 +1,118 @@
+import Checkpoint
+import VitLensCore
+
+public enum EngineError: Error, CustomStringConvertible {
+    case architecture(String)
+    case input(String)
+
+    public var description: String {
+        switch self {
+        case let .architecture(s): return s
+        case let .input(s): return s
+        }
+    }
+}
+
+/// The architecture of a plain ViT, read from its tensors (SPEC §2).
+public struct ViTConfig: Sendable, Equatable {
+    public enum FinalNorm: String, Sendable { case norm, fcNorm = "fc_norm", none }
+    public enum HeadsSource: String, Sendable {
+        case option = "--heads", metadata = "safetensors metadata num_heads", config = "config.json num_attention_heads"
+        case convention = "default dim/64 (DeiT/ViT convention)"
+    }
+
+    public var dim: Int
+    public var depth: Int
+    public var heads: Int
+    public var headsSource: HeadsSource
+    public var patch: Int
+    /// Patch grid side of the checkpoint's position embedding.
+    public var grid: Int
+    public var mlpHidden: Int
+    public var qkvBias: Bool
+    /// Class token, plus DeiT's distillation token when present.
+    public var prefixTokens: Int
+    public var finalNorm: FinalNorm
+    public var eps: Float
+    /// The image side the engine runs at (== grid·patch unless changed, then pos_embed is resampled).
+    public var imageSize: Int
+
+    public var checkpointImageSize: Int { grid * patch }
+    public var runGrid: Int { imageSize / patch }
+    public var patches: Int { runGrid * runGrid }
+    /// T: tokens per image at the run size.
+    public var tokens: Int { prefixTokens + patches }
+    public var headDim: Int { dim / heads }
+
+    /// Parameters of the forward pass (classifier heads excluded).
+    public var parameterCount: Int {
+        let embed = dim * 3 * patch * patch + dim + prefixTokens * dim + (prefixTokens + grid * grid) * dim
+        let block = 2 * 2 * dim + 3 * dim * dim + (qkvBias ? 3 * dim : 0) + dim * dim + dim
+            + dim * mlpHidden + mlpHidden + mlpHidden * dim + dim
+        return embed + depth * block + (finalNorm == .none ? 0 : 2 * dim)
+    }
+
+    /// Forward FLOPs per image (multiply-adds counted as 2), for benchmarks.
+    public var flopsPerImage: Double {
+        let t = Double(tokens), c = Double(dim), f = Double(mlpHidden)
+        let perBlock = 2 * t * c * (3 * c) + 2 * t * t * c * 2 + 2 * t * c * c + 2 * 2 * t * c * f
+        return Double(depth) * perBlock + 2 * Double(patches) * c * Double(3 * patch * patch)
+    }
+
+    /// Reads the architecture from a checkpoint's tensors. `heads`/`imageSize` override.
+    public static func infer(from ckpt: LoadedCheckpoint, heads: Int? = nil, imageSize: Int? = nil) throws -> ViTConfig {
+        let t = ckpt.tensors
+        func shape(_ k: String) throws -> [Int] {
+            guard let v = t[k] else { throw CheckpointError.missingTensor(k) }
+            return v.shape
+        }
+        let pw = try shape("patch_embed.proj.weight")
+        guard pw.count == 4, pw[1] == 3, pw[2] == pw[3], pw[2] > 0, pw[0] > 0 else {
+            throw CheckpointError.badShape(tensor: "patch_embed.proj.weight", expected: [pw.first ?? 0, 3, pw.last ?? 0, pw.last ?? 0], got: pw)
+        }
+        let dim = pw[0], patch = pw[2]
+        let prefix = t["dist_token"] != nil ? 2 : 1
+        guard t["cls_token"] != nil else {
+            throw CheckpointError.notAViT(path: ckpt.path, what: "no cls_token (models without a class token are not supported)")
+        }
+        let pe = try shape("pos_embed")
+        guard pe.count == 3, pe[0] == 1, pe[2] == dim, pe[1] > prefix else {
+            throw CheckpointError.badShape(tensor: "pos_embed", expected: [1, prefix + 196, dim], got: pe)
+        }
+        let np = pe[1] - prefix
+        let grid = Int(Double(np).squareRoot().rounded())
+        guard grid * grid == np else {
+            throw CheckpointError.notAViT(path: ckpt.path, what: "pos_embed holds \(np) patch positions, not a square grid (a model without position embeddings for its prefix tokens is not supported)")
+        }
+        var depth = 0
+        while t["blocks.\(depth).norm1.weight"] != nil || t["blocks.\(depth).attn.qkv.weight"] != nil { depth += 1 }
+        guard depth > 0 else { throw CheckpointError.missingTensor("blocks.0.attn.qkv.weight") }
+        if let extra = t.keys.compactMap({ LayoutMapper.blockPart($0)?.0 }).first(where: { $0 >= depth }) {
+            throw CheckpointError.missingTensor("blocks.\(depth).norm1.weight (blocks up to \(extra) exist)")
+        }
+        let fc1 = try shape("blocks.0.mlp.fc1.weight")
+        guard fc1.count == 2, fc1[1] == dim else { throw CheckpointError.badShape(tensor: "blocks.0.mlp.fc1.weight", expected: [4 * dim, dim], got: fc1) }
+        let finalNorm: FinalNorm = t["norm.weight"] != nil ? .norm : (t["fc_norm.weight"] != nil ? .fcNorm : .none)
+
+        var h: Int, src: HeadsSource
+        if let heads { h = heads; src = .option }
+        else if let m = ckpt.metadata["num_heads"], let v = Int(m) { h = v; src = .metadata }
+        else if let v = ckpt.config?.heads { h = v; src = .config }
+        else { h = max(1, dim / 64); src = .convention }
+        guard h > 0, dim % h == 0 else { throw CheckpointError.invalidHeads(heads: h, dim: dim) }
+
+        var eps: Float = 1e-6
+        if let e = ckpt.config?.layerNormEps { eps = Float(e) }
+        if let e = ckpt.metadata["layer_norm_eps"], let v = Float(e) { eps = v }
+        if let act = ckpt.config?.hiddenAct, act != "gelu" {
+            throw EngineError.architecture("\(ckpt.path): hidden_act '\(act)' is not supported (only exact-erf gelu)")
+        }
+        let run = imageSize ?? grid * patch
+        guard run > 0, run % patch == 0 else {
+            throw EngineError.input("--image-size \(run) is not a multiple of the patch size \(patch)")
+        }
+        return ViTConfig(dim: dim, depth: depth, heads: h, headsSource: src, patch: patch, grid: grid,
+                         mlpHidden: fc1[0], qkvBias: t["blocks.0.attn.qkv.bias"] != nil, prefixTokens: prefix,
+                         finalNorm: finalNorm, eps: eps, imageSize: run)
+    }
+}

@@ -1,0 +1,100 @@
+import Foundation
+import VitLensCore
+
+public enum OutputError: Error, CustomStringConvertible {
+    case notADirectory(String)
+    case cannotWrite(path: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .notADirectory(p): return "--out \(p): exists and is not a folder"
+        case let .cannotWrite(path, reason): return "\(path): cannot write (\(reason))"
+        }
+    }
+}
+
+/// A report folder written atomically (SPEC §8): files go to a hidden staging folder beside
+/// the target and are renamed into place only by `commit()`. A run that fails or is
+/// interrupted leaves no partial report: `discard()` (or the next run) removes the staging folder.
+public final class OutputDirectory {
+    public let finalPath: String
+    public let stagingPath: String
+    private var committed = false
+
+    public init(_ path: String) throws {
+        let fm = FileManager.default
+        var p = path
+        while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+        finalPath = p
+        var isDir: ObjCBool = false
+        if fm.fileExists(atPath: p, isDirectory: &isDir), !isDir.boolValue { throw OutputError.notADirectory(p) }
+        let parent = (p as NSString).deletingLastPathComponent
+        let base = (p as NSString).lastPathComponent
+        stagingPath = (parent.isEmpty ? "." : parent) + "/.\(base).vitlens-tmp-\(getpid())"
+        do {
+            if !parent.isEmpty { try fm.createDirectory(atPath: parent, withIntermediateDirectories: true) }
+            if fm.fileExists(atPath: stagingPath) { try fm.removeItem(atPath: stagingPath) }
+            try fm.createDirectory(atPath: stagingPath, withIntermediateDirectories: false)
+        } catch {
+            throw OutputError.cannotWrite(path: p, reason: Self.reason(error))
+        }
+        OutputDirectory.active.append(stagingPath)
+    }
+
+    /// Staging folders of this process, removed on SIGINT/SIGTERM by `removeAllStaging()`.
+    nonisolated(unsafe) static var active: [String] = []
+
+    /// For signal handlers: removes every staging folder still open.
+    public static func removeAllStaging() {
+        for p in active { try? FileManager.default.removeItem(atPath: p) }
+    }
+
+    /// The path a file of the report is written to before `commit()`.
+    public func staged(_ name: String) -> String { stagingPath + "/" + name }
+
+    public func write(_ name: String, _ text: String) throws {
+        do { try text.write(toFile: staged(name), atomically: false, encoding: .utf8) } catch {
+            throw OutputError.cannotWrite(path: staged(name), reason: Self.reason(error))
+        }
+    }
+
+    /// Moves the staged files into the report folder. A new folder is renamed into place in one
+    /// step; into an existing folder each file is renamed over its old version.
+    public func commit() throws {
+        let fm = FileManager.default
+        do {
+            if !fm.fileExists(atPath: finalPath) {
+                try fm.moveItem(atPath: stagingPath, toPath: finalPath)
+            } else {
+                for name in try fm.contentsOfDirectory(atPath: stagingPath) {
+                    let dst = finalPath + "/" + name
+                    guard rename(staged(name), dst) == 0 else {
+                        throw OutputError.cannotWrite(path: dst, reason: String(cString: strerror(errno)))
+                    }
+                }
+                try fm.removeItem(atPath: stagingPath)
+            }
+        } catch let e as OutputError {
+            throw e
+        } catch {
+            throw OutputError.cannotWrite(path: finalPath, reason: Self.reason(error))
+        }
+        committed = true
+        OutputDirectory.active.removeAll { $0 == stagingPath }
+    }
+
+    public func discard() {
+        if !committed { try? FileManager.default.removeItem(atPath: stagingPath) }
+        OutputDirectory.active.removeAll { $0 == stagingPath }
+    }
+
+    deinit { discard() }
+
+    static func reason(_ error: Error) -> String {
+        let ns = error as NSError
+        if let u = ns.userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(u.code)))
+        }
+        return ns.localizedDescription
+    }
+}
