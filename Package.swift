@@ -30,11 +30,12 @@ let package = Package(
             "VitLensCore", "Checkpoint", "Images", "Engine", "Render",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "VitLensCoreTests", dependencies: ["VitLensCore"]),
-        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "VitLensCore"]),
-        .testTarget(name: "ImagesTests", dependencies: ["Images", "VitLensCore"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Checkpoint", "Images", "VitLensCore"]),
-        .testTarget(name: "CLITests", dependencies: ["VitLensCore"]),
+        .target(name: "TestSupport", dependencies: ["VitLensCore"], path: "Tests/TestSupport"),
+        .testTarget(name: "VitLensCoreTests", dependencies: ["VitLensCore", "TestSupport"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "VitLensCore", "TestSupport"]),
+        .testTarget(name: "ImagesTests", dependencies: ["Images", "VitLensCore", "TestSupport"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Checkpoint", "Images", "VitLensCore", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["VitLensCore", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -28,6 +28,12 @@ public struct LoadedCheckpoint {
 
     /// SHA-256 of the weights file, computed on demand (it reads the whole file).
     public func sha256() -> String { file.sha256() }
+
+    /// The same checkpoint holding other tensors (tests patch weights this way).
+    public func replacingTensors(_ t: [String: RawTensor]) -> LoadedCheckpoint {
+        LoadedCheckpoint(path: path, weightsPath: weightsPath, format: format, layout: layout, location: location,
+                         tensors: t, ignored: ignored, metadata: metadata, config: config, file: file)
+    }
 }
 
 public enum CheckpointLoader {

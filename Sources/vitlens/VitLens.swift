@@ -1,5 +1,8 @@
 import ArgumentParser
+import Checkpoint
+import Engine
 import Foundation
+import Images
 import VitLensCore
 import Render
 
@@ -11,7 +14,7 @@ struct VitLens: ParsableCommand {
         commandName: "vitlens",
         abstract: "Look inside Vision Transformers: checkpoints, features, attention — no PyTorch needed.",
         version: vitlensVersion,
-        subcommands: [Inspect.self, Extract.self])
+        subcommands: [Inspect.self, Extract.self, Bench.self])
 
     /// Picks OpenBLAS's kernels before anything runs, then parses and runs the command with
     /// SPEC §9's error contract: one `error:` line on stderr, exit 64 for bad usage, 1 otherwise.
@@ -34,17 +37,24 @@ struct VitLens: ParsableCommand {
         } catch let e as ExitCode {
             Foundation.exit(e.rawValue)
         } catch {
-            if exitCode(for: error) == .validationFailure {
-                let message = self.message(for: error)
-                FileHandle.standardError.write(Data(("error: " + message + "\n").utf8))
-                Foundation.exit(ExitCode.validationFailure.rawValue)
-            }
-            FileHandle.standardError.write(Data(("error: \(error)\n").utf8))
-            Foundation.exit(1)
+            let code = exitCode(for: error)
+            if code == .success { exit(withError: error) }  // help asked for by a command
+            // vitlens's own errors describe themselves; the rest go through the parser's wording.
+            let message = error is VitLensError ? "\(error)" : self.message(for: error)
+            FileHandle.standardError.write(Data(("error: " + message + "\n").utf8))
+            Foundation.exit(error is VitLensError ? 1 : code.rawValue)
         }
         Foundation.exit(0)
     }
 }
+
+/// Errors raised by vitlens's modules (exit code 1, SPEC §9).
+protocol VitLensError: Error, CustomStringConvertible {}
+extension CheckpointError: VitLensError {}
+extension EngineError: VitLensError {}
+extension ImageError: VitLensError {}
+extension OutputError: VitLensError {}
+extension FileError: VitLensError {}
 
 /// SIGINT/SIGTERM: remove half-written report folders, then die of the signal as usual.
 func installSignalCleanup() {

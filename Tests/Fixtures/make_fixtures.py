@@ -131,6 +131,26 @@ def save_layouts(sd):
                    "num_channels": 3, "qkv_bias": True}, f, indent=2)
 
 
+def save_hostile():
+    """A deflated re-zip of a real checkpoint, and a torch archive whose pickle calls os.system."""
+    import pickle
+    import zipfile
+    src = out("checkpoints", "tiny_timm.pth")
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out("checkpoints", "tiny_timm_deflated.pth"), "w",
+                                                      zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            zout.writestr(item.filename, zin.read(item.filename))
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch /tmp/vitlens-pwned",))
+
+    with zipfile.ZipFile(out("checkpoints", "evil_os_system.pth"), "w", zipfile.ZIP_STORED) as z:
+        z.writestr("evil/data.pkl", pickle.dumps({"model": Evil()}, protocol=2))
+        z.writestr("evil/byteorder", "little")
+        z.writestr("evil/version", "3\n")
+
+
 def photos():
     """(name, PIL RGB image) for the bundled public-domain/CC0 photographs."""
     names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg"]
@@ -213,6 +233,7 @@ def save_resize_goldens():
 def main():
     sd = random_state()
     save_layouts(sd)
+    save_hostile()
     save_images()
     shutil.rmtree(out("golden", "x").rsplit("/", 1)[0], ignore_errors=True)
     save_resize_goldens()

@@ -1,0 +1,63 @@
+import ArgumentParser
+import Engine
+import Foundation
+import Render
+import VitLensCore
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure forward-pass speed: the median of timed batches after a warm-up.")
+
+    @Argument(help: "Checkpoint file or Hugging Face folder.")
+    var checkpoint: String
+    @Option(help: "Number of attention heads (see SPEC §2).")
+    var heads: Int?
+    @Option(help: "Images per batch.")
+    var batch: Int = 64
+    @Option(help: "Threads for OpenBLAS and vitlens's own loops (default: all cores).")
+    var threads: Int?
+    @Option(help: "Timed batches (the median is reported).")
+    var iters: Int = 5
+    @Flag(help: "Print one JSON object instead of text.")
+    var json = false
+
+    func validate() throws {
+        if batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if iters < 1 { throw ValidationError("--iters must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let heads, heads < 1 { throw ValidationError("--heads must be at least 1") }
+    }
+
+    func run() throws {
+        if let threads { BLASRuntime.setThreads(threads); Workers.count = threads }
+        let m = try loadModel(checkpoint, heads: heads, imageSize: nil, quiet: json)
+        let c = m.config
+        // Inputs: a fixed pseudo-random pattern in the range of normalised images.
+        let x = Tensor(shape: [batch, 3, c.imageSize, c.imageSize])
+        var s: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for i in 0..<x.count {
+            s = s &* 6364136223846793005 &+ 1442695040888963407
+            x[i] = Float(Int64(bitPattern: s >> 11) % 4000) / 1000 - 2
+        }
+        m.engine.forward(x)  // warm-up: buffers, OpenBLAS threads, page faults
+        var times: [Double] = []
+        for _ in 0..<iters {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            m.engine.forward(x)
+            times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        }
+        let median = times.sorted()[times.count / 2]
+        let ips = Double(batch) / median
+        let gflops = ips * c.flopsPerImage / 1e9
+        if json {
+            print(JSONValue.object([
+                ("images_per_second", .double((ips * 100).rounded() / 100)), ("batch", .int(batch)),
+                ("threads", .int(BLASRuntime.threads)), ("gflops", .double((gflops * 10).rounded() / 10)),
+                ("median_seconds", .double(median)), ("iters", .int(iters)), ("blas_core", .string(BLASRuntime.coreName)),
+            ]).render())
+        } else {
+            print(String(format: "%@: %.1f images/s (median of %d batches of %d, %.3f s each), %.1f GFLOP/s, %d threads, OpenBLAS %@",
+                         m.name, ips, iters, batch, median, gflops, BLASRuntime.threads, BLASRuntime.coreName))
+        }
+    }
+}

@@ -1,0 +1,154 @@
+import Foundation
+import TestSupport
+import VitLensCore
+import XCTest
+
+/// End-to-end: the built `vitlens` binary on fixtures — files, exit codes, error lines.
+final class CLITests: XCTestCase {
+    static let binary: String = {
+        let dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        // swift test runs <debug>/vitlensPackageTests.xctest; the executable sits beside it.
+        for candidate in [dir, dir.deletingLastPathComponent()] {
+            let p = candidate.appendingPathComponent("vitlens").path
+            if FileManager.default.isExecutableFile(atPath: p) { return p }
+        }
+        return Fixtures.packageRoot + "/.build/debug/vitlens"
+    }()
+
+    var tmp = ""
+
+    override func setUpWithError() throws {
+        tmp = NSTemporaryDirectory() + "vitlens-cli-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
+
+    func vitlens(_ args: String...) -> (status: Int32, signalled: Bool, stdout: String, stderr: String) {
+        runProcess(Self.binary, args)
+    }
+
+    func testExtractMatchesTimmGoldens() throws {
+        let out = tmp + "/report"
+        let r = vitlens("extract", Fixtures.checkpoint("tiny_mae.pth"), "--heads", "2", "--images", Fixtures.path("images/none"),
+                        "--resize", "none", "--batch", "3", "--out", out, "--quiet")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let f = try NpyArray(path: out + "/features.npy"), a = try NpyArray(path: out + "/attention.npy")
+        XCTAssertEqual(f.shape, [3, 4, 17, 16])
+        XCTAssertEqual(a.shape, [2, 4, 2, 17, 17])
+        let rf = compare(f.values, try NpyArray(path: Fixtures.golden("none_features.npy")).values, tolerance: 1e-3, mixed: true)
+        XCTAssertEqual(rf.violations, 0, "features.npy: \(rf)")
+        let ra = compare(a.values, try NpyArray(path: Fixtures.golden("none_attention.npy")).values, tolerance: 1e-4)
+        XCTAssertEqual(ra.violations, 0, "attention.npy: \(ra)")
+        let meta = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/meta.json"))) as! [String: Any]
+        let ck = meta["checkpoint"] as! [String: Any]
+        XCTAssertEqual((ck["sha256"] as! String).count, 64)
+        XCTAssertEqual(ck["layout"] as? String, "MAE/mae-lite")
+        XCTAssertEqual((meta["architecture"] as! [String: Any])["heads"] as? Int, 2)
+        XCTAssertEqual((meta["images"] as! [String: Any])["count"] as? Int, 4)
+        XCTAssertEqual((meta["definitions"] as! [String: Any])["rep"] as? String, "normed")
+        // Nothing but the report: the staging folder is gone.
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp), ["report"])
+    }
+
+    func testExtractResidualAndTimmEval() throws {
+        let r = vitlens("extract", Fixtures.checkpoint("tiny_hf"), "--images", Fixtures.path("images/eval"), "--rep", "residual",
+                        "--out", tmp + "/r", "--quiet")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let f = try NpyArray(path: tmp + "/r/features.npy")
+        let c = compare(f.values, try NpyArray(path: Fixtures.golden("eval_residual.npy")).values, tolerance: 1e-3, mixed: true)
+        XCTAssertLessThanOrEqual(c.meanRelative, 3e-2, "\(c)")
+    }
+
+    func testInspect() {
+        let r = vitlens("inspect", Fixtures.checkpoint("tiny_moco.pth.tar"), "--heads", "2")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        for s in ["MoCo v3", "state_dict", "width 16, depth 2, patch 8", "2 (head dim 8), from --heads", "module.momentum_encoder.* (30)", "sha256"] {
+            XCTAssertTrue(r.stdout.contains(s), "inspect output lacks '\(s)':\n\(r.stdout)")
+        }
+        let n = vitlens("inspect", Fixtures.checkpoint("tiny_timm.pth"))
+        XCTAssertTrue(n.stderr.isEmpty && n.stdout.contains("DeiT/ViT convention"), n.stdout)
+    }
+
+    /// SPEC §9: one `error:` line naming the culprit, the exit code, no partial report.
+    func assertFails(_ args: [String], code: Int32, mentions: String, line: UInt = #line) {
+        let out = tmp + "/bad"
+        let r = runProcess(Self.binary, args + ["--out", out])
+        XCTAssertFalse(r.signalled, "crashed: \(r.stderr)", line: line)
+        XCTAssertEqual(r.status, code, r.stderr, line: line)
+        let lines = r.stderr.split(separator: "\n").filter { !$0.hasPrefix("notice:") }
+        XCTAssertEqual(lines.count, 1, "exactly one error line: \(r.stderr)", line: line)
+        XCTAssertTrue(lines.first?.hasPrefix("error: ") ?? false, r.stderr, line: line)
+        XCTAssertTrue(r.stderr.contains(mentions), "'\(r.stderr)' should mention '\(mentions)'", line: line)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out), "partial report left behind", line: line)
+        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []
+        XCTAssertTrue(leftovers.filter { $0.contains("vitlens-tmp") }.isEmpty, "staging left: \(leftovers)", line: line)
+    }
+
+    func testBadInputs() throws {
+        let none = Fixtures.path("images/none"), eval = Fixtures.path("images/eval")
+        let f32 = Fixtures.checkpoint("tiny_f32.safetensors")
+        assertFails(["extract", Fixtures.checkpoint("nope.pth"), "--images", none], code: 1, mentions: "nope.pth")
+        assertFails(["extract", Fixtures.checkpoint("evil_os_system.pth"), "--images", none], code: 1, mentions: "'posix.system' is not allowed")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "/tmp/vitlens-pwned"))
+        assertFails(["extract", Fixtures.checkpoint("tiny_timm_deflated.pth"), "--images", none], code: 1, mentions: "compressed")
+        assertFails(["extract", Fixtures.path("images/none/a_astronaut.png"), "--images", none], code: 1, mentions: "not a checkpoint")
+        assertFails(["extract", f32, "--images", eval, "--resize", "none"], code: 1, mentions: "chelsea_45x37.jpg: image is 45x37")
+        assertFails(["extract", f32, "--images", none, "--heads", "5"], code: 1, mentions: "--heads 5 does not divide")
+        assertFails(["extract", f32, "--images", none, "--num", "0"], code: 64, mentions: "--num")
+        assertFails(["extract", f32, "--images", none, "--batch", "0"], code: 64, mentions: "--batch")
+        assertFails(["extract", f32, "--images", none, "--resize", "stretch"], code: 64, mentions: "stretch")
+        assertFails(["extract", f32], code: 64, mentions: "--images")
+        assertFails(["extract", f32, "--images", tmp + "/missing"], code: 1, mentions: "missing: no such folder")
+        try FileManager.default.createDirectory(atPath: tmp + "/empty", withIntermediateDirectories: true)
+        assertFails(["extract", f32, "--images", tmp + "/empty"], code: 1, mentions: "no PNG or JPEG images")
+        try FileManager.default.createDirectory(atPath: tmp + "/broken", withIntermediateDirectories: true)
+        try "junk".write(toFile: tmp + "/broken/x.png", atomically: true, encoding: .utf8)
+        assertFails(["extract", f32, "--images", tmp + "/broken"], code: 1, mentions: "x.png: cannot decode image")
+        // Truncated and lying checkpoints.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: f32))
+        try bytes.prefix(bytes.count - 100).write(to: URL(fileURLWithPath: tmp + "/cut.safetensors"))
+        assertFails(["extract", tmp + "/cut.safetensors", "--images", none], code: 1, mentions: "cut.safetensors")
+    }
+
+    func testOutputPointingAtAFileOrUnwritablePlace() throws {
+        try "x".write(toFile: tmp + "/file", atomically: true, encoding: .utf8)
+        let r = vitlens("extract", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", Fixtures.path("images/none"), "--resize", "none", "--out", tmp + "/file")
+        XCTAssertEqual(r.status, 1)
+        XCTAssertTrue(r.stderr.hasPrefix("error: --out \(tmp)/file: exists and is not a folder"), r.stderr)
+        let u = vitlens("extract", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", Fixtures.path("images/none"), "--resize", "none", "--out", tmp + "/file/sub")
+        XCTAssertEqual(u.status, 1)
+        XCTAssertTrue(u.stderr.hasPrefix("error: ") && u.stderr.contains("file/sub"), u.stderr)
+    }
+
+    func testSkipBadImages() throws {
+        try FileManager.default.createDirectory(atPath: tmp + "/mixed", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Fixtures.path("images/none/a_astronaut.png"), toPath: tmp + "/mixed/a.png")
+        try "junk".write(toFile: tmp + "/mixed/b.jpg", atomically: true, encoding: .utf8)
+        let r = vitlens("extract", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", tmp + "/mixed", "--resize", "none",
+                        "--skip-bad-images", "--out", tmp + "/o", "--quiet")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("warning: skipping") && r.stderr.contains("b.jpg"), r.stderr)
+        XCTAssertEqual(try NpyArray(path: tmp + "/o/features.npy").shape, [3, 1, 17, 16])
+    }
+
+    /// OpenBLAS's kernel family is chosen by vitlens itself: forcing the generic one through
+    /// the environment is undone on CPUs that can do better.
+    func testBLASKernelIsChosenByCPU() throws {
+        let (flags, vendor) = BLASKernelChoice.cpuFeatures()
+        let r = runProcess(Self.binary, ["bench", Fixtures.checkpoint("tiny_f32.safetensors"), "--batch", "2", "--iters", "1", "--json"],
+                           environment: ["OPENBLAS_CORETYPE": "Prescott"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        let core = obj["blas_core"] as! String
+        if let best = BLASKernelChoice.best(flags: flags, vendor: vendor) {
+            XCTAssertEqual(core.lowercased(), best.lowercased())
+        } else {
+            XCTAssertEqual(core, "Prescott")
+        }
+        XCTAssertGreaterThan(obj["images_per_second"] as! Double, 0)
+        let keep = runProcess(Self.binary, ["bench", Fixtures.checkpoint("tiny_f32.safetensors"), "--batch", "2", "--iters", "1", "--json"],
+                              environment: ["OPENBLAS_CORETYPE": "Prescott", "VITLENS_BLAS_CORETYPE": "keep"])
+        XCTAssertTrue(keep.stdout.contains("\"Prescott\""), keep.stdout)
+    }
+}

@@ -1,0 +1,75 @@
+@testable import Engine
+import Foundation
+import TestSupport
+import VitLensCore
+import XCTest
+
+/// Each tuned kernel against a plain float64 reference over awkward shapes
+/// (T = 197, C = 192, batch 1 and 3).
+final class KernelTests: XCTestCase {
+    func random(_ n: Int, scale: Float = 2) -> [Float] { (0..<n).map { _ in Float.random(in: -scale...scale) } }
+
+    func testLayerNorm() {
+        for rows in [197, 3 * 197] {
+            let c = 192
+            let x = random(rows * c, scale: 5), w = Tensor(shape: [c], values: random(c)), b = Tensor(shape: [c], values: random(c))
+            var out = [Float](repeating: 0, count: rows * c)
+            layerNormForward(&out, x, w, b, rows: rows, eps: 1e-6)
+            var ref = [Double](repeating: 0, count: rows * c)
+            for r in 0..<rows {
+                let row = x[(r * c)..<((r + 1) * c)].map(Double.init)
+                let mean = row.reduce(0, +) / Double(c)
+                let v = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(c)
+                for i in 0..<c { ref[r * c + i] = (row[i] - mean) / (v + 1e-6).squareRoot() * Double(w[i]) + Double(b[i]) }
+            }
+            let cmp = compare(out.map(Double.init), ref, tolerance: 1e-5, mixed: true)
+            XCTAssertEqual(cmp.violations, 0, "rows \(rows): \(cmp)")
+        }
+    }
+
+    func testGELUIsExactErf() {
+        var x = random(197 * 192, scale: 6)
+        let ref = x.map { v -> Double in let d = Double(v); return 0.5 * d * (1 + erf(d / 2.0.squareRoot())) }
+        geluForward(&x, count: x.count)
+        let cmp = compare(x.map(Double.init), ref, tolerance: 1e-6, mixed: true)
+        XCTAssertEqual(cmp.violations, 0, "\(cmp)")
+    }
+
+    func testSoftmaxRowsSumToOne() {
+        let rows = 3 * 197, n = 197
+        var x = random(rows * n, scale: 30)
+        let ref: [Double] = (0..<rows).flatMap { r -> [Double] in
+            let row = x[(r * n)..<((r + 1) * n)].map(Double.init)
+            let m = row.max()!
+            let e = row.map { exp($0 - m) }
+            let s = e.reduce(0, +)
+            return e.map { $0 / s }
+        }
+        softmaxRows(&x, rows: rows, cols: n)
+        let cmp = compare(x.map(Double.init), ref, tolerance: 1e-6)
+        XCTAssertEqual(cmp.violations, 0, "\(cmp)")
+        for r in 0..<rows { XCTAssertEqual(x[(r * n)..<((r + 1) * n)].reduce(0, +), 1, accuracy: 1e-5) }
+    }
+
+    func testLinearAndPatchify() {
+        // A patch-embedding GEMM over im2col equals a direct convolution.
+        let B = 3, S = 32, p = 8, C = 5, g = S / p
+        let img = Tensor(shape: [B, 3, S, S], values: random(B * 3 * S * S))
+        let w = Tensor(shape: [C, 3 * p * p], values: random(C * 3 * p * p))
+        let bias = Tensor(shape: [C], values: random(C))
+        var cols = [Float](repeating: 0, count: B * g * g * 3 * p * p)
+        patchify(&cols, img.data, batch: B, size: S, patch: p)
+        var out = [Float](repeating: 0, count: B * g * g * C)
+        linearForward(&out, cols, w, bias, rows: B * g * g)
+        var ref = [Double]()
+        for b in 0..<B { for gy in 0..<g { for gx in 0..<g { for o in 0..<C {
+            var s = Double(bias[o])
+            for ch in 0..<3 { for ky in 0..<p { for kx in 0..<p {
+                s += Double(img[((b * 3 + ch) * S + gy * p + ky) * S + gx * p + kx]) * Double(w[o * 3 * p * p + (ch * p + ky) * p + kx])
+            } } }
+            ref.append(s)
+        } } } }
+        let cmp = compare(out.map(Double.init), ref, tolerance: 1e-4, mixed: true)
+        XCTAssertEqual(cmp.violations, 0, "\(cmp)")
+    }
+}

@@ -1,0 +1,181 @@
+import Checkpoint
+@testable import Engine
+import Images
+import TestSupport
+import VitLensCore
+import XCTest
+
+/// Records every tap, for comparison with timm's hooks.
+final class RecordingTaps: ForwardTaps {
+    var reps: [Int: [Float]] = [:]
+    var probs: [Int: [Float]] = [:]
+    var logits: [Int: [Float]] = [:]
+    let wantsRepresentations: Bool, wantsAttentionLogits: Bool, wantsAttentionProbabilities: Bool
+    let perRep: Int
+
+    init(reps: Bool = true, logits: Bool = true, probs: Bool = true, perRep: Int) {
+        wantsRepresentations = reps; wantsAttentionLogits = logits; wantsAttentionProbabilities = probs
+        self.perRep = perRep
+    }
+
+    func representation(_ index: Int, _ x: UnsafePointer<Float>, batch: Int) {
+        reps[index, default: []] += Array(UnsafeBufferPointer(start: x, count: batch * perRep))
+    }
+
+    func attention(layer: Int, image: Int, logits l: UnsafePointer<Float>?, probabilities: UnsafePointer<Float>) {
+        let n = perAttention
+        probs[layer, default: []] += Array(UnsafeBufferPointer(start: probabilities, count: n))
+        if let l { logits[layer, default: []] += Array(UnsafeBufferPointer(start: l, count: n)) }
+    }
+    var perAttention = 0
+
+    /// Layer-major flattening, as the goldens: [index][image]...
+    func flat(_ d: [Int: [Float]]) -> [Double] { d.keys.sorted().flatMap { d[$0]!.map(Double.init) } }
+}
+
+func loadEngine(_ file: String, heads: Int? = 2, imageSize: Int? = nil) throws -> ViTEngine {
+    let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file))
+    let config = try ViTConfig.infer(from: ckpt, heads: heads, imageSize: imageSize)
+    return ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config))
+}
+
+func goldenInput(_ name: String, size: Int = 32) throws -> Tensor {
+    let x = try NpyArray(path: Fixtures.golden(name + "_input.npy"))
+    return Tensor(shape: [x.shape[0], 3, size, size], values: x.values.map(Float.init))
+}
+
+final class ParityTests: XCTestCase {
+    let layouts = ["tiny_f32.safetensors", "tiny_f16.safetensors", "tiny_bf16.safetensors", "tiny_timm.pth",
+                   "tiny_mae.pth", "tiny_moco.pth.tar", "tiny_dino.pth", "tiny_hf"]
+
+    /// Every layout against timm run in float64 (Tests/Fixtures/make_fixtures.py):
+    /// representations within 1e-3·max(1, |ref|), attention probabilities within 1e-4 (the issue's
+    /// tolerances), logits within 1e-3·max(1, |ref|).
+    func testEveryLayoutMatchesTimmFloat64() throws {
+        let x = try goldenInput("none")
+        let feats = try NpyArray(path: Fixtures.golden("none_features.npy"))
+        let att = try NpyArray(path: Fixtures.golden("none_attention.npy"))
+        let logit = try NpyArray(path: Fixtures.golden("none_logits.npy"))
+        for file in layouts {
+            let engine = try loadEngine(file, heads: file == "tiny_hf" ? nil : 2)
+            XCTAssertEqual(engine.config.heads, 2)
+            let c = engine.config
+            let taps = RecordingTaps(perRep: c.tokens * c.dim)
+            taps.perAttention = c.heads * c.tokens * c.tokens
+            engine.forward(x, taps: taps)
+            let r = compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true)
+            XCTAssertEqual(r.violations, 0, "\(file) representations: \(r)")
+            let a = compare(taps.flat(taps.probs), att.values, tolerance: 1e-4)
+            XCTAssertEqual(a.violations, 0, "\(file) attention: \(a)")
+            let l = compare(taps.flat(taps.logits), logit.values, tolerance: 1e-3, mixed: true)
+            XCTAssertEqual(l.violations, 0, "\(file) logits: \(l)")
+        }
+    }
+
+    func testResidualStreamMatchesTimm() throws {
+        let engine = try loadEngine("tiny_f32.safetensors")
+        engine.representation = .residual
+        let c = engine.config
+        let taps = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
+        engine.forward(try goldenInput("none"), taps: taps)
+        let r = compare(taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("none_residual.npy")).values, tolerance: 1e-3, mixed: true)
+        XCTAssertEqual(r.violations, 0, "\(r)")
+    }
+
+    /// Run at 48x48: pos_embed resampled as timm's checkpoint_filter_fn does (antialiased bicubic).
+    func testOtherImageSizeResamplesPositions() throws {
+        let engine = try loadEngine("tiny_f32.safetensors", imageSize: 48)
+        XCTAssertEqual(engine.config.tokens, 1 + 36)
+        let c = engine.config
+        let taps = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
+        engine.forward(try goldenInput("size48", size: 48), taps: taps)
+        let r = compare(taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("size48_features.npy")).values, tolerance: 1e-3, mixed: true)
+        XCTAssertEqual(r.violations, 0, "\(r)")
+    }
+
+    /// The whole pipeline from JPEG/PNG files of other sizes (--resize timm-eval) against
+    /// PIL + torchvision + timm: mean relative error ≤ 3e-2 (the bound).
+    func testTimmEvalPipeline() throws {
+        let engine = try loadEngine("tiny_f16.safetensors")
+        let paths = try listImages(in: Fixtures.path("images/eval"))
+        let batch = Tensor(shape: [paths.count, 3, 32, 32])
+        XCTAssertTrue(loadBatch(paths, size: 32, mode: .timmEval, into: batch).allSatisfy { $0 == nil })
+        let c = engine.config
+        let taps = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
+        engine.forward(batch, taps: taps)
+        let r = compare(taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("eval_features.npy")).values, tolerance: 1e-3, mixed: true)
+        XCTAssertLessThanOrEqual(r.meanRelative, 3e-2, "\(r)")
+    }
+
+    /// Taps change nothing: the final tokens are bit-identical with and without them, and
+    /// across batch splits (batch 1 vs 4).
+    func testTapsOffAndOnGiveIdenticalOutputs() throws {
+        let x = try goldenInput("none")
+        let engine = try loadEngine("tiny_f32.safetensors")
+        let plain = engine.forward(x).array
+        let c = engine.config
+        let taps = RecordingTaps(perRep: c.tokens * c.dim)
+        taps.perAttention = c.heads * c.tokens * c.tokens
+        let tapped = engine.forward(x, taps: taps).array
+        XCTAssertEqual(plain, tapped)
+        let one = Tensor(shape: [1, 3, 32, 32])
+        one.data.update(from: x.data + 2 * 3 * 32 * 32, count: 3 * 32 * 32)
+        let single = engine.forward(one).array
+        let r = compare(single.map(Double.init), plain[(2 * c.tokens * c.dim)..<(3 * c.tokens * c.dim)].map(Double.init), tolerance: 1e-5, mixed: true)
+        XCTAssertEqual(r.violations, 0, "batch of 1 vs batch of 4: \(r)")
+    }
+}
+
+final class LoaderValidationTests: XCTestCase {
+    func tweaked(_ change: (inout [String: RawTensor]) -> Void) throws -> LoadedCheckpoint {
+        let c = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_f32.safetensors"))
+        var t = c.tensors
+        change(&t)
+        return c.replacingTensors(t)
+    }
+
+    func testMisShapedTensorIsNamed() throws {
+        let c = try tweaked { $0["blocks.1.mlp.fc1.weight"] = RawTensor(shape: [32, 10], floats: .init(repeating: 0, count: 320)) }
+        let config = try ViTConfig.infer(from: c, heads: 2)
+        XCTAssertThrowsError(try ViTWeights(checkpoint: c, config: config)) { e in
+            XCTAssertEqual("\(e)", "blocks.1.mlp.fc1.weight: expected [32, 16], got [32, 10]")
+        }
+    }
+
+    func testMissingTensorIsNamed() throws {
+        let c = try tweaked { $0["blocks.0.attn.proj.bias"] = nil }
+        XCTAssertThrowsError(try ViTWeights(checkpoint: c, config: try ViTConfig.infer(from: c, heads: 2))) { e in
+            XCTAssertEqual("\(e)", "missing tensor blocks.0.attn.proj.bias")
+        }
+    }
+
+    func testNonFiniteWeightIsNamed() throws {
+        let c = try tweaked { t in
+            var v = try! t["norm.weight"]!.floats(name: "")
+            v[3] = .nan
+            t["norm.weight"] = RawTensor(shape: [16], floats: v)
+        }
+        XCTAssertThrowsError(try ViTWeights(checkpoint: c, config: try ViTConfig.infer(from: c, heads: 2))) { e in
+            XCTAssertTrue("\(e)".hasPrefix("norm.weight: non-finite weight nan at element 3"), "\(e)")
+        }
+    }
+
+    func testHeadsMustDivideWidth() throws {
+        let c = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_f32.safetensors"))
+        XCTAssertThrowsError(try ViTConfig.infer(from: c, heads: 5)) { e in
+            XCTAssertEqual("\(e)", "--heads 5 does not divide the embedding width 16")
+        }
+    }
+
+    func testHeadsPrecedence() throws {
+        let st = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_f32.safetensors"))
+        XCTAssertEqual(try ViTConfig.infer(from: st).headsSource, .metadata)
+        XCTAssertEqual(try ViTConfig.infer(from: st, heads: 4).heads, 4)
+        let pth = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_timm.pth"))
+        let conv = try ViTConfig.infer(from: pth)
+        XCTAssertEqual(conv.headsSource, .convention)
+        XCTAssertEqual(conv.heads, 1)  // 16/64 rounds to 0: at least one head
+        let hf = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_hf"))
+        XCTAssertEqual(try ViTConfig.infer(from: hf).headsSource, .config)
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import VitLensCore
+
+/// Paths of the committed fixtures (Tests/Fixtures), wherever the package is checked out.
+public enum Fixtures {
+    public static let root: String = {
+        var url = URL(fileURLWithPath: #filePath)
+        url.deleteLastPathComponent()  // TestSupport
+        url.deleteLastPathComponent()  // Tests
+        return url.path + "/Fixtures"
+    }()
+    public static let packageRoot: String = (root as NSString).deletingLastPathComponent.replacingOccurrences(of: "/Tests", with: "")
+    public static func path(_ rel: String) -> String { root + "/" + rel }
+    public static func checkpoint(_ name: String) -> String { root + "/checkpoints/" + name }
+    public static func golden(_ name: String) -> String { root + "/golden/" + name }
+}
+
+/// A .npy array read for comparison: shape and values as Double (float32, float64, uint8).
+public struct NpyArray {
+    public let shape: [Int]
+    public let values: [Double]
+
+    public init(path: String) throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        let bytes = [UInt8](data)
+        guard bytes.count > 10, bytes[0] == 0x93, bytes[6] == 1 else { throw NSError(domain: "npy", code: 1, userInfo: [NSLocalizedDescriptionKey: "\(path): not npy 1.0"]) }
+        let hlen = Int(bytes[8]) | Int(bytes[9]) << 8
+        let header = String(decoding: bytes[10..<(10 + hlen)], as: UTF8.self)
+        let shapeText = header.components(separatedBy: "'shape': (")[1].components(separatedBy: ")")[0]
+        shape = shapeText.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let n = shape.reduce(1, *)
+        let body = Array(bytes[(10 + hlen)...])
+        if header.contains("'<f4'") {
+            values = (0..<n).map { i in Double(body.withUnsafeBytes { Float(bitPattern: $0.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)) }) }
+        } else if header.contains("'<f8'") {
+            values = (0..<n).map { i in body.withUnsafeBytes { Double(bitPattern: $0.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)) } }
+        } else if header.contains("'|u1'") {
+            values = body.prefix(n).map(Double.init)
+        } else {
+            throw NSError(domain: "npy", code: 2, userInfo: [NSLocalizedDescriptionKey: "\(path): unsupported dtype in \(header)"])
+        }
+    }
+}
+
+/// The worst element of a comparison, for failure messages that show evidence.
+public struct Comparison: CustomStringConvertible {
+    public var maxDiff = 0.0
+    public var worstIndex = -1
+    public var worstGot = 0.0
+    public var worstWant = 0.0
+    public var meanRelative = 0.0
+    public var violations = 0
+
+    public var description: String {
+        "max |diff| \(maxDiff) at flat index \(worstIndex) (got \(worstGot), want \(worstWant)); mean relative error \(meanRelative); \(violations) elements out of tolerance"
+    }
+}
+
+/// Compares element-wise with tolerance `abs + rel·|want|`, or the mixed `tol·max(1, |want|)` when `mixed`.
+public func compare(_ got: [Double], _ want: [Double], tolerance: Double, mixed: Bool = false) -> Comparison {
+    var c = Comparison()
+    precondition(got.count == want.count, "sizes differ: \(got.count) vs \(want.count)")
+    var sumDiff = 0.0, sumRef = 0.0
+    for i in 0..<got.count {
+        let d = abs(got[i] - want[i])
+        sumDiff += d
+        sumRef += abs(want[i])
+        let tol = mixed ? tolerance * max(1, abs(want[i])) : tolerance
+        if !(d <= tol) { c.violations += 1 }
+        if !(d <= c.maxDiff) { c.maxDiff = d; c.worstIndex = i; c.worstGot = got[i]; c.worstWant = want[i] }
+    }
+    c.meanRelative = sumRef > 0 ? sumDiff / sumRef : sumDiff
+    return c
+}
+
+/// Runs a program, returning (exit status, stdout, stderr). `signalled` is true if it died of a signal.
+public func runProcess(_ executable: String, _ args: [String], environment: [String: String]? = nil)
+    -> (status: Int32, signalled: Bool, stdout: String, stderr: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: executable)
+    p.arguments = args
+    if let environment { p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    do { try p.run() } catch { return (-1, false, "", "\(error)") }
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, p.terminationReason == .uncaughtSignal,
+            String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
