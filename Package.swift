@@ -25,9 +25,10 @@ let package = Package(
         .target(name: "Checkpoint", dependencies: ["VitLensCore"], swiftSettings: fast),
         .target(name: "Images", dependencies: ["VitLensCore", "CPNG", "CJPEG"], swiftSettings: fast),
         .target(name: "Engine", dependencies: ["VitLensCore", "Checkpoint"], swiftSettings: fast),
+        .target(name: "Analysis", dependencies: ["VitLensCore"], swiftSettings: fast),
         .target(name: "Render", dependencies: ["VitLensCore", "CPNG"], swiftSettings: fast),
         .executableTarget(name: "vitlens", dependencies: [
-            "VitLensCore", "Checkpoint", "Images", "Engine", "Render",
+            "VitLensCore", "Checkpoint", "Images", "Engine", "Analysis", "Render",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["VitLensCore"], path: "Tests/TestSupport"),
@@ -35,6 +36,7 @@ let package = Package(
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "VitLensCore", "TestSupport"]),
         .testTarget(name: "ImagesTests", dependencies: ["Images", "VitLensCore", "TestSupport"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Checkpoint", "Images", "VitLensCore", "TestSupport"]),
+        .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "VitLensCore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["VitLensCore", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

@@ -54,3 +54,137 @@ public indirect enum JSONValue: ExpressibleByStringLiteral, ExpressibleByInteger
         return out + "\""
     }
 }
+
+/// A strict JSON parser that keeps object keys in order and numbers exactly as written
+/// (integers as Int, the rest through Double's correctly rounded parser), so reports and
+/// partial sums read back bit for bit.
+public struct JSONParseError: Error, CustomStringConvertible {
+    public let offset: Int
+    public let reason: String
+    public var description: String { "invalid JSON at byte \(offset): \(reason)" }
+}
+
+extension JSONValue {
+    public static func parse(_ text: String) throws -> JSONValue {
+        var p = JSONParser(bytes: Array(text.utf8))
+        p.skipSpace()
+        let v = try p.value(depth: 0)
+        p.skipSpace()
+        guard p.pos == p.bytes.count else { throw JSONParseError(offset: p.pos, reason: "trailing characters") }
+        return v
+    }
+
+    public subscript(key: String) -> JSONValue? {
+        if case let .object(o) = self { return o.first { $0.0 == key }?.1 }
+        return nil
+    }
+
+    public var stringValue: String? { if case let .string(s) = self { return s }; return nil }
+    public var intValue: Int? { if case let .int(i) = self { return i }; return nil }
+    public var arrayValue: [JSONValue]? { if case let .array(a) = self { return a }; return nil }
+    public var doubleValue: Double? {
+        switch self {
+        case let .double(d): return d
+        case let .int(i): return Double(i)
+        case .null: return .nan  // non-finite numbers are written as null
+        default: return nil
+        }
+    }
+}
+
+private struct JSONParser {
+    let bytes: [UInt8]
+    var pos = 0
+
+    mutating func skipSpace() {
+        while pos < bytes.count, [0x20, 0x0A, 0x0D, 0x09].contains(bytes[pos]) { pos += 1 }
+    }
+
+    func fail(_ r: String) -> JSONParseError { JSONParseError(offset: pos, reason: r) }
+
+    mutating func literal(_ s: String, _ v: JSONValue) throws -> JSONValue {
+        let u = Array(s.utf8)
+        guard pos + u.count <= bytes.count, Array(bytes[pos..<(pos + u.count)]) == u else { throw fail("unexpected token") }
+        pos += u.count
+        return v
+    }
+
+    mutating func value(depth: Int) throws -> JSONValue {
+        guard depth < 512 else { throw fail("nested too deeply") }
+        guard pos < bytes.count else { throw fail("unexpected end") }
+        switch bytes[pos] {
+        case UInt8(ascii: "{"):
+            pos += 1
+            var items: [(String, JSONValue)] = []
+            skipSpace()
+            if pos < bytes.count, bytes[pos] == UInt8(ascii: "}") { pos += 1; return .object(items) }
+            while true {
+                skipSpace()
+                guard case let .string(k) = try value(depth: depth + 1) else { throw fail("object key is not a string") }
+                skipSpace()
+                guard pos < bytes.count, bytes[pos] == UInt8(ascii: ":") else { throw fail("expected ':'") }
+                pos += 1
+                skipSpace()
+                items.append((k, try value(depth: depth + 1)))
+                skipSpace()
+                guard pos < bytes.count else { throw fail("unexpected end") }
+                if bytes[pos] == UInt8(ascii: ",") { pos += 1; continue }
+                if bytes[pos] == UInt8(ascii: "}") { pos += 1; return .object(items) }
+                throw fail("expected ',' or '}'")
+            }
+        case UInt8(ascii: "["):
+            pos += 1
+            var items: [JSONValue] = []
+            skipSpace()
+            if pos < bytes.count, bytes[pos] == UInt8(ascii: "]") { pos += 1; return .array(items) }
+            while true {
+                skipSpace()
+                items.append(try value(depth: depth + 1))
+                skipSpace()
+                guard pos < bytes.count else { throw fail("unexpected end") }
+                if bytes[pos] == UInt8(ascii: ",") { pos += 1; continue }
+                if bytes[pos] == UInt8(ascii: "]") { pos += 1; return .array(items) }
+                throw fail("expected ',' or ']'")
+            }
+        case UInt8(ascii: "\""):
+            pos += 1
+            var out = [UInt8]()
+            while true {
+                guard pos < bytes.count else { throw fail("unterminated string") }
+                let c = bytes[pos]
+                pos += 1
+                if c == UInt8(ascii: "\"") { break }
+                if c != UInt8(ascii: "\\") { out.append(c); continue }
+                guard pos < bytes.count else { throw fail("unterminated escape") }
+                let e = bytes[pos]
+                pos += 1
+                switch e {
+                case UInt8(ascii: "n"): out.append(0x0A)
+                case UInt8(ascii: "t"): out.append(0x09)
+                case UInt8(ascii: "r"): out.append(0x0D)
+                case UInt8(ascii: "b"): out.append(0x08)
+                case UInt8(ascii: "f"): out.append(0x0C)
+                case UInt8(ascii: "u"):
+                    guard pos + 4 <= bytes.count, let v = UInt32(String(decoding: bytes[pos..<(pos + 4)], as: UTF8.self), radix: 16) else {
+                        throw fail("bad \\u escape")
+                    }
+                    pos += 4
+                    out += Array(String(Unicode.Scalar(v).map(Character.init) ?? "\u{FFFD}").utf8)
+                default: out.append(e)
+                }
+            }
+            return .string(String(decoding: out, as: UTF8.self))
+        case UInt8(ascii: "t"): return try literal("true", .bool(true))
+        case UInt8(ascii: "f"): return try literal("false", .bool(false))
+        case UInt8(ascii: "n"): return try literal("null", .null)
+        default:
+            let start = pos
+            while pos < bytes.count, "+-0123456789.eE".utf8.contains(bytes[pos]) { pos += 1 }
+            let s = String(decoding: bytes[start..<pos], as: UTF8.self)
+            if let i = Int(s) { return .int(i) }
+            if let d = Double(s) { return .double(d) }
+            pos = start
+            throw fail("unexpected character")
+        }
+    }
+}

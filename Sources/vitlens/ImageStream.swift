@@ -40,6 +40,24 @@ struct ImageStream {
         return good
     }
 
+    var batchCount: Int { (paths.count + batch - 1) / batch }
+
+    /// Loads batch `index` of the listing. With --skip-bad-images, images that fail to decode
+    /// are dropped from the batch with a warning; otherwise the first failure is thrown.
+    func load(batch index: Int) throws -> (tensor: Tensor, paths: [String]) {
+        let list = Array(paths[(index * batch)..<min(paths.count, (index + 1) * batch)])
+        let t = Tensor(shape: [list.count, 3, size, size])
+        let errors = loadBatch(list, size: size, mode: mode, into: t)
+        guard let firstError = errors.compactMap({ $0 }).first else { return (t, list) }
+        guard skipBad else { throw firstError }
+        let good = list.indices.filter { errors[$0] == nil }
+        for case let e? in errors { warning("skipping \(e)") }
+        let plane = 3 * size * size
+        let g = Tensor(shape: [good.count, 3, size, size])
+        for (k, i) in good.enumerated() { (g.data + k * plane).update(from: t.data + i * plane, count: plane) }
+        return (g, good.map { list[$0] })
+    }
+
     /// Calls `body(batchTensor, firstIndex)` for consecutive batches of `list`.
     func forEachBatch(_ list: [String], _ body: (Tensor, Int) throws -> Void) throws {
         var start = 0

@@ -230,6 +230,117 @@ def save_resize_goldens():
         np.save(out("golden", f"resize_{w}x{h}.npy"), np.asarray(im.resize((w, h), Image.BICUBIC)))
 
 
+def save_analysis_goldens(sd):
+    """CKA (SPEC §5) and attention statistics (SPEC §6) in float64 from timm's float64 taps,
+    written out formula by formula (numpy), for 12 photographs, batches of 4 and 5."""
+    # A second, deeper and wider model with another head count, for two-model CKA.
+    torch.manual_seed(1)
+    m2 = timm.models.vision_transformer.VisionTransformer(
+        img_size=IMG, patch_size=PATCH, embed_dim=24, depth=3, num_heads=3, mlp_ratio=2.0, qkv_bias=True, num_classes=0)
+    sd2 = {}
+    for k, v in m2.state_dict().items():
+        sd2[k] = (1 + 0.2 * torch.randn_like(v)) if k.endswith("weight") and v.dim() == 1 else (
+            0.3 * torch.randn_like(v) if v.dim() == 1 or k in ("cls_token", "pos_embed") else torch.randn_like(v) * 1.5 / v[0].numel() ** 0.5)
+    sd2 = round_weights(sd2)
+    save_file(sd2, out("checkpoints", "tiny2_f32.safetensors"), metadata={"num_heads": "3"})
+
+    # Another token grid (4x4-pixel patches: 8x8 grid), for the grid-mismatch error.
+    torch.manual_seed(2)
+    m3 = timm.models.vision_transformer.VisionTransformer(
+        img_size=IMG, patch_size=4, embed_dim=8, depth=1, num_heads=2, mlp_ratio=2.0, qkv_bias=True, num_classes=0)
+    save_file(round_weights(m3.state_dict()), out("checkpoints", "tiny_p4_f32.safetensors"), metadata={"num_heads": "2"})
+
+    ph = photos()
+    for i in range(12):
+        name, im = ph[i % len(ph)]
+        w, h = im.size
+        s = min(w, h) // (1 + i // len(ph))
+        box = ((w - s) * (i % 3) // 2, (h - s) * (i % 2), (w - s) * (i % 3) // 2 + s, (h - s) * (i % 2) + s)
+        im.crop(box).resize((IMG, IMG), Image.BICUBIC).save(out("images", "cka", f"{i:02d}_{name}.png"))
+    paths = list_images(out("images", "cka"))
+    x = preprocess(paths, False)
+
+    def reps(model_sd, make, heads):
+        m = make()
+        m.load_state_dict(model_sd)
+        m = m.double().eval()
+        r, qs, ks = [], [], []
+        for blk in m.blocks:
+            blk.attn.fused_attn = False
+            blk.norm1.register_forward_hook(lambda mod, i, o: r.append(o))
+            blk.attn.q_norm.register_forward_hook(lambda mod, i, o: qs.append(o))
+            blk.attn.k_norm.register_forward_hook(lambda mod, i, o: ks.append(o))
+        with torch.no_grad():
+            r.append(m.forward_features(x.double()))
+        logits = [(q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5) for q, k in zip(qs, ks)]
+        return [t.numpy() for t in r], [t.numpy() for t in logits]
+
+    ra, la = reps(sd, make_model, HEADS)
+    rb, _ = reps(sd2, lambda: timm.models.vision_transformer.VisionTransformer(
+        img_size=IMG, patch_size=PATCH, embed_dim=24, depth=3, num_heads=3, mlp_ratio=2.0, qkv_bias=True, num_classes=0), 3)
+
+    def select(r, tokens):
+        if tokens == "patches":
+            return r[:, 1:, :].reshape(r.shape[0], -1)
+        if tokens == "cls":
+            return r[:, 0, :]
+        return r[:, 1:, :].mean(axis=1)
+
+    def hsic(K, L):
+        n = K.shape[0]
+        one = np.ones((n, 1))
+        r = np.trace(K @ L) + (one.T @ K @ one @ one.T @ L @ one).item() / ((n - 1) * (n - 2)) \
+            - 2 * (one.T @ K @ L @ one).item() / (n - 2)
+        return r / (n * (n - 3))
+
+    def cka(A, B, batch, tokens):
+        n = A[0].shape[0]
+        sums = np.zeros((len(A), len(B), 3))
+        count = 0
+        for s in range(0, n, batch):
+            if min(batch, n - s) < 4:
+                continue
+            Ks = []
+            for r in A:
+                X = select(r[s:s + batch], tokens)
+                K = X @ X.T
+                np.fill_diagonal(K, 0)
+                Ks.append(K)
+            Ls = []
+            for r in B:
+                Y = select(r[s:s + batch], tokens)
+                L = Y @ Y.T
+                np.fill_diagonal(L, 0)
+                Ls.append(L)
+            for i, K in enumerate(Ks):
+                for j, L in enumerate(Ls):
+                    sums[i, j] += (hsic(K, K), hsic(K, L), hsic(L, L))
+            count += 1
+        m = sums / count
+        return m[:, :, 1] / np.sqrt(m[:, :, 0] * m[:, :, 2])
+
+    np.save(out("golden", "cka_self_b4.npy"), cka(ra, ra, 4, "patches"))
+    np.save(out("golden", "cka_self_b5.npy"), cka(ra, ra, 5, "patches"))
+    np.save(out("golden", "cka_ab_b4.npy"), cka(ra, rb, 4, "patches"))
+    np.save(out("golden", "cka_ab_b5.npy"), cka(ra, rb, 5, "patches"))
+    np.save(out("golden", "cka_ab_b4_cls.npy"), cka(ra, rb, 4, "cls"))
+    np.save(out("golden", "cka_ab_b4_mean.npy"), cka(ra, rb, 4, "mean"))
+
+    g = IMG // PATCH
+    yy, xx = np.meshgrid(np.arange(g), np.arange(g), indexing="ij")
+    pos = np.stack([yy.ravel(), xx.ravel()], 1).astype(np.float64)
+    dist = np.sqrt(((pos[:, None, :] - pos[None, :, :]) ** 2).sum(-1))
+    for convention, scale in [("pixels", PATCH), ("mae-lite", 14)]:
+        ent, dst = [], []
+        for lg in la:  # (N, H, T, T) logits
+            z = lg[:, :, 1:, 1:]
+            p = np.exp(z - z.max(-1, keepdims=True))
+            p /= p.sum(-1, keepdims=True)
+            ent.append((-p * np.log(p + 1e-6)).sum(-1).mean(axis=(0, 2)))
+            dst.append((p * dist * scale).sum(-1).mean(axis=(0, 2)))
+        np.save(out("golden", f"attention_{convention}.npy"), np.stack([np.array(dst), np.array(ent)]))  # [2, L, H]
+
+
 def main():
     sd = random_state()
     save_layouts(sd)
@@ -237,6 +348,7 @@ def main():
     save_images()
     shutil.rmtree(out("golden", "x").rsplit("/", 1)[0], ignore_errors=True)
     save_resize_goldens()
+    save_analysis_goldens(sd)
     for name, folder, resize in [("none", "none", False), ("eval", "eval", True)]:
         paths = list_images(out("images", folder))
         x = preprocess(paths, resize)

@@ -1,0 +1,158 @@
+import Foundation
+import VitLensCore
+
+/// The scale s of attention distances (SPEC §6).
+public enum DistanceConvention: String, Sendable, CaseIterable {
+    /// s = the patch size in pixels: distances in pixels.
+    case pixels
+    /// s = 14, as mae-lite's attn_analyzer hard-codes (for reproducing the paper's plots).
+    case maeLite = "mae-lite"
+
+    public func scale(patch: Int) -> Double { self == .pixels ? Double(patch) : 14 }
+}
+
+/// Attention distance and entropy of one model (SPEC §6, mae-lite `projects/eval_tools/visualize/
+/// attn_analyzer.py`): per block and head, the attention among patch tokens only (prefix rows and
+/// columns dropped, softmax taken again over the patch keys); per query q
+///   entropy  = −Σₖ p·ln(p + 1e−6)            (nats)
+///   distance = Σₖ p·‖g(q) − g(k)‖₂·s          (g the (row, column) grid position)
+/// then the mean over query tokens. Renormalising the full softmax over the patch keys equals
+/// the softmax of the patch logits, so the engine's probabilities are used directly.
+public struct AttentionGeometry {
+    public let grid: Int
+    public let prefix: Int
+    public let scale: Double
+    /// ‖g(q) − g(k)‖₂·s for patch tokens q, k: (P, P).
+    let distance: [Float]
+
+    public init(grid: Int, prefix: Int, scale: Double) {
+        self.grid = grid
+        self.prefix = prefix
+        self.scale = scale
+        let p = grid * grid
+        var d = [Float](repeating: 0, count: p * p)
+        for q in 0..<p {
+            for k in 0..<p {
+                let dy = Double(q / grid - k / grid), dx = Double(q % grid - k % grid)
+                d[q * p + k] = Float((dx * dx + dy * dy).squareRoot() * scale)
+            }
+        }
+        distance = d
+    }
+
+    public var patches: Int { grid * grid }
+
+    /// Mean entropy and mean distance over the query patches of one head.
+    /// probs: (T, T) softmax over all tokens of one head, T = prefix + P.
+    public func headMeans(_ probs: UnsafePointer<Float>) -> (entropy: Double, distance: Double) {
+        let p = patches, t = prefix + p
+        var entropySum = 0.0, distanceSum = 0.0
+        distance.withUnsafeBufferPointer { dist in
+            for q in 0..<p {
+                let row = probs + (prefix + q) * t + prefix
+                var s: Float = 0
+                for k in 0..<p { s += row[k] }
+                let inv = 1 / s
+                var e: Float = 0, d: Float = 0
+                let drow = dist.baseAddress! + q * p
+                for k in 0..<p {
+                    let v = row[k] * inv
+                    e -= v * logf(v + 1e-6)
+                    d += v * drow[k]
+                }
+                entropySum += Double(e)
+                distanceSum += Double(d)
+            }
+        }
+        return (entropySum / Double(p), distanceSum / Double(p))
+    }
+}
+
+/// One minibatch's attention statistics: per (layer, head) the sums over its images of the
+/// per-image means, and with `perImage` every image's values.
+public struct AttentionBatch: Sendable, Equatable {
+    public var index: Int
+    public var size: Int
+    /// (L, H): Σ over images of the mean entropy / mean distance.
+    public var entropySums: [Double]
+    public var distanceSums: [Double]
+    /// (size, L, H) per image, or empty.
+    public var entropies: [Double]
+    public var distances: [Double]
+
+    public init(index: Int, size: Int, entropySums: [Double], distanceSums: [Double],
+                entropies: [Double] = [], distances: [Double] = []) {
+        self.index = index; self.size = size
+        self.entropySums = entropySums; self.distanceSums = distanceSums
+        self.entropies = entropies; self.distances = distances
+    }
+}
+
+/// Collects one batch's statistics from the engine's attention taps.
+public final class AttentionCollector {
+    public let geometry: AttentionGeometry
+    public let layers: Int
+    public let heads: Int
+    public let perImage: Bool
+    private var batch: AttentionBatch
+    private var perImageE: [Double] = [], perImageD: [Double] = []
+
+    public init(geometry: AttentionGeometry, layers: Int, heads: Int, perImage: Bool) {
+        self.geometry = geometry
+        self.layers = layers
+        self.heads = heads
+        self.perImage = perImage
+        batch = AttentionBatch(index: 0, size: 0, entropySums: [], distanceSums: [])
+    }
+
+    public func begin(index: Int, size: Int) {
+        let n = layers * heads
+        batch = AttentionBatch(index: index, size: size, entropySums: .init(repeating: 0, count: n),
+                               distanceSums: .init(repeating: 0, count: n))
+        perImageE = perImage ? .init(repeating: 0, count: size * n) : []
+        perImageD = perImageE
+    }
+
+    /// probabilities: (H, T, T) of block `layer` for image `image` of the batch.
+    public func add(layer: Int, image: Int, probabilities: UnsafePointer<Float>) {
+        let t = geometry.prefix + geometry.patches
+        var results = [(Double, Double)](repeating: (0, 0), count: heads)
+        results.withUnsafeMutableBufferPointer { r in
+            let out = r.baseAddress!
+            parallelChunks(heads) { range in
+                for h in range {
+                    let m = geometry.headMeans(probabilities + h * t * t)
+                    out[h] = (m.entropy, m.distance)
+                }
+            }
+        }
+        for h in 0..<heads {
+            let i = layer * heads + h
+            batch.entropySums[i] += results[h].0
+            batch.distanceSums[i] += results[h].1
+            if perImage {
+                perImageE[image * layers * heads + i] = results[h].0
+                perImageD[image * layers * heads + i] = results[h].1
+            }
+        }
+    }
+
+    public func finish() -> AttentionBatch {
+        var b = batch
+        b.entropies = perImageE
+        b.distances = perImageD
+        return b
+    }
+}
+
+/// Per (layer, head) means over all images: sums in batch-index order divided by the image count.
+public func attentionMeans(_ batches: [AttentionBatch], layers: Int, heads: Int) -> (entropy: [Double], distance: [Double]) {
+    let sorted = batches.sorted { $0.index < $1.index }
+    var e = [Double](repeating: 0, count: layers * heads), d = e
+    var n = 0
+    for b in sorted {
+        n += b.size
+        for i in 0..<e.count { e[i] += b.entropySums[i]; d[i] += b.distanceSums[i] }
+    }
+    return (e.map { $0 / Double(n) }, d.map { $0 / Double(n) })
+}
