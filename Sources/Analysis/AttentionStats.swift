@@ -53,15 +53,19 @@ public struct AttentionGeometry {
                 var s: Float = 0
                 for k in 0..<p { s += row[k] }
                 let inv = 1 / s
-                var e: Float = 0, d: Float = 0
+                var e = Float16x(), d = Float16x()
                 let drow = dist.baseAddress! + q * p
-                for k in 0..<p {
-                    let v = row[k] * inv
-                    e -= v * logf(v + 1e-6)
-                    d += v * drow[k]
+                var k = 0
+                while k < p {
+                    let c = min(16, p - k)
+                    let v = load16(row + k, count: c) * inv  // padded lanes are 0 and add nothing
+                    e -= v * fastLog(v + 1e-6)
+                    d += v * load16(drow + k, count: c)
+                    k += 16
                 }
-                entropySum += Double(e)
-                distanceSum += Double(d)
+                let eSum = e.sum(), dSum = d.sum()
+                entropySum += Double(eSum)
+                distanceSum += Double(dSum)
             }
         }
         return (entropySum / Double(p), distanceSum / Double(p))
@@ -88,60 +92,55 @@ public struct AttentionBatch: Sendable, Equatable {
     }
 }
 
-/// Collects one batch's statistics from the engine's attention taps.
+/// Collects one batch's statistics from the engine's attention taps. The engine calls `add`
+/// concurrently for different images; each image writes its own slots, and `finish` sums them
+/// in image order, so the result does not depend on thread timing.
 public final class AttentionCollector {
     public let geometry: AttentionGeometry
     public let layers: Int
     public let heads: Int
     public let perImage: Bool
-    private var batch: AttentionBatch
-    private var perImageE: [Double] = [], perImageD: [Double] = []
+    private var index = 0, size = 0
+    /// (size, L, H) per-image means.
+    private var entropies: [Double] = [], distances: [Double] = []
 
     public init(geometry: AttentionGeometry, layers: Int, heads: Int, perImage: Bool) {
         self.geometry = geometry
         self.layers = layers
         self.heads = heads
         self.perImage = perImage
-        batch = AttentionBatch(index: 0, size: 0, entropySums: [], distanceSums: [])
     }
 
     public func begin(index: Int, size: Int) {
-        let n = layers * heads
-        batch = AttentionBatch(index: index, size: size, entropySums: .init(repeating: 0, count: n),
-                               distanceSums: .init(repeating: 0, count: n))
-        perImageE = perImage ? .init(repeating: 0, count: size * n) : []
-        perImageD = perImageE
+        self.index = index
+        self.size = size
+        entropies = .init(repeating: 0, count: size * layers * heads)
+        distances = entropies
     }
 
     /// probabilities: (H, T, T) of block `layer` for image `image` of the batch.
     public func add(layer: Int, image: Int, probabilities: UnsafePointer<Float>) {
         let t = geometry.prefix + geometry.patches
-        var results = [(Double, Double)](repeating: (0, 0), count: heads)
-        results.withUnsafeMutableBufferPointer { r in
-            let out = r.baseAddress!
-            parallelChunks(heads) { range in
-                for h in range {
+        entropies.withUnsafeMutableBufferPointer { e in
+            distances.withUnsafeMutableBufferPointer { d in
+                for h in 0..<heads {
                     let m = geometry.headMeans(probabilities + h * t * t)
-                    out[h] = (m.entropy, m.distance)
+                    let slot = (image * layers + layer) * heads + h
+                    e[slot] = m.entropy
+                    d[slot] = m.distance
                 }
-            }
-        }
-        for h in 0..<heads {
-            let i = layer * heads + h
-            batch.entropySums[i] += results[h].0
-            batch.distanceSums[i] += results[h].1
-            if perImage {
-                perImageE[image * layers * heads + i] = results[h].0
-                perImageD[image * layers * heads + i] = results[h].1
             }
         }
     }
 
     public func finish() -> AttentionBatch {
-        var b = batch
-        b.entropies = perImageE
-        b.distances = perImageD
-        return b
+        let n = layers * heads
+        var es = [Double](repeating: 0, count: n), ds = es
+        for img in 0..<size {
+            for i in 0..<n { es[i] += entropies[img * n + i]; ds[i] += distances[img * n + i] }
+        }
+        return AttentionBatch(index: index, size: size, entropySums: es, distanceSums: ds,
+                              entropies: perImage ? entropies : [], distances: perImage ? distances : [])
     }
 }
 

@@ -11,6 +11,8 @@ public protocol ForwardTaps: AnyObject {
     func representation(_ index: Int, _ x: UnsafePointer<Float>, batch: Int)
     /// Attention of block `layer` (0-based) for image `image` of the batch.
     /// logits (pre-softmax q·kᵀ/√D) and probabilities: (H, T, T); logits nil unless asked for.
+    /// Called concurrently from several threads, each time for a different image: a tap must
+    /// be safe for that (write per-image slots, or lock).
     func attention(layer: Int, image: Int, logits: UnsafePointer<Float>?, probabilities: UnsafePointer<Float>)
 }
 
@@ -22,14 +24,34 @@ public enum RepresentationKind: String, Sendable, CaseIterable {
     case residual
 }
 
+/// Where a forward pass spends its time (seconds, summed over calls), for `vitlens bench --profile`.
+public final class ForwardProfile {
+    public var linear = 0.0, attention = 0.0, norm = 0.0, gelu = 0.0, other = 0.0
+    public init() {}
+    public var total: Double { linear + attention + norm + gelu + other }
+}
+
 /// A plain ViT, forward only, float32, batched.
 public final class ViTEngine {
     public let weights: ViTWeights
     public var config: ViTConfig { weights.config }
     public var representation: RepresentationKind = .normed
+    /// When set, phases are timed into it (costs a clock read per phase).
+    public var profile: ForwardProfile?
+    private var clock: UInt64 = 0
+
+    /// Adds the time since the last mark to a phase of the profile.
+    @inline(__always) private func mark(_ phase: ReferenceWritableKeyPath<ForwardProfile, Double>) {
+        guard let profile else { return }
+        let now = DispatchTime.now().uptimeNanoseconds
+        profile[keyPath: phase] += Double(now &- clock) / 1e9
+        clock = now
+    }
 
     private var workspaceBatch = -1
-    private var cols, x, h, qkv, attnOut, mlp, scores, logitsCopy: Tensor?
+    private var cols, x, h, qkv, attnOut, mlp: Tensor?
+    /// One (H, T, T) scores buffer and one logits copy per attention worker.
+    private var scores: [Tensor] = [], logitsCopy: [Tensor] = []
 
     public init(weights: ViTWeights) { self.weights = weights }
 
@@ -43,8 +65,9 @@ public final class ViTEngine {
         qkv = Tensor(shape: [B, T, 3 * C])
         attnOut = Tensor(shape: [B, T, C])
         mlp = Tensor(shape: [B, T, c.mlpHidden])
-        scores = Tensor(shape: [c.heads, T, T])
-        logitsCopy = Tensor(shape: [c.heads, T, T])
+        let w = max(1, min(Workers.count, B))
+        scores = (0..<w).map { _ in Tensor(shape: [c.heads, T, T]) }
+        logitsCopy = (0..<w).map { _ in Tensor(shape: [c.heads, T, T]) }
         workspaceBatch = B
     }
 
@@ -56,12 +79,15 @@ public final class ViTEngine {
         let c = config, B = images.shape[0], T = c.tokens, C = c.dim, P = c.patches
         precondition(images.shape == [B, 3, c.imageSize, c.imageSize], "images must be (B, 3, \(c.imageSize), \(c.imageSize))")
         reserve(B)
+        clock = DispatchTime.now().uptimeNanoseconds
         let cols = cols!, x = x!, h = h!
         let reps = taps?.wantsRepresentations ?? false
 
         // Patch embedding (a stride-p convolution as one GEMM), prefix tokens, positions.
         patchify(cols.data, images.data, batch: B, size: c.imageSize, patch: c.patch)
+        mark(\.other)
         linearForward(h.data, cols.data, weights.patchW, weights.patchB, rows: B * P)
+        mark(\.linear)
         let pos = weights.pos.data, pre = weights.prefix.data, np = c.prefixTokens
         for b in 0..<B {
             let xb = x.data + b * T * C
@@ -70,53 +96,76 @@ public final class ViTEngine {
             for t in 0..<P { for i in 0..<C { xb[(np + t) * C + i] = eb[t * C + i] + pos[(np + t) * C + i] } }
         }
         if reps && representation == .residual { taps!.representation(0, x.data, batch: B) }
+        mark(\.other)
 
         for (i, blk) in weights.blocks.enumerated() {
             layerNormForward(h.data, x.data, blk.norm1W, blk.norm1B, rows: B * T, eps: c.eps)
+            mark(\.norm)
             if reps && representation == .normed { taps!.representation(i, h.data, batch: B) }
             attention(i, blk, B: B, taps: taps)
             mlpBlock(blk, B: B)
             if reps && representation == .residual { taps!.representation(i + 1, x.data, batch: B) }
+            mark(\.other)
         }
         if let w = weights.normW, let b = weights.normB {
             layerNormForward(h.data, x.data, w, b, rows: B * T, eps: c.eps)
         } else {
             h.data.update(from: x.data, count: B * T * C)
         }
+        mark(\.norm)
         if reps && representation == .normed { taps!.representation(c.depth, h.data, batch: B) }
+        mark(\.other)
         return h
     }
 
     /// x += proj(softmax(q·kᵀ/√D)·v), reading the normed input from h.
+    ///
+    /// The per-image, per-head products are small (T×T×D): OpenBLAS's own threads would spend
+    /// more time synchronising than computing (and stall badly on a loaded machine), so images
+    /// are spread over vitlens's workers with OpenBLAS single-threaded for this phase.
     private func attention(_ layer: Int, _ blk: BlockWeights, B: Int, taps: ForwardTaps?) {
         let c = config, T = c.tokens, C = c.dim, H = c.heads, D = c.headDim
-        let qkv = qkv!, out = attnOut!, s = scores!, x = x!
+        let qkv = qkv!, out = attnOut!
+        mark(\.other)  // the representation tap, if any
         linearForward(qkv.data, h!.data, blk.qkvW, blk.qkvB, rows: B * T)
+        mark(\.linear)
         let scale = 1 / Float(D).squareRoot()
         let wantLogits = taps?.wantsAttentionLogits ?? false
         let wantProbs = wantLogits || (taps?.wantsAttentionProbabilities ?? false)
-        for b in 0..<B {
-            let base = qkv.data + b * T * 3 * C
-            for hd in 0..<H {
-                // scores_h = scale · q_h k_hᵀ  (T, T); q at column hd·D, k at C + hd·D, v at 2C + hd·D.
-                sgemm(transB: true, m: T, n: T, k: D, alpha: scale, a: base + hd * D, lda: 3 * C,
-                      b: base + C + hd * D, ldb: 3 * C, c: s.data + hd * T * T, ldc: T)
-            }
-            if wantLogits { logitsCopy!.data.update(from: s.data, count: H * T * T) }
-            softmaxRows(s.data, rows: H * T, cols: T)
-            if wantProbs {
-                taps!.attention(layer: layer, image: b, logits: wantLogits ? UnsafePointer(logitsCopy!.data) : nil,
-                                probabilities: s.data)
-            }
-            for hd in 0..<H {
-                sgemm(m: T, n: D, k: T, a: s.data + hd * T * T, lda: T, b: base + 2 * C + hd * D, ldb: 3 * C,
-                      c: out.data + b * T * C + hd * D, ldc: C)
+        let workers = scores.count
+        let blasThreads = BLASRuntime.threads
+        if workers > 1 { BLASRuntime.setThreads(1) }
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            let s = scores[w], lc = logitsCopy[w]
+            var b = w
+            while b < B {
+                let base = qkv.data + b * T * 3 * C
+                for hd in 0..<H {
+                    // scores_h = scale · q_h k_hᵀ  (T, T); q at column hd·D, k at C + hd·D, v at 2C + hd·D.
+                    sgemm(transB: true, m: T, n: T, k: D, alpha: scale, a: base + hd * D, lda: 3 * C,
+                          b: base + C + hd * D, ldb: 3 * C, c: s.data + hd * T * T, ldc: T)
+                }
+                if wantLogits { lc.data.update(from: s.data, count: H * T * T) }
+                softmaxRows(s.data, rows: H * T, cols: T)
+                if wantProbs {
+                    taps!.attention(layer: layer, image: b, logits: wantLogits ? UnsafePointer(lc.data) : nil,
+                                    probabilities: s.data)
+                }
+                for hd in 0..<H {
+                    sgemm(m: T, n: D, k: T, a: s.data + hd * T * T, lda: T, b: base + 2 * C + hd * D, ldb: 3 * C,
+                          c: out.data + b * T * C + hd * D, ldc: C)
+                }
+                b += workers
             }
         }
+        if workers > 1 { BLASRuntime.setThreads(blasThreads) }
+        let x = x!
+        mark(\.attention)
         // x += out·Wpᵀ + bp (bias first, then the GEMM accumulates onto the residual).
         addBiasRows(x.data, blk.projB, rows: B * T)
         sgemm(transB: true, m: B * T, n: C, k: C, a: out.data, lda: C, b: blk.projW.data, ldb: C,
               beta: 1, c: x.data, ldc: C)
+        mark(\.linear)
     }
 
     /// x += fc2(gelu(fc1(norm2(x)))).
@@ -124,11 +173,15 @@ public final class ViTEngine {
         let c = config, T = c.tokens, C = c.dim, F = c.mlpHidden
         let x = x!, h = h!, m = mlp!
         layerNormForward(h.data, x.data, blk.norm2W, blk.norm2B, rows: B * T, eps: c.eps)
+        mark(\.norm)
         linearForward(m.data, h.data, blk.fc1W, blk.fc1B, rows: B * T)
+        mark(\.linear)
         geluForward(m.data, count: B * T * F)
+        mark(\.gelu)
         addBiasRows(x.data, blk.fc2B, rows: B * T)
         sgemm(transB: true, m: B * T, n: C, k: F, a: m.data, lda: F, b: blk.fc2W.data, ldb: F,
               beta: 1, c: x.data, ldc: C)
+        mark(\.linear)
     }
 }
 

@@ -20,6 +20,8 @@ struct Bench: ParsableCommand {
     var iters: Int = 5
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
+    @Flag(help: "Also time the phases of the forward pass (linear layers, attention, norms, GELU, other).")
+    var profile = false
 
     func validate() throws {
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
@@ -40,6 +42,8 @@ struct Bench: ParsableCommand {
             x[i] = Float(Int64(bitPattern: s >> 11) % 4000) / 1000 - 2
         }
         m.engine.forward(x)  // warm-up: buffers, OpenBLAS threads, page faults
+        let prof = ForwardProfile()
+        if profile { m.engine.profile = prof }
         var times: [Double] = []
         for _ in 0..<iters {
             let t0 = DispatchTime.now().uptimeNanoseconds
@@ -47,6 +51,8 @@ struct Bench: ParsableCommand {
             times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
         }
         let median = times.sorted()[times.count / 2]
+        let phases: [(String, Double)] = [("linear", prof.linear), ("attention", prof.attention), ("norm", prof.norm),
+                                          ("gelu", prof.gelu), ("other", prof.other)]
         let ips = Double(batch) / median
         let gflops = ips * c.flopsPerImage / 1e9
         if json {
@@ -54,10 +60,13 @@ struct Bench: ParsableCommand {
                 ("images_per_second", .double((ips * 100).rounded() / 100)), ("batch", .int(batch)),
                 ("threads", .int(BLASRuntime.threads)), ("gflops", .double((gflops * 10).rounded() / 10)),
                 ("median_seconds", .double(median)), ("iters", .int(iters)), ("blas_core", .string(BLASRuntime.coreName)),
-            ]).render())
+            ] + (profile ? [("profile_fraction", .object(phases.map { ($0.0, .double(($0.1 / max(prof.total, 1e-12) * 1000).rounded() / 1000)) }))] : [])).render())
         } else {
             print(String(format: "%@: %.1f images/s (median of %d batches of %d, %.3f s each), %.1f GFLOP/s, %d threads, OpenBLAS %@",
                          m.name, ips, iters, batch, median, gflops, BLASRuntime.threads, BLASRuntime.coreName))
+            if profile {
+                print("profile: " + phases.map { String(format: "%@ %.1f%%", $0.0, 100 * $0.1 / max(prof.total, 1e-12)) }.joined(separator: ", "))
+            }
         }
     }
 }

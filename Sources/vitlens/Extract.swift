@@ -83,7 +83,10 @@ final class ExtractTaps: ForwardTaps {
     let attention: NpyWriter
     let N, T, C, H: Int
     var batchStart = 0
-    var error: Error?
+    private let lock = NSLock()
+    private var firstError: Error?
+    var error: Error? { lock.lock(); defer { lock.unlock() }; return firstError }
+    private func record(_ e: Error) { lock.lock(); if firstError == nil { firstError = e }; lock.unlock() }
 
     init(outDir: OutputDirectory, L: Int, N: Int, T: Int, C: Int, H: Int) throws {
         features = try NpyWriter(path: outDir.staged("features.npy"), shape: [L + 1, N, T, C])
@@ -96,13 +99,12 @@ final class ExtractTaps: ForwardTaps {
     var wantsAttentionProbabilities: Bool { true }
 
     func representation(_ index: Int, _ x: UnsafePointer<Float>, batch: Int) {
-        guard error == nil else { return }
-        do { try features.write(x, count: batch * T * C, at: (index * N + batchStart) * T * C) } catch { self.error = error }
+        do { try features.write(x, count: batch * T * C, at: (index * N + batchStart) * T * C) } catch { record(error) }
     }
 
     func attention(layer: Int, image: Int, logits: UnsafePointer<Float>?, probabilities: UnsafePointer<Float>) {
-        guard error == nil else { return }
-        do { try attention.write(probabilities, count: H * T * T, at: (layer * N + batchStart + image) * H * T * T) } catch { self.error = error }
+        // Called concurrently for different images: positional writes need no lock.
+        do { try attention.write(probabilities, count: H * T * T, at: (layer * N + batchStart + image) * H * T * T) } catch { record(error) }
     }
 }
 

@@ -3,6 +3,7 @@ import Checkpoint
 import Images
 import TestSupport
 import VitLensCore
+import Foundation
 import XCTest
 
 /// Records every tap, for comparison with timm's hooks.
@@ -22,12 +23,18 @@ final class RecordingTaps: ForwardTaps {
         reps[index, default: []] += Array(UnsafeBufferPointer(start: x, count: batch * perRep))
     }
 
+    /// Called concurrently for different images: kept per (layer, image) under a lock.
     func attention(layer: Int, image: Int, logits l: UnsafePointer<Float>?, probabilities: UnsafePointer<Float>) {
         let n = perAttention
-        probs[layer, default: []] += Array(UnsafeBufferPointer(start: probabilities, count: n))
-        if let l { logits[layer, default: []] += Array(UnsafeBufferPointer(start: l, count: n)) }
+        let p = Array(UnsafeBufferPointer(start: probabilities, count: n))
+        let lg = l.map { Array(UnsafeBufferPointer(start: $0, count: n)) }
+        lock.lock()
+        probs[layer * 10_000 + image] = p
+        if let lg { logits[layer * 10_000 + image] = lg }
+        lock.unlock()
     }
     var perAttention = 0
+    let lock = NSLock()
 
     /// Layer-major flattening, as the goldens: [index][image]...
     func flat(_ d: [Int: [Float]]) -> [Double] { d.keys.sorted().flatMap { d[$0]!.map(Double.init) } }

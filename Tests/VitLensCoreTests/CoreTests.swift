@@ -1,3 +1,4 @@
+import Foundation
 import TestSupport
 import VitLensCore
 import XCTest
@@ -89,5 +90,37 @@ final class ResampleTests: XCTestCase {
     func testIdentitySizeIsIdentity() {
         let src = (0..<(2 * 5 * 5)).map { Float($0) }
         XCTAssertEqual(resampleBicubicFloat(src, channels: 2, inH: 5, inW: 5, outH: 5, outW: 5), src)
+    }
+}
+
+final class FastMathTests: XCTestCase {
+    /// fastExp against libm over the softmax's range: relative error ≤ 2e-7.
+    func testExp() {
+        var worst: Float = 0
+        var x: Float = -87
+        while x < 88 {
+            var v = Float16x()
+            for i in 0..<16 { v[i] = x + Float(i) * 0.0137 }
+            let e = fastExp(v)
+            for i in 0..<16 { worst = max(worst, abs(e[i] - expf(v[i])) / expf(v[i])) }
+            x += 0.2
+        }
+        XCTAssertLessThanOrEqual(worst, 2e-7)
+        XCTAssertEqual(fastExp(Float16x(repeating: -.infinity))[0], 0)
+        XCTAssertEqual(fastExp(Float16x(repeating: 0))[3], 1)
+    }
+
+    /// fastLog against libm from 1e-6 to 1 (the entropy's p + 1e-6): absolute error ≤ 2e-7.
+    func testLog() {
+        var worst: Float = 0
+        var x: Float = 1e-6
+        while x <= 1.001 {
+            var v = Float16x()
+            for i in 0..<16 { v[i] = x * (1 + Float(i) * 0.003) }
+            let l = fastLog(v)
+            for i in 0..<16 { worst = max(worst, abs(l[i] - logf(v[i])) / max(1, abs(logf(v[i])))) }
+            x *= 1.01
+        }
+        XCTAssertLessThanOrEqual(worst, 2e-7)
     }
 }
