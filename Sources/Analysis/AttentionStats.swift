@@ -48,24 +48,20 @@ public struct AttentionGeometry {
         let p = patches, t = prefix + p
         var entropySum = 0.0, distanceSum = 0.0
         distance.withUnsafeBufferPointer { dist in
-            for q in 0..<p {
-                let row = probs + (prefix + q) * t + prefix
-                var s: Float = 0
-                for k in 0..<p { s += row[k] }
-                let inv = 1 / s
-                var e = Float16x(), d = Float16x()
-                let drow = dist.baseAddress! + q * p
-                var k = 0
-                while k < p {
-                    let c = min(16, p - k)
-                    let v = load16(row + k, count: c) * inv  // padded lanes are 0 and add nothing
-                    e -= v * fastLog(v + 1e-6)
-                    d += v * load16(drow + k, count: c)
-                    k += 16
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * p) { scratch in
+                let ent = scratch.baseAddress!, dst = ent + p
+                for q in 0..<p {
+                    let row = probs + (prefix + q) * t + prefix
+                    let inv = 1 / sum(row, p)
+                    let drow = dist.baseAddress! + q * p
+                    for k in 0..<p {
+                        let v = row[k] * inv
+                        ent[k] = v * fastLog(v + 1e-6)
+                        dst[k] = v * drow[k]
+                    }
+                    entropySum -= Double(sum(ent, p))
+                    distanceSum += Double(sum(dst, p))
                 }
-                let eSum = e.sum(), dSum = d.sum()
-                entropySum += Double(eSum)
-                distanceSum += Double(dSum)
             }
         }
         return (entropySum / Double(p), distanceSum / Double(p))

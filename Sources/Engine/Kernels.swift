@@ -43,25 +43,14 @@ public func geluForward(_ x: UnsafeMutablePointer<Float>, count n: Int) {
     }
 }
 
-/// Softmax over each row, in place.  x: (R, N). Max-subtracted, exp vectorised 16 lanes at a time.
+/// Softmax over each row, in place.  x: (R, N). Max-subtracted; the exp loop vectorises.
 public func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int) {
-    do {
-        for r in 0..<rows {
-            let row = x + r * n
-            var m = -Float.infinity
-            for i in 0..<n { m = max(m, row[i]) }
-            var s: Float = 0
-            var i = 0
-            while i < n {
-                let c = min(16, n - i)
-                let e = fastExp(load16(row + i, count: c, fill: -.infinity) - m)
-                store16(e, row + i, count: c)
-                s += e.sum()
-                i += 16
-            }
-            let inv = 1 / s
-            for i in 0..<n { row[i] *= inv }
-        }
+    for r in 0..<rows {
+        let row = x + r * n
+        let m = maximum(row, n)
+        for i in 0..<n { row[i] = fastExp(row[i] - m) }
+        let inv = 1 / sum(row, n)
+        for i in 0..<n { row[i] *= inv }
     }
 }
 

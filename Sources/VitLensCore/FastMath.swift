@@ -1,44 +1,42 @@
-/// Vectorised exp and log for the softmax and the attention entropy (Cephes `expf`/`logf`
-/// polynomials, ~1–2 ulp over the ranges used), on 16 floats at a time so the compiler emits
-/// AVX2/AVX-512 code. `expReference`/`logReference` are the plain libm versions they are tested against.
-public typealias Float16x = SIMD16<Float>
+/// Fast exp and log for the softmax and the attention entropy: Cephes' `expf`/`logf`
+/// polynomials (≤ 1.2e-7 relative error over the ranges used, see FastMathTests), written as
+/// branch-free scalar code so that the loops calling them are auto-vectorised (AVX2/AVX-512).
+/// Reductions go through `sum`/`maximum`, which keep SIMD partial sums: a plain `s += x[i]`
+/// loop would not vectorise (float addition is not reassociated).
 
+/// e^x for x ≤ 88.3; 0 below −87.3 (so −∞ gives 0).
 @inline(__always)
-public func fastExp(_ xIn: Float16x) -> Float16x {
-    // exp(x) = 2^n · exp(r), n = round(x / ln 2), r = x − n·ln 2 (split in two for accuracy).
-    let x = xIn.clamped(lowerBound: Float16x(repeating: -87.3), upperBound: Float16x(repeating: 88.3))
-    let n = (x * 1.44269504088896341).rounded(.toNearestOrEven)
+public func fastExp(_ xIn: Float) -> Float {
+    let x = min(max(xIn, -87.3), 88.3)
+    // n = round(x / ln 2) by the 1.5·2²³ trick; its low mantissa bits then hold n.
+    let shifted = x * 1.44269504088896341 + 12582912.0
+    let n = shifted - 12582912.0
     var r = x - n * 0.693359375
     r = r - n * -2.12194440e-4
     let z = r * r
-    var p = Float16x(repeating: 1.9875691500e-4)
+    var p: Float = 1.9875691500e-4
     p = p * r + 1.3981999507e-3
     p = p * r + 8.3334519073e-3
     p = p * r + 4.1665795894e-2
     p = p * r + 1.6666665459e-1
     p = p * r + 5.0000001201e-1
     let e = p * z + r + 1
-    // Scale by 2^n through the exponent bits.
-    let bits = (SIMD16<Int32>(n) &+ 127) &<< 23
-    let scale = unsafeBitCast(bits, to: Float16x.self)
-    var out = e * scale
-    out.replace(with: 0, where: xIn .< -87.3)
-    return out
+    let scale = Float(bitPattern: (shifted.bitPattern &- 0x4B40_0000 &+ 127) &<< 23)  // 2^n
+    return xIn < -87.3 ? 0 : e * scale
 }
 
-/// Natural log of positive, finite, normal inputs.
+/// ln x for positive, finite, normal x.
 @inline(__always)
-public func fastLog(_ x: Float16x) -> Float16x {
-    let bits = unsafeBitCast(x, to: SIMD16<UInt32>.self)
-    // x = m · 2^e with m in [0.5, 1), as frexpf.
-    var e = Float16x(SIMD16<Int32>(truncatingIfNeeded: (bits &>> 23) & 0xFF) &- 126)
-    var m = unsafeBitCast((bits & 0x007F_FFFF) | 0x3F00_0000, to: Float16x.self)
-    let small = m .< 0.707106781186547524
-    e.replace(with: e - 1, where: small)
-    m.replace(with: m + m - 1, where: small)
-    m.replace(with: m - 1, where: .!small)
+public func fastLog(_ x: Float) -> Float {
+    let bits = x.bitPattern
+    // x = m·2^e with m in [0.5, 1), as frexpf; then m in [√½, √2) around 1.
+    var e = Float(Int32(bitPattern: (bits >> 23) & 0xFF) &- 126)
+    var m = Float(bitPattern: (bits & 0x007F_FFFF) | 0x3F00_0000)
+    let small = m < 0.707106781186547524
+    e = small ? e - 1 : e
+    m = small ? m + m - 1 : m - 1
     let z = m * m
-    var y = Float16x(repeating: 7.0376836292e-2)
+    var y: Float = 7.0376836292e-2
     y = y * m - 1.1514610310e-1
     y = y * m + 1.1676998740e-1
     y = y * m - 1.2420140846e-1
@@ -53,22 +51,30 @@ public func fastLog(_ x: Float16x) -> Float16x {
     return m + y + e * 0.693359375
 }
 
-
-/// Loads up to 16 floats from `p` (lanes past `count` take `fill`).
+/// Σ p[0..<n], with eight SIMD partial sums.
 @inline(__always)
-public func load16(_ p: UnsafePointer<Float>, count: Int = 16, fill: Float = 0) -> Float16x {
-    if count >= 16 { return UnsafeRawPointer(p).loadUnaligned(as: Float16x.self) }
-    var v = Float16x(repeating: fill)
-    for i in 0..<count { v[i] = p[i] }
-    return v
+public func sum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = SIMD8<Float>()
+    var i = 0
+    while i + 8 <= n {
+        acc += UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self)
+        i += 8
+    }
+    var s = acc.sum()
+    while i < n { s += p[i]; i += 1 }
+    return s
 }
 
-/// Stores the first `count` lanes of `v` at `p`.
+/// max p[0..<n] (n ≥ 1).
 @inline(__always)
-public func store16(_ v: Float16x, _ p: UnsafeMutablePointer<Float>, count: Int = 16) {
-    if count >= 16 {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: Float16x.self)
-        return
+public func maximum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = SIMD8<Float>(repeating: -.infinity)
+    var i = 0
+    while i + 8 <= n {
+        acc = pointwiseMax(acc, UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self))
+        i += 8
     }
-    for i in 0..<count { p[i] = v[i] }
+    var m = acc.max()
+    while i < n { m = max(m, p[i]); i += 1 }
+    return m
 }
