@@ -97,8 +97,10 @@ public final class AttentionCollector {
     public let heads: Int
     public let perImage: Bool
     private var index = 0, size = 0
-    /// (size, L, H) per-image means.
-    private var entropies: [Double] = [], distances: [Double] = []
+    /// (size, L, H) per-image means. Raw storage: `add` writes disjoint slots from several
+    /// threads at once, which Swift arrays (with their exclusivity checks) do not allow.
+    private var entropies: UnsafeMutablePointer<Float64>?, distances: UnsafeMutablePointer<Float64>?
+    private var capacity = 0
 
     public init(geometry: AttentionGeometry, layers: Int, heads: Int, perImage: Bool) {
         self.geometry = geometry
@@ -107,36 +109,47 @@ public final class AttentionCollector {
         self.perImage = perImage
     }
 
+    deinit {
+        entropies?.deallocate()
+        distances?.deallocate()
+    }
+
     public func begin(index: Int, size: Int) {
         self.index = index
         self.size = size
-        entropies = .init(repeating: 0, count: size * layers * heads)
-        distances = entropies
+        let n = max(1, size * layers * heads)
+        if n > capacity {
+            entropies?.deallocate(); distances?.deallocate()
+            entropies = .allocate(capacity: n); distances = .allocate(capacity: n)
+            capacity = n
+        }
+        entropies!.update(repeating: 0, count: n)
+        distances!.update(repeating: 0, count: n)
     }
 
     /// probabilities: (H, T, T) of block `layer` for image `image` of the batch.
     public func add(layer: Int, image: Int, probabilities: UnsafePointer<Float>) {
         let t = geometry.prefix + geometry.patches
-        entropies.withUnsafeMutableBufferPointer { e in
-            distances.withUnsafeMutableBufferPointer { d in
-                for h in 0..<heads {
-                    let m = geometry.headMeans(probabilities + h * t * t)
-                    let slot = (image * layers + layer) * heads + h
-                    e[slot] = m.entropy
-                    d[slot] = m.distance
-                }
-            }
+        let e = entropies!, d = distances!
+        for h in 0..<heads {
+            let m = geometry.headMeans(probabilities + h * t * t)
+            let slot = (image * layers + layer) * heads + h
+            e[slot] = m.entropy
+            d[slot] = m.distance
         }
     }
 
     public func finish() -> AttentionBatch {
         let n = layers * heads
+        let e = entropies!, d = distances!
         var es = [Double](repeating: 0, count: n), ds = es
         for img in 0..<size {
-            for i in 0..<n { es[i] += entropies[img * n + i]; ds[i] += distances[img * n + i] }
+            for i in 0..<n { es[i] += e[img * n + i]; ds[i] += d[img * n + i] }
         }
+        let all = size * n
         return AttentionBatch(index: index, size: size, entropySums: es, distanceSums: ds,
-                              entropies: perImage ? entropies : [], distances: perImage ? distances : [])
+                              entropies: perImage ? Array(UnsafeBufferPointer(start: e, count: all)) : [],
+                              distances: perImage ? Array(UnsafeBufferPointer(start: d, count: all)) : [])
     }
 }
 
