@@ -39,7 +39,9 @@ demo: release
 	@echo "demo reports: reports/demo/{cka-init-vs-mae, cka-mae-self, attention-mae, attention-init}"
 
 bench: release
-	$(RELEASE) bench $(DEMO_CKPT) --batch 64 --iters 5
+	$(RELEASE) bench $(DEMO_CKPT) --batch 64 --iters 5 --profile
+	$(RELEASE) bench $(DEMO_MAE) --batch 64 --iters 5 --profile
+	scripts/bench_analyses.sh
 
 # Regenerates the tiny test fixtures and goldens (needs: pip install torch timm safetensors pillow scikit-image).
 fixtures:

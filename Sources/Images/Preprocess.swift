@@ -94,12 +94,14 @@ public func listImages(in folder: String) throws -> [String] {
 
 /// Loads images into a (B, 3, size, size) batch, decoding in parallel.
 /// Returns, per image, nil on success or the error (the caller decides to fail or skip).
-public func loadBatch(_ paths: [String], size: Int, mode: ResizeMode, into batch: Tensor) -> [Error?] {
+/// `parallel: false` decodes on the calling thread only (for a background prefetch).
+public func loadBatch(_ paths: [String], size: Int, mode: ResizeMode, into batch: Tensor, parallel: Bool = true) -> [Error?] {
     precondition(batch.shape == [paths.count, 3, size, size])
     var errors = [Error?](repeating: nil, count: paths.count)
     let lock = NSLock()
     let plane = 3 * size * size
-    parallelChunks(paths.count) { range in
+    let run: (Int, (Range<Int>) -> Void) -> Void = parallel ? { n, f in parallelChunks(n, f) } : { n, f in f(0..<n) }
+    run(paths.count) { range in
         for i in range {
             do {
                 let img = try DecodedImage.load(path: paths[i])

@@ -5,7 +5,7 @@
 /// loop would not vectorise (float addition is not reassociated).
 
 /// e^x for x ≤ 88.3; 0 below −87.3 (so −∞ gives 0).
-@inline(__always)
+@inlinable @inline(__always)
 public func fastExp(_ xIn: Float) -> Float {
     let x = min(max(xIn, -87.3), 88.3)
     // n = round(x / ln 2) by the 1.5·2²³ trick; its low mantissa bits then hold n.
@@ -26,7 +26,7 @@ public func fastExp(_ xIn: Float) -> Float {
 }
 
 /// ln x for positive, finite, normal x.
-@inline(__always)
+@inlinable @inline(__always)
 public func fastLog(_ x: Float) -> Float {
     let bits = x.bitPattern
     // x = m·2^e with m in [0.5, 1), as frexpf; then m in [√½, √2) around 1.
@@ -52,7 +52,7 @@ public func fastLog(_ x: Float) -> Float {
 }
 
 /// Σ p[0..<n], with eight SIMD partial sums.
-@inline(__always)
+@inlinable @inline(__always)
 public func sum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
     var acc = SIMD8<Float>()
     var i = 0
@@ -66,7 +66,7 @@ public func sum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
 }
 
 /// max p[0..<n] (n ≥ 1).
-@inline(__always)
+@inlinable @inline(__always)
 public func maximum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
     var acc = SIMD8<Float>(repeating: -.infinity)
     var i = 0

@@ -132,15 +132,14 @@ struct CKA: ParsableCommand {
         let total = mine.reduce(0) { $0 + min(stream.batch, stream.paths.count - $1 * stream.batch) }
         let progress = Progress("cka", total: total, quiet: output.quiet)
         var records: [CKABatch] = [], dropped: [Int] = [], done = 0
-        for index in mine {
-            let (x, _) = try stream.load(batch: index)
+        try stream.forEach(batches: mine) { index, x in
             let n = x.shape[0]
             done += min(stream.batch, stream.paths.count - index * stream.batch)
             if n < 4 {
                 if !output.quiet { notice("batch \(index) has \(n) image(s); CKA needs at least 4, so it is dropped") }
                 dropped.append(index)
                 progress.update(done)
-                continue
+                return
             }
             a.engine.forward(x, taps: tapsA)
             var gb = tapsA.grams
@@ -220,8 +219,7 @@ struct Attention: ParsableCommand {
         let total = mine.reduce(0) { $0 + min(stream.batch, stream.paths.count - $1 * stream.batch) }
         let progress = Progress("attention", total: total, quiet: output.quiet)
         var records: [AttentionBatch] = [], done = 0
-        for index in mine {
-            let (x, _) = try stream.load(batch: index)
+        try stream.forEach(batches: mine) { index, x in
             collector.begin(index: index, size: x.shape[0])
             if x.shape[0] > 0 { m.engine.forward(x, taps: taps) }
             records.append(collector.finish())

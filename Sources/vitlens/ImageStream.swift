@@ -44,10 +44,10 @@ struct ImageStream {
 
     /// Loads batch `index` of the listing. With --skip-bad-images, images that fail to decode
     /// are dropped from the batch with a warning; otherwise the first failure is thrown.
-    func load(batch index: Int) throws -> (tensor: Tensor, paths: [String]) {
+    func load(batch index: Int, parallel: Bool = true) throws -> (tensor: Tensor, paths: [String]) {
         let list = Array(paths[(index * batch)..<min(paths.count, (index + 1) * batch)])
         let t = Tensor(shape: [list.count, 3, size, size])
-        let errors = loadBatch(list, size: size, mode: mode, into: t)
+        let errors = loadBatch(list, size: size, mode: mode, into: t, parallel: parallel)
         guard let firstError = errors.compactMap({ $0 }).first else { return (t, list) }
         guard skipBad else { throw firstError }
         let good = list.indices.filter { errors[$0] == nil }
@@ -56,6 +56,33 @@ struct ImageStream {
         let g = Tensor(shape: [good.count, 3, size, size])
         for (k, i) in good.enumerated() { (g.data + k * plane).update(from: t.data + i * plane, count: plane) }
         return (g, good.map { list[$0] })
+    }
+
+    /// Calls `body(index, batch)` for each batch index in order, decoding the next batch on a
+    /// background thread while `body` runs on the current one (decoding then costs little
+    /// beyond the cycles the forward pass leaves idle).
+    func forEach(batches indices: [Int], _ body: (Int, Tensor) throws -> Void) throws {
+        guard !indices.isEmpty else { return }
+        let queue = DispatchQueue(label: "vitlens.prefetch")
+        var next: Result<(tensor: Tensor, paths: [String]), Error>?
+        let ready = DispatchSemaphore(value: 0)
+        func prefetch(_ i: Int) {
+            queue.async {
+                next = Result { try self.load(batch: i, parallel: false) }
+                ready.signal()
+            }
+        }
+        var current = Result { try load(batch: indices[0]) }
+        for (k, index) in indices.enumerated() {
+            if k + 1 < indices.count { prefetch(indices[k + 1]) }
+            defer {
+                if k + 1 < indices.count {
+                    ready.wait()
+                    current = next!
+                }
+            }
+            try body(index, try current.get().tensor)
+        }
     }
 
     /// Calls `body(batchTensor, firstIndex)` for consecutive batches of `list`.
