@@ -105,6 +105,13 @@ final class CLITests: XCTestCase {
         try FileManager.default.createDirectory(atPath: tmp + "/broken", withIntermediateDirectories: true)
         try "junk".write(toFile: tmp + "/broken/x.png", atomically: true, encoding: .utf8)
         assertFails(["extract", f32, "--images", tmp + "/broken"], code: 1, mentions: "x.png: cannot decode image")
+        // A well-formed checkpoint that is not a ViT (a CNN's state dict).
+        let header = Array(#"{"conv1.weight":{"dtype":"F32","shape":[2,3,1,1],"data_offsets":[0,24]},"fc.bias":{"dtype":"F32","shape":[1],"data_offsets":[24,28]}}"#.utf8)
+        var cnn = [UInt8](repeating: 0, count: 8)
+        for k in 0..<8 { cnn[k] = UInt8(truncatingIfNeeded: header.count >> (8 * k)) }
+        cnn += header + [UInt8](repeating: 0, count: 28)
+        try Data(cnn).write(to: URL(fileURLWithPath: tmp + "/resnet.safetensors"))
+        assertFails(["extract", tmp + "/resnet.safetensors", "--images", none], code: 1, mentions: "not a ViT checkpoint")
         // Truncated and lying checkpoints.
         let bytes = try Data(contentsOf: URL(fileURLWithPath: f32))
         try bytes.prefix(bytes.count - 100).write(to: URL(fileURLWithPath: tmp + "/cut.safetensors"))
