@@ -26,7 +26,7 @@ release: deps
 
 test: deps
 	swift build --build-tests
-	swift test --skip-build
+	swift test --skip-build --disable-swift-testing
 
 # The demo: CKA between the bundled random-init and MAE-trained ViT-Tiny, and the attention
 # distance/entropy of both, over the bundled photographs, into reports/demo/.
