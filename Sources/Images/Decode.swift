@@ -52,17 +52,26 @@ public struct DecodedImage {
             png_image_free(&img)
             throw ImageError.tooLarge(path: path, width: w, height: h)
         }
-        img.format = UInt32(PNG_FORMAT_FLAG_COLOR | PNG_FORMAT_FLAG_ALPHA)  // PNG_FORMAT_RGBA
-        var rgba = [UInt8](repeating: 0, count: w * h * 4)
-        let ok = rgba.withUnsafeMutableBytes { png_image_finish_read(&img, nil, $0.baseAddress, 0, nil) }
+        // 16-bit files: libpng's simplified API treats 16-bit samples as linear light and would
+        // sRGB-encode them on the way to 8 bits; PIL keeps the high byte of each sample. So read
+        // them as (linear, i.e. untouched) 16-bit and keep the high byte, as PIL does.
+        let sixteen = img.format & UInt32(PNG_FORMAT_FLAG_LINEAR) != 0
+        img.format = UInt32(PNG_FORMAT_FLAG_COLOR | PNG_FORMAT_FLAG_ALPHA | (sixteen ? PNG_FORMAT_FLAG_LINEAR : 0))
+        var rgb = [UInt8](repeating: 0, count: w * h * 3)
+        var ok: Int32
+        if sixteen {
+            var rgba = [UInt16](repeating: 0, count: w * h * 4)
+            ok = rgba.withUnsafeMutableBytes { png_image_finish_read(&img, nil, $0.baseAddress, 0, nil) }
+            for i in 0..<(w * h) { for c in 0..<3 { rgb[3 * i + c] = UInt8(rgba[4 * i + c] >> 8) } }
+        } else {
+            var rgba = [UInt8](repeating: 0, count: w * h * 4)
+            ok = rgba.withUnsafeMutableBytes { png_image_finish_read(&img, nil, $0.baseAddress, 0, nil) }
+            for i in 0..<(w * h) { for c in 0..<3 { rgb[3 * i + c] = rgba[4 * i + c] } }
+        }
         guard ok != 0 else {
             let m = message()
             png_image_free(&img)
             throw ImageError.unreadable(path: path, reason: "PNG: " + m)
-        }
-        var rgb = [UInt8](repeating: 0, count: w * h * 3)
-        for i in 0..<(w * h) {
-            rgb[3 * i] = rgba[4 * i]; rgb[3 * i + 1] = rgba[4 * i + 1]; rgb[3 * i + 2] = rgba[4 * i + 2]
         }
         return DecodedImage(width: w, height: h, pixels: rgb)
     }

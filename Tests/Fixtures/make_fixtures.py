@@ -139,16 +139,17 @@ def save_hostile():
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out("checkpoints", "tiny_timm_deflated.pth"), "w",
                                                       zipfile.ZIP_DEFLATED) as zout:
         for item in zin.infolist():
-            zout.writestr(item.filename, zin.read(item.filename))
+            zout.writestr(zipfile.ZipInfo(item.filename, date_time=(2020, 1, 1, 0, 0, 0)), zin.read(item.filename),
+                          compress_type=zipfile.ZIP_DEFLATED)
 
     class Evil:
         def __reduce__(self):
             return (os.system, ("touch /tmp/vitlens-pwned",))
 
     with zipfile.ZipFile(out("checkpoints", "evil_os_system.pth"), "w", zipfile.ZIP_STORED) as z:
-        z.writestr("evil/data.pkl", pickle.dumps({"model": Evil()}, protocol=2))
-        z.writestr("evil/byteorder", "little")
-        z.writestr("evil/version", "3\n")
+        for name, data in [("evil/data.pkl", pickle.dumps({"model": Evil()}, protocol=2)),
+                           ("evil/byteorder", b"little"), ("evil/version", b"3\n")]:
+            z.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data)
 
 
 def photos():
@@ -341,6 +342,23 @@ def save_analysis_goldens(sd):
         np.save(out("golden", f"attention_{convention}.npy"), np.stack([np.array(dst), np.array(ent)]))  # [2, L, H]
 
 
+def save_png16_golden():
+    """A 16-bit RGB PNG (written by hand: PIL cannot) and PIL's convert("RGB") of it (the high bytes)."""
+    import struct
+    import zlib
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 65536, (8, 8, 3)).astype(">u2")
+    raw = b"".join(b"\x00" + a[y].tobytes() for y in range(8))
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    with open(out("golden", "rgb16.png"), "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 16, 2, 0, 0, 0))
+                + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    np.save(out("golden", "rgb16_pil.npy"), np.asarray(Image.open(out("golden", "rgb16.png")).convert("RGB")))
+
+
 def main():
     sd = random_state()
     save_layouts(sd)
@@ -348,6 +366,7 @@ def main():
     save_images()
     shutil.rmtree(out("golden", "x").rsplit("/", 1)[0], ignore_errors=True)
     save_resize_goldens()
+    save_png16_golden()
     save_analysis_goldens(sd)
     for name, folder, resize in [("none", "none", False), ("eval", "eval", True)]:
         paths = list_images(out("images", folder))

@@ -62,6 +62,16 @@ final class PreprocessTests: XCTestCase {
         _ = try DecodedImage.load(path: Fixtures.path("images/none/sub/d_rocket_palette.png"))
     }
 
+    /// 16-bit PNG: PIL keeps the high byte of each sample (libpng's simplified API would
+    /// sRGB-encode what it takes for linear light; vitlens reads the raw samples). Tolerance 0.
+    func testSixteenBitPNGMatchesPIL() throws {
+        let img = try DecodedImage.load(path: Fixtures.golden("rgb16.png"))
+        let want = try NpyArray(path: Fixtures.golden("rgb16_pil.npy"))
+        XCTAssertEqual(want.shape, [8, 8, 3])
+        let r = compare(img.pixels.map(Double.init), want.values, tolerance: 0)
+        XCTAssertEqual(r.violations, 0, "\(r)")
+    }
+
     func testBadImages() throws {
         let dir = NSTemporaryDirectory() + "vitlens-img-\(getpid())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
