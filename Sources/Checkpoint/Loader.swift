@@ -63,7 +63,12 @@ public enum CheckpointLoader {
     }
 
     static func loadFile(_ path: String, displayPath: String, config: HFConfig?, folder: Bool) throws -> LoadedCheckpoint {
-        let file = try MappedFile(path: path)
+        try load(file: try MappedFile(path: path), displayPath: displayPath, config: config, folder: folder)
+    }
+
+    /// Reads a checkpoint already in memory or mapped (`file.path` names it in errors).
+    static func load(file: MappedFile, displayPath: String, config: HFConfig?, folder: Bool) throws -> LoadedCheckpoint {
+        let path = file.path
         guard file.count > 0 else { throw CheckpointError.truncated(path: path, what: "file is empty") }
         var raw: [String: RawTensor] = [:]
         var metadata: [String: String] = [:]

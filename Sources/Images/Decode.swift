@@ -25,7 +25,11 @@ public struct DecodedImage {
         do { file = try MappedFile(path: path) } catch {
             throw ImageError.unreadable(path: path, reason: "\(error)".replacingOccurrences(of: path + ": ", with: ""))
         }
-        let b = file.all
+        return try decode(file.all, path: path)
+    }
+
+    /// Decodes PNG or JPEG bytes; `path` names them in errors.
+    public static func decode(_ b: UnsafeRawBufferPointer, path: String) throws -> DecodedImage {
         if b.count >= 8, b[0] == 0x89, b[1] == 0x50, b[2] == 0x4E, b[3] == 0x47 {
             return try decodePNG(b, path: path)
         }

@@ -111,3 +111,35 @@ final class PreprocessTests: XCTestCase {
         XCTAssertThrowsError(try listImages(in: dir + "/nope"))
     }
 }
+
+final class ImageMutationTests: XCTestCase {
+    /// Damaged PNGs and JPEGs decode or fail with an error naming them — never crash.
+    func testDecodersSurviveMutations() throws {
+        var state: UInt64 = 21
+        func next() -> Int {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Int(truncatingIfNeeded: state >> 33)
+        }
+        for file in ["images/none/a_astronaut.png", "images/none/sub/d_rocket_palette.png", "images/eval/chelsea_45x37.jpg", "golden/rgb16.png"] {
+            let src = [UInt8](try Data(contentsOf: URL(fileURLWithPath: Fixtures.path(file))))
+            for i in 0..<400 {
+                var b = src
+                for _ in 0..<(1 + next() % 4) {
+                    let at = (i % 2 == 0 ? next() % min(64, b.count) : next() % b.count)
+                    switch next() % 4 {
+                    case 0: b[at] ^= UInt8(1 << (next() % 8))
+                    case 1: b.removeSubrange(max(1, next() % b.count)...)
+                    case 2: b[at] = UInt8(truncatingIfNeeded: next())
+                    default: b.insert(UInt8(truncatingIfNeeded: next()), at: at)
+                    }
+                }
+                do {
+                    let img = try b.withUnsafeBytes { try DecodedImage.decode($0, path: "m-\(i)") }
+                    XCTAssertEqual(img.pixels.count, img.width * img.height * 3)
+                } catch {
+                    XCTAssertTrue("\(error)".hasPrefix("m-\(i)"), "\(error)")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,99 @@
+@testable import Checkpoint
+import Foundation
+import TestSupport
+import VitLensCore
+import XCTest
+
+/// A seeded mutation loop over the binary readers (a fast stand-in for the libFuzzer targets):
+/// thousands of damaged copies of real files must each load or fail with an error — never crash,
+/// hang or read out of bounds (the build has no bounds checks, so an out-of-bounds read shows
+/// as a crash of the test process).
+struct Mutator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func below(_ n: Int) -> Int { n <= 0 ? 0 : Int(next() % UInt64(n)) }
+
+    /// One damaged copy: byte flips, interesting values, truncation, insertion or deletion,
+    /// concentrated near `focus` (a header) half of the time.
+    mutating func mutate(_ src: [UInt8], focus: Range<Int>? = nil) -> [UInt8] {
+        var b = src
+        let edits = 1 + below(4)
+        for _ in 0..<edits {
+            guard !b.isEmpty else { break }
+            let at: Int
+            if let focus, below(2) == 0, !focus.isEmpty { at = min(b.count - 1, focus.lowerBound + below(focus.count)) } else { at = below(b.count) }
+            switch below(7) {
+            case 0: b[at] ^= UInt8(1 << below(8))
+            case 1: b[at] = [0, 0xFF, 0x7F, 0x80, 0x01][below(5)]
+            case 2: b.removeSubrange(below(b.count)...)
+            case 3: b.insert(contentsOf: (0..<(1 + below(16))).map { _ in UInt8(truncatingIfNeeded: next()) }, at: at)
+            case 4: b.removeSubrange(at..<min(b.count, at + 1 + below(16)))
+            case 5: // an absurd 32-bit little-endian length
+                let v = [UInt32.max, 1 << 31, 0x7FFF_FFFF, 0][below(4)]
+                for k in 0..<4 where at + k < b.count { b[at + k] = UInt8(truncatingIfNeeded: v >> (8 * UInt32(k))) }
+            default: b[at] = UInt8(truncatingIfNeeded: next())
+            }
+        }
+        return b
+    }
+}
+
+/// Iterations multiply by VITLENS_FUZZ_SCALE (default 1) for longer local runs.
+let fuzzScale = Int(ProcessInfo.processInfo.environment["VITLENS_FUZZ_SCALE"] ?? "") ?? 1
+
+final class MutationTests: XCTestCase {
+    func bytes(_ file: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: Fixtures.checkpoint(file)))) }
+
+    /// Loads a candidate the way `vitlens` does, touching every tensor.
+    func exercise(_ b: [UInt8], name: String) -> Bool {
+        do {
+            let c = try CheckpointLoader.load(file: MappedFile(copying: b, name: name), displayPath: name, config: nil, folder: false)
+            for (k, t) in c.tensors { _ = try? t.floats(name: k) }
+            return true
+        } catch {
+            XCTAssertFalse("\(error)".isEmpty)
+            return false
+        }
+    }
+
+    func testSafetensors() throws {
+        let src = try bytes("tiny_f16.safetensors")
+        let header = 8 + Int(src.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        var m = Mutator(state: 11)
+        var loaded = 0
+        for _ in 0..<(1500 * fuzzScale) { if exercise(m.mutate(src, focus: 0..<header), name: "m.safetensors") { loaded += 1 } }
+        XCTAssertGreaterThan(loaded, 0, "some mutations (in tensor data) still load")
+    }
+
+    func testTorchZip() throws {
+        let src = try bytes("tiny_timm.pth")
+        // The pickle and the central directory are where the structure is.
+        var m = Mutator(state: 12)
+        let pkl = 0..<min(src.count, 2048), tail = max(0, src.count - 1024)..<src.count
+        for i in 0..<(1500 * fuzzScale) { _ = exercise(m.mutate(src, focus: i % 2 == 0 ? pkl : tail), name: "m.pth") }
+        let moco = try bytes("tiny_moco.pth.tar")
+        for _ in 0..<(300 * fuzzScale) { _ = exercise(m.mutate(moco), name: "m.pth.tar") }
+    }
+
+    func testUnpicklerOnRandomAndMutatedStreams() throws {
+        var m = Mutator(state: 13)
+        let real = try bytes("tiny_timm.pth")
+        let zip = try ZipArchive(MappedFile(copying: real, name: "x.pth"))
+        let name = zip.order.first { $0.hasSuffix("data.pkl") }!
+        let (o, n) = try zip.data(name)
+        let pkl = Array(real[o..<(o + n)])
+        for i in 0..<(2000 * fuzzScale) {
+            let b = i % 4 == 0 ? (0..<(1 + m.below(64))).map { _ in UInt8(truncatingIfNeeded: m.next()) } : m.mutate(pkl)
+            b.withUnsafeBytes { buf in
+                var u = Unpickler(path: "m.pkl", bytes: buf) { _, _, _, _ in RawTensor(shape: [1], floats: [0]) }
+                _ = try? u.run()
+            }
+        }
+    }
+}
