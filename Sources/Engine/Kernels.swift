@@ -33,14 +33,21 @@ public func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePoin
     }
 }
 
-/// Exact GELU, x·Φ(x) = ½x(1 + erf(x/√2)), in place over n elements (timm's nn.GELU default).
+/// GELU with the exact erf form, x·Φ(x) = ½x(1 + erf(x/√2)), in place over n elements (timm's
+/// nn.GELU default, not the tanh approximation); erf to 1.5e-7 by a vectorisable rational form.
 public func geluForward(_ x: UnsafeMutablePointer<Float>, count n: Int) {
     parallelChunks(n, minChunk: 1 << 14) { range in
-        for i in range {
-            let v = x[i]
-            x[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752))
+        let p = x + range.lowerBound
+        for i in 0..<range.count {
+            let v = p[i]
+            p[i] = 0.5 * v * (1 + fastErf(v * 0.70710678118654752))
         }
     }
+}
+
+/// The libm GELU the vectorised one is tested against.
+public func geluReference(_ x: UnsafeMutablePointer<Float>, count n: Int) {
+    for i in 0..<n { x[i] = 0.5 * x[i] * (1 + erff(x[i] * 0.70710678118654752)) }
 }
 
 /// Softmax over each row, in place.  x: (R, N). Max-subtracted; the exp loop vectorises.

@@ -51,6 +51,20 @@ public func fastLog(_ x: Float) -> Float {
     return m + y + e * 0.693359375
 }
 
+/// erf(x), Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7), branch-free so GELU loops vectorise.
+@inlinable @inline(__always)
+public func fastErf(_ x: Float) -> Float {
+    let a = abs(x)
+    let t = 1 / (1 + 0.3275911 * a)
+    var y: Float = 1.061405429
+    y = y * t - 1.453152027
+    y = y * t + 1.421413741
+    y = y * t - 0.284496736
+    y = y * t + 0.254829592
+    let r = 1 - y * t * fastExp(-a * a)
+    return x < 0 ? -r : r
+}
+
 /// Σ p[0..<n], with eight SIMD partial sums.
 @inlinable @inline(__always)
 public func sum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {

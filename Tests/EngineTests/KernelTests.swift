@@ -30,9 +30,13 @@ final class KernelTests: XCTestCase {
     func testGELUIsExactErf() {
         var x = random(197 * 192, scale: 6)
         let ref = x.map { v -> Double in let d = Double(v); return 0.5 * d * (1 + erf(d / 2.0.squareRoot())) }
+        var y = x
         geluForward(&x, count: x.count)
+        geluReference(&y, count: y.count)
         let cmp = compare(x.map(Double.init), ref, tolerance: 1e-6, mixed: true)
-        XCTAssertEqual(cmp.violations, 0, "\(cmp)")
+        XCTAssertEqual(cmp.violations, 0, "vectorised vs float64 erf: \(cmp)")
+        let lib = compare(x.map(Double.init), y.map(Double.init), tolerance: 1e-6, mixed: true)
+        XCTAssertEqual(lib.violations, 0, "vectorised vs libm erff: \(lib)")
     }
 
     func testSoftmaxRowsSumToOne() {
@@ -45,7 +49,10 @@ final class KernelTests: XCTestCase {
             let s = e.reduce(0, +)
             return e.map { $0 / s }
         }
+        var y = x
         softmaxRows(&x, rows: rows, cols: n)
+        softmaxRowsReference(&y, rows: rows, cols: n)
+        XCTAssertEqual(compare(x.map(Double.init), y.map(Double.init), tolerance: 1e-6).violations, 0, "vectorised vs scalar softmax")
         let cmp = compare(x.map(Double.init), ref, tolerance: 1e-6)
         XCTAssertEqual(cmp.violations, 0, "\(cmp)")
         for r in 0..<rows { XCTAssertEqual(x[(r * n)..<((r + 1) * n)].reduce(0, +), 1, accuracy: 1e-5) }
