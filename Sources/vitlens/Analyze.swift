@@ -87,6 +87,7 @@ struct CKA: ParsableCommand {
         for (n, v) in [("--heads", heads), ("--heads-a", headsA), ("--heads-b", headsB), ("--threads", threads), ("--image-size", imageSize)] {
             if let v, v < 1 { throw ValidationError("\(n) must be at least 1") }
         }
+        if let imageSize, imageSize > 4096 { throw ValidationError("--image-size must be between 1 and 4096") }
     }
 
     func run() throws {

@@ -24,7 +24,7 @@ struct Bench: ParsableCommand {
     var profile = false
 
     func validate() throws {
-        if batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if batch < 1 || batch > 4096 { throw ValidationError("--batch must be between 1 and 4096") }
         if iters < 1 { throw ValidationError("--iters must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if let heads, heads < 1 { throw ValidationError("--heads must be at least 1") }

@@ -20,7 +20,7 @@ struct ModelOptions: ParsableArguments {
 
     func validate() throws {
         if let heads, heads < 1 { throw ValidationError("--heads must be at least 1") }
-        if let imageSize, imageSize < 1 { throw ValidationError("--image-size must be positive") }
+        if let imageSize, imageSize < 1 || imageSize > 4096 { throw ValidationError("--image-size must be between 1 and 4096") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
@@ -50,7 +50,7 @@ struct ImageOptions: ParsableArguments {
 
     func validate() throws {
         if num < 1 { throw ValidationError("--num must be at least 1") }
-        if batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if batch < 1 || batch > 4096 { throw ValidationError("--batch must be between 1 and 4096") }
     }
 }
 
