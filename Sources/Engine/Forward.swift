@@ -38,6 +38,9 @@ public final class ViTEngine {
     public var representation: RepresentationKind = .normed
     /// When set, phases are timed into it (costs a clock read per phase).
     public var profile: ForwardProfile?
+    /// After `forward`: the first point where the residual stream held NaN or ±∞ — 0 for the
+    /// embeddings, i for the output of block i (1-based) — or nil if every value was finite.
+    public private(set) var nonFiniteAt: Int?
     private var clock: UInt64 = 0
 
     /// Adds the time since the last mark to a phase of the profile.
@@ -96,6 +99,7 @@ public final class ViTEngine {
             for t in 0..<P { for i in 0..<C { xb[(np + t) * C + i] = eb[t * C + i] + pos[(np + t) * C + i] } }
         }
         if reps && representation == .residual { taps!.representation(0, x.data, batch: B) }
+        nonFiniteAt = allFinite(x.data, B * T * C) ? nil : 0
         mark(\.other)
 
         for (i, blk) in weights.blocks.enumerated() {
@@ -105,6 +109,7 @@ public final class ViTEngine {
             attention(i, blk, B: B, taps: taps)
             mlpBlock(blk, B: B)
             if reps && representation == .residual { taps!.representation(i + 1, x.data, batch: B) }
+            if nonFiniteAt == nil && !allFinite(x.data, B * T * C) { nonFiniteAt = i + 1 }
             mark(\.other)
         }
         if let w = weights.normW, let b = weights.normB {
@@ -183,6 +188,20 @@ public final class ViTEngine {
               beta: 1, c: x.data, ldc: C)
         mark(\.linear)
     }
+}
+
+/// Whether n floats are all finite: v·0 is 0 for finite v and NaN for NaN or ±∞, and a sum of
+/// zeros cannot overflow (a vectorised pass, negligible next to a block).
+func allFinite(_ x: UnsafePointer<Float>, _ n: Int) -> Bool {
+    var acc = SIMD8<Float>()
+    var i = 0
+    while i + 8 <= n {
+        acc += UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self) * 0
+        i += 8
+    }
+    var s = acc.sum()
+    while i < n { s += x[i] * 0; i += 1 }
+    return s == 0
 }
 
 /// x[r, :] += b for every row.  x: (R, N), b: (N).

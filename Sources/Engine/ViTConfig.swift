@@ -4,11 +4,16 @@ import VitLensCore
 public enum EngineError: Error, CustomStringConvertible {
     case architecture(String)
     case input(String)
+    /// NaN or ±∞ in the residual stream: `at` 0 for the embeddings, i for block i's output.
+    case nonFinite(model: String, at: Int, batch: Int)
 
     public var description: String {
         switch self {
         case let .architecture(s): return s
         case let .input(s): return s
+        case let .nonFinite(model, at, batch):
+            let place = at == 0 ? "the patch + position embeddings" : "the output of block \(at)"
+            return "\(model): non-finite activations (NaN or inf) in \(place), batch \(batch); the weights overflow float32 on these images"
         }
     }
 }

@@ -142,10 +142,10 @@ struct CKA: ParsableCommand {
                 progress.update(done)
                 return
             }
-            a.engine.forward(x, taps: tapsA)
+            try a.run(x, taps: tapsA, batch: index)
             var gb = tapsA.grams
             if let b, let tapsB {
-                b.engine.forward(x, taps: tapsB)
+                try b.run(x, taps: tapsB, batch: index)
                 gb = tapsB.grams
             }
             records.append(CKABatch(index: index, a: tapsA.grams, b: gb))
@@ -222,7 +222,7 @@ struct Attention: ParsableCommand {
         var records: [AttentionBatch] = [], done = 0
         try stream.forEach(batches: mine) { index, x in
             collector.begin(index: index, size: x.shape[0])
-            if x.shape[0] > 0 { m.engine.forward(x, taps: taps) }
+            if x.shape[0] > 0 { try m.run(x, taps: taps, batch: index) }
             records.append(collector.finish())
             done += min(stream.batch, stream.paths.count - index * stream.batch)
             progress.update(done)

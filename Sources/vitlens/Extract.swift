@@ -40,7 +40,7 @@ struct Extract: ParsableCommand {
         let progress = Progress("extract", total: N, quiet: output.quiet)
         try stream.forEachBatch(paths) { batch, start in
             taps.batchStart = start
-            m.engine.forward(batch, taps: taps)
+            try m.run(batch, taps: taps, batch: start / stream.batch)
             if let e = taps.error { throw e }
             progress.update(start + batch.shape[0])
         }

@@ -68,6 +68,15 @@ struct LoadedModel {
     let config: ViTConfig
     let engine: ViTEngine
     var name: String { modelName(checkpoint.path) }
+
+    /// Runs a batch and refuses to go on with NaN/inf activations (SPEC: never silently report
+    /// numbers computed from them).
+    @discardableResult
+    func run(_ x: Tensor, taps: ForwardTaps?, batch index: Int) throws -> Tensor {
+        let out = engine.forward(x, taps: taps)
+        if let at = engine.nonFiniteAt { throw EngineError.nonFinite(model: checkpoint.path, at: at, batch: index) }
+        return out
+    }
 }
 
 func loadModel(_ path: String, heads: Int?, imageSize: Int?, quiet: Bool) throws -> LoadedModel {

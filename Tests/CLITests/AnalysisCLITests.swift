@@ -159,6 +159,10 @@ final class AnalysisCLITests: XCTestCase {
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains("afile/sub"), r.stderr)
         assertFails(["merge", tmp + "/empty"], code: 1, mentions: "partial.json")
+        let overflow = Fixtures.checkpoint("tiny_overflow_f32.safetensors")
+        assertFails(["attention", overflow, "--images", images, "--resize", "none"], code: 1,
+                    mentions: "non-finite activations (NaN or inf) in the output of block 1, batch 0")
+        assertFails(["cka", a, overflow, "--images", images, "--resize", "none"], code: 1, mentions: "tiny_overflow_f32.safetensors: non-finite")
     }
 }
 

@@ -167,6 +167,20 @@ final class LoaderValidationTests: XCTestCase {
         }
     }
 
+    /// Finite but enormous weights overflow float32 inside block 1: the engine says where.
+    func testNonFiniteActivationsAreDetected() throws {
+        let c = try tweaked { $0["blocks.0.mlp.fc1.weight"] = RawTensor(shape: [32, 16], floats: .init(repeating: 1e38, count: 512)) }
+        let config = try ViTConfig.infer(from: c, heads: 2)
+        let engine = ViTEngine(weights: try ViTWeights(checkpoint: c, config: config))
+        engine.forward(try goldenInput("none"))
+        XCTAssertEqual(engine.nonFiniteAt, 1)
+        XCTAssertEqual("\(EngineError.nonFinite(model: "m.pth", at: 1, batch: 0))",
+                       "m.pth: non-finite activations (NaN or inf) in the output of block 1, batch 0; the weights overflow float32 on these images")
+        let ok = try loadEngine("tiny_f32.safetensors")
+        ok.forward(try goldenInput("none"))
+        XCTAssertNil(ok.nonFiniteAt)
+    }
+
     func testHeadsMustDivideWidth() throws {
         let c = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_f32.safetensors"))
         XCTAssertThrowsError(try ViTConfig.infer(from: c, heads: 5)) { e in

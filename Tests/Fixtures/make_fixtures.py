@@ -72,6 +72,10 @@ def save_layouts(sd):
     os.makedirs(os.path.dirname(ck))
     meta = {"num_heads": str(HEADS)}
     save_file(sd, out("checkpoints", "tiny_f32.safetensors"), metadata=meta)
+    # Finite weights whose activations overflow float32 (for the non-finite activation error).
+    big = dict(sd)
+    big["blocks.0.mlp.fc1.weight"] = torch.full_like(sd["blocks.0.mlp.fc1.weight"], 1e38)
+    save_file(big, out("checkpoints", "tiny_overflow_f32.safetensors"), metadata=meta)
     save_file({k: v.half() for k, v in sd.items()}, out("checkpoints", "tiny_f16.safetensors"), metadata=meta)
     save_file({k: v.bfloat16() for k, v in sd.items()}, out("checkpoints", "tiny_bf16.safetensors"), metadata=meta)
     torch.save(sd, out("checkpoints", "tiny_timm.pth"))
