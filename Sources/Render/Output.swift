@@ -34,18 +34,35 @@ public final class OutputDirectory {
         do {
             if !parent.isEmpty { try fm.createDirectory(atPath: parent, withIntermediateDirectories: true) }
             if fm.fileExists(atPath: stagingPath) { try fm.removeItem(atPath: stagingPath) }
+            OutputDirectory.removeStale(in: parent.isEmpty ? "." : parent, base: base)
             try fm.createDirectory(atPath: stagingPath, withIntermediateDirectories: false)
         } catch {
             throw OutputError.cannotWrite(path: p, reason: Self.reason(error))
         }
+        OutputDirectory.lock.lock()
         OutputDirectory.active.append(stagingPath)
+        OutputDirectory.lock.unlock()
+    }
+
+    /// Staging folders left by runs that were killed outright (SIGKILL, power loss): those of
+    /// processes that no longer exist are removed when the same report is written again.
+    static func removeStale(in parent: String, base: String) {
+        let prefix = ".\(base).vitlens-tmp-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: parent) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            guard let pid = Int32(name.dropFirst(prefix.count)), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { try? FileManager.default.removeItem(atPath: parent + "/" + name) }
+        }
     }
 
     /// Staging folders of this process, removed on SIGINT/SIGTERM by `removeAllStaging()`.
     nonisolated(unsafe) static var active: [String] = []
+    static let lock = NSLock()
 
-    /// For signal handlers: removes every staging folder still open.
+    /// For the interrupt handler: removes every staging folder still open.
     public static func removeAllStaging() {
+        lock.lock()
+        defer { lock.unlock() }
         for p in active { try? FileManager.default.removeItem(atPath: p) }
     }
 
@@ -80,12 +97,16 @@ public final class OutputDirectory {
             throw OutputError.cannotWrite(path: finalPath, reason: Self.reason(error))
         }
         committed = true
+        OutputDirectory.lock.lock()
         OutputDirectory.active.removeAll { $0 == stagingPath }
+        OutputDirectory.lock.unlock()
     }
 
     public func discard() {
         if !committed { try? FileManager.default.removeItem(atPath: stagingPath) }
+        OutputDirectory.lock.lock()
         OutputDirectory.active.removeAll { $0 == stagingPath }
+        OutputDirectory.lock.unlock()
     }
 
     deinit { discard() }

@@ -35,16 +35,18 @@ struct VitLens: ParsableCommand {
             var c = command
             try c.run()
         } catch let e as ExitCode {
-            Foundation.exit(e.rawValue)
+            finish(e.rawValue)
         } catch {
             let code = exitCode(for: error)
             if code == .success { exit(withError: error) }  // help asked for by a command
+            // After Ctrl-C the staging folder vanishes under the run; that failure is not news.
+            if interrupted { finish(1) }
             // vitlens's own errors describe themselves; the rest go through the parser's wording.
             let message = error is VitLensError ? "\(error)" : self.message(for: error)
             FileHandle.standardError.write(Data(("error: " + message + "\n").utf8))
-            Foundation.exit(error is VitLensError ? 1 : code.rawValue)
+            finish(error is VitLensError ? 1 : code.rawValue)
         }
-        Foundation.exit(0)
+        finish(0)
     }
 }
 
@@ -56,13 +58,29 @@ extension ImageError: VitLensError {}
 extension OutputError: VitLensError {}
 extension FileError: VitLensError {}
 
-/// SIGINT/SIGTERM: remove half-written report folders, then die of the signal as usual.
+/// SIGINT/SIGTERM: remove half-written report folders, then exit 128 + signal. The work runs on
+/// a dispatch queue, not inside the signal handler, where file-system calls are not safe.
+nonisolated(unsafe) var signalSources: [DispatchSourceSignal] = []
+/// Set first thing on SIGINT/SIGTERM; from then on only the interrupt handler ends the process.
+nonisolated(unsafe) var interrupted = false
+
+/// Exits, unless an interrupt is being handled: then waits for its handler to exit with 128 + signal.
+func finish(_ code: Int32) -> Never {
+    if interrupted { while true { pause() } }
+    exit(code)
+}
+
 func installSignalCleanup() {
     for sig in [SIGINT, SIGTERM] {
-        signal(sig) { s in
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler {
+            interrupted = true
             OutputDirectory.removeAllStaging()
-            signal(s, SIG_DFL)
-            raise(s)
+            FileHandle.standardError.write(Data("\nerror: interrupted; no report was written\n".utf8))
+            _exit(128 + sig)  // not exit(): OpenBLAS's destructor can deadlock joining its threads here
         }
+        source.resume()
+        signalSources.append(source)
     }
 }

@@ -139,6 +139,40 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try NpyArray(path: tmp + "/o/features.npy").shape, [3, 1, 17, 16])
     }
 
+    /// Ctrl-C mid-run: exit 130, one error line, no report and no staging folder left; and a
+    /// staging folder of a killed process is cleaned up by the next run of the same report.
+    func testInterruptLeavesNothing() throws {
+        let out = tmp + "/interrupted"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: Self.binary)
+        p.arguments = ["extract", Fixtures.packageRoot + "/checkpoints/vit_tiny_init.safetensors", "--images",
+                       Fixtures.packageRoot + "/checkpoints/images", "--batch", "1", "--out", out, "--quiet"]
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        // Wait until the run is under way (its staging folder exists), then interrupt it.
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline && p.isRunning {
+            if ((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []).contains(where: { $0.contains("vitlens-tmp") }) { break }
+            usleep(20_000)
+        }
+        usleep(100_000)
+        XCTAssertTrue(p.isRunning, "the run ended before it could be interrupted")
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(p.terminationStatus, 130, stderr)
+        XCTAssertTrue(stderr.contains("error: interrupted"), stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp), [], "left behind")
+
+        // A staging folder of a process that no longer exists (pid 999999) is removed.
+        try FileManager.default.createDirectory(atPath: tmp + "/.r.vitlens-tmp-999999", withIntermediateDirectories: true)
+        let r = vitlens("extract", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", Fixtures.path("images/none"),
+                        "--resize", "none", "--out", tmp + "/r", "--quiet")
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp), ["r"])
+    }
+
     /// OpenBLAS's kernel family is chosen by vitlens itself: forcing the generic one through
     /// the environment is undone on CPUs that can do better.
     func testBLASKernelIsChosenByCPU() throws {
