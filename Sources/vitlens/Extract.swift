@@ -50,7 +50,7 @@ struct Extract: ParsableCommand {
 
         let meta: JSONValue = .object([
             ("vitlens_version", .string(vitlensVersion)),
-            ("command", .string(CommandLine.arguments.joined(separator: " "))),
+            ("command_line", .string(CommandLine.arguments.joined(separator: " "))),
             ("checkpoint", checkpointJSON(m)),
             ("architecture", architectureJSON(c)),
             ("images", imagesJSON(paths, folder: imageOptions.images)),

@@ -4,22 +4,6 @@ import TestSupport
 import VitLensCore
 import XCTest
 
-/// A seeded generator, so the property tests are reproducible.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func normal() -> Float {
-        let u = Double.random(in: Double.ulpOfOne..<1, using: &self), v = Double.random(in: 0..<1, using: &self)
-        return Float((-2 * log(u)).squareRoot() * cos(2 * .pi * v))
-    }
-}
-
 /// Features (B, T, C) as the engine hands them to a tap.
 func features(_ b: Int, _ t: Int, _ c: Int, _ rng: inout SplitMix) -> [Float] { (0..<(b * t * c)).map { _ in rng.normal() } }
 

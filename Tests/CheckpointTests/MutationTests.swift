@@ -9,15 +9,10 @@ import XCTest
 /// hang or read out of bounds (the build has no bounds checks, so an out-of-bounds read shows
 /// as a crash of the test process).
 struct Mutator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { n <= 0 ? 0 : Int(next() % UInt64(n)) }
+    var rng: SplitMix
+    init(state: UInt64) { rng = SplitMix(state: state) }
+    mutating func next() -> UInt64 { rng.next() }
+    mutating func below(_ n: Int) -> Int { rng.below(n) }
 
     /// One damaged copy: byte flips, interesting values, truncation, insertion or deletion,
     /// concentrated near `focus` (a header) half of the time.

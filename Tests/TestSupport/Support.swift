@@ -90,3 +90,26 @@ public func runProcess(_ executable: String, _ args: [String], environment: [Str
     return (p.terminationStatus, p.terminationReason == .uncaughtSignal,
             String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
 }
+
+/// SplitMix64: a small seeded generator, so property and mutation tests are reproducible.
+public struct SplitMix: RandomNumberGenerator {
+    public var state: UInt64
+    public init(state: UInt64) { self.state = state }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..<n (0 when n ≤ 0).
+    public mutating func below(_ n: Int) -> Int { n <= 0 ? 0 : Int(next() % UInt64(n)) }
+
+    /// A standard normal sample (Box–Muller).
+    public mutating func normal() -> Float {
+        let u = Double.random(in: Double.ulpOfOne..<1, using: &self), v = Double.random(in: 0..<1, using: &self)
+        return Float((-2 * log(u)).squareRoot() * cos(2 * .pi * v))
+    }
+}
