@@ -5,7 +5,7 @@ RELEASE := .build/release/vitlens
 DEMO_CKPT := checkpoints/vit_tiny_init.safetensors
 DEMO_MAE := checkpoints/vit_tiny_mae_demo.safetensors
 
-.PHONY: all deps build release test demo bench fixtures checkpoints parity clean
+.PHONY: all deps build release test demo bench bench-peers fixtures checkpoints parity clean
 
 all: build
 
@@ -42,6 +42,12 @@ bench: release
 	$(RELEASE) bench $(DEMO_CKPT) --batch 64 --iters 5 --profile
 	$(RELEASE) bench $(DEMO_MAE) --batch 64 --iters 5 --profile
 	scripts/bench_analyses.sh
+
+# vitlens against PyTorch eager and ONNX Runtime (images/s, alternating runs) in a virtual
+# environment made here from PyPI: torch, timm, safetensors, onnx, onnxruntime.
+bench-peers: release
+	test -d .venv-peers || (python3 -m venv .venv-peers && .venv-peers/bin/pip install -q torch timm safetensors onnx onnxscript onnxruntime)
+	.venv-peers/bin/python scripts/bench_peers.py
 
 # Regenerates the tiny test fixtures and goldens (needs: pip install torch timm safetensors pillow scikit-image).
 fixtures:
