@@ -66,6 +66,11 @@ final class CLITests: XCTestCase {
         for s in ["MoCo v3", "state_dict", "width 16, depth 2, patch 8", "2 (head dim 8), from --heads", "module.momentum_encoder.* (30)", "sha256"] {
             XCTAssertTrue(r.stdout.contains(s), "inspect output lacks '\(s)':\n\(r.stdout)")
         }
+        // Parameter count against timm: sum(p.numel()) over the micro-ViT's parameters, head
+        // excluded (7856; for deit_tiny_patch16_224 the same count is 5524416).
+        XCTAssertTrue(r.stdout.contains("parameters    7856 in the forward pass"), r.stdout)
+        let big = vitlens("inspect", Fixtures.packageRoot + "/checkpoints/vit_tiny_init.safetensors", "--json")
+        XCTAssertTrue(big.stdout.contains("\"parameters\": 5524416"), big.stdout)
         let n = vitlens("inspect", Fixtures.checkpoint("tiny_timm.pth"))
         XCTAssertTrue(n.stderr.isEmpty && n.stdout.contains("DeiT/ViT convention"), n.stdout)
     }
