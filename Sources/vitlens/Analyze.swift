@@ -128,14 +128,13 @@ struct CKA: ParsableCommand {
 
         let tapsA = GramTaps(config: a.config, selection: tokens)
         let tapsB = b.map { GramTaps(config: $0.config, selection: tokens) }
-        let shardSpec = shard ?? ShardSpec(index: 0, count: 1)
-        let mine = (0..<stream.batchCount).filter(shardSpec.owns)
-        let total = mine.reduce(0) { $0 + min(stream.batch, stream.paths.count - $1 * stream.batch) }
+        let mine = stream.batches(for: shard)
+        let total = mine.reduce(0) { $0 + stream.imageCount(ofBatch: $1) }
         let progress = Progress("cka", total: total, quiet: output.quiet)
         var records: [CKABatch] = [], dropped: [Int] = [], done = 0
         try stream.forEach(batches: mine) { index, x in
             let n = x.shape[0]
-            done += min(stream.batch, stream.paths.count - index * stream.batch)
+            done += stream.imageCount(ofBatch: index)
             if n < 4 {
                 if !output.quiet { notice("batch \(index) has \(n) image(s); CKA needs at least 4, so it is dropped") }
                 dropped.append(index)
@@ -215,16 +214,15 @@ struct Attention: ParsableCommand {
         let collector = AttentionCollector(geometry: AttentionGeometry(grid: c.runGrid, prefix: c.prefixTokens, scale: scale),
                                            layers: c.depth, heads: c.heads, perImage: perImage)
         let taps = AttentionTaps(collector)
-        let shardSpec = shard ?? ShardSpec(index: 0, count: 1)
-        let mine = (0..<stream.batchCount).filter(shardSpec.owns)
-        let total = mine.reduce(0) { $0 + min(stream.batch, stream.paths.count - $1 * stream.batch) }
+        let mine = stream.batches(for: shard)
+        let total = mine.reduce(0) { $0 + stream.imageCount(ofBatch: $1) }
         let progress = Progress("attention", total: total, quiet: output.quiet)
         var records: [AttentionBatch] = [], done = 0
         try stream.forEach(batches: mine) { index, x in
             collector.begin(index: index, size: x.shape[0])
             if x.shape[0] > 0 { try m.run(x, taps: taps, batch: index) }
             records.append(collector.finish())
-            done += min(stream.batch, stream.paths.count - index * stream.batch)
+            done += stream.imageCount(ofBatch: index)
             progress.update(done)
         }
         progress.finish()

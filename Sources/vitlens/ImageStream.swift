@@ -42,6 +42,15 @@ struct ImageStream {
 
     var batchCount: Int { (paths.count + batch - 1) / batch }
 
+    /// Images listed for batch `index` (before any are skipped as unreadable).
+    func imageCount(ofBatch index: Int) -> Int { min(batch, paths.count - index * batch) }
+
+    /// The batch indices a run handles: all, or those of one shard (SPEC §10).
+    func batches(for shard: ShardSpec?) -> [Int] {
+        guard let shard else { return Array(0..<batchCount) }
+        return (0..<batchCount).filter(shard.owns)
+    }
+
     /// Loads batch `index` of the listing. With --skip-bad-images, images that fail to decode
     /// are dropped from the batch with a warning; otherwise the first failure is thrown.
     func load(batch index: Int, parallel: Bool = true) throws -> (tensor: Tensor, paths: [String]) {
