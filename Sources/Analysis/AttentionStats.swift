@@ -42,6 +42,18 @@ public struct AttentionGeometry {
 
     public var patches: Int { grid * grid }
 
+    /// The largest mean distance any attention can give: every query attending only to its
+    /// farthest key (the fixed top of the distance axis in figures).
+    public var maxMeanDistance: Double {
+        var total = 0.0
+        for q in 0..<patches {
+            let r = q / grid, c = q % grid
+            let dy = Double(max(r, grid - 1 - r)), dx = Double(max(c, grid - 1 - c))
+            total += (dx * dx + dy * dy).squareRoot() * scale
+        }
+        return total / Double(max(1, patches))
+    }
+
     /// Mean entropy and mean distance over the query patches of one head.
     /// probs: (T, T) softmax over all tokens of one head, T = prefix + P.
     public func headMeans(_ probs: UnsafePointer<Float>) -> (entropy: Double, distance: Double) {

@@ -75,6 +75,19 @@ public final class OutputDirectory {
         }
     }
 
+    /// A sub-folder of the report (e.g. `compare/`).
+    public func makeFolder(_ name: String) throws {
+        do { try FileManager.default.createDirectory(atPath: staged(name), withIntermediateDirectories: true) } catch {
+            throw OutputError.cannotWrite(path: staged(name), reason: Self.reason(error))
+        }
+    }
+
+    public func write(_ name: String, bytes: [UInt8]) throws {
+        do { try Data(bytes).write(to: URL(fileURLWithPath: staged(name))) } catch {
+            throw OutputError.cannotWrite(path: staged(name), reason: Self.reason(error))
+        }
+    }
+
     /// Moves the staged files into the report folder. A new folder is renamed into place in one
     /// step; into an existing folder each file is renamed over its old version.
     public func commit() throws {
@@ -85,6 +98,9 @@ public final class OutputDirectory {
             } else {
                 for name in try fm.contentsOfDirectory(atPath: stagingPath) {
                     let dst = finalPath + "/" + name
+                    // A sub-folder replaces the old one whole (rename(2) cannot replace a non-empty folder).
+                    var isDir: ObjCBool = false
+                    if fm.fileExists(atPath: dst, isDirectory: &isDir), isDir.boolValue { try fm.removeItem(atPath: dst) }
                     guard rename(staged(name), dst) == 0 else {
                         throw OutputError.cannotWrite(path: dst, reason: String(cString: strerror(errno)))
                     }

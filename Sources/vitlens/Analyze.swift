@@ -80,6 +80,8 @@ struct CKA: ParsableCommand {
     var rep: RepresentationKind = .normed
     @Option(help: "i/n: process every n-th batch starting at i and write partial.json for `vitlens merge`.")
     var shard: ShardSpec?
+    @OptionGroup var figures: FigureOptions
+    @OptionGroup var range: ColorRangeOptions
 
     func validate() throws {
         if imageOptions.batch < 4 { throw ValidationError("--batch must be at least 4 for CKA (the unbiased HSIC needs b ≥ 4)") }
@@ -152,15 +154,18 @@ struct CKA: ParsableCommand {
         }
         progress.finish()
         let commandLine = CommandLine.arguments.joined(separator: " ")
+        var files = shard == nil ? ["cka.csv", "cka.json"] : [Partial.fileName]
         if let shard {
             let p = Partial(command: "cka", shard: shard, setup: setup, batches: records.map(\.json), dropped: dropped)
             try outDir.write(Partial.fileName, p.json(commandLine: commandLine).render() + "\n")
         } else {
             _ = try CKAReport.write(outDir, setup: setup, batches: records, dropped: dropped, commandLine: commandLine)
+            files += try ReportFigures.render(sourceDir: outDir.stagingPath, out: outDir,
+                                              style: FigureStyle(scale: figures.scale, vmin: range.vmin, vmax: range.vmax))
         }
         try outDir.commit()
         if !output.quiet {
-            FileHandle.standardError.write(Data("wrote \(outDir.finalPath)/\(shard == nil ? "{cka.csv, cka.json}" : Partial.fileName)\n".utf8))
+            FileHandle.standardError.write(Data("wrote \(outDir.finalPath)/{\(files.joined(separator: ", "))}\n".utf8))
         }
     }
 }
@@ -185,16 +190,22 @@ struct Attention: ParsableCommand {
     var perImage = false
     @Option(help: "i/n: process every n-th batch starting at i and write partial.json for `vitlens merge`.")
     var shard: ShardSpec?
+    @OptionGroup var figures: FigureOptions
 
-    func run() throws {
-        model.applyThreads()
-        let m = try loadModel(checkpoint, heads: model.heads, imageSize: model.imageSize, quiet: output.quiet)
-        let c = m.config
-        let stream = try ImageStream(imageOptions, size: c.imageSize)
-        let outDir = try OutputDirectory(output.out ?? "reports/attention-\(m.name)")
-        defer { outDir.discard() }
-        let scale = convention.scale(patch: c.patch)
-        let setup = JSONValue.object([
+    @Option(help: "A second checkpoint whose statistics are computed in the same pass and overlaid in the figures (its report goes to compare/).")
+    var compare: String?
+    @Option(name: .customLong("compare-heads"), help: "Heads of the --compare model.")
+    var compareHeads: Int?
+
+    func validate() throws {
+        if compare != nil && shard != nil { throw ValidationError("--compare cannot be combined with --shard; plot two merged reports with `vitlens plot DIR --compare DIR2`") }
+        if let compareHeads, compareHeads < 1 { throw ValidationError("--compare-heads must be at least 1") }
+    }
+
+    /// The report's setup block for one model (the same for a single run, shards and merge).
+    func setup(_ m: LoadedModel, stream: ImageStream) -> JSONValue {
+        let c = m.config, scale = convention.scale(patch: c.patch)
+        return .object([
             ("command", "attention"), ("model", modelJSON(m)),
             ("images", imagesJSON(stream.paths, folder: imageOptions.images)),
             ("definitions", .object([
@@ -211,32 +222,56 @@ struct Attention: ParsableCommand {
             ("layers", .int(c.depth)), ("heads", .int(c.heads)), ("per_image", .bool(perImage)),
             ("total_batches", .int(stream.batchCount)),
         ])
-        let collector = AttentionCollector(geometry: AttentionGeometry(grid: c.runGrid, prefix: c.prefixTokens, scale: scale),
-                                           layers: c.depth, heads: c.heads, perImage: perImage)
-        let taps = AttentionTaps(collector)
+    }
+
+    func collector(_ m: LoadedModel) -> AttentionCollector {
+        let c = m.config
+        return AttentionCollector(geometry: AttentionGeometry(grid: c.runGrid, prefix: c.prefixTokens, scale: convention.scale(patch: c.patch)),
+                                  layers: c.depth, heads: c.heads, perImage: perImage)
+    }
+
+    func run() throws {
+        model.applyThreads()
+        let m = try loadModel(checkpoint, heads: model.heads, imageSize: model.imageSize, quiet: output.quiet)
+        let m2 = try compare.map { try loadModel($0, heads: compareHeads, imageSize: model.imageSize ?? m.config.imageSize, quiet: output.quiet) }
+        let stream = try ImageStream(imageOptions, size: m.config.imageSize)
+        let outDir = try OutputDirectory(output.out ?? "reports/attention-\(m.name)" + (m2.map { "-vs-\($0.name)" } ?? ""))
+        defer { outDir.discard() }
+        let models = [m] + (m2.map { [$0] } ?? [])
+        let collectors = models.map(collector)
+        let taps = collectors.map(AttentionTaps.init)
         let mine = stream.batches(for: shard)
         let total = mine.reduce(0) { $0 + stream.imageCount(ofBatch: $1) }
         let progress = Progress("attention", total: total, quiet: output.quiet)
-        var records: [AttentionBatch] = [], done = 0
+        var records = [[AttentionBatch]](repeating: [], count: models.count), done = 0
         try stream.forEach(batches: mine) { index, x in
-            collector.begin(index: index, size: x.shape[0])
-            if x.shape[0] > 0 { try m.run(x, taps: taps, batch: index) }
-            records.append(collector.finish())
+            for k in models.indices {
+                collectors[k].begin(index: index, size: x.shape[0])
+                if x.shape[0] > 0 { try models[k].run(x, taps: taps[k], batch: index) }
+                records[k].append(collectors[k].finish())
+            }
             done += stream.imageCount(ofBatch: index)
             progress.update(done)
         }
         progress.finish()
         let commandLine = CommandLine.arguments.joined(separator: " ")
+        var files = shard == nil ? ["attention.csv", "attention_box.csv", "attention.json"] : [Partial.fileName]
         if let shard {
-            let p = Partial(command: "attention", shard: shard, setup: setup, batches: records.map(\.json), dropped: [])
+            let p = Partial(command: "attention", shard: shard, setup: setup(m, stream: stream), batches: records[0].map(\.json), dropped: [])
             try outDir.write(Partial.fileName, p.json(commandLine: commandLine).render() + "\n")
         } else {
-            guard records.reduce(0, { $0 + $1.size }) > 0 else { throw ImageError.folder(path: imageOptions.images, reason: "no readable images") }
-            try AttentionReport.write(outDir, setup: setup, batches: records, commandLine: commandLine)
+            guard records[0].reduce(0, { $0 + $1.size }) > 0 else { throw ImageError.folder(path: imageOptions.images, reason: "no readable images") }
+            try AttentionReport.write(outDir, setup: setup(m, stream: stream), batches: records[0], commandLine: commandLine)
+            if let m2 {
+                try outDir.makeFolder("compare")
+                try AttentionReport.write(outDir, setup: setup(m2, stream: stream), batches: records[1], commandLine: commandLine, prefix: "compare/")
+                files.append("compare/")
+            }
+            files += try ReportFigures.render(sourceDir: outDir.stagingPath, out: outDir, style: FigureStyle(scale: figures.scale))
         }
         try outDir.commit()
         if !output.quiet {
-            FileHandle.standardError.write(Data("wrote \(outDir.finalPath)/\(shard == nil ? "{attention.csv, attention_box.csv, attention.json}" : Partial.fileName)\n".utf8))
+            FileHandle.standardError.write(Data("wrote \(outDir.finalPath)/{\(files.joined(separator: ", "))}\n".utf8))
         }
     }
 }
@@ -251,6 +286,7 @@ struct Merge: ParsableCommand {
     var out: String?
     @Flag(help: "No summary line.")
     var quiet = false
+    @OptionGroup var figures: FigureOptions
 
     func validate() throws {
         if shards.isEmpty { throw ValidationError("give the shard folders to merge") }
@@ -290,6 +326,7 @@ struct Merge: ParsableCommand {
         default:
             throw MergeError("unknown command '\(first.command)' in partial.json")
         }
+        try ReportFigures.render(sourceDir: outDir.stagingPath, out: outDir, style: FigureStyle(scale: figures.scale))
         try outDir.commit()
         if !quiet { FileHandle.standardError.write(Data("merged \(parts.count) shards into \(outDir.finalPath)\n".utf8)) }
     }

@@ -101,3 +101,26 @@ func modelName(_ path: String) -> String {
 
 func notice(_ s: String) { FileHandle.standardError.write(Data(("notice: " + s + "\n").utf8)) }
 func warning(_ s: String) { FileHandle.standardError.write(Data(("warning: " + s + "\n").utf8)) }
+
+/// Figure options of the analysing commands (and `vitlens plot`).
+struct FigureOptions: ParsableArguments {
+    @Option(help: "Scale of the PNG figures (1 = 820 px wide; 2 or 3 for print).")
+    var scale: Double = 1
+
+    func validate() throws {
+        if !(scale >= 0.25 && scale <= 8) { throw ValidationError("--scale must be between 0.25 and 8") }
+    }
+}
+
+/// --vmin/--vmax of CKA heatmaps.
+struct ColorRangeOptions: ParsableArguments {
+    @Option(help: "Value drawn as the darkest colour of the heatmap (default 0).")
+    var vmin: Double?
+    @Option(help: "Value drawn as the brightest colour of the heatmap (default 1).")
+    var vmax: Double?
+
+    func validate() throws {
+        for (n, v) in [("--vmin", vmin), ("--vmax", vmax)] { if let v, !v.isFinite { throw ValidationError("\(n) must be a finite number") } }
+        if (vmax ?? 1) <= (vmin ?? 0) { throw ValidationError("--vmax must be greater than --vmin (defaults 0 and 1)") }
+    }
+}

@@ -2,12 +2,6 @@ import Analysis
 import Foundation
 import Render
 
-/// CSV numbers: `.` decimal point and 9 significant digits, enough to round-trip float32.
-func csvNumber(_ x: Double) -> String {
-    if x.isNaN { return "nan" }
-    if x.isInfinite { return x > 0 ? "inf" : "-inf" }
-    return String(format: "%.9g", x)
-}
 
 /// The report of `vitlens cka` (SPEC §8), from per-batch HSIC values — the same code for a
 /// single run and for `vitlens merge`.
@@ -43,13 +37,13 @@ enum CKAReport {
 /// The report of `vitlens attention` (SPEC §8).
 enum AttentionReport {
     static func write(_ out: OutputDirectory, setup: JSONValue, batches: [AttentionBatch],
-                      commandLine: String, extra: [(String, JSONValue)] = []) throws {
+                      commandLine: String, extra: [(String, JSONValue)] = [], prefix: String = "") throws {
         guard let L = setup["layers"]?.intValue, let H = setup["heads"]?.intValue,
               case let .bool(perImage)? = setup["per_image"] else { throw MergeError("setup lacks layers/heads/per_image") }
         let (ent, dist) = attentionMeans(batches, layers: L, heads: H)
         var csv = "layer,head,mean_distance,mean_entropy\n"
         for l in 0..<L { for h in 0..<H { csv += "\(l + 1),\(h),\(csvNumber(dist[l * H + h])),\(csvNumber(ent[l * H + h]))\n" } }
-        try out.write("attention.csv", csv)
+        try out.write(prefix + "attention.csv", csv)
 
         // Box statistics per layer over heads (of the per-head means), or over heads × images.
         let sorted = batches.sorted { $0.index < $1.index }
@@ -77,7 +71,7 @@ enum AttentionReport {
                 ]))
             }
         }
-        try out.write("attention_box.csv", box)
+        try out.write(prefix + "attention_box.csv", box)
         let json = JSONValue.object([
             ("vitlens_version", .string(vitlensVersion)), ("command_line", .string(commandLine)),
         ] + extra + [
@@ -89,6 +83,6 @@ enum AttentionReport {
                 ("box", .array(boxJSON)),
             ])),
         ])
-        try out.write("attention.json", json.render() + "\n")
+        try out.write(prefix + "attention.json", json.render() + "\n")
     }
 }

@@ -14,7 +14,7 @@ struct VitLens: ParsableCommand {
         commandName: "vitlens",
         abstract: "Look inside Vision Transformers: checkpoints, features, attention — no PyTorch needed.",
         version: vitlensVersion,
-        subcommands: [CKA.self, Attention.self, Merge.self, Inspect.self, Extract.self, Bench.self])
+        subcommands: [CKA.self, Attention.self, Plot.self, Merge.self, Inspect.self, Extract.self, Bench.self])
 
     /// Picks OpenBLAS's kernels before anything runs, then parses and runs the command with
     /// SPEC §9's error contract: one `error:` line on stderr, exit 64 for bad usage, 1 otherwise.
@@ -57,6 +57,10 @@ extension EngineError: VitLensError {}
 extension ImageError: VitLensError {}
 extension OutputError: VitLensError {}
 extension FileError: VitLensError {}
+extension ReportError: VitLensError {}
+extension CSVError: VitLensError {}
+extension RenderError: VitLensError {}
+extension FontError: VitLensError {}
 
 /// SIGINT/SIGTERM: remove half-written report folders, then exit 128 + signal. The work runs on
 /// a dispatch queue, not inside the signal handler, where file-system calls are not safe.
