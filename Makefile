@@ -5,7 +5,7 @@ RELEASE := .build/release/vitlens
 DEMO_CKPT := checkpoints/vit_tiny_init.safetensors
 DEMO_MAE := checkpoints/vit_tiny_mae_demo.safetensors
 
-.PHONY: all deps build release test demo bench bench-peers fixtures checkpoints parity clean
+.PHONY: all deps build release test demo bench bench-peers fixtures checkpoints parity html-check snapshots clean
 
 all: build
 
@@ -38,7 +38,19 @@ demo: release
 	$(RELEASE) attention $(DEMO_CKPT) --images checkpoints/images --batch 8 --out reports/demo/attention-init
 	@echo "demo reports: reports/demo/{cka-init-vs-mae, cka-mae-self, attention-mae, attention-init}"
 
+# Opens the demo's index.html pages in headless Chromium (installed if missing): checks figures
+# and tables rendered, screenshots to reports/screenshots/.
+html-check: demo
+	scripts/check_html.sh reports/demo
+
+# Re-records the renderer's snapshot figures (Tests/Fixtures/snapshots) after a deliberate change.
+snapshots: deps
+	swift build --build-tests
+	VITLENS_RECORD_SNAPSHOTS=1 swift test --skip-build --disable-swift-testing --filter RenderTests.FigureTests/testSnapshot || true
+	git status --short Tests/Fixtures/snapshots
+
 bench: release
+	$(RELEASE) bench --figures --iters 21
 	$(RELEASE) bench $(DEMO_CKPT) --batch 64 --iters 5 --profile
 	$(RELEASE) bench $(DEMO_MAE) --batch 64 --iters 5 --profile
 	scripts/bench_analyses.sh

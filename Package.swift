@@ -39,6 +39,7 @@ let package = Package(
         .testTarget(name: "ImagesTests", dependencies: ["Images", "VitLensCore", "TestSupport"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Checkpoint", "Images", "VitLensCore", "TestSupport"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "VitLensCore", "TestSupport"]),
+        .testTarget(name: "RenderTests", dependencies: ["Render", "Images", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["VitLensCore", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

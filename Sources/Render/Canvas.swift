@@ -107,6 +107,8 @@ public struct Canvas {
         img.width = UInt32(width)
         img.height = UInt32(height)
         img.format = UInt32(PNG_FORMAT_RGB)
+        // Speed over the last few percent of size: a figure is encoded in a few ms instead of ~35.
+        img.flags = UInt32(PNG_IMAGE_FLAG_FAST)
         var size = 0
         let ok1 = pixels.withUnsafeBytes { png_image_write_to_memory(&img, nil, &size, 0, $0.baseAddress, Int32(width * 3), nil) }
         guard ok1 != 0, size > 0 else { throw RenderError.png(message(&img)) }

@@ -127,7 +127,7 @@ public struct Figure {
         for m in marks {
             switch m {
             case let .rect(x0, y0, x1, y1, fill, stroke, lw):
-                o += "<rect x=\"\(f(min(x0, x1)))\" y=\"\(f(min(y0, y1)))\" width=\"\(f(abs(x1 - x0)))\" height=\"\(f(abs(y1 - y0)))\""
+                o += "<rect shape-rendering=\"crispEdges\" x=\"\(f(min(x0, x1)))\" y=\"\(f(min(y0, y1)))\" width=\"\(f(abs(x1 - x0)))\" height=\"\(f(abs(y1 - y0)))\""
                 o += " fill=\"\(fill?.hex ?? "none")\""
                 if let stroke { o += " stroke=\"\(stroke.hex)\" stroke-width=\"\(f(lw))\"" }
                 o += "/>\n"

@@ -8,8 +8,8 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure forward-pass speed: the median of timed batches after a warm-up.")
 
-    @Argument(help: "Checkpoint file or Hugging Face folder.")
-    var checkpoint: String
+    @Argument(help: "Checkpoint file or Hugging Face folder (not needed with --figures).")
+    var checkpoint: String?
     @Option(help: "Number of attention heads (see SPEC §2).")
     var heads: Int?
     @Option(help: "Images per batch.")
@@ -22,15 +22,53 @@ struct Bench: ParsableCommand {
     var json = false
     @Flag(help: "Also time the phases of the forward pass (linear layers, attention, norms, GELU, other).")
     var profile = false
+    @Flag(help: "Time figure rendering instead: a 13x13 CKA heatmap to PNG and to SVG.")
+    var figures = false
 
     func validate() throws {
         if batch < 1 || batch > 4096 { throw ValidationError("--batch must be between 1 and 4096") }
         if iters < 1 { throw ValidationError("--iters must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if let heads, heads < 1 { throw ValidationError("--heads must be at least 1") }
+        if checkpoint == nil && !figures { throw ValidationError("give a checkpoint to benchmark (or --figures)") }
+    }
+
+    /// The renderer's speed: a 13x13 heatmap (ViT-Tiny against ViT-Tiny) drawn, rasterised and
+    /// PNG-encoded, and written as SVG; the first run (font loading, glyph cache) is not timed.
+    func benchFigures() throws {
+        var s: UInt64 = 42
+        let values = (0..<13).map { _ in (0..<13).map { _ -> Double in
+            s = s &* 6364136223846793005 &+ 1442695040888963407
+            return Double(s >> 11) / Double(1 << 53)
+        } }
+        func png() throws -> Int {
+            let h = Heatmap(values: values, rowTitle: "model A: layer", columnTitle: "model B: layer", title: "CKA: A vs B", subtitle: "N = 1024 images · minibatch 64")
+            return try h.figure().raster().png().count
+        }
+        func svg() -> Int {
+            Heatmap(values: values, rowTitle: "model A: layer", columnTitle: "model B: layer", title: "CKA: A vs B", subtitle: "N = 1024 images · minibatch 64").figure().svg().utf8.count
+        }
+        _ = try png(); _ = svg()
+        var tp: [Double] = [], ts: [Double] = []
+        for _ in 0..<iters {
+            var t0 = DispatchTime.now().uptimeNanoseconds
+            _ = try png()
+            tp.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+            t0 = DispatchTime.now().uptimeNanoseconds
+            _ = svg()
+            ts.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+        }
+        let mp = tp.sorted()[iters / 2], ms = ts.sorted()[iters / 2]
+        if json {
+            print(JSONValue.object([("heatmap_13x13_png_ms", .double((mp * 100).rounded() / 100)), ("heatmap_13x13_svg_ms", .double((ms * 100).rounded() / 100)), ("iters", .int(iters))]).render())
+        } else {
+            print(String(format: "figures: 13x13 CKA heatmap, 820x690 PNG %.1f ms, SVG %.2f ms (medians of %d)", mp, ms, iters))
+        }
     }
 
     func run() throws {
+        if figures { return try benchFigures() }
+        guard let checkpoint else { return }
         if let threads { BLASRuntime.setThreads(threads); Workers.count = threads }
         let m = try loadModel(checkpoint, heads: heads, imageSize: nil, quiet: json)
         let c = m.config
