@@ -29,8 +29,9 @@ let package = Package(
         .target(name: "Engine", dependencies: ["VitLensCore", "Checkpoint"], swiftSettings: fast),
         .target(name: "Analysis", dependencies: ["VitLensCore"], swiftSettings: fast),
         .target(name: "Render", dependencies: ["VitLensCore", "CPNG", "CFreeType"], swiftSettings: fast),
+        .target(name: "Train", dependencies: ["VitLensCore", "Engine"], swiftSettings: fast),
         .executableTarget(name: "vitlens", dependencies: [
-            "VitLensCore", "Checkpoint", "Images", "Engine", "Analysis", "Render",
+            "VitLensCore", "Checkpoint", "Images", "Engine", "Analysis", "Render", "Train",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["VitLensCore"], path: "Tests/TestSupport"),
@@ -39,6 +40,7 @@ let package = Package(
         .testTarget(name: "ImagesTests", dependencies: ["Images", "VitLensCore", "TestSupport"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Checkpoint", "Images", "VitLensCore", "TestSupport"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "VitLensCore", "TestSupport"]),
+        .testTarget(name: "TrainTests", dependencies: ["Train", "Engine", "Checkpoint", "VitLensCore", "TestSupport"]),
         .testTarget(name: "RenderTests", dependencies: ["Render", "Images", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["VitLensCore", "TestSupport"]),
     ],

@@ -96,16 +96,20 @@ public func listImages(in folder: String) throws -> [String] {
 /// Returns, per image, nil on success or the error (the caller decides to fail or skip).
 /// `parallel: false` decodes on the calling thread only (for a background prefetch).
 public func loadBatch(_ paths: [String], size: Int, mode: ResizeMode, into batch: Tensor, parallel: Bool = true) -> [Error?] {
-    precondition(batch.shape == [paths.count, 3, size, size])
-    var errors = [Error?](repeating: nil, count: paths.count)
+    loadBatch(items: paths.map { .file($0) }, size: size, mode: mode, into: batch, parallel: parallel)
+}
+
+public func loadBatch(items: [ImageItem], size: Int, mode: ResizeMode, into batch: Tensor, parallel: Bool = true) -> [Error?] {
+    precondition(batch.shape == [items.count, 3, size, size])
+    var errors = [Error?](repeating: nil, count: items.count)
     let lock = NSLock()
     let plane = 3 * size * size
     let run: (Int, (Range<Int>) -> Void) -> Void = parallel ? { n, f in parallelChunks(n, f) } : { n, f in f(0..<n) }
-    run(paths.count) { range in
+    run(items.count) { range in
         for i in range {
             do {
-                let img = try DecodedImage.load(path: paths[i])
-                try preprocess(img, size: size, mode: mode, path: paths[i], into: batch.data + i * plane)
+                let img = try items[i].decode()
+                try preprocess(img, size: size, mode: mode, path: items[i].name, into: batch.data + i * plane)
             } catch {
                 lock.lock(); errors[i] = error; lock.unlock()
             }

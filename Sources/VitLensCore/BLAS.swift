@@ -52,3 +52,18 @@ public enum BLASRuntime {
 
     public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
 }
+
+/// Row-major C ← α·op(A)·op(B) + β·C in float64 (OpenBLAS dgemm), for the probe's solver.
+@inline(__always)
+public func dgemm(transA: Bool = false, transB: Bool = false,
+                  m: Int, n: Int, k: Int,
+                  alpha: Double = 1, a: UnsafePointer<Double>, lda: Int,
+                  b: UnsafePointer<Double>, ldb: Int,
+                  beta: Double = 0, c: UnsafeMutablePointer<Double>, ldc: Int) {
+    cblas_dgemm(CblasRowMajor,
+                transA ? CblasTrans : CblasNoTrans,
+                transB ? CblasTrans : CblasNoTrans,
+                blasint(m), blasint(n), blasint(k),
+                alpha, a, blasint(lda), b, blasint(ldb),
+                beta, c, blasint(ldc))
+}

@@ -4,7 +4,8 @@ import VitLensCore
 
 /// The images of a run, listed once and delivered as normalised batches.
 struct ImageStream {
-    let paths: [String]
+    let items: [ImageItem]
+    var paths: [String] { items.map(\.name) }
     let size: Int
     let mode: ResizeMode
     let batch: Int
@@ -13,11 +14,20 @@ struct ImageStream {
     init(_ opts: ImageOptions, size: Int) throws {
         let all = try listImages(in: opts.images)
         guard !all.isEmpty else { throw ImageError.folder(path: opts.images, reason: "no PNG or JPEG images found") }
-        paths = Array(all.prefix(opts.num))
+        items = all.prefix(opts.num).map { .file($0) }
         self.size = size
         mode = opts.resize
         batch = opts.batch
         skipBad = opts.skipBadImages
+    }
+
+    /// A labelled dataset's images (`vitlens probe`).
+    init(items: [ImageItem], size: Int, mode: ResizeMode, batch: Int, skipBad: Bool) {
+        self.items = items
+        self.size = size
+        self.mode = mode
+        self.batch = batch
+        self.skipBad = skipBad
     }
 
     /// With --skip-bad-images, the images that decode (checked up front so that N and every
@@ -40,10 +50,10 @@ struct ImageStream {
         return good
     }
 
-    var batchCount: Int { (paths.count + batch - 1) / batch }
+    var batchCount: Int { (items.count + batch - 1) / batch }
 
     /// Images listed for batch `index` (before any are skipped as unreadable).
-    func imageCount(ofBatch index: Int) -> Int { min(batch, paths.count - index * batch) }
+    func imageCount(ofBatch index: Int) -> Int { min(batch, items.count - index * batch) }
 
     /// The batch indices a run handles: all, or those of one shard (SPEC §10).
     func batches(for shard: ShardSpec?) -> [Int] {
@@ -53,27 +63,34 @@ struct ImageStream {
 
     /// Loads batch `index` of the listing. With --skip-bad-images, images that fail to decode
     /// are dropped from the batch with a warning; otherwise the first failure is thrown.
-    func load(batch index: Int, parallel: Bool = true) throws -> (tensor: Tensor, paths: [String]) {
-        let list = Array(paths[(index * batch)..<min(paths.count, (index + 1) * batch)])
+    func load(batch index: Int, parallel: Bool = true) throws -> (tensor: Tensor, kept: [Int]) {
+        let range = (index * batch)..<min(items.count, (index + 1) * batch)
+        let list = Array(items[range])
         let t = Tensor(shape: [list.count, 3, size, size])
-        let errors = loadBatch(list, size: size, mode: mode, into: t, parallel: parallel)
-        guard let firstError = errors.compactMap({ $0 }).first else { return (t, list) }
+        let errors = loadBatch(items: list, size: size, mode: mode, into: t, parallel: parallel)
+        guard let firstError = errors.compactMap({ $0 }).first else { return (t, Array(range)) }
         guard skipBad else { throw firstError }
         let good = list.indices.filter { errors[$0] == nil }
         for case let e? in errors { warning("skipping \(e)") }
         let plane = 3 * size * size
         let g = Tensor(shape: [good.count, 3, size, size])
         for (k, i) in good.enumerated() { (g.data + k * plane).update(from: t.data + i * plane, count: plane) }
-        return (g, good.map { list[$0] })
+        return (g, good.map { range.lowerBound + $0 })
     }
 
     /// Calls `body(index, batch)` for each batch index in order, decoding the next batch on a
     /// background thread while `body` runs on the current one (decoding then costs little
     /// beyond the cycles the forward pass leaves idle).
     func forEach(batches indices: [Int], _ body: (Int, Tensor) throws -> Void) throws {
+        try forEachKept(batches: indices) { index, x, _ in try body(index, x) }
+    }
+
+    /// As `forEach`, also passing the listing indices of the images in the batch (those that
+    /// decoded, with --skip-bad-images).
+    func forEachKept(batches indices: [Int], _ body: (Int, Tensor, [Int]) throws -> Void) throws {
         guard !indices.isEmpty else { return }
         let queue = DispatchQueue(label: "vitlens.prefetch")
-        var next: Result<(tensor: Tensor, paths: [String]), Error>?
+        var next: Result<(tensor: Tensor, kept: [Int]), Error>?
         let ready = DispatchSemaphore(value: 0)
         func prefetch(_ i: Int) {
             queue.async {
@@ -90,7 +107,8 @@ struct ImageStream {
                     current = next!
                 }
             }
-            try body(index, try current.get().tensor)
+            let loaded = try current.get()
+            try body(index, loaded.tensor, loaded.kept)
         }
     }
 
