@@ -322,6 +322,55 @@ enum ReportFigures {
     // MARK: probe
 
     static func probe(_ src: ReportSource, out: OutputDirectory, style: FigureStyle) throws -> [String] {
-        throw ReportError("\(src.dir): probe figures need `vitlens probe` reports")
+        let t = try src.csv("probe.csv", columns: ["layers_kept", "train_accuracy", "test_accuracy"])
+        let p = src.path("probe.csv")
+        let hasModel = t.column("model") != nil
+        var order: [String] = [], rows: [String: [(Int, Double, Double)]] = [:]
+        for r in 0..<t.rows.count {
+            let name = hasModel ? t.rows[r][t.column("model")!] : "model"
+            let k = try t.integer(r, "layers_kept", path: p)
+            guard k >= 1, k <= 4096 else { throw CSVError(path: p, line: r + 2, reason: "layers_kept \(k) out of range") }
+            if rows[name] == nil { order.append(name) }
+            rows[name, default: []].append((k, try t.number(r, "train_accuracy", path: p), try t.number(r, "test_accuracy", path: p)))
+        }
+        let json = try src.json("probe.json")
+        // A single-model CSV has no model column: take the name from the JSON.
+        let jsonNames = json?["results"]?.arrayValue?.compactMap { $0["model"]?.stringValue } ?? []
+        func display(_ n: String) -> String { !hasModel && jsonNames.count == 1 ? jsonNames[0] : n }
+        let L = rows.values.flatMap { $0.map(\.0) }.max()!
+        var series: [LineSeries] = []
+        for (i, name) in order.enumerated() {
+            let r = rows[name]!.sorted { $0.0 < $1.0 }
+            let c = seriesColors[i % seriesColors.count]
+            series.append(LineSeries(name: "\(display(name)) test", color: c, xs: r.map { Double($0.0 - 1) }, ys: r.map(\.2)))
+            series.append(LineSeries(name: "\(display(name)) train", color: c, xs: r.map { Double($0.0 - 1) }, ys: r.map(\.1), dashed: true))
+        }
+        var sub: [String] = []
+        if let tr = json?[path: "images_used", "train"]?.intValue, let te = json?[path: "images_used", "test"]?.intValue { sub.append("\(tr) train / \(te) test images") }
+        if let cl = json?[path: "setup", "dataset", "classes"]?.arrayValue { sub.append("\(cl.count) classes") }
+        if let pool = json?[path: "setup", "definitions", "pool"]?.stringValue { sub.append("pool: \(pool)") }
+        sub.append("logistic regression, C = 1")
+        let chance = json?["chance_accuracy"]?.doubleValue
+        let names = order.map(display).joined(separator: " vs ")
+        let chart = LineChart(series: series, xLabels: (1...L).map { "\($0)" }, xTitle: "blocks kept (k)", yTitle: "accuracy",
+                              yRange: (0, 1), title: style.title ?? "Layer-truncation probe: \(names)", subtitle: sub.joined(separator: " · "),
+                              reference: chance.map { ($0, "chance (largest class)") })
+        let fig = chart.figure()
+        var files = try write(fig, "probe", out: out, style: style)
+        var page = HTMLPage(title: fig.title)
+        page.add(.paragraph(chart.subtitle + ". For each k the first k blocks are kept; solid: test accuracy, dashed: train accuracy."))
+        page.add(.figure(svg: fig.svg(), png: "probe.png", caption: "Accuracy against the number of blocks kept."))
+        page.add(.heading("Numbers (probe.csv)"))
+        var table: [[String]] = []
+        for name in order { for r in rows[name]!.sorted(by: { $0.0 < $1.0 }) { table.append([display(name), "\(r.0)", String(format: "%.4f", r.1), String(format: "%.4f", r.2)]) } }
+        page.add(.table(caption: "Accuracy per depth", header: ["model", "blocks kept", "train accuracy", "test accuracy"], rows: table, colors: nil))
+        if let ds = json?[path: "setup", "dataset"] {
+            page.add(.keyValues(caption: "Dataset", ds.flattened().filter { !$0.0.hasSuffix(".paths") }))
+        }
+        page.add(.heading("Definitions and metadata (probe.json)"))
+        runSection(&page, json)
+        try out.write("index.html", page.render())
+        files.append("index.html")
+        return files
     }
 }

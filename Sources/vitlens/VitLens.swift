@@ -14,7 +14,7 @@ struct VitLens: ParsableCommand {
         commandName: "vitlens",
         abstract: "Look inside Vision Transformers: checkpoints, features, attention — no PyTorch needed.",
         version: vitlensVersion,
-        subcommands: [CKA.self, Attention.self, Plot.self, Merge.self, Inspect.self, Extract.self, Bench.self])
+        subcommands: [CKA.self, Attention.self, Probe.self, Plot.self, Merge.self, Inspect.self, Extract.self, Bench.self])
 
     /// Picks OpenBLAS's kernels before anything runs, then parses and runs the command with
     /// SPEC §9's error contract: one `error:` line on stderr, exit 64 for bad usage, 1 otherwise.

@@ -1,0 +1,206 @@
+import ArgumentParser
+import Engine
+import Foundation
+import Images
+import Render
+import Train
+import VitLensCore
+
+extension ProbePooling: ExpressibleByArgument {}
+
+/// Where the labelled images come from: an ImageFolder pair, one folder split, or CIFAR.
+struct DatasetOptions: ParsableArguments {
+    @Option(help: "Train images, ImageFolder layout (DIR/<class>/<image>).")
+    var train: String?
+    @Option(help: "Test images, same class folder names as --train.")
+    var test: String?
+    @Option(help: "Instead of --test: hold out this fraction of each --train class (seeded, stratified).")
+    var split: Double?
+    @Option(help: "Seed of --split.")
+    var seed: UInt64 = 0
+    @Option(name: .customLong("cifar10"), help: "CIFAR-10 binary folder (data_batch_*.bin, test_batch.bin).")
+    var cifar10: String?
+    @Option(name: .customLong("cifar100"), help: "CIFAR-100 binary folder (train.bin, test.bin).")
+    var cifar100: String?
+    @Option(name: .customLong("limit-train"), help: "Use at most N train images, balanced over the classes.")
+    var limitTrain: Int?
+    @Option(name: .customLong("limit-test"), help: "Use at most N test images, balanced over the classes.")
+    var limitTest: Int?
+
+    func validate() throws {
+        let sources = [train, cifar10, cifar100].compactMap { $0 }.count
+        if sources != 1 { throw ValidationError("give exactly one of --train DIR, --cifar10 DIR, --cifar100 DIR") }
+        if train != nil && (test == nil) == (split == nil) { throw ValidationError("with --train give either --test DIR or --split FRACTION") }
+        if train == nil && (test != nil || split != nil) { throw ValidationError("--test and --split go with --train") }
+        if let split, !(split > 0 && split < 1) { throw ValidationError("--split must be between 0 and 1 (exclusive)") }
+        for (n, v) in [("--limit-train", limitTrain), ("--limit-test", limitTest)] { if let v, v < 1 { throw ValidationError("\(n) must be at least 1") } }
+    }
+
+    func load() throws -> (train: LabeledImages, test: LabeledImages, json: JSONValue) {
+        var tr: LabeledImages, te: LabeledImages
+        var kind: String
+        if let dir = cifar10 ?? cifar100 {
+            let k: CIFARKind = cifar10 != nil ? .cifar10 : .cifar100
+            tr = try cifarDataset(dir, kind: k, train: true)
+            te = try cifarDataset(dir, kind: k, train: false)
+            kind = k.rawValue
+        } else if let t = train, let s = split {
+            (tr, te) = try stratifiedSplit(try imageFolderDataset(t), testFraction: s, seed: seed)
+            kind = "ImageFolder, split"
+        } else if let t = train, let v = test {
+            tr = try imageFolderDataset(t)
+            te = try aligned(test: try imageFolderDataset(v), to: tr)
+            kind = "ImageFolder"
+        } else {
+            throw ValidationError("no dataset")
+        }
+        if let n = limitTrain { tr = tr.balancedPrefix(n) }
+        if let n = limitTest { te = te.balancedPrefix(n) }
+        if let empty = tr.classCounts.firstIndex(of: 0) {
+            throw ImageError.folder(path: tr.source, reason: "class '\(tr.classes[empty])' has no train images (raise --limit-train to at least \(tr.classes.count))")
+        }
+        func setJSON(_ s: LabeledImages) -> JSONValue {
+            .object([("source", .string(s.source)), ("count", .int(s.count)),
+                     ("per_class", .array(s.classCounts.map { .int($0) })), ("images", imagesJSON(s.items.map(\.name), folder: s.source))])
+        }
+        var fields: [(String, JSONValue)] = [("kind", .string(kind)), ("classes", .array(tr.classes.map { .string($0) }))]
+        if let split { fields += [("split", .double(split)), ("seed", .int(Int(truncatingIfNeeded: seed)))] }
+        fields += [("train", setJSON(tr)), ("test", setJSON(te))]
+        return (tr, te, .object(fields))
+    }
+}
+
+struct Probe: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Layer-truncation transfer probe: keep the first k blocks, measure downstream accuracy for every k (SPEC §7).",
+        discussion: """
+        One forward pass per model caches, for every k = 1…L, the output of block k with the model's
+        final norm applied to every token, mean-pooled over the patch tokens (--pool cls: the class
+        token). Features are standardised with the train statistics and a multinomial logistic
+        regression with L2 (scikit-learn's default C = 1) is fitted to convergence by L-BFGS.
+        Several models share the image decoding. Writes probe.csv, probe.json, probe.png/.svg, index.html.
+        """)
+
+    @Argument(help: "Checkpoints (files or Hugging Face folders); several are compared in one figure.")
+    var checkpoints: [String]
+    @OptionGroup var dataset: DatasetOptions
+    @Option(help: "Heads: one value for every model, or one per model in order.")
+    var heads: [Int] = []
+    @Option(name: .customLong("image-size"), help: "Run every model at this image size.")
+    var imageSize: Int?
+    @Option(help: "Threads (default: all cores).")
+    var threads: Int?
+    @Option(help: "Images per forward batch.")
+    var batch: Int = 64
+    @Option(help: "timm-eval (shorter side to size/0.875, bicubic, centre crop) or none.")
+    var resize: ResizeMode = .timmEval
+    @Flag(name: .customLong("skip-bad-images"), help: "Warn about and skip unreadable images instead of failing.")
+    var skipBadImages = false
+    @Option(help: "mean (of the patch tokens) or cls (the class token), after the final norm.")
+    var pool: ProbePooling = .mean
+    @Option(name: .customLong("max-iter"), help: "L-BFGS iteration limit per depth.")
+    var maxIter: Int = 2000
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var figures: FigureOptions
+
+    func validate() throws {
+        if checkpoints.isEmpty { throw ValidationError("give at least one checkpoint") }
+        if !heads.isEmpty && heads.count != 1 && heads.count != checkpoints.count {
+            throw ValidationError("--heads: give one value, or one per checkpoint (\(checkpoints.count))")
+        }
+        if heads.contains(where: { $0 < 1 }) { throw ValidationError("--heads must be at least 1") }
+        if batch < 1 || batch > 4096 { throw ValidationError("--batch must be between 1 and 4096") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if let imageSize, imageSize < 1 || imageSize > 4096 { throw ValidationError("--image-size must be between 1 and 4096") }
+        if maxIter < 1 { throw ValidationError("--max-iter must be at least 1") }
+    }
+
+    func run() throws {
+        if let threads { BLASRuntime.setThreads(threads); Workers.count = threads }
+        let (train, test, datasetJSON) = try dataset.load()
+        var models: [LoadedModel] = []
+        for (i, path) in checkpoints.enumerated() {
+            let h = heads.isEmpty ? nil : heads.count == 1 ? heads[0] : heads[i]
+            models.append(try loadModel(path, heads: h, imageSize: imageSize ?? models.first?.config.imageSize, quiet: output.quiet))
+        }
+        let names = models.map(\.name)
+        if Set(names).count != names.count { throw ValidationError("two checkpoints have the same name (\(names.joined(separator: ", "))); rename one") }
+        let outDir = try OutputDirectory(output.out ?? "reports/probe-" + names.joined(separator: "-"))
+        defer { outDir.discard() }
+
+        // One stream of train then test images; every model runs on each decoded batch.
+        let items = train.items + test.items
+        let stream = ImageStream(items: items, size: models[0].config.imageSize, mode: resize, batch: batch, skipBad: skipBadImages)
+        let taps = models.map { ProbeFeatureTaps(engine: $0.engine, pooling: pool) }
+        var kept: [Int] = []
+        let progress = Progress("probe", total: items.count, quiet: output.quiet)
+        try stream.forEachKept(batches: Array(0..<stream.batchCount)) { index, x, k in
+            if x.shape[0] > 0 { for (m, t) in zip(models, taps) { try m.run(x, taps: t, batch: index) } }
+            kept += k
+            progress.update(min(items.count, (index + 1) * batch))
+        }
+        progress.finish()
+        let labels = train.labels + test.labels
+        let trainRows = kept.indices.filter { kept[$0] < train.count }, testRows = kept.indices.filter { kept[$0] >= train.count }
+        let trainLabels = trainRows.map { labels[kept[$0]] }, testLabels = testRows.map { labels[kept[$0]] }
+        guard Set(trainLabels).count >= 2 else { throw ImageError.folder(path: train.source, reason: "fewer than 2 classes have readable train images") }
+
+        var results: [(String, [ProbeResult])] = []
+        for (m, t) in zip(models, taps) {
+            let C = m.config.dim
+            var rows: [ProbeResult] = []
+            for k in 1...m.config.depth {
+                let f = t.features[k - 1]
+                func gather(_ r: [Int]) -> [Float] { var o = [Float](); o.reserveCapacity(r.count * C); for i in r { o += f[(i * C)..<((i + 1) * C)] }; return o }
+                let res = linearProbe(train: gather(trainRows), trainLabels: trainLabels, test: gather(testRows), testLabels: testLabels,
+                                      dim: C, classes: train.classes.count, layersKept: k, maxIterations: maxIter)
+                if !res.solver.converged && !output.quiet {
+                    warning("\(m.name), k = \(k): L-BFGS stopped after \(res.solver.iterations) iterations with max|∇| = \(String(format: "%.2g", res.solver.gradientMax)) (raise --max-iter)")
+                }
+                rows.append(res)
+            }
+            results.append((m.name, rows))
+        }
+
+        var csv = CSVTable(header: (models.count > 1 ? ["model"] : []) + ["layers_kept", "train_accuracy", "test_accuracy"])
+        for (name, rows) in results {
+            for r in rows { csv.append((models.count > 1 ? [name] : []) + ["\(r.layersKept)", csvNumber(r.trainAccuracy), csvNumber(r.testAccuracy)]) }
+        }
+        try outDir.write("probe.csv", csv.render())
+        let counts = testLabels.reduce(into: [Int: Int]()) { $0[$1, default: 0] += 1 }
+        let json = JSONValue.object([
+            ("vitlens_version", .string(vitlensVersion)), ("command_line", .string(CommandLine.arguments.joined(separator: " "))),
+            ("setup", .object([
+                ("command", "probe"), ("models", .array(models.map(modelJSON))), ("dataset", datasetJSON),
+                ("definitions", .object([
+                    ("features", .string("output of block k (k = 1…L kept), the model's final norm on every token, then \(pool == .mean ? "the mean of the patch tokens" : "the class token")")),
+                    ("pool", .string(pool.rawValue)),
+                    ("standardise", "train mean and population standard deviation per feature (scikit-learn StandardScaler); constant features scale 1"),
+                    ("classifier", "multinomial logistic regression (binary for 2 classes), L2 on the weights, C = 1 (scikit-learn's default): (1/N)·Σ cross-entropy + ‖W‖²/(2CN)"),
+                    ("solver", .string("L-BFGS in float64 until max|gradient| ≤ 1e-7 (at most \(maxIter) iterations)")),
+                    ("batch", .int(batch)), ("resize", .string(resize.rawValue)), ("image_size", .int(models[0].config.imageSize)),
+                    ("skip_bad_images", .bool(skipBadImages)),
+                ])),
+            ])),
+            ("images_used", .object([("train", .int(trainRows.count)), ("test", .int(testRows.count))])),
+            ("chance_accuracy", .double(Double(counts.values.max() ?? 0) / Double(max(1, testLabels.count)))),
+            ("results", .array(results.map { name, rows in
+                .object([("model", .string(name)), ("layers", .array(rows.map { r in
+                    .object([("layers_kept", .int(r.layersKept)), ("train_accuracy", .double(r.trainAccuracy)), ("test_accuracy", .double(r.testAccuracy)),
+                             ("solver_iterations", .int(r.solver.iterations)), ("converged", .bool(r.solver.converged)),
+                             ("gradient_max", .double(r.solver.gradientMax))])
+                }))])
+            })),
+        ])
+        try outDir.write("probe.json", json.render() + "\n")
+        let files = ["probe.csv", "probe.json"] + (try ReportFigures.render(sourceDir: outDir.stagingPath, out: outDir, style: FigureStyle(scale: figures.scale)))
+        try outDir.commit()
+        if !output.quiet {
+            for (name, rows) in results {
+                let best = rows.max { $0.testAccuracy < $1.testAccuracy }!
+                FileHandle.standardError.write(Data("\(name): best test accuracy \(String(format: "%.4f", best.testAccuracy)) keeping \(best.layersKept) of \(rows.count) blocks\n".utf8))
+            }
+            FileHandle.standardError.write(Data("wrote \(outDir.finalPath)/{\(files.joined(separator: ", "))}\n".utf8))
+        }
+    }
+}
