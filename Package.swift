@@ -42,7 +42,7 @@ let package = Package(
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "VitLensCore", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Engine", "Checkpoint", "VitLensCore", "TestSupport"]),
         .testTarget(name: "RenderTests", dependencies: ["Render", "Images", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["VitLensCore", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["VitLensCore", "Render", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )
