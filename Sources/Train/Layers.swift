@@ -1,0 +1,183 @@
+import Engine
+import Foundation
+import VitLensCore
+
+// The training module's kernels: for each layer its forward (keeping what the backward needs)
+// and its backward, side by side (llm.c's layout). Gradients accumulate (+=) into parameter
+// gradients and are written (=) into activation gradients unless a comment says otherwise.
+// Everything runs in a fixed order, so a run is reproducible bit for bit at one thread count.
+
+/// Linear: y = x·Wᵀ + b.  x: (R, K), W: (N, K), b: (N) → y: (R, N).
+enum Linear {
+    static func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor?, rows: Int) {
+        linearForward(y, x, w, b, rows: rows)
+    }
+
+    /// dx = dy·W (skipped when dx is nil); dW += dyᵀ·x; db += Σ_rows dy.
+    static func backward(dx: UnsafeMutablePointer<Float>?, dw: Tensor, db: Tensor?, dy: UnsafePointer<Float>,
+                         x: UnsafePointer<Float>, w: Tensor, rows: Int, accumulateDx: Bool = false) {
+        let n = w.shape[0], k = w.shape[1]
+        if let dx { sgemm(m: rows, n: k, k: n, a: dy, lda: n, b: w.data, ldb: k, beta: accumulateDx ? 1 : 0, c: dx, ldc: k) }
+        sgemm(transA: true, m: n, n: k, k: rows, a: dy, lda: n, b: x, ldb: k, beta: 1, c: dw.data, ldc: k)
+        if let db { columnSums(dy, rows: rows, cols: n, into: db.data) }
+    }
+}
+
+/// out[j] += Σ_r x[r, j], in row order (float64 partial sums per column).
+func columnSums(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into out: UnsafeMutablePointer<Float>) {
+    var acc = [Double](repeating: 0, count: cols)
+    for r in 0..<rows { let row = x + r * cols; for j in 0..<cols { acc[j] += Double(row[j]) } }
+    for j in 0..<cols { out[j] += Float(acc[j]) }
+}
+
+/// LayerNorm over the last axis (torch.nn.LayerNorm: biased variance, eps inside the root).
+/// x: (R, C) → y: (R, C); keeps mean and 1/σ per row.
+enum LayerNorm {
+    static func forward(_ y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+                        _ x: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor, rows: Int, eps: Float) {
+        let c = w.count
+        parallelChunks(rows, minChunk: 64) { range in
+            for r in range {
+                let xr = x + r * c, yr = y + r * c
+                var m: Float = 0
+                for i in 0..<c { m += xr[i] }
+                m /= Float(c)
+                var v: Float = 0
+                for i in 0..<c { let d = xr[i] - m; v += d * d }
+                let s = 1 / (v / Float(c) + eps).squareRoot()
+                for i in 0..<c { yr[i] = (xr[i] - m) * s * w.data[i] + b.data[i] }
+                mean[r] = m
+                rstd[r] = s
+            }
+        }
+    }
+
+    /// dx (+)= (dn − mean(dn) − n̂·mean(dn·n̂))·(1/σ) with dn = dy·w and n̂ the normalised input;
+    /// dw += Σ dy·n̂, db += Σ dy (llm.c layernorm_backward). `accumulate`: dx += instead of =.
+    static func backward(dx: UnsafeMutablePointer<Float>, dw: Tensor, db: Tensor, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                         mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, w: Tensor, rows: Int, accumulate: Bool) {
+        let c = w.count
+        parallelChunks(rows, minChunk: 64) { range in
+            for r in range {
+                let xr = x + r * c, dyr = dy + r * c, dxr = dx + r * c
+                var dm: Float = 0, dmn: Float = 0
+                for i in 0..<c {
+                    let nh = (xr[i] - mean[r]) * rstd[r], dn = dyr[i] * w.data[i]
+                    dm += dn
+                    dmn += dn * nh
+                }
+                dm /= Float(c)
+                dmn /= Float(c)
+                for i in 0..<c {
+                    let nh = (xr[i] - mean[r]) * rstd[r]
+                    let g = (dyr[i] * w.data[i] - dm - nh * dmn) * rstd[r]
+                    dxr[i] = accumulate ? dxr[i] + g : g
+                }
+            }
+        }
+        var gw = [Double](repeating: 0, count: c), gb = [Double](repeating: 0, count: c)
+        for r in 0..<rows {
+            let xr = x + r * c, dyr = dy + r * c
+            for i in 0..<c {
+                gw[i] += Double(dyr[i] * ((xr[i] - mean[r]) * rstd[r]))
+                gb[i] += Double(dyr[i])
+            }
+        }
+        for i in 0..<c { dw.data[i] += Float(gw[i]); db.data[i] += Float(gb[i]) }
+    }
+}
+
+/// GELU, exact erf form: y = x·Φ(x).
+enum GELU {
+    static func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count n: Int) {
+        y.update(from: x, count: n)
+        geluForward(y, count: n)
+    }
+
+    /// dx = dy·(Φ(x) + x·φ(x)).
+    static func backward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, count n: Int) {
+        parallelChunks(n, minChunk: 1 << 14) { range in
+            for i in range {
+                let v = x[i]
+                let cdf = 0.5 * (1 + erff(v * 0.70710678118654752))
+                let pdf = 0.3989422804014327 * expf(-0.5 * v * v)
+                dx[i] = dy[i] * (cdf + v * pdf)
+            }
+        }
+    }
+}
+
+/// Multi-head self-attention core on a fused qkv.  qkv: (B, T, 3C) with q, k, v at column
+/// offsets 0, C, 2C and head h at h·D → out: (B, T, C); keeps the probabilities P: (B, H, T, T).
+enum SelfAttention {
+    static func forward(_ out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
+                        batch B: Int, tokens T: Int, heads H: Int, dim C: Int) {
+        let D = C / H, scale = 1 / Float(D).squareRoot()
+        perImage(B) { b in
+            let base = qkv + b * T * 3 * C
+            for h in 0..<H {
+                let p = probs + (b * H + h) * T * T
+                sgemm(transB: true, m: T, n: T, k: D, alpha: scale, a: base + h * D, lda: 3 * C, b: base + C + h * D, ldb: 3 * C, c: p, ldc: T)
+                softmaxRows(p, rows: T, cols: T)
+                sgemm(m: T, n: D, k: T, a: p, lda: T, b: base + 2 * C + h * D, ldb: 3 * C, c: out + b * T * C + h * D, ldc: C)
+            }
+        }
+    }
+
+    /// dqkv (=) from dout: dV = Pᵀ·dO; dP = dO·Vᵀ; dS = P ⊙ (dP − rowsum(dP ⊙ P)); dQ = s·dS·K; dK = s·dSᵀ·Q.
+    /// scratch: (B, T, T) floats, one T×T matrix per image.
+    static func backward(dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, qkv: UnsafePointer<Float>,
+                         probs: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>, batch B: Int, tokens T: Int, heads H: Int, dim C: Int) {
+        let D = C / H, scale = 1 / Float(D).squareRoot()
+        perImage(B) { b in
+            let base = qkv + b * T * 3 * C, dbase = dqkv + b * T * 3 * C, dO = dout + b * T * C
+            let dS = scratch + b * T * T
+            for h in 0..<H {
+                let p = probs + (b * H + h) * T * T
+                sgemm(transA: true, m: T, n: D, k: T, a: p, lda: T, b: dO + h * D, ldb: C, c: dbase + 2 * C + h * D, ldc: 3 * C)
+                sgemm(transB: true, m: T, n: T, k: D, a: dO + h * D, lda: C, b: base + 2 * C + h * D, ldb: 3 * C, c: dS, ldc: T)
+                for r in 0..<T {
+                    let pr = p + r * T, dr = dS + r * T
+                    var dot: Float = 0
+                    for j in 0..<T { dot += pr[j] * dr[j] }
+                    for j in 0..<T { dr[j] = pr[j] * (dr[j] - dot) }
+                }
+                sgemm(m: T, n: D, k: T, alpha: scale, a: dS, lda: T, b: base + C + h * D, ldb: 3 * C, c: dbase + h * D, ldc: 3 * C)
+                sgemm(transA: true, m: T, n: D, k: T, alpha: scale, a: dS, lda: T, b: base + h * D, ldb: 3 * C, c: dbase + C + h * D, ldc: 3 * C)
+            }
+        }
+    }
+
+    /// Images spread over vitlens's workers, OpenBLAS single-threaded meanwhile (as the engine).
+    private static func perImage(_ B: Int, _ body: (Int) -> Void) {
+        let workers = max(1, min(Workers.count, B))
+        let blas = BLASRuntime.threads
+        if workers > 1 { BLASRuntime.setThreads(1) }
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            var b = w
+            while b < B { body(b); b += workers }
+        }
+        if workers > 1 { BLASRuntime.setThreads(blas) }
+    }
+}
+
+/// Softmax cross-entropy averaged over the batch.  logits: (B, K) → loss; dlogits = (p − onehot)/B.
+enum CrossEntropy {
+    static func forwardBackward(_ logits: UnsafePointer<Float>, labels: [Int], classes K: Int, dlogits: UnsafeMutablePointer<Float>) -> (loss: Double, correct: Int) {
+        let B = labels.count
+        var loss = 0.0, correct = 0
+        for b in 0..<B {
+            let z = logits + b * K, d = dlogits + b * K
+            var m = -Double.infinity, arg = 0
+            for c in 0..<K where Double(z[c]) > m { m = Double(z[c]); arg = c }
+            var s = 0.0
+            for c in 0..<K { s += exp(Double(z[c]) - m) }
+            let lse = m + log(s)
+            loss += lse - Double(z[labels[b]])
+            for c in 0..<K { d[c] = Float(exp(Double(z[c]) - lse) / Double(B)) }
+            d[labels[b]] -= 1 / Float(B)
+            if arg == labels[b] { correct += 1 }
+        }
+        return (loss / Double(B), correct)
+    }
+}
