@@ -14,6 +14,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case nonFinite(tensor: String, index: Int, value: Float)
     case invalidHeads(heads: Int, dim: Int)
     case config(path: String, what: String)
+    case cannotWrite(path: String, reason: String)
 
     public var description: String {
         switch self {
@@ -34,6 +35,7 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
         case let .nonFinite(tensor, index, value): return "\(tensor): non-finite weight \(value) at element \(index)"
         case let .invalidHeads(heads, dim): return "--heads \(heads) does not divide the embedding width \(dim)"
         case let .config(path, what): return "\(path): \(what)"
+        case let .cannotWrite(path, reason): return "\(path): cannot write (\(reason))"
         }
     }
 }

@@ -294,3 +294,62 @@ func addBias(_ x: UnsafeMutablePointer<Float>, _ b: Tensor, rows: Int) {
     for r in 0..<rows { let xr = x + r * n; for i in 0..<n { xr[i] += b.data[i] } }
 }
 
+
+/// One epoch of fine-tuning, as logged.
+public struct EpochLog: Sendable {
+    public var epoch: Int
+    public var meanLoss: Double
+    public var trainAccuracy: Double
+    public var learningRate: Double
+    public var seconds: Double
+}
+
+/// The training loop: seeded shuffles per epoch, AdamW steps with the warm-up + cosine schedule
+/// evaluated per step, a stop with an error naming the step when the loss is not finite.
+/// `load(indices)` returns the normalised images (B, 3, S, S) of those train indices.
+public func fineTune(_ model: TrainableViT, labels: [Int], settings s: FineTuneSettings,
+                     load: ([Int]) throws -> Tensor, onEpoch: (EpochLog) -> Void = { _ in },
+                     onStep: (Int, Int) -> Void = { _, _ in }) throws -> [EpochLog] {
+    let n = labels.count
+    guard n > 0 else { throw TrainError.data("no train images") }
+    let steps = (n + s.batch - 1) / s.batch
+    var logs: [EpochLog] = [], step = 0
+    for epoch in 0..<s.epochs {
+        let start = Date()
+        var rng = SplitMix64(seed: s.seed &+ UInt64(epoch) &* 0x9E37_79B9)
+        let order = rng.permutation(n)
+        var lossSum = 0.0, correct = 0, lr = 0.0
+        for i in 0..<steps {
+            let idx = Array(order[(i * s.batch)..<min(n, (i + 1) * s.batch)])
+            let x = try load(idx)
+            model.forward(x)
+            let (loss, c) = model.backward(labels: idx.map { labels[$0] })
+            step += 1
+            guard loss.isFinite else { throw TrainError.nonFinite(step: step, epoch: epoch + 1, loss: loss) }
+            lr = s.learningRate(atEpoch: Double(epoch) + Double(i) / Double(steps))
+            model.adamW(lr: lr, settings: s)
+            lossSum += loss * Double(idx.count)
+            correct += c
+            onStep(step, s.epochs * steps)
+        }
+        let log = EpochLog(epoch: epoch + 1, meanLoss: lossSum / Double(n), trainAccuracy: Double(correct) / Double(n),
+                           learningRate: lr, seconds: Date().timeIntervalSince(start))
+        logs.append(log)
+        onEpoch(log)
+    }
+    return logs
+}
+
+/// Accuracy of the model over `labels.count` images loaded in batches of `batch`.
+public func evaluate(_ model: TrainableViT, labels: [Int], batch: Int, load: ([Int]) throws -> Tensor) throws -> Double {
+    guard !labels.isEmpty else { return .nan }
+    var correct = 0
+    var start = 0
+    while start < labels.count {
+        let idx = Array(start..<min(labels.count, start + batch))
+        let p = model.predict(try load(idx))
+        correct += zip(p, idx).filter { $0 == labels[$1] }.count
+        start += batch
+    }
+    return Double(correct) / Double(labels.count)
+}

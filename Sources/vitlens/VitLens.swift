@@ -5,6 +5,7 @@ import Foundation
 import Images
 import VitLensCore
 import Render
+import Train
 
 let vitlensVersion = "0.1.0"
 
@@ -14,7 +15,7 @@ struct VitLens: ParsableCommand {
         commandName: "vitlens",
         abstract: "Look inside Vision Transformers: checkpoints, features, attention — no PyTorch needed.",
         version: vitlensVersion,
-        subcommands: [CKA.self, Attention.self, Probe.self, Plot.self, Merge.self, Inspect.self, Extract.self, Bench.self])
+        subcommands: [CKA.self, Attention.self, Probe.self, Finetune.self, Plot.self, Merge.self, Inspect.self, Extract.self, Bench.self])
 
     /// Picks OpenBLAS's kernels before anything runs, then parses and runs the command with
     /// SPEC §9's error contract: one `error:` line on stderr, exit 64 for bad usage, 1 otherwise.
@@ -61,6 +62,7 @@ extension ReportError: VitLensError {}
 extension CSVError: VitLensError {}
 extension RenderError: VitLensError {}
 extension FontError: VitLensError {}
+extension TrainError: VitLensError {}
 
 /// SIGINT/SIGTERM: remove half-written report folders, then exit 128 + signal. The work runs on
 /// a dispatch queue, not inside the signal handler, where file-system calls are not safe.

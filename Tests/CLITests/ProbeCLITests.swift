@@ -182,4 +182,66 @@ final class ProbeCLITests: XCTestCase {
         XCTAssertTrue(bad2.stderr.contains("record 1 has label 42"), bad2.stderr)
         XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/nope"))
     }
+
+    /// Fine-tuning: the loss falls, test accuracy is well above chance, the same seed gives the
+    /// same checkpoint bit for bit, and the checkpoint loads in every command.
+    func testFinetuneSaveReproducible() throws {
+        try makeFolder(tmp + "/data", classes: ["reds", "stripes", "checks"], per: 10)
+        func finetune(_ save: String, _ out: String, seed: String = "0") -> (status: Int32, signalled: Bool, stdout: String, stderr: String) {
+            run(["finetune", a, "--train", tmp + "/data", "--split", "0.3", "--seed", seed, "--resize", "none", "--epochs", "12",
+                 "--lr", "3e-3", "--warmup-epochs", "1", "--train-batch", "7", "--save", save, "--out", out])
+        }
+        let r1 = finetune(tmp + "/m1.safetensors", tmp + "/f1")
+        XCTAssertEqual(r1.status, 0, r1.stderr)
+        let r2 = finetune(tmp + "/m2.safetensors", tmp + "/f2")
+        XCTAssertEqual(r2.status, 0, r2.stderr)
+        let m1 = FileManager.default.contents(atPath: tmp + "/m1.safetensors"), m2 = FileManager.default.contents(atPath: tmp + "/m2.safetensors")
+        XCTAssertNotNil(m1)
+        XCTAssertEqual(m1, m2, "same seed, same checkpoint bit for bit")
+        let rows = try csv(tmp + "/f1/finetune.csv")
+        XCTAssertEqual(rows.first, ["epoch", "train_loss", "train_accuracy_running", "learning_rate", "seconds"])
+        let losses = rows.dropFirst().map { Double($0[1])! }
+        XCTAssertEqual(losses.count, 12)
+        XCTAssertLessThan(losses.last!, 0.5 * losses.first!, "loss falls: \(losses)")
+        XCTAssertEqual(try csv(tmp + "/f1/finetune.csv").map { $0.prefix(4) }, try csv(tmp + "/f2/finetune.csv").map { $0.prefix(4) })
+        let json = try JSONValueLite(path: tmp + "/f1/finetune.json")
+        let results = json.object["results"] as! [String: Any]
+        let test = results["test_accuracy"] as! Double
+        XCTAssertGreaterThanOrEqual(test, 0.8, "test accuracy \(test), chance 1/3")
+        // The checkpoint loads everywhere: inspect, and a probe of it.
+        let inspect = runProcess(CLITests.binary, ["inspect", tmp + "/m1.safetensors"])
+        XCTAssertEqual(inspect.status, 0, inspect.stderr)
+        XCTAssertTrue(inspect.stdout.contains("from safetensors metadata num_heads"), inspect.stdout)
+        XCTAssertEqual(run(["probe", tmp + "/m1.safetensors", "--train", tmp + "/data", "--split", "0.3", "--resize", "none", "--out", tmp + "/pm"]).status, 0)
+        // Another seed, another run.
+        XCTAssertEqual(finetune(tmp + "/m3.safetensors", tmp + "/f3", seed: "9").status, 0)
+        XCTAssertNotEqual(FileManager.default.contents(atPath: tmp + "/m3.safetensors"), m1)
+        // Truncated to one block: a 1-block checkpoint.
+        XCTAssertEqual(run(["finetune", a, "--train", tmp + "/data", "--split", "0.3", "--resize", "none", "--epochs", "1", "--layers", "1",
+                            "--save", tmp + "/m1b.safetensors", "--out", tmp + "/f1b"]).status, 0)
+        XCTAssertTrue(runProcess(CLITests.binary, ["inspect", tmp + "/m1b.safetensors"]).stdout.contains("depth 1"))
+    }
+
+    func testFinetuneDivergesCleanlyAndProbeFinetune() throws {
+        try makeFolder(tmp + "/data", classes: ["reds", "stripes"], per: 6)
+        let save = tmp + "/nan.safetensors", out = tmp + "/fnan"
+        let r = runProcess(CLITests.binary, ["finetune", a, "--train", tmp + "/data", "--split", "0.3", "--resize", "none", "--epochs", "3",
+                                             "--lr", "1e30", "--warmup-epochs", "0", "--save", save, "--out", out, "--quiet"])
+        XCTAssertFalse(r.signalled)
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertTrue(r.stderr.hasPrefix("error: fine-tuning diverged") && r.stderr.contains("at step"), r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: save), "no half-written checkpoint")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out), "no partial report")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp).filter { $0.contains("vitlens-tmp") }, [])
+
+        let p = run(["probe", a, b, "--train", tmp + "/data", "--split", "0.3", "--resize", "none", "--finetune", "--layers", "1,2",
+                     "--epochs", "2", "--out", tmp + "/pf"])
+        XCTAssertEqual(p.status, 0, p.stderr)
+        XCTAssertEqual(try csv(tmp + "/pf/probe.csv").dropFirst().map { $0[0] + "/" + $0[1] }, ["tiny_f32/1", "tiny_f32/2", "tiny2_f32/1", "tiny2_f32/2"])
+        XCTAssertTrue(try String(contentsOfFile: tmp + "/pf/probe.json", encoding: .utf8).contains("\"mode\": \"finetune\""))
+        let bad = runProcess(CLITests.binary, ["probe", a, "--train", tmp + "/data", "--split", "0.3", "--finetune", "--layers", "5", "--out", tmp + "/x"])
+        XCTAssertEqual(bad.status, 64, bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("--layers 5"), bad.stderr)
+    }
 }
