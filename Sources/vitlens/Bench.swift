@@ -2,6 +2,7 @@ import ArgumentParser
 import Engine
 import Foundation
 import Render
+import Train
 import VitLensCore
 
 struct Bench: ParsableCommand {
@@ -24,6 +25,8 @@ struct Bench: ParsableCommand {
     var profile = false
     @Flag(help: "Time figure rendering instead: a 13x13 CKA heatmap to PNG and to SVG.")
     var figures = false
+    @Flag(help: "Time fine-tuning steps instead (forward, backward, AdamW; 10 classes, all blocks).")
+    var train = false
 
     func validate() throws {
         if batch < 1 || batch > 4096 { throw ValidationError("--batch must be between 1 and 4096") }
@@ -78,6 +81,28 @@ struct Bench: ParsableCommand {
         for i in 0..<x.count {
             s = s &* 6364136223846793005 &+ 1442695040888963407
             x[i] = Float(Int64(bitPattern: s >> 11) % 4000) / 1000 - 2
+        }
+        if train {
+            let net = TrainableViT(weights: m.engine.weights, keep: c.depth, classes: 10, pooling: .mean, seed: 0)
+            let labels = (0..<batch).map { $0 % 10 }
+            let settings = FineTuneSettings()
+            func step() { net.forward(x); _ = net.backward(labels: labels); net.adamW(lr: 1e-4, settings: settings) }
+            step()
+            var times: [Double] = []
+            for _ in 0..<iters {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                step()
+                times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+            }
+            let median = times.sorted()[times.count / 2]
+            if json {
+                print(JSONValue.object([("train_images_per_second", .double((Double(batch) / median * 100).rounded() / 100)), ("batch", .int(batch)),
+                                        ("threads", .int(BLASRuntime.threads)), ("median_seconds", .double(median)), ("iters", .int(iters))]).render())
+            } else {
+                print(String(format: "%@: fine-tuning %.1f images/s (median of %d steps of %d: forward, backward, AdamW; %.3f s each), %d threads",
+                             m.name, Double(batch) / median, iters, batch, median, BLASRuntime.threads))
+            }
+            return
         }
         m.engine.forward(x)  // warm-up: buffers, OpenBLAS threads, page faults
         let prof = ForwardProfile()

@@ -32,6 +32,8 @@ struct Finetune: ParsableCommand {
     @OptionGroup var training: FineTuneOptions
     @Option(help: "Write the fine-tuned model here (.safetensors).")
     var save: String?
+    @Option(name: .customLong("save-dtype"), help: "f32, or f16 (half the size; what the bundled checkpoints use).")
+    var saveDType: SaveDType = .f32
     @OptionGroup var output: OutputOptions
 
     func validate() throws {
@@ -96,7 +98,7 @@ struct Finetune: ParsableCommand {
                 ("source", m.checkpoint.path), ("source_sha256", m.checkpoint.sha256()), ("layers_kept", "\(k)"),
                 ("global_pool", pool == .mean ? "avg" : "token"), ("classes", JSONValue.array(train.classes.map { .string($0) }).render()),
                 ("test_accuracy", "\(testAcc)"),
-            ])
+            ], dtype: saveDType == .f16 ? .f16 : .f32)
             }
         }
         try outDir.commit()
@@ -107,3 +109,5 @@ struct Finetune: ParsableCommand {
         }
     }
 }
+
+enum SaveDType: String, ExpressibleByArgument { case f32, f16 }
