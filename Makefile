@@ -4,8 +4,9 @@ PKGS := pkg-config libopenblas-dev libpng-dev libjpeg-dev libturbojpeg0-dev libf
 RELEASE := .build/release/vitlens
 DEMO_CKPT := checkpoints/vit_tiny_init.safetensors
 DEMO_MAE := checkpoints/vit_tiny_mae_demo.safetensors
+DEMO_FT := checkpoints/vit_tiny_ft_demo.safetensors
 
-.PHONY: all deps build release test demo bench bench-peers fixtures checkpoints parity html-check snapshots clean
+.PHONY: all deps build release test demo bench bench-peers fixtures checkpoints parity parity-probe html-check snapshots clean
 
 all: build
 
@@ -28,15 +29,19 @@ test: deps
 	swift build --build-tests
 	swift test --skip-build --disable-swift-testing
 
-# The demo: CKA between the bundled random-init and MAE-trained ViT-Tiny, and the attention
-# distance/entropy of both, over the bundled photographs, into reports/demo/.
+# The demo, over the bundled photographs, into reports/demo/: CKA between the random-init, the
+# MAE-pretrained and the fine-tuned ViT-Tiny, attention distance/entropy (MAE against init, the
+# fine-tuned against MAE), and the layer-truncation probe of all three; each report with its
+# figures and index.html.
 demo: release
 	$(RELEASE) inspect $(DEMO_MAE)
 	$(RELEASE) cka $(DEMO_CKPT) $(DEMO_MAE) --images checkpoints/images --batch 8 --out reports/demo/cka-init-vs-mae
 	$(RELEASE) cka $(DEMO_MAE) --images checkpoints/images --batch 8 --out reports/demo/cka-mae-self
-	$(RELEASE) attention $(DEMO_MAE) --images checkpoints/images --batch 8 --out reports/demo/attention-mae
-	$(RELEASE) attention $(DEMO_CKPT) --images checkpoints/images --batch 8 --out reports/demo/attention-init
-	@echo "demo reports: reports/demo/{cka-init-vs-mae, cka-mae-self, attention-mae, attention-init}"
+	$(RELEASE) cka $(DEMO_MAE) $(DEMO_FT) --images checkpoints/images --batch 8 --out reports/demo/cka-mae-vs-ft
+	$(RELEASE) attention $(DEMO_MAE) --compare $(DEMO_CKPT) --images checkpoints/images --batch 8 --out reports/demo/attention-mae-vs-init
+	$(RELEASE) attention $(DEMO_FT) --compare $(DEMO_MAE) --images checkpoints/images --batch 8 --out reports/demo/attention-ft-vs-mae
+	$(RELEASE) probe $(DEMO_CKPT) $(DEMO_MAE) $(DEMO_FT) --train checkpoints/probe_images --split 0.25 --batch 32 --out reports/demo/probe
+	@echo "demo reports (open index.html in each): reports/demo/{cka-init-vs-mae, cka-mae-self, cka-mae-vs-ft, attention-mae-vs-init, attention-ft-vs-mae, probe}"
 
 # Opens the demo's index.html pages in headless Chromium (installed if missing): checks figures
 # and tables rendered, screenshots to reports/screenshots/.
@@ -60,6 +65,7 @@ bench: release
 bench-peers: release
 	test -d .venv-peers || (python3 -m venv .venv-peers && .venv-peers/bin/pip install -q torch timm safetensors onnx onnxscript onnxruntime)
 	.venv-peers/bin/python scripts/bench_peers.py
+	.venv-peers/bin/python scripts/bench_train_peers.py
 
 # Regenerates the tiny test fixtures and goldens (needs: pip install torch timm safetensors pillow scikit-image).
 fixtures:
@@ -67,14 +73,21 @@ fixtures:
 
 # Regenerates the bundled checkpoints and demo images (same Python packages as fixtures;
 # the MAE training takes about 25 minutes on 2 cores).
-checkpoints:
+checkpoints: release
 	python3 scripts/make_checkpoints.py
 	python3 scripts/train_demo_checkpoint.py
+	python3 scripts/make_probe_images.py checkpoints/probe_images --classes 6 --per-class 16 --size 112 --seed 0
+	$(RELEASE) finetune $(DEMO_MAE) --train checkpoints/probe_images --split 0.25 --epochs 15 --save $(DEMO_FT) --save-dtype f16 --out reports/finetune-demo
 
 # Full-size parity against timm in float64 on your machine (same Python packages as fixtures).
 parity: release
 	python3 scripts/parity_fullsize.py
 	python3 scripts/parity_analyses.py
+
+# The linear probe against timm features + scikit-learn on 480 real photographs (about 9 minutes;
+# needs torch, timm, torchvision, scikit-learn, scikit-image, pillow).
+parity-probe: release
+	python3 scripts/parity_probe.py
 
 clean:
 	rm -rf .build reports/*

@@ -3,8 +3,8 @@
 machine: `make parity-probe`; needs torch, timm, safetensors, torchvision, scikit-learn,
 scikit-image, pillow).
 
-Real photographs (scripts/make_probe_images.py: 12 classes of crops of scikit-image's and
-scikit-learn's photographs, 40 each, 160 px) are split by vitlens (--split 0.3). The reference
+Real photographs (scripts/make_probe_images.py: 12 classes of crops of scikit-image's
+public-domain/CC0 photographs, 40 each, 160 px) are split by vitlens (--split 0.3). The reference
 computes the truncated features itself — timm in float64 from the same checkpoint, PIL bicubic
 resize + centre crop (timm's eval transform), the final norm on every token, the mean of the
 patch tokens — and fits scikit-learn's StandardScaler + LogisticRegression(C=1) to convergence
