@@ -13,9 +13,9 @@ enum CKAReport {
         }
         guard !batches.isEmpty else { throw MergeError("no minibatch of at least 4 images: CKA is undefined") }
         let m = ckaMatrix(batches, layersA: la, layersB: lb)
-        var csv = "layer_a,layer_b,cka\n"
-        for i in 0..<la { for j in 0..<lb { csv += "\(i),\(j),\(csvNumber(m[i * lb + j]))\n" } }
-        try out.write("cka.csv", csv)
+        var csv = CSVTable(header: ["layer_a", "layer_b", "cka"])
+        for i in 0..<la { for j in 0..<lb { csv.append(["\(i)", "\(j)", csvNumber(m[i * lb + j])]) } }
+        try out.write("cka.csv", csv.render())
         let rows: [JSONValue] = (0..<la).map { i in .array((0..<lb).map { .double(m[i * lb + $0]) }) }
         let undefined = (0..<(la * lb)).filter { !m[$0].isFinite }.map { JSONValue.array([.int($0 / lb), .int($0 % lb)]) }
         let json = JSONValue.object([
@@ -41,9 +41,9 @@ enum AttentionReport {
         guard let L = setup["layers"]?.intValue, let H = setup["heads"]?.intValue,
               case let .bool(perImage)? = setup["per_image"] else { throw MergeError("setup lacks layers/heads/per_image") }
         let (ent, dist) = attentionMeans(batches, layers: L, heads: H)
-        var csv = "layer,head,mean_distance,mean_entropy\n"
-        for l in 0..<L { for h in 0..<H { csv += "\(l + 1),\(h),\(csvNumber(dist[l * H + h])),\(csvNumber(ent[l * H + h]))\n" } }
-        try out.write(prefix + "attention.csv", csv)
+        var csv = CSVTable(header: ["layer", "head", "mean_distance", "mean_entropy"])
+        for l in 0..<L { for h in 0..<H { csv.append(["\(l + 1)", "\(h)", csvNumber(dist[l * H + h]), csvNumber(ent[l * H + h])]) } }
+        try out.write(prefix + "attention.csv", csv.render())
 
         // Box statistics per layer over heads (of the per-head means), or over heads × images.
         let sorted = batches.sorted { $0.index < $1.index }
@@ -56,13 +56,12 @@ enum AttentionReport {
             }
             return v
         }
-        var box = "metric,layer,min,q1,median,q3,max,whisker_low,whisker_high,n\n"
+        var box = CSVTable(header: ["metric", "layer", "min", "q1", "median", "q3", "max", "whisker_low", "whisker_high", "n"])
         var boxJSON: [JSONValue] = []
         for metric in ["distance", "entropy"] {
             for l in 0..<L {
                 let s = BoxStats(values(metric, l))
-                box += ([metric, "\(l + 1)"] + [s.min, s.q1, s.median, s.q3, s.max, s.whiskerLow, s.whiskerHigh].map(csvNumber) + ["\(s.n)"])
-                    .joined(separator: ",") + "\n"
+                box.append([metric, "\(l + 1)"] + [s.min, s.q1, s.median, s.q3, s.max, s.whiskerLow, s.whiskerHigh].map(csvNumber) + ["\(s.n)"])
                 boxJSON.append(.object([
                     ("metric", .string(metric)), ("layer", .int(l + 1)), ("min", .double(s.min)), ("q1", .double(s.q1)),
                     ("median", .double(s.median)), ("q3", .double(s.q3)), ("max", .double(s.max)),
@@ -71,7 +70,7 @@ enum AttentionReport {
                 ]))
             }
         }
-        try out.write(prefix + "attention_box.csv", box)
+        try out.write(prefix + "attention_box.csv", box.render())
         let json = JSONValue.object([
             ("vitlens_version", .string(vitlensVersion)), ("command_line", .string(commandLine)),
         ] + extra + [
