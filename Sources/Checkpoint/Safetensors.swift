@@ -31,6 +31,11 @@ enum Safetensors {
         guard let top = json as? [String: Any] else {
             throw CheckpointError.malformed(path: path, what: "safetensors header is not a JSON object")
         }
+        // JSONSerialization keeps one of two equal keys silently; a repeated tensor name would
+        // make the file mean two things, so it is refused by name.
+        if let dup = duplicateTopLevelKey(Array(header)) {
+            throw CheckpointError.malformed(path: path, what: "safetensors header names tensor \(dup) twice")
+        }
         var metadata: [String: String] = [:]
         var tensors: [String: RawTensor] = [:]
         var ranges: [(Int, Int, String)] = []
@@ -74,6 +79,38 @@ enum Safetensors {
             throw CheckpointError.tensorOutOfRange(path: path, tensor: ranges[i].2, what: "data overlaps tensor \(ranges[i - 1].2)")
         }
         return (tensors, metadata)
+    }
+
+    /// The first key that appears twice in the top-level object of (already valid) JSON text.
+    static func duplicateTopLevelKey(_ b: [UInt8]) -> String? {
+        var depth = 0, i = 0, seen = Set<String>()
+        var expectKey = false
+        while i < b.count {
+            let c = b[i]
+            if c == UInt8(ascii: "\"") {
+                // A string: scan to its closing quote, keeping escapes as written (equal keys are
+                // equal texts in practice; JSONSerialization has already checked the syntax).
+                var j = i + 1
+                while j < b.count && b[j] != UInt8(ascii: "\"") { j += b[j] == UInt8(ascii: "\\") ? 2 : 1 }
+                if depth == 1 && expectKey {
+                    let key = String(decoding: b[(i + 1)..<min(j, b.count)], as: UTF8.self)
+                    if !seen.insert(key).inserted { return key }
+                    expectKey = false
+                }
+                i = j + 1
+                continue
+            }
+            switch c {
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+                if depth == 1 && c == UInt8(ascii: "{") { expectKey = true }
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            case UInt8(ascii: ","): if depth == 1 { expectKey = true }
+            default: break
+            }
+            i += 1
+        }
+        return nil
     }
 
     /// An integer from JSON (NSNumber on Linux), refusing fractions and booleans.

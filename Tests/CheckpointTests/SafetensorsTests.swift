@@ -42,6 +42,12 @@ final class SafetensorsTests: XCTestCase {
         assertRefused(safetensorsFile(header: #"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}}"#, data: four), "overflowing")
         assertRefused(safetensorsFile(header: #"{"a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]},"b":{"dtype":"F16","shape":[4],"data_offsets":[4,12]}}"#, data: four), "overlaps")
         assertRefused(safetensorsFile(header: #"{"a":{"dtype":"F32","shape":[4]}}"#, data: four), "data_offsets")
+        // The same tensor name twice (JSON parsers keep one silently): refused by name.
+        assertRefused(safetensorsFile(header: #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"__metadata__":{"w":"x"},"w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#, data: four),
+                      "names tensor w twice")
+        // Equal names nested deeper, or a key text inside a string value, are not duplicates.
+        XCTAssertNil(Safetensors.duplicateTopLevelKey(Array(#"{"a":{"a":1,"b":[{"a":2}]},"b":"\",\"a\":"}"#.utf8)))
+        XCTAssertEqual(Safetensors.duplicateTopLevelKey(Array(#"{"a\"b":1,"c":{"x":1},"a\"b":2}"#.utf8)), #"a\"b"#)
     }
 
     func testHalfAndBFloat16Conversion() throws {
