@@ -6,7 +6,7 @@ DEMO_CKPT := checkpoints/vit_tiny_init.safetensors
 DEMO_MAE := checkpoints/vit_tiny_mae_demo.safetensors
 DEMO_FT := checkpoints/vit_tiny_ft_demo.safetensors
 
-.PHONY: all deps build release test demo bench bench-peers fixtures checkpoints parity parity-probe html-check snapshots clean
+.PHONY: all deps build release test demo bench bench-peers fixtures checkpoints parity parity-probe html-check snapshots fuzz clean
 
 all: build
 
@@ -47,6 +47,11 @@ demo: release
 # and tables rendered, screenshots to reports/screenshots/.
 html-check: demo
 	scripts/check_html.sh reports/demo
+
+# libFuzzer over the checkpoint reader, the unpickler and the PNG/JPEG decoders, FUZZ_SECONDS each
+# (default 300); crashing inputs and logs in reports/fuzz/.
+fuzz: deps
+	scripts/fuzz.sh
 
 # Re-records the renderer's snapshot figures (Tests/Fixtures/snapshots) after a deliberate change.
 snapshots: deps

@@ -10,6 +10,8 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "vitlens", targets: ["vitlens"]),
+        // The readers, for the fuzz targets in Fuzz/ (a package of their own: they link libFuzzer).
+        .library(name: "VitLensReaders", targets: ["Checkpoint", "Images"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
