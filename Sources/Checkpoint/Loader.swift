@@ -78,31 +78,10 @@ public enum CheckpointLoader {
         var topIgnored: [String] = []
         if ZipArchive.looksLikeZip(file) {
             format = "PyTorch zip archive"
-            let root = try TorchArchive.read(file)
-            guard case let .dict(top) = root else {
-                throw CheckpointError.notAViT(path: path, what: "the pickled object is not a dict")
-            }
-            let topTensors = tensorsOf(top)
-            if LayoutMapper.holdsViT(Array(topTensors.keys)) {
-                raw = topTensors
-            } else {
-                for name in stateDictContainers {
-                    if let v = top.lookup(name), case let .dict(d) = v {
-                        let t = tensorsOf(d)
-                        if LayoutMapper.holdsViT(Array(t.keys)) {
-                            raw = t
-                            location = name
-                            container = name
-                            break
-                        }
-                    }
-                }
-                guard container != nil else {
-                    let keys = top.items.compactMap { k, _ -> String? in if case let .string(s) = k { return s }; return nil }
-                    throw CheckpointError.notAViT(path: path, what: "no ViT weights (patch_embed.proj.weight) at the top level or under \(stateDictContainers.joined(separator: ", ")); top-level keys: \(keys.prefix(12).joined(separator: ", "))")
-                }
-                for (k, _) in top.items { if case let .string(s) = k, s != container { topIgnored.append(s) } }
-            }
+            // Unpickling and releasing the pickled object run on a thread with a 1 GB stack
+            // (virtual; only what is touched is committed): a hostile pickle can nest up to
+            // Unpickler.maxContainers levels, and releasing it recurses once per level.
+            (raw, location, container, topIgnored) = try runWithLargeStack(1 << 30) { try stateDict(file, path: path) }
         } else if let b = file.bytes(at: 0, count: 2), b[0] == 0x80, b[1] <= 5 {
             throw CheckpointError.unsupported(path: path, what: "legacy (pre-1.6) torch.save format; re-save it with a current PyTorch (torch.save writes zip archives)")
         } else if let b = file.bytes(at: 8, count: 1), b[0] == UInt8(ascii: "{") {
@@ -123,6 +102,41 @@ public enum CheckpointLoader {
                                 location: location, tensors: mapped.tensors,
                                 ignored: topIgnored + mapped.ignored,
                                 metadata: metadata, config: config, file: file)
+    }
+
+    /// The ViT state dict inside a torch.save archive: at the top level or under one of
+    /// `stateDictContainers`; also where it was found and the other top-level keys.
+    static func stateDict(_ file: MappedFile, path: String) throws -> ([String: RawTensor], String, String?, [String]) {
+        var raw: [String: RawTensor] = [:]
+        var location = "top level"
+        var container: String?
+        var topIgnored: [String] = []
+        let root = try TorchArchive.read(file)
+        guard case let .dict(top) = root else {
+            throw CheckpointError.notAViT(path: path, what: "the pickled object is not a dict")
+        }
+        let topTensors = tensorsOf(top)
+        if LayoutMapper.holdsViT(Array(topTensors.keys)) {
+            raw = topTensors
+        } else {
+            for name in stateDictContainers {
+                if let v = top.lookup(name), case let .dict(d) = v {
+                    let t = tensorsOf(d)
+                    if LayoutMapper.holdsViT(Array(t.keys)) {
+                        raw = t
+                        location = name
+                        container = name
+                        break
+                    }
+                }
+            }
+            guard container != nil else {
+                let keys = top.items.compactMap { k, _ -> String? in if case let .string(s) = k { return s }; return nil }
+                throw CheckpointError.notAViT(path: path, what: "no ViT weights (patch_embed.proj.weight) at the top level or under \(stateDictContainers.joined(separator: ", ")); top-level keys: \(keys.prefix(12).joined(separator: ", "))")
+            }
+            for (k, _) in top.items { if case let .string(s) = k, s != container { topIgnored.append(s) } }
+        }
+        return (raw, location, container, topIgnored)
     }
 
     /// The tensors of a state dict, by key; non-tensor entries are skipped.

@@ -108,8 +108,21 @@ struct Unpickler {
 
     private mutating func push(_ v: PickleValue) throws {
         guard stack.count < Unpickler.maxStack else { throw fail("stack deeper than \(Unpickler.maxStack)") }
+        switch v {
+        case .tuple, .list, .dict:
+            // Nesting depth is bounded by the number of containers, and releasing a deeply nested
+            // value recurses once per level: capping containers bounds that recursion (the zip
+            // branch of the loader runs on a thread with a stack large enough for the cap).
+            containers += 1
+            guard containers <= Unpickler.maxContainers else {
+                throw fail("more than \(Unpickler.maxContainers) tuples, lists and dicts (a state dict has a few thousand)")
+            }
+        default: break
+        }
         stack.append(v)
     }
+    private var containers = 0
+    static let maxContainers = 1_000_000
     private mutating func pop() throws -> PickleValue {
         guard let v = stack.popLast() else { throw fail("stack underflow at byte \(pos)") }
         if case .mark = v { throw fail("unexpected MARK at byte \(pos)") }

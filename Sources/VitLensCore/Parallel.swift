@@ -20,3 +20,38 @@ public func parallelChunks(_ n: Int, minChunk: Int = 1, _ body: (Range<Int>) -> 
         if lo < hi { body(lo..<hi) }
     }
 }
+
+/// Runs `body` on a new thread with a stack of `bytes` (virtual memory: only the pages used are
+/// committed) and waits for it. For work whose recursion depth is bounded but large, such as
+/// releasing a deeply nested value built from an untrusted file.
+public func runWithLargeStack<T>(_ bytes: Int, _ body: () throws -> T) throws -> T {
+    var result: Result<T, Error>?
+    try withoutActuallyEscaping(body) { body in
+        let box = LargeStackJob()
+        box.run = { result = Result { try body() } }
+        var attr = pthread_attr_t()
+        pthread_attr_init(&attr)
+        defer { pthread_attr_destroy(&attr) }
+        pthread_attr_setstacksize(&attr, bytes)
+        let context = Unmanaged.passRetained(box).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(&thread, &attr, { ctx in
+            let b = Unmanaged<LargeStackJob>.fromOpaque(ctx!).takeRetainedValue()
+            b.run?()
+            b.run = nil
+            return nil
+        }, context)
+        if rc != 0 {
+            // No thread (resource limits): run here, with the ordinary stack.
+            Unmanaged<LargeStackJob>.fromOpaque(context).release()
+            result = Result { try body() }
+            return
+        }
+        pthread_join(thread, nil)
+    }
+    return try result!.get()
+}
+
+private final class LargeStackJob: @unchecked Sendable {
+    var run: (() -> Void)?
+}

@@ -24,8 +24,11 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         let ckpt = try CheckpointLoader.load(path: checkpoint)
-        let c = try ViTConfig.infer(from: ckpt, heads: heads)
-        _ = try ViTWeights(checkpoint: ckpt, config: c)  // validates every shape and value
+        let c = try namingFile(checkpoint) { () throws -> ViTConfig in
+            let c = try ViTConfig.infer(from: ckpt, heads: heads)
+            _ = try ViTWeights(checkpoint: ckpt, config: c)  // validates every shape and value
+            return c
+        }
         let groups = ignoredSummary(ckpt.ignored)
         let sha = ckpt.sha256()
         if json {

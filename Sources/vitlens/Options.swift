@@ -81,12 +81,24 @@ struct LoadedModel {
 
 func loadModel(_ path: String, heads: Int?, imageSize: Int?, quiet: Bool) throws -> LoadedModel {
     let ckpt = try CheckpointLoader.load(path: path)
-    let config = try ViTConfig.infer(from: ckpt, heads: heads, imageSize: imageSize)
-    if config.headsSource == .convention && !quiet {
-        notice("\(path): head count not recorded; using \(config.heads) (width \(config.dim)/64, the DeiT/ViT convention). mae-lite's Tiny needs --heads 12.")
+    return try namingFile(path) {
+        let config = try ViTConfig.infer(from: ckpt, heads: heads, imageSize: imageSize)
+        if config.headsSource == .convention && !quiet {
+            notice("\(path): head count not recorded; using \(config.heads) (width \(config.dim)/64, the DeiT/ViT convention). mae-lite's Tiny needs --heads 12.")
+        }
+        let weights = try ViTWeights(checkpoint: ckpt, config: config)
+        return LoadedModel(checkpoint: ckpt, config: config, engine: ViTEngine(weights: weights))
     }
-    let weights = try ViTWeights(checkpoint: ckpt, config: config)
-    return LoadedModel(checkpoint: ckpt, config: config, engine: ViTEngine(weights: weights))
+}
+
+/// Runs `body`, prefixing the checkpoint's path to tensor-level errors ("missing tensor …",
+/// "blocks.0…: expected …") that do not name the file, so the message says which model.
+func namingFile<T>(_ path: String, _ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as CheckpointError {
+        let text = "\(e)"
+        if text.hasPrefix(path) || text.hasPrefix("--") { throw e }
+        throw CheckpointError.config(path: path, what: text)
+    }
 }
 
 /// A short name for report folders: the file name without checkpoint extensions.

@@ -111,9 +111,31 @@ final class UnpicklerTests: XCTestCase {
     }
 
     func testDeepNestingIsBounded() {
+        // More containers than the cap: refused before the stack or the nesting can grow further.
         var p = PickleBytes()
-        for _ in 0..<(Unpickler.maxStack + 1) { p.op(0x5D) }
+        for _ in 0..<(Unpickler.maxContainers + 1) { p.op(0x5D) }
         p.stop()
-        XCTAssertThrowsError(try unpickle(p)) { e in XCTAssertTrue("\(e)".contains("stack deeper"), "\(e)") }
+        XCTAssertThrowsError(try unpickle(p)) { e in XCTAssertTrue("\(e)".contains("more than 1000000 tuples, lists and dicts"), "\(e)") }
+        // Plain values still hit the stack limit.
+        var q = PickleBytes()
+        for _ in 0..<(Unpickler.maxStack + 1) { q.op(0x4E) }
+        q.stop()
+        XCTAssertThrowsError(try unpickle(q)) { e in XCTAssertTrue("\(e)".contains("stack deeper"), "\(e)") }
+    }
+
+    /// 300,000 nested lists (each appended into the one below): built, then released on the
+    /// loader's large-stack thread without overflowing it.
+    func testDeeplyNestedValueIsReleasedSafely() throws {
+        var p = PickleBytes()
+        for _ in 0..<300_000 { p.op(0x5D) }
+        for _ in 0..<299_999 { p.op(0x61) }
+        p.stop()
+        let depth = try runWithLargeStack(1 << 30) { () -> Int in
+            guard case var .list(l) = try unpickle(p) else { return -1 }
+            var d = 1
+            while case let .list(inner)? = l.items.first { d += 1; l = inner }
+            return d
+        }
+        XCTAssertEqual(depth, 300_000)
     }
 }
