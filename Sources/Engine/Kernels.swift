@@ -15,9 +15,11 @@ public func linearForward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer
 }
 
 /// LayerNorm over the last axis.  x: (R, C) → out: (R, C); two-pass mean and variance
-/// (biased, as torch.nn.LayerNorm), eps inside the square root.
+/// (biased, as torch.nn.LayerNorm), eps inside the square root. `mean`/`rstd` (R), when given,
+/// receive each row's mean and 1/σ (what the backward pass needs).
 public func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
-                             _ w: Tensor, _ b: Tensor, rows: Int, eps: Float) {
+                             _ w: Tensor, _ b: Tensor, rows: Int, eps: Float,
+                             mean meanOut: UnsafeMutablePointer<Float>? = nil, rstd rstdOut: UnsafeMutablePointer<Float>? = nil) {
     let c = w.count
     parallelChunks(rows, minChunk: 64) { range in
         for r in range {
@@ -29,6 +31,8 @@ public func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePoin
             for i in 0..<c { let d = xr[i] - mean; v += d * d }
             let inv = 1 / (v / Float(c) + eps).squareRoot()
             for i in 0..<c { orow[i] = (xr[i] - mean) * inv * w.data[i] + b.data[i] }
+            meanOut?[r] = mean
+            rstdOut?[r] = inv
         }
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import VitLensCore
 
 /// A JSON value with ordered object keys, so reports read in a stable, meaningful order.
 public indirect enum JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral,
@@ -38,21 +39,7 @@ public indirect enum JSONValue: ExpressibleByStringLiteral, ExpressibleByInteger
         }
     }
 
-    static func quote(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 { out += String(format: "\\u%04x", u.value) } else { out.unicodeScalars.append(u) }
-            }
-        }
-        return out + "\""
-    }
+    static func quote(_ s: String) -> String { jsonQuoted(s) }
 }
 
 /// A strict JSON parser that keeps object keys in order and numbers exactly as written

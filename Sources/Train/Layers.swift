@@ -35,21 +35,7 @@ func columnSums(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into out: Unsaf
 enum LayerNorm {
     static func forward(_ y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
                         _ x: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor, rows: Int, eps: Float) {
-        let c = w.count
-        parallelChunks(rows, minChunk: 64) { range in
-            for r in range {
-                let xr = x + r * c, yr = y + r * c
-                var m: Float = 0
-                for i in 0..<c { m += xr[i] }
-                m /= Float(c)
-                var v: Float = 0
-                for i in 0..<c { let d = xr[i] - m; v += d * d }
-                let s = 1 / (v / Float(c) + eps).squareRoot()
-                for i in 0..<c { yr[i] = (xr[i] - m) * s * w.data[i] + b.data[i] }
-                mean[r] = m
-                rstd[r] = s
-            }
-        }
+        layerNormForward(y, x, w, b, rows: rows, eps: eps, mean: mean, rstd: rstd)
     }
 
     /// dx (+)= (dn − mean(dn) − n̂·mean(dn·n̂))·(1/σ) with dn = dy·w and n̂ the normalised input;

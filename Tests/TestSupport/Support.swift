@@ -91,18 +91,12 @@ public func runProcess(_ executable: String, _ args: [String], environment: [Str
             String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
 }
 
-/// SplitMix64: a small seeded generator, so property and mutation tests are reproducible.
+/// The seeded generator of the tests: VitLensCore's SplitMix64 with the helpers tests use.
 public struct SplitMix: RandomNumberGenerator {
-    public var state: UInt64
-    public init(state: UInt64) { self.state = state }
+    var base: SplitMix64
+    public init(state: UInt64) { base = SplitMix64(seed: state) }
 
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    public mutating func next() -> UInt64 { base.next() }
 
     /// Uniform in 0..<n (0 when n ≤ 0).
     public mutating func below(_ n: Int) -> Int { n <= 0 ? 0 : Int(next() % UInt64(n)) }
