@@ -82,13 +82,17 @@ public func sum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
 /// max p[0..<n] (n ≥ 1).
 @inlinable @inline(__always)
 public func maximum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
-    var acc = SIMD8<Float>(repeating: -.infinity)
+    // Eight running maxima written as plain selects, which LLVM turns into one vector max per
+    // step (the generic `pointwiseMax` stayed an out-of-line call, lane by lane).
+    var m0 = -Float.infinity, m1 = m0, m2 = m0, m3 = m0, m4 = m0, m5 = m0, m6 = m0, m7 = m0
     var i = 0
     while i + 8 <= n {
-        acc = pointwiseMax(acc, UnsafeRawPointer(p + i).loadUnaligned(as: SIMD8<Float>.self))
+        let q = p + i
+        m0 = q[0] > m0 ? q[0] : m0; m1 = q[1] > m1 ? q[1] : m1; m2 = q[2] > m2 ? q[2] : m2; m3 = q[3] > m3 ? q[3] : m3
+        m4 = q[4] > m4 ? q[4] : m4; m5 = q[5] > m5 ? q[5] : m5; m6 = q[6] > m6 ? q[6] : m6; m7 = q[7] > m7 ? q[7] : m7
         i += 8
     }
-    var m = acc.max()
-    while i < n { m = max(m, p[i]); i += 1 }
+    var m = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
+    while i < n { m = p[i] > m ? p[i] : m; i += 1 }
     return m
 }

@@ -115,7 +115,7 @@ final class CorpusTests: XCTestCase {
         expect(["inspect", Fixtures.checkpoint("tiny_timm_deflated.pth")], mentions: "compressed", out: false)
         // A bomb: a 1 KB deflated entry claiming 4 GB. Refused before anything is inflated.
         let bomb = zip([("archive/data.pkl", [UInt8](repeating: 0, count: 1024))], method: 8, claimedSize: 0xFFFF_FFF0)
-        expect(["inspect", file("bomb.pth", bomb)], mentions: "bomb.pth", out: false)
+        expect(["inspect", file("bomb.pth", bomb)], mentions: "bomb.pth: unsupported: zip entry archive/data.pkl is compressed", out: false)
 
         // Pickles: forbidden globals (and a marker proving nothing ran), REDUCE of a non-constructor,
         // nesting, memo abuse, storage mismatch.
@@ -169,6 +169,13 @@ final class CorpusTests: XCTestCase {
         let fifoDir = try folder("fifo", [])
         XCTAssertEqual(mkfifo(fifoDir + "/01_fifo.jpg", 0o644), 0)
         expect(["extract", tiny, "--images", fifoDir, "--resize", "none"], mentions: "not a regular file")
+        // An unreadable file: permissions where they bind (root reads everything; the FIFO above
+        // stands in for it there).
+        if getuid() != 0 {
+            let locked = try folder("locked", [("01_locked.png", png)])
+            XCTAssertEqual(chmod(locked + "/01_locked.png", 0), 0)
+            expect(["extract", tiny, "--images", locked, "--resize", "none"], mentions: "01_locked.png")
+        }
         try FileManager.default.createDirectory(atPath: tmp + "/emptyimages", withIntermediateDirectories: true)
         expect(["cka", tiny, "--images", tmp + "/emptyimages"], mentions: "no PNG or JPEG images")
         // Handled, not refused: a symlink loop is entered once; CMYK JPEG, palette and 16-bit PNGs decode.
