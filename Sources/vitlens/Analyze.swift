@@ -59,7 +59,8 @@ struct CKA: ParsableCommand {
         discussion: """
         Minibatch CKA with the unbiased HSIC estimator (Nguyen et al. 2021, eq. 3), as mae-lite's
         rep_cmp_analyzer: per batch of b images, K = XXᵀ and L = YYᵀ with zeroed diagonals, HSIC in
-        float64, averaged over batches with equal weight. Writes cka.csv and cka.json.
+        float64, averaged over batches with equal weight. Writes cka.csv, cka.json, the heatmap
+        cka.png/cka.svg and index.html.
         """)
 
     @Argument(help: "Model A (rows of the matrix).")
@@ -176,7 +177,8 @@ struct Attention: ParsableCommand {
         abstract: "Attention distance and entropy per layer and head, with box statistics (SPEC §6).",
         discussion: """
         Attention among patch tokens only (class token dropped, softmax again over the patch keys),
-        as mae-lite's attn_analyzer. Writes attention.csv, attention_box.csv and attention.json.
+        as mae-lite's attn_analyzer. Writes attention.csv, attention_box.csv, attention.json, the box
+        figures attention_distance/attention_entropy .png/.svg and index.html.
         """)
 
     @Argument(help: "Checkpoint file or Hugging Face folder.")

@@ -7,7 +7,7 @@ import VitLensCore
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure forward-pass speed: the median of timed batches after a warm-up.")
+        abstract: "Measure forward-pass speed (or fine-tuning steps, or figure drawing): medians after a warm-up.")
 
     @Argument(help: "Checkpoint file or Hugging Face folder (not needed with --figures).")
     var checkpoint: String?
