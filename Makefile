@@ -72,9 +72,13 @@ bench-peers: release
 	.venv-peers/bin/python scripts/bench_peers.py
 	.venv-peers/bin/python scripts/bench_train_peers.py
 
-# Regenerates the tiny test fixtures and goldens (needs: pip install torch timm safetensors pillow scikit-image).
+# Regenerates the tiny test fixtures and goldens (needs: pip install torch timm safetensors pillow
+# scikit-image scikit-learn matplotlib).
 fixtures:
 	python3 Tests/Fixtures/make_fixtures.py
+	python3 Tests/Fixtures/make_probe_goldens.py
+	python3 Tests/Fixtures/make_corpus.py
+	python3 scripts/make_colormap.py
 
 # Regenerates the bundled checkpoints and demo images (same Python packages as fixtures;
 # the MAE training takes about 25 minutes on 2 cores).
