@@ -49,7 +49,7 @@ html-check: demo
 	scripts/check_html.sh reports/demo
 
 # libFuzzer over the checkpoint reader, the unpickler and the PNG/JPEG decoders, FUZZ_SECONDS each
-# (default 300); crashing inputs and logs in reports/fuzz/.
+# (default 300; FUZZ_ASAN=1 with AddressSanitizer); crashing inputs and logs in reports/fuzz/.
 fuzz: deps
 	scripts/fuzz.sh
 

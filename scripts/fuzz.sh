@@ -3,12 +3,18 @@
 # corpus per target from the test fixtures, and runs each target for FUZZ_SECONDS (default 300)
 # with a 2 GB memory limit and a 10 s per-input timeout. Crashing inputs are kept in
 # reports/fuzz/<target>/ (crash-*, oom-*, timeout-*); the summary lists executions and findings.
+# FUZZ_ASAN=1 adds AddressSanitizer (out-of-bounds reads in the readers' unsafe pointers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-300}
 TARGETS=${FUZZ_TARGETS:-"checkpoint pickle png jpeg"}
-(cd Fuzz && swift build -c release -Xswiftc -sanitize=fuzzer -Xswiftc -use-ld=lld >/dev/null)
-BIN=Fuzz/.build/release/vitlens-fuzz
+if [ "${FUZZ_ASAN:-0}" = 1 ]; then
+  (cd Fuzz && swift build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld --build-path .build-asan >/dev/null)
+  BIN=Fuzz/.build-asan/release/vitlens-fuzz
+else
+  (cd Fuzz && swift build -c release -Xswiftc -sanitize=fuzzer -Xswiftc -use-ld=lld >/dev/null)
+  BIN=Fuzz/.build/release/vitlens-fuzz
+fi
 OUT=reports/fuzz
 mkdir -p "$OUT"
 for t in $TARGETS; do
