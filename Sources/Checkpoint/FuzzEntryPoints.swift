@@ -18,6 +18,7 @@ public enum FuzzEntryPoints {
                 guard size.count <= 8, size.allSatisfy({ $0 >= 0 && $0 <= 64 }) else { throw CheckpointError.pickleRefused(path: "fuzz.pkl", what: "size") }
                 return RawTensor(shape: [1], floats: [0])
             }
+            defer { u.arena.clear() }
             _ = try? u.run()
         }
     }

@@ -111,30 +111,31 @@ public enum CheckpointLoader {
         var location = "top level"
         var container: String?
         var topIgnored: [String] = []
-        let root = try TorchArchive.read(file)
-        guard case let .dict(top) = root else {
-            throw CheckpointError.notAViT(path: path, what: "the pickled object is not a dict")
-        }
-        let topTensors = tensorsOf(top)
-        if LayoutMapper.holdsViT(Array(topTensors.keys)) {
-            raw = topTensors
-        } else {
-            for name in stateDictContainers {
-                if let v = top.lookup(name), case let .dict(d) = v {
-                    let t = tensorsOf(d)
-                    if LayoutMapper.holdsViT(Array(t.keys)) {
-                        raw = t
-                        location = name
-                        container = name
-                        break
+        try TorchArchive.read(file) { root in
+            guard case let .dict(top) = root else {
+                throw CheckpointError.notAViT(path: path, what: "the pickled object is not a dict")
+            }
+            let topTensors = tensorsOf(top)
+            if LayoutMapper.holdsViT(Array(topTensors.keys)) {
+                raw = topTensors
+            } else {
+                for name in stateDictContainers {
+                    if let v = top.lookup(name), case let .dict(d) = v {
+                        let t = tensorsOf(d)
+                        if LayoutMapper.holdsViT(Array(t.keys)) {
+                            raw = t
+                            location = name
+                            container = name
+                            break
+                        }
                     }
                 }
+                guard container != nil else {
+                    let keys = top.items.compactMap { k, _ -> String? in if case let .string(s) = k { return s }; return nil }
+                    throw CheckpointError.notAViT(path: path, what: "no ViT weights (patch_embed.proj.weight) at the top level or under \(stateDictContainers.joined(separator: ", ")); top-level keys: \(keys.prefix(12).joined(separator: ", "))")
+                }
+                for (k, _) in top.items { if case let .string(s) = k, s != container { topIgnored.append(s) } }
             }
-            guard container != nil else {
-                let keys = top.items.compactMap { k, _ -> String? in if case let .string(s) = k { return s }; return nil }
-                throw CheckpointError.notAViT(path: path, what: "no ViT weights (patch_embed.proj.weight) at the top level or under \(stateDictContainers.joined(separator: ", ")); top-level keys: \(keys.prefix(12).joined(separator: ", "))")
-            }
-            for (k, _) in top.items { if case let .string(s) = k, s != container { topIgnored.append(s) } }
         }
         return (raw, location, container, topIgnored)
     }

@@ -24,6 +24,23 @@ public indirect enum PickleValue {
 
 public final class PickleList { public var items: [PickleValue] = [] }
 
+/// Every list and dict one unpickle created. Pickle's memo lets a file put a list inside itself;
+/// such cycles would never be freed by reference counting, so the reader empties every container
+/// when it is done (`clear()`): that breaks all cycles, and since the arena still holds each
+/// container while they are emptied, nothing is released recursively either.
+public final class PickleArena {
+    var lists: [PickleList] = []
+    var dicts: [PickleDict] = []
+    func list() -> PickleList { let l = PickleList(); lists.append(l); return l }
+    func dict() -> PickleDict { let d = PickleDict(); dicts.append(d); return d }
+    public func clear() {
+        for l in lists { l.items.removeAll() }
+        for d in dicts { d.items.removeAll() }
+        lists.removeAll()
+        dicts.removeAll()
+    }
+}
+
 public final class PickleDict {
     public var items: [(key: PickleValue, value: PickleValue)] = []
     public func lookup(_ key: String) -> PickleValue? {
@@ -63,6 +80,8 @@ struct Unpickler {
 
     private var pos = 0
     private var stack: [PickleValue] = []
+    /// The containers created; the caller clears them when done with the result.
+    let arena = PickleArena()
     private var marks: [Int] = []
     private var memo: [Int: PickleValue] = [:]
 
@@ -207,9 +226,9 @@ struct Unpickler {
             case 0x85: let a = try pop(); try push(.tuple([a]))        // TUPLE1
             case 0x86: let b = try pop(), a = try pop(); try push(.tuple([a, b]))        // TUPLE2
             case 0x87: let c = try pop(), b = try pop(), a = try pop(); try push(.tuple([a, b, c]))  // TUPLE3
-            case 0x5D, 0x8F: try push(.list(PickleList()))             // EMPTY_LIST, EMPTY_SET
+            case 0x5D, 0x8F: try push(.list(arena.list()))             // EMPTY_LIST, EMPTY_SET
             case 0x6C, 0x91:                                           // LIST, FROZENSET
-                let l = PickleList(); l.items = try popMark(); try push(.list(l))
+                let l = arena.list(); l.items = try popMark(); try push(.list(l))
             case 0x61:                                                 // APPEND
                 let v = try pop()
                 guard case let .list(l) = try top() else { throw fail("APPEND to a non-list at byte \(opPos)") }
@@ -218,11 +237,11 @@ struct Unpickler {
                 let items = try popMark()
                 guard case let .list(l) = try top() else { throw fail("APPENDS to a non-list at byte \(opPos)") }
                 l.items.append(contentsOf: items)
-            case 0x7D: try push(.dict(PickleDict()))                   // EMPTY_DICT
+            case 0x7D: try push(.dict(arena.dict()))                   // EMPTY_DICT
             case 0x64:                                                 // DICT
                 let items = try popMark()
                 guard items.count % 2 == 0 else { throw fail("DICT with an odd number of items") }
-                let d = PickleDict()
+                let d = arena.dict()
                 for i in stride(from: 0, to: items.count, by: 2) { d.items.append((items[i], items[i + 1])) }
                 try push(.dict(d))
             case 0x73:                                                 // SETITEM
@@ -269,7 +288,7 @@ struct Unpickler {
         guard case let .tuple(a) = args else { throw fail("REDUCE of \(name) without an argument tuple") }
         switch name {
         case "collections.OrderedDict":
-            let d = PickleDict()
+            let d = arena.dict()
             if let first = a.first, case let .list(pairs) = first {
                 for p in pairs.items {
                     guard case let .tuple(kv) = p, kv.count == 2 else { throw fail("OrderedDict item is not a pair") }

@@ -3,7 +3,9 @@ import VitLensCore
 /// torch.save's zip format: `<root>/data.pkl` (the pickled object), `<root>/data/<key>`
 /// (one stored entry per storage, 64-byte aligned), `<root>/byteorder`, `<root>/version`.
 enum TorchArchive {
-    static func read(_ file: MappedFile) throws -> PickleValue {
+    /// Unpickles the archive's data.pkl and hands the result to `use`; afterwards every container
+    /// it created is emptied (see PickleArena), whether `use` returned or threw.
+    static func read<T>(_ file: MappedFile, _ use: (PickleValue) throws -> T) throws -> T {
         let path = file.path
         let zip = try ZipArchive(file)
         guard let pkl = zip.order.first(where: { $0 == "data.pkl" || $0.hasSuffix("/data.pkl") }) else {
@@ -53,6 +55,7 @@ enum TorchArchive {
             }
             return RawTensor(dtype: dtype, shape: size, file: file, offset: entry.offset + offset * dtype.size, strides: strides)
         }
-        return try unpickler.run()
+        defer { unpickler.arena.clear() }
+        return try use(try unpickler.run())
     }
 }

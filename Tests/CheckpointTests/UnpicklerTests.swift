@@ -138,4 +138,21 @@ final class UnpicklerTests: XCTestCase {
         }
         XCTAssertEqual(depth, 300_000)
     }
+
+    /// A list put inside itself (DUP, APPEND: found by libFuzzer under LeakSanitizer) is freed
+    /// once the arena is cleared.
+    func testSelfContainingListIsFreed() throws {
+        var p = PickleBytes()
+        p.op(0x5D); p.op(0x32); p.op(0x61); p.stop()  // EMPTY_LIST, DUP, APPEND
+        weak var weakList: PickleList?
+        try p.b.withUnsafeBytes { buf in
+            var u = Unpickler(path: "cycle.pkl", bytes: buf) { _, _, _, _ in throw CheckpointError.pickleRefused(path: "cycle.pkl", what: "no tensors") }
+            let v = try u.run()
+            guard case let .list(l) = v, case let .list(inner)? = l.items.first else { return XCTFail("not a self-containing list") }
+            XCTAssertTrue(l === inner)
+            weakList = l
+            u.arena.clear()
+        }
+        XCTAssertNil(weakList, "the cycle was not broken")
+    }
 }
