@@ -5,6 +5,14 @@ import PackageDescription
 // parity tests to run in a reasonable time.
 let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"])]
 
+// KernelsAVX2 is compiled for Haswell-class x86-64 (AVX2 + FMA) and only called on CPUs that
+// have it; elsewhere (other architectures) it is an ordinary build that is never called.
+#if arch(x86_64)
+let avx2: [SwiftSetting] = [.unsafeFlags(["-Ounchecked", "-target-cpu", "haswell"])]
+#else
+let avx2: [SwiftSetting] = fast
+#endif
+
 let package = Package(
     name: "vitlens",
     platforms: [.macOS(.v13)],
@@ -28,7 +36,10 @@ let package = Package(
         .target(name: "VitLensCore", dependencies: ["CBLAS"], swiftSettings: fast),
         .target(name: "Checkpoint", dependencies: ["VitLensCore"], swiftSettings: fast),
         .target(name: "Images", dependencies: ["VitLensCore", "CPNG", "CJPEG"], swiftSettings: fast),
-        .target(name: "Engine", dependencies: ["VitLensCore", "Checkpoint"], swiftSettings: fast),
+        // The element-wise kernels again, for AVX2 + FMA; chosen at run time (CPUKernels.avx2).
+        .target(name: "KernelsAVX2", dependencies: ["VitLensCore"],
+                swiftSettings: avx2),
+        .target(name: "Engine", dependencies: ["VitLensCore", "Checkpoint", "KernelsAVX2"], swiftSettings: fast),
         .target(name: "Analysis", dependencies: ["VitLensCore"], swiftSettings: fast),
         .target(name: "Render", dependencies: ["VitLensCore", "CPNG", "CFreeType"], swiftSettings: fast),
         .target(name: "Train", dependencies: ["VitLensCore", "Engine"], swiftSettings: fast),
@@ -40,7 +51,7 @@ let package = Package(
         .testTarget(name: "VitLensCoreTests", dependencies: ["VitLensCore", "TestSupport"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "VitLensCore", "TestSupport"]),
         .testTarget(name: "ImagesTests", dependencies: ["Images", "VitLensCore", "TestSupport"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Checkpoint", "Images", "VitLensCore", "TestSupport"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "KernelsAVX2", "Checkpoint", "Images", "VitLensCore", "TestSupport"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "VitLensCore", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Engine", "Checkpoint", "VitLensCore", "TestSupport"]),
         .testTarget(name: "RenderTests", dependencies: ["Render", "Images", "TestSupport"]),

@@ -1,4 +1,5 @@
 import Foundation
+import KernelsAVX2
 import VitLensCore
 
 // Small free kernels of the forward pass. Each works on rows of a row-major matrix.
@@ -41,11 +42,7 @@ public func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePoin
 /// nn.GELU default, not the tanh approximation); erf to 1.5e-7 by a vectorisable rational form.
 public func geluForward(_ x: UnsafeMutablePointer<Float>, count n: Int) {
     parallelChunks(n, minChunk: 1 << 14) { range in
-        let p = x + range.lowerBound
-        for i in 0..<range.count {
-            let v = p[i]
-            p[i] = 0.5 * v * (1 + fastErf(v * 0.70710678118654752))
-        }
+        if CPUKernels.avx2 { geluAVX2(x + range.lowerBound, range.count) } else { geluInPlace(x + range.lowerBound, range.count) }
     }
 }
 
@@ -56,13 +53,7 @@ public func geluReference(_ x: UnsafeMutablePointer<Float>, count n: Int) {
 
 /// Softmax over each row, in place.  x: (R, N). Max-subtracted; the exp loop vectorises.
 public func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int) {
-    for r in 0..<rows {
-        let row = x + r * n
-        let m = maximum(row, n)
-        for i in 0..<n { row[i] = fastExp(row[i] - m) }
-        let inv = 1 / sum(row, n)
-        for i in 0..<n { row[i] *= inv }
-    }
+    if CPUKernels.avx2 { softmaxAVX2(x, rows: rows, cols: n) } else { softmaxInPlace(x, rows: rows, cols: n) }
 }
 
 /// The plain scalar softmax the vectorised one is tested against.

@@ -1,3 +1,4 @@
+import Foundation
 /// Fast exp and log for the softmax and the attention entropy: Cephes' `expf`/`logf`
 /// polynomials (≤ 1.2e-7 relative error over the ranges used, see FastMathTests), written as
 /// branch-free scalar code so that the loops calling them are auto-vectorised (AVX2/AVX-512).
@@ -95,4 +96,40 @@ public func maximum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
     var m = max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
     while i < n { m = p[i] > m ? p[i] : m; i += 1 }
     return m
+}
+
+/// GELU (exact erf form) over p[0..<n] in place — the loop body every ISA build shares.
+@inlinable @inline(__always)
+public func geluInPlace(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
+    for i in 0..<n {
+        let v = p[i]
+        p[i] = 0.5 * v * (1 + fastErf(v * 0.70710678118654752))
+    }
+}
+
+/// Softmax of each row of x (R, N) in place, max-subtracted — shared by every ISA build.
+@inlinable @inline(__always)
+public func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int) {
+    for r in 0..<rows {
+        let row = x + r * n
+        let m = maximum(row, n)
+        for i in 0..<n { row[i] = fastExp(row[i] - m) }
+        let inv = 1 / sum(row, n)
+        for i in 0..<n { row[i] *= inv }
+    }
+}
+
+/// Whether this CPU runs the AVX2 + FMA builds of the element-wise kernels (KernelsAVX2), read
+/// once from /proc/cpuinfo (false where it cannot be read). `VITLENS_KERNELS=generic` forces the
+/// baseline build, for comparison.
+public enum CPUKernels {
+    public static let avx2: Bool = {
+        if ProcessInfo.processInfo.environment["VITLENS_KERNELS"] == "generic" { return false }
+        #if arch(x86_64)
+        let (flags, _) = BLASKernelChoice.cpuFeatures()
+        return flags.contains("avx2") && flags.contains("fma")
+        #else
+        return false
+        #endif
+    }()
 }

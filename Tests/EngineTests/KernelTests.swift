@@ -1,4 +1,5 @@
 @testable import Engine
+import KernelsAVX2
 import Foundation
 import TestSupport
 import VitLensCore
@@ -56,6 +57,36 @@ final class KernelTests: XCTestCase {
         let cmp = compare(x.map(Double.init), ref, tolerance: 1e-6)
         XCTAssertEqual(cmp.violations, 0, "\(cmp)")
         for r in 0..<rows { XCTAssertEqual(x[(r * n)..<((r + 1) * n)].reduce(0, +), 1, accuracy: 1e-5) }
+    }
+
+    /// The baseline and the AVX2 + FMA builds of the element-wise kernels both match the
+    /// references (whichever one `geluForward`/`softmaxRows` pick on this CPU), on an awkward
+    /// length; the AVX2 build only where the CPU has it.
+    func testBothInstructionSetBuilds() {
+        let n = 197 * 3 + 5
+        let x = random(n, scale: 6)
+        var ref = x
+        geluReference(&ref, count: n)
+        var builds: [(String, (UnsafeMutablePointer<Float>, Int) -> Void)] = [("baseline", { geluInPlace($0, $1) })]
+        if CPUKernels.avx2 { builds.append(("avx2", { geluAVX2($0, $1) })) }
+        for (name, f) in builds {
+            var y = x
+            y.withUnsafeMutableBufferPointer { f($0.baseAddress!, n) }
+            let c = compare(y.map(Double.init), ref.map(Double.init), tolerance: 1e-6, mixed: true)
+            XCTAssertEqual(c.violations, 0, "GELU \(name): \(c)")
+        }
+        let rows = 5, cols = 197
+        let s = random(rows * cols, scale: 30)
+        var sref = s
+        softmaxRowsReference(&sref, rows: rows, cols: cols)
+        var softmaxes: [(String, (UnsafeMutablePointer<Float>) -> Void)] = [("baseline", { softmaxInPlace($0, rows: rows, cols: cols) })]
+        if CPUKernels.avx2 { softmaxes.append(("avx2", { softmaxAVX2($0, rows: rows, cols: cols) })) }
+        for (name, f) in softmaxes {
+            var y = s
+            y.withUnsafeMutableBufferPointer { f($0.baseAddress!) }
+            let c = compare(y.map(Double.init), sref.map(Double.init), tolerance: 1e-6)
+            XCTAssertEqual(c.violations, 0, "softmax \(name): \(c)")
+        }
     }
 
     func testLinearAndPatchify() {
