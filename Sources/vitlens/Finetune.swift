@@ -94,7 +94,7 @@ struct Finetune: ParsableCommand {
             let entries = state.map { SafetensorsWriter.Entry(name: $0.0, shape: $0.1, data: UnsafePointer($0.2.data)) }
             try withExtendedLifetime(state) {
             try SafetensorsWriter.write(path: save, tensors: entries, metadata: [
-                ("num_heads", "\(m.config.heads)"), ("format", "pt"), ("producer", "vitlens \(vitlensVersion) finetune"),
+                ("num_heads", "\(m.config.heads)"), ("layer_norm_eps", "\(m.config.eps)"), ("format", "pt"), ("producer", "vitlens \(vitlensVersion) finetune"),
                 ("source", m.checkpoint.path), ("source_sha256", m.checkpoint.sha256()), ("layers_kept", "\(k)"),
                 ("global_pool", pool == .mean ? "avg" : "token"), ("classes", JSONValue.array(train.classes.map { .string($0) }).render()),
                 ("test_accuracy", "\(testAcc)"),

@@ -198,6 +198,10 @@ final class ProbeCLITests: XCTestCase {
         let m1 = FileManager.default.contents(atPath: tmp + "/m1.safetensors"), m2 = FileManager.default.contents(atPath: tmp + "/m2.safetensors")
         XCTAssertNotNil(m1)
         XCTAssertEqual(m1, m2, "same seed, same checkpoint bit for bit")
+        let header = String(decoding: (m1 ?? Data()).prefix(4096), as: UTF8.self)
+        for key in ["\"num_heads\":\"2\"", "\"layer_norm_eps\":\"1e-06\"", "\"head.weight\"", "\"classes\""] {
+            XCTAssertTrue(header.contains(key), "checkpoint header lacks \(key)")
+        }
         let rows = try csv(tmp + "/f1/finetune.csv")
         XCTAssertEqual(rows.first, ["epoch", "train_loss", "train_accuracy_running", "learning_rate", "seconds"])
         let losses = rows.dropFirst().map { Double($0[1])! }
