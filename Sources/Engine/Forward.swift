@@ -54,7 +54,7 @@ public final class ViTEngine {
     private var workspaceBatch = -1
     private var cols, x, h, qkv, attnOut, mlp: Tensor?
     /// One (H, T, T) scores buffer and one logits copy per attention worker.
-    private var scores: [Tensor] = [], logitsCopy: [Tensor] = []
+    private var scores: [Tensor] = [], logitsCopy: [Tensor] = [], probsCopy: [Tensor] = [], rowSums: [Tensor] = []
 
     public init(weights: ViTWeights) { self.weights = weights }
 
@@ -71,6 +71,8 @@ public final class ViTEngine {
         let w = max(1, min(Workers.count, B))
         scores = (0..<w).map { _ in Tensor(shape: [c.heads, T, T]) }
         logitsCopy = (0..<w).map { _ in Tensor(shape: [c.heads, T, T]) }
+        rowSums = (0..<w).map { _ in Tensor(shape: [c.heads, T]) }
+        probsCopy = (0..<w).map { _ in Tensor(shape: [c.heads, T, T]) }
         workspaceBatch = B
     }
 
@@ -151,14 +153,31 @@ public final class ViTEngine {
                           b: base + C + hd * D, ldb: 3 * C, c: s.data + hd * T * T, ldc: T)
                 }
                 if wantLogits { lc.data.update(from: s.data, count: H * T * T) }
-                softmaxRows(s.data, rows: H * T, cols: T)
+                // Softmax without its division: P·V is scaled by 1/Σ afterwards (T×D values per
+                // head instead of T×T). Taps get normalised probabilities in a copy, so the
+                // outputs are the same bits with or without taps.
+                let sums = rowSums[w].data
+                expRows(s.data, rows: H * T, cols: T, sums: sums)
                 if wantProbs {
+                    let pc = probsCopy[w].data
+                    for r in 0..<(H * T) {
+                        let src = s.data + r * T, dst = pc + r * T, inv = 1 / sums[r]
+                        for i in 0..<T { dst[i] = src[i] * inv }
+                    }
                     taps!.attention(layer: layer, image: b, logits: wantLogits ? UnsafePointer(lc.data) : nil,
-                                    probabilities: s.data)
+                                    probabilities: pc)
                 }
+                let ob = out.data + b * T * C
                 for hd in 0..<H {
                     sgemm(m: T, n: D, k: T, a: s.data + hd * T * T, lda: T, b: base + 2 * C + hd * D, ldb: 3 * C,
-                          c: out.data + b * T * C + hd * D, ldc: C)
+                          c: ob + hd * D, ldc: C)
+                }
+                for t in 0..<T {
+                    let row = ob + t * C
+                    for hd in 0..<H {
+                        let inv = 1 / sums[hd * T + t]
+                        for i in 0..<D { row[hd * D + i] *= inv }
+                    }
                 }
                 b += workers
             }

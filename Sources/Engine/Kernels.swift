@@ -56,6 +56,11 @@ public func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int
     if CPUKernels.avx2 { softmaxAVX2(x, rows: rows, cols: n) } else { softmaxInPlace(x, rows: rows, cols: n) }
 }
 
+/// Unnormalised softmax: each row of x (R, N) becomes exp(x − max), `sums` (R) its sums.
+public func expRows(_ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int, sums: UnsafeMutablePointer<Float>) {
+    if CPUKernels.avx2 { expRowsAVX2(x, rows: rows, cols: n, sums: sums) } else { expRowsInPlace(x, rows: rows, cols: n, sums: sums) }
+}
+
 /// The plain scalar softmax the vectorised one is tested against.
 public func softmaxRowsReference(_ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int) {
     for r in 0..<rows {

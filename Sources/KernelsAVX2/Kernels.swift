@@ -15,3 +15,9 @@ public func geluAVX2(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
 public func softmaxAVX2(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
     softmaxInPlace(x, rows: rows, cols: cols)
 }
+
+/// exp(x − row max) in place with the row sums (AVX2 + FMA build).
+@inline(never)
+public func expRowsAVX2(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, sums: UnsafeMutablePointer<Float>) {
+    expRowsInPlace(x, rows: rows, cols: cols, sums: sums)
+}

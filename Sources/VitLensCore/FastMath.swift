@@ -107,6 +107,18 @@ public func geluInPlace(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
     }
 }
 
+/// exp(x − max) of each row of x (R, N) in place, without the division: `sums[r]` receives the
+/// row's sum, so a caller can scale the (much smaller) product P·V instead of P itself.
+@inlinable @inline(__always)
+public func expRowsInPlace(_ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int, sums: UnsafeMutablePointer<Float>) {
+    for r in 0..<rows {
+        let row = x + r * n
+        let m = maximum(row, n)
+        for i in 0..<n { row[i] = fastExp(row[i] - m) }
+        sums[r] = sum(row, n)
+    }
+}
+
 /// Softmax of each row of x (R, N) in place, max-subtracted — shared by every ISA build.
 @inlinable @inline(__always)
 public func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int) {

@@ -87,6 +87,16 @@ final class KernelTests: XCTestCase {
             let c = compare(y.map(Double.init), sref.map(Double.init), tolerance: 1e-6)
             XCTAssertEqual(c.violations, 0, "softmax \(name): \(c)")
         }
+        // exp rows + their sums, divided afterwards, is the softmax too (both builds via expRows).
+        var builds2: [(String, (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void)] = [("baseline", { expRowsInPlace($0, rows: rows, cols: cols, sums: $1) })]
+        if CPUKernels.avx2 { builds2.append(("avx2", { expRowsAVX2($0, rows: rows, cols: cols, sums: $1) })) }
+        for (name, f) in builds2 {
+            var y = s, sums = [Float](repeating: 0, count: rows)
+            y.withUnsafeMutableBufferPointer { yb in sums.withUnsafeMutableBufferPointer { f(yb.baseAddress!, $0.baseAddress!) } }
+            for r in 0..<rows { for i in 0..<cols { y[r * cols + i] /= sums[r] } }
+            let c = compare(y.map(Double.init), sref.map(Double.init), tolerance: 1e-6)
+            XCTAssertEqual(c.violations, 0, "exp rows \(name): \(c)")
+        }
     }
 
     func testLinearAndPatchify() {
