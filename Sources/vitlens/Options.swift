@@ -39,6 +39,19 @@ struct ImageOptions: ParsableArguments {
     @Option(help: "Use the first N images.")
     var num: Int = 1024
 
+    @OptionGroup var decoding: DecodeOptions
+
+    var batch: Int { decoding.batch }
+    var resize: ResizeMode { decoding.resize }
+    var skipBadImages: Bool { decoding.skipBadImages }
+
+    func validate() throws {
+        if num < 1 { throw ValidationError("--num must be at least 1") }
+    }
+}
+
+/// How images are batched and preprocessed: shared by the folder commands and `vitlens probe`.
+struct DecodeOptions: ParsableArguments {
     @Option(help: "Images per forward batch.")
     var batch: Int = 64
 
@@ -49,7 +62,6 @@ struct ImageOptions: ParsableArguments {
     var skipBadImages = false
 
     func validate() throws {
-        if num < 1 { throw ValidationError("--num must be at least 1") }
         if batch < 1 || batch > 4096 { throw ValidationError("--batch must be between 1 and 4096") }
     }
 }

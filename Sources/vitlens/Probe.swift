@@ -90,12 +90,10 @@ struct Probe: ParsableCommand {
     var imageSize: Int?
     @Option(help: "Threads (default: all cores).")
     var threads: Int?
-    @Option(help: "Images per forward batch.")
-    var batch: Int = 64
-    @Option(help: "timm-eval (shorter side to size/0.875, bicubic, centre crop) or none.")
-    var resize: ResizeMode = .timmEval
-    @Flag(name: .customLong("skip-bad-images"), help: "Warn about and skip unreadable images instead of failing.")
-    var skipBadImages = false
+    @OptionGroup var decoding: DecodeOptions
+    var batch: Int { decoding.batch }
+    var resize: ResizeMode { decoding.resize }
+    var skipBadImages: Bool { decoding.skipBadImages }
     @Option(help: "mean (of the patch tokens) or cls (the class token), after the final norm.")
     var pool: ProbePooling = .mean
     @Option(name: .customLong("max-iter"), help: "L-BFGS iteration limit per depth.")
@@ -114,7 +112,6 @@ struct Probe: ParsableCommand {
             throw ValidationError("--heads: give one value, or one per checkpoint (\(checkpoints.count))")
         }
         if heads.contains(where: { $0 < 1 }) { throw ValidationError("--heads must be at least 1") }
-        if batch < 1 || batch > 4096 { throw ValidationError("--batch must be between 1 and 4096") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if let imageSize, imageSize < 1 || imageSize > 4096 { throw ValidationError("--image-size must be between 1 and 4096") }
         if maxIter < 1 { throw ValidationError("--max-iter must be at least 1") }
