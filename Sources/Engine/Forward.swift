@@ -32,15 +32,28 @@ public final class ForwardProfile {
 }
 
 /// A plain ViT, forward only, float32, batched.
+///
+/// Threads: the batch's rows (B·T tokens) are split into one contiguous range per worker, and
+/// each worker runs every step of a block on its range with OpenBLAS single-threaded — one
+/// sgemm per linear layer over the range's rows, attention for the range's queries, the MLP in
+/// tiles whose hidden activations stay in cache. Nothing waits between the steps of a block
+/// but the one barrier where attention needs every key and value of an image; when the ranges
+/// are whole images (B ≥ workers) there is none inside a block at all. OpenBLAS's own threads,
+/// which would spin between calls and take the cores from vitlens's loops, are not used.
 public final class ViTEngine {
     public let weights: ViTWeights
     public var config: ViTConfig { weights.config }
     public var representation: RepresentationKind = .normed
-    /// When set, phases are timed into it (costs a clock read per phase).
+    /// When set, phases are timed into it (costs a clock read per phase); times are summed
+    /// over the workers.
     public var profile: ForwardProfile?
     /// After `forward`: the first point where the residual stream held NaN or ±∞ — 0 for the
     /// embeddings, i for the output of block i (1-based) — or nil if every value was finite.
     public private(set) var nonFiniteAt: Int?
+    /// Rows per tile of the MLP (rounded down to whole images where the ranges are whole images).
+    public var tileRowsTarget = 512 {
+        didSet { workspaceBatch = -1 }
+    }
     private var clock: UInt64 = 0
 
     /// Adds the time since the last mark to a phase of the profile.
@@ -51,29 +64,79 @@ public final class ViTEngine {
         clock = now
     }
 
-    private var workspaceBatch = -1
-    private var cols, x, h, qkv, attnOut, mlp: Tensor?
-    /// One (H, T, T) scores buffer and one logits copy per attention worker.
-    private var scores: [Tensor] = [], logitsCopy: [Tensor] = [], probsCopy: [Tensor] = [], rowSums: [Tensor] = []
+    /// One worker's buffers: attention scores for up to one image, the MLP's tile, its clock.
+    final class Scratch {
+        let scores, logits, probs, sums, attn, normed, hidden: Tensor
+        var nonFinite = false
+        let profile = ForwardProfile()
+        var timing = false
+        var clock: UInt64 = 0
+        init(_ c: ViTConfig, tileRows: Int) {
+            let T = c.tokens, H = c.heads
+            scores = Tensor(shape: [H, T, T])
+            logits = Tensor(shape: [H, T, T])
+            probs = Tensor(shape: [H, T, T])
+            sums = Tensor(shape: [H, T])
+            attn = Tensor(shape: [tileRows, c.dim])
+            normed = Tensor(shape: [tileRows, c.dim])
+            hidden = Tensor(shape: [tileRows, c.mlpHidden])
+        }
+        @inline(__always) func mark(_ phase: ReferenceWritableKeyPath<ForwardProfile, Double>) {
+            guard timing else { return }
+            let now = DispatchTime.now().uptimeNanoseconds
+            profile[keyPath: phase] += Double(now &- clock) / 1e9
+            clock = now
+        }
+    }
+
+    private var workspaceBatch = -1, workspaceWorkers = -1
+    private var tileRows = 0
+    private var cols, x, h, qkv: Tensor?
+    private var scratch: [Scratch] = []
 
     public init(weights: ViTWeights) { self.weights = weights }
 
     /// Buffers sized once per batch shape: no allocation inside the per-batch loop.
     private func reserve(_ B: Int) {
-        guard B != workspaceBatch else { return }
+        let workers = max(1, Workers.count)
+        guard B != workspaceBatch || workers != workspaceWorkers else { return }
         let c = config, T = c.tokens, C = c.dim
         cols = Tensor(shape: [B * c.patches, 3 * c.patch * c.patch])
         x = Tensor(shape: [B, T, C])
         h = Tensor(shape: [B, T, C])
         qkv = Tensor(shape: [B, T, 3 * C])
-        attnOut = Tensor(shape: [B, T, C])
-        mlp = Tensor(shape: [B, T, c.mlpHidden])
-        let w = max(1, min(Workers.count, B))
-        scores = (0..<w).map { _ in Tensor(shape: [c.heads, T, T]) }
-        logitsCopy = (0..<w).map { _ in Tensor(shape: [c.heads, T, T]) }
-        rowSums = (0..<w).map { _ in Tensor(shape: [c.heads, T]) }
-        probsCopy = (0..<w).map { _ in Tensor(shape: [c.heads, T, T]) }
+        tileRows = max(1, tileRowsTarget / T) * T
+        scratch = (0..<workers).map { _ in Scratch(c, tileRows: tileRows) }
         workspaceBatch = B
+        workspaceWorkers = workers
+    }
+
+    /// The rows (of B·T) each worker takes, and whether every range is whole images.
+    private func split(_ B: Int, wholeImages: Bool) -> (ranges: [Range<Int>], aligned: Bool) {
+        let T = config.tokens, W = max(1, Workers.count)
+        if W == 1 { return ([0..<(B * T)], true) }
+        if B >= W || wholeImages {
+            let n = min(W, B)
+            return ((0..<n).map { w in (w * B / n * T)..<((w + 1) * B / n * T) }, true)
+        }
+        let rows = B * T
+        return ((0..<W).map { w in (w * rows / W)..<((w + 1) * rows / W) }, false)
+    }
+
+    /// Runs body(worker, rows) for each range, concurrently when there are several.
+    private func run(_ ranges: [Range<Int>], _ body: (Int, Range<Int>) -> Void) {
+        if ranges.count == 1 { return body(0, ranges[0]) }
+        DispatchQueue.concurrentPerform(iterations: ranges.count) { w in body(w, ranges[w]) }
+    }
+
+    /// The tiles of a range: at most `tileRows` rows each.
+    @inline(__always) private func tiles(_ range: Range<Int>, _ body: (Range<Int>) -> Void) {
+        var lo = range.lowerBound
+        while lo < range.upperBound {
+            let hi = min(range.upperBound, lo + tileRows)
+            body(lo..<hi)
+            lo = hi
+        }
     }
 
     /// Runs the model on a batch.  images: (B, 3, S, S), normalised.
@@ -87,125 +150,169 @@ public final class ViTEngine {
         clock = DispatchTime.now().uptimeNanoseconds
         let cols = cols!, x = x!, h = h!
         let reps = taps?.wantsRepresentations ?? false
+        let wantProbs = (taps?.wantsAttentionLogits ?? false) || (taps?.wantsAttentionProbabilities ?? false)
+        let (ranges, aligned) = split(B, wholeImages: wantProbs)
+        let blasThreads = BLASRuntime.threads
+        if blasThreads != 1 { BLASRuntime.setThreads(1) }
+        defer { if blasThreads != 1 { BLASRuntime.setThreads(blasThreads) } }
+        for s in scratch {
+            s.timing = profile != nil
+            s.clock = clock
+            s.nonFinite = false
+        }
 
         // Patch embedding (a stride-p convolution as one GEMM), prefix tokens, positions.
-        patchify(cols.data, images.data, batch: B, size: c.imageSize, patch: c.patch)
+        let kk = 3 * c.patch * c.patch, plane = 3 * c.imageSize * c.imageSize
+        parallelChunks(B) { r in
+            patchify(cols.data + r.lowerBound * P * kk, images.data + r.lowerBound * plane,
+                     batch: r.count, size: c.imageSize, patch: c.patch)
+        }
         mark(\.other)
-        linearForward(h.data, cols.data, weights.patchW, weights.patchB, rows: B * P)
+        let W = ranges.count
+        run((0..<W).map { w in (w * B * P / W)..<((w + 1) * B * P / W) }) { _, r in
+            linearForward(h.data + r.lowerBound * C, cols.data + r.lowerBound * kk, weights.patchW, weights.patchB, rows: r.count)
+        }
         mark(\.linear)
         let pos = weights.pos.data, pre = weights.prefix.data, np = c.prefixTokens
-        for b in 0..<B {
-            let xb = x.data + b * T * C
-            for t in 0..<np { for i in 0..<C { xb[t * C + i] = pre[t * C + i] + pos[t * C + i] } }
-            let eb = h.data + b * P * C
-            for t in 0..<P { for i in 0..<C { xb[(np + t) * C + i] = eb[t * C + i] + pos[(np + t) * C + i] } }
+        parallelChunks(B) { r in
+            for b in r {
+                let xb = x.data + b * T * C
+                for t in 0..<np { for i in 0..<C { xb[t * C + i] = pre[t * C + i] + pos[t * C + i] } }
+                let eb = h.data + b * P * C
+                for t in 0..<P { for i in 0..<C { xb[(np + t) * C + i] = eb[t * C + i] + pos[(np + t) * C + i] } }
+            }
         }
         if reps && representation == .residual { taps!.representation(0, x.data, batch: B) }
         nonFiniteAt = allFinite(x.data, B * T * C) ? nil : 0
         mark(\.other)
 
         for (i, blk) in weights.blocks.enumerated() {
-            layerNormForward(h.data, x.data, blk.norm1W, blk.norm1B, rows: B * T, eps: c.eps)
-            mark(\.norm)
-            if reps && representation == .normed { taps!.representation(i, h.data, batch: B) }
-            attention(i, blk, B: B, taps: taps)
-            mlpBlock(blk, B: B)
-            if reps && representation == .residual { taps!.representation(i + 1, x.data, batch: B) }
-            if nonFiniteAt == nil && !allFinite(x.data, B * T * C) { nonFiniteAt = i + 1 }
+            if aligned {
+                run(ranges) { w, range in
+                    let s = scratch[w]
+                    tiles(range) { t in
+                        blockHead(blk, rows: t, s)
+                        blockTail(i, blk, rows: t, s, taps: taps)
+                    }
+                }
+            } else {
+                // Attention needs every key and value of an image: a barrier after the heads.
+                run(ranges) { w, range in tiles(range) { t in blockHead(blk, rows: t, scratch[w]) } }
+                run(ranges) { w, range in tiles(range) { t in blockTail(i, blk, rows: t, scratch[w], taps: taps) } }
+            }
+            clock = DispatchTime.now().uptimeNanoseconds
+            if reps {
+                // h still holds this block's norm1 output for every row (norm2 goes to scratch).
+                if representation == .normed { taps!.representation(i, h.data, batch: B) }
+                else { taps!.representation(i + 1, x.data, batch: B) }
+            }
+            if nonFiniteAt == nil && scratch.contains(where: { $0.nonFinite }) { nonFiniteAt = i + 1 }
             mark(\.other)
         }
         if let w = weights.normW, let b = weights.normB {
-            layerNormForward(h.data, x.data, w, b, rows: B * T, eps: c.eps)
+            run(ranges) { _, r in
+                layerNormRows(h.data + r.lowerBound * C, x.data + r.lowerBound * C, w, b, rows: r.count, eps: c.eps)
+            }
         } else {
             h.data.update(from: x.data, count: B * T * C)
         }
         mark(\.norm)
         if reps && representation == .normed { taps!.representation(c.depth, h.data, batch: B) }
         mark(\.other)
+        if let profile {
+            for s in scratch {
+                profile.linear += s.profile.linear; profile.attention += s.profile.attention
+                profile.norm += s.profile.norm; profile.gelu += s.profile.gelu; profile.other += s.profile.other
+                s.profile.linear = 0; s.profile.attention = 0; s.profile.norm = 0; s.profile.gelu = 0; s.profile.other = 0
+            }
+        }
         return h
     }
 
-    /// x += proj(softmax(q·kᵀ/√D)·v), reading the normed input from h.
-    ///
-    /// The per-image, per-head products are small (T×T×D): OpenBLAS's own threads would spend
-    /// more time synchronising than computing (and stall badly on a loaded machine), so images
-    /// are spread over vitlens's workers with OpenBLAS single-threaded for this phase.
-    private func attention(_ layer: Int, _ blk: BlockWeights, B: Int, taps: ForwardTaps?) {
+    /// h = norm1(x) and qkv = h·Wᵀ + b for the rows of one tile.
+    private func blockHead(_ blk: BlockWeights, rows t: Range<Int>, _ s: Scratch) {
+        let C = config.dim, r0 = t.lowerBound
+        s.clock = s.timing ? DispatchTime.now().uptimeNanoseconds : 0
+        layerNormRows(h!.data + r0 * C, x!.data + r0 * C, blk.norm1W, blk.norm1B, rows: t.count, eps: config.eps)
+        s.mark(\.norm)
+        linearForward(qkv!.data + r0 * 3 * C, h!.data + r0 * C, blk.qkvW, blk.qkvB, rows: t.count)
+        s.mark(\.linear)
+    }
+
+    /// The rest of a block for the rows of one tile: attention of its queries, the projection
+    /// onto the residual, norm2 and the MLP.  x += proj(attn); x += fc2(gelu(fc1(norm2(x)))).
+    private func blockTail(_ layer: Int, _ blk: BlockWeights, rows t: Range<Int>, _ s: Scratch, taps: ForwardTaps?) {
+        let c = config, T = c.tokens, C = c.dim, F = c.mlpHidden, n = t.count
+        s.clock = s.timing ? DispatchTime.now().uptimeNanoseconds : 0
+        // The tile's queries, one image at a time.
+        var r = t.lowerBound
+        while r < t.upperBound {
+            let b = r / T, q0 = r - b * T, nq = min(t.upperBound, (b + 1) * T) - r
+            attend(layer, image: b, queries: q0, count: nq, out: s.attn.data + (r - t.lowerBound) * C, s, taps: taps)
+            r += nq
+        }
+        s.mark(\.attention)
+        let xr = x!.data + t.lowerBound * C
+        // x += attn·Wpᵀ + bp (bias first, then the GEMM accumulates onto the residual).
+        addBiasRows(xr, blk.projB, rows: n)
+        sgemm(transB: true, m: n, n: C, k: C, a: s.attn.data, lda: C, b: blk.projW.data, ldb: C,
+              beta: 1, c: xr, ldc: C)
+        s.mark(\.linear)
+        layerNormRows(s.normed.data, xr, blk.norm2W, blk.norm2B, rows: n, eps: c.eps)
+        s.mark(\.norm)
+        sgemm(transB: true, m: n, n: F, k: C, a: s.normed.data, lda: C, b: blk.fc1W.data, ldb: C,
+              c: s.hidden.data, ldc: F)
+        s.mark(\.linear)
+        biasGeluRows(s.hidden.data, blk.fc1B, rows: n)
+        s.mark(\.gelu)
+        addBiasRows(xr, blk.fc2B, rows: n)
+        sgemm(transB: true, m: n, n: C, k: F, a: s.hidden.data, lda: F, b: blk.fc2W.data, ldb: F,
+              beta: 1, c: xr, ldc: C)
+        s.mark(\.linear)
+        if !allFinite(xr, n * C) { s.nonFinite = true }
+        s.mark(\.other)
+    }
+
+    /// softmax(q·kᵀ/√D)·v for queries q0..<q0+nq of image b, every head, into out (nq, C).
+    /// The softmax skips its division: P·V is scaled by 1/Σ afterwards (nq×D values per head
+    /// instead of nq×T). Taps get normalised probabilities in a copy, so the outputs are the
+    /// same bits with or without taps; they see whole images only (the split guarantees it).
+    private func attend(_ layer: Int, image b: Int, queries q0: Int, count nq: Int,
+                        out: UnsafeMutablePointer<Float>, _ s: Scratch, taps: ForwardTaps?) {
         let c = config, T = c.tokens, C = c.dim, H = c.heads, D = c.headDim
-        let qkv = qkv!, out = attnOut!
-        mark(\.other)  // the representation tap, if any
-        linearForward(qkv.data, h!.data, blk.qkvW, blk.qkvB, rows: B * T)
-        mark(\.linear)
         let scale = 1 / Float(D).squareRoot()
         let wantLogits = taps?.wantsAttentionLogits ?? false
         let wantProbs = wantLogits || (taps?.wantsAttentionProbabilities ?? false)
-        let workers = scores.count
-        let blasThreads = BLASRuntime.threads
-        if workers > 1 { BLASRuntime.setThreads(1) }
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            let s = scores[w], lc = logitsCopy[w]
-            var b = w
-            while b < B {
-                let base = qkv.data + b * T * 3 * C
-                for hd in 0..<H {
-                    // scores_h = scale · q_h k_hᵀ  (T, T); q at column hd·D, k at C + hd·D, v at 2C + hd·D.
-                    sgemm(transB: true, m: T, n: T, k: D, alpha: scale, a: base + hd * D, lda: 3 * C,
-                          b: base + C + hd * D, ldb: 3 * C, c: s.data + hd * T * T, ldc: T)
-                }
-                if wantLogits { lc.data.update(from: s.data, count: H * T * T) }
-                // Softmax without its division: P·V is scaled by 1/Σ afterwards (T×D values per
-                // head instead of T×T). Taps get normalised probabilities in a copy, so the
-                // outputs are the same bits with or without taps.
-                let sums = rowSums[w].data
-                expRows(s.data, rows: H * T, cols: T, sums: sums)
-                if wantProbs {
-                    let pc = probsCopy[w].data
-                    for r in 0..<(H * T) {
-                        let src = s.data + r * T, dst = pc + r * T, inv = 1 / sums[r]
-                        for i in 0..<T { dst[i] = src[i] * inv }
-                    }
-                    taps!.attention(layer: layer, image: b, logits: wantLogits ? UnsafePointer(lc.data) : nil,
-                                    probabilities: pc)
-                }
-                let ob = out.data + b * T * C
-                for hd in 0..<H {
-                    sgemm(m: T, n: D, k: T, a: s.data + hd * T * T, lda: T, b: base + 2 * C + hd * D, ldb: 3 * C,
-                          c: ob + hd * D, ldc: C)
-                }
-                for t in 0..<T {
-                    let row = ob + t * C
-                    for hd in 0..<H {
-                        let inv = 1 / sums[hd * T + t]
-                        for i in 0..<D { row[hd * D + i] *= inv }
-                    }
-                }
-                b += workers
+        let base = qkv!.data + b * T * 3 * C, sc = s.scores.data
+        for hd in 0..<H {
+            // scores_h = scale · q_h k_hᵀ  (nq, T); q at column hd·D, k at C + hd·D, v at 2C + hd·D.
+            sgemm(transB: true, m: nq, n: T, k: D, alpha: scale, a: base + q0 * 3 * C + hd * D, lda: 3 * C,
+                  b: base + C + hd * D, ldb: 3 * C, c: sc + hd * nq * T, ldc: T)
+        }
+        if wantLogits { s.logits.data.update(from: sc, count: H * nq * T) }
+        let sums = s.sums.data
+        expRows(sc, rows: H * nq, cols: T, sums: sums)
+        if wantProbs {
+            precondition(q0 == 0 && nq == T, "attention taps need whole images")
+            let pc = s.probs.data
+            for r in 0..<(H * T) {
+                let src = sc + r * T, dst = pc + r * T, inv = 1 / sums[r]
+                for i in 0..<T { dst[i] = src[i] * inv }
+            }
+            taps!.attention(layer: layer, image: b, logits: wantLogits ? UnsafePointer(s.logits.data) : nil,
+                            probabilities: pc)
+        }
+        for hd in 0..<H {
+            sgemm(m: nq, n: D, k: T, a: sc + hd * nq * T, lda: T, b: base + 2 * C + hd * D, ldb: 3 * C,
+                  c: out + hd * D, ldc: C)
+        }
+        for t in 0..<nq {
+            let row = out + t * C
+            for hd in 0..<H {
+                let inv = 1 / sums[hd * nq + t]
+                for i in 0..<D { row[hd * D + i] *= inv }
             }
         }
-        if workers > 1 { BLASRuntime.setThreads(blasThreads) }
-        let x = x!
-        mark(\.attention)
-        // x += out·Wpᵀ + bp (bias first, then the GEMM accumulates onto the residual).
-        addBiasRows(x.data, blk.projB, rows: B * T)
-        sgemm(transB: true, m: B * T, n: C, k: C, a: out.data, lda: C, b: blk.projW.data, ldb: C,
-              beta: 1, c: x.data, ldc: C)
-        mark(\.linear)
-    }
-
-    /// x += fc2(gelu(fc1(norm2(x)))).
-    private func mlpBlock(_ blk: BlockWeights, B: Int) {
-        let c = config, T = c.tokens, C = c.dim, F = c.mlpHidden
-        let x = x!, h = h!, m = mlp!
-        layerNormForward(h.data, x.data, blk.norm2W, blk.norm2B, rows: B * T, eps: c.eps)
-        mark(\.norm)
-        linearForward(m.data, h.data, blk.fc1W, blk.fc1B, rows: B * T)
-        mark(\.linear)
-        geluForward(m.data, count: B * T * F)
-        mark(\.gelu)
-        addBiasRows(x.data, blk.fc2B, rows: B * T)
-        sgemm(transB: true, m: B * T, n: C, k: F, a: m.data, lda: F, b: blk.fc2W.data, ldb: F,
-              beta: 1, c: x.data, ldc: C)
-        mark(\.linear)
     }
 }
 

@@ -17,24 +17,38 @@ public func linearForward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer
 
 /// LayerNorm over the last axis.  x: (R, C) → out: (R, C); two-pass mean and variance
 /// (biased, as torch.nn.LayerNorm), eps inside the square root. `mean`/`rstd` (R), when given,
-/// receive each row's mean and 1/σ (what the backward pass needs).
+/// receive each row's mean and 1/σ (what the backward pass needs). Rows are spread over the
+/// workers; `layerNormRows` is the same on the calling thread.
 public func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                              _ w: Tensor, _ b: Tensor, rows: Int, eps: Float,
                              mean meanOut: UnsafeMutablePointer<Float>? = nil, rstd rstdOut: UnsafeMutablePointer<Float>? = nil) {
     let c = w.count
     parallelChunks(rows, minChunk: 64) { range in
-        for r in range {
-            let xr = x + r * c, orow = out + r * c
-            var mean: Float = 0
-            for i in 0..<c { mean += xr[i] }
-            mean /= Float(c)
-            var v: Float = 0
-            for i in 0..<c { let d = xr[i] - mean; v += d * d }
-            let inv = 1 / (v / Float(c) + eps).squareRoot()
-            for i in 0..<c { orow[i] = (xr[i] - mean) * inv * w.data[i] + b.data[i] }
-            meanOut?[r] = mean
-            rstdOut?[r] = inv
-        }
+        let lo = range.lowerBound
+        layerNormRows(out + lo * c, x + lo * c, w, b, rows: range.count, eps: eps,
+                      mean: meanOut.map { $0 + lo }, rstd: rstdOut.map { $0 + lo })
+    }
+}
+
+/// LayerNorm of `rows` rows on the calling thread (the vectorised build for this CPU).
+@inline(__always)
+public func layerNormRows(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                          _ w: Tensor, _ b: Tensor, rows: Int, eps: Float,
+                          mean: UnsafeMutablePointer<Float>? = nil, rstd: UnsafeMutablePointer<Float>? = nil) {
+    if CPUKernels.avx2 {
+        layerNormRowsAVX2(out, x, w.data, b.data, rows: rows, cols: w.count, eps: eps, mean: mean, rstd: rstd)
+    } else {
+        layerNormRowsInPlace(out, x, w.data, b.data, rows: rows, cols: w.count, eps: eps, mean: mean, rstd: rstd)
+    }
+}
+
+/// x = gelu(x + bias) for each row of x (R, N), on the calling thread.
+@inline(__always)
+public func biasGeluRows(_ x: UnsafeMutablePointer<Float>, _ bias: Tensor, rows: Int) {
+    if CPUKernels.avx2 {
+        biasGeluRowsAVX2(x, bias.data, rows: rows, cols: bias.count)
+    } else {
+        biasGeluRowsInPlace(x, bias.data, rows: rows, cols: bias.count)
     }
 }
 

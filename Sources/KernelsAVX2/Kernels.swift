@@ -7,7 +7,7 @@ import VitLensCore
 /// GELU over p[0..<n] in place (AVX2 + FMA build).
 @inline(never)
 public func geluAVX2(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
-    geluInPlace(p, n)
+    for i in 0..<n { p[i] = geluFMA(p[i]) }
 }
 
 /// Row softmax of x (R, N) in place (AVX2 + FMA build).
@@ -20,4 +20,62 @@ public func softmaxAVX2(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int) 
 @inline(never)
 public func expRowsAVX2(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, sums: UnsafeMutablePointer<Float>) {
     expRowsInPlace(x, rows: rows, cols: cols, sums: sums)
+}
+
+/// LayerNorm of each row (AVX2 + FMA build); see `layerNormRowsInPlace`.
+@inline(never)
+public func layerNormRowsAVX2(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                              _ w: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                              rows: Int, cols: Int, eps: Float,
+                              mean: UnsafeMutablePointer<Float>?, rstd: UnsafeMutablePointer<Float>?) {
+    layerNormRowsInPlace(out, x, w, b, rows: rows, cols: cols, eps: eps, mean: mean, rstd: rstd)
+}
+
+/// x = gelu(x + bias) row by row (AVX2 + FMA build).
+@inline(never)
+public func biasGeluRowsAVX2(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, cols: Int) {
+    for r in 0..<rows {
+        let row = x + r * cols
+        for i in 0..<cols { row[i] = geluFMA(row[i] + bias[i]) }
+    }
+}
+
+// GELU's erf and exp again, with fused multiply-adds (`addingProduct` is llvm.fma, one
+// instruction here; in the baseline build, without FMA hardware, it would be a libm call per
+// element, so the shared bodies above keep separate multiplies and adds). Same polynomials,
+// same constants as `fastExp`/`fastErf`; tested against them and against float64.
+
+/// e^x for −87.3 ≤ x ≤ 0 (GELU's exp(−a²) after its clamp), FMA form of `fastExp`.
+@inline(__always)
+func expNonPositiveFMA(_ xIn: Float) -> Float {
+    let x: Float = xIn < -87.3 ? -87.3 : xIn
+    let shifted = (12582912.0 as Float).addingProduct(x, 1.44269504088896341)
+    let n = shifted - 12582912.0
+    let r = x.addingProduct(n, -0.693359375).addingProduct(n, 2.12194440e-4)
+    var p: Float = 1.9875691500e-4
+    p = (1.3981999507e-3 as Float).addingProduct(p, r)
+    p = (8.3334519073e-3 as Float).addingProduct(p, r)
+    p = (4.1665795894e-2 as Float).addingProduct(p, r)
+    p = (1.6666665459e-1 as Float).addingProduct(p, r)
+    p = (5.0000001201e-1 as Float).addingProduct(p, r)
+    let e = (r + 1).addingProduct(p, r * r)
+    let scale = Float(bitPattern: (shifted.bitPattern &- 0x4B40_0000 &+ 127) &<< 23)
+    return e * scale
+}
+
+/// GELU(v) = ½v(1 + erf(v/√2)), FMA form of `fastErf`.
+@inline(__always)
+func geluFMA(_ v: Float) -> Float {
+    let x = v * 0.70710678118654752
+    let a = abs(x)
+    let t = 1 / (1 as Float).addingProduct(0.3275911, a)
+    var y: Float = 1.061405429
+    y = (-1.453152027 as Float).addingProduct(y, t)
+    y = (1.421413741 as Float).addingProduct(y, t)
+    y = (-0.284496736 as Float).addingProduct(y, t)
+    y = (0.254829592 as Float).addingProduct(y, t)
+    let r = (1 as Float).addingProduct(-y * t, expNonPositiveFMA(-a * a))
+    let erf = x < 0 ? -r : r
+    let half = 0.5 * v
+    return half.addingProduct(half, erf)
 }

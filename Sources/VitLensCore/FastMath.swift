@@ -8,7 +8,10 @@ import Foundation
 /// e^x for x ≤ 88.3; 0 below −87.3 (so −∞ gives 0).
 @inlinable @inline(__always)
 public func fastExp(_ xIn: Float) -> Float {
-    let x = min(max(xIn, -87.3), 88.3)
+    // Clamped with plain selects (one vector min/max each once vectorised; Swift's min/max
+    // would add NaN-ordering compares and blends).
+    let lo: Float = xIn < -87.3 ? -87.3 : xIn
+    let x: Float = lo > 88.3 ? 88.3 : lo
     // n = round(x / ln 2) by the 1.5·2²³ trick; its low mantissa bits then hold n.
     let shifted = x * 1.44269504088896341 + 12582912.0
     let n = shifted - 12582912.0
@@ -144,4 +147,44 @@ public enum CPUKernels {
         return false
         #endif
     }()
+}
+
+/// LayerNorm of each row of x (R, C) into out — shared by every ISA build: mean, then the
+/// biased variance around it (two passes over a row that is in L1), each with SIMD partial
+/// sums; eps inside the square root, as torch.nn.LayerNorm. `mean`/`rstd` (R), when given,
+/// receive each row's mean and 1/σ (what the backward pass needs).
+@inlinable @inline(__always)
+public func layerNormRowsInPlace(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                                 _ w: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
+                                 rows: Int, cols c: Int, eps: Float,
+                                 mean meanOut: UnsafeMutablePointer<Float>?, rstd rstdOut: UnsafeMutablePointer<Float>?) {
+    for r in 0..<rows {
+        let xr = x + r * c, orow = out + r * c
+        let mean = sum(xr, c) / Float(c)
+        var acc = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= c {
+            let d = UnsafeRawPointer(xr + i).loadUnaligned(as: SIMD8<Float>.self) - mean
+            acc += d * d
+            i += 8
+        }
+        var v = acc.sum()
+        while i < c { let d = xr[i] - mean; v += d * d; i += 1 }
+        let inv = 1 / (v / Float(c) + eps).squareRoot()
+        for i in 0..<c { orow[i] = (xr[i] - mean) * inv * w[i] + b[i] }
+        meanOut?[r] = mean
+        rstdOut?[r] = inv
+    }
+}
+
+/// x[r, :] = gelu(x[r, :] + bias) for each row of x (R, N) — bias and GELU in one pass.
+@inlinable @inline(__always)
+public func biasGeluRowsInPlace(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, cols n: Int) {
+    for r in 0..<rows {
+        let row = x + r * n
+        for i in 0..<n {
+            let v = row[i] + bias[i]
+            row[i] = 0.5 * v * (1 + fastErf(v * 0.70710678118654752))
+        }
+    }
 }

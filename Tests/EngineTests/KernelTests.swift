@@ -10,21 +10,48 @@ import XCTest
 final class KernelTests: XCTestCase {
     func random(_ n: Int, scale: Float = 2) -> [Float] { (0..<n).map { _ in Float.random(in: -scale...scale) } }
 
+    /// LayerNorm (threaded entry point, and both instruction-set builds of the row kernel, on
+    /// widths that are and are not multiples of eight) against float64; mean and 1/σ too.
     func testLayerNorm() {
-        for rows in [197, 3 * 197] {
-            let c = 192
-            let x = random(rows * c, scale: 5), w = Tensor(shape: [c], values: random(c)), b = Tensor(shape: [c], values: random(c))
-            var out = [Float](repeating: 0, count: rows * c)
-            layerNormForward(&out, x, w, b, rows: rows, eps: 1e-6)
-            var ref = [Double](repeating: 0, count: rows * c)
+        for (rows, c) in [(197, 192), (3 * 197, 192), (7, 37)] {
+            let x = random(rows * c, scale: 5).map { $0 + 3 }, w = Tensor(shape: [c], values: random(c)), b = Tensor(shape: [c], values: random(c))
+            var ref = [Double](repeating: 0, count: rows * c), refMean = [Double](), refRstd = [Double]()
             for r in 0..<rows {
                 let row = x[(r * c)..<((r + 1) * c)].map(Double.init)
                 let mean = row.reduce(0, +) / Double(c)
                 let v = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(c)
                 for i in 0..<c { ref[r * c + i] = (row[i] - mean) / (v + 1e-6).squareRoot() * Double(w[i]) + Double(b[i]) }
+                refMean.append(mean); refRstd.append(1 / (v + 1e-6).squareRoot())
             }
-            let cmp = compare(out.map(Double.init), ref, tolerance: 1e-5, mixed: true)
-            XCTAssertEqual(cmp.violations, 0, "rows \(rows): \(cmp)")
+            var builds: [(String, (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void)] = [
+                ("threaded", { layerNormForward($0, x, w, b, rows: rows, eps: 1e-6, mean: $1, rstd: $2) }),
+                ("baseline", { layerNormRowsInPlace($0, x, w.data, b.data, rows: rows, cols: c, eps: 1e-6, mean: $1, rstd: $2) }),
+            ]
+            if CPUKernels.avx2 { builds.append(("avx2", { layerNormRowsAVX2($0, x, w.data, b.data, rows: rows, cols: c, eps: 1e-6, mean: $1, rstd: $2) })) }
+            for (name, f) in builds {
+                var out = [Float](repeating: 0, count: rows * c), mean = [Float](repeating: 0, count: rows), rstd = mean
+                out.withUnsafeMutableBufferPointer { o in mean.withUnsafeMutableBufferPointer { m in rstd.withUnsafeMutableBufferPointer { f(o.baseAddress!, m.baseAddress!, $0.baseAddress!) } } }
+                let cmp = compare(out.map(Double.init), ref, tolerance: 1e-5, mixed: true)
+                XCTAssertEqual(cmp.violations, 0, "\(name) rows \(rows) width \(c): \(cmp)")
+                XCTAssertEqual(compare(mean.map(Double.init), refMean, tolerance: 1e-6, mixed: true).violations, 0, "\(name) means")
+                XCTAssertEqual(compare(rstd.map(Double.init), refRstd, tolerance: 1e-5, mixed: true).violations, 0, "\(name) 1/σ")
+            }
+        }
+    }
+
+    /// Bias + GELU in one pass (both builds) equals adding the bias, then the reference GELU.
+    func testBiasGELU() {
+        let rows = 5, cols = 197
+        let x = random(rows * cols, scale: 6), bias = random(cols, scale: 1)
+        var ref = (0..<(rows * cols)).map { x[$0] + bias[$0 % cols] }
+        geluReference(&ref, count: ref.count)
+        var builds: [(String, (UnsafeMutablePointer<Float>) -> Void)] = [("baseline", { biasGeluRowsInPlace($0, bias, rows: rows, cols: cols) })]
+        if CPUKernels.avx2 { builds.append(("avx2", { biasGeluRowsAVX2($0, bias, rows: rows, cols: cols) })) }
+        for (name, f) in builds {
+            var y = x
+            y.withUnsafeMutableBufferPointer { f($0.baseAddress!) }
+            let c = compare(y.map(Double.init), ref.map(Double.init), tolerance: 1e-6, mixed: true)
+            XCTAssertEqual(c.violations, 0, "bias+GELU \(name): \(c)")
         }
     }
 

@@ -131,6 +131,39 @@ final class ParityTests: XCTestCase {
         let r = compare(single.map(Double.init), plain[(2 * c.tokens * c.dim)..<(3 * c.tokens * c.dim)].map(Double.init), tolerance: 1e-5, mixed: true)
         XCTAssertEqual(r.violations, 0, "batch of 1 vs batch of 4: \(r)")
     }
+
+    /// However the batch is split over workers — whole images per worker, token rows split
+    /// inside an image (more workers than images), tiles that cut an image in two — the
+    /// representations still match timm, and the final tokens agree with one worker's.
+    func testWorkerSplitsAgree() throws {
+        let x = try goldenInput("none")
+        let feats = try NpyArray(path: Fixtures.golden("none_features.npy"))
+        let saved = Workers.count
+        defer { Workers.count = saved }
+        Workers.count = 1
+        let engine = try loadEngine("tiny_f32.safetensors")
+        let c = engine.config
+        let reference = engine.forward(x).array
+        for (workers, tile) in [(2, 512), (3, 512), (8, 512), (8, 5), (2, 7), (1, 7)] {
+            Workers.count = workers
+            engine.tileRowsTarget = tile
+            let taps = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
+            let out = engine.forward(x, taps: taps).array
+            let r = compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true)
+            XCTAssertEqual(r.violations, 0, "\(workers) workers, tiles of \(tile) rows: \(r)")
+            let d = compare(out.map(Double.init), reference.map(Double.init), tolerance: 1e-5, mixed: true)
+            XCTAssertEqual(d.violations, 0, "\(workers) workers, tiles of \(tile) rows vs 1 worker: \(d)")
+        }
+        // Attention taps with more workers than images: whole images per worker, still exact.
+        Workers.count = 8
+        engine.tileRowsTarget = 5
+        let att = try NpyArray(path: Fixtures.golden("none_attention.npy"))
+        let taps = RecordingTaps(perRep: c.tokens * c.dim)
+        taps.perAttention = c.heads * c.tokens * c.tokens
+        engine.forward(x, taps: taps)
+        let a = compare(taps.flat(taps.probs), att.values, tolerance: 1e-4)
+        XCTAssertEqual(a.violations, 0, "attention, 8 workers: \(a)")
+    }
 }
 
 final class LoaderValidationTests: XCTestCase {
