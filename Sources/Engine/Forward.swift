@@ -1,5 +1,6 @@
 import Foundation
 import VitLensCore
+import KernelsAVX2
 
 /// Receives the engine's intermediate tensors (SPEC §4). Pointers are valid only during the call.
 /// A tap that asks for nothing costs nothing: the engine skips the copies it does not need.
@@ -50,8 +51,9 @@ public final class ViTEngine {
     /// After `forward`: the first point where the residual stream held NaN or ±∞ — 0 for the
     /// embeddings, i for the output of block i (1-based) — or nil if every value was finite.
     public private(set) var nonFiniteAt: Int?
-    /// Rows per tile of the MLP (rounded down to whole images where the ranges are whole images).
-    public var tileRowsTarget = 512 {
+    /// Rows per tile of the MLP, rounded down to whole images (4 ViT-Tiny images, 788 rows: the
+    /// tile's 2.4 MB of hidden activations stay in L3; 394 to 1576 measured within noise).
+    public var tileRowsTarget = 800 {
         didSet { workspaceBatch = -1 }
     }
     private var clock: UInt64 = 0
@@ -67,6 +69,8 @@ public final class ViTEngine {
     /// One worker's buffers: attention scores for up to one image, the MLP's tile, its clock.
     final class Scratch {
         let scores, logits, probs, sums, attn, normed, hidden: Tensor
+        /// The AVX2 attention kernel's packed queries, key panels, padded scores.
+        let packedQ, packedK, padded: Tensor
         var nonFinite = false
         let profile = ForwardProfile()
         var timing = false
@@ -80,6 +84,10 @@ public final class ViTEngine {
             attn = Tensor(shape: [tileRows, c.dim])
             normed = Tensor(shape: [tileRows, c.dim])
             hidden = Tensor(shape: [tileRows, c.mlpHidden])
+            let nqPad = roundUp(T, attentionRowBlock), tPad = roundUp(T, attentionColBlock)
+            packedQ = Tensor(shape: [nqPad, c.headDim])
+            packedK = Tensor(shape: [tPad, c.headDim])
+            padded = Tensor(shape: [nqPad, tPad])
         }
         @inline(__always) func mark(_ phase: ReferenceWritableKeyPath<ForwardProfile, Double>) {
             guard timing else { return }
@@ -94,7 +102,21 @@ public final class ViTEngine {
     private var cols, x, h, qkv: Tensor?
     private var scratch: [Scratch] = []
 
-    public init(weights: ViTWeights) { self.weights = weights }
+    /// How attention's per-head products run.
+    public enum AttentionPath: Sendable {
+        /// OpenBLAS sgemm per head (any head width): the reference the kernel is tested against.
+        case blas
+        /// vitlens's register-blocked AVX2 + FMA kernels (KernelsAVX2/Attention.swift); needs a
+        /// head width that is a multiple of 8 and a CPU with AVX2 + FMA.
+        case avx2
+    }
+    /// The AVX2 kernels where the CPU and head width allow them, else OpenBLAS.
+    public var attentionPath: AttentionPath
+
+    public init(weights: ViTWeights) {
+        self.weights = weights
+        attentionPath = CPUKernels.avx2 && weights.config.headDim % 8 == 0 ? .avx2 : .blas
+    }
 
     /// Buffers sized once per batch shape: no allocation inside the per-batch loop.
     private func reserve(_ B: Int) {
@@ -284,6 +306,35 @@ public final class ViTEngine {
         let wantLogits = taps?.wantsAttentionLogits ?? false
         let wantProbs = wantLogits || (taps?.wantsAttentionProbabilities ?? false)
         let base = qkv!.data + b * T * 3 * C, sc = s.scores.data
+        if attentionPath == .avx2 {
+            precondition(D % 8 == 0, "the AVX2 attention kernel needs a head width that is a multiple of 8")
+            let nqPad = roundUp(nq, attentionRowBlock), tPad = roundUp(T, attentionColBlock)
+            let sp = s.padded.data, inv = s.sums.data
+            for hd in 0..<H {
+                attentionPackAVX2(q: base + q0 * 3 * C + hd * D, lq: 3 * C, nq: nq, k: base + C + hd * D, lk: 3 * C,
+                                  T: T, D: D, qp: s.packedQ.data, kp: s.packedK.data)
+                attentionScoresAVX2(qp: s.packedQ.data, kp: s.packedK.data, nqPad: nqPad, Tpad: tPad, D: D, alpha: scale, s: sp)
+                if wantLogits {
+                    for i in 0..<nq { (s.logits.data + (hd * T + i) * T).update(from: sp + i * tPad, count: T) }
+                }
+                expRowsPaddedAVX2(sp, rows: nq, cols: T, ld: tPad, sums: inv)
+                for i in 0..<nq { inv[i] = 1 / inv[i] }
+                if wantProbs {
+                    for i in 0..<nq {
+                        let src = sp + i * tPad, dst = s.probs.data + (hd * T + i) * T, w = inv[i]
+                        for j in 0..<T { dst[j] = src[j] * w }
+                    }
+                }
+                attentionValuesAVX2(p: sp, nq: nq, nqPad: nqPad, Tpad: tPad, T: T, v: base + 2 * C + hd * D, lv: 3 * C,
+                                    D: D, inv: inv, out: out + hd * D, ldo: C)
+            }
+            if wantProbs {
+                precondition(q0 == 0 && nq == T, "attention taps need whole images")
+                taps!.attention(layer: layer, image: b, logits: wantLogits ? UnsafePointer(s.logits.data) : nil,
+                                probabilities: s.probs.data)
+            }
+            return
+        }
         for hd in 0..<H {
             // scores_h = scale · q_h k_hᵀ  (nq, T); q at column hd·D, k at C + hd·D, v at 2C + hd·D.
             sgemm(transB: true, m: nq, n: T, k: D, alpha: scale, a: base + q0 * 3 * C + hd * D, lda: 3 * C,
@@ -315,6 +366,8 @@ public final class ViTEngine {
         }
     }
 }
+
+@inline(__always) func roundUp(_ n: Int, _ m: Int) -> Int { (n + m - 1) / m * m }
 
 /// Whether n floats are all finite: v·0 is 0 for finite v and NaN for NaN or ±∞, and a sum of
 /// zeros cannot overflow (a vectorised pass, negligible next to a block).

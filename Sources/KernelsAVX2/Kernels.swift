@@ -63,6 +63,13 @@ func expNonPositiveFMA(_ xIn: Float) -> Float {
     return e * scale
 }
 
+/// e^x for x ≤ 0 (a softmax's x − max), 0 below −87.3 (so −∞ gives 0); FMA form of `fastExp`.
+@inline(__always)
+func expSoftmaxFMA(_ x: Float) -> Float {
+    let e = expNonPositiveFMA(x)
+    return x < -87.3 ? 0 : e
+}
+
 /// GELU(v) = ½v(1 + erf(v/√2)), FMA form of `fastErf`.
 @inline(__always)
 func geluFMA(_ v: Float) -> Float {

@@ -69,6 +69,22 @@ struct Bench: ParsableCommand {
         }
     }
 
+    /// OpenBLAS sgemm's speed on this machine now, with every thread it is allowed: the best of
+    /// three 1536³ products (7.2 GFLOP each), in GFLOP/s — the ceiling the forward pass is
+    /// measured against.
+    static func sgemmPeak() -> Double {
+        let n = 1536
+        let a = Tensor(shape: [n, n]), b = Tensor(shape: [n, n]), c = Tensor(shape: [n, n])
+        for i in 0..<(n * n) { a[i] = Float(i % 7) - 3; b[i] = Float(i % 5) - 2 }
+        var best = Double.infinity
+        for _ in 0..<4 {  // the first is a warm-up (threads, page faults)
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            sgemm(m: n, n: n, k: n, a: a.data, lda: n, b: b.data, ldb: n, c: c.data, ldc: n)
+            best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        }
+        return 2 * Double(n * n * n) / best / 1e9
+    }
+
     func run() throws {
         if figures { return try benchFigures() }
         guard let checkpoint else { return }
@@ -104,6 +120,7 @@ struct Bench: ParsableCommand {
             }
             return
         }
+        let peak = Bench.sgemmPeak()
         m.engine.forward(x)  // warm-up: buffers, OpenBLAS threads, page faults
         let prof = ForwardProfile()
         if profile { m.engine.profile = prof }
@@ -123,10 +140,11 @@ struct Bench: ParsableCommand {
                 ("images_per_second", .double((ips * 100).rounded() / 100)), ("batch", .int(batch)),
                 ("threads", .int(BLASRuntime.threads)), ("gflops", .double((gflops * 10).rounded() / 10)),
                 ("median_seconds", .double(median)), ("iters", .int(iters)), ("blas_core", .string(BLASRuntime.coreName)),
+                ("sgemm_peak_gflops", .double((peak * 10).rounded() / 10)), ("fraction_of_peak", .double((gflops / peak * 1000).rounded() / 1000)),
             ] + (profile ? [("profile_fraction", .object(phases.map { ($0.0, .double(($0.1 / max(prof.total, 1e-12) * 1000).rounded() / 1000)) }))] : [])).render())
         } else {
-            print(String(format: "%@: %.1f images/s (median of %d batches of %d, %.3f s each), %.1f GFLOP/s, %d threads, OpenBLAS %@",
-                         m.name, ips, iters, batch, median, gflops, BLASRuntime.threads, BLASRuntime.coreName))
+            print(String(format: "%@: %.1f images/s (median of %d batches of %d, %.3f s each), %.1f GFLOP/s = %.0f%% of sgemm's %.1f GFLOP/s measured at start-up, %d threads, OpenBLAS %@",
+                         m.name, ips, iters, batch, median, gflops, 100 * gflops / peak, peak, BLASRuntime.threads, BLASRuntime.coreName))
             if profile {
                 print("profile: " + phases.map { String(format: "%@ %.1f%%", $0.0, 100 * $0.1 / max(prof.total, 1e-12)) }.joined(separator: ", "))
             }

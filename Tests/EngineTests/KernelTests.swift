@@ -126,6 +126,46 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The AVX2 attention kernels (packing, q·kᵀ, the padded exp, P·V scaled by 1/Σ) against
+    /// float64, for head widths 8, 16, 24 and 64 and query counts that do and do not fill the
+    /// six-row blocks, at offsets inside the image (a worker's share of its queries).
+    func testAttentionKernels() throws {
+        try XCTSkipUnless(CPUKernels.avx2, "this CPU has no AVX2 + FMA")
+        for (T, D, nq, q0) in [(197, 64, 197, 0), (197, 16, 100, 50), (5, 8, 5, 0), (50, 24, 1, 49), (197, 64, 7, 3)] {
+            let ld = 3 * D + 8  // a qkv-like row stride: q at column 0, k at D, v at 2D
+            let qkv = random(T * ld, scale: 3)
+            let scale = 1 / Float(D).squareRoot()
+            var refOut = [Double](), refP = [Double]()
+            for i in q0..<(q0 + nq) {
+                var logits = (0..<T).map { j in (0..<D).reduce(0.0) { $0 + Double(qkv[i * ld + $1]) * Double(qkv[j * ld + D + $1]) } * Double(scale) }
+                let m = logits.max()!
+                logits = logits.map { exp($0 - m) }
+                let z = logits.reduce(0, +)
+                let p = logits.map { $0 / z }
+                refP += p
+                for d in 0..<D { refOut.append((0..<T).reduce(0.0) { $0 + p[$1] * Double(qkv[$1 * ld + 2 * D + d]) }) }
+            }
+            let nqPad = (nq + attentionRowBlock - 1) / attentionRowBlock * attentionRowBlock
+            let tPad = (T + attentionColBlock - 1) / attentionColBlock * attentionColBlock
+            let qp = Tensor(shape: [nqPad, D]), kp = Tensor(shape: [tPad, D]), sp = Tensor(shape: [nqPad, tPad])
+            let sums = Tensor(shape: [nqPad]), out = Tensor(shape: [nq, D])
+            qkv.withUnsafeBufferPointer { q in
+                let base = q.baseAddress!
+                attentionPackAVX2(q: base + q0 * ld, lq: ld, nq: nq, k: base + D, lk: ld, T: T, D: D, qp: qp.data, kp: kp.data)
+                attentionScoresAVX2(qp: qp.data, kp: kp.data, nqPad: nqPad, Tpad: tPad, D: D, alpha: scale, s: sp.data)
+                expRowsPaddedAVX2(sp.data, rows: nq, cols: T, ld: tPad, sums: sums.data)
+                for i in 0..<nq { sums[i] = 1 / sums[i] }
+                attentionValuesAVX2(p: sp.data, nq: nq, nqPad: nqPad, Tpad: tPad, T: T, v: base + 2 * D, lv: ld, D: D,
+                                    inv: sums.data, out: out.data, ldo: D)
+            }
+            let probs = (0..<nq).flatMap { i in (0..<T).map { Double(sp[i * tPad + $0] * sums[i]) } }
+            let cp = compare(probs, refP, tolerance: 1e-6)
+            XCTAssertEqual(cp.violations, 0, "T \(T) D \(D) queries \(q0)..<\(q0 + nq): probabilities \(cp)")
+            let co = compare(out.array.map(Double.init), refOut, tolerance: 1e-5, mixed: true)
+            XCTAssertEqual(co.violations, 0, "T \(T) D \(D) queries \(q0)..<\(q0 + nq): outputs \(co)")
+        }
+    }
+
     func testLinearAndPatchify() {
         // A patch-embedding GEMM over im2col equals a direct convolution.
         let B = 3, S = 32, p = 8, C = 5, g = S / p

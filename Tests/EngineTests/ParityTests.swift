@@ -132,6 +132,28 @@ final class ParityTests: XCTestCase {
         XCTAssertEqual(r.violations, 0, "batch of 1 vs batch of 4: \(r)")
     }
 
+    /// Attention through OpenBLAS (the reference path, any head width) and through the AVX2
+    /// kernels: both match timm, and each other's final tokens within 1e-5.
+    func testAttentionPathsAgree() throws {
+        try XCTSkipUnless(CPUKernels.avx2, "this CPU has no AVX2 + FMA")
+        let x = try goldenInput("none")
+        let feats = try NpyArray(path: Fixtures.golden("none_features.npy"))
+        let att = try NpyArray(path: Fixtures.golden("none_attention.npy"))
+        var outs: [[Float]] = []
+        for path in [ViTEngine.AttentionPath.blas, .avx2] {
+            let engine = try loadEngine("tiny_f32.safetensors")
+            engine.attentionPath = path
+            let c = engine.config
+            let taps = RecordingTaps(perRep: c.tokens * c.dim)
+            taps.perAttention = c.heads * c.tokens * c.tokens
+            outs.append(engine.forward(x, taps: taps).array)
+            XCTAssertEqual(compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0, "\(path) representations")
+            XCTAssertEqual(compare(taps.flat(taps.probs), att.values, tolerance: 1e-4).violations, 0, "\(path) attention")
+        }
+        let d = compare(outs[0].map(Double.init), outs[1].map(Double.init), tolerance: 1e-5, mixed: true)
+        XCTAssertEqual(d.violations, 0, "blas vs avx2: \(d)")
+    }
+
     /// However the batch is split over workers — whole images per worker, token rows split
     /// inside an image (more workers than images), tiles that cut an image in two — the
     /// representations still match timm, and the final tokens agree with one worker's.

@@ -1,0 +1,152 @@
+import VitLensCore
+
+// Attention's two small products for one head, as register-blocked AVX2 + FMA kernels: the
+// OpenBLAS calls they replace are T×T×D and T×D×T (197×197×64 for DeiT-Tiny, 197×197×16 for
+// mae-lite's 12 heads), small enough that packing, the β pass and call overhead cost as much
+// as the arithmetic. Six query rows at a time: twelve accumulators (6 rows × 16 columns) stay
+// in registers while the inner loop streams one packed row of the other operand.
+
+/// Rows of a query block (the register tile's height); callers pad query counts to a multiple.
+public let attentionRowBlock = 6
+/// Columns of a key panel (the register tile's width); callers pad key counts to a multiple.
+public let attentionColBlock = 16
+
+/// Packs the queries (nq, D; row stride lq) into qp (nqPad, D), zero rows after nq, and the keys
+/// (T, D; row stride lk) into 16-column panels kp (Tpad/16 panels of (D, 16)), zeros after T.
+@inline(never)
+public func attentionPackAVX2(q: UnsafePointer<Float>, lq: Int, nq: Int, k: UnsafePointer<Float>, lk: Int, T: Int, D: Int,
+                              qp: UnsafeMutablePointer<Float>, kp: UnsafeMutablePointer<Float>) {
+    let nqPad = (nq + attentionRowBlock - 1) / attentionRowBlock * attentionRowBlock
+    for i in 0..<nq { (qp + i * D).update(from: q + i * lq, count: D) }
+    if nqPad > nq { (qp + nq * D).update(repeating: 0, count: (nqPad - nq) * D) }
+    let panels = (T + attentionColBlock - 1) / attentionColBlock
+    for p in 0..<panels {
+        let panel = kp + p * D * attentionColBlock
+        for jj in 0..<attentionColBlock {
+            let j = p * attentionColBlock + jj
+            if j < T {
+                let row = k + j * lk
+                for d in 0..<D { panel[d * attentionColBlock + jj] = row[d] }
+            } else {
+                for d in 0..<D { panel[d * attentionColBlock + jj] = 0 }
+            }
+        }
+    }
+}
+
+@inline(__always) private func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+    UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
+}
+@inline(__always) private func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<Float>.self)
+}
+@inline(__always) private func fma8(_ acc: SIMD8<Float>, _ a: Float, _ b: SIMD8<Float>) -> SIMD8<Float> {
+    acc.addingProduct(SIMD8(repeating: a), b)
+}
+
+/// s (nqPad, Tpad; row stride Tpad) = alpha · qp kpᵀ from the packed operands.
+@inline(never)
+public func attentionScoresAVX2(qp: UnsafePointer<Float>, kp: UnsafePointer<Float>, nqPad: Int, Tpad: Int, D: Int,
+                                alpha: Float, s: UnsafeMutablePointer<Float>) {
+    let panels = Tpad / attentionColBlock
+    var i = 0
+    while i < nqPad {
+        let q0 = qp + i * D, q1 = q0 + D, q2 = q1 + D, q3 = q2 + D, q4 = q3 + D, q5 = q4 + D
+        for p in 0..<panels {
+            let b = kp + p * D * attentionColBlock
+            var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
+            var c20 = SIMD8<Float>(), c21 = SIMD8<Float>(), c30 = SIMD8<Float>(), c31 = SIMD8<Float>()
+            var c40 = SIMD8<Float>(), c41 = SIMD8<Float>(), c50 = SIMD8<Float>(), c51 = SIMD8<Float>()
+            for d in 0..<D {
+                let b0 = load8(b + d * 16), b1 = load8(b + d * 16 + 8)
+                let a0 = q0[d], a1 = q1[d], a2 = q2[d], a3 = q3[d], a4 = q4[d], a5 = q5[d]
+                c00 = fma8(c00, a0, b0); c01 = fma8(c01, a0, b1)
+                c10 = fma8(c10, a1, b0); c11 = fma8(c11, a1, b1)
+                c20 = fma8(c20, a2, b0); c21 = fma8(c21, a2, b1)
+                c30 = fma8(c30, a3, b0); c31 = fma8(c31, a3, b1)
+                c40 = fma8(c40, a4, b0); c41 = fma8(c41, a4, b1)
+                c50 = fma8(c50, a5, b0); c51 = fma8(c51, a5, b1)
+            }
+            let o = s + i * Tpad + p * 16
+            store8(c00 * alpha, o); store8(c01 * alpha, o + 8)
+            store8(c10 * alpha, o + Tpad); store8(c11 * alpha, o + Tpad + 8)
+            store8(c20 * alpha, o + 2 * Tpad); store8(c21 * alpha, o + 2 * Tpad + 8)
+            store8(c30 * alpha, o + 3 * Tpad); store8(c31 * alpha, o + 3 * Tpad + 8)
+            store8(c40 * alpha, o + 4 * Tpad); store8(c41 * alpha, o + 4 * Tpad + 8)
+            store8(c50 * alpha, o + 5 * Tpad); store8(c51 * alpha, o + 5 * Tpad + 8)
+        }
+        i += attentionRowBlock
+    }
+}
+
+/// out[i, 0..<D] = inv[i] · Σ_{j<T} p[i, j] v[j, 0..<D] for the rows i < nq (row stride ldo), from
+/// p (nqPad, Tpad; row stride Tpad) and v (T, D; row stride lv). D must be a multiple of 8.
+@inline(never)
+public func attentionValuesAVX2(p: UnsafePointer<Float>, nq: Int, nqPad: Int, Tpad: Int, T: Int,
+                                v: UnsafePointer<Float>, lv: Int, D: Int, inv: UnsafePointer<Float>,
+                                out: UnsafeMutablePointer<Float>, ldo: Int) {
+    var i = 0
+    while i < nqPad {
+        let p0 = p + i * Tpad, p1 = p0 + Tpad, p2 = p1 + Tpad, p3 = p2 + Tpad, p4 = p3 + Tpad, p5 = p4 + Tpad
+        let rows = min(attentionRowBlock, nq - i)
+        var d0 = 0
+        while d0 + 16 <= D {
+            var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
+            var c20 = SIMD8<Float>(), c21 = SIMD8<Float>(), c30 = SIMD8<Float>(), c31 = SIMD8<Float>()
+            var c40 = SIMD8<Float>(), c41 = SIMD8<Float>(), c50 = SIMD8<Float>(), c51 = SIMD8<Float>()
+            var vj = v + d0
+            for j in 0..<T {
+                let b0 = load8(vj), b1 = load8(vj + 8)
+                let a0 = p0[j], a1 = p1[j], a2 = p2[j], a3 = p3[j], a4 = p4[j], a5 = p5[j]
+                c00 = fma8(c00, a0, b0); c01 = fma8(c01, a0, b1)
+                c10 = fma8(c10, a1, b0); c11 = fma8(c11, a1, b1)
+                c20 = fma8(c20, a2, b0); c21 = fma8(c21, a2, b1)
+                c30 = fma8(c30, a3, b0); c31 = fma8(c31, a3, b1)
+                c40 = fma8(c40, a4, b0); c41 = fma8(c41, a4, b1)
+                c50 = fma8(c50, a5, b0); c51 = fma8(c51, a5, b1)
+                vj += lv
+            }
+            let o = out + i * ldo + d0, w = inv + i
+            store8(c00 * w[0], o); store8(c01 * w[0], o + 8)
+            if rows > 1 { store8(c10 * w[1], o + ldo); store8(c11 * w[1], o + ldo + 8) }
+            if rows > 2 { store8(c20 * w[2], o + 2 * ldo); store8(c21 * w[2], o + 2 * ldo + 8) }
+            if rows > 3 { store8(c30 * w[3], o + 3 * ldo); store8(c31 * w[3], o + 3 * ldo + 8) }
+            if rows > 4 { store8(c40 * w[4], o + 4 * ldo); store8(c41 * w[4], o + 4 * ldo + 8) }
+            if rows > 5 { store8(c50 * w[5], o + 5 * ldo); store8(c51 * w[5], o + 5 * ldo + 8) }
+            d0 += 16
+        }
+        if d0 < D {  // eight columns left: six accumulators
+            var c0 = SIMD8<Float>(), c1 = SIMD8<Float>(), c2 = SIMD8<Float>()
+            var c3 = SIMD8<Float>(), c4 = SIMD8<Float>(), c5 = SIMD8<Float>()
+            var vj = v + d0
+            for j in 0..<T {
+                let b0 = load8(vj)
+                c0 = fma8(c0, p0[j], b0); c1 = fma8(c1, p1[j], b0); c2 = fma8(c2, p2[j], b0)
+                c3 = fma8(c3, p3[j], b0); c4 = fma8(c4, p4[j], b0); c5 = fma8(c5, p5[j], b0)
+                vj += lv
+            }
+            let o = out + i * ldo + d0, w = inv + i
+            store8(c0 * w[0], o)
+            if rows > 1 { store8(c1 * w[1], o + ldo) }
+            if rows > 2 { store8(c2 * w[2], o + 2 * ldo) }
+            if rows > 3 { store8(c3 * w[3], o + 3 * ldo) }
+            if rows > 4 { store8(c4 * w[4], o + 4 * ldo) }
+            if rows > 5 { store8(c5 * w[5], o + 5 * ldo) }
+        }
+        i += attentionRowBlock
+    }
+}
+
+/// exp(x − row max) for the first `cols` entries of each row (row stride ld ≥ cols, a multiple
+/// of 8), `sums` the row sums. The row's padding, cols..<ld, is set to −∞ first and so becomes
+/// 0: every pass runs whole vectors, with no scalar tail.
+@inline(never)
+public func expRowsPaddedAVX2(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, ld: Int, sums: UnsafeMutablePointer<Float>) {
+    for r in 0..<rows {
+        let row = x + r * ld
+        for i in cols..<ld { row[i] = -.infinity }
+        let m = maximum(row, ld)
+        for i in 0..<ld { row[i] = expSoftmaxFMA(row[i] - m) }
+        sums[r] = sum(row, ld)
+    }
+}
