@@ -34,7 +34,7 @@ let package = Package(
         .systemLibrary(name: "CFreeType", path: "Sources/CFreeType", pkgConfig: "freetype2",
                        providers: [.apt(["libfreetype-dev"])]),
         .target(name: "VitLensCore", dependencies: ["CBLAS"], swiftSettings: fast),
-        .target(name: "Checkpoint", dependencies: ["VitLensCore"], swiftSettings: fast),
+        .target(name: "Checkpoint", dependencies: ["VitLensCore", "KernelsAVX2"], swiftSettings: fast),
         .target(name: "Images", dependencies: ["VitLensCore", "CPNG", "CJPEG"], swiftSettings: fast),
         // The element-wise kernels again, for AVX2 + FMA; chosen at run time (CPUKernels.avx2).
         .target(name: "KernelsAVX2", dependencies: ["VitLensCore"],

@@ -5,7 +5,9 @@ The same ViT-Tiny (checkpoints/vit_tiny_init.safetensors loaded into timm's
 deit_tiny_patch16_224), float32, forward_features; PyTorch under torch.inference_mode, ONNX
 Runtime with the CPUExecutionProvider on the model exported to ONNX. The three are run in
 alternation (vitlens, torch, ort, vitlens, …) `--rounds` times at each batch size and thread
-count; the table shows medians of images/s and the ratios vitlens/peer.
+count; the table shows medians of images/s and the ratios vitlens/peer. Each run starts after a
+`--pause` (0.5 s) so that the previous engine's idle threads (OpenMP's and ONNX Runtime's spin
+before they sleep; this machine has few cores) have stopped competing for the cores.
 """
 import argparse
 import json
@@ -50,6 +52,7 @@ def main():
     ap.add_argument("--threads", default=f"1,{os.cpu_count()}")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=5)
+    ap.add_argument("--pause", type=float, default=0.5)
     args = ap.parse_args()
     model = timm.create_model("deit_tiny_patch16_224", pretrained=False)
     model.load_state_dict({k: v.float() for k, v in load_file(CKPT).items()})
@@ -76,12 +79,15 @@ def main():
             xn = x.numpy()
             res = {"vitlens": [], "torch": [], "ort": []}
             for _ in range(args.rounds):
+                time.sleep(args.pause)
                 out = subprocess.run([VITLENS, "bench", CKPT, "--batch", str(batch), "--threads", str(threads),
                                       "--iters", str(args.iters), "--json"], check=True, capture_output=True, text=True)
                 res["vitlens"].append(json.loads(out.stdout)["images_per_second"])
+                time.sleep(args.pause)
                 with torch.inference_mode():
                     res["torch"].append(batch / timed(lambda: model(x), args.iters))
                 if sess:
+                    time.sleep(args.pause)
                     res["ort"].append(batch / timed(lambda: sess.run(None, {"x": xn}), args.iters))
             med = {k: statistics.median(v) for k, v in res.items() if v}
             rows.append((threads, batch, med))
@@ -89,6 +95,10 @@ def main():
             if "ort" in med:
                 line += f"  onnxruntime {med['ort']:6.1f} ({med['vitlens'] / med['ort']:.2f}x)"
             print(line, flush=True)
+    print("\n| threads | batch | vitlens | PyTorch | ratio | ONNX Runtime | ratio |\n| --- | --- | --- | --- | --- | --- | --- |")
+    for threads, batch, med in rows:
+        o = f"{med['ort']:.1f} | {med['vitlens'] / med['ort']:.2f}x" if "ort" in med else "– | –"
+        print(f"| {threads} | {batch} | {med['vitlens']:.1f} | {med['torch']:.1f} | {med['vitlens'] / med['torch']:.2f}x | {o} |")
 
 
 if __name__ == "__main__":

@@ -1,3 +1,4 @@
+import KernelsAVX2
 import VitLensCore
 
 /// Element types a checkpoint may hold. Only the floating ones can be weights.
@@ -97,6 +98,7 @@ private func convert(_ base: UnsafeRawPointer, _ dtype: DType, _ first: Int, _ n
     case .f32:
         for i in 0..<n { dst[i] = Float(bitPattern: (base + 4 * (first + i)).loadUnaligned(as: UInt32.self).littleEndian) }
     case .f16:
+        if CPUKernels.avx2 { halfToFloatAVX2(base + 2 * first, dst, n); return }
         for i in 0..<n { dst[i] = Float(Float16(bitPattern: (base + 2 * (first + i)).loadUnaligned(as: UInt16.self).littleEndian)) }
     case .bf16:
         for i in 0..<n {

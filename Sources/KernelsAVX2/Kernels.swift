@@ -86,3 +86,10 @@ func geluFMA(_ v: Float) -> Float {
     let half = 0.5 * v
     return half.addingProduct(half, erf)
 }
+
+/// float16 → float32 for n little-endian elements: F16C's vcvtph2ps, eight at a time, in this
+/// build (the baseline build converts in software, one element per libgcc call).
+@inline(never)
+public func halfToFloatAVX2(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, _ n: Int) {
+    for i in 0..<n { dst[i] = Float(Float16(bitPattern: (src + 2 * i).loadUnaligned(as: UInt16.self).littleEndian)) }
+}

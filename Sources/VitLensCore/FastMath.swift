@@ -134,7 +134,7 @@ public func softmaxInPlace(_ x: UnsafeMutablePointer<Float>, rows: Int, cols n: 
     }
 }
 
-/// Whether this CPU runs the AVX2 + FMA builds of the element-wise kernels (KernelsAVX2), read
+/// Whether this CPU runs the AVX2 + FMA (+ F16C) builds of the kernels (KernelsAVX2), read
 /// once from /proc/cpuinfo (false where it cannot be read). `VITLENS_KERNELS=generic` forces the
 /// baseline build, for comparison.
 public enum CPUKernels {
@@ -142,7 +142,7 @@ public enum CPUKernels {
         if ProcessInfo.processInfo.environment["VITLENS_KERNELS"] == "generic" { return false }
         #if arch(x86_64)
         let (flags, _) = BLASKernelChoice.cpuFeatures()
-        return flags.contains("avx2") && flags.contains("fma")
+        return flags.contains("avx2") && flags.contains("fma") && flags.contains("f16c")
         #else
         return false
         #endif

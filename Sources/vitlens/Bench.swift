@@ -89,7 +89,16 @@ struct Bench: ParsableCommand {
         if figures { return try benchFigures() }
         guard let checkpoint else { return }
         if let threads { BLASRuntime.setThreads(threads); Workers.count = threads }
-        let m = try loadModel(checkpoint, heads: heads, imageSize: nil, quiet: json)
+        // Checkpoint load (map, parse, convert to float32, check finiteness): median of 5.
+        var loads: [Double] = []
+        var loaded: LoadedModel?
+        for _ in 0..<5 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            loaded = try loadModel(checkpoint, heads: heads, imageSize: nil, quiet: json || loaded != nil)
+            loads.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6)
+        }
+        let m = loaded!
+        let loadMs = loads.sorted()[loads.count / 2]
         let c = m.config
         // Inputs: a fixed pseudo-random pattern in the range of normalised images.
         let x = Tensor(shape: [batch, 3, c.imageSize, c.imageSize])
@@ -140,11 +149,12 @@ struct Bench: ParsableCommand {
                 ("images_per_second", .double((ips * 100).rounded() / 100)), ("batch", .int(batch)),
                 ("threads", .int(BLASRuntime.threads)), ("gflops", .double((gflops * 10).rounded() / 10)),
                 ("median_seconds", .double(median)), ("iters", .int(iters)), ("blas_core", .string(BLASRuntime.coreName)),
-                ("sgemm_peak_gflops", .double((peak * 10).rounded() / 10)), ("fraction_of_peak", .double((gflops / peak * 1000).rounded() / 1000)),
+                ("load_ms", .double((loadMs * 10).rounded() / 10)), ("sgemm_peak_gflops", .double((peak * 10).rounded() / 10)), ("fraction_of_peak", .double((gflops / peak * 1000).rounded() / 1000)),
             ] + (profile ? [("profile_fraction", .object(phases.map { ($0.0, .double(($0.1 / max(prof.total, 1e-12) * 1000).rounded() / 1000)) }))] : [])).render())
         } else {
             print(String(format: "%@: %.1f images/s (median of %d batches of %d, %.3f s each), %.1f GFLOP/s = %.0f%% of sgemm's %.1f GFLOP/s measured at start-up, %d threads, OpenBLAS %@",
                          m.name, ips, iters, batch, median, gflops, 100 * gflops / peak, peak, BLASRuntime.threads, BLASRuntime.coreName))
+            print(String(format: "checkpoint load: %.1f ms (median of 5: map, parse, convert to float32, check)", loadMs))
             if profile {
                 print("profile: " + phases.map { String(format: "%@ %.1f%%", $0.0, 100 * $0.1 / max(prof.total, 1e-12)) }.joined(separator: ", "))
             }
