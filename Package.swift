@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "KernelsAVX2", dependencies: ["VitLensCore"],
                 swiftSettings: avx2),
         .target(name: "Engine", dependencies: ["VitLensCore", "Checkpoint", "KernelsAVX2"], swiftSettings: fast),
-        .target(name: "Analysis", dependencies: ["VitLensCore"], swiftSettings: fast),
+        .target(name: "Analysis", dependencies: ["VitLensCore", "KernelsAVX2"], swiftSettings: fast),
         .target(name: "Render", dependencies: ["VitLensCore", "CPNG", "CFreeType"], swiftSettings: fast),
         .target(name: "Train", dependencies: ["VitLensCore", "Engine"], swiftSettings: fast),
         .executableTarget(name: "vitlens", dependencies: [

@@ -1,4 +1,5 @@
 import Foundation
+import KernelsAVX2
 import VitLensCore
 
 /// The scale s of attention distances (SPEC §6).
@@ -61,18 +62,15 @@ public struct AttentionGeometry {
         var entropySum = 0.0, distanceSum = 0.0
         distance.withUnsafeBufferPointer { dist in
             withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * p) { scratch in
-                let ent = scratch.baseAddress!, dst = ent + p
+                let avx2 = CPUKernels.avx2
                 for q in 0..<p {
                     let row = probs + (prefix + q) * t + prefix
                     let inv = 1 / sum(row, p)
                     let drow = dist.baseAddress! + q * p
-                    for k in 0..<p {
-                        let v = row[k] * inv
-                        ent[k] = v * fastLog(v + 1e-6)
-                        dst[k] = v * drow[k]
-                    }
-                    entropySum -= Double(sum(ent, p))
-                    distanceSum += Double(sum(dst, p))
+                    let (e, d) = avx2 ? entropyDistanceAVX2(row, scale: inv, drow, p, scratch: scratch.baseAddress!)
+                                      : entropyDistanceTerms(row, scale: inv, drow, p, scratch: scratch.baseAddress!)
+                    entropySum -= Double(e)
+                    distanceSum += Double(d)
                 }
             }
         }

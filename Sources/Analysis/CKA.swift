@@ -37,10 +37,9 @@ public struct Gram {
         var g = [Float](repeating: 0, count: b * b)
         switch selection {
         case .patches:
-            sgemm(transB: true, m: b, n: b, k: (t - prefix) * c, a: x + prefix * c, lda: t * c,
-                  b: x + prefix * c, ldb: t * c, c: &g, ldc: b)
+            g.withUnsafeMutableBufferPointer { outerProducts(x + prefix * c, rows: b, k: (t - prefix) * c, lda: t * c, into: $0.baseAddress!) }
         case .cls:
-            sgemm(transB: true, m: b, n: b, k: c, a: x, lda: t * c, b: x, ldb: t * c, c: &g, ldc: b)
+            g.withUnsafeMutableBufferPointer { outerProducts(x, rows: b, k: c, lda: t * c, into: $0.baseAddress!) }
         case .mean:
             if scratch.count < b * c { scratch = [Float](repeating: 0, count: b * c) }
             let p = t - prefix
@@ -54,6 +53,20 @@ public struct Gram {
             sgemm(transB: true, m: b, n: b, k: c, a: scratch, lda: c, b: scratch, ldb: c, c: &g, ldc: b)
         }
         return Gram(n: b, k: g.map(Double.init))
+    }
+
+    /// g (b, b) = a·aᵀ for a (b, k) with row stride lda: one sgemm — or, when OpenBLAS is
+    /// single-threaded (as inside the engine's forward pass, whose taps call this), the rows of g
+    /// split over vitlens's workers, so that both cores work on it.
+    static func outerProducts(_ a: UnsafePointer<Float>, rows b: Int, k: Int, lda: Int, into g: UnsafeMutablePointer<Float>) {
+        if BLASRuntime.threads == 1 && Workers.count > 1 && b >= 16 {
+            parallelChunks(b, minChunk: 8) { r in
+                sgemm(transB: true, m: r.count, n: b, k: k, a: a + r.lowerBound * lda, lda: lda, b: a, ldb: lda,
+                      c: g + r.lowerBound * b, ldc: b)
+            }
+        } else {
+            sgemm(transB: true, m: b, n: b, k: k, a: a, lda: lda, b: a, ldb: lda, c: g, ldc: b)
+        }
     }
 }
 

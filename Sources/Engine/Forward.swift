@@ -34,13 +34,13 @@ public final class ForwardProfile {
 
 /// A plain ViT, forward only, float32, batched.
 ///
-/// Threads: the batch's rows (B·T tokens) are split into one contiguous range per worker, and
-/// each worker runs every step of a block on its range with OpenBLAS single-threaded — one
-/// sgemm per linear layer over the range's rows, attention for the range's queries, the MLP in
-/// tiles whose hidden activations stay in cache. Nothing waits between the steps of a block
-/// but the one barrier where attention needs every key and value of an image; when the ranges
-/// are whole images (B ≥ workers) there is none inside a block at all. OpenBLAS's own threads,
-/// which would spin between calls and take the cores from vitlens's loops, are not used.
+/// Threads: each of vitlens's workers runs every step of a block on its own rows with OpenBLAS
+/// single-threaded — one sgemm per linear layer over the rows, attention for their queries, the
+/// MLP — in tiles of whole images (4 for ViT-Tiny) whose hidden activations stay in cache, taken
+/// by whichever worker is free. With fewer images than workers (batch 1 on two cores) the
+/// token rows are split instead, with one barrier per block where attention needs every key
+/// and value of the image. OpenBLAS's own threads, which would spin between calls and take the
+/// cores from vitlens's loops, are not used.
 public final class ViTEngine {
     public let weights: ViTWeights
     public var config: ViTConfig { weights.config }
@@ -210,9 +210,15 @@ public final class ViTEngine {
 
         for (i, blk) in weights.blocks.enumerated() {
             if aligned {
-                run(ranges) { w, range in
+                // Tiles of whole images, taken by whichever worker is free: a worker slowed by
+                // something else on its core (image decoding, another process) takes fewer.
+                let perTile = max(1, min(tileRows / T, (B + ranges.count - 1) / ranges.count))
+                let count = (B + perTile - 1) / perTile
+                let counter = TileCounter()
+                run(ranges) { w, _ in
                     let s = scratch[w]
-                    tiles(range) { t in
+                    while let k = counter.next(below: count) {
+                        let t = (k * perTile * T)..<(min(B, (k + 1) * perTile) * T)
                         blockHead(blk, rows: t, s)
                         blockTail(i, blk, rows: t, s, taps: taps)
                     }
@@ -364,6 +370,19 @@ public final class ViTEngine {
                 for i in 0..<D { row[hd * D + i] *= inv }
             }
         }
+    }
+}
+
+/// Hands out 0, 1, 2, … to whichever worker asks next.
+final class TileCounter: @unchecked Sendable {
+    private var value = 0
+    private let lock = NSLock()
+    func next(below n: Int) -> Int? {
+        lock.lock()
+        defer { lock.unlock() }
+        guard value < n else { return nil }
+        value += 1
+        return value - 1
     }
 }
 

@@ -93,3 +93,41 @@ func geluFMA(_ v: Float) -> Float {
 public func halfToFloatAVX2(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, _ n: Int) {
     for i in 0..<n { dst[i] = Float(Float16(bitPattern: (src + 2 * i).loadUnaligned(as: UInt16.self).littleEndian)) }
 }
+
+/// One query row of the attention statistics (AVX2 + FMA build); see `entropyDistanceTerms`.
+@inline(never)
+public func entropyDistanceAVX2(_ row: UnsafePointer<Float>, scale inv: Float, _ d: UnsafePointer<Float>, _ n: Int,
+                                scratch: UnsafeMutablePointer<Float>) -> (entropy: Float, distance: Float) {
+    let ent = scratch, dst = scratch + n
+    for k in 0..<n {
+        let v = row[k] * inv
+        ent[k] = v * logFMA(v + 1e-6)
+        dst[k] = v * d[k]
+    }
+    return (sum(ent, n), sum(dst, n))
+}
+
+/// ln x for positive, finite, normal x: FMA form of `fastLog` (same polynomial and constants).
+@inline(__always)
+func logFMA(_ x: Float) -> Float {
+    let bits = x.bitPattern
+    var e = Float(Int32(bitPattern: (bits >> 23) & 0xFF) &- 126)
+    var m = Float(bitPattern: (bits & 0x007F_FFFF) | 0x3F00_0000)
+    let small = m < 0.707106781186547524
+    e = small ? e - 1 : e
+    m = small ? m + m - 1 : m - 1
+    let z = m * m
+    var y: Float = 7.0376836292e-2
+    y = (-1.1514610310e-1 as Float).addingProduct(y, m)
+    y = (1.1676998740e-1 as Float).addingProduct(y, m)
+    y = (-1.2420140846e-1 as Float).addingProduct(y, m)
+    y = (1.4249322787e-1 as Float).addingProduct(y, m)
+    y = (-1.6668057665e-1 as Float).addingProduct(y, m)
+    y = (2.0000714765e-1 as Float).addingProduct(y, m)
+    y = (-2.4999993993e-1 as Float).addingProduct(y, m)
+    y = (3.3333331174e-1 as Float).addingProduct(y, m)
+    y = y * m * z
+    y = y.addingProduct(e, -2.12194440e-4)
+    y = y.addingProduct(z, -0.5)
+    return (m + y).addingProduct(e, 0.693359375)
+}

@@ -130,6 +130,37 @@ final class CKAPropertyTests: XCTestCase {
     }
 }
 
+final class GramTests: XCTestCase {
+    /// XXᵀ over the patch tokens against float64, computed as one sgemm (OpenBLAS threads) and
+    /// with its rows split over vitlens's workers (OpenBLAS single-threaded, as inside a forward
+    /// pass), for every token selection.
+    func testGramRowsSplitOverWorkers() {
+        var rng = SplitMix(state: 7)
+        let b = 20, t = 5, c = 6
+        let x = features(b, t, c, &rng)
+        let savedBLAS = BLASRuntime.threads, savedWorkers = Workers.count
+        defer { BLASRuntime.setThreads(savedBLAS); Workers.count = savedWorkers }
+        for sel in [TokenSelection.patches, .cls, .mean] {
+            var ref = [Double](repeating: 0, count: b * b)
+            func token(_ i: Int, _ k: Int) -> Double {
+                switch sel {
+                case .patches: return Double(x[i * t * c + c + k])
+                case .cls: return Double(x[i * t * c + k])
+                case .mean: return (1..<t).reduce(0.0) { $0 + Double(x[(i * t + $1) * c + k]) } / Double(t - 1)
+                }
+            }
+            let kDim = sel == .patches ? (t - 1) * c : c
+            for i in 0..<b { for j in 0..<b where i != j { ref[i * b + j] = (0..<kDim).reduce(0.0) { $0 + token(i, $1) * token(j, $1) } } }
+            for (blas, workers) in [(savedBLAS, 1), (1, 2), (1, 3)] {
+                BLASRuntime.setThreads(blas); Workers.count = workers
+                let g = gram(x, b, t, c, sel)
+                let r = compare(g.k, ref, tolerance: 1e-4, mixed: true)
+                XCTAssertEqual(r.violations, 0, "\(sel), OpenBLAS threads \(blas), workers \(workers): \(r)")
+            }
+        }
+    }
+}
+
 final class AttentionStatsTests: XCTestCase {
     /// Uniform attention: entropy −Σ (1/P) ln(1/P + 1e−6) ≈ ln P, and the mean distance is the
     /// mean of all pairwise grid distances × scale.

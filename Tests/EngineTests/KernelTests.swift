@@ -179,6 +179,31 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// One query row of the attention statistics, baseline and AVX2 + FMA builds, against
+    /// float64: Σ v·ln(v + 1e−6) and Σ v·d for a softmax row (peaked and flat) over 196 keys.
+    func testEntropyDistanceRow() {
+        let n = 196
+        for spread in [Float(0.1), 8] {
+            let logits = random(n, scale: spread)
+            let row = logits.map { exp($0) }
+            let d = random(n, scale: 100).map(abs)
+            let inv = 1 / row.reduce(0, +)
+            var refE = 0.0, refD = 0.0
+            for k in 0..<n {
+                let v = Double(row[k] * inv)
+                refE += v * Foundation.log(v + 1e-6); refD += v * Double(d[k])
+            }
+            var builds: [(String, (UnsafeMutablePointer<Float>) -> (entropy: Float, distance: Float))] = [("baseline", { entropyDistanceTerms(row, scale: inv, d, n, scratch: $0) })]
+            if CPUKernels.avx2 { builds.append(("avx2", { entropyDistanceAVX2(row, scale: inv, d, n, scratch: $0) })) }
+            for (name, f) in builds {
+                var scratch = [Float](repeating: 0, count: 2 * n)
+                let (e, dist) = scratch.withUnsafeMutableBufferPointer { f($0.baseAddress!) }
+                XCTAssertEqual(Double(e), refE, accuracy: 2e-6 * max(1, abs(refE)), "\(name) entropy, spread \(spread)")
+                XCTAssertEqual(Double(dist), refD, accuracy: 2e-6 * max(1, abs(refD)), "\(name) distance, spread \(spread)")
+            }
+        }
+    }
+
     func testLinearAndPatchify() {
         // A patch-embedding GEMM over im2col equals a direct convolution.
         let B = 3, S = 32, p = 8, C = 5, g = S / p
