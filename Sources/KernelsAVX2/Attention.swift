@@ -44,6 +44,36 @@ public func attentionPackAVX2(q: UnsafePointer<Float>, lq: Int, nq: Int, k: Unsa
     acc.addingProduct(SIMD8(repeating: a), b)
 }
 
+/// Six rows × sixteen columns of accumulators: twelve of the sixteen AVX registers.
+struct Tile6x16 {
+    var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
+    var c20 = SIMD8<Float>(), c21 = SIMD8<Float>(), c30 = SIMD8<Float>(), c31 = SIMD8<Float>()
+    var c40 = SIMD8<Float>(), c41 = SIMD8<Float>(), c50 = SIMD8<Float>(), c51 = SIMD8<Float>()
+
+    /// Row r += a_r · (b0, b1).
+    @inline(__always)
+    mutating func add(_ a0: Float, _ a1: Float, _ a2: Float, _ a3: Float, _ a4: Float, _ a5: Float,
+                      _ b0: SIMD8<Float>, _ b1: SIMD8<Float>) {
+        c00 = fma8(c00, a0, b0); c01 = fma8(c01, a0, b1)
+        c10 = fma8(c10, a1, b0); c11 = fma8(c11, a1, b1)
+        c20 = fma8(c20, a2, b0); c21 = fma8(c21, a2, b1)
+        c30 = fma8(c30, a3, b0); c31 = fma8(c31, a3, b1)
+        c40 = fma8(c40, a4, b0); c41 = fma8(c41, a4, b1)
+        c50 = fma8(c50, a5, b0); c51 = fma8(c51, a5, b1)
+    }
+
+    /// Writes the first `rows` rows, row r scaled by scale(r), to o (row stride ld).
+    @inline(__always)
+    func store(_ o: UnsafeMutablePointer<Float>, ld: Int, rows: Int, scale: (Int) -> Float) {
+        store8(c00 * scale(0), o); store8(c01 * scale(0), o + 8)
+        if rows > 1 { store8(c10 * scale(1), o + ld); store8(c11 * scale(1), o + ld + 8) }
+        if rows > 2 { store8(c20 * scale(2), o + 2 * ld); store8(c21 * scale(2), o + 2 * ld + 8) }
+        if rows > 3 { store8(c30 * scale(3), o + 3 * ld); store8(c31 * scale(3), o + 3 * ld + 8) }
+        if rows > 4 { store8(c40 * scale(4), o + 4 * ld); store8(c41 * scale(4), o + 4 * ld + 8) }
+        if rows > 5 { store8(c50 * scale(5), o + 5 * ld); store8(c51 * scale(5), o + 5 * ld + 8) }
+    }
+}
+
 /// s (nqPad, Tpad; row stride Tpad) = alpha · qp kpᵀ from the packed operands.
 @inline(never)
 public func attentionScoresAVX2(qp: UnsafePointer<Float>, kp: UnsafePointer<Float>, nqPad: Int, Tpad: Int, D: Int,
@@ -54,26 +84,11 @@ public func attentionScoresAVX2(qp: UnsafePointer<Float>, kp: UnsafePointer<Floa
         let q0 = qp + i * D, q1 = q0 + D, q2 = q1 + D, q3 = q2 + D, q4 = q3 + D, q5 = q4 + D
         for p in 0..<panels {
             let b = kp + p * D * attentionColBlock
-            var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
-            var c20 = SIMD8<Float>(), c21 = SIMD8<Float>(), c30 = SIMD8<Float>(), c31 = SIMD8<Float>()
-            var c40 = SIMD8<Float>(), c41 = SIMD8<Float>(), c50 = SIMD8<Float>(), c51 = SIMD8<Float>()
+            var t = Tile6x16()
             for d in 0..<D {
-                let b0 = load8(b + d * 16), b1 = load8(b + d * 16 + 8)
-                let a0 = q0[d], a1 = q1[d], a2 = q2[d], a3 = q3[d], a4 = q4[d], a5 = q5[d]
-                c00 = fma8(c00, a0, b0); c01 = fma8(c01, a0, b1)
-                c10 = fma8(c10, a1, b0); c11 = fma8(c11, a1, b1)
-                c20 = fma8(c20, a2, b0); c21 = fma8(c21, a2, b1)
-                c30 = fma8(c30, a3, b0); c31 = fma8(c31, a3, b1)
-                c40 = fma8(c40, a4, b0); c41 = fma8(c41, a4, b1)
-                c50 = fma8(c50, a5, b0); c51 = fma8(c51, a5, b1)
+                t.add(q0[d], q1[d], q2[d], q3[d], q4[d], q5[d], load8(b + d * 16), load8(b + d * 16 + 8))
             }
-            let o = s + i * Tpad + p * 16
-            store8(c00 * alpha, o); store8(c01 * alpha, o + 8)
-            store8(c10 * alpha, o + Tpad); store8(c11 * alpha, o + Tpad + 8)
-            store8(c20 * alpha, o + 2 * Tpad); store8(c21 * alpha, o + 2 * Tpad + 8)
-            store8(c30 * alpha, o + 3 * Tpad); store8(c31 * alpha, o + 3 * Tpad + 8)
-            store8(c40 * alpha, o + 4 * Tpad); store8(c41 * alpha, o + 4 * Tpad + 8)
-            store8(c50 * alpha, o + 5 * Tpad); store8(c51 * alpha, o + 5 * Tpad + 8)
+            t.store(s + i * Tpad + p * 16, ld: Tpad, rows: attentionRowBlock) { _ in alpha }
         }
         i += attentionRowBlock
     }
@@ -91,28 +106,14 @@ public func attentionValuesAVX2(p: UnsafePointer<Float>, nq: Int, nqPad: Int, Tp
         let rows = min(attentionRowBlock, nq - i)
         var d0 = 0
         while d0 + 16 <= D {
-            var c00 = SIMD8<Float>(), c01 = SIMD8<Float>(), c10 = SIMD8<Float>(), c11 = SIMD8<Float>()
-            var c20 = SIMD8<Float>(), c21 = SIMD8<Float>(), c30 = SIMD8<Float>(), c31 = SIMD8<Float>()
-            var c40 = SIMD8<Float>(), c41 = SIMD8<Float>(), c50 = SIMD8<Float>(), c51 = SIMD8<Float>()
+            var t = Tile6x16()
             var vj = v + d0
             for j in 0..<T {
-                let b0 = load8(vj), b1 = load8(vj + 8)
-                let a0 = p0[j], a1 = p1[j], a2 = p2[j], a3 = p3[j], a4 = p4[j], a5 = p5[j]
-                c00 = fma8(c00, a0, b0); c01 = fma8(c01, a0, b1)
-                c10 = fma8(c10, a1, b0); c11 = fma8(c11, a1, b1)
-                c20 = fma8(c20, a2, b0); c21 = fma8(c21, a2, b1)
-                c30 = fma8(c30, a3, b0); c31 = fma8(c31, a3, b1)
-                c40 = fma8(c40, a4, b0); c41 = fma8(c41, a4, b1)
-                c50 = fma8(c50, a5, b0); c51 = fma8(c51, a5, b1)
+                t.add(p0[j], p1[j], p2[j], p3[j], p4[j], p5[j], load8(vj), load8(vj + 8))
                 vj += lv
             }
-            let o = out + i * ldo + d0, w = inv + i
-            store8(c00 * w[0], o); store8(c01 * w[0], o + 8)
-            if rows > 1 { store8(c10 * w[1], o + ldo); store8(c11 * w[1], o + ldo + 8) }
-            if rows > 2 { store8(c20 * w[2], o + 2 * ldo); store8(c21 * w[2], o + 2 * ldo + 8) }
-            if rows > 3 { store8(c30 * w[3], o + 3 * ldo); store8(c31 * w[3], o + 3 * ldo + 8) }
-            if rows > 4 { store8(c40 * w[4], o + 4 * ldo); store8(c41 * w[4], o + 4 * ldo + 8) }
-            if rows > 5 { store8(c50 * w[5], o + 5 * ldo); store8(c51 * w[5], o + 5 * ldo + 8) }
+            let w = inv + i
+            t.store(out + i * ldo + d0, ld: ldo, rows: rows) { w[$0] }
             d0 += 16
         }
         if d0 < D {  // eight columns left: six accumulators

@@ -98,13 +98,7 @@ public func halfToFloatAVX2(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer
 @inline(never)
 public func entropyDistanceAVX2(_ row: UnsafePointer<Float>, scale inv: Float, _ d: UnsafePointer<Float>, _ n: Int,
                                 scratch: UnsafeMutablePointer<Float>) -> (entropy: Float, distance: Float) {
-    let ent = scratch, dst = scratch + n
-    for k in 0..<n {
-        let v = row[k] * inv
-        ent[k] = v * logFMA(v + 1e-6)
-        dst[k] = v * d[k]
-    }
-    return (sum(ent, n), sum(dst, n))
+    entropyDistanceTerms(row, scale: inv, d, n, scratch: scratch, log: { logFMA($0) })
 }
 
 /// ln x for positive, finite, normal x: FMA form of `fastLog` (same polynomial and constants).
