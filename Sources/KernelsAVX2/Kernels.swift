@@ -104,12 +104,7 @@ public func entropyDistanceAVX2(_ row: UnsafePointer<Float>, scale inv: Float, _
 /// ln x for positive, finite, normal x: FMA form of `fastLog` (same polynomial and constants).
 @inline(__always)
 func logFMA(_ x: Float) -> Float {
-    let bits = x.bitPattern
-    var e = Float(Int32(bitPattern: (bits >> 23) & 0xFF) &- 126)
-    var m = Float(bitPattern: (bits & 0x007F_FFFF) | 0x3F00_0000)
-    let small = m < 0.707106781186547524
-    e = small ? e - 1 : e
-    m = small ? m + m - 1 : m - 1
+    let (e, m) = logReduce(x)
     let z = m * m
     var y: Float = 7.0376836292e-2
     y = (-1.1514610310e-1 as Float).addingProduct(y, m)

@@ -29,16 +29,21 @@ public func fastExp(_ xIn: Float) -> Float {
     return xIn < -87.3 ? 0 : e * scale
 }
 
+/// Cephes logf's range reduction, shared by every build of the log: x = (1 + m)·2^e with
+/// 1 + m in [√½, √2) (from frexpf's [0.5, 1) mantissa, moved around 1).
+@inlinable @inline(__always)
+public func logReduce(_ x: Float) -> (e: Float, m: Float) {
+    let bits = x.bitPattern
+    let e = Float(Int32(bitPattern: (bits >> 23) & 0xFF) &- 126)
+    let m = Float(bitPattern: (bits & 0x007F_FFFF) | 0x3F00_0000)
+    let small = m < 0.707106781186547524
+    return (small ? e - 1 : e, small ? m + m - 1 : m - 1)
+}
+
 /// ln x for positive, finite, normal x.
 @inlinable @inline(__always)
 public func fastLog(_ x: Float) -> Float {
-    let bits = x.bitPattern
-    // x = m·2^e with m in [0.5, 1), as frexpf; then m in [√½, √2) around 1.
-    var e = Float(Int32(bitPattern: (bits >> 23) & 0xFF) &- 126)
-    var m = Float(bitPattern: (bits & 0x007F_FFFF) | 0x3F00_0000)
-    let small = m < 0.707106781186547524
-    e = small ? e - 1 : e
-    m = small ? m + m - 1 : m - 1
+    let (e, m) = logReduce(x)
     let z = m * m
     var y: Float = 7.0376836292e-2
     y = y * m - 1.1514610310e-1
