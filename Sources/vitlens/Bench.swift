@@ -147,9 +147,9 @@ struct Bench: ParsableCommand {
         if json {
             print(JSONValue.object([
                 ("images_per_second", .double((ips * 100).rounded() / 100)), ("batch", .int(batch)),
-                ("threads", .int(BLASRuntime.threads)), ("gflops", .double((gflops * 10).rounded() / 10)),
+                ("threads", .int(BLASRuntime.threads)), ("gflops", .double((gflops * 1000).rounded() / 1000)),
                 ("median_seconds", .double(median)), ("iters", .int(iters)), ("blas_core", .string(BLASRuntime.coreName)),
-                ("load_ms", .double((loadMs * 10).rounded() / 10)), ("sgemm_peak_gflops", .double((peak * 10).rounded() / 10)), ("fraction_of_peak", .double((gflops / peak * 1000).rounded() / 1000)),
+                ("load_ms", .double((loadMs * 10).rounded() / 10)), ("sgemm_peak_gflops", .double((peak * 10).rounded() / 10)), ("fraction_of_peak", .double((gflops / peak * 100_000).rounded() / 100_000)),
             ] + (profile ? [("profile_fraction", .object(phases.map { ($0.0, .double(($0.1 / max(prof.total, 1e-12) * 1000).rounded() / 1000)) }))] : [])).render())
         } else {
             print(String(format: "%@: %.1f images/s (median of %d batches of %d, %.3f s each), %.1f GFLOP/s = %.0f%% of sgemm's %.1f GFLOP/s measured at start-up, %d threads, OpenBLAS %@",

@@ -178,6 +178,28 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp), ["r"])
     }
 
+    /// bench's derived numbers: GFLOP/s is images/s times the fixture's FLOPs per image counted
+    /// here by hand, the fraction of peak is GFLOP/s over the sgemm peak it measured, and the
+    /// checkpoint load time is positive and well under the run.
+    func testBenchNumbersAreConsistent() throws {
+        let r = runProcess(Self.binary, ["bench", Fixtures.checkpoint("tiny_f32.safetensors"), "--batch", "3", "--iters", "3", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        // The fixture: 32x32 images, patch 8 (16 patches + class token), width 16, MLP 32, 2 blocks.
+        let t = 17.0, c = 16.0, f = 32.0
+        let perBlock = 2 * t * c * 3 * c + 2 * 2 * t * t * c + 2 * t * c * c + 2 * 2 * t * c * f
+        let flops = 2 * perBlock + 2 * 16 * c * (3 * 8 * 8)
+        let ips = obj["images_per_second"] as! Double, gflops = obj["gflops"] as! Double
+        XCTAssertGreaterThan(gflops, 0.01)
+        XCTAssertEqual(gflops, ips * flops / 1e9, accuracy: 0.01 * gflops)
+        let peak = obj["sgemm_peak_gflops"] as! Double, fraction = obj["fraction_of_peak"] as! Double
+        XCTAssertGreaterThan(peak, 1)
+        XCTAssertEqual(fraction, gflops / peak, accuracy: 0.01 * fraction)
+        let load = obj["load_ms"] as! Double
+        XCTAssertGreaterThan(load, 0)
+        XCTAssertLessThan(load, 5000)
+    }
+
     /// OpenBLAS's kernel family is chosen by vitlens itself: forcing the generic one through
     /// the environment is undone on CPUs that can do better.
     func testBLASKernelIsChosenByCPU() throws {
