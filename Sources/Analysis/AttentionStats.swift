@@ -67,7 +67,7 @@ public struct AttentionGeometry {
                     let row = probs + (prefix + q) * t + prefix
                     let inv = 1 / sum(row, p)
                     let drow = dist.baseAddress! + q * p
-                    let (e, d) = avx2 ? entropyDistanceAVX2(row, scale: inv, drow, p, scratch: scratch.baseAddress!)
+                    let (e, d) = avx2 ? entropyDistanceAVX2(row, scale: inv, drow, p)
                                       : entropyDistanceTerms(row, scale: inv, drow, p, scratch: scratch.baseAddress!)
                     entropySum -= Double(e)
                     distanceSum += Double(d)

@@ -94,11 +94,55 @@ public func halfToFloatAVX2(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer
     for i in 0..<n { dst[i] = Float(Float16(bitPattern: (src + 2 * i).loadUnaligned(as: UInt16.self).littleEndian)) }
 }
 
-/// One query row of the attention statistics (AVX2 + FMA build); see `entropyDistanceTerms`.
+/// One query row of the attention statistics (AVX2 + FMA build): with v = row·inv over n keys,
+/// (Σ v·ln(v + 1e−6), Σ v·d), as `entropyDistanceTerms` but in one pass without scratch.
 @inline(never)
-public func entropyDistanceAVX2(_ row: UnsafePointer<Float>, scale inv: Float, _ d: UnsafePointer<Float>, _ n: Int,
-                                scratch: UnsafeMutablePointer<Float>) -> (entropy: Float, distance: Float) {
-    entropyDistanceTerms(row, scale: inv, d, n, scratch: scratch, log: { logFMA($0) })
+public func entropyDistanceAVX2(_ row: UnsafePointer<Float>, scale inv: Float, _ d: UnsafePointer<Float>, _ n: Int) -> (entropy: Float, distance: Float) {
+    // Eight lanes at a time with the products accumulated in registers; lane j sums the terms
+    // k ≡ j (mod 8), as `sum` does, then the tail.
+    var accE = SIMD8<Float>(), accD = SIMD8<Float>()
+    var k = 0
+    while k + 8 <= n {
+        let v = UnsafeRawPointer(row + k).loadUnaligned(as: SIMD8<Float>.self) * inv
+        accE = accE.addingProduct(v, log8FMA(v + 1e-6))
+        accD = accD.addingProduct(v, UnsafeRawPointer(d + k).loadUnaligned(as: SIMD8<Float>.self))
+        k += 8
+    }
+    var e = accE.sum(), dist = accD.sum()
+    while k < n {
+        let v = row[k] * inv
+        e += v * logFMA(v + 1e-6)
+        dist += v * d[k]
+        k += 1
+    }
+    return (e, dist)
+}
+
+/// `logFMA` on eight lanes (positive, finite, normal x): the same reduction and polynomial,
+/// written with vector operations so that the caller's sums can stay in registers.
+@inline(__always)
+func log8FMA(_ x: SIMD8<Float>) -> SIMD8<Float> {
+    let bits = unsafeBitCast(x, to: SIMD8<UInt32>.self)
+    // The exponent field as a float, exactly: (2²³ + f) − 2²³, without an int → float convert.
+    let eField = unsafeBitCast(((bits &>> 23) & 0xFF) | 0x4B00_0000, to: SIMD8<Float>.self) - 8_388_608
+    let mant = unsafeBitCast((bits & 0x007F_FFFF) | 0x3F00_0000, to: SIMD8<Float>.self)
+    let small = mant .< 0.707106781186547524
+    let e = (eField - 126).replacing(with: eField - 127, where: small)
+    let m = mant.replacing(with: mant + mant, where: small) - 1
+    let z = m * m
+    var y = SIMD8<Float>(repeating: 7.0376836292e-2)
+    y = SIMD8(repeating: -1.1514610310e-1).addingProduct(y, m)
+    y = SIMD8(repeating: 1.1676998740e-1).addingProduct(y, m)
+    y = SIMD8(repeating: -1.2420140846e-1).addingProduct(y, m)
+    y = SIMD8(repeating: 1.4249322787e-1).addingProduct(y, m)
+    y = SIMD8(repeating: -1.6668057665e-1).addingProduct(y, m)
+    y = SIMD8(repeating: 2.0000714765e-1).addingProduct(y, m)
+    y = SIMD8(repeating: -2.4999993993e-1).addingProduct(y, m)
+    y = SIMD8(repeating: 3.3333331174e-1).addingProduct(y, m)
+    y = y * m * z
+    y = y.addingProduct(e, SIMD8(repeating: -2.12194440e-4))
+    y = y.addingProduct(z, SIMD8(repeating: -0.5))
+    return (m + y).addingProduct(e, SIMD8(repeating: 0.693359375))
 }
 
 /// ln x for positive, finite, normal x: FMA form of `fastLog` (same polynomial and constants).

@@ -196,15 +196,14 @@ public func biasGeluRowsInPlace(_ x: UnsafeMutablePointer<Float>, _ bias: Unsafe
 
 /// One query row of the attention statistics, shared by every ISA build: with v = row·inv over
 /// n keys, returns (Σ v·ln(v + 1e−6), Σ v·d). `scratch` holds 2n floats (the terms are summed
-/// with SIMD partial sums, after a loop that vectorises); `log` is `fastLog` or a build's own.
+/// with SIMD partial sums, after a loop that vectorises).
 @inlinable @inline(__always)
 public func entropyDistanceTerms(_ row: UnsafePointer<Float>, scale inv: Float, _ d: UnsafePointer<Float>, _ n: Int,
-                                 scratch: UnsafeMutablePointer<Float>,
-                                 log: (Float) -> Float = { fastLog($0) }) -> (entropy: Float, distance: Float) {
+                                 scratch: UnsafeMutablePointer<Float>) -> (entropy: Float, distance: Float) {
     let ent = scratch, dst = scratch + n
     for k in 0..<n {
         let v = row[k] * inv
-        ent[k] = v * log(v + 1e-6)
+        ent[k] = v * fastLog(v + 1e-6)
         dst[k] = v * d[k]
     }
     return (sum(ent, n), sum(dst, n))
