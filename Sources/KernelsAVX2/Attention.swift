@@ -34,7 +34,8 @@ public func attentionPackAVX2(q: UnsafePointer<Float>, lq: Int, nq: Int, k: Unsa
     }
 }
 
-@inline(__always) private func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
+/// Eight floats from p, unaligned (shared by this module's kernels).
+@inline(__always) func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> {
     UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
 }
 @inline(__always) private func store8(_ v: SIMD8<Float>, _ p: UnsafeMutablePointer<Float>) {

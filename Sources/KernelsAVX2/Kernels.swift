@@ -1,8 +1,10 @@
 import VitLensCore
 
-// The element-wise kernels compiled for AVX2 + FMA (-target-cpu haswell, see Package.swift):
-// the same inlinable loop bodies as the baseline build, eight lanes wide. Called only when
-// CPUKernels.avx2 says the CPU has them; never inlined into baseline code.
+// The kernels compiled for AVX2 + FMA + F16C (-target-cpu haswell, see Package.swift): the
+// baseline build's inlinable loop bodies again, eight lanes wide, and FMA forms of GELU, exp and
+// log with the same polynomials (tested against the baseline and float64). Called only when
+// CPUKernels.avx2 says the CPU has them; never inlined into baseline code. The attention
+// products are in Attention.swift.
 
 /// GELU over p[0..<n] in place (AVX2 + FMA build).
 @inline(never)
@@ -103,9 +105,9 @@ public func entropyDistanceAVX2(_ row: UnsafePointer<Float>, scale inv: Float, _
     var accE = SIMD8<Float>(), accD = SIMD8<Float>()
     var k = 0
     while k + 8 <= n {
-        let v = UnsafeRawPointer(row + k).loadUnaligned(as: SIMD8<Float>.self) * inv
+        let v = load8(row + k) * inv
         accE = accE.addingProduct(v, log8FMA(v + 1e-6))
-        accD = accD.addingProduct(v, UnsafeRawPointer(d + k).loadUnaligned(as: SIMD8<Float>.self))
+        accD = accD.addingProduct(v, load8(d + k))
         k += 8
     }
     var e = accE.sum(), dist = accD.sum()
