@@ -23,6 +23,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
@@ -43,9 +44,14 @@ let package = Package(
         .target(name: "Analysis", dependencies: ["VitLensCore", "KernelsAVX2"], swiftSettings: fast),
         .target(name: "Render", dependencies: ["VitLensCore", "CPNG", "CFreeType"], swiftSettings: fast),
         .target(name: "Train", dependencies: ["VitLensCore", "Engine"], swiftSettings: fast),
+        // The application layer: models loaded for analysis, the batch loop, each command's run
+        // loop, typed results with their CSV/JSON/NPY files, figures drawn from them, shards.
+        .target(name: "Lens", dependencies: [
+            "VitLensCore", "Checkpoint", "Images", "Engine", "Analysis", "Render", "Train", "KernelsAVX2",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ], swiftSettings: fast),
         .executableTarget(name: "vitlens", dependencies: [
-            "VitLensCore", "Checkpoint", "Images", "Engine", "Analysis", "Render", "Train",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Lens", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["VitLensCore"], path: "Tests/TestSupport"),
         .testTarget(name: "VitLensCoreTests", dependencies: ["VitLensCore", "TestSupport"]),
@@ -54,8 +60,9 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine", "KernelsAVX2", "Checkpoint", "Images", "VitLensCore", "TestSupport"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "VitLensCore", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Engine", "Checkpoint", "VitLensCore", "TestSupport"]),
-        .testTarget(name: "RenderTests", dependencies: ["Render", "Images", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["VitLensCore", "Render", "TestSupport"]),
+        .testTarget(name: "RenderTests", dependencies: ["Render", "Lens", "Images", "TestSupport"]),
+        .testTarget(name: "LensTests", dependencies: ["Lens", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["VitLensCore", "Lens", "Render", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

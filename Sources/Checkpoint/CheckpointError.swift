@@ -1,5 +1,5 @@
 /// Everything that can go wrong reading a checkpoint; each case names the file, entry or tensor.
-public enum CheckpointError: Error, CustomStringConvertible, Equatable {
+public indirect enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case unknownFormat(path: String)
     case truncated(path: String, what: String)
     case malformed(path: String, what: String)
@@ -12,9 +12,10 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
     case missingTensor(String)
     case badShape(tensor: String, expected: [Int], got: [Int])
     case nonFinite(tensor: String, index: Int, value: Float)
-    case invalidHeads(heads: Int, dim: Int)
     case config(path: String, what: String)
     case cannotWrite(path: String, reason: String)
+    /// A tensor-level error (a missing, mis-shaped or non-finite tensor) in the file `path`.
+    case inFile(path: String, CheckpointError)
 
     public var description: String {
         switch self {
@@ -33,11 +34,24 @@ public enum CheckpointError: Error, CustomStringConvertible, Equatable {
         case let .badShape(tensor, expected, got):
             return "\(tensor): expected \(shapeString(expected)), got \(shapeString(got))"
         case let .nonFinite(tensor, index, value): return "\(tensor): non-finite weight \(value) at element \(index)"
-        case let .invalidHeads(heads, dim): return "--heads \(heads) does not divide the embedding width \(dim)"
         case let .config(path, what): return "\(path): \(what)"
         case let .cannotWrite(path, reason): return "\(path): cannot write (\(reason))"
+        case let .inFile(path, e): return "\(path): \(e)"
         }
     }
 }
 
 func shapeString(_ s: [Int]) -> String { "[" + s.map(String.init).joined(separator: ", ") + "]" }
+
+extension CheckpointError {
+    /// Runs `body`, naming the checkpoint `path` in tensor-level errors, which know the tensor
+    /// but not the file, so that a message says which model of several is at fault.
+    public static func naming<T>(_ path: String, _ body: () throws -> T) throws -> T {
+        do { return try body() } catch let e as CheckpointError {
+            switch e {
+            case .missingTensor, .badShape, .nonFinite: throw CheckpointError.inFile(path: path, e)
+            default: throw e
+            }
+        }
+    }
+}

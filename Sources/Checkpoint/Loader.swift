@@ -26,8 +26,8 @@ public struct LoadedCheckpoint {
     public let config: HFConfig?
     let file: MappedFile
 
-    /// SHA-256 of the weights file, computed on demand (it reads the whole file).
-    public func sha256() -> String { file.sha256() }
+    /// The weights file's bytes, as mapped (for hashing: SHA-256 is computed where reports are made).
+    public var fileBytes: UnsafeRawBufferPointer { file.all }
 
     /// The same checkpoint holding other tensors (tests patch weights this way).
     public func replacingTensors(_ t: [String: RawTensor]) -> LoadedCheckpoint {

@@ -6,6 +6,10 @@ public enum EngineError: Error, CustomStringConvertible {
     case input(String)
     /// NaN or ±∞ in the residual stream: `at` 0 for the embeddings, i for block i's output.
     case nonFinite(model: String, at: Int, batch: Int)
+    /// A head count that does not divide the embedding width, and where it came from.
+    case headsDoNotDivide(heads: Int, dim: Int, source: ViTConfig.HeadsSource)
+    /// A run image size that is not a whole number of patches.
+    case imageSizeNotMultiple(size: Int, patch: Int)
 
     public var description: String {
         switch self {
@@ -14,6 +18,9 @@ public enum EngineError: Error, CustomStringConvertible {
         case let .nonFinite(model, at, batch):
             let place = at == 0 ? "the patch + position embeddings" : "the output of block \(at)"
             return "\(model): non-finite activations (NaN or inf) in \(place), batch \(batch); the weights overflow float32 on these images"
+        case let .headsDoNotDivide(heads, dim, source):
+            return "\(heads) heads (\(source.rawValue)) do not divide the embedding width \(dim)"
+        case let .imageSizeNotMultiple(size, patch): return "image size \(size) is not a multiple of the patch size \(patch)"
         }
     }
 }
@@ -22,7 +29,7 @@ public enum EngineError: Error, CustomStringConvertible {
 public struct ViTConfig: Sendable, Equatable {
     public enum FinalNorm: String, Sendable { case norm, fcNorm = "fc_norm", none }
     public enum HeadsSource: String, Sendable {
-        case option = "--heads", metadata = "safetensors metadata num_heads", config = "config.json num_attention_heads"
+        case option = "given", metadata = "safetensors metadata num_heads", config = "config.json num_attention_heads"
         case convention = "default dim/64 (DeiT/ViT convention)"
     }
 
@@ -104,7 +111,7 @@ public struct ViTConfig: Sendable, Equatable {
         else if let m = ckpt.metadata["num_heads"], let v = Int(m) { h = v; src = .metadata }
         else if let v = ckpt.config?.heads { h = v; src = .config }
         else { h = max(1, dim / 64); src = .convention }
-        guard h > 0, dim % h == 0 else { throw CheckpointError.invalidHeads(heads: h, dim: dim) }
+        guard h > 0, dim % h == 0 else { throw EngineError.headsDoNotDivide(heads: h, dim: dim, source: src) }
 
         var eps: Float = 1e-6
         if let e = ckpt.config?.layerNormEps { eps = Float(e) }
@@ -114,7 +121,7 @@ public struct ViTConfig: Sendable, Equatable {
         }
         let run = imageSize ?? grid * patch
         guard run > 0, run % patch == 0 else {
-            throw EngineError.input("--image-size \(run) is not a multiple of the patch size \(patch)")
+            throw EngineError.imageSizeNotMultiple(size: run, patch: patch)
         }
         return ViTConfig(dim: dim, depth: depth, heads: h, headsSource: src, patch: patch, grid: grid,
                          mlpHidden: fc1[0], qkvBias: t["blocks.0.attn.qkv.bias"] != nil, prefixTokens: prefix,

@@ -119,7 +119,7 @@ public func stratifiedSplit(_ set: LabeledImages, testFraction: Double, seed: UI
     var train: [Int] = [], test: [Int] = []
     for (c, idx) in perClass.enumerated() {
         guard idx.count >= 2 else {
-            throw ImageError.folder(path: set.source + "/" + set.classes[c], reason: "--split needs at least 2 images per class, found \(idx.count)")
+            throw ImageError.folder(path: set.source + "/" + set.classes[c], reason: "a stratified split needs at least 2 images per class, found \(idx.count)")
         }
         var shuffled = idx
         for i in stride(from: shuffled.count - 1, to: 0, by: -1) { shuffled.swapAt(i, Int(rng.next() % UInt64(i + 1))) }

@@ -65,7 +65,7 @@ public final class ProbeFeatureTaps: ForwardTaps {
 }
 
 /// One depth's linear probe: standardise with the train statistics, fit, score.
-public struct ProbeResult: Sendable {
+public struct LinearProbeFit: Sendable {
     public var layersKept: Int
     public var trainAccuracy: Double
     public var testAccuracy: Double
@@ -74,12 +74,12 @@ public struct ProbeResult: Sendable {
 
 /// Fits the probe on (train rows of) features of dimension `dim` and scores train and test.
 public func linearProbe(train: [Float], trainLabels: [Int], test: [Float], testLabels: [Int], dim: Int, classes: Int,
-                        layersKept: Int, C: Double = 1, gtol: Double = 1e-7, maxIterations: Int = 2000) -> ProbeResult {
+                        layersKept: Int, C: Double = 1, gtol: Double = 1e-7, maxIterations: Int = 2000) -> LinearProbeFit {
     let n = trainLabels.count, nt = testLabels.count
     let s = Standardizer(fitting: train, rows: n, cols: dim)
     let xtr = s.transform(train, rows: n), xte = s.transform(test, rows: nt)
     let m = LogisticRegression.fit(xtr, labels: trainLabels, rows: n, cols: dim, classes: classes, C: C, gtol: gtol, maxIterations: maxIterations)
-    return ProbeResult(layersKept: layersKept,
+    return LinearProbeFit(layersKept: layersKept,
                        trainAccuracy: LogisticRegression.accuracy(m.predict(xtr, rows: n), trainLabels),
                        testAccuracy: nt > 0 ? LogisticRegression.accuracy(m.predict(xte, rows: nt), testLabels) : .nan,
                        solver: m.solver)

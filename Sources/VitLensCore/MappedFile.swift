@@ -67,5 +67,4 @@ public final class MappedFile {
         return UnsafeRawBufferPointer(start: base.map { $0 + offset }, count: n)
     }
 
-    public func sha256() -> String { SHA256.hex(of: all) }
 }

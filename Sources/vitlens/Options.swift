@@ -1,37 +1,103 @@
 import ArgumentParser
-import Checkpoint
-import Engine
 import Foundation
-import Images
-import VitLensCore
+import Lens
 
 extension ResizeMode: ExpressibleByArgument {}
 extension RepresentationKind: ExpressibleByArgument {}
+extension TokenSelection: ExpressibleByArgument {}
+extension DistanceConvention: ExpressibleByArgument {}
+extension ProbePooling: ExpressibleByArgument {}
+extension ShardSpec: ExpressibleByArgument {
+    public init?(argument: String) { self.init(parsing: argument) }
+}
 
+/// How models run: heads, image size, threads.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Number of attention heads (cannot be read from weights; default: metadata, config.json, else width/64).")
-    var heads: Int?
+    @Option(help: "Attention heads (weights do not record them): one value for every model, or one per model in order. Default: the checkpoint's metadata or config.json, else width/64.")
+    var heads: [Int] = []
 
-    @Option(name: .customLong("image-size"), help: "Run at this image size; position embeddings are resampled (bicubic, as timm).")
+    @Option(name: .customLong("image-size"), help: "Run every model at this image size; position embeddings are resampled (bicubic, as timm).")
     var imageSize: Int?
 
     @Option(help: "Threads for OpenBLAS and vitlens's own loops (default: all cores).")
     var threads: Int?
 
     func validate() throws {
-        if let heads, heads < 1 { throw ValidationError("--heads must be at least 1") }
+        if heads.contains(where: { $0 < 1 }) { throw ValidationError("--heads must be at least 1") }
         if let imageSize, imageSize < 1 || imageSize > 4096 { throw ValidationError("--image-size must be between 1 and 4096") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
-    func applyThreads() {
-        if let threads {
-            BLASRuntime.setThreads(threads)
-            Workers.count = threads
+    /// Checks the number of --heads values against the number of models.
+    func validate(models: Int) throws {
+        if heads.count > 1 && heads.count != models {
+            throw ValidationError("--heads: give one value, or one per model (\(models))")
+        }
+    }
+
+    /// The request for model `i` of `count`; `override` (e.g. --heads-b) wins over --heads.
+    func request(_ path: String, _ i: Int = 0, override: (Int?, String)? = nil, imageSize size: Int? = nil) -> ModelRequest {
+        if let (h, flag) = override, let h { return ModelRequest(path: path, heads: h, headsGivenAs: flag, imageSize: size ?? imageSize) }
+        let h = heads.isEmpty ? nil : heads.count == 1 ? heads[0] : heads[i]
+        return ModelRequest(path: path, heads: h, headsGivenAs: "--heads", imageSize: size ?? imageSize)
+    }
+
+    func applyThreads() { if let threads { VitLensProcess.setThreads(threads) } }
+}
+
+/// Loads a model; a head count or image size from the command line that the model cannot take
+/// is bad usage (exit 64), named by its option.
+func load(_ request: ModelRequest, _ terminal: Terminal) throws -> AnalysisModel {
+    let m: AnalysisModel
+    do { m = try AnalysisModel(request) } catch let e as EngineError {
+        switch e {
+        case let .headsDoNotDivide(heads, dim, .option):
+            throw UsageError("\(request.headsGivenAs) \(heads) does not divide the embedding width \(dim) of \(request.path)")
+        case let .imageSizeNotMultiple(size, patch):
+            throw UsageError("--image-size \(size) is not a multiple of the patch size \(patch) of \(request.path)")
+        default: throw e
+        }
+    }
+    if m.config.headsSource == .convention {
+        terminal.notice("\(request.path): head count not recorded; using \(m.config.heads) (width \(m.config.dim)/64, the DeiT/ViT convention). mae-lite's Tiny needs --heads 12.")
+    }
+    return m
+}
+
+/// Runs `body`, turning models that cannot be compared into bad usage with the option to use.
+func comparing<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as LensError {
+        switch e {
+        case .differentImageSizes: throw UsageError("\(e); give --image-size to run both at one size")
+        case .differentGrids: throw UsageError("\(e) (use --tokens cls or mean)")
+        default: throw e
         }
     }
 }
 
+/// --batch: images per forward batch.
+struct BatchOption: ParsableArguments {
+    @Option(help: "Images per forward batch.")
+    var batch: Int = 64
+
+    func validate() throws {
+        if batch < 1 || batch > 4096 { throw ValidationError("--batch must be between 1 and 4096") }
+    }
+}
+
+/// How images are batched and preprocessed.
+struct DecodeOptions: ParsableArguments {
+    @OptionGroup var batching: BatchOption
+    var batch: Int { batching.batch }
+
+    @Option(help: "timm-eval (shorter side to size/0.875, bicubic, centre crop) or none (images must be the model's size).")
+    var resize: ResizeMode = .timmEval
+
+    @Flag(name: .customLong("skip-bad-images"), help: "Warn about and skip unreadable images instead of failing.")
+    var skipBadImages = false
+}
+
+/// A folder of images and how to decode it.
 struct ImageOptions: ParsableArguments {
     @Option(help: "Folder of PNG/JPEG images, searched recursively, sorted by relative path.")
     var images: String
@@ -41,92 +107,26 @@ struct ImageOptions: ParsableArguments {
 
     @OptionGroup var decoding: DecodeOptions
 
-    var batch: Int { decoding.batch }
-    var resize: ResizeMode { decoding.resize }
-    var skipBadImages: Bool { decoding.skipBadImages }
-
     func validate() throws {
         if num < 1 { throw ValidationError("--num must be at least 1") }
     }
-}
 
-/// How images are batched and preprocessed: shared by the folder commands and `vitlens probe`.
-struct DecodeOptions: ParsableArguments {
-    @Option(help: "Images per forward batch.")
-    var batch: Int = 64
-
-    @Option(help: "timm-eval (shorter side to size/0.875, bicubic, centre crop) or none (images must be the model's size).")
-    var resize: ResizeMode = .timmEval
-
-    @Flag(name: .customLong("skip-bad-images"), help: "Warn about and skip unreadable images instead of failing.")
-    var skipBadImages = false
-
-    func validate() throws {
-        if batch < 1 || batch > 4096 { throw ValidationError("--batch must be between 1 and 4096") }
+    func batches(size: Int, _ terminal: Terminal) throws -> ImageBatches {
+        let b = try ImageBatches(folder: images, num: num, size: size, mode: decoding.resize, batch: decoding.batch, skipBad: decoding.skipBadImages)
+        b.onSkip = { terminal.warning("skipping \($0)") }
+        return b
     }
 }
 
 struct OutputOptions: ParsableArguments {
-    @Option(help: "Report folder (default: reports/<command>-<model>).")
+    @Option(help: "Report folder (default: reports/<command>-<model names>).")
     var out: String?
 
-    @Flag(help: "No progress line.")
+    @Flag(help: "No progress line and no notices.")
     var quiet = false
 }
 
-/// A checkpoint loaded, its architecture resolved and its weights converted.
-struct LoadedModel {
-    let checkpoint: LoadedCheckpoint
-    let config: ViTConfig
-    let engine: ViTEngine
-    var name: String { modelName(checkpoint.path) }
-
-    /// Runs a batch and refuses to go on with NaN/inf activations (SPEC: never silently report
-    /// numbers computed from them).
-    @discardableResult
-    func run(_ x: Tensor, taps: ForwardTaps?, batch index: Int) throws -> Tensor {
-        let out = engine.forward(x, taps: taps)
-        if let at = engine.nonFiniteAt { throw EngineError.nonFinite(model: checkpoint.path, at: at, batch: index) }
-        return out
-    }
-}
-
-func loadModel(_ path: String, heads: Int?, imageSize: Int?, quiet: Bool) throws -> LoadedModel {
-    let ckpt = try CheckpointLoader.load(path: path)
-    return try namingFile(path) {
-        let config = try ViTConfig.infer(from: ckpt, heads: heads, imageSize: imageSize)
-        if config.headsSource == .convention && !quiet {
-            notice("\(path): head count not recorded; using \(config.heads) (width \(config.dim)/64, the DeiT/ViT convention). mae-lite's Tiny needs --heads 12.")
-        }
-        let weights = try ViTWeights(checkpoint: ckpt, config: config)
-        return LoadedModel(checkpoint: ckpt, config: config, engine: ViTEngine(weights: weights))
-    }
-}
-
-/// Runs `body`, prefixing the checkpoint's path to tensor-level errors ("missing tensor …",
-/// "blocks.0…: expected …") that do not name the file, so the message says which model.
-func namingFile<T>(_ path: String, _ body: () throws -> T) throws -> T {
-    do { return try body() } catch let e as CheckpointError {
-        let text = "\(e)"
-        if text.hasPrefix(path) || text.hasPrefix("--") { throw e }
-        throw CheckpointError.config(path: path, what: text)
-    }
-}
-
-/// A short name for report folders: the file name without checkpoint extensions.
-func modelName(_ path: String) -> String {
-    var name = (path as NSString).lastPathComponent
-    for ext in [".safetensors", ".pth.tar", ".pth", ".bin", ".pt", ".ckpt"] where name.hasSuffix(ext) {
-        name.removeLast(ext.count)
-        break
-    }
-    return name.isEmpty ? "model" : name
-}
-
-func notice(_ s: String) { FileHandle.standardError.write(Data(("notice: " + s + "\n").utf8)) }
-func warning(_ s: String) { FileHandle.standardError.write(Data(("warning: " + s + "\n").utf8)) }
-
-/// Figure options of the analysing commands (and `vitlens plot`).
+/// Figure options of the analysing commands and `vitlens plot`.
 struct FigureOptions: ParsableArguments {
     @Option(help: "Scale of the PNG figures (1 = 820 px wide; 2 or 3 for print).")
     var scale: Double = 1
@@ -146,5 +146,78 @@ struct ColorRangeOptions: ParsableArguments {
     func validate() throws {
         for (n, v) in [("--vmin", vmin), ("--vmax", vmax)] { if let v, !v.isFinite { throw ValidationError("\(n) must be a finite number") } }
         if (vmax ?? 1) <= (vmin ?? 0) { throw ValidationError("--vmax must be greater than --vmin (defaults 0 and 1)") }
+    }
+}
+
+/// Where the labelled images come from: an ImageFolder pair, one folder split, or CIFAR.
+struct DatasetOptions: ParsableArguments {
+    @Option(help: "Train images, ImageFolder layout (DIR/<class>/<image>).")
+    var train: String?
+    @Option(help: "Test images, same class folder names as --train.")
+    var test: String?
+    @Option(help: "Instead of --test: hold out this fraction of each --train class (seeded, stratified).")
+    var split: Double?
+    @Option(help: "Seed of --split and of fine-tuning.")
+    var seed: UInt64 = 0
+    @Option(name: .customLong("cifar10"), help: "CIFAR-10 binary folder (data_batch_*.bin, test_batch.bin).")
+    var cifar10: String?
+    @Option(name: .customLong("cifar100"), help: "CIFAR-100 binary folder (train.bin, test.bin).")
+    var cifar100: String?
+    @Option(name: .customLong("limit-train"), help: "Use at most N train images, balanced over the classes.")
+    var limitTrain: Int?
+    @Option(name: .customLong("limit-test"), help: "Use at most N test images, balanced over the classes.")
+    var limitTest: Int?
+
+    func validate() throws {
+        if [train, cifar10, cifar100].compactMap({ $0 }).count != 1 { throw ValidationError("give exactly one of --train DIR, --cifar10 DIR, --cifar100 DIR") }
+        if train != nil && (test == nil) == (split == nil) { throw ValidationError("with --train give either --test DIR or --split FRACTION") }
+        if train == nil && (test != nil || split != nil) { throw ValidationError("--test and --split go with --train") }
+        if let split, !(split > 0 && split < 1) { throw ValidationError("--split must be between 0 and 1 (exclusive)") }
+        for (n, v) in [("--limit-train", limitTrain), ("--limit-test", limitTest)] { if let v, v < 1 { throw ValidationError("\(n) must be at least 1") } }
+    }
+
+    var data: LabeledData {
+        let source: LabeledData.Source
+        if let d = cifar10 { source = .cifar(d, .cifar10) } else if let d = cifar100 { source = .cifar(d, .cifar100) }
+        else if let split { source = .split(train: train!, fraction: split, seed: seed) } else { source = .folders(train: train!, test: test!) }
+        return LabeledData(source: source, limitTrain: limitTrain, limitTest: limitTest)
+    }
+}
+
+/// Fine-tuning hyper-parameters (defaults: mae-lite's recipe where it applies).
+struct FineTuneOptions: ParsableArguments {
+    @Option(help: "Fine-tuning epochs.") var epochs: Int = 10
+    @Option(help: "Peak learning rate (AdamW), reached after the warm-up.") var lr: Double = 1e-3
+    @Option(name: .customLong("min-lr"), help: "Learning rate at the end of the cosine schedule.") var minLR: Double = 1e-6
+    @Option(name: .customLong("warmup-epochs"), help: "Linear warm-up, in epochs (fractions allowed).") var warmupEpochs: Double = 1
+    @Option(name: .customLong("weight-decay"), help: "AdamW decoupled weight decay (weight matrices only).") var weightDecay: Double = 0.05
+    @Option(name: .customLong("layer-decay"), help: "Layer-wise learning-rate decay (mae-lite: 0.75).") var layerDecay: Double = 0.75
+    @Option(name: .customLong("train-batch"), help: "Images per training step.") var trainBatch: Int = 32
+
+    func validate() throws {
+        if epochs < 1 { throw ValidationError("--epochs must be at least 1") }
+        if trainBatch < 1 || trainBatch > 1024 { throw ValidationError("--train-batch must be between 1 and 1024") }
+        for (n, v) in [("--lr", lr), ("--min-lr", minLR), ("--warmup-epochs", warmupEpochs), ("--weight-decay", weightDecay)] {
+            if !(v >= 0 && v.isFinite) { throw ValidationError("\(n) must be a non-negative number") }
+        }
+        if !(layerDecay > 0 && layerDecay <= 1) { throw ValidationError("--layer-decay must be in (0, 1]") }
+    }
+
+    func settings(seed: UInt64, pooling: ProbePooling) -> FineTuneSettings {
+        var s = FineTuneSettings()
+        s.epochs = epochs; s.batch = trainBatch; s.learningRate = lr; s.minLearningRate = minLR
+        s.warmupEpochs = min(warmupEpochs, Double(epochs)); s.weightDecay = weightDecay; s.layerDecay = layerDecay
+        s.seed = seed; s.pooling = pooling
+        return s
+    }
+}
+
+/// `--layers 3,6,12`.
+struct LayerList: ExpressibleByArgument {
+    let list: [Int]
+    init?(argument: String) {
+        let parts = argument.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) >= 1 }) else { return nil }
+        list = Array(Set(parts.compactMap { $0 })).sorted()
     }
 }

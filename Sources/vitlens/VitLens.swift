@@ -1,13 +1,6 @@
 import ArgumentParser
-import Checkpoint
-import Engine
 import Foundation
-import Images
-import VitLensCore
-import Render
-import Train
-
-let vitlensVersion = "0.1.0"
+import Lens
 
 @main
 struct VitLens: ParsableCommand {
@@ -17,10 +10,10 @@ struct VitLens: ParsableCommand {
         version: vitlensVersion,
         subcommands: [CKA.self, Attention.self, Probe.self, Finetune.self, Plot.self, Merge.self, Inspect.self, Extract.self, Bench.self])
 
-    /// Picks OpenBLAS's kernels before anything runs, then parses and runs the command with
-    /// SPEC §9's error contract: one `error:` line on stderr, exit 64 for bad usage, 1 otherwise.
+    /// Parses and runs the command with vitlens's error contract: one `error:` line on stderr,
+    /// exit 64 for bad usage (before any work starts), 1 for any other failure.
     static func main() {
-        BLASKernelChoice.ensureBestKernel()
+        VitLensProcess.prepare()
         installSignalCleanup()
         let command: ParsableCommand
         do {
@@ -28,9 +21,7 @@ struct VitLens: ParsableCommand {
         } catch {
             let code = exitCode(for: error)
             if code == .success { exit(withError: error) }  // --help, --version
-            let message = self.message(for: error).replacingOccurrences(of: "Error: ", with: "")
-            FileHandle.standardError.write(Data(("error: " + message + "\n").utf8))
-            Foundation.exit(code.rawValue)
+            fail(message(for: error).replacingOccurrences(of: "Error: ", with: ""), code: code.rawValue)
         }
         do {
             var c = command
@@ -38,31 +29,88 @@ struct VitLens: ParsableCommand {
         } catch let e as ExitCode {
             finish(e.rawValue)
         } catch {
-            let code = exitCode(for: error)
-            if code == .success { exit(withError: error) }  // help asked for by a command
             // After Ctrl-C the staging folder vanishes under the run; that failure is not news.
             if interrupted { finish(1) }
-            // vitlens's own errors describe themselves; the rest go through the parser's wording.
-            let message = error is VitLensError ? "\(error)" : self.message(for: error)
-            FileHandle.standardError.write(Data(("error: " + message + "\n").utf8))
-            finish(error is VitLensError ? 1 : code.rawValue)
+            switch error {
+            case let e as UsageError: fail(e.message, code: ExitCode.validationFailure.rawValue)
+            case is ValidationError, is CleanExit: fail(message(for: error), code: exitCode(for: error).rawValue)
+            default: fail("\(error)", code: 1)  // the library's errors name their file, tensor or shape
+            }
         }
         finish(0)
     }
+
+    static func fail(_ message: String, code: Int32) -> Never {
+        FileHandle.standardError.write(Data(("error: " + message + "\n").utf8))
+        finish(code)
+    }
 }
 
-/// Errors raised by vitlens's modules (exit code 1, SPEC §9).
-protocol VitLensError: Error, CustomStringConvertible {}
-extension CheckpointError: VitLensError {}
-extension EngineError: VitLensError {}
-extension ImageError: VitLensError {}
-extension OutputError: VitLensError {}
-extension FileError: VitLensError {}
-extension ReportError: VitLensError {}
-extension CSVError: VitLensError {}
-extension RenderError: VitLensError {}
-extension FontError: VitLensError {}
-extension TrainError: VitLensError {}
+/// A malformed, out-of-range or contradictory command line found after parsing (a head count
+/// that does not divide the width, models that cannot run together): exit 64, before any work.
+struct UsageError: Error {
+    let message: String
+    init(_ m: String) { message = m }
+}
+
+/// A failure the command line itself words (exit 1).
+struct Failure: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+/// Notices, warnings and a progress line (images done, images/s, ETA) on stderr; the progress
+/// line only on a terminal.
+final class Terminal: RunObserver {
+    let quiet: Bool
+    private var start: Date?, last = Date.distantPast
+    private var showing = false
+    init(quiet: Bool) { self.quiet = quiet }
+
+    func notice(_ text: String) { if !quiet { say("notice: " + text) } }
+    func warning(_ text: String) { say("warning: " + text) }
+    func say(_ text: String) {
+        if showing { FileHandle.standardError.write(Data("\n".utf8)); showing = false }
+        FileHandle.standardError.write(Data((text + "\n").utf8))
+    }
+
+    func progress(_ label: String, done: Int, total: Int) {
+        guard !quiet, isatty(2) != 0 else { return }
+        let now = Date()
+        if start == nil { start = now }
+        guard done == total || now.timeIntervalSince(last) > 0.2 else { return }
+        last = now
+        let t = now.timeIntervalSince(start!), rate = t > 0 ? Double(done) / t : 0
+        let eta = Int((rate > 0 ? Double(total - done) / rate : 0).rounded())
+        let etaText = eta >= 3600 ? "\(eta / 3600)h\(eta % 3600 / 60)m" : eta >= 60 ? "\(eta / 60)m\(eta % 60)s" : "\(eta)s"
+        FileHandle.standardError.write(Data(String(format: "\r%@: %d/%d images, %.1f img/s, ETA %@   ", label, done, total, rate, etaText).utf8))
+        showing = true
+    }
+
+    func progressEnded() {
+        if showing { FileHandle.standardError.write(Data("\n".utf8)) }
+        showing = false
+        start = nil
+    }
+
+    /// The closing line of a run that wrote a report.
+    func wrote(_ dir: String, _ files: [String], _ tail: String = "") { if !quiet { say("wrote \(dir)/{\(files.joined(separator: ", "))}" + tail) } }
+}
+
+var commandLine: String { CommandLine.arguments.joined(separator: " ") }
+
+/// Opens the report folder `--out` names (default `fallback`): files are staged and appear only
+/// when `body` returns and the folder is committed.
+func writingReport(_ out: String?, default fallback: String, _ body: (OutputDirectory) throws -> [String]) throws -> (String, [String]) {
+    let dir: OutputDirectory
+    do { dir = try OutputDirectory(out ?? fallback) } catch OutputError.notADirectory(let p) {
+        throw Failure("--out \(p): exists and is not a folder")
+    }
+    defer { dir.discard() }
+    let files = try body(dir)
+    try dir.commit()
+    return (dir.finalPath, files)
+}
 
 /// SIGINT/SIGTERM: remove half-written report folders, then exit 128 + signal. The work runs on
 /// a dispatch queue, not inside the signal handler, where file-system calls are not safe.

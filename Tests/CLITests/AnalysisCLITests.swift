@@ -148,7 +148,7 @@ final class AnalysisCLITests: XCTestCase {
         try FileManager.default.createDirectory(atPath: tmp + "/three", withIntermediateDirectories: true)
         for f in ["00_astronaut.png", "01_chelsea.png", "02_coffee.png"] { try FileManager.default.copyItem(atPath: images + "/" + f, toPath: tmp + "/three/" + f) }
         assertFails(["cka", a, "--images", tmp + "/three"], code: 1, mentions: "at least 4 images, found 3")
-        assertFails(["cka", a, Fixtures.checkpoint("tiny_p4_f32.safetensors"), "--images", images], code: 1, mentions: "same token grid")
+        assertFails(["cka", a, Fixtures.checkpoint("tiny_p4_f32.safetensors"), "--images", images], code: 64, mentions: "one token grid")
         assertFails(["cka", a, "--images", tmp + "/none"], code: 1, mentions: "no such folder")
         try FileManager.default.createDirectory(atPath: tmp + "/empty", withIntermediateDirectories: true)
         assertFails(["attention", a, "--images", tmp + "/empty"], code: 1, mentions: "no PNG or JPEG images")

@@ -99,7 +99,7 @@ final class CLITests: XCTestCase {
         assertFails(["extract", Fixtures.checkpoint("tiny_timm_deflated.pth"), "--images", none], code: 1, mentions: "compressed")
         assertFails(["extract", Fixtures.path("images/none/a_astronaut.png"), "--images", none], code: 1, mentions: "not a checkpoint")
         assertFails(["extract", f32, "--images", eval, "--resize", "none"], code: 1, mentions: "chelsea_45x37.jpg: image is 45x37")
-        assertFails(["extract", f32, "--images", none, "--heads", "5"], code: 1, mentions: "--heads 5 does not divide")
+        assertFails(["extract", f32, "--images", none, "--heads", "5"], code: 64, mentions: "--heads 5 does not divide")
         assertFails(["extract", f32, "--images", none, "--num", "0"], code: 64, mentions: "--num")
         assertFails(["extract", f32, "--images", none, "--batch", "0"], code: 64, mentions: "--batch")
         assertFails(["extract", f32, "--images", none, "--resize", "stretch"], code: 64, mentions: "stretch")

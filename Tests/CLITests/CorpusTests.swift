@@ -190,7 +190,7 @@ final class CorpusTests: XCTestCase {
         // Options.
         expect(["extract", tiny, "--images", images, "--num", "0"], status: 64, mentions: "--num")
         for b in ["0", "1", "3"] { expect(["cka", tiny, "--images", images, "--batch", b], status: 64, mentions: "--batch") }
-        expect(["attention", tiny, "--images", images, "--heads", "3"], mentions: "--heads 3 does not divide the embedding width 16")
+        expect(["attention", tiny, "--images", images, "--heads", "3"], status: 64, mentions: "--heads 3 does not divide the embedding width 16")
         expect(["extract", tiny, "--images", images, "--batch", "5000"], status: 64, mentions: "--batch")
         let aFile = file("plainfile", [1])
         for bad in [aFile, aFile + "/sub", "/proc/vitlens-cannot-write"] {

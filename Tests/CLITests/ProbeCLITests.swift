@@ -1,4 +1,5 @@
 import Foundation
+import Lens
 import Render
 import TestSupport
 import XCTest

@@ -239,7 +239,8 @@ final class LoaderValidationTests: XCTestCase {
     func testHeadsMustDivideWidth() throws {
         let c = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_f32.safetensors"))
         XCTAssertThrowsError(try ViTConfig.infer(from: c, heads: 5)) { e in
-            XCTAssertEqual("\(e)", "--heads 5 does not divide the embedding width 16")
+            XCTAssertEqual("\(e)", "5 heads (given) do not divide the embedding width 16")
+            guard case EngineError.headsDoNotDivide(5, 16, .option)? = e as? EngineError else { return XCTFail("\(e)") }
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Images
+import Lens
 import Render
 import TestSupport
 import XCTest

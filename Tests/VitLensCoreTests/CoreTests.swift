@@ -59,21 +59,6 @@ final class KernelChoiceTests: XCTestCase {
     }
 }
 
-final class SHA256Tests: XCTestCase {
-    func testKnownVectors() {
-        func hex(_ s: String) -> String { var h = SHA256(); h.update(Array(s.utf8)); return h.finalize() }
-        XCTAssertEqual(hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
-        XCTAssertEqual(hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        XCTAssertEqual(hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
-                       "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1")
-        // Fed in uneven pieces, the digest is the same.
-        var h = SHA256()
-        let text = Array(String(repeating: "a", count: 1000).utf8)
-        h.update(Array(text[0..<3])); h.update(Array(text[3..<130])); h.update(Array(text[130...]))
-        XCTAssertEqual(h.finalize(), "41edece42d63e8d9bf515a9ba6932e1c20cbc9f5a5d134645adb5db1b9737ea3")
-    }
-}
-
 final class ResampleTests: XCTestCase {
     func testWeightsAreNormalisedAndInRange() {
         for (i, o) in [(512, 37), (37, 512), (81, 120), (14, 16), (16, 14)] {

@@ -7,7 +7,7 @@ public enum OutputError: Error, CustomStringConvertible {
 
     public var description: String {
         switch self {
-        case let .notADirectory(p): return "--out \(p): exists and is not a folder"
+        case let .notADirectory(p): return "\(p): exists and is not a folder"
         case let .cannotWrite(path, reason): return "\(path): cannot write (\(reason))"
         }
     }

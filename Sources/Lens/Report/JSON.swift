@@ -2,6 +2,10 @@ import Foundation
 import VitLensCore
 
 /// A JSON value with ordered object keys, so reports read in a stable, meaningful order.
+/// Foundation cannot do this: JSONSerialization and JSONEncoder hold objects in dictionaries
+/// (whose order is unspecified, or sorted with `.sortedKeys`), so a report's setup, definitions
+/// and results would come out shuffled or alphabetical. Numbers are written in Swift's shortest
+/// round-trip form, which partial sums need to merge bit for bit.
 public indirect enum JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral,
     ExpressibleByFloatLiteral, ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral {
     case string(String)
@@ -66,17 +70,40 @@ extension JSONValue {
         return nil
     }
 
+    /// The value at a path of object keys, nil when any step is missing.
+    public subscript(path keys: String...) -> JSONValue? {
+        var v: JSONValue? = self
+        for k in keys { v = v?[k] }
+        return v
+    }
+
     public var stringValue: String? { if case let .string(s) = self { return s }; return nil }
     public var intValue: Int? { if case let .int(i) = self { return i }; return nil }
+    public var boolValue: Bool? { if case let .bool(b) = self { return b }; return nil }
     public var arrayValue: [JSONValue]? { if case let .array(a) = self { return a }; return nil }
+    /// A number; `null` reads as NaN, because vitlens writes non-finite numbers as null.
     public var doubleValue: Double? {
         switch self {
         case let .double(d): return d
         case let .int(i): return Double(i)
-        case .null: return .nan  // non-finite numbers are written as null
+        case .null: return .nan
         default: return nil
         }
     }
+
+    /// Flattened key/value pairs of an object, nested keys joined with dots (for HTML tables);
+    /// long arrays are summarised by their length.
+    public func flattened(prefix: String = "") -> [(String, String)] {
+        switch self {
+        case let .object(o): return o.flatMap { $0.1.flattened(prefix: prefix.isEmpty ? $0.0 : prefix + "." + $0.0) }
+        case let .string(s): return [(prefix, s)]
+        case let .array(a) where a.count > 16: return [(prefix, "[\(a.count) values]")]
+        default: return [(prefix, render())]
+        }
+    }
+
+    /// Doubles as a JSON array (each in its shortest exact form).
+    public static func doubles(_ a: [Double]) -> JSONValue { .array(a.map { .double($0) }) }
 }
 
 private struct JSONParser {

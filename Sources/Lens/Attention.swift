@@ -1,0 +1,236 @@
+import Analysis
+import Engine
+import Foundation
+import Images
+import Render
+import VitLensCore
+
+/// Attention distance and entropy per layer and head of one model, and optionally a second
+/// model on the same decoded batches.
+public struct AttentionRun {
+    public let model: AnalysisModel
+    public let compare: AnalysisModel?
+    public let images: ImageBatches
+    public let folder: String
+    public var convention: DistanceConvention
+    public var perImage: Bool
+    public var shard: ShardSpec?
+
+    public init(model: AnalysisModel, compare: AnalysisModel?, images: ImageBatches, folder: String,
+                convention: DistanceConvention, perImage: Bool, shard: ShardSpec?) {
+        (self.model, self.compare, self.images, self.folder) = (model, compare, images, folder)
+        (self.convention, self.perImage, self.shard) = (convention, perImage, shard)
+    }
+
+    /// The report's setup block for one model (the same for a single run, shards and merge).
+    func setup(_ m: AnalysisModel) -> JSONValue {
+        let c = m.config, scale = convention.scale(patch: c.patch)
+        return .object([
+            ("command", "attention"), ("model", m.json),
+            ("images", imagesJSON(images.names, folder: folder)),
+            ("definitions", .object([
+                ("convention", .string(convention.rawValue)), ("distance_scale", .double(scale)),
+                ("distance_unit", .string(convention == .pixels ? "pixels" : "mae-lite units (patch grid steps × 14)")),
+                ("entropy_unit", "nats"),
+                ("attention", "patch tokens only: prefix rows/columns dropped, softmax again over the patch keys (mae-lite)"),
+                ("entropy", "−Σ p·ln(p + 1e−6) per query, mean over queries and images"),
+                ("distance", "Σ p·‖g(q) − g(k)‖₂·scale per query, mean over queries and images"),
+                ("box", .string("per layer over heads" + (perImage ? " × images" : "") + "; quartiles linear (numpy), whiskers at 1.5·IQR")),
+                ("batch", .int(images.batch)), ("resize", .string(images.mode.rawValue)), ("image_size", .int(c.imageSize)),
+                ("skip_bad_images", .bool(images.skipBad)),
+            ])),
+            ("layers", .int(c.depth)), ("heads", .int(c.heads)), ("per_image", .bool(perImage)),
+            ("total_batches", .int(images.batchCount)),
+        ])
+    }
+
+    public func run(_ context: RunContext) throws -> Outcome<AttentionResult> {
+        let models = [model] + (compare.map { [$0] } ?? [])
+        let collectors = models.map { m in
+            AttentionCollector(geometry: AttentionGeometry(grid: m.config.runGrid, prefix: m.config.prefixTokens,
+                                                           scale: convention.scale(patch: m.config.patch)),
+                               layers: m.config.depth, heads: m.config.heads, perImage: perImage)
+        }
+        let taps = collectors.map(AttentionTaps.init)
+        let mine = (0..<images.batchCount).filter { shard?.owns($0) ?? true }
+        let total = mine.reduce(0) { $0 + images.imageCount(ofBatch: $1) }
+        var records = [[AttentionBatch]](repeating: [], count: models.count), done = 0
+        try images.forEach(batches: mine) { batch in
+            for k in models.indices {
+                collectors[k].begin(index: batch.index, size: batch.count)
+                if batch.count > 0 { try models[k].run(batch.images, taps: taps[k], batch: batch.index) }
+                records[k].append(collectors[k].finish())
+            }
+            done += images.imageCount(ofBatch: batch.index)
+            context.observer.progress("attention", done: done, total: total)
+        }
+        context.observer.progressEnded()
+        if let shard {
+            return .partial(Partial(command: "attention", shard: shard, setup: setup(model), batches: records[0].map(\.json), dropped: []))
+        }
+        guard records[0].reduce(0, { $0 + $1.size }) > 0 else { throw ImageError.folder(path: folder, reason: "no readable images") }
+        var result = try AttentionResult(setup: setup(model), batches: records[0], commandLine: context.commandLine)
+        if let compare {
+            result.compare = try AttentionResult(setup: setup(compare), batches: records[1], commandLine: context.commandLine)
+        }
+        return .report(result)
+    }
+}
+
+/// An attention report: per layer and head the mean distance and entropy, box statistics per
+/// layer, and the JSON; optionally a second model's report to overlay (written to compare/).
+public struct AttentionResult {
+    /// (L, H), as attention.csv holds them.
+    public var distance: [[Double]], entropy: [[Double]]
+    /// Per metric ("distance", "entropy") one box per layer.
+    public var boxes: [String: [BoxStats]]
+    /// attention.json (an empty object for a CSV-only folder).
+    public var json: JSONValue
+    /// A second model's report, overlaid in the figures (kept in an array: a struct cannot hold itself).
+    public var compare: AttentionResult? {
+        get { compared.first }
+        set { compared = newValue.map { [$0] } ?? [] }
+    }
+    private var compared: [AttentionResult] = []
+    /// Display name when the JSON does not give one (a CSV-only folder: its folder name).
+    var fallbackName = "model"
+
+    public var layers: Int { distance.count }
+    public var heads: Int { distance.first?.count ?? 0 }
+
+    /// From the per-batch sums — the same code for a single run and for merged shards.
+    public init(setup: JSONValue, batches: [AttentionBatch], commandLine: String, extra: [(String, JSONValue)] = []) throws {
+        guard let L = setup["layers"]?.intValue, let H = setup["heads"]?.intValue,
+              let perImage = setup["per_image"]?.boolValue else { throw LensError.merge("setup lacks layers/heads/per_image") }
+        let (ent, dist) = attentionMeans(batches, layers: L, heads: H)
+        distance = (0..<L).map { l in (0..<H).map { tabled(dist[l * H + $0]) } }
+        entropy = (0..<L).map { l in (0..<H).map { tabled(ent[l * H + $0]) } }
+        // Box statistics per layer over heads (of the per-head means), or over heads × images.
+        let sorted = batches.sorted { $0.index < $1.index }
+        func values(_ metric: String, _ l: Int) -> [Double] {
+            if !perImage { return (0..<H).map { (metric == "distance" ? dist : ent)[l * H + $0] } }
+            var v: [Double] = []
+            for b in sorted {
+                let src = metric == "distance" ? b.distances : b.entropies
+                for img in 0..<b.size { for h in 0..<H { v.append(src[(img * L + l) * H + h]) } }
+            }
+            return v
+        }
+        var boxes: [String: [BoxStats]] = [:], boxJSON: [JSONValue] = []
+        for metric in ["distance", "entropy"] {
+            boxes[metric] = (0..<L).map { l in
+                let s = BoxStats(values(metric, l))
+                boxJSON.append(.object([
+                    ("metric", .string(metric)), ("layer", .int(l + 1)), ("min", .double(s.min)), ("q1", .double(s.q1)),
+                    ("median", .double(s.median)), ("q3", .double(s.q3)), ("max", .double(s.max)),
+                    ("whisker_low", .double(s.whiskerLow)), ("whisker_high", .double(s.whiskerHigh)), ("n", .int(s.n)),
+                    ("outliers", .doubles(s.outliers)),
+                ]))
+                return s.tabled
+            }
+        }
+        self.boxes = boxes
+        json = .object([("vitlens_version", .string(vitlensVersion)), ("command_line", .string(commandLine))] + extra + [
+            ("setup", setup),
+            ("images_used", .int(batches.reduce(0) { $0 + $1.size })),
+            ("results", .object([
+                ("mean_distance", .array((0..<L).map { l in .doubles(Array(dist[(l * H)..<((l + 1) * H)])) })),
+                ("mean_entropy", .array((0..<L).map { l in .doubles(Array(ent[(l * H)..<((l + 1) * H)])) })),
+                ("box", .array(boxJSON)),
+            ])),
+        ])
+    }
+
+    public static let files = ["attention.csv", "attention_box.csv", "attention.json"]
+
+    /// Writes attention.csv, attention_box.csv and attention.json (and compare/ for a second model).
+    public func write(to out: OutputDirectory, prefix: String = "") throws -> [String] {
+        var csv = CSVTable(header: ["layer", "head", "mean_distance", "mean_entropy"])
+        for l in 0..<layers { for h in 0..<heads { csv.append(["\(l + 1)", "\(h)", csvNumber(distance[l][h]), csvNumber(entropy[l][h])]) } }
+        try out.write(prefix + "attention.csv", csv.render())
+        var box = CSVTable(header: ["metric", "layer", "min", "q1", "median", "q3", "max", "whisker_low", "whisker_high", "n"])
+        for metric in ["distance", "entropy"] {
+            for (l, s) in (boxes[metric] ?? []).enumerated() {
+                box.append([metric, "\(l + 1)"] + [s.min, s.q1, s.median, s.q3, s.max, s.whiskerLow, s.whiskerHigh].map(csvNumber) + ["\(s.n)"])
+            }
+        }
+        try out.write(prefix + "attention_box.csv", box.render())
+        try out.write(prefix + "attention.json", json.render() + "\n")
+        var files = Self.files.map { prefix + $0 }
+        if let compare {
+            try out.makeFolder(prefix + "compare")
+            _ = try compare.write(to: out, prefix: prefix + "compare/")
+            files.append(prefix + "compare/")
+        }
+        return files
+    }
+
+    /// A report folder's attention.csv (+ attention_box.csv, attention.json, compare/ when there).
+    public init(reading dir: String, compareWith other: String? = nil) throws {
+        let src = ReportFolder(dir: dir)
+        let t = try src.csv("attention.csv", columns: ["layer", "head", "mean_distance", "mean_entropy"])
+        let p = src.path("attention.csv")
+        var recs: [(Int, Int, Double, Double)] = []
+        for r in 0..<t.rows.count {
+            let l = try t.integer(r, "layer", path: p), h = try t.integer(r, "head", path: p)
+            guard l >= 1, l <= 4096, h >= 0, h < 4096 else { throw CSVError(path: p, line: r + 2, reason: "layer \(l) / head \(h) out of range") }
+            recs.append((l, h, try t.number(r, "mean_distance", path: p), try t.number(r, "mean_entropy", path: p)))
+        }
+        let L = recs.map(\.0).max()!, H = recs.map(\.1).max()! + 1
+        guard recs.count == L * H else { throw LensError.report("\(p): \(recs.count) rows, \(L) layers × \(H) heads need \(L * H)") }
+        var dist = [[Double]](repeating: [Double](repeating: .nan, count: H), count: L), ent = dist
+        for (l, h, d, e) in recs { dist[l - 1][h] = d; ent[l - 1][h] = e }
+        distance = dist
+        entropy = ent
+        json = try src.json("attention.json") ?? .object([])
+        fallbackName = (dir as NSString).lastPathComponent
+        boxes = [:]
+        if src.exists("attention_box.csv") {
+            let b = try src.csv("attention_box.csv", columns: ["metric", "layer", "q1", "median", "q3", "whisker_low", "whisker_high"])
+            let bp = src.path("attention_box.csv")
+            var outliers: [String: [Double]] = [:]
+            for e in json[path: "results", "box"]?.arrayValue ?? [] {
+                if let m = e["metric"]?.stringValue, let l = e["layer"]?.intValue, let o = e["outliers"]?.arrayValue {
+                    outliers["\(m)/\(l)"] = o.compactMap(\.doubleValue)
+                }
+            }
+            for metric in ["distance", "entropy"] {
+                var list = [BoxStats?](repeating: nil, count: L)
+                for r in 0..<b.rows.count where b.rows[r][b.column("metric")!] == metric {
+                    let l = try b.integer(r, "layer", path: bp)
+                    guard (1...L).contains(l) else { throw CSVError(path: bp, line: r + 2, reason: "layer \(l) outside 1…\(L)") }
+                    let v = try ["q1", "median", "q3", "whisker_low", "whisker_high"].map { try b.number(r, $0, path: bp) }
+                    // min, max and n are optional in a hand-made box file: the whiskers stand in.
+                    let lo = b.column("min") != nil ? try b.number(r, "min", path: bp) : v[3]
+                    let hi = b.column("max") != nil ? try b.number(r, "max", path: bp) : v[4]
+                    let n = b.column("n") != nil ? try b.integer(r, "n", path: bp) : 0
+                    list[l - 1] = BoxStats(min: lo, q1: v[0], median: v[1], q3: v[2], max: hi, whiskerLow: v[3], whiskerHigh: v[4],
+                                           n: n, outliers: outliers["\(metric)/\(l)"] ?? [])
+                }
+                if let missing = list.firstIndex(where: { $0 == nil }) { throw LensError.report("\(bp): no \(metric) box for layer \(missing + 1)") }
+                boxes[metric] = list.compactMap { $0 }
+            }
+        } else {
+            // No box file: boxes over heads from attention.csv.
+            for (metric, v) in [("distance", dist), ("entropy", ent)] {
+                boxes[metric] = v.map { row in BoxStats(row.filter { !$0.isNaN }.isEmpty ? [0] : row.filter { !$0.isNaN }) }
+            }
+        }
+        if let other = other {
+            guard FileManager.default.fileExists(atPath: other + "/attention.csv") else { throw LensError.report("\(other): no attention.csv there") }
+            compare = try AttentionResult(reading: other)
+        } else if src.exists("compare/attention.csv") {
+            compare = try AttentionResult(reading: dir + "/compare")
+        }
+    }
+
+    var name: String { displayName(json[path: "setup", "model"]) ?? fallbackName }
+}
+
+extension BoxStats {
+    /// The statistics as attention_box.csv holds them (outliers keep every digit, in the JSON).
+    var tabled: BoxStats {
+        BoxStats(min: Lens.tabled(min), q1: Lens.tabled(q1), median: Lens.tabled(median), q3: Lens.tabled(q3), max: Lens.tabled(max),
+                 whiskerLow: Lens.tabled(whiskerLow), whiskerHigh: Lens.tabled(whiskerHigh), n: n, outliers: outliers)
+    }
+}

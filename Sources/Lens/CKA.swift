@@ -1,0 +1,159 @@
+import Analysis
+import Engine
+import Foundation
+import Images
+import VitLensCore
+
+/// Layer-by-layer minibatch CKA between two models, or one model and itself.
+public struct CKARun {
+    public let a: AnalysisModel
+    public let b: AnalysisModel?
+    public let images: ImageBatches
+    /// The folder the images were listed from (recorded in the report).
+    public let folder: String
+    public var tokens: TokenSelection
+    public var rep: RepresentationKind
+    public var shard: ShardSpec?
+
+    /// Checks that the two models can be compared on the same images.
+    public init(a: AnalysisModel, b: AnalysisModel?, images: ImageBatches, folder: String,
+                tokens: TokenSelection, rep: RepresentationKind, shard: ShardSpec?) throws {
+        if let b {
+            guard a.config.imageSize == b.config.imageSize else {
+                throw LensError.differentImageSizes(a: a.request.path, sizeA: a.config.imageSize, b: b.request.path, sizeB: b.config.imageSize)
+            }
+            if tokens == .patches && a.config.patches != b.config.patches {
+                throw LensError.differentGrids(a: a.request.path, gridA: a.config.runGrid, b: b.request.path, gridB: b.config.runGrid)
+            }
+        }
+        guard images.items.count >= 4 else {
+            throw ImageError.folder(path: folder, reason: "CKA needs at least 4 images, found \(images.items.count)")
+        }
+        (self.a, self.b, self.images, self.folder, self.tokens, self.rep, self.shard) = (a, b, images, folder, tokens, rep, shard)
+    }
+
+    /// What every shard of the run must share.
+    public var setup: JSONValue {
+        .object([
+            ("command", "cka"),
+            ("model_a", a.json), ("model_b", b?.json ?? .string("same as model_a")),
+            ("images", imagesJSON(images.names, folder: folder)),
+            ("definitions", .object([
+                ("tokens", .string(tokens.rawValue)), ("rep", .string(rep.rawValue)),
+                ("estimator", "minibatch CKA, unbiased HSIC (Nguyen et al. 2021 eq. 3), K and L with zeroed diagonals, float64, batches weighted equally"),
+                ("batch", .int(images.batch)), ("resize", .string(images.mode.rawValue)), ("image_size", .int(a.config.imageSize)),
+                ("skip_bad_images", .bool(images.skipBad)),
+            ])),
+            ("layers_a", .int(a.config.depth + 1)), ("layers_b", .int((b ?? a).config.depth + 1)), ("total_batches", .int(images.batchCount)),
+        ])
+    }
+
+    /// Runs every batch (of this shard) through both models, keeping only each batch's HSIC
+    /// values: memory follows the batch, not the number of images.
+    public func run(_ context: RunContext) throws -> Outcome<CKAResult> {
+        a.engine.representation = rep
+        b?.engine.representation = rep
+        let tapsA = GramTaps(config: a.config, selection: tokens)
+        let tapsB = b.map { GramTaps(config: $0.config, selection: tokens) }
+        let mine = (0..<images.batchCount).filter { shard?.owns($0) ?? true }
+        let total = mine.reduce(0) { $0 + images.imageCount(ofBatch: $1) }
+        let observer = context.observer
+        var records: [CKABatch] = [], dropped: [Int] = [], done = 0
+        try images.forEach(batches: mine) { batch in
+            done += images.imageCount(ofBatch: batch.index)
+            defer { observer.progress("cka", done: done, total: total) }
+            guard batch.count >= 4 else {
+                observer.notice("batch \(batch.index) has \(batch.count) image(s); CKA needs at least 4, so it is dropped")
+                dropped.append(batch.index)
+                return
+            }
+            try a.run(batch.images, taps: tapsA, batch: batch.index)
+            var gb = tapsA.grams
+            if let b, let tapsB {
+                try b.run(batch.images, taps: tapsB, batch: batch.index)
+                gb = tapsB.grams
+            }
+            records.append(CKABatch(index: batch.index, a: tapsA.grams, b: gb))
+        }
+        observer.progressEnded()
+        if let shard { return .partial(Partial(command: "cka", shard: shard, setup: setup, batches: records.map(\.json), dropped: dropped)) }
+        return .report(try CKAResult(setup: setup, batches: records, dropped: dropped, commandLine: context.commandLine))
+    }
+}
+
+/// What a run gives: a report, or (with a shard) the partial sums that `merge` combines.
+public enum Outcome<Result> {
+    case report(Result)
+    case partial(Partial)
+}
+
+/// A CKA report: the matrix (model A's layers on the rows) and its JSON.
+public struct CKAResult {
+    /// (La, Lb), as cka.csv holds it; NaN where undefined.
+    public var matrix: [[Double]]
+    /// cka.json: run metadata, setup, definitions and the full-precision results.
+    public var json: JSONValue
+
+    /// From the per-batch HSIC values — the same code for a single run and for merged shards.
+    public init(setup: JSONValue, batches: [CKABatch], dropped: [Int], commandLine: String, extra: [(String, JSONValue)] = []) throws {
+        guard let la = setup["layers_a"]?.intValue, let lb = setup["layers_b"]?.intValue else {
+            throw LensError.merge("setup lacks layers_a/layers_b")
+        }
+        guard !batches.isEmpty else { throw LensError.data("no minibatch of at least 4 images: CKA is undefined") }
+        let m = ckaMatrix(batches, layersA: la, layersB: lb)
+        matrix = (0..<la).map { i in (0..<lb).map { tabled(m[i * lb + $0]) } }
+        let undefined = (0..<(la * lb)).filter { !m[$0].isFinite }.map { JSONValue.array([.int($0 / lb), .int($0 % lb)]) }
+        json = .object([("vitlens_version", .string(vitlensVersion)), ("command_line", .string(commandLine))] + extra + [
+            ("setup", setup),
+            ("minibatches_used", .int(batches.count)), ("images_used", .int(batches.reduce(0) { $0 + $1.size })),
+            ("dropped_batches", .array(dropped.map { .int($0) })),
+            ("results", .object([
+                ("layers_a", .array((0..<la).map { .int($0) })), ("layers_b", .array((0..<lb).map { .int($0) })),
+                ("cka", .array((0..<la).map { i in .doubles(Array(m[(i * lb)..<((i + 1) * lb)])) })),
+                ("undefined_cells", .array(undefined)),
+            ])),
+        ])
+    }
+
+    public static let files = ["cka.csv", "cka.json"]
+
+    public func write(to out: OutputDirectory) throws -> [String] {
+        var csv = CSVTable(header: ["layer_a", "layer_b", "cka"])
+        for (i, row) in matrix.enumerated() { for (j, v) in row.enumerated() { csv.append(["\(i)", "\(j)", csvNumber(v)]) } }
+        try out.write("cka.csv", csv.render())
+        try out.write("cka.json", json.render() + "\n")
+        return Self.files
+    }
+
+    /// A report folder's cka.csv (the numbers) and cka.json (the metadata, optional).
+    public init(reading dir: String) throws {
+        let src = ReportFolder(dir: dir)
+        let t = try src.csv("cka.csv", columns: ["layer_a", "layer_b", "cka"])
+        let p = src.path("cka.csv")
+        var cells: [(Int, Int, Double)] = []
+        for r in 0..<t.rows.count {
+            let i = try t.integer(r, "layer_a", path: p), j = try t.integer(r, "layer_b", path: p)
+            guard (0..<4097).contains(i), (0..<4097).contains(j) else { throw CSVError(path: p, line: r + 2, reason: "layer out of range") }
+            cells.append((i, j, try t.number(r, "cka", path: p)))
+        }
+        let la = cells.map(\.0).max()! + 1, lb = cells.map(\.1).max()! + 1
+        guard cells.count == la * lb else { throw LensError.report("\(p): \(cells.count) rows, a \(la)×\(lb) matrix needs \(la * lb)") }
+        var m = [[Double]](repeating: [Double](repeating: .nan, count: lb), count: la)
+        var seen = Set<Int>()
+        for (i, j, v) in cells {
+            guard seen.insert(i * lb + j).inserted else { throw LensError.report("\(p): pair (\(i), \(j)) appears twice") }
+            m[i][j] = v
+        }
+        matrix = m
+        json = try src.json("cka.json") ?? .object([])
+    }
+
+    var nameA: String { displayName(json[path: "setup", "model_a"]) ?? "model A" }
+    var nameB: String { displayName(json[path: "setup", "model_b"]) ?? (selfComparison ? nameA : "model B") }
+    var selfComparison: Bool { json[path: "setup", "model_b"]?.stringValue == "same as model_a" }
+}
+
+/// A model's display name as its report records it (older reports: from the path).
+func displayName(_ model: JSONValue?) -> String? {
+    model?["name"]?.stringValue ?? model?["path"]?.stringValue.map(modelName)
+}

@@ -1,0 +1,241 @@
+import Analysis
+import Foundation
+import Render
+
+/// How figures are drawn: the analysing commands and `vitlens plot` share it.
+public struct FigureStyle {
+    public var scale = 1.0
+    public var vmin: Double?
+    public var vmax: Double?
+    public var title: String?
+    public init(scale: Double = 1, vmin: Double? = nil, vmax: Double? = nil, title: String? = nil) {
+        self.scale = scale; self.vmin = vmin; self.vmax = vmax; self.title = title
+    }
+}
+
+/// Figures and index.html, drawn from a typed result in memory — by the analysing commands
+/// right after computing it, and by `vitlens plot` after reading it, with the same code.
+enum Drawing {
+    /// PNG and SVG of one figure. Without a font (fonts-dejavu-core missing) the PNG is left out
+    /// with a warning rather than drawn without its text; the SVG names its fonts and needs none.
+    static func write(_ fig: Figure, _ base: String, out: OutputDirectory, style: FigureStyle, _ observer: RunObserver) throws -> [String] {
+        try out.write(base + ".svg", fig.svg())
+        guard Font.shared != nil else {
+            warnNoFont(observer)
+            return [base + ".svg"]
+        }
+        try out.write(base + ".png", bytes: fig.raster(scale: style.scale).png())
+        return [base + ".png", base + ".svg"]
+    }
+
+    nonisolated(unsafe) static var warned = false
+    static func warnNoFont(_ observer: RunObserver) {
+        guard !warned else { return }
+        warned = true
+        let reason = Font.defaultError.map { "\($0)" } ?? "no font"
+        observer.warning("\(reason); PNG figures skipped (SVG written), `vitlens plot DIR` redraws them")
+    }
+
+    /// The page section every report ends with: definitions, models, images, run.
+    static func runSection(_ page: inout HTMLPage, _ json: JSONValue) {
+        guard case let .object(o) = json, !o.isEmpty else { return }
+        if let defs = json[path: "setup", "definitions"] { page.add(.keyValues(caption: "Definitions", defs.flattened())) }
+        var models: [(String, String)] = []
+        for key in ["model", "model_a", "model_b"] {
+            if let m = json[path: "setup", key] { models += m.flattened(prefix: key) }
+        }
+        if let models2 = json[path: "setup", "models"]?.arrayValue {
+            for (i, m) in models2.enumerated() { models += m.flattened(prefix: "model \(i + 1)") }
+        }
+        if !models.isEmpty { page.add(.keyValues(caption: "Models", models)) }
+        if let im = json[path: "setup", "images"] {
+            page.add(.keyValues(caption: "Images", im.flattened().filter { $0.0 != "paths" }))
+        }
+        var run: [(String, String)] = []
+        for k in ["vitlens_version", "command_line", "images_used", "minibatches_used"] {
+            if let v = json[k] { run.append((k, v.stringValue ?? v.render())) }
+        }
+        page.add(.keyValues(caption: "Run", run))
+    }
+}
+
+extension CKAResult {
+    /// cka.png/.svg (the heatmap) and index.html.
+    public func draw(into out: OutputDirectory, style: FigureStyle, _ observer: RunObserver) throws -> [String] {
+        let a = nameA, b = nameB, la = matrix.count, lb = matrix.first?.count ?? 0
+        var sub: [String] = []
+        if let n = json["images_used"]?.intValue { sub.append("N = \(n) images") }
+        if let bt = json[path: "setup", "definitions", "batch"]?.intValue { sub.append("minibatch \(bt)") }
+        if let tk = json[path: "setup", "definitions", "tokens"]?.stringValue { sub.append("tokens: \(tk)") }
+        if let rp = json[path: "setup", "definitions", "rep"]?.stringValue { sub.append("rep: \(rp)") }
+        sub.append("unbiased HSIC")
+        var h = Heatmap(values: matrix, rowTitle: "\(a): layer", columnTitle: "\(b): layer",
+                        title: style.title ?? "CKA: \(a) vs \(selfComparison ? "itself" : b)", subtitle: sub.joined(separator: " · "))
+        h.vmin = style.vmin ?? 0
+        h.vmax = style.vmax ?? 1
+        guard h.vmax > h.vmin else { throw LensError.report("the colour range's top (\(h.vmax)) must be greater than its bottom (\(h.vmin))") }
+        let fig = h.figure()
+        var files = try Drawing.write(fig, "cka", out: out, style: style, observer)
+
+        var page = HTMLPage(title: fig.title)
+        page.add(.paragraph(h.subtitle + ". Layer 0 is the patch embedding, layer \(la - 1) the final norm; rows are \(a), columns \(b)."))
+        page.add(.figure(svg: fig.svg(), png: "cka.png", caption: "Minibatch CKA between every pair of layers, magma on [\(csvNumber(h.vmin)), \(csvNumber(h.vmax))]."))
+        let undefined = h.undefinedCells
+        if !undefined.isEmpty {
+            page.add(.paragraph("Undefined (NaN) cells — a representation constant over the images: " + undefined.map { "(\($0.0), \($0.1))" }.joined(separator: ", ")))
+        }
+        page.add(.heading("Numbers (cka.csv)"))
+        let rowsTop = (0..<la).reversed().map { i in ["\(i)"] + matrix[i].map { $0.isNaN ? "NaN" : String(format: "%.4f", $0) } }
+        let colors = (0..<la).reversed().map { i in [nil] + matrix[i].map { Magma.color($0, vmin: h.vmin, vmax: h.vmax) ?? Magma.undefined } }
+        page.add(.table(caption: "CKA, rows \(a) layer (top = last), columns \(b) layer; full precision in cka.csv",
+                        header: ["\(a) \\ \(b)"] + (0..<lb).map { "\($0)" }, rows: rowsTop, colors: colors))
+        page.add(.heading("Definitions and metadata (cka.json)"))
+        Drawing.runSection(&page, json)
+        try out.write("index.html", page.render())
+        files.append("index.html")
+        return files
+    }
+}
+
+extension AttentionResult {
+    var grid: Int? {
+        guard let s = json[path: "setup", "model", "architecture", "image_size"]?.intValue,
+              let p = json[path: "setup", "model", "architecture", "patch_size"]?.intValue, p > 0 else { return nil }
+        return s / p
+    }
+    var distanceScale: Double? { json[path: "setup", "definitions", "distance_scale"]?.doubleValue }
+    var convention: String? { json[path: "setup", "definitions", "convention"]?.stringValue }
+
+    /// attention_distance/_entropy .png/.svg (boxes per layer, heads as points, the mean line;
+    /// the compared model overlaid) and index.html.
+    public func draw(into out: OutputDirectory, style: FigureStyle, _ observer: RunObserver) throws -> [String] {
+        let all = [self] + (compare.map { [$0] } ?? [])
+        let L = all.map(\.layers).max()!
+        // Fixed axes from the geometry, so figures of two models compare side by side: distance up
+        // to the largest mean distance any attention could have, entropy up to ln(patches).
+        var dMax = 0.0, eMax = 0.0
+        for d in all {
+            if let g = d.grid, let s = d.distanceScale, g > 0, g <= 256 {
+                dMax = max(dMax, AttentionGeometry(grid: g, prefix: 0, scale: s).maxMeanDistance)
+                eMax = max(eMax, log(Double(g * g)))
+            } else {
+                dMax = max(dMax, d.distance.joined().filter(\.isFinite).max() ?? 1)
+                eMax = max(eMax, d.entropy.joined().filter(\.isFinite).max() ?? 1)
+            }
+        }
+        var sub: [String] = []
+        if let n = json["images_used"]?.intValue { sub.append("N = \(n) images") }
+        sub.append(all.map { "\($0.heads) heads" }.joined(separator: " / "))
+        sub.append(json[path: "setup", "per_image"]?.boolValue == true ? "box over heads × images" : "box over heads")
+        let unit: String
+        switch convention {
+        case "mae-lite"?: unit = "mae-lite units: grid steps × 14"; sub.append("convention mae-lite (scale 14)")
+        case "pixels"?: unit = "pixels"; sub.append("convention pixels (scale \(csvNumber(distanceScale ?? 0)))")
+        default: unit = "as in attention.csv"
+        }
+        let names = all.map(\.name).joined(separator: " vs ")
+        var files: [String] = []
+        var figs: [(String, Figure, String)] = []
+        for (metric, label, top) in [("distance", "mean attention distance (\(unit))", dMax), ("entropy", "mean attention entropy (nats)", eMax)] {
+            let series = all.enumerated().map { k, d -> BoxSeries in
+                let v = metric == "distance" ? d.distance : d.entropy
+                let boxes = (d.boxes[metric] ?? []).map {
+                    BoxSummary(q1: $0.q1, median: $0.median, q3: $0.q3, whiskerLow: $0.whiskerLow, whiskerHigh: $0.whiskerHigh, outliers: $0.outliers)
+                }
+                return BoxSeries(name: d.name, color: seriesColors[k % seriesColors.count], boxes: boxes,
+                                 points: v, means: v.map { row in row.reduce(0, +) / Double(row.count) })
+            }
+            let chart = BoxChart(series: series, xLabels: (1...L).map { "\($0)" }, yTitle: label, yRange: (0, niceCeiling(top)),
+                                 title: style.title.map { "\($0): \(metric)" } ?? "Attention \(metric): \(names)",
+                                 subtitle: sub.joined(separator: " · "))
+            let fig = chart.figure()
+            files += try Drawing.write(fig, "attention_\(metric)", out: out, style: style, observer)
+            figs.append(("attention_\(metric)", fig, label))
+        }
+        var page = HTMLPage(title: style.title ?? "Attention distance and entropy: \(names)")
+        page.add(.paragraph(sub.joined(separator: " · ") + ". Per layer: a box over heads, each head a point, the mean over heads a line."))
+        for (base, fig, label) in figs { page.add(.figure(svg: fig.svg(), png: base + ".png", caption: label.prefix(1).uppercased() + label.dropFirst() + " per layer.")) }
+        for d in all {
+            page.add(.heading("Numbers: \(d.name) (attention.csv)"))
+            var rows: [[String]] = []
+            for l in 0..<d.layers { for h in 0..<d.heads { rows.append(["\(l + 1)", "\(h)", String(format: "%.3f", d.distance[l][h]), String(format: "%.4f", d.entropy[l][h])]) } }
+            page.add(.table(caption: "Per layer and head; full precision in attention.csv", header: ["layer", "head", "mean distance", "mean entropy"], rows: rows, colors: nil))
+            var boxRows: [[String]] = []
+            for metric in ["distance", "entropy"] {
+                for (l, b) in (d.boxes[metric] ?? []).enumerated() {
+                    boxRows.append([metric, "\(l + 1)"] + [b.whiskerLow, b.q1, b.median, b.q3, b.whiskerHigh].map { String(format: "%.4g", $0) } + ["\(b.outliers.count)"])
+                }
+            }
+            page.add(.table(caption: "Box statistics (attention_box.csv)", header: ["metric", "layer", "whisker low", "q1", "median", "q3", "whisker high", "outliers"], rows: boxRows, colors: nil))
+            page.add(.heading("Definitions and metadata: \(d.name)"))
+            Drawing.runSection(&page, d.json)
+        }
+        try out.write("index.html", page.render())
+        files.append("index.html")
+        return files
+    }
+}
+
+extension ProbeResult {
+    /// probe.png/.svg (accuracy against blocks kept: test solid, train dashed, chance dotted) and index.html.
+    public func draw(into out: OutputDirectory, style: FigureStyle, _ observer: RunObserver) throws -> [String] {
+        let L = models.flatMap { $0.rows.map(\.layersKept) }.max() ?? 1
+        var series: [LineSeries] = []
+        for (i, m) in models.enumerated() {
+            let c = seriesColors[i % seriesColors.count]
+            series.append(LineSeries(name: "\(m.name) test", color: c, xs: m.rows.map { Double($0.layersKept - 1) }, ys: m.rows.map(\.test)))
+            series.append(LineSeries(name: "\(m.name) train", color: c, xs: m.rows.map { Double($0.layersKept - 1) }, ys: m.rows.map(\.train), dashed: true))
+        }
+        var sub: [String] = []
+        if let tr = json[path: "images_used", "train"]?.intValue, let te = json[path: "images_used", "test"]?.intValue { sub.append("\(tr) train / \(te) test images") }
+        if let cl = json[path: "setup", "dataset", "classes"]?.arrayValue { sub.append("\(cl.count) classes") }
+        if let pool = json[path: "setup", "definitions", "pool"]?.stringValue { sub.append("pool: \(pool)") }
+        sub.append("logistic regression, C = 1")
+        let chance = json["chance_accuracy"]?.doubleValue
+        let names = models.map(\.name).joined(separator: " vs ")
+        let chart = LineChart(series: series, xLabels: (1...L).map { "\($0)" }, xTitle: "blocks kept (k)", yTitle: "accuracy",
+                              yRange: (0, 1), title: style.title ?? "Layer-truncation probe: \(names)", subtitle: sub.joined(separator: " · "),
+                              reference: chance.map { ($0, "chance (largest class)") })
+        let fig = chart.figure()
+        var files = try Drawing.write(fig, "probe", out: out, style: style, observer)
+        var page = HTMLPage(title: fig.title)
+        page.add(.paragraph(chart.subtitle + ". For each k the first k blocks are kept; solid: test accuracy, dashed: train accuracy."))
+        page.add(.figure(svg: fig.svg(), png: "probe.png", caption: "Accuracy against the number of blocks kept."))
+        page.add(.heading("Numbers (probe.csv)"))
+        var table: [[String]] = []
+        for m in models { for r in m.rows { table.append([m.name, "\(r.layersKept)", String(format: "%.4f", r.train), String(format: "%.4f", r.test)]) } }
+        page.add(.table(caption: "Accuracy per depth", header: ["model", "blocks kept", "train accuracy", "test accuracy"], rows: table, colors: nil))
+        if let ds = json[path: "setup", "dataset"] {
+            page.add(.keyValues(caption: "Dataset", ds.flattened().filter { !$0.0.hasSuffix(".paths") }))
+        }
+        page.add(.heading("Definitions and metadata (probe.json)"))
+        Drawing.runSection(&page, json)
+        try out.write("index.html", page.render())
+        files.append("index.html")
+        return files
+    }
+}
+
+/// Any report `vitlens plot` can redraw, read from its folder.
+public enum AnyReport {
+    case cka(CKAResult)
+    case attention(AttentionResult)
+    case probe(ProbeResult)
+
+    /// `compare`: a second attention report folder to overlay.
+    public init(reading dir: String, compare: String? = nil) throws {
+        let src = ReportFolder(dir: dir)
+        if src.exists("cka.csv") { self = .cka(try CKAResult(reading: dir)) }
+        else if src.exists("attention.csv") { self = .attention(try AttentionResult(reading: dir, compareWith: compare)) }
+        else if src.exists("probe.csv") { self = .probe(try ProbeResult(reading: dir)) }
+        else { throw LensError.report("\(dir): no cka.csv, attention.csv or probe.csv; not a vitlens report folder") }
+    }
+
+    public func draw(into out: OutputDirectory, style: FigureStyle, _ observer: RunObserver) throws -> [String] {
+        switch self {
+        case let .cka(r): return try r.draw(into: out, style: style, observer)
+        case let .attention(r): return try r.draw(into: out, style: style, observer)
+        case let .probe(r): return try r.draw(into: out, style: style, observer)
+        }
+    }
+}

@@ -1,0 +1,171 @@
+import Checkpoint
+import Crypto
+import Engine
+import Foundation
+import VitLensCore
+
+public let vitlensVersion = "0.1.0"
+
+/// What the application layer can refuse: models that cannot be compared in one run, reports
+/// that cannot be read or merged. Each case names the files and numbers involved.
+public enum LensError: Error, CustomStringConvertible {
+    /// Two models that must run at one image size do not.
+    case differentImageSizes(a: String, sizeA: Int, b: String, sizeB: Int)
+    /// Patch-token CKA of two models with different token grids.
+    case differentGrids(a: String, gridA: Int, b: String, gridB: Int)
+    case report(String)
+    case merge(String)
+    case data(String)
+
+    public var description: String {
+        switch self {
+        case let .differentImageSizes(a, sa, b, sb): return "\(a) runs at \(sa)px but \(b) at \(sb)px; both must run at one image size"
+        case let .differentGrids(a, ga, b, gb):
+            return "patch tokens can only be compared on one token grid: \(a) has \(ga)x\(ga) patches, \(b) \(gb)x\(gb)"
+        case let .report(s), let .merge(s), let .data(s): return s
+        }
+    }
+}
+
+/// How a model is asked for: its file, and what the user said about it.
+public struct ModelRequest {
+    public var path: String
+    public var heads: Int?
+    /// How `heads` was given (recorded in the report, e.g. "--heads-b").
+    public var headsGivenAs: String
+    public var imageSize: Int?
+
+    public init(path: String, heads: Int? = nil, headsGivenAs: String = "--heads", imageSize: Int? = nil) {
+        self.path = path
+        self.heads = heads
+        self.headsGivenAs = headsGivenAs
+        self.imageSize = imageSize
+    }
+}
+
+/// A checkpoint loaded for analysis: its architecture resolved, its weights converted, an
+/// engine ready to run.
+public final class AnalysisModel {
+    public let checkpoint: LoadedCheckpoint
+    public let config: ViTConfig
+    public let engine: ViTEngine
+    public let request: ModelRequest
+    /// The name in report folders, titles and legends: the file name without its extensions.
+    public let name: String
+
+    public init(_ request: ModelRequest) throws {
+        self.request = request
+        let ckpt = try CheckpointLoader.load(path: request.path)
+        checkpoint = ckpt
+        let path = request.path
+        let config = try CheckpointError.naming(path) { try ViTConfig.infer(from: ckpt, heads: request.heads, imageSize: request.imageSize) }
+        self.config = config
+        let weights = try CheckpointError.naming(path) { try ViTWeights(checkpoint: ckpt, config: config) }
+        engine = ViTEngine(weights: weights)
+        name = modelName(path)
+    }
+
+    /// Runs a batch and refuses to go on with NaN/inf activations (never report numbers
+    /// computed from them).  x: (B, 3, S, S) → (B, T, C).
+    @discardableResult
+    public func run(_ x: Tensor, taps: ForwardTaps?, batch index: Int) throws -> Tensor {
+        let out = engine.forward(x, taps: taps)
+        if let at = engine.nonFiniteAt { throw EngineError.nonFinite(model: checkpoint.path, at: at, batch: index) }
+        return out
+    }
+
+    /// SHA-256 of the weights file (computed once; it reads the whole file).
+    public private(set) lazy var sha256: String = Digest.sha256(checkpoint.fileBytes)
+
+    /// Where the head count came from, as recorded in reports.
+    public var headsSource: String {
+        config.headsSource == .option ? request.headsGivenAs : config.headsSource.rawValue
+    }
+
+    /// The model as recorded in every report: file, hash, layout, architecture.
+    public var json: JSONValue {
+        .object([
+            ("name", .string(name)), ("path", .string(checkpoint.path)), ("sha256", .string(sha256)),
+            ("format", .string(checkpoint.format)), ("layout", .string(checkpoint.layout.rawValue)),
+            ("state_dict", .string(checkpoint.location)), ("architecture", architecture),
+        ])
+    }
+
+    public var architecture: JSONValue {
+        let c = config
+        return .object([
+            ("embed_dim", .int(c.dim)), ("depth", .int(c.depth)), ("heads", .int(c.heads)),
+            ("heads_source", .string(headsSource)), ("patch_size", .int(c.patch)),
+            ("checkpoint_image_size", .int(c.checkpointImageSize)), ("image_size", .int(c.imageSize)),
+            ("tokens", .int(c.tokens)), ("prefix_tokens", .int(c.prefixTokens)), ("mlp_hidden", .int(c.mlpHidden)),
+            ("qkv_bias", .bool(c.qkvBias)), ("final_norm", .string(c.finalNorm.rawValue)),
+            // At its float32 value's shortest form (1e-06, not 9.999999974752427e-07).
+            ("layer_norm_eps", .double(Double("\(c.eps)") ?? Double(c.eps))), ("parameters", .int(c.parameterCount)),
+        ])
+    }
+}
+
+/// A short name for report folders: the file name without checkpoint extensions.
+public func modelName(_ path: String) -> String {
+    var p = path
+    while p.count > 1 && p.hasSuffix("/") { p.removeLast() }
+    var name = (p as NSString).lastPathComponent
+    for ext in [".safetensors", ".pth.tar", ".pth", ".bin", ".pt", ".ckpt"] where name.hasSuffix(ext) {
+        name.removeLast(ext.count)
+        break
+    }
+    return name.isEmpty ? "model" : name
+}
+
+/// SHA-256 through swift-crypto (BoringSSL's assembly, SHA extensions where the CPU has them).
+public enum Digest {
+    public static func sha256(_ bytes: UnsafeRawBufferPointer) -> String {
+        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+    }
+    public static func sha256(_ text: String) -> String {
+        SHA256.hash(data: Array(text.utf8)).map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// The image list of a run, or for long lists its SHA-256 (of the newline-joined paths) and count.
+public func imagesJSON(_ paths: [String], folder: String) -> JSONValue {
+    var fields: [(String, JSONValue)] = [("folder", .string(folder)), ("count", .int(paths.count)),
+                                         ("paths_sha256", .string(Digest.sha256(paths.joined(separator: "\n"))))]
+    if paths.count <= 4096 { fields.append(("paths", .array(paths.map { .string($0) }))) }
+    return .object(fields)
+}
+
+/// What a run says while it works: notices, warnings, progress. The CLI prints them; tests and
+/// library users may collect or ignore them.
+public protocol RunObserver: AnyObject {
+    func notice(_ text: String)
+    func warning(_ text: String)
+    /// `done` of `total` images of the phase `label`.
+    func progress(_ label: String, done: Int, total: Int)
+    /// The phase whose progress was being shown has ended.
+    func progressEnded()
+}
+
+/// An observer that keeps what it is told (for tests and for callers that print later).
+public final class CollectingObserver: RunObserver {
+    public private(set) var notices: [String] = [], warnings: [String] = []
+    public init() {}
+    public func notice(_ text: String) { notices.append(text) }
+    public func warning(_ text: String) { warnings.append(text) }
+    public func progress(_ label: String, done: Int, total: Int) {}
+    public func progressEnded() {}
+}
+
+/// The metadata every report records about how it was made.
+public struct RunContext {
+    public var commandLine: String
+    public var observer: RunObserver
+    public init(commandLine: String, observer: RunObserver) {
+        self.commandLine = commandLine
+        self.observer = observer
+    }
+    /// The report's header fields.
+    var header: [(String, JSONValue)] {
+        [("vitlens_version", .string(vitlensVersion)), ("command_line", .string(commandLine))]
+    }
+}

@@ -1,0 +1,197 @@
+import Engine
+import Foundation
+import Images
+import Train
+import VitLensCore
+
+/// The layer-truncation probe of one or more models on one labelled dataset: for every k, the
+/// first k blocks' features and a linear classifier (or, `fineTune`, the first k blocks trained
+/// end to end with a new head).
+public struct ProbeRun {
+    public let models: [AnalysisModel]
+    public let train: LabeledImages, test: LabeledImages
+    public let datasetJSON: JSONValue
+    public var batch: Int
+    public var resize: ResizeMode
+    public var skipBad: Bool
+    public var pool: ProbePooling
+    public var maxIterations: Int
+    /// Fine-tune instead of the linear probe, with these settings, at these depths (nil: every k).
+    public var fineTune: FineTuneSettings?
+    public var depths: [Int]?
+
+    public init(models: [AnalysisModel], data: (train: LabeledImages, test: LabeledImages, json: JSONValue), batch: Int,
+                resize: ResizeMode, skipBad: Bool, pool: ProbePooling, maxIterations: Int,
+                fineTune: FineTuneSettings? = nil, depths: [Int]? = nil) throws {
+        let names = models.map(\.name)
+        guard Set(names).count == names.count else {
+            throw LensError.data("two checkpoints have the same name (\(names.joined(separator: ", "))); rename one")
+        }
+        if let depths, let m = models.first(where: { $0.config.depth < (depths.max() ?? 0) }) {
+            throw LensError.data("\(m.request.path) has \(m.config.depth) blocks; cannot keep \(depths.max()!)")
+        }
+        self.models = models
+        (train, test, datasetJSON) = data
+        (self.batch, self.resize, self.skipBad, self.pool, self.maxIterations) = (batch, resize, skipBad, pool, maxIterations)
+        (self.fineTune, self.depths) = (fineTune, depths)
+    }
+
+    public func run(_ context: RunContext) throws -> ProbeResult {
+        let observer = context.observer
+        // One listing of train then test images; every model runs on each decoded batch.
+        let items = train.items + test.items
+        let loader = ImageBatches(items: items, size: models[0].config.imageSize, mode: resize, batch: batch, skipBad: skipBad)
+        loader.onSkip = { observer.warning("skipping \($0)") }
+        let taps = models.map { ProbeFeatureTaps(engine: $0.engine, pooling: pool) }
+        var kept: [Int] = []
+        if fineTune != nil {
+            kept = Array(0..<items.count)  // training decodes its own batches; an unreadable image is an error
+        } else {
+            try loader.forEach { b in
+                if b.count > 0 { for (m, t) in zip(models, taps) { try m.run(b.images, taps: t, batch: b.index) } }
+                kept += b.kept
+                observer.progress("probe", done: min(items.count, (b.index + 1) * batch), total: items.count)
+            }
+            observer.progressEnded()
+        }
+        let labels = train.labels + test.labels
+        let trainRows = kept.indices.filter { kept[$0] < train.count }, testRows = kept.indices.filter { kept[$0] >= train.count }
+        let trainLabels = trainRows.map { labels[kept[$0]] }, testLabels = testRows.map { labels[kept[$0]] }
+        guard Set(trainLabels).count >= 2 else { throw ImageError.folder(path: train.source, reason: "fewer than 2 classes have readable train images") }
+
+        let results: [(String, [ProbeResult.Row])]
+        if let settings = fineTune {
+            results = try fineTuneResults(settings, trainRows: trainRows.map { kept[$0] }, testRows: testRows.map { kept[$0] - train.count }, observer)
+        } else {
+            results = linearResults(taps, trainRows: trainRows, testRows: testRows, trainLabels: trainLabels, testLabels: testLabels, observer)
+        }
+        let counts = testLabels.reduce(into: [Int: Int]()) { $0[$1, default: 0] += 1 }
+        let definitions: [(String, JSONValue)] = [
+            ("mode", .string(fineTune == nil ? "linear" : "finetune")),
+            ("features", .string("output of block k (k = 1…L kept), the model's final norm on every token, then \(pool == .mean ? "the mean of the patch tokens" : "the class token")")),
+            ("pool", .string(pool.rawValue)),
+        ] + (fineTune.map { s in [
+            ("training", "blocks 0…k−1, final norm, pooling and a new linear head (trunc. normal σ 2e−5) trained end to end on the train set: cross-entropy, AdamW, warm-up then cosine per step, layer-wise lr decay; no augmentation; images in the eval transform"),
+            ("settings", s.json),
+            ("train_accuracy", "accuracy of the trained model on the train set (a forward pass after training)"),
+        ] } ?? [
+            ("standardise", "train mean and population standard deviation per feature (scikit-learn StandardScaler); constant features scale 1"),
+            ("classifier", "multinomial logistic regression (binary for 2 classes), L2 on the weights, C = 1 (scikit-learn's default): (1/N)·Σ cross-entropy + ‖W‖²/(2CN)"),
+            ("solver", .string("L-BFGS in float64 until max|gradient| ≤ 1e-7 (at most \(maxIterations) iterations)")),
+        ]) + [
+            ("batch", .int(batch)), ("resize", .string(resize.rawValue)), ("image_size", .int(models[0].config.imageSize)),
+            ("skip_bad_images", .bool(skipBad)),
+        ]
+        let json = JSONValue.object([
+            ("vitlens_version", .string(vitlensVersion)), ("command_line", .string(context.commandLine)),
+            ("setup", .object([("command", "probe"), ("models", .array(models.map(\.json))), ("dataset", datasetJSON),
+                               ("definitions", .object(definitions))])),
+            ("images_used", .object([("train", .int(trainRows.count)), ("test", .int(testRows.count))])),
+            ("chance_accuracy", .double(Double(counts.values.max() ?? 0) / Double(max(1, testLabels.count)))),
+            ("results", .array(results.map { name, rows in
+                .object([("model", .string(name)), ("layers", .array(rows.map { r in
+                    .object([("layers_kept", .int(r.layersKept)), ("train_accuracy", .double(r.train)), ("test_accuracy", .double(r.test))] + r.extra)
+                }))])
+            })),
+        ])
+        return ProbeResult(models: results.map { ($0.0, $0.1.map { ProbeResult.Row(layersKept: $0.layersKept, train: tabled($0.train), test: tabled($0.test)) }) },
+                           json: json, modelColumn: models.count > 1)
+    }
+
+    /// The linear probe of every depth from the cached features.
+    func linearResults(_ taps: [ProbeFeatureTaps], trainRows: [Int], testRows: [Int], trainLabels: [Int], testLabels: [Int],
+                       _ observer: RunObserver) -> [(String, [ProbeResult.Row])] {
+        zip(models, taps).map { m, t in
+            let C = m.config.dim
+            let rows = (1...m.config.depth).map { k -> ProbeResult.Row in
+                let f = t.features[k - 1]
+                func gather(_ r: [Int]) -> [Float] { var o = [Float](); o.reserveCapacity(r.count * C); for i in r { o += f[(i * C)..<((i + 1) * C)] }; return o }
+                let res = linearProbe(train: gather(trainRows), trainLabels: trainLabels, test: gather(testRows), testLabels: testLabels,
+                                      dim: C, classes: train.classes.count, layersKept: k, maxIterations: maxIterations)
+                if !res.solver.converged {
+                    observer.warning("\(m.name), k = \(k): L-BFGS stopped after \(res.solver.iterations) iterations with max|∇| = \(String(format: "%.2g", res.solver.gradientMax)) (raise the iteration limit)")
+                }
+                return ProbeResult.Row(layersKept: k, train: res.trainAccuracy, test: res.testAccuracy, extra: [
+                    ("solver_iterations", .int(res.solver.iterations)), ("converged", .bool(res.solver.converged)),
+                    ("gradient_max", .double(res.solver.gradientMax))])
+            }
+            return (m.name, rows)
+        }
+    }
+
+    /// Fine-tuning: for each depth, a truncated copy trained end to end, then scored.
+    func fineTuneResults(_ s: FineTuneSettings, trainRows: [Int], testRows: [Int], _ observer: RunObserver) throws -> [(String, [ProbeResult.Row])] {
+        let trainSet = train.subset(trainRows), testSet = test.subset(testRows)
+        let size = models[0].config.imageSize
+        let trainImages = ImageBatches(items: trainSet.items, size: size, mode: resize, batch: batch)
+        let testImages = ImageBatches(items: testSet.items, size: size, mode: resize, batch: batch)
+        return try models.map { m in
+            let rows = try (depths ?? Array(1...m.config.depth)).map { k -> ProbeResult.Row in
+                let model = TrainableViT(weights: m.engine.weights, keep: k, classes: train.classes.count, pooling: pool, seed: s.seed)
+                let total = s.epochs * trainSet.count
+                let logs = try Train.fineTune(model, labels: trainSet.labels, settings: s, load: trainImages.images(at:),
+                                              onStep: { step, _ in observer.progress("\(m.name) k=\(k)", done: min(total, step * s.batch), total: total) })
+                observer.progressEnded()
+                let trainAcc = try evaluate(model, labels: trainSet.labels, batch: batch, load: trainImages.images(at:))
+                let testAcc = try evaluate(model, labels: testSet.labels, batch: batch, load: testImages.images(at:))
+                observer.notice("\(m.name), k = \(k): loss \(String(format: "%.4f", logs.first?.meanLoss ?? .nan)) → \(String(format: "%.4f", logs.last?.meanLoss ?? .nan)), test accuracy \(String(format: "%.4f", testAcc))")
+                return ProbeResult.Row(layersKept: k, train: trainAcc, test: testAcc, extra: [("epochs", epochsJSON(logs))])
+            }
+            return (m.name, rows)
+        }
+    }
+}
+
+/// A probe report: per model, train and test accuracy for each number of blocks kept.
+public struct ProbeResult {
+    public struct Row {
+        public var layersKept: Int
+        public var train: Double
+        public var test: Double
+        var extra: [(String, JSONValue)] = []
+    }
+    /// In argument order: (display name, rows by depth).
+    public var models: [(name: String, rows: [Row])]
+    /// probe.json (an empty object for a CSV-only folder).
+    public var json: JSONValue
+    /// Whether probe.csv has a leading `model` column (several models).
+    var modelColumn: Bool
+
+    public static let files = ["probe.csv", "probe.json"]
+
+    public func write(to out: OutputDirectory) throws -> [String] {
+        var csv = CSVTable(header: (modelColumn ? ["model"] : []) + ["layers_kept", "train_accuracy", "test_accuracy"])
+        for (name, rows) in models {
+            for r in rows { csv.append((modelColumn ? [name] : []) + ["\(r.layersKept)", csvNumber(r.train), csvNumber(r.test)]) }
+        }
+        try out.write("probe.csv", csv.render())
+        try out.write("probe.json", json.render() + "\n")
+        return Self.files
+    }
+
+    public init(models: [(name: String, rows: [Row])], json: JSONValue, modelColumn: Bool) {
+        self.models = models
+        self.json = json
+        self.modelColumn = modelColumn
+    }
+
+    /// A report folder's probe.csv (the numbers) and probe.json (names and metadata, optional).
+    public init(reading dir: String) throws {
+        let src = ReportFolder(dir: dir)
+        let t = try src.csv("probe.csv", columns: ["layers_kept", "train_accuracy", "test_accuracy"])
+        let p = src.path("probe.csv")
+        json = try src.json("probe.json") ?? .object([])
+        modelColumn = t.column("model") != nil
+        // A single-model CSV has no model column: the name comes from the JSON.
+        let jsonNames = json["results"]?.arrayValue?.compactMap { $0["model"]?.stringValue } ?? []
+        var order: [String] = [], rows: [String: [Row]] = [:]
+        for r in 0..<t.rows.count {
+            let name = modelColumn ? t.rows[r][t.column("model")!] : (jsonNames.count == 1 ? jsonNames[0] : "model")
+            let k = try t.integer(r, "layers_kept", path: p)
+            guard k >= 1, k <= 4096 else { throw CSVError(path: p, line: r + 2, reason: "layers_kept \(k) out of range") }
+            if rows[name] == nil { order.append(name) }
+            rows[name, default: []].append(Row(layersKept: k, train: try t.number(r, "train_accuracy", path: p), test: try t.number(r, "test_accuracy", path: p)))
+        }
+        models = order.map { ($0, rows[$0]!.sorted { $0.layersKept < $1.layersKept }) }
+    }
+}

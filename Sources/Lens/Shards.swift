@@ -1,0 +1,144 @@
+import Analysis
+import Foundation
+
+/// `i/n`: a run that handles the batches whose index ≡ i (mod n), so that a job array spreads
+/// one analysis over many machines and `merge` puts it back together.
+public struct ShardSpec: CustomStringConvertible, Equatable {
+    public let index: Int
+    public let count: Int
+
+    public init?(parsing text: String) {
+        let parts = text.split(separator: "/")
+        guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n >= 1, i >= 0, i < n else { return nil }
+        index = i
+        count = n
+    }
+
+    public init(index: Int, count: Int) { self.index = index; self.count = count }
+
+    public func owns(_ batch: Int) -> Bool { batch % count == index }
+    public var description: String { "\(index)/\(count)" }
+}
+
+/// A shard's mergeable partial sums: the per-batch values the report is computed from, so that
+/// merging sums them in batch order exactly as a single run does.
+public struct Partial {
+    public static let fileName = "partial.json"
+    public var command: String
+    public var shard: ShardSpec
+    /// Everything that must agree between shards: models, images, definitions, batch count.
+    public var setup: JSONValue
+    public var batches: [JSONValue]
+    public var dropped: [Int]
+
+    public func json(commandLine: String) -> JSONValue {
+        .object([
+            ("vitlens_partial", 1), ("vitlens_version", .string(vitlensVersion)), ("command_line", .string(commandLine)),
+            ("command", .string(command)), ("shard", .string(shard.description)), ("setup", setup),
+            ("batches", .array(batches)), ("dropped_batches", .array(dropped.map { .int($0) })),
+        ])
+    }
+
+    public func write(to out: OutputDirectory, commandLine: String) throws -> [String] {
+        try out.write(Partial.fileName, json(commandLine: commandLine).render() + "\n")
+        return [Partial.fileName]
+    }
+
+    /// A shard folder (or its partial.json).
+    public static func read(_ path: String) throws -> Partial {
+        var file = path
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue { file = path + "/" + fileName }
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw LensError.merge("\(file): cannot read (is it a folder written with --shard?)")
+        }
+        let v: JSONValue
+        do { v = try JSONValue.parse(String(decoding: data, as: UTF8.self)) } catch { throw LensError.merge("\(file): \(error)") }
+        guard v["vitlens_partial"]?.intValue == 1, let command = v["command"]?.stringValue,
+              let shardText = v["shard"]?.stringValue, let shard = ShardSpec(parsing: shardText),
+              let setup = v["setup"], let batches = v["batches"]?.arrayValue,
+              let dropped = v["dropped_batches"]?.arrayValue?.compactMap(\.intValue) else {
+            throw LensError.merge("\(file): not a vitlens partial.json")
+        }
+        return Partial(command: command, shard: shard, setup: setup, batches: batches, dropped: dropped)
+    }
+}
+
+/// The report that merging shards gives: the same one a single run gives.
+public enum MergedReport {
+    case cka(CKAResult)
+    case attention(AttentionResult)
+
+    /// Checks that the shards come from one command line and that all n are there, then sums
+    /// their per-batch values in batch order. `sources` name the shards in messages and the report.
+    public static func merge(_ parts: [Partial], sources: [String], commandLine: String) throws -> MergedReport {
+        guard let first = parts.first else { throw LensError.merge("no shards to merge") }
+        let setupText = first.setup.render()
+        for (p, path) in zip(parts, sources) {
+            guard p.command == first.command else { throw LensError.merge("\(path): a \(p.command) shard cannot merge with a \(first.command) shard") }
+            guard p.shard.count == first.shard.count else { throw LensError.merge("\(path): shard \(p.shard) of a \(p.shard.count)-way split, others are \(first.shard.count)-way") }
+            guard p.setup.render() == setupText else {
+                throw LensError.merge("\(path): its models, images or definitions differ from \(sources[0])'s; shards must come from one command line")
+            }
+        }
+        let seen = parts.map(\.shard.index)
+        if let dup = seen.first(where: { i in seen.filter { $0 == i }.count > 1 }) { throw LensError.merge("shard \(dup)/\(first.shard.count) given twice") }
+        let missing = (0..<first.shard.count).filter { !seen.contains($0) }
+        guard missing.isEmpty else { throw LensError.merge("missing shard(s) " + missing.map { "\($0)/\(first.shard.count)" }.joined(separator: ", ")) }
+        let extra: [(String, JSONValue)] = [("merged_from", .array(sources.map { .string($0) }))]
+        switch first.command {
+        case "cka":
+            guard let la = first.setup["layers_a"]?.intValue, let lb = first.setup["layers_b"]?.intValue else { throw LensError.merge("partial.json lacks layers") }
+            let batches = try parts.flatMap { try $0.batches.map { try CKABatch(json: $0, layersA: la, layersB: lb) } }
+            return .cka(try CKAResult(setup: first.setup, batches: batches, dropped: parts.flatMap(\.dropped).sorted(),
+                                      commandLine: commandLine, extra: extra))
+        case "attention":
+            guard let l = first.setup["layers"]?.intValue, let h = first.setup["heads"]?.intValue,
+                  let per = first.setup["per_image"]?.boolValue else { throw LensError.merge("partial.json lacks layers/heads") }
+            let batches = try parts.flatMap { try $0.batches.map { try AttentionBatch(json: $0, layers: l, heads: h, perImage: per) } }
+            return .attention(try AttentionResult(setup: first.setup, batches: batches, commandLine: commandLine, extra: extra))
+        default:
+            throw LensError.merge("unknown command '\(first.command)' in partial.json")
+        }
+    }
+}
+
+// MARK: - Per-batch records as JSON (doubles written in their shortest exact form)
+
+func readDoubles(_ v: JSONValue?, count: Int, what: String) throws -> [Double] {
+    guard let a = v?.arrayValue, a.count == count else { throw LensError.merge("partial.json: \(what) should hold \(count) numbers") }
+    return try a.map { x in
+        guard let d = x.doubleValue else { throw LensError.merge("partial.json: \(what) holds a non-number") }
+        return d
+    }
+}
+
+extension CKABatch {
+    var json: JSONValue {
+        .object([("index", .int(index)), ("size", .int(size)), ("kl", .doubles(kl)), ("kk", .doubles(kk)), ("ll", .doubles(ll))])
+    }
+
+    init(json v: JSONValue, layersA: Int, layersB: Int) throws {
+        guard let i = v["index"]?.intValue, let s = v["size"]?.intValue else { throw LensError.merge("partial.json: batch without index/size") }
+        self.init(index: i, size: s, kl: try readDoubles(v["kl"], count: layersA * layersB, what: "kl"),
+                  kk: try readDoubles(v["kk"], count: layersA, what: "kk"), ll: try readDoubles(v["ll"], count: layersB, what: "ll"))
+    }
+}
+
+extension AttentionBatch {
+    var json: JSONValue {
+        var o: [(String, JSONValue)] = [("index", .int(index)), ("size", .int(size)),
+                                        ("entropy_sums", .doubles(entropySums)), ("distance_sums", .doubles(distanceSums))]
+        if !entropies.isEmpty { o += [("entropies", .doubles(entropies)), ("distances", .doubles(distances))] }
+        return .object(o)
+    }
+
+    init(json v: JSONValue, layers: Int, heads: Int, perImage: Bool) throws {
+        guard let i = v["index"]?.intValue, let s = v["size"]?.intValue else { throw LensError.merge("partial.json: batch without index/size") }
+        let n = layers * heads
+        self.init(index: i, size: s, entropySums: try readDoubles(v["entropy_sums"], count: n, what: "entropy_sums"),
+                  distanceSums: try readDoubles(v["distance_sums"], count: n, what: "distance_sums"),
+                  entropies: perImage ? try readDoubles(v["entropies"], count: s * n, what: "entropies") : [],
+                  distances: perImage ? try readDoubles(v["distances"], count: s * n, what: "distances") : [])
+    }
+}

@@ -1,0 +1,147 @@
+import ArgumentParser
+import Foundation
+import Lens
+
+struct Extract: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Dump per-layer representations and attention maps as .npy files.",
+        discussion: "Writes features.npy float32 [L+1, N, T, D] (the representation taps, all tokens, class token first), attention.npy float32 [L, N, H, T, T] (softmax probabilities) and meta.json.")
+
+    @Argument(help: "Checkpoint file or Hugging Face folder.")
+    var checkpoint: String
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var imageOptions: ImageOptions
+    @OptionGroup var output: OutputOptions
+    @Option(help: "normed (blocks[i].norm1 outputs, then the final norm) or residual (the raw residual stream).")
+    var rep: RepresentationKind = .normed
+
+    func validate() throws { try model.validate(models: 1) }
+
+    func run() throws {
+        model.applyThreads()
+        let terminal = Terminal(quiet: output.quiet)
+        let m = try load(model.request(checkpoint), terminal)
+        let job = ExtractRun(model: m, images: try imageOptions.batches(size: m.config.imageSize, terminal), folder: imageOptions.images, rep: rep)
+        var n = 0
+        let (dir, files) = try writingReport(output.out, default: "reports/extract-\(m.name)") { out in
+            let r = try job.run(into: out, RunContext(commandLine: commandLine, observer: terminal))
+            n = r.images
+            return r.files
+        }
+        terminal.wrote(dir, files, " for \(n) images")
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show what a checkpoint holds: format, layout, architecture, heads, ignored keys, SHA-256.")
+
+    @Argument(help: "Checkpoint: .safetensors, a torch.save archive (.pth, .pth.tar, .bin, .pt), or a Hugging Face folder.")
+    var checkpoint: String
+    @Option(help: "Number of attention heads (weights do not record them; default: metadata, config.json, else width/64).")
+    var heads: Int?
+    @Flag(help: "Print JSON instead of text.")
+    var json = false
+
+    func validate() throws {
+        if let heads, heads < 1 { throw ValidationError("--heads must be at least 1") }
+    }
+
+    func run() throws {
+        let s = try CheckpointSummary(ModelRequest(path: checkpoint, heads: heads))
+        if json { return print(s.json.render()) }
+        for (k, v) in s.lines { print(k.padding(toLength: 14, withPad: " ", startingAt: 0) + v) }
+    }
+}
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure forward-pass speed (or fine-tuning steps, or figure drawing): medians after a warm-up.")
+
+    @Argument(help: "Checkpoint file or Hugging Face folder (not needed with --figures).")
+    var checkpoint: String?
+    @OptionGroup var model: ModelOptions
+    @OptionGroup var batching: BatchOption
+    @Option(help: "Timed batches (the median is reported).")
+    var iters: Int = 5
+    @Flag(help: "Print one JSON object instead of text.")
+    var json = false
+    @Flag(help: "Also time the phases of the forward pass (linear layers, attention, norms, GELU, other).")
+    var profile = false
+    @Flag(help: "Time figure rendering instead: a 13x13 CKA heatmap to PNG and to SVG.")
+    var figures = false
+    @Flag(help: "Time fine-tuning steps instead (forward, backward, AdamW; 10 classes, all blocks).")
+    var train = false
+
+    func validate() throws {
+        try model.validate(models: 1)
+        if iters < 1 { throw ValidationError("--iters must be at least 1") }
+        if checkpoint == nil && !figures { throw ValidationError("give a checkpoint to benchmark (or --figures)") }
+    }
+
+    func r(_ x: Double, _ digits: Double) -> JSONValue { .double((x * digits).rounded() / digits) }
+
+    func run() throws {
+        if figures {
+            let (png, svg) = try Lens.Bench.figures(iters: iters)
+            if json { return print(JSONValue.object([("heatmap_13x13_png_ms", r(png, 100)), ("heatmap_13x13_svg_ms", r(svg, 100)), ("iters", .int(iters))]).render()) }
+            return print(String(format: "figures: 13x13 CKA heatmap, 820x690 PNG %.1f ms, SVG %.2f ms (medians of %d)", png, svg, iters))
+        }
+        model.applyThreads()
+        let (m, loadMs) = try Lens.Bench.load(model.request(checkpoint!))
+        let batch = batching.batch, threads = BLASRuntime.threads
+        if train {
+            let t = Lens.Bench.training(m, batch: batch, iters: iters)
+            if json {
+                return print(JSONValue.object([("train_images_per_second", r(t.imagesPerSecond, 100)), ("batch", .int(batch)), ("threads", .int(threads)),
+                                               ("median_seconds", .double(t.medianSeconds)), ("iters", .int(iters))]).render())
+            }
+            return print(String(format: "%@: fine-tuning %.1f images/s (median of %d steps of %d: forward, backward, AdamW; %.3f s each), %d threads",
+                                m.name, t.imagesPerSecond, iters, batch, t.medianSeconds, threads))
+        }
+        let f = Lens.Bench.forward(m, loadMs: loadMs, batch: batch, iters: iters, profile: profile)
+        if json {
+            return print(JSONValue.object([
+                ("images_per_second", r(f.imagesPerSecond, 100)), ("batch", .int(batch)), ("threads", .int(threads)),
+                ("precision", "f32"), ("gflops", r(f.gflops, 1000)), ("median_seconds", .double(f.medianSeconds)), ("iters", .int(iters)),
+                ("blas_core", .string(BLASRuntime.coreName)), ("load_ms", r(loadMs, 10)), ("sgemm_peak_gflops", r(f.sgemmPeakGflops, 10)),
+                ("fraction_of_peak", r(f.gflops / f.sgemmPeakGflops, 100_000)),
+            ] + (f.profile.map { [("profile_fraction", .object($0.map { ($0.0, r($0.1, 1000)) }))] } ?? [])).render())
+        }
+        print(String(format: "%@: %.1f images/s (median of %d batches of %d, %.3f s each), %.1f GFLOP/s = %.0f%% of sgemm's %.1f GFLOP/s measured at start-up, %d threads, OpenBLAS %@",
+                     m.name, f.imagesPerSecond, iters, batch, f.medianSeconds, f.gflops, 100 * f.gflops / f.sgemmPeakGflops, f.sgemmPeakGflops, threads, BLASRuntime.coreName))
+        print(String(format: "checkpoint load: %.1f ms (median of 5: map, parse, convert to float32, check)", loadMs))
+        if let p = f.profile { print("profile: " + p.map { String(format: "%@ %.1f%%", $0.0, 100 * $0.1) }.joined(separator: ", ")) }
+    }
+}
+
+struct Plot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Redraw a report's figures and index.html from its CSV/JSON, without recomputing anything.",
+        discussion: "Reads cka.csv, attention.csv (+ attention_box.csv) or probe.csv and the report's JSON, and writes the PNG/SVG figures and index.html again — into the same folder by default, each file replaced atomically. For restyling: --vmin/--vmax, --title, --scale, --compare.")
+
+    @Argument(help: "A report folder written by vitlens cka, attention, probe or merge.")
+    var dir: String
+    @Option(help: "Write the figures here instead of into DIR.")
+    var out: String?
+    @Option(help: "Title of the figures (default: from the report).")
+    var title: String?
+    @Option(help: "An attention report folder to overlay in a second colour.")
+    var compare: String?
+    @OptionGroup var figures: FigureOptions
+    @OptionGroup var range: ColorRangeOptions
+    @Flag(help: "No summary line.")
+    var quiet = false
+
+    func run() throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else { throw Failure("\(dir): no such report folder") }
+        if let compare, !FileManager.default.fileExists(atPath: compare + "/attention.csv") { throw Failure("--compare \(compare): no attention.csv there") }
+        let report = try AnyReport(reading: dir, compare: compare)
+        let terminal = Terminal(quiet: quiet)
+        let (outDir, files) = try writingReport(out ?? dir, default: dir) { o in
+            try report.draw(into: o, style: FigureStyle(scale: figures.scale, vmin: range.vmin, vmax: range.vmax, title: title), terminal)
+        }
+        terminal.wrote(outDir, files)
+    }
+}
