@@ -48,11 +48,7 @@ public enum LayoutMapper {
     }
 
     /// Whether a canonical key is one the engine uses.
-    static func isUsed(_ k: String) -> Bool {
-        if ["cls_token", "dist_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
-            "norm.weight", "norm.bias", "fc_norm.weight", "fc_norm.bias"].contains(k) { return true }
-        return blockPart(k) != nil
-    }
+    static func isUsed(_ k: String) -> Bool { ViTKeys.topLevel.contains(k) || blockPart(k) != nil }
 
     /// ("N", "attn.qkv.weight") for `blocks.N.attn.qkv.weight`.
     public static func blockPart(_ k: String) -> (Int, String)? {
@@ -62,10 +58,7 @@ public enum LayoutMapper {
         return (n, String(rest[rest.index(after: dot)...]))
     }
 
-    static let blockParts: Set<String> = [
-        "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
-        "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
-    ]
+    static let blockParts = Set(ViTKeys.BlockPart.allCases.map(\.rawValue))
 
     /// Keys that would change the forward pass if ignored: refused rather than dropped.
     static let unsupportedTop: Set<String> = ["norm_pre.weight", "norm_pre.bias", "reg_token", "patch_embed.norm.weight"]
@@ -111,26 +104,26 @@ public enum LayoutMapper {
             var k = key
             for p in ["module.", "vit.", "deit."] where k.hasPrefix(p) { k.removeFirst(p.count) }
             let direct: [String: String] = [
-                "embeddings.cls_token": "cls_token",
-                "embeddings.distillation_token": "dist_token",
-                "embeddings.position_embeddings": "pos_embed",
-                "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
-                "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
-                "layernorm.weight": "norm.weight", "layernorm.bias": "norm.bias",
+                "embeddings.cls_token": ViTKeys.classToken,
+                "embeddings.distillation_token": ViTKeys.distillationToken,
+                "embeddings.position_embeddings": ViTKeys.positions,
+                "embeddings.patch_embeddings.projection.weight": ViTKeys.patchWeight,
+                "embeddings.patch_embeddings.projection.bias": ViTKeys.patchBias,
+                "layernorm.weight": ViTKeys.FinalNorm.norm.weight, "layernorm.bias": ViTKeys.FinalNorm.norm.bias,
             ]
             if let c = direct[k] { out.tensors[c] = raw[key]; continue }
             if k.hasPrefix("encoder.layer.") {
                 let rest = k.dropFirst("encoder.layer.".count)
                 guard let dot = rest.firstIndex(of: "."), let n = Int(rest[..<dot]) else { out.ignored.append(key); continue }
                 let part = String(rest[rest.index(after: dot)...])
-                let table: [String: String] = [
-                    "layernorm_before.weight": "norm1.weight", "layernorm_before.bias": "norm1.bias",
-                    "attention.output.dense.weight": "attn.proj.weight", "attention.output.dense.bias": "attn.proj.bias",
-                    "layernorm_after.weight": "norm2.weight", "layernorm_after.bias": "norm2.bias",
-                    "intermediate.dense.weight": "mlp.fc1.weight", "intermediate.dense.bias": "mlp.fc1.bias",
-                    "output.dense.weight": "mlp.fc2.weight", "output.dense.bias": "mlp.fc2.bias",
+                let table: [String: ViTKeys.BlockPart] = [
+                    "layernorm_before.weight": .norm1Weight, "layernorm_before.bias": .norm1Bias,
+                    "attention.output.dense.weight": .projWeight, "attention.output.dense.bias": .projBias,
+                    "layernorm_after.weight": .norm2Weight, "layernorm_after.bias": .norm2Bias,
+                    "intermediate.dense.weight": .fc1Weight, "intermediate.dense.bias": .fc1Bias,
+                    "output.dense.weight": .fc2Weight, "output.dense.bias": .fc2Bias,
                 ]
-                if let c = table[part] { out.tensors["blocks.\(n).\(c)"] = raw[key]; continue }
+                if let c = table[part] { out.tensors[ViTKeys.block(n, c)] = raw[key]; continue }
                 if part.hasPrefix("attention.attention.") {
                     qkv[n, default: [:]][String(part.dropFirst("attention.attention.".count))] = raw[key]
                     continue
@@ -150,7 +143,7 @@ public enum LayoutMapper {
                 guard q.shape == kk.shape, q.shape == v.shape, !q.shape.isEmpty else {
                     throw CheckpointError.badShape(tensor: "encoder.layer.\(n).attention.attention.key.\(kind)", expected: q.shape, got: kk.shape)
                 }
-                let name = "blocks.\(n).attn.qkv.\(kind)"
+                let name = ViTKeys.block(n, kind == "weight" ? .qkvWeight : .qkvBias)
                 let fused = try q.floats(name: name) + kk.floats(name: name) + v.floats(name: name)
                 out.tensors[name] = RawTensor(shape: [3 * q.shape[0]] + q.shape.dropFirst(), floats: fused)
             }

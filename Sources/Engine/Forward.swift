@@ -30,6 +30,30 @@ public final class ForwardProfile {
     public var linear = 0.0, attention = 0.0, norm = 0.0, gelu = 0.0, other = 0.0
     public init() {}
     public var total: Double { linear + attention + norm + gelu + other }
+
+    /// Adds another profile's times and zeroes it.
+    func absorb(_ p: ForwardProfile) {
+        linear += p.linear; attention += p.attention; norm += p.norm; gelu += p.gelu; other += p.other
+        p.linear = 0; p.attention = 0; p.norm = 0; p.gelu = 0; p.other = 0
+    }
+}
+
+/// Times the phases of one thread's work into a profile: `mark(phase)` adds the time since the
+/// previous mark. Off (one branch per mark) unless profiling.
+final class PhaseClock {
+    let profile = ForwardProfile()
+    var timing = false
+    private var last: UInt64 = 0
+
+    /// Starts a new interval now.
+    @inline(__always) func start() { if timing { last = DispatchTime.now().uptimeNanoseconds } }
+
+    @inline(__always) func mark(_ phase: ReferenceWritableKeyPath<ForwardProfile, Double>) {
+        guard timing else { return }
+        let now = DispatchTime.now().uptimeNanoseconds
+        profile[keyPath: phase] += Double(now &- last) / 1e9
+        last = now
+    }
 }
 
 /// A plain ViT, forward only, float32, batched.
@@ -56,15 +80,9 @@ public final class ViTEngine {
     public var tileRowsTarget = 800 {
         didSet { workspaceBatch = -1 }
     }
-    private var clock: UInt64 = 0
-
-    /// Adds the time since the last mark to a phase of the profile.
-    @inline(__always) private func mark(_ phase: ReferenceWritableKeyPath<ForwardProfile, Double>) {
-        guard let profile else { return }
-        let now = DispatchTime.now().uptimeNanoseconds
-        profile[keyPath: phase] += Double(now &- clock) / 1e9
-        clock = now
-    }
+    /// The calling thread's phase clock (each worker has its own in its scratch).
+    private let clock = PhaseClock()
+    @inline(__always) private func mark(_ phase: ReferenceWritableKeyPath<ForwardProfile, Double>) { clock.mark(phase) }
 
     /// One worker's buffers: attention scores for up to one image, the MLP's tile, its clock.
     final class Scratch {
@@ -72,9 +90,7 @@ public final class ViTEngine {
         /// The AVX2 attention kernel's packed queries, key panels, padded scores.
         let packedQ, packedK, padded: Tensor
         var nonFinite = false
-        let profile = ForwardProfile()
-        var timing = false
-        var clock: UInt64 = 0
+        let clock = PhaseClock()
         init(_ c: ViTConfig, tileRows: Int) {
             let T = c.tokens, H = c.heads
             scores = Tensor(shape: [H, T, T])
@@ -89,12 +105,7 @@ public final class ViTEngine {
             packedK = Tensor(shape: [tPad, c.headDim])
             padded = Tensor(shape: [nqPad, tPad])
         }
-        @inline(__always) func mark(_ phase: ReferenceWritableKeyPath<ForwardProfile, Double>) {
-            guard timing else { return }
-            let now = DispatchTime.now().uptimeNanoseconds
-            profile[keyPath: phase] += Double(now &- clock) / 1e9
-            clock = now
-        }
+        @inline(__always) func mark(_ phase: ReferenceWritableKeyPath<ForwardProfile, Double>) { clock.mark(phase) }
     }
 
     private var workspaceBatch = -1, workspaceWorkers = -1
@@ -166,11 +177,12 @@ public final class ViTEngine {
     /// the returned tensor is reused by the next call.
     @discardableResult
     public func forward(_ images: Tensor, taps: ForwardTaps? = nil) -> Tensor {
-        let c = config, B = images.shape[0], T = c.tokens, C = c.dim, P = c.patches
+        let c = config, B = images.shape[0], T = c.tokens, C = c.dim
         precondition(images.shape == [B, 3, c.imageSize, c.imageSize], "images must be (B, 3, \(c.imageSize), \(c.imageSize))")
         reserve(B)
-        clock = DispatchTime.now().uptimeNanoseconds
-        let cols = cols!, x = x!, h = h!
+        clock.timing = profile != nil
+        clock.start()
+        let x = x!, h = h!
         let reps = taps?.wantsRepresentations ?? false
         let wantProbs = (taps?.wantsAttentionLogits ?? false) || (taps?.wantsAttentionProbabilities ?? false)
         let (ranges, aligned) = split(B, wholeImages: wantProbs)
@@ -178,57 +190,17 @@ public final class ViTEngine {
         if blasThreads != 1 { BLASRuntime.setThreads(1) }
         defer { if blasThreads != 1 { BLASRuntime.setThreads(blasThreads) } }
         for s in scratch {
-            s.timing = profile != nil
-            s.clock = clock
+            s.clock.timing = profile != nil
             s.nonFinite = false
         }
 
-        // Patch embedding (a stride-p convolution as one GEMM), prefix tokens, positions.
-        let kk = 3 * c.patch * c.patch, plane = 3 * c.imageSize * c.imageSize
-        parallelChunks(B) { r in
-            patchify(cols.data + r.lowerBound * P * kk, images.data + r.lowerBound * plane,
-                     batch: r.count, size: c.imageSize, patch: c.patch)
-        }
-        mark(\.other)
-        let W = ranges.count
-        run((0..<W).map { w in (w * B * P / W)..<((w + 1) * B * P / W) }) { _, r in
-            linearForward(h.data + r.lowerBound * C, cols.data + r.lowerBound * kk, weights.patchW, weights.patchB, rows: r.count)
-        }
-        mark(\.linear)
-        let pos = weights.pos.data, pre = weights.prefix.data, np = c.prefixTokens
-        parallelChunks(B) { r in
-            for b in r {
-                let xb = x.data + b * T * C
-                for t in 0..<np { for i in 0..<C { xb[t * C + i] = pre[t * C + i] + pos[t * C + i] } }
-                let eb = h.data + b * P * C
-                for t in 0..<P { for i in 0..<C { xb[(np + t) * C + i] = eb[t * C + i] + pos[(np + t) * C + i] } }
-            }
-        }
+        embed(images, workers: ranges.count)
         if reps && representation == .residual { taps!.representation(0, x.data, batch: B) }
         nonFiniteAt = allFinite(x.data, B * T * C) ? nil : 0
         mark(\.other)
-
         for (i, blk) in weights.blocks.enumerated() {
-            if aligned {
-                // Tiles of whole images, taken by whichever worker is free: a worker slowed by
-                // something else on its core (image decoding, another process) takes fewer.
-                let perTile = max(1, min(tileRows / T, (B + ranges.count - 1) / ranges.count))
-                let count = (B + perTile - 1) / perTile
-                let counter = TileCounter()
-                run(ranges) { w, _ in
-                    let s = scratch[w]
-                    while let k = counter.next(below: count) {
-                        let t = (k * perTile * T)..<(min(B, (k + 1) * perTile) * T)
-                        blockHead(blk, rows: t, s)
-                        blockTail(i, blk, rows: t, s, taps: taps)
-                    }
-                }
-            } else {
-                // Attention needs every key and value of an image: a barrier after the heads.
-                run(ranges) { w, range in tiles(range) { t in blockHead(blk, rows: t, scratch[w]) } }
-                run(ranges) { w, range in tiles(range) { t in blockTail(i, blk, rows: t, scratch[w], taps: taps) } }
-            }
-            clock = DispatchTime.now().uptimeNanoseconds
+            block(i, blk, batch: B, ranges: ranges, aligned: aligned, taps: taps)
+            clock.start()
             if reps {
                 // h still holds this block's norm1 output for every row (norm2 goes to scratch).
                 if representation == .normed { taps!.representation(i, h.data, batch: B) }
@@ -248,19 +220,67 @@ public final class ViTEngine {
         if reps && representation == .normed { taps!.representation(c.depth, h.data, batch: B) }
         mark(\.other)
         if let profile {
-            for s in scratch {
-                profile.linear += s.profile.linear; profile.attention += s.profile.attention
-                profile.norm += s.profile.norm; profile.gelu += s.profile.gelu; profile.other += s.profile.other
-                s.profile.linear = 0; s.profile.attention = 0; s.profile.norm = 0; s.profile.gelu = 0; s.profile.other = 0
-            }
+            profile.absorb(clock.profile)
+            for s in scratch { profile.absorb(s.clock.profile) }
         }
         return h
+    }
+
+    /// x = [prefix tokens; patches·Wᵀ + b] + positions: the patch embedding (a stride-p
+    /// convolution as one GEMM) split over `workers`.  images: (B, 3, S, S) → x: (B, T, C).
+    private func embed(_ images: Tensor, workers W: Int) {
+        let c = config, B = images.shape[0], T = c.tokens, C = c.dim, P = c.patches
+        let cols = cols!, x = x!, h = h!
+        let kk = 3 * c.patch * c.patch, plane = 3 * c.imageSize * c.imageSize
+        parallelChunks(B) { r in
+            patchify(cols.data + r.lowerBound * P * kk, images.data + r.lowerBound * plane,
+                     batch: r.count, size: c.imageSize, patch: c.patch)
+        }
+        mark(\.other)
+        run((0..<W).map { w in (w * B * P / W)..<((w + 1) * B * P / W) }) { _, r in
+            linearForward(h.data + r.lowerBound * C, cols.data + r.lowerBound * kk, weights.patchW, weights.patchB, rows: r.count)
+        }
+        mark(\.linear)
+        let pos = weights.pos.data, pre = weights.prefix.data, np = c.prefixTokens
+        parallelChunks(B) { r in
+            for b in r {
+                let xb = x.data + b * T * C
+                for t in 0..<np { for i in 0..<C { xb[t * C + i] = pre[t * C + i] + pos[t * C + i] } }
+                let eb = h.data + b * P * C
+                for t in 0..<P { for i in 0..<C { xb[(np + t) * C + i] = eb[t * C + i] + pos[(np + t) * C + i] } }
+            }
+        }
+    }
+
+    /// Block i on the whole batch, x ← x + attn(norm1(x)), then x ← x + mlp(norm2(x)), its rows
+    /// spread over the workers; h keeps norm1(x) for the taps.
+    private func block(_ i: Int, _ blk: BlockWeights, batch B: Int, ranges: [Range<Int>], aligned: Bool, taps: ForwardTaps?) {
+        let T = config.tokens
+        if aligned {
+            // Tiles of whole images, taken by whichever worker is free: a worker slowed by
+            // something else on its core (image decoding, another process) takes fewer.
+            let perTile = max(1, min(tileRows / T, (B + ranges.count - 1) / ranges.count))
+            let count = (B + perTile - 1) / perTile
+            let counter = TileCounter()
+            run(ranges) { w, _ in
+                let s = scratch[w]
+                while let k = counter.next(below: count) {
+                    let t = (k * perTile * T)..<(min(B, (k + 1) * perTile) * T)
+                    blockHead(blk, rows: t, s)
+                    blockTail(i, blk, rows: t, s, taps: taps)
+                }
+            }
+        } else {
+            // Attention needs every key and value of an image: a barrier after the heads.
+            run(ranges) { w, range in tiles(range) { t in blockHead(blk, rows: t, scratch[w]) } }
+            run(ranges) { w, range in tiles(range) { t in blockTail(i, blk, rows: t, scratch[w], taps: taps) } }
+        }
     }
 
     /// h = norm1(x) and qkv = h·Wᵀ + b for the rows of one tile.
     private func blockHead(_ blk: BlockWeights, rows t: Range<Int>, _ s: Scratch) {
         let C = config.dim, r0 = t.lowerBound
-        s.clock = s.timing ? DispatchTime.now().uptimeNanoseconds : 0
+        s.clock.start()
         layerNormRows(h!.data + r0 * C, x!.data + r0 * C, blk.norm1W, blk.norm1B, rows: t.count, eps: config.eps)
         s.mark(\.norm)
         linearForward(qkv!.data + r0 * 3 * C, h!.data + r0 * C, blk.qkvW, blk.qkvB, rows: t.count)
@@ -271,7 +291,7 @@ public final class ViTEngine {
     /// onto the residual, norm2 and the MLP.  x += proj(attn); x += fc2(gelu(fc1(norm2(x)))).
     private func blockTail(_ layer: Int, _ blk: BlockWeights, rows t: Range<Int>, _ s: Scratch, taps: ForwardTaps?) {
         let c = config, T = c.tokens, C = c.dim, F = c.mlpHidden, n = t.count
-        s.clock = s.timing ? DispatchTime.now().uptimeNanoseconds : 0
+        s.clock.start()
         // The tile's queries, one image at a time.
         var r = t.lowerBound
         while r < t.upperBound {

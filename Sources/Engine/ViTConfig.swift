@@ -27,7 +27,11 @@ public enum EngineError: Error, CustomStringConvertible {
 
 /// The architecture of a plain ViT, read from its tensors (SPEC §2).
 public struct ViTConfig: Sendable, Equatable {
-    public enum FinalNorm: String, Sendable { case norm, fcNorm = "fc_norm", none }
+    public enum FinalNorm: String, Sendable {
+        case norm, fcNorm = "fc_norm", none
+        /// Its tensors' names (nil: no final norm).
+        public var keys: ViTKeys.FinalNorm? { ViTKeys.FinalNorm(rawValue: rawValue) }
+    }
     public enum HeadsSource: String, Sendable {
         case option = "given", metadata = "safetensors metadata num_heads", config = "config.json num_attention_heads"
         case convention = "default dim/64 (DeiT/ViT convention)"
@@ -78,18 +82,18 @@ public struct ViTConfig: Sendable, Equatable {
             guard let v = t[k] else { throw CheckpointError.missingTensor(k) }
             return v.shape
         }
-        let pw = try shape("patch_embed.proj.weight")
+        let pw = try shape(ViTKeys.patchWeight)
         guard pw.count == 4, pw[1] == 3, pw[2] == pw[3], pw[2] > 0, pw[0] > 0 else {
-            throw CheckpointError.badShape(tensor: "patch_embed.proj.weight", expected: [pw.first ?? 0, 3, pw.last ?? 0, pw.last ?? 0], got: pw)
+            throw CheckpointError.badShape(tensor: ViTKeys.patchWeight, expected: [pw.first ?? 0, 3, pw.last ?? 0, pw.last ?? 0], got: pw)
         }
         let dim = pw[0], patch = pw[2]
-        let prefix = t["dist_token"] != nil ? 2 : 1
-        guard t["cls_token"] != nil else {
+        let prefix = t[ViTKeys.distillationToken] != nil ? 2 : 1
+        guard t[ViTKeys.classToken] != nil else {
             throw CheckpointError.notAViT(path: ckpt.path, what: "no cls_token (models without a class token are not supported)")
         }
-        let pe = try shape("pos_embed")
+        let pe = try shape(ViTKeys.positions)
         guard pe.count == 3, pe[0] == 1, pe[2] == dim, pe[1] > prefix else {
-            throw CheckpointError.badShape(tensor: "pos_embed", expected: [1, prefix + 196, dim], got: pe)
+            throw CheckpointError.badShape(tensor: ViTKeys.positions, expected: [1, prefix + 196, dim], got: pe)
         }
         let np = pe[1] - prefix
         let grid = Int(Double(np).squareRoot().rounded())
@@ -97,14 +101,14 @@ public struct ViTConfig: Sendable, Equatable {
             throw CheckpointError.notAViT(path: ckpt.path, what: "pos_embed holds \(np) patch positions, not a square grid (a model without position embeddings for its prefix tokens is not supported)")
         }
         var depth = 0
-        while t["blocks.\(depth).norm1.weight"] != nil || t["blocks.\(depth).attn.qkv.weight"] != nil { depth += 1 }
-        guard depth > 0 else { throw CheckpointError.missingTensor("blocks.0.attn.qkv.weight") }
+        while t[ViTKeys.block(depth, .norm1Weight)] != nil || t[ViTKeys.block(depth, .qkvWeight)] != nil { depth += 1 }
+        guard depth > 0 else { throw CheckpointError.missingTensor(ViTKeys.block(0, .qkvWeight)) }
         if let extra = t.keys.compactMap({ LayoutMapper.blockPart($0)?.0 }).first(where: { $0 >= depth }) {
-            throw CheckpointError.missingTensor("blocks.\(depth).norm1.weight (blocks up to \(extra) exist)")
+            throw CheckpointError.missingTensor(ViTKeys.block(depth, .norm1Weight) + " (blocks up to \(extra) exist)")
         }
-        let fc1 = try shape("blocks.0.mlp.fc1.weight")
-        guard fc1.count == 2, fc1[1] == dim else { throw CheckpointError.badShape(tensor: "blocks.0.mlp.fc1.weight", expected: [4 * dim, dim], got: fc1) }
-        let finalNorm: FinalNorm = t["norm.weight"] != nil ? .norm : (t["fc_norm.weight"] != nil ? .fcNorm : .none)
+        let fc1 = try shape(ViTKeys.block(0, .fc1Weight))
+        guard fc1.count == 2, fc1[1] == dim else { throw CheckpointError.badShape(tensor: ViTKeys.block(0, .fc1Weight), expected: [4 * dim, dim], got: fc1) }
+        let finalNorm: FinalNorm = t[ViTKeys.FinalNorm.norm.weight] != nil ? .norm : (t[ViTKeys.FinalNorm.fcNorm.weight] != nil ? .fcNorm : .none)
 
         var h: Int, src: HeadsSource
         if let heads { h = heads; src = .option }
@@ -124,7 +128,7 @@ public struct ViTConfig: Sendable, Equatable {
             throw EngineError.imageSizeNotMultiple(size: run, patch: patch)
         }
         return ViTConfig(dim: dim, depth: depth, heads: h, headsSource: src, patch: patch, grid: grid,
-                         mlpHidden: fc1[0], qkvBias: t["blocks.0.attn.qkv.bias"] != nil, prefixTokens: prefix,
+                         mlpHidden: fc1[0], qkvBias: t[ViTKeys.block(0, .qkvBias)] != nil, prefixTokens: prefix,
                          finalNorm: finalNorm, eps: eps, imageSize: run)
     }
 }

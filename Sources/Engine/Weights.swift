@@ -1,6 +1,9 @@
 import Checkpoint
 import VitLensCore
 
+/// The checkpoint key table, for the training module (which sees checkpoints only through the engine).
+public typealias ViTKeys = Checkpoint.ViTKeys
+
 /// One pre-norm transformer block's weights, as float32 tensors. Linear weights are (out, in).
 public final class BlockWeights {
     public let norm1W, norm1B: Tensor     // (C)
@@ -11,15 +14,15 @@ public final class BlockWeights {
     public let fc2W, fc2B: Tensor         // (C, F), (C)
 
     init(_ get: (String, [Int]) throws -> Tensor, _ i: Int, _ c: ViTConfig) throws {
-        let p = "blocks.\(i)."
         let C = c.dim, F = c.mlpHidden
-        norm1W = try get(p + "norm1.weight", [C]); norm1B = try get(p + "norm1.bias", [C])
-        qkvW = try get(p + "attn.qkv.weight", [3 * C, C])
-        qkvB = c.qkvBias ? try get(p + "attn.qkv.bias", [3 * C]) : Tensor(shape: [3 * C])
-        projW = try get(p + "attn.proj.weight", [C, C]); projB = try get(p + "attn.proj.bias", [C])
-        norm2W = try get(p + "norm2.weight", [C]); norm2B = try get(p + "norm2.bias", [C])
-        fc1W = try get(p + "mlp.fc1.weight", [F, C]); fc1B = try get(p + "mlp.fc1.bias", [F])
-        fc2W = try get(p + "mlp.fc2.weight", [C, F]); fc2B = try get(p + "mlp.fc2.bias", [C])
+        func part(_ p: ViTKeys.BlockPart, _ shape: [Int]) throws -> Tensor { try get(ViTKeys.block(i, p), shape) }
+        norm1W = try part(.norm1Weight, [C]); norm1B = try part(.norm1Bias, [C])
+        qkvW = try part(.qkvWeight, [3 * C, C])
+        qkvB = c.qkvBias ? try part(.qkvBias, [3 * C]) : Tensor(shape: [3 * C])
+        projW = try part(.projWeight, [C, C]); projB = try part(.projBias, [C])
+        norm2W = try part(.norm2Weight, [C]); norm2B = try part(.norm2Bias, [C])
+        fc1W = try part(.fc1Weight, [F, C]); fc1B = try part(.fc1Bias, [F])
+        fc2W = try part(.fc2Weight, [C, F]); fc2B = try part(.fc2Bias, [C])
     }
 }
 
@@ -47,25 +50,25 @@ public final class ViTWeights {
             return Tensor(shape: shape, values: v)
         }
         let C = c.dim, p = c.patch
-        let pw = try get("patch_embed.proj.weight", [C, 3, p, p])
+        let pw = try get(ViTKeys.patchWeight, [C, 3, p, p])
         patchW = Tensor(shape: [C, 3 * p * p], values: pw.array)
-        patchB = try get("patch_embed.proj.bias", [C])
-        let cls = try get("cls_token", [1, 1, C])
+        patchB = try get(ViTKeys.patchBias, [C])
+        let cls = try get(ViTKeys.classToken, [1, 1, C])
         let pre = Tensor(shape: [c.prefixTokens, C])
         pre.data.update(from: cls.data, count: C)
         if c.prefixTokens == 2 {
-            let dist = try get("dist_token", [1, 1, C])
+            let dist = try get(ViTKeys.distillationToken, [1, 1, C])
             (pre.data + C).update(from: dist.data, count: C)
         }
         prefix = pre
         let gridOld = c.grid
-        let posOld = try get("pos_embed", [1, c.prefixTokens + gridOld * gridOld, C])
+        let posOld = try get(ViTKeys.positions, [1, c.prefixTokens + gridOld * gridOld, C])
         pos = ViTWeights.resamplePositions(posOld, prefix: c.prefixTokens, dim: C, from: gridOld, to: c.runGrid)
         blocks = try (0..<c.depth).map { try BlockWeights(get, $0, c) }
-        switch c.finalNorm {
-        case .norm: normW = try get("norm.weight", [C]); normB = try get("norm.bias", [C])
-        case .fcNorm: normW = try get("fc_norm.weight", [C]); normB = try get("fc_norm.bias", [C])
-        case .none: normW = nil; normB = nil
+        if let k = c.finalNorm.keys {
+            normW = try get(k.weight, [C]); normB = try get(k.bias, [C])
+        } else {
+            normW = nil; normB = nil
         }
     }
 

@@ -149,6 +149,15 @@ public struct ProbeResult {
         public var train: Double
         public var test: Double
         var extra: [(String, JSONValue)] = []
+        public init(layersKept: Int, train: Double, test: Double) {
+            self.layersKept = layersKept
+            self.train = train
+            self.test = test
+        }
+        init(layersKept: Int, train: Double, test: Double, extra: [(String, JSONValue)]) {
+            self.init(layersKept: layersKept, train: train, test: test)
+            self.extra = extra
+        }
     }
     /// In argument order: (display name, rows by depth).
     public var models: [(name: String, rows: [Row])]

@@ -40,6 +40,27 @@ public final class Parameter {
     }
 }
 
+/// One block's trainable tensors, named as the block computes with them.
+struct BlockParams {
+    let norm1W, norm1B, qkvW, qkvB, projW, projB, norm2W, norm2B, fc1W, fc1B, fc2W, fc2B: Parameter
+
+    /// Block `i` of `w` copied into parameters of layer i + 1 (layer 0 is the embeddings);
+    /// weight matrices decay, the rest does not; a model without qkv bias keeps it frozen at 0.
+    init(_ b: BlockWeights, index i: Int, qkvBias: Bool) {
+        func p(_ part: ViTKeys.BlockPart, _ t: Tensor, decay: Bool = false, frozen: Bool = false) -> Parameter {
+            Parameter(ViTKeys.block(i, part), t.copy(), decay: decay, layer: i + 1, frozen: frozen)
+        }
+        norm1W = p(.norm1Weight, b.norm1W); norm1B = p(.norm1Bias, b.norm1B)
+        qkvW = p(.qkvWeight, b.qkvW, decay: true); qkvB = p(.qkvBias, b.qkvB, frozen: !qkvBias)
+        projW = p(.projWeight, b.projW, decay: true); projB = p(.projBias, b.projB)
+        norm2W = p(.norm2Weight, b.norm2W); norm2B = p(.norm2Bias, b.norm2B)
+        fc1W = p(.fc1Weight, b.fc1W, decay: true); fc1B = p(.fc1Bias, b.fc1B)
+        fc2W = p(.fc2Weight, b.fc2W, decay: true); fc2B = p(.fc2Bias, b.fc2B)
+    }
+
+    var all: [Parameter] { [norm1W, norm1B, qkvW, qkvB, projW, projB, norm2W, norm2B, fc1W, fc1B, fc2W, fc2B] }
+}
+
 /// Fine-tuning hyper-parameters (mae-lite's fine-tuning recipe where it applies: AdamW, warm-up
 /// then cosine per step, layer-wise learning-rate decay 0.75, weight decay 0.05).
 public struct FineTuneSettings: Sendable {
@@ -70,7 +91,7 @@ public final class TrainableViT {
     public let classes: Int
     public let pooling: ProbePooling
     let patchW, patchB, prefix, pos: Parameter
-    let blocks: [[Parameter]]   // norm1W, norm1B, qkvW, qkvB, projW, projB, norm2W, norm2B, fc1W, fc1B, fc2W, fc2B
+    let blocks: [BlockParams]
     let normW, normB: Parameter?
     let headW, headB: Parameter
     public let parameters: [Parameter]
@@ -97,34 +118,20 @@ public final class TrainableViT {
         self.pooling = pooling
         let L = keep
         func copy(_ t: Tensor) -> Tensor { t.copy() }
-        patchW = Parameter("patch_embed.proj.weight", copy(w.patchW), decay: true, layer: 0)
-        patchB = Parameter("patch_embed.proj.bias", copy(w.patchB), decay: false, layer: 0)
-        prefix = Parameter("prefix", copy(w.prefix), decay: false, layer: 0)
-        pos = Parameter("pos_embed", copy(w.pos), decay: false, layer: 0)
-        blocks = (0..<keep).map { i in
-            let b = w.blocks[i], p = "blocks.\(i)."
-            return [Parameter(p + "norm1.weight", copy(b.norm1W), decay: false, layer: i + 1),
-                    Parameter(p + "norm1.bias", copy(b.norm1B), decay: false, layer: i + 1),
-                    Parameter(p + "attn.qkv.weight", copy(b.qkvW), decay: true, layer: i + 1),
-                    Parameter(p + "attn.qkv.bias", copy(b.qkvB), decay: false, layer: i + 1, frozen: !c.qkvBias),
-                    Parameter(p + "attn.proj.weight", copy(b.projW), decay: true, layer: i + 1),
-                    Parameter(p + "attn.proj.bias", copy(b.projB), decay: false, layer: i + 1),
-                    Parameter(p + "norm2.weight", copy(b.norm2W), decay: false, layer: i + 1),
-                    Parameter(p + "norm2.bias", copy(b.norm2B), decay: false, layer: i + 1),
-                    Parameter(p + "mlp.fc1.weight", copy(b.fc1W), decay: true, layer: i + 1),
-                    Parameter(p + "mlp.fc1.bias", copy(b.fc1B), decay: false, layer: i + 1),
-                    Parameter(p + "mlp.fc2.weight", copy(b.fc2W), decay: true, layer: i + 1),
-                    Parameter(p + "mlp.fc2.bias", copy(b.fc2B), decay: false, layer: i + 1)]
-        }
-        let normName = c.finalNorm == .fcNorm ? "fc_norm" : "norm"
-        normW = w.normW.map { Parameter(normName + ".weight", copy($0), decay: false, layer: L + 1) }
-        normB = w.normB.map { Parameter(normName + ".bias", copy($0), decay: false, layer: L + 1) }
+        patchW = Parameter(ViTKeys.patchWeight, w.patchW.copy(), decay: true, layer: 0)
+        patchB = Parameter(ViTKeys.patchBias, w.patchB.copy(), decay: false, layer: 0)
+        prefix = Parameter("prefix", w.prefix.copy(), decay: false, layer: 0)
+        pos = Parameter(ViTKeys.positions, w.pos.copy(), decay: false, layer: 0)
+        blocks = (0..<keep).map { BlockParams(w.blocks[$0], index: $0, qkvBias: c.qkvBias) }
+        let normKeys = c.finalNorm.keys ?? .norm
+        normW = w.normW.map { Parameter(normKeys.weight, $0.copy(), decay: false, layer: L + 1) }
+        normB = w.normB.map { Parameter(normKeys.bias, $0.copy(), decay: false, layer: L + 1) }
         let hw = Tensor(shape: [classes, c.dim])
         var rng = SplitMix64(seed: seed)
         for i in 0..<hw.count { hw[i] = Float(rng.truncatedNormal() * 2e-5) }
         headW = Parameter("head.weight", hw, decay: true, layer: L + 1)
         headB = Parameter("head.bias", Tensor(shape: [classes]), decay: false, layer: L + 1)
-        parameters = [patchW, patchB, prefix, pos] + blocks.flatMap { $0 } + [normW, normB].compactMap { $0 } + [headW, headB]
+        parameters = [patchW, patchB, prefix, pos] + blocks.flatMap(\.all) + [normW, normB].compactMap { $0 } + [headW, headB]
     }
 
     private func reserve(_ B: Int) {
@@ -157,18 +164,18 @@ public final class TrainableViT {
         }
         for (l, p) in blocks.enumerated() {
             let x = xs[l].data, out = xs[l + 1].data
-            LayerNorm.forward(ln1[l].data, mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, x, p[0].value, p[1].value, rows: R, eps: c.eps)
-            Linear.forward(qkv[l].data, ln1[l].data, p[2].value, p[3].value, rows: R)
+            LayerNorm.forward(ln1[l].data, mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, x, p.norm1W.value, p.norm1B.value, rows: R, eps: c.eps)
+            Linear.forward(qkv[l].data, ln1[l].data, p.qkvW.value, p.qkvB.value, rows: R)
             SelfAttention.forward(attn[l].data, probs: probs[l].data, qkv: qkv[l].data, batch: B, tokens: T, heads: c.heads, dim: C)
             mid[l].data.update(from: x, count: R * C)
-            addBias(mid[l].data, p[5].value, rows: R)
-            sgemm(transB: true, m: R, n: C, k: C, a: attn[l].data, lda: C, b: p[4].value.data, ldb: C, beta: 1, c: mid[l].data, ldc: C)
-            LayerNorm.forward(ln2[l].data, mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, mid[l].data, p[6].value, p[7].value, rows: R, eps: c.eps)
-            Linear.forward(h1[l].data, ln2[l].data, p[8].value, p[9].value, rows: R)
+            addBias(mid[l].data, p.projB.value, rows: R)
+            sgemm(transB: true, m: R, n: C, k: C, a: attn[l].data, lda: C, b: p.projW.value.data, ldb: C, beta: 1, c: mid[l].data, ldc: C)
+            LayerNorm.forward(ln2[l].data, mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, mid[l].data, p.norm2W.value, p.norm2B.value, rows: R, eps: c.eps)
+            Linear.forward(h1[l].data, ln2[l].data, p.fc1W.value, p.fc1B.value, rows: R)
             GELU.forward(g[l].data, h1[l].data, count: R * c.mlpHidden)
             out.update(from: mid[l].data, count: R * C)
-            addBias(out, p[11].value, rows: R)
-            sgemm(transB: true, m: R, n: C, k: c.mlpHidden, a: g[l].data, lda: c.mlpHidden, b: p[10].value.data, ldb: c.mlpHidden, beta: 1, c: out, ldc: C)
+            addBias(out, p.fc2B.value, rows: R)
+            sgemm(transB: true, m: R, n: C, k: c.mlpHidden, a: g[l].data, lda: c.mlpHidden, b: p.fc2W.value.data, ldb: c.mlpHidden, beta: 1, c: out, ldc: C)
         }
         let last = xs[c.depth].data
         if let normW, let normB {
@@ -189,6 +196,9 @@ public final class TrainableViT {
         Linear.forward(logits.data, pooled.data, headW.value, headB.value, rows: B)
         return logits.data
     }
+
+    /// The pooled features of the last `forward`, (B, C): what the head sees.
+    public func pooledFeatures(batch B: Int) -> [Float] { Array(UnsafeBufferPointer(start: pooled.data, count: B * config.dim)) }
 
     /// Gradients of the mean cross-entropy of the last `forward` (accumulated into zeroed grads).
     public func backward(labels: [Int]) -> (loss: Double, correct: Int) {
@@ -215,18 +225,18 @@ public final class TrainableViT {
         for l in stride(from: c.depth - 1, through: 0, by: -1) {
             let p = blocks[l]
             // MLP branch: out = mid + gelu(ln2(mid)·W1ᵀ + b1)·W2ᵀ + b2.
-            Linear.backward(dx: dbig.data, dw: p[10].grad, db: p[11].grad, dy: dres.data, x: g[l].data, w: p[10].value, rows: R)
+            Linear.backward(dx: dbig.data, dw: p.fc2W.grad, db: p.fc2B.grad, dy: dres.data, x: g[l].data, w: p.fc2W.value, rows: R)
             GELU.backward(dx: dbig2.data, dy: dbig.data, x: h1[l].data, count: R * F)
-            Linear.backward(dx: dsmall.data, dw: p[8].grad, db: p[9].grad, dy: dbig2.data, x: ln2[l].data, w: p[8].value, rows: R)
-            LayerNorm.backward(dx: dres.data, dw: p[6].grad, db: p[7].grad, dy: dsmall.data, x: mid[l].data,
-                               mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, w: p[6].value, rows: R, accumulate: true)
+            Linear.backward(dx: dsmall.data, dw: p.fc1W.grad, db: p.fc1B.grad, dy: dbig2.data, x: ln2[l].data, w: p.fc1W.value, rows: R)
+            LayerNorm.backward(dx: dres.data, dw: p.norm2W.grad, db: p.norm2B.grad, dy: dsmall.data, x: mid[l].data,
+                               mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, w: p.norm2W.value, rows: R, accumulate: true)
             // Attention branch: mid = x + attn(ln1(x))·Wpᵀ + bp.
-            Linear.backward(dx: dsmall.data, dw: p[4].grad, db: p[5].grad, dy: dres.data, x: attn[l].data, w: p[4].value, rows: R)
+            Linear.backward(dx: dsmall.data, dw: p.projW.grad, db: p.projB.grad, dy: dres.data, x: attn[l].data, w: p.projW.value, rows: R)
             SelfAttention.backward(dqkv: dqkv.data, dout: dsmall.data, qkv: qkv[l].data, probs: probs[l].data, scratch: dscratch.data,
                                    batch: B, tokens: T, heads: c.heads, dim: C)
-            Linear.backward(dx: dsmall.data, dw: p[2].grad, db: p[3].grad, dy: dqkv.data, x: ln1[l].data, w: p[2].value, rows: R)
-            LayerNorm.backward(dx: dres.data, dw: p[0].grad, db: p[1].grad, dy: dsmall.data, x: xs[l].data,
-                               mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, w: p[0].value, rows: R, accumulate: true)
+            Linear.backward(dx: dsmall.data, dw: p.qkvW.grad, db: p.qkvB.grad, dy: dqkv.data, x: ln1[l].data, w: p.qkvW.value, rows: R)
+            LayerNorm.backward(dx: dres.data, dw: p.norm1W.grad, db: p.norm1B.grad, dy: dsmall.data, x: xs[l].data,
+                               mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, w: p.norm1W.value, rows: R, accumulate: true)
         }
         // Embeddings: x0 = [prefix; patches·Wᵀ + b] + pos.
         let d = dres.data
@@ -273,15 +283,14 @@ public final class TrainableViT {
     public func stateDict() -> [(String, [Int], Tensor)] {
         let c = config, C = c.dim
         var out: [(String, [Int], Tensor)] = [
-            ("patch_embed.proj.weight", [C, 3, c.patch, c.patch], patchW.value), ("patch_embed.proj.bias", [C], patchB.value),
-            ("pos_embed", [1, c.tokens, C], pos.value),
+            (ViTKeys.patchWeight, [C, 3, c.patch, c.patch], patchW.value), (ViTKeys.patchBias, [C], patchB.value),
+            (ViTKeys.positions, [1, c.tokens, C], pos.value),
         ]
         let cls = Tensor(shape: [1, 1, C], values: Array(prefix.value.buffer[0..<C]))
-        out.append(("cls_token", [1, 1, C], cls))
-        if c.prefixTokens > 1 { out.append(("dist_token", [1, 1, C], Tensor(shape: [1, 1, C], values: Array(prefix.value.buffer[C..<(2 * C)])))) }
-        for (i, p) in blocks.enumerated() {
-            for q in p where !(q.frozen && q.name.hasSuffix("qkv.bias")) { out.append((q.name, q.value.shape, q.value)) }
-            _ = i
+        out.append((ViTKeys.classToken, [1, 1, C], cls))
+        if c.prefixTokens > 1 { out.append((ViTKeys.distillationToken, [1, 1, C], Tensor(shape: [1, 1, C], values: Array(prefix.value.buffer[C..<(2 * C)])))) }
+        for p in blocks {
+            for q in p.all where !q.frozen { out.append((q.name, q.value.shape, q.value)) }
         }
         if let normW, let normB { out += [(normW.name, [C], normW.value), (normB.name, [C], normB.value)] }
         out += [("head.weight", [classes, C], headW.value), ("head.bias", [classes], headB.value)]

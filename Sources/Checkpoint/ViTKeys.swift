@@ -1,0 +1,40 @@
+/// The tensor names of a ViT under timm's naming: every layout is mapped onto them, the engine
+/// loads by them, the training module saves under them. Spelled once, here.
+public enum ViTKeys {
+    public static let classToken = "cls_token"
+    /// DeiT's distillation token (a second prefix token).
+    public static let distillationToken = "dist_token"
+    public static let positions = "pos_embed"
+    public static let patchWeight = "patch_embed.proj.weight"
+    public static let patchBias = "patch_embed.proj.bias"
+
+    /// The final norm: `norm` (on every token) or `fc_norm` (timm's global-pool models).
+    public enum FinalNorm: String, Sendable, CaseIterable {
+        case norm, fcNorm = "fc_norm"
+        public var weight: String { rawValue + ".weight" }
+        public var bias: String { rawValue + ".bias" }
+    }
+
+    /// The tensors of one pre-norm block, in the order of the computation.
+    public enum BlockPart: String, Sendable, CaseIterable {
+        case norm1Weight = "norm1.weight", norm1Bias = "norm1.bias"
+        case qkvWeight = "attn.qkv.weight", qkvBias = "attn.qkv.bias"
+        case projWeight = "attn.proj.weight", projBias = "attn.proj.bias"
+        case norm2Weight = "norm2.weight", norm2Bias = "norm2.bias"
+        case fc1Weight = "mlp.fc1.weight", fc1Bias = "mlp.fc1.bias"
+        case fc2Weight = "mlp.fc2.weight", fc2Bias = "mlp.fc2.bias"
+    }
+
+    /// `blocks.i.<part>`.
+    public static func block(_ i: Int, _ part: BlockPart) -> String { "blocks.\(i).\(part.rawValue)" }
+
+    /// The keys outside the blocks that the forward pass uses.
+    public static let topLevel = Set([classToken, distillationToken, positions, patchWeight, patchBias]
+        + FinalNorm.allCases.flatMap { [$0.weight, $0.bias] })
+
+    /// (i, part) for `blocks.i.<part>` of a known part.
+    public static func blockPart(_ key: String) -> (Int, BlockPart)? {
+        guard let (i, rest) = LayoutMapper.blockPart(key), let part = BlockPart(rawValue: rest) else { return nil }
+        return (i, part)
+    }
+}
