@@ -64,6 +64,7 @@ bench: release
 	$(RELEASE) bench $(DEMO_CKPT) --batch 64 --iters 5 --profile
 	$(RELEASE) bench $(DEMO_MAE) --batch 64 --iters 5 --profile
 	scripts/bench_analyses.sh
+	scripts/bench_memory.sh
 
 # vitlens against PyTorch eager and ONNX Runtime (images/s, alternating runs) in a virtual
 # environment made here from PyPI: torch, timm, safetensors, onnx, onnxruntime.

@@ -31,6 +31,7 @@ struct VitLens: ParsableCommand {
         } catch {
             // After Ctrl-C the staging folder vanishes under the run; that failure is not news.
             if interrupted { finish(1) }
+            if exitCode(for: error) == .success { exit(withError: error) }  // help asked for by a command
             switch error {
             case let e as UsageError: fail(e.message, code: ExitCode.validationFailure.rawValue)
             case is ValidationError, is CleanExit: fail(message(for: error), code: exitCode(for: error).rawValue)

@@ -123,6 +123,17 @@ final class CLITests: XCTestCase {
         assertFails(["extract", tmp + "/cut.safetensors", "--images", none], code: 1, mentions: "cut.safetensors")
     }
 
+    /// Help for the tool and every command: exit 0, on stdout, in the tool's own words (no
+    /// pointers into the developers' specification).
+    func testHelp() {
+        for args in [["--help"], []] + ["cka", "attention", "probe", "finetune", "plot", "merge", "inspect", "extract", "bench"].map({ [$0, "--help"] }) {
+            let r = runProcess(Self.binary, args)
+            XCTAssertEqual(r.status, 0, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stdout.contains("USAGE:"), "\(args): \(r.stdout)")
+            XCTAssertFalse(r.stdout.contains("SPEC"), "\(args) help points at SPEC")
+        }
+    }
+
     func testOutputPointingAtAFileOrUnwritablePlace() throws {
         try "x".write(toFile: tmp + "/file", atomically: true, encoding: .utf8)
         let r = vitlens("extract", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", Fixtures.path("images/none"), "--resize", "none", "--out", tmp + "/file")
