@@ -50,7 +50,7 @@ public struct Partial {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue { file = path + "/" + fileName }
         guard let data = FileManager.default.contents(atPath: file) else {
-            throw LensError.merge("\(file): cannot read (is it a folder written with --shard?)")
+            throw LensError.merge("\(file): cannot read (is it the folder of a sharded run?)")
         }
         let v: JSONValue
         do { v = try JSONValue.parse(String(decoding: data, as: UTF8.self)) } catch { throw LensError.merge("\(file): \(error)") }

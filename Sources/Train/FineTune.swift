@@ -9,7 +9,7 @@ public enum TrainError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .nonFinite(step, epoch, loss):
-            return "fine-tuning diverged: loss \(loss) at step \(step) (epoch \(epoch)); lower --lr (nothing was saved)"
+            return "fine-tuning diverged: loss \(loss) at step \(step) (epoch \(epoch)); lower the learning rate (nothing was saved)"
         case let .data(m): return m
         }
     }
