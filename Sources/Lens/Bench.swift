@@ -112,8 +112,9 @@ public struct CheckpointSummary {
     /// Ignored keys summarised by prefix: `model.decoder_blocks.*` (24), `optimizer` …
     public let ignored: [(String, Int)]
 
-    public init(_ request: ModelRequest) throws {
-        model = try AnalysisModel(request)  // validates every shape and value
+    /// Of a loaded model (loading validated every shape and value).
+    public init(_ model: AnalysisModel) {
+        self.model = model
         ignored = ignoredSummary(model.checkpoint.ignored)
     }
 

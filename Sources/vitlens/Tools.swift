@@ -38,17 +38,14 @@ struct Inspect: ParsableCommand {
 
     @Argument(help: "Checkpoint: .safetensors, a torch.save archive (.pth, .pth.tar, .bin, .pt), or a Hugging Face folder.")
     var checkpoint: String
-    @Option(help: "Number of attention heads (weights do not record them; default: metadata, config.json, else width/64).")
-    var heads: Int?
+    @OptionGroup var model: ModelOptions
     @Flag(help: "Print JSON instead of text.")
     var json = false
 
-    func validate() throws {
-        if let heads, heads < 1 { throw ValidationError("--heads must be at least 1") }
-    }
+    func validate() throws { try model.validate(models: 1) }
 
     func run() throws {
-        let s = try CheckpointSummary(ModelRequest(path: checkpoint, heads: heads))
+        let s = CheckpointSummary(try load(model.request(checkpoint), Terminal(quiet: true)))
         if json { return print(s.json.render()) }
         for (k, v) in s.lines { print(k.padding(toLength: 14, withPad: " ", startingAt: 0) + v) }
     }
