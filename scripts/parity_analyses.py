@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from torchvision import transforms
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-VITLENS = os.path.join(ROOT, ".build", "release", "vitlens")
+VITLENS = os.environ.get("VITLENS") or os.path.join(ROOT, ".build", "release", "vitlens")  # VITLENS=PATH: another build
 SK = os.path.join(os.path.dirname(skimage.__file__), "data")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -123,7 +123,8 @@ public struct CheckpointSummary {
         return .object([
             ("path", .string(ck.path)), ("format", .string(ck.format)), ("layout", .string(ck.layout.rawValue)),
             ("state_dict", .string(ck.location)), ("architecture", model.architecture),
-            ("ignored", .object(ignored.map { ($0.0, .int($0.1)) })), ("sha256", .string(model.sha256)),
+            ("ignored", .object(ignored.map { ($0.0, .int($0.1)) })),
+            ("metadata", .object(ck.metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })), ("sha256", .string(model.sha256)),
         ])
     }
 
@@ -136,8 +137,8 @@ public struct CheckpointSummary {
             ("heads", "\(c.heads) (head dim \(c.headDim)), from \(model.headsSource)"),
             ("parameters", "\(c.parameterCount) in the forward pass"),
             ("ignored", ignored.isEmpty ? "nothing" : ignored.map { "\($0.0) (\($0.1))" }.joined(separator: ", ")),
-            ("sha256", model.sha256),
-        ]
+        ] + ck.metadata.sorted { $0.key < $1.key }.enumerated().map { i, kv in (i == 0 ? "metadata" : "", "\(kv.key) = \(kv.value)") }
+          + [("sha256", model.sha256)]
     }
 }
 

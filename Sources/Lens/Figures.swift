@@ -202,9 +202,15 @@ extension ProbeResult {
         page.add(.paragraph(chart.subtitle + ". For each k the first k blocks are kept; solid: test accuracy, dashed: train accuracy."))
         page.add(.figure(svg: fig.svg(), png: "probe.png", caption: "Accuracy against the number of blocks kept."))
         page.add(.heading("Numbers (probe.csv)"))
-        var table: [[String]] = []
-        for m in models { for r in m.rows { table.append([m.name, "\(r.layersKept)", String(format: "%.4f", r.train), String(format: "%.4f", r.test)]) } }
-        page.add(.table(caption: "Accuracy per depth", header: ["model", "blocks kept", "train accuracy", "test accuracy"], rows: table, colors: nil))
+        // One row per depth, a train and a test column per model.
+        let table = (1...L).map { k in
+            ["\(k)"] + models.flatMap { m -> [String] in
+                guard let r = m.rows.first(where: { $0.layersKept == k }) else { return ["", ""] }
+                return [String(format: "%.4f", r.train), String(format: "%.4f", r.test)]
+            }
+        }
+        page.add(.table(caption: "Accuracy per depth (full precision in probe.csv)",
+                        header: ["blocks kept"] + models.flatMap { ["\($0.name) train", "\($0.name) test"] }, rows: table, colors: nil))
         if let ds = json[path: "setup", "dataset"] {
             page.add(.keyValues(caption: "Dataset", ds.flattened().filter { !$0.0.hasSuffix(".paths") }))
         }

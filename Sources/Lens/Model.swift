@@ -74,6 +74,14 @@ public final class AnalysisModel {
         return out
     }
 
+    /// The head count the checkpoint itself records (safetensors metadata or config.json), and
+    /// where, whatever the run uses.
+    public var statedHeads: (heads: Int, source: String)? {
+        if let m = checkpoint.metadata["num_heads"], let v = Int(m) { return (v, ViTConfig.HeadsSource.metadata.rawValue) }
+        if let v = checkpoint.config?.heads { return (v, ViTConfig.HeadsSource.config.rawValue) }
+        return nil
+    }
+
     /// SHA-256 of the weights file (computed once; it reads the whole file).
     public private(set) lazy var sha256: String = Digest.sha256(checkpoint.fileBytes)
 

@@ -42,7 +42,7 @@ struct CKA: ParsableCommand {
         let job = try comparing {
             try CKARun(a: a, b: b, images: images, folder: imageOptions.images, tokens: tokens, rep: rep, shard: shard)
         }
-        let (dir, files) = try writingReport(output.out, default: "reports/cka-" + ([a.name] + (b.map { [$0.name] } ?? [])).joined(separator: "-")) { out in
+        let (dir, files) = try writingReport(output.out, default: "reports/cka-" + ([a.name] + (b.map { [$0.name] } ?? [])).joined(separator: "-"), command: shard == nil ? "cka" : "cka shard", terminal) { out in
             switch try job.run(RunContext(commandLine: commandLine, observer: terminal)) {
             case let .partial(p): return try p.write(to: out, commandLine: commandLine)
             case let .report(r):
@@ -59,8 +59,10 @@ struct Attention: ParsableCommand {
         abstract: "Attention distance and entropy per layer and head, with box statistics.",
         discussion: "Attention among patch tokens only (class token dropped, softmax again over the patch keys), as mae-lite's attn_analyzer. Writes attention.csv, attention_box.csv, attention.json, the box figures attention_distance/attention_entropy .png/.svg and index.html.")
 
-    @Argument(help: "Checkpoint file or Hugging Face folder.")
-    var checkpoint: String
+    @Argument(help: "Checkpoint file or Hugging Face folder; a second one is overlaid as with --compare.")
+    var checkpoints: [String]
+    var checkpoint: String { checkpoints[0] }
+    var compared: String? { compare ?? checkpoints.dropFirst().first }
     @OptionGroup var model: ModelOptions
     @OptionGroup var imageOptions: ImageOptions
     @OptionGroup var output: OutputOptions
@@ -77,8 +79,13 @@ struct Attention: ParsableCommand {
     var compareHeads: Int?
 
     func validate() throws {
+        if checkpoints.isEmpty { throw ValidationError("give a checkpoint") }
+        if checkpoints.count > 2 || (checkpoints.count == 2 && compare != nil) {
+            throw ValidationError("attention overlays at most two models: give one checkpoint, or two (the second as with --compare M2)")
+        }
         try model.validate(models: 1)
-        if compare != nil && shard != nil { throw ValidationError("--compare cannot be combined with --shard; plot two merged reports with `vitlens plot DIR --compare DIR2`") }
+        if compareHeads != nil && compared == nil { throw ValidationError("--compare-heads goes with a second model (--compare M2)") }
+        if compared != nil && shard != nil { throw ValidationError("--compare cannot be combined with --shard; plot two merged reports with `vitlens plot DIR --compare DIR2`") }
         if let compareHeads, compareHeads < 1 { throw ValidationError("--compare-heads must be at least 1") }
     }
 
@@ -86,12 +93,12 @@ struct Attention: ParsableCommand {
         model.applyThreads()
         let terminal = Terminal(quiet: output.quiet)
         let m = try load(model.request(checkpoint), terminal)
-        let m2 = try compare.map {
+        let m2 = try compared.map {
             try load(ModelRequest(path: $0, heads: compareHeads, headsGivenAs: "--compare-heads", imageSize: model.imageSize ?? m.config.imageSize), terminal)
         }
         let job = AttentionRun(model: m, compare: m2, images: try imageOptions.batches(size: m.config.imageSize, terminal), folder: imageOptions.images,
                                convention: convention, perImage: perImage, shard: shard)
-        let (dir, files) = try writingReport(output.out, default: "reports/attention-\(m.name)" + (m2.map { "-vs-\($0.name)" } ?? "")) { out in
+        let (dir, files) = try writingReport(output.out, default: "reports/attention-\(m.name)" + (m2.map { "-vs-\($0.name)" } ?? ""), command: shard == nil ? "attention" : "attention shard", terminal) { out in
             switch try job.run(RunContext(commandLine: commandLine, observer: terminal)) {
             case let .partial(p): return try p.write(to: out, commandLine: commandLine)
             case let .report(r): return try r.write(to: out) + r.draw(into: out, style: FigureStyle(scale: figures.scale), terminal)
@@ -122,7 +129,7 @@ struct Merge: ParsableCommand {
         let parts = try shards.map(Partial.read)
         let merged = try MergedReport.merge(parts, sources: shards, commandLine: commandLine)
         let style = FigureStyle(scale: figures.scale)
-        let (dir, _) = try writingReport(out, default: "reports/\(parts[0].command)-merged") { out in
+        let (dir, _) = try writingReport(out, default: "reports/\(parts[0].command)-merged", command: parts[0].command, terminal) { out in
             switch merged {
             case let .cka(r): return try r.write(to: out) + r.draw(into: out, style: style, terminal)
             case let .attention(r): return try r.write(to: out) + r.draw(into: out, style: style, terminal)

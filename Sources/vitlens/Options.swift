@@ -13,13 +13,13 @@ extension ShardSpec: ExpressibleByArgument {
 
 /// How models run: heads, image size, threads.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Attention heads (weights do not record them): one value for every model, or one per model in order. Default: the checkpoint's metadata or config.json, else width/64.")
+    @Option(parsing: .unconditionalSingleValue, help: "Attention heads (weights do not record them): one value for every model, or one per model in order. Default: the checkpoint's metadata or config.json, else width/64.")
     var heads: [Int] = []
 
-    @Option(name: .customLong("image-size"), help: "Run every model at this image size; position embeddings are resampled (bicubic, as timm).")
+    @Option(name: .customLong("image-size"), parsing: .unconditional, help: "Run every model at this image size; position embeddings are resampled (bicubic, as timm).")
     var imageSize: Int?
 
-    @Option(help: "Threads for OpenBLAS and vitlens's own loops (default: all cores).")
+    @Option(parsing: .unconditional, help: "Threads for OpenBLAS and vitlens's own loops (default: all cores).")
     var threads: Int?
 
     func validate() throws {
@@ -58,6 +58,9 @@ func load(_ request: ModelRequest, _ terminal: Terminal) throws -> AnalysisModel
         default: throw e
         }
     }
+    if let stated = m.statedHeads, m.config.headsSource == .option, stated.heads != m.config.heads {
+        terminal.warning("\(request.path): \(request.headsGivenAs) \(m.config.heads) overrides \(stated.heads) heads from \(stated.source); the numbers follow \(request.headsGivenAs)")
+    }
     if m.config.headsSource == .convention {
         terminal.notice("\(request.path): head count not recorded; using \(m.config.heads) (width \(m.config.dim)/64, the DeiT/ViT convention). mae-lite's Tiny needs --heads 12.")
     }
@@ -77,7 +80,7 @@ func comparing<T>(_ body: () throws -> T) throws -> T {
 
 /// --batch: images per forward batch.
 struct BatchOption: ParsableArguments {
-    @Option(help: "Images per forward batch.")
+    @Option(parsing: .unconditional, help: "Images per forward batch.")
     var batch: Int = 64
 
     func validate() throws {
@@ -102,7 +105,7 @@ struct ImageOptions: ParsableArguments {
     @Option(help: "Folder of PNG/JPEG images, searched recursively, sorted by relative path.")
     var images: String
 
-    @Option(help: "Use the first N images.")
+    @Option(parsing: .unconditional, help: "Use the first N images.")
     var num: Int = 1024
 
     @OptionGroup var decoding: DecodeOptions
@@ -163,9 +166,9 @@ struct DatasetOptions: ParsableArguments {
     var cifar10: String?
     @Option(name: .customLong("cifar100"), help: "CIFAR-100 binary folder (train.bin, test.bin).")
     var cifar100: String?
-    @Option(name: .customLong("limit-train"), help: "Use at most N train images, balanced over the classes.")
+    @Option(name: .customLong("limit-train"), parsing: .unconditional, help: "Use at most N train images, balanced over the classes.")
     var limitTrain: Int?
-    @Option(name: .customLong("limit-test"), help: "Use at most N test images, balanced over the classes.")
+    @Option(name: .customLong("limit-test"), parsing: .unconditional, help: "Use at most N test images, balanced over the classes.")
     var limitTest: Int?
 
     func validate() throws {
@@ -186,13 +189,13 @@ struct DatasetOptions: ParsableArguments {
 
 /// Fine-tuning hyper-parameters (defaults: mae-lite's recipe where it applies).
 struct FineTuneOptions: ParsableArguments {
-    @Option(help: "Fine-tuning epochs.") var epochs: Int = 10
+    @Option(parsing: .unconditional, help: "Fine-tuning epochs.") var epochs: Int = 10
     @Option(help: "Peak learning rate (AdamW), reached after the warm-up.") var lr: Double = 1e-3
     @Option(name: .customLong("min-lr"), help: "Learning rate at the end of the cosine schedule.") var minLR: Double = 1e-6
     @Option(name: .customLong("warmup-epochs"), help: "Linear warm-up, in epochs (fractions allowed).") var warmupEpochs: Double = 1
     @Option(name: .customLong("weight-decay"), help: "AdamW decoupled weight decay (weight matrices only).") var weightDecay: Double = 0.05
     @Option(name: .customLong("layer-decay"), help: "Layer-wise learning-rate decay (mae-lite: 0.75).") var layerDecay: Double = 0.75
-    @Option(name: .customLong("train-batch"), help: "Images per training step.") var trainBatch: Int = 32
+    @Option(name: .customLong("train-batch"), parsing: .unconditional, help: "Images per training step.") var trainBatch: Int = 32
 
     func validate() throws {
         if epochs < 1 { throw ValidationError("--epochs must be at least 1") }

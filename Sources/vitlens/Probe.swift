@@ -47,7 +47,7 @@ struct Probe: ParsableCommand {
                                pool: pool, maxIterations: maxIter, fineTune: finetune ? training.settings(seed: dataset.seed, pooling: pool) : nil,
                                depths: layers?.list)
         var result: ProbeResult?
-        let (dir, files) = try writingReport(output.out, default: "reports/probe-" + models.map(\.name).joined(separator: "-")) { out in
+        let (dir, files) = try writingReport(output.out, default: "reports/probe-" + models.map(\.name).joined(separator: "-"), command: "probe", terminal) { out in
             let r = try job.run(RunContext(commandLine: commandLine, observer: terminal))
             result = r
             return try r.write(to: out) + r.draw(into: out, style: FigureStyle(scale: figures.scale), terminal)
@@ -100,7 +100,7 @@ struct Finetune: ParsableCommand {
         let job = try FinetuneRun(model: m, data: data, keep: layers, pool: pool, resize: decoding.resize, batch: decoding.batch,
                                   settings: training.settings(seed: dataset.seed, pooling: pool), save: save, saveDType: saveDType == .f16 ? .f16 : .f32)
         var result: FinetuneRun.Result?
-        let (dir, files) = try writingReport(output.out, default: "reports/finetune-\(m.name)") { out in
+        let (dir, files) = try writingReport(output.out, default: "reports/finetune-\(m.name)", command: "finetune", terminal) { out in
             let r = try job.run(RunContext(commandLine: commandLine, observer: terminal))
             result = r
             try out.write("finetune.csv", r.csv.render())

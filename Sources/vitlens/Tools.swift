@@ -23,7 +23,7 @@ struct Extract: ParsableCommand {
         let m = try load(model.request(checkpoint), terminal)
         let job = ExtractRun(model: m, images: try imageOptions.batches(size: m.config.imageSize, terminal), folder: imageOptions.images, rep: rep)
         var n = 0
-        let (dir, files) = try writingReport(output.out, default: "reports/extract-\(m.name)") { out in
+        let (dir, files) = try writingReport(output.out, default: "reports/extract-\(m.name)", command: "extract", terminal) { out in
             let r = try job.run(into: out, RunContext(commandLine: commandLine, observer: terminal))
             n = r.images
             return r.files
@@ -136,7 +136,7 @@ struct Plot: ParsableCommand {
         if let compare, !FileManager.default.fileExists(atPath: compare + "/attention.csv") { throw Failure("--compare \(compare): no attention.csv there") }
         let report = try AnyReport(reading: dir, compare: compare)
         let terminal = Terminal(quiet: quiet)
-        let (outDir, files) = try writingReport(out ?? dir, default: dir) { o in
+        let (outDir, files) = try writingReport(out ?? dir, default: dir, command: nil, terminal) { o in
             try report.draw(into: o, style: FigureStyle(scale: figures.scale, vmin: range.vmin, vmax: range.vmax, title: title), terminal)
         }
         terminal.wrote(outDir, files)

@@ -100,16 +100,35 @@ final class Terminal: RunObserver {
 
 var commandLine: String { CommandLine.arguments.joined(separator: " ") }
 
-/// Opens the report folder `--out` names (default `fallback`): files are staged and appear only
-/// when `body` returns and the folder is committed.
-func writingReport(_ out: String?, default fallback: String, _ body: (OutputDirectory) throws -> [String]) throws -> (String, [String]) {
+/// Opens the report folder of `command`: `--out`, else `fallback`; files are staged and appear
+/// only when `body` returns. Nothing is lost: a folder holding another command's report is
+/// refused; the same command's report named by --out is replaced whole; a default folder that
+/// already holds a report is kept, and the new one gets the next free numbered name.
+/// `command` nil (plot): the figures are written into the folder beside what it holds.
+func writingReport(_ out: String?, default fallback: String, command: String?, _ terminal: Terminal,
+                   _ body: (OutputDirectory) throws -> [String]) throws -> (String, [String]) {
+    var path = out ?? fallback
+    while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
+    if let command, let held = OutputDirectory.reportCommand(in: path) {
+        guard held == command else {
+            throw Failure("\(out != nil ? "--out " : "")\(path) holds a \(held) report; a \(command) report is not written over it (choose another --out)")
+        }
+        if out == nil {
+            var n = 2
+            while FileManager.default.fileExists(atPath: "\(path)-\(n)") { n += 1 }
+            terminal.notice("\(path) holds an earlier report; this one goes to \(path)-\(n) (--out DIR to choose)")
+            path = "\(path)-\(n)"
+        } else {
+            terminal.notice("replacing the \(command) report in \(path)")
+        }
+    }
     let dir: OutputDirectory
-    do { dir = try OutputDirectory(out ?? fallback) } catch OutputError.notADirectory(let p) {
+    do { dir = try OutputDirectory(path) } catch OutputError.notADirectory(let p) {
         throw Failure("--out \(p): exists and is not a folder")
     }
     defer { dir.discard() }
     let files = try body(dir)
-    try dir.commit()
+    try dir.commit(replace: command != nil)
     return (dir.finalPath, files)
 }
 

@@ -88,13 +88,31 @@ public final class OutputDirectory {
         }
     }
 
+    /// The command whose report a folder holds (by the files each command writes), or nil.
+    public static func reportCommand(in dir: String) -> String? {
+        let fm = FileManager.default
+        for (file, command) in [("cka.csv", "cka"), ("attention.csv", "attention"), ("probe.csv", "probe"),
+                                ("finetune.csv", "finetune"), ("meta.json", "extract")] where fm.fileExists(atPath: dir + "/" + file) {
+            return command
+        }
+        if fm.fileExists(atPath: dir + "/partial.json") { return ((try? Partial.read(dir))?.command ?? "unknown") + " shard" }
+        return nil
+    }
+
     /// Moves the staged files into the report folder. A new folder is renamed into place in one
-    /// step; into an existing folder each file is renamed over its old version.
-    public func commit() throws {
+    /// step. An existing one is replaced whole (`replace`: the old folder is renamed aside, the
+    /// new one into place, the old one removed), or, for `plot`, each staged file is renamed over
+    /// its old version and the rest of the folder kept.
+    public func commit(replace: Bool = true) throws {
         let fm = FileManager.default
         do {
             if !fm.fileExists(atPath: finalPath) {
                 try fm.moveItem(atPath: stagingPath, toPath: finalPath)
+            } else if replace {
+                let old = stagingPath + "-old"
+                try fm.moveItem(atPath: finalPath, toPath: old)
+                try fm.moveItem(atPath: stagingPath, toPath: finalPath)
+                try? fm.removeItem(atPath: old)
             } else {
                 for name in try fm.contentsOfDirectory(atPath: stagingPath) {
                     let dst = finalPath + "/" + name

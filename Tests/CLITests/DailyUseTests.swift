@@ -1,0 +1,109 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// A researcher's daily use: bad values named by their option (exit 64), honest head counts,
+/// reports never lost or mixed, inspect showing what a file records, readable numbers.
+final class DailyUseTests: XCTestCase {
+    var tmp = ""
+    let images = Fixtures.path("images/cka")
+    let a = Fixtures.checkpoint("tiny_f32.safetensors"), b = Fixtures.checkpoint("tiny2_f32.safetensors")
+
+    override func setUpWithError() throws {
+        tmp = NSTemporaryDirectory() + "vitlens-daily-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+    }
+
+    override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
+
+    /// Runs the binary in `cwd` (default: the temporary folder, so default report folders land there).
+    func run(_ args: [String], cwd: String? = nil) -> (status: Int32, stdout: String, stderr: String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLITests.binary)
+        p.arguments = args
+        p.currentDirectoryURL = URL(fileURLWithPath: cwd ?? tmp)
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try? p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    func assertUsage(_ args: [String], mentions: String, line: UInt = #line) {
+        let r = run(args)
+        XCTAssertEqual(r.status, 64, "\(args): \(r.stderr)", line: line)
+        XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains(mentions), "\(args): '\(r.stderr)' should mention '\(mentions)'", line: line)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, "one error line: \(r.stderr)", line: line)
+    }
+
+    func testBadValuesAreNamedAndExit64() {
+        assertUsage(["cka", a, "--images", images, "--num", "-5"], mentions: "--num must be at least 1")
+        assertUsage(["attention", a, "--images", images, "--batch", "-1"], mentions: "--batch")
+        assertUsage(["extract", a, "--images", images, "--threads", "0"], mentions: "--threads")
+        assertUsage(["extract", a, "--images", images, "--image-size", "-32"], mentions: "--image-size")
+        assertUsage(["extract", a, "--images", images, "--image-size", "36"], mentions: "--image-size 36 is not a multiple of the patch size 8")
+        assertUsage(["cka", a, b, "--images", images, "--heads-b", "5"], mentions: "--heads-b 5 does not divide the embedding width 24")
+        assertUsage(["attention", a, "--images", images, "--compare-heads", "2"], mentions: "--compare-heads goes with a second model")
+        assertUsage(["attention", a, b, a, "--images", images], mentions: "at most two models")
+        assertUsage(["probe", a, "--train", tmp, "--split", "0.3", "--heads", "2", "--heads", "2"], mentions: "one per model (1)")
+    }
+
+    /// `attention A B` overlays B as `--compare B` does, with the same numbers.
+    func testTwoModelsOverlayAsCompare() throws {
+        XCTAssertEqual(run(["attention", a, b, "--images", images, "--resize", "none", "--out", tmp + "/two", "--quiet"]).status, 0)
+        XCTAssertEqual(run(["attention", a, "--compare", b, "--images", images, "--resize", "none", "--out", tmp + "/cmp", "--quiet"]).status, 0)
+        for f in ["attention.csv", "compare/attention.csv"] {
+            XCTAssertEqual(try String(contentsOfFile: tmp + "/two/" + f, encoding: .utf8), try String(contentsOfFile: tmp + "/cmp/" + f, encoding: .utf8), f)
+        }
+    }
+
+    /// --heads against the checkpoint's own count: a warning with both numbers and their sources;
+    /// the report records where each model's count came from.
+    func testHeadsThatContradictTheCheckpointAreWarnedAbout() throws {
+        let r = run(["cka", a, b, "--images", images, "--resize", "none", "--heads-a", "4", "--out", tmp + "/h"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("warning: \(a): --heads-a 4 overrides 2 heads from safetensors metadata num_heads"), r.stderr)
+        let json = try String(contentsOfFile: tmp + "/h/cka.json", encoding: .utf8)
+        XCTAssertTrue(json.contains("\"heads_source\": \"--heads-a\""), "model A's source")
+        XCTAssertTrue(json.contains("\"heads_source\": \"safetensors metadata num_heads\""), "model B's source")
+        let agree = run(["cka", a, "--images", images, "--resize", "none", "--heads", "2", "--out", tmp + "/h2"])
+        XCTAssertFalse(agree.stderr.contains("warning"), agree.stderr)
+    }
+
+    /// Another command's report is never written over or mixed with; the same command's is
+    /// replaced whole; a second run with the default folder keeps the first.
+    func testReportsAreNeverLostOrMixed() throws {
+        let out = tmp + "/r"
+        XCTAssertEqual(run(["cka", a, "--images", images, "--resize", "none", "--out", out, "--quiet"]).status, 0)
+        let before = try String(contentsOfFile: out + "/cka.csv", encoding: .utf8)
+        let mixed = run(["attention", a, "--images", images, "--resize", "none", "--out", out])
+        XCTAssertEqual(mixed.status, 1, mixed.stderr)
+        XCTAssertTrue(mixed.stderr.contains("holds a cka report"), mixed.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/attention.csv"))
+        XCTAssertEqual(try String(contentsOfFile: out + "/cka.csv", encoding: .utf8), before)
+        // The same command: replaced whole (a stray file of the old report does not survive).
+        try "old".write(toFile: out + "/stray.txt", atomically: true, encoding: .utf8)
+        let again = run(["cka", a, b, "--images", images, "--resize", "none", "--out", out])
+        XCTAssertEqual(again.status, 0, again.stderr)
+        XCTAssertTrue(again.stderr.contains("notice: replacing the cka report in \(out)"), again.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/stray.txt"))
+        // Default folders: the second run goes to a numbered one.
+        for _ in 0..<2 { XCTAssertEqual(run(["cka", a, "--images", images, "--resize", "none"]).status, 0) }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: tmp + "/reports/cka-tiny_f32/cka.csv"))
+        XCTAssertTrue(FileManager.default.fileExists(atPath: tmp + "/reports/cka-tiny_f32-2/cka.csv"))
+    }
+
+    /// inspect shows a file's metadata; numbers appear at their float32 value.
+    func testInspectShowsMetadataAndPlainNumbers() throws {
+        let demo = Fixtures.packageRoot + "/checkpoints/vit_tiny_ft_demo.safetensors"
+        let r = run(["inspect", demo])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("metadata      classes = [\"astronaut\", \"cat\", \"cells\", \"coffee\", \"hubble\", \"rocket\"]"), r.stdout)
+        XCTAssertTrue(r.stdout.contains("num_heads = 12"), r.stdout)
+        let j = run(["inspect", demo, "--json"])
+        XCTAssertTrue(j.stdout.contains("\"layer_norm_eps\": 1e-06"), j.stdout)
+        XCTAssertTrue(j.stdout.contains("\"producer\": \"vitlens 0.1.0 finetune\""), j.stdout)
+    }
+}
