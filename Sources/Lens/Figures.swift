@@ -2,14 +2,57 @@ import Analysis
 import Foundation
 import Render
 
+/// The value range of an axis or colour scale.
+public enum AxisRange: Equatable {
+    /// A tidy range around the data (the default: differences show).
+    case auto
+    /// Fixed by what the quantity can be (attention: 0 to the largest possible mean distance, 0
+    /// to ln(patches); CKA: 0 to 1), so that two figures compare side by side.
+    case geometry
+    case fixed(Double, Double)
+}
+
 /// How figures are drawn: the analysing commands and `vitlens plot` share it.
 public struct FigureStyle {
     public var scale = 1.0
+    /// The heatmap's colour range ends; nil: from the data.
     public var vmin: Double?
     public var vmax: Double?
+    /// The attention figures' y range.
+    public var ylim: AxisRange
     public var title: String?
-    public init(scale: Double = 1, vmin: Double? = nil, vmax: Double? = nil, title: String? = nil) {
-        self.scale = scale; self.vmin = vmin; self.vmax = vmax; self.title = title
+    public init(scale: Double = 1, vmin: Double? = nil, vmax: Double? = nil, ylim: AxisRange = .auto, title: String? = nil) {
+        self.scale = scale; self.vmin = vmin; self.vmax = vmax; self.ylim = ylim; self.title = title
+    }
+}
+
+/// A tidy range holding every value: the data's extent padded by 5% and widened to whole steps
+/// of the axis's tick spacing; never below 0 for data that is not.
+public func tidyRange(_ values: [Double]) -> (Double, Double) {
+    let v = values.filter(\.isFinite)
+    guard var lo = v.min(), var hi = v.max() else { return (0, 1) }
+    let pad = hi > lo ? 0.05 * (hi - lo) : max(abs(hi) * 0.05, 1e-3)
+    let nonNegative = lo >= 0
+    lo -= pad
+    hi += pad
+    let ticks = niceTicks(lo, hi, maxCount: 6)
+    let step = ticks.count > 1 ? ticks[1] - ticks[0] : (hi - lo)
+    lo = (lo / step).rounded(.down) * step
+    hi = (hi / step).rounded(.up) * step
+    return (nonNegative ? max(0, lo) : lo, hi)
+}
+
+extension CKAResult {
+    /// The heatmap's colour range: given ends, else the data's range to whole 0.05s (within
+    /// [0, 1] for data inside it).
+    public func colorRange(_ style: FigureStyle) -> (Double, Double) {
+        let v = matrix.joined().filter(\.isFinite)
+        var lo = style.vmin ?? ((v.min() ?? 0) * 20).rounded(.down) / 20
+        var hi = style.vmax ?? ((v.max() ?? 1) * 20).rounded(.up) / 20
+        if style.vmin == nil, style.vmax == nil, hi <= lo { lo -= 0.05; hi += 0.05 }
+        if style.vmin == nil, hi <= lo { lo = hi - 0.05 }
+        if style.vmax == nil, hi <= lo { hi = lo + 0.05 }
+        return (lo, hi)
     }
 }
 
@@ -69,17 +112,19 @@ extension CKAResult {
         if let tk = json[path: "setup", "definitions", "tokens"]?.stringValue { sub.append("tokens: \(tk)") }
         if let rp = json[path: "setup", "definitions", "rep"]?.stringValue { sub.append("rep: \(rp)") }
         sub.append("unbiased HSIC")
+        let (c0, c1) = colorRange(style)
+        sub.append("colours \(csvNumber(c0))–\(csvNumber(c1))" + (style.vmin == nil && style.vmax == nil ? " (data)" : ""))
         var h = Heatmap(values: matrix, rowTitle: "\(a): layer", columnTitle: "\(b): layer",
                         title: style.title ?? "CKA: \(a) vs \(selfComparison ? "itself" : b)", subtitle: sub.joined(separator: " · "))
-        h.vmin = style.vmin ?? 0
-        h.vmax = style.vmax ?? 1
+        (h.vmin, h.vmax) = colorRange(style)
         guard h.vmax > h.vmin else { throw LensError.report("the colour range's top (\(h.vmax)) must be greater than its bottom (\(h.vmin))") }
         let fig = h.figure()
         var files = try Drawing.write(fig, "cka", out: out, style: style, observer)
 
         var page = HTMLPage(title: fig.title)
         page.add(.paragraph(h.subtitle + ". Layer 0 is the patch embedding, layer \(la - 1) the final norm; rows are \(a), columns \(b)."))
-        page.add(.figure(svg: fig.svg(), png: "cka.png", caption: "Minibatch CKA between every pair of layers, magma on [\(csvNumber(h.vmin)), \(csvNumber(h.vmax))]."))
+        let rangeNote = style.vmin == nil && style.vmax == nil ? " (from the data; --vmin 0 --vmax 1 gives the fixed scale)" : style.vmin == nil || style.vmax == nil ? " (one end from the data)" : ""
+        page.add(.figure(svg: fig.svg(), png: "cka.png", caption: "Minibatch CKA between every pair of layers, magma on [\(csvNumber(h.vmin)), \(csvNumber(h.vmax))]\(rangeNote)."))
         let undefined = h.undefinedCells
         if !undefined.isEmpty {
             page.add(.paragraph("Undefined (NaN) cells — a representation constant over the images: " + undefined.map { "(\($0.0), \($0.1))" }.joined(separator: ", ")))
@@ -135,7 +180,12 @@ extension AttentionResult {
         }
         let names = all.map(\.name).joined(separator: " vs ")
         var files: [String] = []
-        var figs: [(String, Figure, String)] = []
+        var figs: [(String, Figure, String)] = [], ranges: [(Double, Double)] = []
+        switch style.ylim {
+        case .auto: sub.append("y axes from the data")
+        case .geometry: sub.append("y axes: the full possible range")
+        case .fixed: sub.append("y axes as given")
+        }
         for (metric, label, top) in [("distance", "mean attention distance (\(unit))", dMax), ("entropy", "mean attention entropy (nats)", eMax)] {
             let series = all.enumerated().map { k, d -> BoxSeries in
                 let v = metric == "distance" ? d.distance : d.entropy
@@ -145,7 +195,18 @@ extension AttentionResult {
                 return BoxSeries(name: d.name, color: seriesColors[k % seriesColors.count], boxes: boxes,
                                  points: v, means: v.map { row in row.reduce(0, +) / Double(row.count) })
             }
-            let chart = BoxChart(series: series, xLabels: (1...L).map { "\($0)" }, yTitle: label, yRange: (0, niceCeiling(top)),
+            let range: (Double, Double)
+            switch style.ylim {
+            case .geometry: range = (0, niceCeiling(top))
+            case let .fixed(lo, hi): range = (lo, hi)
+            case .auto:
+                range = tidyRange(all.flatMap { d -> [Double] in
+                    let v = metric == "distance" ? d.distance : d.entropy
+                    return v.joined() + (d.boxes[metric] ?? []).flatMap { [$0.whiskerLow, $0.whiskerHigh] + $0.outliers }
+                })
+            }
+            ranges.append(range)
+            let chart = BoxChart(series: series, xLabels: (1...L).map { "\($0)" }, yTitle: label, yRange: range,
                                  title: style.title.map { "\($0): \(metric)" } ?? "Attention \(metric): \(names)",
                                  subtitle: sub.joined(separator: " · "))
             let fig = chart.figure()
@@ -154,7 +215,15 @@ extension AttentionResult {
         }
         var page = HTMLPage(title: style.title ?? "Attention distance and entropy: \(names)")
         page.add(.paragraph(sub.joined(separator: " · ") + ". Per layer: a box over heads, each head a point, the mean over heads a line."))
-        for (base, fig, label) in figs { page.add(.figure(svg: fig.svg(), png: base + ".png", caption: label.prefix(1).uppercased() + label.dropFirst() + " per layer.")) }
+        let axisNote: String
+        switch style.ylim {
+        case .auto: axisNote = "the y axis spans the data (--ylim geometry fixes it to the full possible range, for comparing figures side by side)"
+        case .geometry: axisNote = "the y axis spans the full possible range: 0 to the largest mean distance any attention could have, 0 to ln(patches)"
+        case .fixed: axisNote = "the y axis as given by --ylim"
+        }
+        for ((base, fig, label), r) in zip(figs, ranges) {
+            page.add(.figure(svg: fig.svg(), png: base + ".png", caption: label.prefix(1).uppercased() + label.dropFirst() + " per layer; y from \(csvNumber(r.0)) to \(csvNumber(r.1)): " + axisNote + "."))
+        }
         for d in all {
             page.add(.heading("Numbers: \(d.name) (attention.csv)"))
             var rows: [[String]] = []

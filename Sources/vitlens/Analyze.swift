@@ -24,7 +24,7 @@ struct CKA: ParsableCommand {
     @Option(help: "i/n: process every n-th batch starting at i and write partial.json for `vitlens merge`.")
     var shard: ShardSpec?
     @OptionGroup var figures: FigureOptions
-    @OptionGroup var range: ColorRangeOptions
+    @OptionGroup var colors: ColorRangeOptions
 
     func validate() throws {
         try model.validate(models: modelB == nil ? 1 : 2)
@@ -46,7 +46,7 @@ struct CKA: ParsableCommand {
             switch try job.run(RunContext(commandLine: commandLine, observer: terminal)) {
             case let .partial(p): return try p.write(to: out, commandLine: commandLine)
             case let .report(r):
-                return try r.write(to: out) + r.draw(into: out, style: FigureStyle(scale: figures.scale, vmin: range.vmin, vmax: range.vmax), terminal)
+                return try r.write(to: out) + r.draw(into: out, style: figureStyle(figures, colors: colors), terminal)
             }
         }
         terminal.wrote(dir, files)
@@ -73,6 +73,7 @@ struct Attention: ParsableCommand {
     @Option(help: "i/n: process every n-th batch starting at i and write partial.json for `vitlens merge`.")
     var shard: ShardSpec?
     @OptionGroup var figures: FigureOptions
+    @OptionGroup var y: YRangeOption
     @Option(help: "A second checkpoint whose statistics are computed in the same pass and overlaid in the figures (its report goes to compare/).")
     var compare: String?
     @Option(name: .customLong("compare-heads"), help: "Heads of the --compare model.")
@@ -101,7 +102,7 @@ struct Attention: ParsableCommand {
         let (dir, files) = try writingReport(output.out, default: "reports/attention-\(m.name)" + (m2.map { "-vs-\($0.name)" } ?? ""), command: shard == nil ? "attention" : "attention shard", terminal) { out in
             switch try job.run(RunContext(commandLine: commandLine, observer: terminal)) {
             case let .partial(p): return try p.write(to: out, commandLine: commandLine)
-            case let .report(r): return try r.write(to: out) + r.draw(into: out, style: FigureStyle(scale: figures.scale), terminal)
+            case let .report(r): return try r.write(to: out) + r.draw(into: out, style: figureStyle(figures, y: y), terminal)
             }
         }
         terminal.wrote(dir, files)
@@ -119,6 +120,8 @@ struct Merge: ParsableCommand {
     @Flag(help: "No summary line.")
     var quiet = false
     @OptionGroup var figures: FigureOptions
+    @OptionGroup var colors: ColorRangeOptions
+    @OptionGroup var y: YRangeOption
 
     func validate() throws {
         if shards.isEmpty { throw ValidationError("give the shard folders to merge") }
@@ -128,7 +131,7 @@ struct Merge: ParsableCommand {
         let terminal = Terminal(quiet: quiet)
         let parts = try shards.map(Partial.read)
         let merged = try MergedReport.merge(parts, sources: shards, commandLine: commandLine)
-        let style = FigureStyle(scale: figures.scale)
+        let style = figureStyle(figures, colors: colors, y: y)
         let (dir, _) = try writingReport(out, default: "reports/\(parts[0].command)-merged", command: parts[0].command, terminal) { out in
             switch merged {
             case let .cka(r): return try r.write(to: out) + r.draw(into: out, style: style, terminal)

@@ -139,17 +139,49 @@ struct FigureOptions: ParsableArguments {
     }
 }
 
-/// --vmin/--vmax of CKA heatmaps.
+/// `auto` or a number.
+enum Bound: ExpressibleByArgument {
+    case auto, value(Double)
+    init?(argument: String) {
+        if argument == "auto" { self = .auto } else if let v = Double(argument), v.isFinite { self = .value(v) } else { return nil }
+    }
+    var number: Double? { if case let .value(v) = self { return v }; return nil }
+}
+
+/// --ylim auto|geometry|LOW,HIGH.
+extension AxisRange: ExpressibleByArgument {
+    public init?(argument: String) {
+        switch argument {
+        case "auto": self = .auto
+        case "geometry": self = .geometry
+        default:
+            let p = argument.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+            guard p.count == 2, let lo = p[0], let hi = p[1], lo.isFinite, hi.isFinite, hi > lo else { return nil }
+            self = .fixed(lo, hi)
+        }
+    }
+}
+
+/// The CKA heatmap's colour range.
 struct ColorRangeOptions: ParsableArguments {
-    @Option(help: "Value drawn as the darkest colour of the heatmap (default 0).")
-    var vmin: Double?
-    @Option(help: "Value drawn as the brightest colour of the heatmap (default 1).")
-    var vmax: Double?
+    @Option(parsing: .unconditional, help: "Value drawn as the darkest colour of the CKA heatmap: a number, or auto (default: the data's minimum, to 0.05).")
+    var vmin: Bound = .auto
+    @Option(parsing: .unconditional, help: "Value drawn as the brightest colour of the CKA heatmap: a number, or auto (default: the data's maximum, to 0.05).")
+    var vmax: Bound = .auto
 
     func validate() throws {
-        for (n, v) in [("--vmin", vmin), ("--vmax", vmax)] { if let v, !v.isFinite { throw ValidationError("\(n) must be a finite number") } }
-        if (vmax ?? 1) <= (vmin ?? 0) { throw ValidationError("--vmax must be greater than --vmin (defaults 0 and 1)") }
+        if let lo = vmin.number, let hi = vmax.number, hi <= lo { throw ValidationError("--vmax must be greater than --vmin") }
     }
+}
+
+/// The attention figures' y range.
+struct YRangeOption: ParsableArguments {
+    @Option(help: "Y range of the attention figures: auto (around the data, default), geometry (0 to the largest possible value, for comparing figures side by side) or LOW,HIGH.")
+    var ylim: AxisRange = .auto
+}
+
+func figureStyle(_ f: FigureOptions, colors: ColorRangeOptions? = nil, y: YRangeOption? = nil, title: String? = nil) -> FigureStyle {
+    FigureStyle(scale: f.scale, vmin: colors?.vmin.number, vmax: colors?.vmax.number, ylim: y?.ylim ?? .auto, title: title)
 }
 
 /// Where the labelled images come from: an ImageFolder pair, one folder split, or CIFAR.

@@ -126,7 +126,8 @@ struct Plot: ParsableCommand {
     @Option(help: "An attention report folder to overlay in a second colour.")
     var compare: String?
     @OptionGroup var figures: FigureOptions
-    @OptionGroup var range: ColorRangeOptions
+    @OptionGroup var colors: ColorRangeOptions
+    @OptionGroup var y: YRangeOption
     @Flag(help: "No summary line.")
     var quiet = false
 
@@ -137,7 +138,7 @@ struct Plot: ParsableCommand {
         let report = try AnyReport(reading: dir, compare: compare)
         let terminal = Terminal(quiet: quiet)
         let (outDir, files) = try writingReport(out ?? dir, default: dir, command: nil, terminal) { o in
-            try report.draw(into: o, style: FigureStyle(scale: figures.scale, vmin: range.vmin, vmax: range.vmax, title: title), terminal)
+            try report.draw(into: o, style: figureStyle(figures, colors: colors, y: y, title: title), terminal)
         }
         terminal.wrote(outDir, files)
     }

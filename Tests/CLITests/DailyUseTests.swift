@@ -107,3 +107,29 @@ final class DailyUseTests: XCTestCase {
         XCTAssertTrue(j.stdout.contains("\"producer\": \"vitlens 0.1.0 finetune\""), j.stdout)
     }
 }
+
+extension DailyUseTests {
+    /// Figures' ranges: from the data by default and said so; the geometric axes and given
+    /// ranges on request, in the analysing commands and in plot alike.
+    func testRangesFromTheDataOrAsAsked() throws {
+        let att = tmp + "/att"
+        XCTAssertEqual(run(["attention", a, "--images", images, "--resize", "none", "--out", att, "--quiet"]).status, 0)
+        var page = try String(contentsOfFile: att + "/index.html", encoding: .utf8)
+        XCTAssertTrue(page.contains("the y axis spans the data"), "auto by default")
+        XCTAssertEqual(run(["plot", att, "--ylim", "geometry", "--quiet"]).status, 0)
+        page = try String(contentsOfFile: att + "/index.html", encoding: .utf8)
+        XCTAssertTrue(page.contains("the y axis spans the full possible range"), page)
+        XCTAssertEqual(run(["plot", att, "--ylim", "0,7", "--quiet"]).status, 0)
+        page = try String(contentsOfFile: att + "/index.html", encoding: .utf8)
+        XCTAssertTrue(page.contains("y from 0 to 7: the y axis as given"), page)
+        assertUsage(["plot", att, "--ylim", "5,1"], mentions: "--ylim")
+        let cka = tmp + "/cka"
+        XCTAssertEqual(run(["cka", a, b, "--images", images, "--resize", "none", "--out", cka, "--quiet"]).status, 0)
+        page = try String(contentsOfFile: cka + "/index.html", encoding: .utf8)
+        XCTAssertTrue(page.contains("(from the data; --vmin 0 --vmax 1 gives the fixed scale)"), "auto colours by default")
+        XCTAssertEqual(run(["plot", cka, "--vmin", "0", "--vmax", "1", "--quiet"]).status, 0)
+        page = try String(contentsOfFile: cka + "/index.html", encoding: .utf8)
+        XCTAssertTrue(page.contains("magma on [0, 1]."), "given range")
+        assertUsage(["cka", a, "--images", images, "--vmin", "-0.5", "--vmax", "-1"], mentions: "--vmax must be greater than --vmin")
+    }
+}

@@ -156,3 +156,33 @@ final class LensTests: XCTestCase {
         }
     }
 }
+
+/// Figure ranges that show the data, and the fixed ones on request.
+final class FigureRangeTests: XCTestCase {
+    func testTidyRangeHoldsTheDataTightly() {
+        for data in [[113.2, 121.4], [4.9, 5.3], [0.0, 0.2], [-0.3, 0.4], [7.0, 7.0], [1e-4, 3e-4]] {
+            let (lo, hi) = tidyRange(data)
+            XCTAssertLessThanOrEqual(lo, data.min()!, "\(data)")
+            XCTAssertGreaterThanOrEqual(hi, data.max()!, "\(data)")
+            if data.min()! >= 0 { XCTAssertGreaterThanOrEqual(lo, 0, "\(data)") }
+            let span = max(data.max()! - data.min()!, abs(data.max()!) * 0.1, 2e-3)
+            XCTAssertLessThanOrEqual(hi - lo, 3 * span, "\(data): (\(lo), \(hi)) is not tight")
+        }
+        XCTAssertEqual(tidyRange([113.2, 121.4]).0, 112, accuracy: 1e-9)
+        XCTAssertEqual(tidyRange([113.2, 121.4]).1, 122, accuracy: 1e-9)
+    }
+
+    func testHeatmapColourRange() throws {
+        var r = try CKAResult(setup: .object([("layers_a", 1), ("layers_b", 2)]),
+                              batches: [CKABatch(index: 0, size: 8, kl: [0.81, 0.97], kk: [1], ll: [1, 1])], dropped: [], commandLine: "")
+        XCTAssertEqual(r.matrix[0], [0.81, 0.97])
+        let auto = r.colorRange(FigureStyle())
+        XCTAssertEqual(auto.0, 0.8, accuracy: 1e-12)
+        XCTAssertEqual(auto.1, 1.0, accuracy: 1e-12)
+        XCTAssertTrue(r.colorRange(FigureStyle(vmin: 0, vmax: 1)) == (0, 1))
+        r.matrix = [[0.5, 0.5]]
+        let flat = r.colorRange(FigureStyle())
+        XCTAssertLessThan(flat.0, 0.5)
+        XCTAssertGreaterThan(flat.1, 0.5)
+    }
+}
