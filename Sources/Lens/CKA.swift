@@ -14,10 +14,12 @@ public struct CKARun {
     public var tokens: TokenSelection
     public var rep: RepresentationKind
     public var shard: ShardSpec?
+    /// Bootstrap resamples of the 95 % intervals (0: none).
+    public var bootstrap: Int
 
     /// Checks that the two models can be compared on the same images.
     public init(a: AnalysisModel, b: AnalysisModel?, images: ImageBatches, folder: String,
-                tokens: TokenSelection, rep: RepresentationKind, shard: ShardSpec?) throws {
+                tokens: TokenSelection, rep: RepresentationKind, shard: ShardSpec?, bootstrap: Int = 1000) throws {
         if let b {
             guard a.config.imageSize == b.config.imageSize else {
                 throw LensError.differentImageSizes(a: a.request.path, sizeA: a.config.imageSize, b: b.request.path, sizeB: b.config.imageSize)
@@ -30,6 +32,7 @@ public struct CKARun {
             throw ImageError.folder(path: folder, reason: "CKA needs at least 4 images, found \(images.items.count)")
         }
         (self.a, self.b, self.images, self.folder, self.tokens, self.rep, self.shard) = (a, b, images, folder, tokens, rep, shard)
+        self.bootstrap = bootstrap
     }
 
     /// What every shard of the run must share.
@@ -43,6 +46,8 @@ public struct CKARun {
                 ("estimator", "minibatch CKA, unbiased HSIC (Nguyen et al. 2021 eq. 3), K and L with zeroed diagonals, float64, batches weighted equally"),
                 ("batch", .int(images.batch)), ("resize", .string(images.mode.rawValue)), ("image_size", .int(a.config.imageSize)),
                 ("skip_bad_images", .bool(images.skipBad)),
+                ("interval", .object([("kind", "percentile bootstrap over minibatches (each resample draws as many minibatches as there are, with replacement)"),
+                                      ("level", 0.95), ("resamples", .int(bootstrap)), ("seed", 0)])),
             ])),
             ("layers_a", .int(a.config.depth + 1)), ("layers_b", .int((b ?? a).config.depth + 1)), ("total_batches", .int(images.batchCount)),
         ])
@@ -91,6 +96,8 @@ public enum Outcome<Result> {
 public struct CKAResult {
     /// (La, Lb), as cka.csv holds it; NaN where undefined.
     public var matrix: [[Double]]
+    /// The 95 % bootstrap interval's ends, (La, Lb) each; nil without intervals, NaN where there is none.
+    public var ciLow: [[Double]]?, ciHigh: [[Double]]?
     /// cka.json: run metadata, setup, definitions and the full-precision results.
     public var json: JSONValue
 
@@ -102,6 +109,15 @@ public struct CKAResult {
         guard !batches.isEmpty else { throw LensError.data("no minibatch of at least 4 images: CKA is undefined") }
         let m = ckaMatrix(batches, layersA: la, layersB: lb)
         matrix = (0..<la).map { i in (0..<lb).map { tabled(m[i * lb + $0]) } }
+        let resamples = setup[path: "definitions", "interval", "resamples"]?.intValue ?? 0
+        var intervals: [(String, JSONValue)] = []
+        if resamples > 0 {
+            let ci = ckaBootstrap(batches, layersA: la, layersB: lb, resamples: resamples)
+            ciLow = (0..<la).map { i in (0..<lb).map { tabled(ci.low[i * lb + $0]) } }
+            ciHigh = (0..<la).map { i in (0..<lb).map { tabled(ci.high[i * lb + $0]) } }
+            intervals = [("ci_low", .array((0..<la).map { i in .doubles(Array(ci.low[(i * lb)..<((i + 1) * lb)])) })),
+                         ("ci_high", .array((0..<la).map { i in .doubles(Array(ci.high[(i * lb)..<((i + 1) * lb)])) }))]
+        }
         let undefined = (0..<(la * lb)).filter { !m[$0].isFinite }.map { JSONValue.array([.int($0 / lb), .int($0 % lb)]) }
         json = .object([("vitlens_version", .string(vitlensVersion)), ("command_line", .string(commandLine))] + extra + [
             ("setup", setup),
@@ -110,6 +126,7 @@ public struct CKAResult {
             ("results", .object([
                 ("layers_a", .array((0..<la).map { .int($0) })), ("layers_b", .array((0..<lb).map { .int($0) })),
                 ("cka", .array((0..<la).map { i in .doubles(Array(m[(i * lb)..<((i + 1) * lb)])) })),
+            ] + intervals + [
                 ("undefined_cells", .array(undefined)),
             ])),
         ])
@@ -118,8 +135,12 @@ public struct CKAResult {
     public static let files = ["cka.csv", "cka.json"]
 
     public func write(to out: OutputDirectory) throws -> [String] {
-        var csv = CSVTable(header: ["layer_a", "layer_b", "cka"])
-        for (i, row) in matrix.enumerated() { for (j, v) in row.enumerated() { csv.append(["\(i)", "\(j)", csvNumber(v)]) } }
+        var csv = CSVTable(header: ["layer_a", "layer_b", "cka"] + (ciLow != nil ? ["ci_low", "ci_high"] : []))
+        for (i, row) in matrix.enumerated() {
+            for (j, v) in row.enumerated() {
+                csv.append(["\(i)", "\(j)", csvNumber(v)] + (ciLow.map { lo in [csvNumber(lo[i][j]), csvNumber(ciHigh![i][j])] } ?? []))
+            }
+        }
         try out.write("cka.csv", csv.render())
         try out.write("cka.json", json.render() + "\n")
         return Self.files
@@ -130,21 +151,26 @@ public struct CKAResult {
         let src = ReportFolder(dir: dir)
         let t = try src.csv("cka.csv", columns: ["layer_a", "layer_b", "cka"])
         let p = src.path("cka.csv")
-        var cells: [(Int, Int, Double)] = []
+        var cells: [(Int, Int, Double)] = [], intervals: [(Double, Double)] = []
+        let hasCI = t.column("ci_low") != nil && t.column("ci_high") != nil
         for r in 0..<t.rows.count {
             let i = try t.integer(r, "layer_a", path: p), j = try t.integer(r, "layer_b", path: p)
             guard (0..<4097).contains(i), (0..<4097).contains(j) else { throw CSVError(path: p, line: r + 2, reason: "layer out of range") }
             cells.append((i, j, try t.number(r, "cka", path: p)))
+            if hasCI { intervals.append((try t.number(r, "ci_low", path: p), try t.number(r, "ci_high", path: p))) }
         }
         let la = cells.map(\.0).max()! + 1, lb = cells.map(\.1).max()! + 1
         guard cells.count == la * lb else { throw LensError.report("\(p): \(cells.count) rows, a \(la)×\(lb) matrix needs \(la * lb)") }
         var m = [[Double]](repeating: [Double](repeating: .nan, count: lb), count: la)
         var seen = Set<Int>()
-        for (i, j, v) in cells {
+        var lo = m, hi = m
+        for (k, (i, j, v)) in cells.enumerated() {
             guard seen.insert(i * lb + j).inserted else { throw LensError.report("\(p): pair (\(i), \(j)) appears twice") }
             m[i][j] = v
+            if hasCI { (lo[i][j], hi[i][j]) = intervals[k] }
         }
         matrix = m
+        if hasCI { (ciLow, ciHigh) = (lo, hi) }
         json = try src.json("cka.json") ?? .object([])
     }
 

@@ -112,6 +112,8 @@ extension CKAResult {
         if let tk = json[path: "setup", "definitions", "tokens"]?.stringValue { sub.append("tokens: \(tk)") }
         if let rp = json[path: "setup", "definitions", "rep"]?.stringValue { sub.append("rep: \(rp)") }
         sub.append("unbiased HSIC")
+        let widest = ciWidest
+        if let w = widest { sub.append("95% CI ≤ ±\(String(format: "%.3f", w.width / 2))") }
         let (c0, c1) = colorRange(style)
         sub.append("colours \(csvNumber(c0))–\(csvNumber(c1))" + (style.vmin == nil && style.vmax == nil ? " (data)" : ""))
         var h = Heatmap(values: matrix, rowTitle: "\(a): layer", columnTitle: "\(b): layer",
@@ -125,6 +127,11 @@ extension CKAResult {
         page.add(.paragraph(h.subtitle + ". Layer 0 is the patch embedding, layer \(la - 1) the final norm; rows are \(a), columns \(b)."))
         let rangeNote = style.vmin == nil && style.vmax == nil ? " (from the data; --vmin 0 --vmax 1 gives the fixed scale)" : style.vmin == nil || style.vmax == nil ? " (one end from the data)" : ""
         page.add(.figure(svg: fig.svg(), png: "cka.png", caption: "Minibatch CKA between every pair of layers, magma on [\(csvNumber(h.vmin)), \(csvNumber(h.vmax))]\(rangeNote)."))
+        if let w = widest, let m = json["minibatches_used"]?.intValue {
+            page.add(.paragraph("Uncertainty: 95% percentile-bootstrap intervals over the \(m) minibatches (ci_low, ci_high in cka.csv); the widest is \(String(format: "%.4f", w.width)) wide, at (\(w.i), \(w.j)). Differences between cells smaller than that are not resolved by these images."))
+        } else if ciLow != nil {
+            page.add(.paragraph("Uncertainty: no bootstrap interval (it needs at least 2 minibatches)."))
+        }
         let undefined = h.undefinedCells
         if !undefined.isEmpty {
             page.add(.paragraph("Undefined (NaN) cells — a representation constant over the images: " + undefined.map { "(\($0.0), \($0.1))" }.joined(separator: ", ")))
@@ -139,6 +146,18 @@ extension CKAResult {
         try out.write("index.html", page.render())
         files.append("index.html")
         return files
+    }
+}
+
+extension CKAResult {
+    /// The widest 95 % interval and where it is, when there are intervals.
+    var ciWidest: (width: Double, i: Int, j: Int)? {
+        guard let lo = ciLow, let hi = ciHigh else { return nil }
+        var best: (Double, Int, Int)?
+        for i in lo.indices { for j in lo[i].indices where lo[i][j].isFinite && hi[i][j].isFinite {
+            if best == nil || hi[i][j] - lo[i][j] > best!.0 { best = (hi[i][j] - lo[i][j], i, j) }
+        } }
+        return best.map { (width: $0.0, i: $0.1, j: $0.2) }
     }
 }
 
@@ -252,7 +271,8 @@ extension ProbeResult {
         var series: [LineSeries] = []
         for (i, m) in models.enumerated() {
             let c = seriesColors[i % seriesColors.count]
-            series.append(LineSeries(name: "\(m.name) test", color: c, xs: m.rows.map { Double($0.layersKept - 1) }, ys: m.rows.map(\.test)))
+            series.append(LineSeries(name: "\(m.name) test", color: c, xs: m.rows.map { Double($0.layersKept - 1) }, ys: m.rows.map(\.test),
+                                     errors: m.rows.map { ($0.testLow, $0.testHigh) }))
             series.append(LineSeries(name: "\(m.name) train", color: c, xs: m.rows.map { Double($0.layersKept - 1) }, ys: m.rows.map(\.train), dashed: true))
         }
         var sub: [String] = []
@@ -260,6 +280,7 @@ extension ProbeResult {
         if let cl = json[path: "setup", "dataset", "classes"]?.arrayValue { sub.append("\(cl.count) classes") }
         if let pool = json[path: "setup", "definitions", "pool"]?.stringValue { sub.append("pool: \(pool)") }
         sub.append("logistic regression, C = 1")
+        if models.contains(where: { $0.rows.contains { $0.testLow.isFinite } }) { sub.append("bars: 95% Wilson") }
         let chance = json["chance_accuracy"]?.doubleValue
         let names = models.map(\.name).joined(separator: " vs ")
         let chart = LineChart(series: series, xLabels: (1...L).map { "\($0)" }, xTitle: "blocks kept (k)", yTitle: "accuracy",
@@ -268,18 +289,19 @@ extension ProbeResult {
         let fig = chart.figure()
         var files = try Drawing.write(fig, "probe", out: out, style: style, observer)
         var page = HTMLPage(title: fig.title)
-        page.add(.paragraph(chart.subtitle + ". For each k the first k blocks are kept; solid: test accuracy, dashed: train accuracy."))
+        page.add(.paragraph(chart.subtitle + ". For each k the first k blocks are kept; solid: test accuracy with its 95% Wilson interval as error bars, dashed: train accuracy."))
         page.add(.figure(svg: fig.svg(), png: "probe.png", caption: "Accuracy against the number of blocks kept."))
         page.add(.heading("Numbers (probe.csv)"))
         // One row per depth, a train and a test column per model.
         let table = (1...L).map { k in
             ["\(k)"] + models.flatMap { m -> [String] in
                 guard let r = m.rows.first(where: { $0.layersKept == k }) else { return ["", ""] }
-                return [String(format: "%.4f", r.train), String(format: "%.4f", r.test)]
+                let ci = r.testLow.isFinite ? String(format: " [%.3f, %.3f]", r.testLow, r.testHigh) : ""
+                return [String(format: "%.4f", r.train), String(format: "%.4f", r.test) + ci]
             }
         }
         page.add(.table(caption: "Accuracy per depth (full precision in probe.csv)",
-                        header: ["blocks kept"] + models.flatMap { ["\($0.name) train", "\($0.name) test"] }, rows: table, colors: nil))
+                        header: ["blocks kept"] + models.flatMap { ["\($0.name) train", "\($0.name) test [95% CI]"] }, rows: table, colors: nil))
         if let ds = json[path: "setup", "dataset"] {
             page.add(.keyValues(caption: "Dataset", ds.flattened().filter { !$0.0.hasSuffix(".paths") }))
         }

@@ -75,6 +75,7 @@ public struct ProbeRun {
             ("settings", s.json),
             ("train_accuracy", "accuracy of the trained model on the train set (a forward pass after training)"),
         ] } ?? [
+            ("test_accuracy_ci", "95% Wilson score interval of the test accuracy over the test images"),
             ("standardise", "train mean and population standard deviation per feature (scikit-learn StandardScaler); constant features scale 1"),
             ("classifier", "multinomial logistic regression (binary for 2 classes), L2 on the weights, C = 1 (scikit-learn's default): (1/N)·Σ cross-entropy + ‖W‖²/(2CN)"),
             ("solver", .string("L-BFGS in float64 until max|gradient| ≤ 1e-7 (at most \(maxIterations) iterations)")),
@@ -90,12 +91,17 @@ public struct ProbeRun {
             ("chance_accuracy", .double(Double(counts.values.max() ?? 0) / Double(max(1, testLabels.count)))),
             ("results", .array(results.map { name, rows in
                 .object([("model", .string(name)), ("layers", .array(rows.map { r in
-                    .object([("layers_kept", .int(r.layersKept)), ("train_accuracy", .double(r.train)), ("test_accuracy", .double(r.test))] + r.extra)
+                    let ci = wilsonInterval(correct: Int((r.test * Double(testRows.count)).rounded()), of: testRows.count)
+                    return .object([("layers_kept", .int(r.layersKept)), ("train_accuracy", .double(r.train)), ("test_accuracy", .double(r.test)),
+                                    ("test_accuracy_ci", .doubles([ci.low, ci.high]))] + r.extra)
                 }))])
             })),
         ])
-        return ProbeResult(models: results.map { ($0.0, $0.1.map { ProbeResult.Row(layersKept: $0.layersKept, train: tabled($0.train), test: tabled($0.test)) }) },
-                           json: json, modelColumn: models.count > 1)
+        return ProbeResult(models: results.map { ($0.0, $0.1.map {
+            var row = ProbeResult.Row(layersKept: $0.layersKept, train: tabled($0.train), test: tabled($0.test), testImages: testRows.count)
+            (row.testLow, row.testHigh) = (tabled(row.testLow), tabled(row.testHigh))
+            return row
+        }) }, json: json, modelColumn: models.count > 1)
     }
 
     /// The linear probe of every depth from the cached features.
@@ -148,11 +154,18 @@ public struct ProbeResult {
         public var layersKept: Int
         public var train: Double
         public var test: Double
+        /// The test accuracy's 95 % Wilson interval (NaN: not known).
+        public var testLow = Double.nan, testHigh = Double.nan
         var extra: [(String, JSONValue)] = []
         public init(layersKept: Int, train: Double, test: Double) {
             self.layersKept = layersKept
             self.train = train
             self.test = test
+        }
+        /// With the Wilson interval of `test` on `n` test images.
+        init(layersKept: Int, train: Double, test: Double, testImages n: Int) {
+            self.init(layersKept: layersKept, train: train, test: test)
+            (testLow, testHigh) = wilsonInterval(correct: Int((test * Double(n)).rounded()), of: n)
         }
         init(layersKept: Int, train: Double, test: Double, extra: [(String, JSONValue)]) {
             self.init(layersKept: layersKept, train: train, test: test)
@@ -169,9 +182,12 @@ public struct ProbeResult {
     public static let files = ["probe.csv", "probe.json"]
 
     public func write(to out: OutputDirectory) throws -> [String] {
-        var csv = CSVTable(header: (modelColumn ? ["model"] : []) + ["layers_kept", "train_accuracy", "test_accuracy"])
+        var csv = CSVTable(header: (modelColumn ? ["model"] : []) + ["layers_kept", "train_accuracy", "test_accuracy",
+                                                                     "test_accuracy_ci_low", "test_accuracy_ci_high"])
         for (name, rows) in models {
-            for r in rows { csv.append((modelColumn ? [name] : []) + ["\(r.layersKept)", csvNumber(r.train), csvNumber(r.test)]) }
+            for r in rows {
+                csv.append((modelColumn ? [name] : []) + ["\(r.layersKept)", csvNumber(r.train), csvNumber(r.test), csvNumber(r.testLow), csvNumber(r.testHigh)])
+            }
         }
         try out.write("probe.csv", csv.render())
         try out.write("probe.json", json.render() + "\n")
@@ -199,7 +215,11 @@ public struct ProbeResult {
             let k = try t.integer(r, "layers_kept", path: p)
             guard k >= 1, k <= 4096 else { throw CSVError(path: p, line: r + 2, reason: "layers_kept \(k) out of range") }
             if rows[name] == nil { order.append(name) }
-            rows[name, default: []].append(Row(layersKept: k, train: try t.number(r, "train_accuracy", path: p), test: try t.number(r, "test_accuracy", path: p)))
+            var row = Row(layersKept: k, train: try t.number(r, "train_accuracy", path: p), test: try t.number(r, "test_accuracy", path: p))
+            if t.column("test_accuracy_ci_low") != nil, t.column("test_accuracy_ci_high") != nil {
+                (row.testLow, row.testHigh) = (try t.number(r, "test_accuracy_ci_low", path: p), try t.number(r, "test_accuracy_ci_high", path: p))
+            }
+            rows[name, default: []].append(row)
         }
         models = order.map { ($0, rows[$0]!.sorted { $0.layersKept < $1.layersKept }) }
     }

@@ -171,8 +171,10 @@ public struct LineSeries {
     public var xs: [Double]
     public var ys: [Double]
     public var dashed: Bool
-    public init(name: String, color: Color, xs: [Double], ys: [Double], dashed: Bool = false) {
-        self.name = name; self.color = color; self.xs = xs; self.ys = ys; self.dashed = dashed
+    /// Error bars: (low, high) at each point, or nil.
+    public var errors: [(Double, Double)]?
+    public init(name: String, color: Color, xs: [Double], ys: [Double], dashed: Bool = false, errors: [(Double, Double)]? = nil) {
+        self.name = name; self.color = color; self.xs = xs; self.ys = ys; self.dashed = dashed; self.errors = errors
     }
 }
 
@@ -209,7 +211,16 @@ public struct LineChart {
         if let (r, _) = reference {
             fig.line([(Frame.left, frame.y(r)), (Frame.right, frame.y(r))], Color(hex: 0x888888), width: 1.2, dash: 2)
         }
-        for s in series {
+        // Error bars of several series side by side around their x (dodged 7 px apart).
+        let withErrors = series.indices.filter { series[$0].errors != nil }
+        for (k, s) in series.enumerated() {
+            let dodge = (Double(withErrors.firstIndex(of: k) ?? 0) - Double(withErrors.count - 1) / 2) * 7
+            for (x, e) in zip(s.xs, s.errors ?? []) where e.0.isFinite && e.1.isFinite {
+                let px = xPixel(x) + dodge, y0 = frame.y(e.0), y1 = frame.y(e.1)
+                fig.line([(px, y0), (px, y1)], s.color, width: 1.2)
+                fig.line([(px - 3, y0), (px + 3, y0)], s.color, width: 1.2)
+                fig.line([(px - 3, y1), (px + 3, y1)], s.color, width: 1.2)
+            }
             let pts = zip(s.xs, s.ys).filter { $0.1.isFinite }.map { (xPixel($0.0), frame.y($0.1)) }
             fig.line(pts, s.color, width: 2, dash: s.dashed ? 6 : nil)
             for p in pts {

@@ -23,6 +23,8 @@ struct CKA: ParsableCommand {
     var rep: RepresentationKind = .normed
     @Option(help: "i/n: process every n-th batch starting at i and write partial.json for `vitlens merge`.")
     var shard: ShardSpec?
+    @Option(parsing: .unconditional, help: "Resamples of the 95% bootstrap intervals over minibatches (ci_low, ci_high in cka.csv; seeded); 0: none.")
+    var bootstrap: Int = 1000
     @OptionGroup var figures: FigureOptions
     @OptionGroup var colors: ColorRangeOptions
 
@@ -31,6 +33,7 @@ struct CKA: ParsableCommand {
         if imageOptions.decoding.batch < 4 { throw ValidationError("--batch must be at least 4 for CKA (the unbiased HSIC needs b ≥ 4)") }
         if imageOptions.num < 4 { throw ValidationError("--num must be at least 4 for CKA") }
         for (n, v) in [("--heads-a", headsA), ("--heads-b", headsB)] { if let v, v < 1 { throw ValidationError("\(n) must be at least 1") } }
+        if bootstrap < 0 || bootstrap > 100_000 { throw ValidationError("--bootstrap must be between 0 and 100000") }
     }
 
     func run() throws {
@@ -40,7 +43,7 @@ struct CKA: ParsableCommand {
         let b = try modelB.map { try load(model.request($0, 1, override: (headsB, "--heads-b")), terminal) }
         let images = try imageOptions.batches(size: a.config.imageSize, terminal)
         let job = try comparing {
-            try CKARun(a: a, b: b, images: images, folder: imageOptions.images, tokens: tokens, rep: rep, shard: shard)
+            try CKARun(a: a, b: b, images: images, folder: imageOptions.images, tokens: tokens, rep: rep, shard: shard, bootstrap: bootstrap)
         }
         let (dir, files) = try writingReport(output.out, default: "reports/cka-" + ([a.name] + (b.map { [$0.name] } ?? [])).joined(separator: "-"), command: shard == nil ? "cka" : "cka shard", terminal) { out in
             switch try job.run(RunContext(commandLine: commandLine, observer: terminal)) {

@@ -24,7 +24,11 @@ final class AnalysisCLITests: XCTestCase {
     func readCKA(_ dir: String) throws -> [Double] {
         let text = try String(contentsOfFile: dir + "/cka.csv", encoding: .utf8)
         let lines = text.split(separator: "\n")
-        XCTAssertEqual(lines.first, "layer_a,layer_b,cka")
+        XCTAssertEqual(lines.first, "layer_a,layer_b,cka,ci_low,ci_high")
+        for l in lines.dropFirst() {
+            let f = l.split(separator: ",").map { Double($0) ?? .nan }
+            if f[3].isFinite || f[4].isFinite { XCTAssertLessThanOrEqual(f[3], f[4], "interval of \(l)") }
+        }
         return lines.dropFirst().map { Double($0.split(separator: ",")[2]) ?? .nan }
     }
 

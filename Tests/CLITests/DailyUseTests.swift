@@ -133,3 +133,15 @@ extension DailyUseTests {
         assertUsage(["cka", a, "--images", images, "--vmin", "-0.5", "--vmax", "-1"], mentions: "--vmax must be greater than --vmin")
     }
 }
+
+extension DailyUseTests {
+    /// Intervals: cka.csv's bootstrap columns (off with --bootstrap 0), the probe's Wilson columns.
+    func testIntervalsInTheReports() throws {
+        XCTAssertEqual(run(["cka", a, "--images", images, "--resize", "none", "--batch", "4", "--bootstrap", "0", "--out", tmp + "/nb", "--quiet"]).status, 0)
+        XCTAssertEqual(try String(contentsOfFile: tmp + "/nb/cka.csv", encoding: .utf8).split(separator: "\n").first, "layer_a,layer_b,cka")
+        XCTAssertEqual(run(["cka", a, b, "--images", images, "--resize", "none", "--batch", "4", "--out", tmp + "/wb", "--quiet"]).status, 0)
+        let page = try String(contentsOfFile: tmp + "/wb/index.html", encoding: .utf8)
+        XCTAssertTrue(page.contains("95% percentile-bootstrap intervals over the"), "the page states the uncertainty")
+        assertUsage(["cka", a, "--images", images, "--bootstrap", "-1"], mentions: "--bootstrap")
+    }
+}

@@ -68,7 +68,7 @@ final class ProbeCLITests: XCTestCase {
         let r = run(["probe", a, b, "--train", tmp + "/data", "--split", "0.25", "--resize", "none", "--batch", "5", "--out", out])
         XCTAssertEqual(r.status, 0, r.stderr)
         let rows = try csv(out + "/probe.csv")
-        XCTAssertEqual(rows.first, ["model", "layers_kept", "train_accuracy", "test_accuracy"])
+        XCTAssertEqual(rows.first, ["model", "layers_kept", "train_accuracy", "test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high"])
         XCTAssertEqual(rows.dropFirst().map { $0[0] + "/" + $0[1] }, ["tiny_f32/1", "tiny_f32/2", "tiny2_f32/1", "tiny2_f32/2", "tiny2_f32/3"])
         for row in rows.dropFirst() {
             for v in row[2...].map({ Double($0)! }) { XCTAssertTrue(v >= 0 && v <= 1, "\(row)") }
@@ -89,7 +89,7 @@ final class ProbeCLITests: XCTestCase {
         XCTAssertEqual(run(["probe", a, "--train", tmp + "/data", "--split", "0.25", "--seed", "5", "--resize", "none", "--out", out3]).status, 0)
         let j3 = try String(contentsOfFile: out3 + "/probe.json", encoding: .utf8)
         XCTAssertNotEqual(j3.components(separatedBy: "\"test\"").last, json.components(separatedBy: "\"test\"").last)
-        XCTAssertEqual(try csv(out3 + "/probe.csv").first, ["layers_kept", "train_accuracy", "test_accuracy"], "one model: SPEC's columns")
+        XCTAssertEqual(try csv(out3 + "/probe.csv").first, ["layers_kept", "train_accuracy", "test_accuracy", "test_accuracy_ci_low", "test_accuracy_ci_high"], "one model: no model column")
     }
 
     func testTrainTestFoldersAndClassChecks() throws {

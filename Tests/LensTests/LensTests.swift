@@ -143,7 +143,7 @@ final class LensTests: XCTestCase {
         XCTAssertEqual(back.models.map(\.name), ["m1", "m2"])
         XCTAssertEqual(back.models[1].rows.map(\.layersKept), [1, 2], "rows sorted by depth")
         XCTAssertEqual(back.models[0].rows.map(\.test), [0.25, 0.75])
-        XCTAssertEqual(try String(contentsOfFile: tmp + "/probe/probe.csv", encoding: .utf8).split(separator: "\n").first, "model,layers_kept,train_accuracy,test_accuracy")
+        XCTAssertEqual(try String(contentsOfFile: tmp + "/probe/probe.csv", encoding: .utf8).split(separator: "\n").first, "model,layers_kept,train_accuracy,test_accuracy,test_accuracy_ci_low,test_accuracy_ci_high")
     }
 
     /// Models that cannot be compared are refused with both files named.

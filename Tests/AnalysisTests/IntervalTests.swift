@@ -1,0 +1,53 @@
+import Analysis
+import TestSupport
+import VitLensCore
+import XCTest
+
+final class IntervalTests: XCTestCase {
+    /// Wilson score intervals against published values (Newcombe 1998, Table I: 5/10, 0/20).
+    func testWilsonKnownValues() {
+        let half = wilsonInterval(correct: 5, of: 10)
+        XCTAssertEqual(half.low, 0.2366, accuracy: 5e-5)
+        XCTAssertEqual(half.high, 0.7634, accuracy: 5e-5)
+        let none = wilsonInterval(correct: 0, of: 20)
+        XCTAssertEqual(none.low, 0, accuracy: 1e-12)
+        XCTAssertEqual(none.high, 0.1611, accuracy: 5e-5)
+        let all = wilsonInterval(correct: 20, of: 20)
+        XCTAssertEqual(all.high, 1, accuracy: 1e-12)
+        XCTAssertEqual(all.low, 1 - 0.1611, accuracy: 5e-5)
+        XCTAssertTrue(wilsonInterval(correct: 0, of: 0).low.isNaN)
+    }
+
+    /// Minibatches whose HSIC(K,L) scatter around a known value with HSIC(K,K) = HSIC(L,L) = 1:
+    /// the true CKA is that value, and the 95 % bootstrap interval must cover it in about 95 %
+    /// of repeated experiments (percentile bootstrap of a mean over 40 batches: 0.90–0.99).
+    func testBootstrapCoverage() {
+        var rng = SplitMix64(seed: 11)
+        func normal() -> Double {
+            let u1 = Double(rng.next() >> 11) / Double(1 << 53) + 1e-12, u2 = Double(rng.next() >> 11) / Double(1 << 53)
+            return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
+        }
+        let truth = 0.6, trials = 300
+        var covered = 0
+        for t in 0..<trials {
+            let batches = (0..<40).map { i in CKABatch(index: i, size: 8, kl: [truth + 0.1 * normal()], kk: [1], ll: [1]) }
+            let ci = ckaBootstrap(batches, layersA: 1, layersB: 1, resamples: 400, seed: UInt64(t))
+            XCTAssertLessThan(ci.low[0], ci.high[0])
+            if ci.low[0] <= truth && truth <= ci.high[0] { covered += 1 }
+        }
+        let coverage = Double(covered) / Double(trials)
+        XCTAssertGreaterThanOrEqual(coverage, 0.90, "coverage \(coverage)")
+        XCTAssertLessThanOrEqual(coverage, 0.99, "coverage \(coverage)")
+    }
+
+    /// The interval depends on the batches, not on their order or how shards split them; one
+    /// minibatch gives none.
+    func testBootstrapIsOrderFreeAndNeedsTwoBatches() {
+        let b = (0..<6).map { CKABatch(index: $0, size: 8, kl: [0.5 + 0.01 * Double($0 * $0 % 5)], kk: [1], ll: [1]) }
+        let x = ckaBootstrap(b, layersA: 1, layersB: 1, resamples: 200)
+        let y = ckaBootstrap(b.reversed(), layersA: 1, layersB: 1, resamples: 200)
+        XCTAssertEqual(x.low, y.low)
+        XCTAssertEqual(x.high, y.high)
+        XCTAssertTrue(ckaBootstrap(Array(b.prefix(1)), layersA: 1, layersB: 1, resamples: 200).low[0].isNaN)
+    }
+}
