@@ -34,12 +34,15 @@ public struct ModelRequest {
     /// How `heads` was given (recorded in the report, e.g. "--heads-b").
     public var headsGivenAs: String
     public var imageSize: Int?
+    /// The display name (default: the file name without its extensions).
+    public var name: String?
 
-    public init(path: String, heads: Int? = nil, headsGivenAs: String = "--heads", imageSize: Int? = nil) {
+    public init(path: String, heads: Int? = nil, headsGivenAs: String = "--heads", imageSize: Int? = nil, name: String? = nil) {
         self.path = path
         self.heads = heads
         self.headsGivenAs = headsGivenAs
         self.imageSize = imageSize
+        self.name = name
     }
 }
 
@@ -50,7 +53,8 @@ public final class AnalysisModel {
     public let config: ViTConfig
     public let engine: ViTEngine
     public let request: ModelRequest
-    /// The name in report folders, titles and legends: the file name without its extensions.
+    /// The name in report folders, titles, legends and tables: given, or the file name without
+    /// its extensions.
     public let name: String
 
     public init(_ request: ModelRequest) throws {
@@ -62,7 +66,7 @@ public final class AnalysisModel {
         self.config = config
         let weights = try CheckpointError.naming(path) { try ViTWeights(checkpoint: ckpt, config: config) }
         engine = ViTEngine(weights: weights)
-        name = modelName(path)
+        name = request.name ?? modelName(path)
     }
 
     /// Runs a batch and refuses to go on with NaN/inf activations (never report numbers

@@ -47,6 +47,28 @@ func fitted(_ s: String, width: Double, size: Double) -> String {
     return String(chars)
 }
 
+/// Labels shortened to fit `width`, kept apart: where two different labels would shorten to the
+/// same text, the part they share at the start gives way first ("…_mae_400e test"), then the
+/// middle; labels that are the same stay the same.
+public func uniquelyFitted(_ labels: [String], width: Double, size: Double) -> [String] {
+    var out = labels.map { fitted($0, width: width, size: size) }
+    for i in out.indices {
+        let clash = out.indices.filter { $0 != i && out[$0] == out[i] && labels[$0] != labels[i] }
+        guard !clash.isEmpty else { continue }
+        for k in [i] + clash {
+            // Drop the prefix shared with any other clashing label, then fit what is left.
+            let shared = ([i] + clash).filter { $0 != k }.map { commonPrefixCount(labels[k], labels[$0]) }.max() ?? 0
+            let keep = max(0, shared - 2)
+            var t = keep > 0 ? "…" + String(labels[k].dropFirst(keep)) : labels[k]
+            while textWidth(t, size: size) > width && t.count > 2 { t = "…" + String(t.dropFirst(2)) }
+            out[k] = t
+        }
+    }
+    return out
+}
+
+func commonPrefixCount(_ a: String, _ b: String) -> Int { zip(a, b).prefix { $0 == $1 }.count }
+
 /// Shared frame of the x/y charts: the plot rectangle, y grid and ticks, titles.
 struct Frame {
     static let left = 80.0, top = 78.0, right = 610.0, bottom = 528.0
@@ -55,8 +77,8 @@ struct Frame {
     func y(_ v: Double) -> Double { Frame.bottom - (Frame.bottom - Frame.top) * (min(max(v, yLo), yHi) - yLo) / (yHi - yLo) }
 
     func draw(_ fig: inout Figure, title: String, subtitle: String, xTitle: String, yTitle: String) {
-        fig.text(title, (Frame.left + Frame.right) / 2, 34, size: 17, anchor: .middle)
-        fig.text(subtitle, (Frame.left + Frame.right) / 2, 57, size: 12.5, color: Color(hex: 0x555555), anchor: .middle)
+        fig.fittedText(title, (Frame.left + Frame.right) / 2, 34, size: 17, anchor: .middle)
+        fig.fittedText(subtitle, (Frame.left + Frame.right) / 2, 57, size: 12.5, color: Color(hex: 0x555555), anchor: .middle)
         let ticks = niceTicks(yLo, yHi, maxCount: 7)
         let step = ticks.count > 1 ? ticks[1] - ticks[0] : 1
         for t in ticks {
@@ -65,8 +87,8 @@ struct Frame {
             fig.rect(Frame.left - 5, yy - 0.5, Frame.left, yy + 0.5, fill: .axis)
             fig.text(tickLabel(t, step: step), Frame.left - 9, yy + 4.5, size: 12.5, anchor: .end)
         }
-        fig.text(xTitle, (Frame.left + Frame.right) / 2, Frame.bottom + 48, size: 14, anchor: .middle)
-        fig.text(yTitle, Frame.left - 50, (Frame.top + Frame.bottom) / 2, size: 14, anchor: .middle, rotated: true)
+        fig.fittedText(xTitle, (Frame.left + Frame.right) / 2, Frame.bottom + 48, size: 14, maxWidth: Frame.right - Frame.left, anchor: .middle)
+        fig.fittedText(yTitle, Frame.left - 50, (Frame.top + Frame.bottom) / 2, size: 14, maxWidth: Frame.bottom - Frame.top + 40, anchor: .middle, rotated: true)
     }
 
     func xTicks(_ fig: inout Figure, labels: [String], x: (Int) -> Double) {
@@ -80,9 +102,10 @@ struct Frame {
 
     static func legend(_ fig: inout Figure, _ entries: [(String, (inout Figure, Double, Double) -> Void)]) {
         var y = top + 10
-        for (label, glyph) in entries {
+        let labels = uniquelyFitted(entries.map(\.0), width: 820 - right - 52, size: 12.5)
+        for ((_, glyph), label) in zip(entries, labels) {
             glyph(&fig, right + 28, y)
-            fig.text(fitted(label, width: 820 - right - 52, size: 12.5), right + 46, y + 4.5, size: 12.5)
+            fig.text(label, right + 46, y + 4.5, size: 12.5)
             y += 22
         }
     }

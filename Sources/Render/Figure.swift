@@ -42,6 +42,24 @@ public struct Figure {
         marks.append(.text(s, x: x, y: y, size: size, color: color, anchor: anchor, rotated: rotated, bold: bold))
     }
 
+    /// Text laid out to fit `maxWidth` pixels (default: what the canvas leaves around x for the
+    /// anchor, less a margin): drawn at `size` if it fits, else smaller down to 3/4 of it, else
+    /// at that size shortened in the middle with an ellipsis. Long model names never run off.
+    public mutating func fittedText(_ s: String, _ x: Double, _ y: Double, size: Double, maxWidth: Double? = nil, color: Color = .text,
+                                    anchor: TextAnchor = .start, rotated: Bool = false) {
+        let margin = 8.0
+        let room: Double
+        switch anchor {
+        case .start: room = width - x - margin
+        case .end: room = x - margin
+        case .middle: room = 2 * min(x, width - x) - 2 * margin
+        }
+        let limit = rotated ? min(maxWidth ?? height, height - 2 * margin) : max(1, min(maxWidth ?? room, room))
+        var sz = size
+        while textWidth(s, size: sz) > limit && sz > size * 0.75 { sz -= 0.5 }
+        text(fitted(s, width: limit, size: sz), x, y, size: sz, color: color, anchor: anchor, rotated: rotated)
+    }
+
     /// The strings of every text mark, in drawing order (for tests and the HTML page).
     public var texts: [String] {
         marks.compactMap { if case let .text(s, _, _, _, _, _, _, _) = $0 { return s }; return nil }

@@ -109,7 +109,7 @@ public final class Font: @unchecked Sendable {
 }
 
 /// Text width for layout: the font's when there is one, else DejaVu Sans's average advance.
-func textWidth(_ text: String, size: Double) -> Double {
+public func textWidth(_ text: String, size: Double) -> Double {
     if let f = Font.shared { return f.width(text, size: size) }
     return Double(text.unicodeScalars.count) * size * 0.6
 }

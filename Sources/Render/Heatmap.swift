@@ -49,8 +49,8 @@ public struct Heatmap {
         let bottom = top + side, right = left + side
         let undefined = undefinedCells
         var fig = Figure(width: 820, height: undefined.isEmpty ? 690 : 715, title: title)
-        fig.text(title, left + side / 2, 34, size: 17, anchor: .middle)
-        fig.text(subtitle, left + side / 2, 57, size: 12.5, color: Color(hex: 0x555555), anchor: .middle)
+        fig.fittedText(title, left + side / 2, 34, size: 17, anchor: .middle)
+        fig.fittedText(subtitle, left + side / 2, 57, size: 12.5, color: Color(hex: 0x555555), anchor: .middle)
 
         for i in 0..<rows {
             for j in 0..<columns {
@@ -78,8 +78,8 @@ public struct Heatmap {
             fig.rect(x - 0.5, bottom, x + 0.5, bottom + 5, fill: .axis)
             fig.text("\(j)", x, bottom + 21, size: 12.5, anchor: .middle)
         }
-        fig.text(columnTitle, left + side / 2, bottom + 48, size: 14, anchor: .middle)
-        fig.text(rowTitle, left - 52, top + side / 2, size: 14, anchor: .middle, rotated: true)
+        fig.fittedText(columnTitle, left + side / 2, bottom + 48, size: 14, maxWidth: side + 40, anchor: .middle)
+        fig.fittedText(rowTitle, left - 52, top + side / 2, size: 14, maxWidth: side + 40, anchor: .middle, rotated: true)
 
         // Colour bar: 256 bands from vmin (bottom) to vmax (top).
         let cbLeft = right + 30, cbRight = cbLeft + 22

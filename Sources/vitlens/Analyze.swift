@@ -87,7 +87,8 @@ struct Attention: ParsableCommand {
         if checkpoints.count > 2 || (checkpoints.count == 2 && compare != nil) {
             throw ValidationError("attention overlays at most two models: give one checkpoint, or two (the second as with --compare M2)")
         }
-        try model.validate(models: 1)
+        if model.heads.count > 1 { throw ValidationError("--heads takes one value here (--compare-heads gives the second model's)") }
+        if let n = model.names?.list.count, n != (compared == nil ? 1 : 2) { throw ValidationError("--names: give one name per model (\(compared == nil ? 1 : 2)), got \(n)") }
         if compareHeads != nil && compared == nil { throw ValidationError("--compare-heads goes with a second model (--compare M2)") }
         if compared != nil && shard != nil { throw ValidationError("--compare cannot be combined with --shard; plot two merged reports with `vitlens plot DIR --compare DIR2`") }
         if let compareHeads, compareHeads < 1 { throw ValidationError("--compare-heads must be at least 1") }
@@ -98,7 +99,8 @@ struct Attention: ParsableCommand {
         let terminal = Terminal(quiet: output.quiet)
         let m = try load(model.request(checkpoint), terminal)
         let m2 = try compared.map {
-            try load(ModelRequest(path: $0, heads: compareHeads, headsGivenAs: "--compare-heads", imageSize: model.imageSize ?? m.config.imageSize), terminal)
+            try load(ModelRequest(path: $0, heads: compareHeads, headsGivenAs: "--compare-heads", imageSize: model.imageSize ?? m.config.imageSize,
+                                  name: model.names?.list[1]), terminal)
         }
         let job = AttentionRun(model: m, compare: m2, images: try imageOptions.batches(size: m.config.imageSize, terminal), folder: imageOptions.images,
                                convention: convention, perImage: perImage, shard: shard)

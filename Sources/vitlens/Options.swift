@@ -19,6 +19,9 @@ struct ModelOptions: ParsableArguments {
     @Option(name: .customLong("image-size"), parsing: .unconditional, help: "Run every model at this image size; position embeddings are resampled (bicubic, as timm).")
     var imageSize: Int?
 
+    @Option(help: "Display names of the models, comma-separated in argument order, for titles, axes, legends, tables, CSV and JSON (default: the file names without extensions).")
+    var names: NameList?
+
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS and vitlens's own loops (default: all cores).")
     var threads: Int?
 
@@ -33,13 +36,17 @@ struct ModelOptions: ParsableArguments {
         if heads.count > 1 && heads.count != models {
             throw ValidationError("--heads: give one value, or one per model (\(models))")
         }
+        if let names, names.list.count != models {
+            throw ValidationError("--names: give one name per model (\(models)), got \(names.list.count)")
+        }
     }
 
     /// The request for model `i` of `count`; `override` (e.g. --heads-b) wins over --heads.
     func request(_ path: String, _ i: Int = 0, override: (Int?, String)? = nil, imageSize size: Int? = nil) -> ModelRequest {
-        if let (h, flag) = override, let h { return ModelRequest(path: path, heads: h, headsGivenAs: flag, imageSize: size ?? imageSize) }
+        let name = names.map { $0.list[i] }
+        if let (h, flag) = override, let h { return ModelRequest(path: path, heads: h, headsGivenAs: flag, imageSize: size ?? imageSize, name: name) }
         let h = heads.isEmpty ? nil : heads.count == 1 ? heads[0] : heads[i]
-        return ModelRequest(path: path, heads: h, headsGivenAs: "--heads", imageSize: size ?? imageSize)
+        return ModelRequest(path: path, heads: h, headsGivenAs: "--heads", imageSize: size ?? imageSize, name: name)
     }
 
     func applyThreads() { if let threads { VitLensProcess.setThreads(threads) } }
@@ -244,6 +251,17 @@ struct FineTuneOptions: ParsableArguments {
         s.warmupEpochs = min(warmupEpochs, Double(epochs)); s.weightDecay = weightDecay; s.layerDecay = layerDecay
         s.seed = seed; s.pooling = pooling
         return s
+    }
+}
+
+/// `--names a,b,c`: non-empty, distinct display names.
+struct NameList: ExpressibleByArgument {
+    let list: [String]
+    init?(argument: String) {
+        let parts = argument.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        // Names also make default report folders: no empty ones, no slashes, no repeats.
+        guard !parts.contains(where: { $0.isEmpty || $0.contains("/") }), Set(parts).count == parts.count else { return nil }
+        list = parts
     }
 }
 

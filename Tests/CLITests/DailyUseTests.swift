@@ -145,3 +145,27 @@ extension DailyUseTests {
         assertUsage(["cka", a, "--images", images, "--bootstrap", "-1"], mentions: "--bootstrap")
     }
 }
+
+extension DailyUseTests {
+    /// --names: display names in titles, legends, tables, CSV, JSON and default folders.
+    func testNamesEverywhere() throws {
+        let long = "mae_tiny_400e_pretrained_on_imagenet1k_seed0_final_checkpoin", other = "DeiT-Tiny (supervised)"
+        let r = run(["probe", a, b, "--names", "\(long),\(other)", "--train", Fixtures.path("images"), "--split", "0.5", "--quiet"])
+        // images/ has class folders cka, eval, none: a fine 3-class probe set for names.
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let dir = tmp + "/reports/probe-\(long)-\(other)"
+        let csv = try String(contentsOfFile: dir + "/probe.csv", encoding: .utf8)
+        XCTAssertTrue(csv.contains("\n\(long),1,"), csv)
+        XCTAssertTrue(csv.contains("\n\(other),1,") || csv.contains("\n\"\(other)\",1,"), csv)
+        let page = try String(contentsOfFile: dir + "/index.html", encoding: .utf8)
+        XCTAssertTrue(page.contains("\(long) test"), "the table names the model")
+        let json = try String(contentsOfFile: dir + "/probe.json", encoding: .utf8)
+        XCTAssertTrue(json.contains("\"name\": \"\(other)\""), "JSON records the display name beside the path")
+        XCTAssertEqual(run(["cka", a, b, "--names", "A,B", "--images", images, "--resize", "none", "--quiet"]).status, 0)
+        let svg = try String(contentsOfFile: tmp + "/reports/cka-A-B/cka.svg", encoding: .utf8)
+        XCTAssertTrue(svg.contains(">CKA: A vs B<"), "title")
+        assertUsage(["cka", a, b, "--names", "A", "--images", images], mentions: "--names: give one name per model (2), got 1")
+        assertUsage(["cka", a, b, "--names", "A,A", "--images", images], mentions: "--names")
+        assertUsage(["attention", a, "--names", "x,y", "--images", images], mentions: "--names: give one name per model (1), got 2")
+    }
+}

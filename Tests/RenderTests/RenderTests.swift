@@ -183,3 +183,44 @@ final class CSVTests: XCTestCase {
         }
     }
 }
+
+/// Long model names are laid out, not cut off: every text mark stays inside the canvas, and
+/// legend entries of different models stay different.
+final class LongNameTests: XCTestCase {
+    func extents(_ fig: Figure) -> [(String, Double, Double)] {
+        fig.marks.compactMap { m -> (String, Double, Double)? in
+            guard case let .text(s, x, _, size, _, anchor, rotated, _) = m, !rotated else { return nil }
+            let w = textWidth(s, size: size)
+            switch anchor {
+            case .start: return (s, x, x + w)
+            case .end: return (s, x - w, x)
+            case .middle: return (s, x - w / 2, x + w / 2)
+            }
+        }
+    }
+
+    func testSixtyCharacterNamesFit() {
+        let a = "mae_tiny_400e_pretrained_on_imagenet1k_seed0_final_checkpoin"   // 60 characters
+        let b = "mae_tiny_400e_pretrained_on_imagenet1k_seed1_final_checkpoin"
+        XCTAssertEqual(a.count, 60)
+        let h = Heatmap(values: [[1, 0.5], [0.5, 1]], rowTitle: "\(a): layer", columnTitle: "\(b): layer", title: "CKA: \(a) vs \(b)", subtitle: "N = 1024 images · minibatch 64")
+        let box = BoxChart(series: [BoxSeries(name: a, color: seriesColors[0], boxes: [], points: [[1, 2]], means: [1.5]),
+                                    BoxSeries(name: b, color: seriesColors[1], boxes: [], points: [[1, 2]], means: [1.5])],
+                           xLabels: ["1"], yTitle: "distance", yRange: (0, 3), title: "Attention distance: \(a) vs \(b)", subtitle: "s")
+        let line = LineChart(series: [LineSeries(name: "\(a) test", color: seriesColors[0], xs: [0], ys: [0.5]),
+                                      LineSeries(name: "\(b) test", color: seriesColors[1], xs: [0], ys: [0.6])],
+                             xLabels: ["1"], xTitle: "k", yTitle: "accuracy", yRange: (0, 1), title: "Probe: \(a) vs \(b)", subtitle: "s")
+        for fig in [h.figure(), box.figure(), line.figure()] {
+            for (s, lo, hi) in extents(fig) {
+                XCTAssertGreaterThanOrEqual(lo, 0, "'\(s)' starts off the canvas")
+                XCTAssertLessThanOrEqual(hi, fig.width, "'\(s)' runs off the canvas (\(hi) > \(fig.width))")
+            }
+            let svg = fig.svg()
+            XCTAssertTrue(svg.contains("viewBox=\"0 0 "), "view box")
+        }
+        let legend = uniquelyFitted(["\(a) test", "\(b) test", "\(a) train"], width: 160, size: 12.5)
+        XCTAssertEqual(Set(legend).count, 3, "\(legend)")
+        for l in legend { XCTAssertLessThanOrEqual(textWidth(l, size: 12.5), 160, l) }
+        XCTAssertEqual(uniquelyFitted(["short", "short"], width: 160, size: 12.5), ["short", "short"])
+    }
+}
