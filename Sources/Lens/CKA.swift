@@ -4,10 +4,12 @@ import Foundation
 import Images
 import VitLensCore
 
-/// Layer-by-layer minibatch CKA between two models, or one model and itself.
+/// Layer-by-layer minibatch CKA between two models, one model and itself, or every pair of
+/// several models — all on the same decoded batches.
 public struct CKARun {
-    public let a: AnalysisModel
-    public let b: AnalysisModel?
+    public let models: [AnalysisModel]
+    public var a: AnalysisModel { models[0] }
+    public var b: AnalysisModel? { models.count > 1 ? models[1] : nil }
     public let images: ImageBatches
     /// The folder the images were listed from (recorded in the report).
     public let folder: String
@@ -17,10 +19,12 @@ public struct CKARun {
     /// Bootstrap resamples of the 95 % intervals (0: none).
     public var bootstrap: Int
 
-    /// Checks that the two models can be compared on the same images.
-    public init(a: AnalysisModel, b: AnalysisModel?, images: ImageBatches, folder: String,
+    /// Checks that the models can be compared on the same images.
+    public init(models: [AnalysisModel], images: ImageBatches, folder: String,
                 tokens: TokenSelection, rep: RepresentationKind, shard: ShardSpec?, bootstrap: Int = 1000) throws {
-        if let b {
+        precondition(!models.isEmpty, "CKA of no model")
+        let a = models[0]
+        for b in models.dropFirst() {
             guard a.config.imageSize == b.config.imageSize else {
                 throw LensError.differentImageSizes(a: a.request.path, sizeA: a.config.imageSize, b: b.request.path, sizeB: b.config.imageSize)
             }
@@ -31,15 +35,22 @@ public struct CKARun {
         guard images.items.count >= 4 else {
             throw ImageError.folder(path: folder, reason: "CKA needs at least 4 images, found \(images.items.count)")
         }
-        (self.a, self.b, self.images, self.folder, self.tokens, self.rep, self.shard) = (a, b, images, folder, tokens, rep, shard)
+        (self.models, self.images, self.folder, self.tokens, self.rep, self.shard) = (models, images, folder, tokens, rep, shard)
         self.bootstrap = bootstrap
     }
 
-    /// What every shard of the run must share.
-    public var setup: JSONValue {
-        .object([
+    public init(a: AnalysisModel, b: AnalysisModel?, images: ImageBatches, folder: String,
+                tokens: TokenSelection, rep: RepresentationKind, shard: ShardSpec?, bootstrap: Int = 1000) throws {
+        try self.init(models: [a] + (b.map { [$0] } ?? []), images: images, folder: folder, tokens: tokens, rep: rep, shard: shard, bootstrap: bootstrap)
+    }
+
+    /// The setup of the pair (i, j) — what every shard must share; a pair of a several-model
+    /// run has the setup a two-model run of the same pair has. i == j: a model with itself.
+    func setup(_ i: Int, _ j: Int) -> JSONValue {
+        let a = models[i], b = models[j]
+        return .object([
             ("command", "cka"),
-            ("model_a", a.json), ("model_b", b?.json ?? .string("same as model_a")),
+            ("model_a", a.json), ("model_b", i == j ? .string("same as model_a") : b.json),
             ("images", imagesJSON(images.names, folder: folder)),
             ("definitions", .object([
                 ("tokens", .string(tokens.rawValue)), ("rep", .string(rep.rawValue)),
@@ -49,21 +60,27 @@ public struct CKARun {
                 ("interval", .object([("kind", "percentile bootstrap over minibatches (each resample draws as many minibatches as there are, with replacement)"),
                                       ("level", 0.95), ("resamples", .int(bootstrap)), ("seed", 0)])),
             ])),
-            ("layers_a", .int(a.config.depth + 1)), ("layers_b", .int((b ?? a).config.depth + 1)), ("total_batches", .int(images.batchCount)),
+            ("layers_a", .int(a.config.depth + 1)), ("layers_b", .int(b.config.depth + 1)), ("total_batches", .int(images.batchCount)),
         ])
     }
 
-    /// Runs every batch (of this shard) through both models, keeping only each batch's HSIC
-    /// values: memory follows the batch, not the number of images.
-    public func run(_ context: RunContext) throws -> Outcome<CKAResult> {
-        a.engine.representation = rep
-        b?.engine.representation = rep
-        let tapsA = GramTaps(config: a.config, selection: tokens)
-        let tapsB = b.map { GramTaps(config: $0.config, selection: tokens) }
+    /// What every shard of the run must share (one or two models).
+    public var setup: JSONValue { setup(0, models.count > 1 ? 1 : 0) }
+
+    /// The pairs compared: (0, 0) for one model, (0, 1) for two, every i < j for more.
+    var pairs: [(Int, Int)] {
+        models.count == 1 ? [(0, 0)] : (0..<models.count).flatMap { i in ((i + 1)..<models.count).map { (i, $0) } }
+    }
+
+    /// Runs every batch (of this shard) through every model once, keeping only each pair's HSIC
+    /// values per batch: memory follows the batch, not the number of images.
+    func collect(_ context: RunContext) throws -> (records: [[CKABatch]], dropped: [Int]) {
+        for m in models { m.engine.representation = rep }
+        let taps = models.map { GramTaps(config: $0.config, selection: tokens) }
         let mine = (0..<images.batchCount).filter { shard?.owns($0) ?? true }
         let total = mine.reduce(0) { $0 + images.imageCount(ofBatch: $1) }
-        let observer = context.observer
-        var records: [CKABatch] = [], dropped: [Int] = [], done = 0
+        let observer = context.observer, pairs = self.pairs
+        var records = [[CKABatch]](repeating: [], count: pairs.count), dropped: [Int] = [], done = 0
         try images.forEach(batches: mine) { batch in
             done += images.imageCount(ofBatch: batch.index)
             defer { observer.progress("cka", done: done, total: total) }
@@ -72,17 +89,33 @@ public struct CKARun {
                 dropped.append(batch.index)
                 return
             }
-            try a.run(batch.images, taps: tapsA, batch: batch.index)
-            var gb = tapsA.grams
-            if let b, let tapsB {
-                try b.run(batch.images, taps: tapsB, batch: batch.index)
-                gb = tapsB.grams
+            var grams: [[Gram]] = []
+            for (m, t) in zip(models, taps) {
+                try m.run(batch.images, taps: t, batch: batch.index)
+                grams.append(t.grams)
             }
-            records.append(CKABatch(index: batch.index, a: tapsA.grams, b: gb))
+            for (k, (i, j)) in pairs.enumerated() { records[k].append(CKABatch(index: batch.index, a: grams[i], b: grams[j])) }
         }
         observer.progressEnded()
-        if let shard { return .partial(Partial(command: "cka", shard: shard, setup: setup, batches: records.map(\.json), dropped: dropped)) }
-        return .report(try CKAResult(setup: setup, batches: records, dropped: dropped, commandLine: context.commandLine))
+        return (records, dropped)
+    }
+
+    /// One model or two: the report, or with a shard the partial sums `merge` combines.
+    public func run(_ context: RunContext) throws -> Outcome<CKAResult> {
+        precondition(models.count <= 2, "several models: use runPairs")
+        let (records, dropped) = try collect(context)
+        if let shard { return .partial(Partial(command: "cka", shard: shard, setup: setup, batches: records[0].map(\.json), dropped: dropped)) }
+        return .report(try CKAResult(setup: setup, batches: records[0], dropped: dropped, commandLine: context.commandLine))
+    }
+
+    /// Three or more models: every pair a < b, each the report a two-model run of it gives.
+    public func runPairs(_ context: RunContext) throws -> CKAPairs {
+        let (records, dropped) = try collect(context)
+        let results = try zip(pairs, records).map { p, r in
+            try CKAResult(setup: setup(p.0, p.1), batches: r, dropped: dropped, commandLine: context.commandLine)
+        }
+        return CKAPairs(names: models.map(\.name), pairs: zip(pairs, results).map { ($0.0.0, $0.0.1, $0.1) },
+                        json: .object(context.header + [("models", .array(models.map(\.json)))]))
     }
 }
 
@@ -100,6 +133,11 @@ public struct CKAResult {
     public var ciLow: [[Double]]?, ciHigh: [[Double]]?
     /// cka.json: run metadata, setup, definitions and the full-precision results.
     public var json: JSONValue
+
+    init(matrix: [[Double]], json: JSONValue) {
+        self.matrix = matrix
+        self.json = json
+    }
 
     /// From the per-batch HSIC values — the same code for a single run and for merged shards.
     public init(setup: JSONValue, batches: [CKABatch], dropped: [Int], commandLine: String, extra: [(String, JSONValue)] = []) throws {

@@ -103,31 +103,32 @@ enum Drawing {
 }
 
 extension CKAResult {
-    /// cka.png/.svg (the heatmap) and index.html.
-    public func draw(into out: OutputDirectory, style: FigureStyle, _ observer: RunObserver) throws -> [String] {
-        let a = nameA, b = nameB, la = matrix.count, lb = matrix.first?.count ?? 0
+    /// The heatmap: model A on the y axis, layer 0 at the bottom, magma on the colour range.
+    func heatmap(_ style: FigureStyle) throws -> Heatmap {
+        let a = nameA, b = nameB
         var sub: [String] = []
         if let n = json["images_used"]?.intValue { sub.append("N = \(n) images") }
         if let bt = json[path: "setup", "definitions", "batch"]?.intValue { sub.append("minibatch \(bt)") }
         if let tk = json[path: "setup", "definitions", "tokens"]?.stringValue { sub.append("tokens: \(tk)") }
         if let rp = json[path: "setup", "definitions", "rep"]?.stringValue { sub.append("rep: \(rp)") }
         sub.append("unbiased HSIC")
-        let widest = ciWidest
-        if let w = widest { sub.append("95% CI ≤ ±\(String(format: "%.3f", w.width / 2))") }
+        if let w = ciWidest { sub.append("95% CI ≤ ±\(String(format: "%.3f", w.width / 2))") }
         let (c0, c1) = colorRange(style)
         sub.append("colours \(csvNumber(c0))–\(csvNumber(c1))" + (style.vmin == nil && style.vmax == nil ? " (data)" : ""))
         var h = Heatmap(values: matrix, rowTitle: "\(a): layer", columnTitle: "\(b): layer",
                         title: style.title ?? "CKA: \(a) vs \(selfComparison ? "itself" : b)", subtitle: sub.joined(separator: " · "))
-        (h.vmin, h.vmax) = colorRange(style)
+        (h.vmin, h.vmax) = (c0, c1)
         guard h.vmax > h.vmin else { throw LensError.report("the colour range's top (\(h.vmax)) must be greater than its bottom (\(h.vmin))") }
-        let fig = h.figure()
-        var files = try Drawing.write(fig, "cka", out: out, style: style, observer)
+        return h
+    }
 
-        var page = HTMLPage(title: fig.title)
-        page.add(.paragraph(h.subtitle + ". Layer 0 is the patch embedding, layer \(la - 1) the final norm; rows are \(a), columns \(b)."))
+    /// The page's sections for this matrix: the figure, its uncertainty, the numbers.
+    func addSections(_ page: inout HTMLPage, _ h: Heatmap, figure fig: Figure, png: String, style: FigureStyle) {
+        let a = nameA, b = nameB, la = matrix.count, lb = matrix.first?.count ?? 0
         let rangeNote = style.vmin == nil && style.vmax == nil ? " (from the data; --vmin 0 --vmax 1 gives the fixed scale)" : style.vmin == nil || style.vmax == nil ? " (one end from the data)" : ""
-        page.add(.figure(svg: fig.svg(), png: "cka.png", caption: "Minibatch CKA between every pair of layers, magma on [\(csvNumber(h.vmin)), \(csvNumber(h.vmax))]\(rangeNote)."))
-        if let w = widest, let m = json["minibatches_used"]?.intValue {
+        page.add(.paragraph(h.subtitle + ". Layer 0 is the patch embedding, layer \(la - 1) the final norm; rows are \(a), columns \(b)."))
+        page.add(.figure(svg: fig.svg(), png: png, caption: "Minibatch CKA between every pair of layers, magma on [\(csvNumber(h.vmin)), \(csvNumber(h.vmax))]\(rangeNote)."))
+        if let w = ciWidest, let m = json["minibatches_used"]?.intValue {
             page.add(.paragraph("Uncertainty: 95% percentile-bootstrap intervals over the \(m) minibatches (ci_low, ci_high in cka.csv); the widest is \(String(format: "%.4f", w.width)) wide, at (\(w.i), \(w.j)). Differences between cells smaller than that are not resolved by these images."))
         } else if ciLow != nil {
             page.add(.paragraph("Uncertainty: no bootstrap interval (it needs at least 2 minibatches)."))
@@ -136,13 +137,54 @@ extension CKAResult {
         if !undefined.isEmpty {
             page.add(.paragraph("Undefined (NaN) cells — a representation constant over the images: " + undefined.map { "(\($0.0), \($0.1))" }.joined(separator: ", ")))
         }
-        page.add(.heading("Numbers (cka.csv)"))
         let rowsTop = (0..<la).reversed().map { i in ["\(i)"] + matrix[i].map { $0.isNaN ? "NaN" : String(format: "%.4f", $0) } }
         let colors = (0..<la).reversed().map { i in [nil] + matrix[i].map { Magma.color($0, vmin: h.vmin, vmax: h.vmax) ?? Magma.undefined } }
         page.add(.table(caption: "CKA, rows \(a) layer (top = last), columns \(b) layer; full precision in cka.csv",
                         header: ["\(a) \\ \(b)"] + (0..<lb).map { "\($0)" }, rows: rowsTop, colors: colors))
+    }
+
+    /// cka.png/.svg (the heatmap) and index.html.
+    public func draw(into out: OutputDirectory, style: FigureStyle, _ observer: RunObserver) throws -> [String] {
+        let h = try heatmap(style)
+        let fig = h.figure()
+        var files = try Drawing.write(fig, "cka", out: out, style: style, observer)
+        var page = HTMLPage(title: fig.title)
+        addSections(&page, h, figure: fig, png: "cka.png", style: style)
         page.add(.heading("Definitions and metadata (cka.json)"))
         Drawing.runSection(&page, json)
+        try out.write("index.html", page.render())
+        files.append("index.html")
+        return files
+    }
+}
+
+extension CKAPairs {
+    /// cka_grid.png/.svg — every pair's heatmap at half size on one shared colour range — and
+    /// index.html with each pair's full heatmap and numbers.
+    public func draw(into out: OutputDirectory, style: FigureStyle, _ observer: RunObserver) throws -> [String] {
+        // One colour range for all pairs, so that the small multiples compare.
+        var shared = style
+        if style.vmin == nil || style.vmax == nil {
+            let all = CKAResult(matrix: pairs.map { $0.2.matrix.joined() }.map(Array.init).flatMap { [$0] }, json: .object([]))
+            let (lo, hi) = all.colorRange(style)
+            (shared.vmin, shared.vmax) = (style.vmin ?? lo, style.vmax ?? hi)
+        }
+        let tiles = try pairs.map { try $0.2.heatmap(shared) }.map { ($0, $0.figure()) }
+        let cols = pairs.count <= 2 ? pairs.count : pairs.count <= 4 ? 2 : 3, rows = (pairs.count + cols - 1) / cols
+        let s = cols == 3 ? 0.5 : 0.6, tw = (tiles.first?.1.width ?? 820) * s, th = (tiles.first?.1.height ?? 700) * s
+        var grid = Figure(width: Double(cols) * tw, height: 50 + Double(rows) * th, title: style.title ?? "CKA between \(names.count) models")
+        grid.fittedText(grid.title, grid.width / 2, 32, size: 18, anchor: .middle)
+        for (k, t) in tiles.enumerated() { grid.place(t.1, x: Double(k % cols) * tw, y: 50 + Double(k / cols) * th, scale: s) }
+        var files = try Drawing.write(grid, "cka_grid", out: out, style: style, observer)
+        var page = HTMLPage(title: grid.title)
+        page.add(.paragraph("Models: " + names.joined(separator: ", ") + ". Every pair a < b in argument order, on the same decoded batches; each pair's numbers are those a two-model run of it gives."))
+        page.add(.figure(svg: grid.svg(), png: "cka_grid.png", caption: "Each pair's heatmap, magma on one shared range [\(csvNumber(shared.vmin ?? 0)), \(csvNumber(shared.vmax ?? 1))]."))
+        for ((i, j, r), (h, fig)) in zip(pairs, tiles) {
+            page.add(.heading("\(names[i]) vs \(names[j])"))
+            r.addSections(&page, h, figure: fig, png: "cka_grid.png", style: shared)
+        }
+        page.add(.heading("Definitions and metadata (cka.json)"))
+        if let first = pairs.first { Drawing.runSection(&page, first.2.json) }
         try out.write("index.html", page.render())
         files.append("index.html")
         return files
@@ -316,13 +358,17 @@ extension ProbeResult {
 /// Any report `vitlens plot` can redraw, read from its folder.
 public enum AnyReport {
     case cka(CKAResult)
+    case ckaPairs(CKAPairs)
     case attention(AttentionResult)
     case probe(ProbeResult)
 
     /// `compare`: a second attention report folder to overlay.
     public init(reading dir: String, compare: String? = nil) throws {
         let src = ReportFolder(dir: dir)
-        if src.exists("cka.csv") { self = .cka(try CKAResult(reading: dir)) }
+        if src.exists("cka.csv") {
+            let header = (try? String(contentsOfFile: src.path("cka.csv"), encoding: .utf8))?.prefix(while: { $0 != "\n" }) ?? ""
+            self = header.hasPrefix("model_a,") ? .ckaPairs(try CKAPairs(reading: dir)) : .cka(try CKAResult(reading: dir))
+        }
         else if src.exists("attention.csv") { self = .attention(try AttentionResult(reading: dir, compareWith: compare)) }
         else if src.exists("probe.csv") { self = .probe(try ProbeResult(reading: dir)) }
         else { throw LensError.report("\(dir): no cka.csv, attention.csv or probe.csv; not a vitlens report folder") }
@@ -331,6 +377,7 @@ public enum AnyReport {
     public func draw(into out: OutputDirectory, style: FigureStyle, _ observer: RunObserver) throws -> [String] {
         switch self {
         case let .cka(r): return try r.draw(into: out, style: style, observer)
+        case let .ckaPairs(r): return try r.draw(into: out, style: style, observer)
         case let .attention(r): return try r.draw(into: out, style: style, observer)
         case let .probe(r): return try r.draw(into: out, style: style, observer)
         }

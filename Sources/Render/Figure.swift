@@ -25,6 +25,27 @@ public struct Figure {
 
     public mutating func add(_ m: Mark) { marks.append(m) }
 
+    /// Draws another figure's marks into this one, its top left at (x, y), scaled by `s`
+    /// (coordinates, text sizes and line widths alike): small multiples from full figures.
+    public mutating func place(_ other: Figure, x: Double, y: Double, scale s: Double) {
+        func p(_ px: Double, _ py: Double) -> (Double, Double) { (x + px * s, y + py * s) }
+        for m in other.marks {
+            switch m {
+            case let .rect(x0, y0, x1, y1, fill, stroke, lw):
+                let a = p(x0, y0), b = p(x1, y1)
+                marks.append(.rect(x0: a.0, y0: a.1, x1: b.0, y1: b.1, fill: fill, stroke: stroke, lineWidth: lw * s))
+            case let .polyline(points, color, width, dash):
+                marks.append(.polyline(points.map { p($0.0, $0.1) }, color: color, width: width * s, dash: dash.map { $0 * s }))
+            case let .circle(cx, cy, r, fill, stroke, lw):
+                let c = p(cx, cy)
+                marks.append(.circle(cx: c.0, cy: c.1, r: r * s, fill: fill, stroke: stroke, lineWidth: lw * s))
+            case let .text(t, tx, ty, size, color, anchor, rotated, bold):
+                let c = p(tx, ty)
+                marks.append(.text(t, x: c.0, y: c.1, size: size * s, color: color, anchor: anchor, rotated: rotated, bold: bold))
+            }
+        }
+    }
+
     public mutating func rect(_ x0: Double, _ y0: Double, _ x1: Double, _ y1: Double, fill: Color? = nil, stroke: Color? = nil, lineWidth: Double = 1) {
         marks.append(.rect(x0: x0, y0: y0, x1: x1, y1: y1, fill: fill, stroke: stroke, lineWidth: lineWidth))
     }

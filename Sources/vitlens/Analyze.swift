@@ -5,13 +5,13 @@ import Lens
 struct CKA: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cka",
-        abstract: "Layer-by-layer CKA similarity between two models (or one model and itself).",
-        discussion: "Minibatch CKA with the unbiased HSIC estimator (Nguyen et al. 2021, eq. 3), as mae-lite's rep_cmp_analyzer: per batch of b images, K = XXᵀ and L = YYᵀ with zeroed diagonals, HSIC in float64, averaged over batches with equal weight. Writes cka.csv, cka.json, the heatmap cka.png/cka.svg and index.html.")
+        abstract: "Layer-by-layer CKA similarity between two models, one model and itself, or every pair of several models.",
+        discussion: "Minibatch CKA with the unbiased HSIC estimator (Nguyen et al. 2021, eq. 3), as mae-lite's rep_cmp_analyzer: per batch of b images, K = XXᵀ and L = YYᵀ with zeroed diagonals, HSIC in float64, averaged over batches with equal weight, with 95% bootstrap intervals over the batches. Writes cka.csv, cka.json, the heatmap cka.png/cka.svg (with three or more models: every pair a < b, cka_grid.png/.svg) and index.html.")
 
-    @Argument(help: "Model A (rows of the matrix): a checkpoint file or Hugging Face folder.")
-    var modelA: String
-    @Argument(help: "Model B (columns); omitted: A against itself.")
-    var modelB: String?
+    @Argument(help: "Checkpoint files or Hugging Face folders: A (rows of the matrix), B (columns; omitted: A against itself), or three or more (every pair).")
+    var checkpoints: [String]
+    var modelA: String { checkpoints[0] }
+    var modelB: String? { checkpoints.count > 1 ? checkpoints[1] : nil }
     @OptionGroup var model: ModelOptions
     @Option(name: .customLong("heads-a"), help: "Heads of model A (overrides --heads).") var headsA: Int?
     @Option(name: .customLong("heads-b"), help: "Heads of model B (overrides --heads).") var headsB: Int?
@@ -29,7 +29,10 @@ struct CKA: ParsableCommand {
     @OptionGroup var colors: ColorRangeOptions
 
     func validate() throws {
-        try model.validate(models: modelB == nil ? 1 : 2)
+        if checkpoints.isEmpty { throw ValidationError("give one checkpoint or more") }
+        try model.validate(models: checkpoints.count)
+        if checkpoints.count > 2 && (headsA != nil || headsB != nil) { throw ValidationError("--heads-a/--heads-b go with two models; with more, repeat --heads once per model") }
+        if checkpoints.count > 2 && shard != nil { throw ValidationError("--shard takes one or two models; shard each pair's run, or run all models at once without --shard") }
         if imageOptions.decoding.batch < 4 { throw ValidationError("--batch must be at least 4 for CKA (the unbiased HSIC needs b ≥ 4)") }
         if imageOptions.num < 4 { throw ValidationError("--num must be at least 4 for CKA") }
         for (n, v) in [("--heads-a", headsA), ("--heads-b", headsB)] { if let v, v < 1 { throw ValidationError("\(n) must be at least 1") } }
@@ -39,14 +42,21 @@ struct CKA: ParsableCommand {
     func run() throws {
         model.applyThreads()
         let terminal = Terminal(quiet: output.quiet)
-        let a = try load(model.request(modelA, 0, override: (headsA, "--heads-a")), terminal)
-        let b = try modelB.map { try load(model.request($0, 1, override: (headsB, "--heads-b")), terminal) }
-        let images = try imageOptions.batches(size: a.config.imageSize, terminal)
-        let job = try comparing {
-            try CKARun(a: a, b: b, images: images, folder: imageOptions.images, tokens: tokens, rep: rep, shard: shard, bootstrap: bootstrap)
+        let overrides: [(Int?, String)] = [(headsA, "--heads-a"), (headsB, "--heads-b")]
+        let models = try checkpoints.enumerated().map { i, path in
+            try load(model.request(path, i, override: i < 2 ? overrides[i] : nil), terminal)
         }
-        let (dir, files) = try writingReport(output.out, default: "reports/cka-" + ([a.name] + (b.map { [$0.name] } ?? [])).joined(separator: "-"), command: shard == nil ? "cka" : "cka shard", terminal) { out in
-            switch try job.run(RunContext(commandLine: commandLine, observer: terminal)) {
+        let images = try imageOptions.batches(size: models[0].config.imageSize, terminal)
+        let job = try comparing {
+            try CKARun(models: models, images: images, folder: imageOptions.images, tokens: tokens, rep: rep, shard: shard, bootstrap: bootstrap)
+        }
+        let context = RunContext(commandLine: commandLine, observer: terminal)
+        let (dir, files) = try writingReport(output.out, default: "reports/cka-" + models.map(\.name).joined(separator: "-"), command: shard == nil ? "cka" : "cka shard", terminal) { out in
+            if models.count > 2 {
+                let r = try job.runPairs(context)
+                return try r.write(to: out) + r.draw(into: out, style: figureStyle(figures, colors: colors), terminal)
+            }
+            switch try job.run(context) {
             case let .partial(p): return try p.write(to: out, commandLine: commandLine)
             case let .report(r):
                 return try r.write(to: out) + r.draw(into: out, style: figureStyle(figures, colors: colors), terminal)

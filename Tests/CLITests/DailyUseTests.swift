@@ -169,3 +169,30 @@ extension DailyUseTests {
         assertUsage(["attention", a, "--names", "x,y", "--images", images], mentions: "--names: give one name per model (1), got 2")
     }
 }
+
+extension DailyUseTests {
+    /// cka of three models: every pair a < b on the same batches, each pair's numbers (and
+    /// intervals) those of its two-model run; one CSV with model columns, the grid figure, plot
+    /// redraws it byte for byte.
+    func testManyModelsAtOnce() throws {
+        let c = Fixtures.checkpoint("tiny_f16.safetensors")
+        XCTAssertEqual(run(["cka", a, b, c, "--images", images, "--resize", "none", "--batch", "4", "--out", tmp + "/three", "--quiet"]).status, 0)
+        let rows = try String(contentsOfFile: tmp + "/three/cka.csv", encoding: .utf8).split(separator: "\n").map(String.init)
+        XCTAssertEqual(rows.first, "model_a,model_b,layer_a,layer_b,cka,ci_low,ci_high")
+        XCTAssertEqual(Set(rows.dropFirst().map { $0.split(separator: ",").prefix(2).joined(separator: ",") }),
+                       ["tiny_f32,tiny2_f32", "tiny_f32,tiny_f16", "tiny2_f32,tiny_f16"])
+        for (x, y, name) in [(a, c, "tiny_f32,tiny_f16"), (b, c, "tiny2_f32,tiny_f16")] {
+            let out = tmp + "/pair-" + name
+            XCTAssertEqual(run(["cka", x, y, "--images", images, "--resize", "none", "--batch", "4", "--out", out, "--quiet"]).status, 0)
+            let pair = try String(contentsOfFile: out + "/cka.csv", encoding: .utf8).split(separator: "\n").dropFirst().map(String.init)
+            XCTAssertEqual(rows.filter { $0.hasPrefix(name + ",") }.map { String($0.dropFirst(name.count + 1)) }, pair, name)
+        }
+        for f in ["cka_grid.png", "cka_grid.svg", "index.html", "cka.json"] { XCTAssertTrue(FileManager.default.fileExists(atPath: tmp + "/three/" + f), f) }
+        XCTAssertEqual(run(["plot", tmp + "/three", "--out", tmp + "/three-again", "--quiet"]).status, 0)
+        for f in ["cka_grid.svg", "cka_grid.png", "index.html"] {
+            XCTAssertEqual(FileManager.default.contents(atPath: tmp + "/three/" + f), FileManager.default.contents(atPath: tmp + "/three-again/" + f), f)
+        }
+        assertUsage(["cka", a, b, c, "--images", images, "--shard", "0/2"], mentions: "--shard takes one or two models")
+        assertUsage(["cka", a, b, c, "--images", images, "--heads-a", "2"], mentions: "--heads-a/--heads-b go with two models")
+    }
+}
