@@ -9,7 +9,9 @@ import VitLensCore
 /// model on the same decoded batches.
 public struct AttentionRun {
     public let model: AnalysisModel
-    public let compare: AnalysisModel?
+    /// Further models run on the same decoded batches and overlaid (their reports go to
+    /// compare/, compare_3/, compare_4/ …).
+    public let others: [AnalysisModel]
     public let images: ImageBatches
     public let folder: String
     public var convention: DistanceConvention
@@ -18,7 +20,12 @@ public struct AttentionRun {
 
     public init(model: AnalysisModel, compare: AnalysisModel?, images: ImageBatches, folder: String,
                 convention: DistanceConvention, perImage: Bool, shard: ShardSpec?) {
-        (self.model, self.compare, self.images, self.folder) = (model, compare, images, folder)
+        self.init(model: model, others: compare.map { [$0] } ?? [], images: images, folder: folder, convention: convention, perImage: perImage, shard: shard)
+    }
+
+    public init(model: AnalysisModel, others: [AnalysisModel] = [], images: ImageBatches, folder: String,
+                convention: DistanceConvention, perImage: Bool, shard: ShardSpec?) {
+        (self.model, self.others, self.images, self.folder) = (model, others, images, folder)
         (self.convention, self.perImage, self.shard) = (convention, perImage, shard)
     }
 
@@ -45,7 +52,7 @@ public struct AttentionRun {
     }
 
     public func run(_ context: RunContext) throws -> Outcome<AttentionResult> {
-        let models = [model] + (compare.map { [$0] } ?? [])
+        let models = [model] + others
         let collectors = models.map { m in
             AttentionCollector(geometry: AttentionGeometry(grid: m.config.runGrid, prefix: m.config.prefixTokens,
                                                            scale: convention.scale(patch: m.config.patch)),
@@ -70,8 +77,8 @@ public struct AttentionRun {
         }
         guard records[0].reduce(0, { $0 + $1.size }) > 0 else { throw ImageError.folder(path: folder, reason: "no readable images") }
         var result = try AttentionResult(setup: setup(model), batches: records[0], commandLine: context.commandLine)
-        if let compare {
-            result.compare = try AttentionResult(setup: setup(compare), batches: records[1], commandLine: context.commandLine)
+        result.others = try zip(others, records.dropFirst()).map { m, r in
+            try AttentionResult(setup: setup(m), batches: r, commandLine: context.commandLine)
         }
         return .report(result)
     }
@@ -86,12 +93,16 @@ public struct AttentionResult {
     public var boxes: [String: [BoxStats]]
     /// attention.json (an empty object for a CSV-only folder).
     public var json: JSONValue
-    /// A second model's report, overlaid in the figures (kept in an array: a struct cannot hold itself).
+    /// Further models' reports, overlaid in the figures.
+    public var others: [AttentionResult] = []
+    /// The second model's report.
     public var compare: AttentionResult? {
-        get { compared.first }
-        set { compared = newValue.map { [$0] } ?? [] }
+        get { others.first }
+        set { others = newValue.map { [$0] } ?? [] }
     }
-    private var compared: [AttentionResult] = []
+
+    /// The sub-folder of further model k (0-based): compare/, compare_3/, compare_4/ …
+    static func compareFolder(_ k: Int) -> String { k == 0 ? "compare" : "compare_\(k + 2)" }
     /// Display name when the JSON does not give one (a CSV-only folder: its folder name).
     var fallbackName = "model"
 
@@ -157,10 +168,11 @@ public struct AttentionResult {
         try out.write(prefix + "attention_box.csv", box.render())
         try out.write(prefix + "attention.json", json.render() + "\n")
         var files = Self.files.map { prefix + $0 }
-        if let compare {
-            try out.makeFolder(prefix + "compare")
-            _ = try compare.write(to: out, prefix: prefix + "compare/")
-            files.append(prefix + "compare/")
+        for (k, other) in others.enumerated() {
+            let folder = prefix + Self.compareFolder(k)
+            try out.makeFolder(folder)
+            _ = try other.write(to: out, prefix: folder + "/")
+            files.append(folder + "/")
         }
         return files
     }
@@ -219,8 +231,12 @@ public struct AttentionResult {
         if let other = other {
             guard FileManager.default.fileExists(atPath: other + "/attention.csv") else { throw LensError.report("\(other): no attention.csv there") }
             compare = try AttentionResult(reading: other)
-        } else if src.exists("compare/attention.csv") {
-            compare = try AttentionResult(reading: dir + "/compare")
+        } else {
+            var k = 0
+            while src.exists(Self.compareFolder(k) + "/attention.csv") {
+                others.append(try AttentionResult(reading: dir + "/" + Self.compareFolder(k)))
+                k += 1
+            }
         }
     }
 

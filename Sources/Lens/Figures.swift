@@ -215,7 +215,7 @@ extension AttentionResult {
     /// attention_distance/_entropy .png/.svg (boxes per layer, heads as points, the mean line;
     /// the compared model overlaid) and index.html.
     public func draw(into out: OutputDirectory, style: FigureStyle, _ observer: RunObserver) throws -> [String] {
-        let all = [self] + (compare.map { [$0] } ?? [])
+        let all = [self] + others
         let L = all.map(\.layers).max()!
         // Fixed axes from the geometry, so figures of two models compare side by side: distance up
         // to the largest mean distance any attention could have, entropy up to ln(patches).

@@ -72,10 +72,11 @@ struct Attention: ParsableCommand {
         abstract: "Attention distance and entropy per layer and head, with box statistics.",
         discussion: "Attention among patch tokens only (class token dropped, softmax again over the patch keys), as mae-lite's attn_analyzer. Writes attention.csv, attention_box.csv, attention.json, the box figures attention_distance/attention_entropy .png/.svg and index.html.")
 
-    @Argument(help: "Checkpoint file or Hugging Face folder; a second one is overlaid as with --compare.")
+    @Argument(help: "Checkpoint files or Hugging Face folders: the first, and any further ones overlaid on the same images (as --compare).")
     var checkpoints: [String]
     var checkpoint: String { checkpoints[0] }
-    var compared: String? { compare ?? checkpoints.dropFirst().first }
+    /// The overlaid models: further arguments, then --compare.
+    var compared: [String] { Array(checkpoints.dropFirst()) + (compare.map { [$0] } ?? []) }
     @OptionGroup var model: ModelOptions
     @OptionGroup var imageOptions: ImageOptions
     @OptionGroup var output: OutputOptions
@@ -94,13 +95,10 @@ struct Attention: ParsableCommand {
 
     func validate() throws {
         if checkpoints.isEmpty { throw ValidationError("give a checkpoint") }
-        if checkpoints.count > 2 || (checkpoints.count == 2 && compare != nil) {
-            throw ValidationError("attention overlays at most two models: give one checkpoint, or two (the second as with --compare M2)")
-        }
-        if model.heads.count > 1 { throw ValidationError("--heads takes one value here (--compare-heads gives the second model's)") }
-        if let n = model.names?.list.count, n != (compared == nil ? 1 : 2) { throw ValidationError("--names: give one name per model (\(compared == nil ? 1 : 2)), got \(n)") }
-        if compareHeads != nil && compared == nil { throw ValidationError("--compare-heads goes with a second model (--compare M2)") }
-        if compared != nil && shard != nil { throw ValidationError("--compare cannot be combined with --shard; plot two merged reports with `vitlens plot DIR --compare DIR2`") }
+        try model.validate(models: 1 + compared.count)
+        if compareHeads != nil && compare == nil { throw ValidationError("--compare-heads goes with --compare M2 (with several checkpoints, repeat --heads once per model)") }
+        if compareHeads != nil && model.heads.count > 1 { throw ValidationError("--compare-heads and one --heads per model say the same thing twice; give one") }
+        if !compared.isEmpty && shard != nil { throw ValidationError("--compare cannot be combined with --shard; plot two merged reports with `vitlens plot DIR --compare DIR2`") }
         if let compareHeads, compareHeads < 1 { throw ValidationError("--compare-heads must be at least 1") }
     }
 
@@ -108,13 +106,16 @@ struct Attention: ParsableCommand {
         model.applyThreads()
         let terminal = Terminal(quiet: output.quiet)
         let m = try load(model.request(checkpoint), terminal)
-        let m2 = try compared.map {
-            try load(ModelRequest(path: $0, heads: compareHeads, headsGivenAs: "--compare-heads", imageSize: model.imageSize ?? m.config.imageSize,
-                                  name: model.names?.list[1]), terminal)
+        let others = try compared.enumerated().map { k, path in
+            let i = k + 1
+            var r = model.request(path, i, imageSize: model.imageSize ?? m.config.imageSize)
+            if path == compare, let compareHeads { (r.heads, r.headsGivenAs) = (compareHeads, "--compare-heads") }
+            if model.heads.count == 1 && path == compare && compareHeads == nil { r.heads = nil }  // --heads is the first model's
+            return try load(r, terminal)
         }
-        let job = AttentionRun(model: m, compare: m2, images: try imageOptions.batches(size: m.config.imageSize, terminal), folder: imageOptions.images,
+        let job = AttentionRun(model: m, others: others, images: try imageOptions.batches(size: m.config.imageSize, terminal), folder: imageOptions.images,
                                convention: convention, perImage: perImage, shard: shard)
-        let (dir, files) = try writingReport(output.out, default: "reports/attention-\(m.name)" + (m2.map { "-vs-\($0.name)" } ?? ""), command: shard == nil ? "attention" : "attention shard", terminal) { out in
+        let (dir, files) = try writingReport(output.out, default: "reports/attention-\(m.name)" + others.map { "-vs-\($0.name)" }.joined(), command: shard == nil ? "attention" : "attention shard", terminal) { out in
             switch try job.run(RunContext(commandLine: commandLine, observer: terminal)) {
             case let .partial(p): return try p.write(to: out, commandLine: commandLine)
             case let .report(r): return try r.write(to: out) + r.draw(into: out, style: figureStyle(figures, y: y), terminal)

@@ -45,9 +45,21 @@ final class DailyUseTests: XCTestCase {
         assertUsage(["extract", a, "--images", images, "--image-size", "-32"], mentions: "--image-size")
         assertUsage(["extract", a, "--images", images, "--image-size", "36"], mentions: "--image-size 36 is not a multiple of the patch size 8")
         assertUsage(["cka", a, b, "--images", images, "--heads-b", "5"], mentions: "--heads-b 5 does not divide the embedding width 24")
-        assertUsage(["attention", a, "--images", images, "--compare-heads", "2"], mentions: "--compare-heads goes with a second model")
-        assertUsage(["attention", a, b, a, "--images", images], mentions: "at most two models")
+        assertUsage(["attention", a, "--images", images, "--compare-heads", "2"], mentions: "--compare-heads goes with --compare M2")
         assertUsage(["probe", a, "--train", tmp, "--split", "0.3", "--heads", "2", "--heads", "2"], mentions: "one per model (1)")
+    }
+
+    /// `attention A B C` overlays B and C on A, each with the numbers of its own run.
+    func testSeveralModelsOverlaid() throws {
+        let c = Fixtures.checkpoint("tiny_f16.safetensors")
+        XCTAssertEqual(run(["attention", a, b, c, "--images", images, "--resize", "none", "--out", tmp + "/three", "--quiet"]).status, 0)
+        XCTAssertEqual(run(["attention", c, "--images", images, "--resize", "none", "--out", tmp + "/c", "--quiet"]).status, 0)
+        XCTAssertEqual(try String(contentsOfFile: tmp + "/three/compare_3/attention.csv", encoding: .utf8),
+                       try String(contentsOfFile: tmp + "/c/attention.csv", encoding: .utf8))
+        let svg = try String(contentsOfFile: tmp + "/three/attention_entropy.svg", encoding: .utf8)
+        for n in ["tiny_f32", "tiny2_f32", "tiny_f16"] { XCTAssertTrue(svg.contains(">\(n)<"), "legend names \(n)") }
+        XCTAssertEqual(run(["plot", tmp + "/three", "--out", tmp + "/three-again", "--quiet"]).status, 0)
+        XCTAssertEqual(FileManager.default.contents(atPath: tmp + "/three/attention_entropy.svg"), FileManager.default.contents(atPath: tmp + "/three-again/attention_entropy.svg"))
     }
 
     /// `attention A B` overlays B as `--compare B` does, with the same numbers.
