@@ -30,18 +30,19 @@ test: deps
 	swift test --skip-build --disable-swift-testing
 
 # The demo, over the bundled photographs, into reports/demo/: CKA between the random-init, the
-# MAE-pretrained and the fine-tuned ViT-Tiny, attention distance/entropy (MAE against init, the
-# fine-tuned against MAE), and the layer-truncation probe of all three; each report with its
-# figures and index.html.
+# MAE-pretrained and the fine-tuned ViT-Tiny (pairs, and all three at once), attention
+# distance/entropy (MAE against init; all three overlaid), and the layer-truncation probe of all
+# three; each report with its figures and index.html.
 demo: release
 	$(RELEASE) inspect $(DEMO_MAE)
 	$(RELEASE) cka $(DEMO_CKPT) $(DEMO_MAE) --images checkpoints/images --batch 8 --out reports/demo/cka-init-vs-mae
 	$(RELEASE) cka $(DEMO_MAE) --images checkpoints/images --batch 8 --out reports/demo/cka-mae-self
 	$(RELEASE) cka $(DEMO_MAE) $(DEMO_FT) --images checkpoints/images --batch 8 --out reports/demo/cka-mae-vs-ft
+	$(RELEASE) cka $(DEMO_CKPT) $(DEMO_MAE) $(DEMO_FT) --names init,MAE,fine-tuned --images checkpoints/images --batch 8 --out reports/demo/cka-all
 	$(RELEASE) attention $(DEMO_MAE) --compare $(DEMO_CKPT) --images checkpoints/images --batch 8 --out reports/demo/attention-mae-vs-init
-	$(RELEASE) attention $(DEMO_FT) --compare $(DEMO_MAE) --images checkpoints/images --batch 8 --out reports/demo/attention-ft-vs-mae
+	$(RELEASE) attention $(DEMO_FT) $(DEMO_MAE) $(DEMO_CKPT) --names fine-tuned,MAE,init --images checkpoints/images --batch 8 --out reports/demo/attention-all
 	$(RELEASE) probe $(DEMO_CKPT) $(DEMO_MAE) $(DEMO_FT) --train checkpoints/probe_images --split 0.25 --batch 32 --out reports/demo/probe
-	@echo "demo reports (open index.html in each): reports/demo/{cka-init-vs-mae, cka-mae-self, cka-mae-vs-ft, attention-mae-vs-init, attention-ft-vs-mae, probe}"
+	@echo "demo reports (open index.html in each): reports/demo/{cka-init-vs-mae, cka-mae-self, cka-mae-vs-ft, cka-all, attention-mae-vs-init, attention-all, probe}"
 
 # Opens the demo's index.html pages in headless Chromium (installed if missing): checks figures
 # and tables rendered, screenshots to reports/screenshots/.
