@@ -11,6 +11,21 @@ extension ShardSpec: ExpressibleByArgument {
     public init?(argument: String) { self.init(parsing: argument) }
 }
 
+/// The one checkpoint of extract, inspect and finetune. Taken as a list so that a second one
+/// gets a message that says what to do instead of "unexpected argument".
+struct SingleCheckpoint: ParsableArguments {
+    @Argument(help: "Checkpoint: .safetensors, a torch.save archive (.pth, .pth.tar, .bin, .pt), or a Hugging Face folder.")
+    var checkpoints: [String] = []
+    var path: String { checkpoints[0] }
+
+    func validate() throws {
+        if checkpoints.isEmpty { throw ValidationError("give a checkpoint") }
+        if checkpoints.count > 1 {
+            throw ValidationError("this command takes one checkpoint, got \(checkpoints.count) (\(checkpoints.joined(separator: ", "))); cka, attention and probe take several")
+        }
+    }
+}
+
 /// How models run: heads, image size, threads.
 struct ModelOptions: ParsableArguments {
     @Option(parsing: .unconditionalSingleValue, help: "Attention heads (weights do not record them): one value for every model, or one per model in order. Default: the checkpoint's metadata or config.json, else width/64.")

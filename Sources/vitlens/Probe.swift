@@ -66,8 +66,8 @@ struct Finetune: ParsableCommand {
         abstract: "Fine-tune a ViT (optionally its first k blocks) with a new linear head, and save it as safetensors.",
         discussion: "Trains blocks 0…k−1, the final norm and a new linear head end to end on an ImageFolder (or CIFAR) train set: cross-entropy, AdamW, warm-up then cosine, layer-wise learning-rate decay, seeded and deterministic. Reports the loss per epoch and the test accuracy; --save writes a safetensors checkpoint (timm names, num_heads metadata) that every vitlens command loads.")
 
-    @Argument(help: "Checkpoint file or Hugging Face folder.")
-    var checkpoint: String
+    @OptionGroup var single: SingleCheckpoint
+    var checkpoint: String { single.path }
     @OptionGroup var dataset: DatasetOptions
     @OptionGroup var model: ModelOptions
     @Option(help: "Keep only the first k blocks (default: all).")

@@ -7,8 +7,8 @@ struct Extract: ParsableCommand {
         abstract: "Dump per-layer representations and attention maps as .npy files.",
         discussion: "Writes features.npy float32 [L+1, N, T, D] (the representation taps, all tokens, class token first), attention.npy float32 [L, N, H, T, T] (softmax probabilities) and meta.json.")
 
-    @Argument(help: "Checkpoint file or Hugging Face folder.")
-    var checkpoint: String
+    @OptionGroup var single: SingleCheckpoint
+    var checkpoint: String { single.path }
     @OptionGroup var model: ModelOptions
     @OptionGroup var imageOptions: ImageOptions
     @OptionGroup var output: OutputOptions
@@ -36,8 +36,8 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show what a checkpoint holds: format, layout, architecture, heads, ignored keys, SHA-256.")
 
-    @Argument(help: "Checkpoint: .safetensors, a torch.save archive (.pth, .pth.tar, .bin, .pt), or a Hugging Face folder.")
-    var checkpoint: String
+    @OptionGroup var single: SingleCheckpoint
+    var checkpoint: String { single.path }
     @OptionGroup var model: ModelOptions
     @Flag(help: "Print JSON instead of text.")
     var json = false

@@ -47,6 +47,9 @@ final class DailyUseTests: XCTestCase {
         assertUsage(["cka", a, b, "--images", images, "--heads-b", "5"], mentions: "--heads-b 5 does not divide the embedding width 24")
         assertUsage(["attention", a, "--images", images, "--compare-heads", "2"], mentions: "--compare-heads goes with --compare M2")
         assertUsage(["probe", a, "--train", tmp, "--split", "0.3", "--heads", "2", "--heads", "2"], mentions: "one per model (1)")
+        assertUsage(["extract", a, b, "--images", images], mentions: "this command takes one checkpoint, got 2")
+        assertUsage(["inspect", a, b], mentions: "this command takes one checkpoint, got 2")
+        assertUsage(["finetune", a, b, "--train", tmp, "--split", "0.5"], mentions: "this command takes one checkpoint, got 2")
     }
 
     /// `attention A B C` overlays B and C on A, each with the numbers of its own run.
