@@ -61,7 +61,17 @@ public enum LayoutMapper {
     static let blockParts = Set(ViTKeys.BlockPart.allCases.map(\.rawValue))
 
     /// Keys that would change the forward pass if ignored: refused rather than dropped.
-    static let unsupportedTop: Set<String> = ["norm_pre.weight", "norm_pre.bias", "reg_token", "patch_embed.norm.weight"]
+    static let unsupportedTop: Set<String> = ["norm_pre.weight", "norm_pre.bias", "register_tokens", "patch_embed.norm.weight"]
+
+    /// Other spellings of the engine's names: Facebook's DeiT III writes LayerScale as gamma_1/gamma_2.
+    static func canonical(_ k: String) -> String {
+        guard let (n, part) = blockPart(k) else { return k }
+        switch part {
+        case "gamma_1": return ViTKeys.block(n, .layerScale1)
+        case "gamma_2": return ViTKeys.block(n, .layerScale2)
+        default: return k
+        }
+    }
 
     static func map(_ raw: [String: RawTensor], container: String?, path: String) throws -> MappedStateDict {
         let keys = raw.keys.sorted()
@@ -69,7 +79,7 @@ public enum LayoutMapper {
         var stripped = Set<String>()
         var out = MappedStateDict(layout: .timm)
         for key in keys {
-            let k = stripTimm(key, stripped: &stripped)
+            let k = canonical(stripTimm(key, stripped: &stripped))
             if let (_, part) = blockPart(k), !blockParts.contains(part) {
                 throw CheckpointError.notAViT(path: path, what: "\(key): unsupported tensor in a ViT block (only plain pre-norm blocks are supported)")
             }

@@ -5,6 +5,9 @@ public enum ViTKeys {
     /// DeiT's distillation token (a second prefix token).
     public static let distillationToken = "dist_token"
     public static let positions = "pos_embed"
+    /// Register tokens (DINOv2 with registers): prefix tokens after the class token, usually
+    /// without a position embedding.
+    public static let registerTokens = "reg_token"
     public static let patchWeight = "patch_embed.proj.weight"
     public static let patchBias = "patch_embed.proj.bias"
 
@@ -23,13 +26,15 @@ public enum ViTKeys {
         case norm2Weight = "norm2.weight", norm2Bias = "norm2.bias"
         case fc1Weight = "mlp.fc1.weight", fc1Bias = "mlp.fc1.bias"
         case fc2Weight = "mlp.fc2.weight", fc2Bias = "mlp.fc2.bias"
+        /// LayerScale (DeiT III, DINOv2): x + γ₁·attn(…), x + γ₂·mlp(…).
+        case layerScale1 = "ls1.gamma", layerScale2 = "ls2.gamma"
     }
 
     /// `blocks.i.<part>`.
     public static func block(_ i: Int, _ part: BlockPart) -> String { "blocks.\(i).\(part.rawValue)" }
 
     /// The keys outside the blocks that the forward pass uses.
-    public static let topLevel = Set([classToken, distillationToken, positions, patchWeight, patchBias]
+    public static let topLevel = Set([classToken, distillationToken, registerTokens, positions, patchWeight, patchBias]
         + FinalNorm.allCases.flatMap { [$0.weight, $0.bias] })
 
     /// (i, part) for `blocks.i.<part>` of a known part.

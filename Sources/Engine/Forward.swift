@@ -301,10 +301,16 @@ public final class ViTEngine {
         }
         s.mark(\.attention)
         let xr = x!.data + t.lowerBound * C
-        // x += attn·Wpᵀ + bp (bias first, then the GEMM accumulates onto the residual).
-        addBiasRows(xr, blk.projB, rows: n)
-        sgemm(transB: true, m: n, n: C, k: C, a: s.attn.data, lda: C, b: blk.projW.data, ldb: C,
-              beta: 1, c: xr, ldc: C)
+        if let g = blk.ls1 {
+            // x += γ₁ ⊙ (attn·Wpᵀ + bp): the branch into `normed` (free until norm2), one scaled add.
+            linearForward(s.normed.data, s.attn.data, blk.projW, blk.projB, rows: n)
+            addScaledRows(xr, s.normed.data, g, rows: n)
+        } else {
+            // x += attn·Wpᵀ + bp (bias first, then the GEMM accumulates onto the residual).
+            addBiasRows(xr, blk.projB, rows: n)
+            sgemm(transB: true, m: n, n: C, k: C, a: s.attn.data, lda: C, b: blk.projW.data, ldb: C,
+                  beta: 1, c: xr, ldc: C)
+        }
         s.mark(\.linear)
         layerNormRows(s.normed.data, xr, blk.norm2W, blk.norm2B, rows: n, eps: c.eps)
         s.mark(\.norm)
@@ -313,9 +319,15 @@ public final class ViTEngine {
         s.mark(\.linear)
         biasGeluRows(s.hidden.data, blk.fc1B, rows: n)
         s.mark(\.gelu)
-        addBiasRows(xr, blk.fc2B, rows: n)
-        sgemm(transB: true, m: n, n: C, k: F, a: s.hidden.data, lda: F, b: blk.fc2W.data, ldb: F,
-              beta: 1, c: xr, ldc: C)
+        if let g = blk.ls2 {
+            // x += γ₂ ⊙ (gelu(…)·W2ᵀ + b2): `normed` is free again once fc1 has read it.
+            linearForward(s.normed.data, s.hidden.data, blk.fc2W, blk.fc2B, rows: n)
+            addScaledRows(xr, s.normed.data, g, rows: n)
+        } else {
+            addBiasRows(xr, blk.fc2B, rows: n)
+            sgemm(transB: true, m: n, n: C, k: F, a: s.hidden.data, lda: F, b: blk.fc2W.data, ldb: F,
+                  beta: 1, c: xr, ldc: C)
+        }
         s.mark(\.linear)
         if !allFinite(xr, n * C) { s.nonFinite = true }
         s.mark(\.other)
@@ -420,6 +432,15 @@ func allFinite(_ x: UnsafePointer<Float>, _ n: Int) -> Bool {
     var s = acc.sum()
     while i < n { s += x[i] * 0; i += 1 }
     return s == 0
+}
+
+/// x[r, :] += g ⊙ y[r, :] for every row (LayerScale's residual add).  x, y: (R, N), g: (N).
+func addScaledRows(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ g: Tensor, rows: Int) {
+    let n = g.count
+    for r in 0..<rows {
+        let xr = x + r * n, yr = y + r * n
+        for i in 0..<n { xr[i] += g.data[i] * yr[i] }
+    }
 }
 
 /// x[r, :] += b for every row.  x: (R, N), b: (N).

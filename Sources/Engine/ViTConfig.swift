@@ -46,8 +46,15 @@ public struct ViTConfig: Sendable, Equatable {
     public var grid: Int
     public var mlpHidden: Int
     public var qkvBias: Bool
-    /// Class token, plus DeiT's distillation token when present.
+    /// Class token, plus DeiT's distillation token or the register tokens when present.
     public var prefixTokens: Int
+    /// Register tokens (DINOv2 with registers), part of the prefix tokens.
+    public var registers = 0
+    /// Rows of `pos_embed` before the patch grid: the prefix count (each prefix token has a
+    /// position), or 0 (none has one: DeiT III, timm's DINOv2 with registers).
+    public var positionSlots = 1
+    /// LayerScale: every block's branches are scaled by learned γ₁, γ₂ (DeiT III, DINOv2).
+    public var layerScale = false
     public var finalNorm: FinalNorm
     public var eps: Float
     /// The image side the engine runs at (== grid·patch unless changed, then pos_embed is resampled).
@@ -60,11 +67,18 @@ public struct ViTConfig: Sendable, Equatable {
     public var tokens: Int { prefixTokens + patches }
     public var headDim: Int { dim / heads }
 
+    /// The model family, as far as the tensors tell it.
+    public var family: String {
+        if registers > 0 { return "DINOv2 with registers" }
+        if layerScale { return positionSlots == 0 ? "DeiT III" : "DINOv2" }
+        return prefixTokens == 2 ? "DeiT (distilled)" : "ViT"
+    }
+
     /// Parameters of the forward pass (classifier heads excluded).
     public var parameterCount: Int {
-        let embed = dim * 3 * patch * patch + dim + prefixTokens * dim + (prefixTokens + grid * grid) * dim
+        let embed = dim * 3 * patch * patch + dim + prefixTokens * dim + (positionSlots + grid * grid) * dim
         let block = 2 * 2 * dim + 3 * dim * dim + (qkvBias ? 3 * dim : 0) + dim * dim + dim
-            + dim * mlpHidden + mlpHidden + mlpHidden * dim + dim
+            + dim * mlpHidden + mlpHidden + mlpHidden * dim + dim + (layerScale ? 2 * dim : 0)
         return embed + depth * block + (finalNorm == .none ? 0 : 2 * dim)
     }
 
@@ -87,18 +101,32 @@ public struct ViTConfig: Sendable, Equatable {
             throw CheckpointError.badShape(tensor: ViTKeys.patchWeight, expected: [pw.first ?? 0, 3, pw.last ?? 0, pw.last ?? 0], got: pw)
         }
         let dim = pw[0], patch = pw[2]
-        let prefix = t[ViTKeys.distillationToken] != nil ? 2 : 1
+        var registers = 0
+        if let r = t[ViTKeys.registerTokens]?.shape {
+            guard r.count == 3, r[0] == 1, r[1] >= 1, r[2] == dim else {
+                throw CheckpointError.badShape(tensor: ViTKeys.registerTokens, expected: [1, 4, dim], got: r)
+            }
+            registers = r[1]
+        }
+        if registers > 0 && t[ViTKeys.distillationToken] != nil {
+            throw CheckpointError.notAViT(path: ckpt.path, what: "both a distillation token and register tokens (no known ViT has both)")
+        }
+        let prefix = (t[ViTKeys.distillationToken] != nil ? 2 : 1) + registers
         guard t[ViTKeys.classToken] != nil else {
             throw CheckpointError.notAViT(path: ckpt.path, what: "no cls_token (models without a class token are not supported)")
         }
         let pe = try shape(ViTKeys.positions)
-        guard pe.count == 3, pe[0] == 1, pe[2] == dim, pe[1] > prefix else {
+        guard pe.count == 3, pe[0] == 1, pe[2] == dim, pe[1] >= 1 else {
             throw CheckpointError.badShape(tensor: ViTKeys.positions, expected: [1, prefix + 196, dim], got: pe)
         }
-        let np = pe[1] - prefix
-        let grid = Int(Double(np).squareRoot().rounded())
-        guard grid * grid == np else {
-            throw CheckpointError.notAViT(path: ckpt.path, what: "pos_embed holds \(np) patch positions, not a square grid (a model without position embeddings for its prefix tokens is not supported)")
+        // The patch grid is what is left of pos_embed after the prefix tokens' rows — all of them,
+        // or none (DeiT III, DINOv2 with registers in timm: no_embed_class).
+        func square(_ n: Int) -> Int? { let g = Int(Double(max(n, 0)).squareRoot().rounded()); return g > 0 && g * g == n ? g : nil }
+        let slots: Int, grid: Int
+        if let g = square(pe[1] - prefix) { (slots, grid) = (prefix, g) }
+        else if let g = square(pe[1]) { (slots, grid) = (0, g) }
+        else {
+            throw CheckpointError.notAViT(path: ckpt.path, what: "pos_embed holds \(pe[1]) rows, neither \(prefix) prefix rows plus a square grid nor a square grid alone (\(registers) register tokens)")
         }
         var depth = 0
         while t[ViTKeys.block(depth, .norm1Weight)] != nil || t[ViTKeys.block(depth, .qkvWeight)] != nil { depth += 1 }
@@ -127,8 +155,12 @@ public struct ViTConfig: Sendable, Equatable {
         guard run > 0, run % patch == 0 else {
             throw EngineError.imageSizeNotMultiple(size: run, patch: patch)
         }
-        return ViTConfig(dim: dim, depth: depth, heads: h, headsSource: src, patch: patch, grid: grid,
-                         mlpHidden: fc1[0], qkvBias: t[ViTKeys.block(0, .qkvBias)] != nil, prefixTokens: prefix,
-                         finalNorm: finalNorm, eps: eps, imageSize: run)
+        var config = ViTConfig(dim: dim, depth: depth, heads: h, headsSource: src, patch: patch, grid: grid,
+                               mlpHidden: fc1[0], qkvBias: t[ViTKeys.block(0, .qkvBias)] != nil, prefixTokens: prefix,
+                               finalNorm: finalNorm, eps: eps, imageSize: run)
+        config.registers = registers
+        config.positionSlots = slots
+        config.layerScale = t[ViTKeys.block(0, .layerScale1)] != nil
+        return config
     }
 }

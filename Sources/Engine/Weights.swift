@@ -12,6 +12,8 @@ public final class BlockWeights {
     public let norm2W, norm2B: Tensor     // (C)
     public let fc1W, fc1B: Tensor         // (F, C), (F)
     public let fc2W, fc2B: Tensor         // (C, F), (C)
+    /// LayerScale γ₁, γ₂ (C), or nil: the branches are added unscaled.
+    public let ls1, ls2: Tensor?
 
     init(_ get: (String, [Int]) throws -> Tensor, _ i: Int, _ c: ViTConfig) throws {
         let C = c.dim, F = c.mlpHidden
@@ -23,6 +25,8 @@ public final class BlockWeights {
         norm2W = try part(.norm2Weight, [C]); norm2B = try part(.norm2Bias, [C])
         fc1W = try part(.fc1Weight, [F, C]); fc1B = try part(.fc1Bias, [F])
         fc2W = try part(.fc2Weight, [C, F]); fc2B = try part(.fc2Bias, [C])
+        ls1 = c.layerScale ? try part(.layerScale1, [C]) : nil
+        ls2 = c.layerScale ? try part(.layerScale2, [C]) : nil
     }
 }
 
@@ -56,14 +60,22 @@ public final class ViTWeights {
         let cls = try get(ViTKeys.classToken, [1, 1, C])
         let pre = Tensor(shape: [c.prefixTokens, C])
         pre.data.update(from: cls.data, count: C)
-        if c.prefixTokens == 2 {
+        if c.registers > 0 {
+            // [class token, registers…] as timm orders them.
+            let reg = try get(ViTKeys.registerTokens, [1, c.registers, C])
+            (pre.data + C).update(from: reg.data, count: c.registers * C)
+        } else if c.prefixTokens == 2 {
             let dist = try get(ViTKeys.distillationToken, [1, 1, C])
             (pre.data + C).update(from: dist.data, count: C)
         }
         prefix = pre
         let gridOld = c.grid
-        let posOld = try get(ViTKeys.positions, [1, c.prefixTokens + gridOld * gridOld, C])
-        pos = ViTWeights.resamplePositions(posOld, prefix: c.prefixTokens, dim: C, from: gridOld, to: c.runGrid)
+        let posOld = try get(ViTKeys.positions, [1, c.positionSlots + gridOld * gridOld, C])
+        // Prefix tokens without a position row get zeros: x = prefix + pos stays one formula.
+        let posFull = Tensor(shape: [c.prefixTokens + gridOld * gridOld, C])
+        posFull.data.update(from: posOld.data, count: c.positionSlots * C)
+        (posFull.data + c.prefixTokens * C).update(from: posOld.data + c.positionSlots * C, count: gridOld * gridOld * C)
+        pos = ViTWeights.resamplePositions(posFull, prefix: c.prefixTokens, dim: C, from: gridOld, to: c.runGrid)
         blocks = try (0..<c.depth).map { try BlockWeights(get, $0, c) }
         if let k = c.finalNorm.keys {
             normW = try get(k.weight, [C]); normB = try get(k.bias, [C])

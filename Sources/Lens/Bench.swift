@@ -63,7 +63,8 @@ public enum Bench {
     }
 
     /// Fine-tuning steps (forward, backward, AdamW) over all blocks, 10 classes.
-    public static func training(_ m: AnalysisModel, batch: Int, iters: Int) -> Training {
+    public static func training(_ m: AnalysisModel, batch: Int, iters: Int) throws -> Training {
+        try m.checkTrainable()
         let x = input(batch: batch, size: m.config.imageSize)
         let net = TrainableViT(weights: m.engine.weights, keep: m.config.depth, classes: 10, pooling: .mean, seed: 0)
         let labels = (0..<batch).map { $0 % 10 }
@@ -132,6 +133,8 @@ public struct CheckpointSummary {
         let ck = model.checkpoint, c = model.config
         return [
             ("checkpoint", ck.path), ("format", ck.format), ("layout", ck.layout.rawValue), ("state dict", ck.location),
+            ("family", c.family + (c.layerScale ? ", LayerScale" : "") + (c.registers > 0 ? ", \(c.registers) register tokens" : "")
+                + (c.positionSlots == 0 ? ", no position embedding for the class token" : "")),
             ("architecture", "ViT, width \(c.dim), depth \(c.depth), patch \(c.patch), image \(c.checkpointImageSize) (\(c.grid)x\(c.grid) patches), MLP \(c.mlpHidden)"),
             ("", "qkv bias \(c.qkvBias ? "yes" : "no"), final norm \(c.finalNorm.rawValue), prefix tokens \(c.prefixTokens), LayerNorm eps \(c.eps)"),
             ("heads", "\(c.heads) (head dim \(c.headDim)), from \(model.headsSource)"),

@@ -21,6 +21,7 @@ public struct FinetuneRun {
 
     public init(model: AnalysisModel, data: (train: LabeledImages, test: LabeledImages, json: JSONValue), keep: Int?, pool: ProbePooling,
                 resize: ResizeMode, batch: Int, settings: FineTuneSettings, save: String?, saveDType: SafetensorsWriter.DType) throws {
+        try model.checkTrainable()
         let k = keep ?? model.config.depth
         guard k <= model.config.depth else { throw LensError.data("\(model.request.path) has \(model.config.depth) blocks; cannot keep \(k)") }
         if let save {

@@ -2,6 +2,7 @@ import Checkpoint
 import Crypto
 import Engine
 import Foundation
+import Train
 import VitLensCore
 
 public let vitlensVersion = "0.1.0"
@@ -86,6 +87,13 @@ public final class AnalysisModel {
         return nil
     }
 
+    /// Refuses what the training module cannot do with this model.
+    public func checkTrainable() throws {
+        if let what = TrainableViT.unsupported(config) {
+            throw LensError.data("\(request.path): fine-tuning a model with \(what) is not supported yet (the linear probe and every analysis are)")
+        }
+    }
+
     /// SHA-256 of the weights file (computed once; it reads the whole file).
     public private(set) lazy var sha256: String = Digest.sha256(checkpoint.fileBytes)
 
@@ -106,10 +114,12 @@ public final class AnalysisModel {
     public var architecture: JSONValue {
         let c = config
         return .object([
+            ("family", .string(c.family)),
             ("embed_dim", .int(c.dim)), ("depth", .int(c.depth)), ("heads", .int(c.heads)),
             ("heads_source", .string(headsSource)), ("patch_size", .int(c.patch)),
             ("checkpoint_image_size", .int(c.checkpointImageSize)), ("image_size", .int(c.imageSize)),
-            ("tokens", .int(c.tokens)), ("prefix_tokens", .int(c.prefixTokens)), ("mlp_hidden", .int(c.mlpHidden)),
+            ("tokens", .int(c.tokens)), ("prefix_tokens", .int(c.prefixTokens)), ("register_tokens", .int(c.registers)),
+            ("prefix_position_rows", .int(c.positionSlots)), ("layer_scale", .bool(c.layerScale)), ("mlp_hidden", .int(c.mlpHidden)),
             ("qkv_bias", .bool(c.qkvBias)), ("final_norm", .string(c.finalNorm.rawValue)),
             // At its float32 value's shortest form (1e-06, not 9.999999974752427e-07).
             ("layer_norm_eps", .double(Double("\(c.eps)") ?? Double(c.eps))), ("parameters", .int(c.parameterCount)),

@@ -108,6 +108,14 @@ public final class TrainableViT {
     private var dsmall = Tensor(shape: [1]), dscratch = Tensor(shape: [1]), dlogits = Tensor(shape: [1]), dpooled = Tensor(shape: [1])
     private var step = 0
 
+    /// What this module cannot train yet, or nil: its kernels have no LayerScale and its saved
+    /// files no register tokens.
+    public static func unsupported(_ c: ViTConfig) -> String? {
+        if c.layerScale { return "LayerScale (\(c.family))" }
+        if c.registers > 0 { return "register tokens (\(c.family))" }
+        return nil
+    }
+
     /// The first `keep` blocks of `weights`, a head for `classes` classes (truncated normal,
     /// σ = 2e−5, as MAE's fine-tuning initialises it; bias 0), seeded.
     public init(weights w: ViTWeights, keep: Int, classes: Int, pooling: ProbePooling, seed: UInt64) {

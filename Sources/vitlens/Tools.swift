@@ -88,7 +88,7 @@ struct Bench: ParsableCommand {
         let (m, loadMs) = try Lens.Bench.load(model.request(checkpoint!))
         let batch = batching.batch, threads = BLASRuntime.threads
         if train {
-            let t = Lens.Bench.training(m, batch: batch, iters: iters)
+            let t = try Lens.Bench.training(m, batch: batch, iters: iters)
             if json {
                 return print(JSONValue.object([("train_images_per_second", r(t.imagesPerSecond, 100)), ("batch", .int(batch)), ("threads", .int(threads)),
                                                ("median_seconds", .double(t.medianSeconds)), ("iters", .int(iters))]).render())

@@ -1,0 +1,77 @@
+import Foundation
+import TestSupport
+import XCTest
+
+/// ViT families beyond the plain ViT (DeiT III, DINOv2, DINOv2 with registers), as timm and
+/// Facebook publish them, against timm in float64 (Tests/Fixtures/make_family_fixtures.py):
+/// every representation tap within 1e-3·max(1, |ref|), attention probabilities within 1e-4.
+final class FamilyTests: XCTestCase {
+    var tmp = ""
+    override func setUpWithError() throws {
+        tmp = NSTemporaryDirectory() + "vitlens-family-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+    }
+    override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
+
+    func extract(_ checkpoint: String, golden: String, tokens: Int, extra: [String] = [], line: UInt = #line) throws {
+        let out = tmp + "/" + golden + "-" + (checkpoint as NSString).lastPathComponent
+        let r = runProcess(CLITests.binary, ["extract", Fixtures.checkpoint(checkpoint), "--images", Fixtures.path("images/none"),
+                                             "--resize", "none", "--batch", "3", "--out", out, "--quiet"] + extra)
+        XCTAssertEqual(r.status, 0, r.stderr, line: line)
+        let f = try NpyArray(path: out + "/features.npy"), a = try NpyArray(path: out + "/attention.npy")
+        XCTAssertEqual(f.shape, [3, 4, tokens, 16], line: line)
+        let cf = compare(f.values, try NpyArray(path: Fixtures.golden("family_\(golden)_features.npy")).values, tolerance: 1e-3, mixed: true)
+        XCTAssertEqual(cf.violations, 0, "\(checkpoint) features: \(cf)", line: line)
+        let ca = compare(a.values, try NpyArray(path: Fixtures.golden("family_\(golden)_attention.npy")).values, tolerance: 1e-4)
+        XCTAssertEqual(ca.violations, 0, "\(checkpoint) attention: \(ca)", line: line)
+    }
+
+    func testFamiliesMatchTimm() throws {
+        try extract("family_deit3.safetensors", golden: "deit3", tokens: 17)
+        try extract("family_deit3_fb.pth", golden: "deit3", tokens: 17, extra: ["--heads", "2"])
+        try extract("family_dinov2.safetensors", golden: "dinov2", tokens: 17)
+        try extract("family_dinov2reg.safetensors", golden: "dinov2reg", tokens: 21)
+    }
+
+    /// The analyses run on every family (prefix tokens — class token and registers — dropped
+    /// where patches are asked for); fine-tuning what the trainer cannot do yet is refused.
+    func testAnalysesRunAndTrainingIsRefused() throws {
+        let reg = Fixtures.checkpoint("family_dinov2reg.safetensors"), deit3 = Fixtures.checkpoint("family_deit3.safetensors")
+        let images = Fixtures.path("images/cka")
+        var r = runProcess(CLITests.binary, ["cka", reg, deit3, Fixtures.checkpoint("tiny_f32.safetensors"), "--images", images, "--resize", "none",
+                                             "--batch", "4", "--out", tmp + "/cka", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let rows = try String(contentsOfFile: tmp + "/cka/cka.csv", encoding: .utf8).split(separator: "\n").dropFirst()
+        XCTAssertFalse(rows.isEmpty)
+        for row in rows { XCTAssertTrue(Double(row.split(separator: ",")[4])?.isFinite ?? false, String(row)) }
+        r = runProcess(CLITests.binary, ["attention", reg, "--images", images, "--resize", "none", "--out", tmp + "/att", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let att = try String(contentsOfFile: tmp + "/att/attention.json", encoding: .utf8)
+        XCTAssertTrue(att.contains("\"register_tokens\": 4"), "the report records the registers")
+        r = runProcess(CLITests.binary, ["finetune", deit3, "--train", Fixtures.path("images"), "--split", "0.5", "--out", tmp + "/ft"])
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("fine-tuning a model with LayerScale (DeiT III) is not supported yet"), r.stderr)
+    }
+
+    /// A register count that disagrees with pos_embed, and a FB DINOv2 file's register_tokens
+    /// (not yet read), are refused in one line.
+    func testInconsistentFamiliesAreRefused() throws {
+        // pos_embed of 17 rows with 4 registers: neither 5 + a square nor a square.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: Fixtures.checkpoint("family_dinov2.safetensors")))
+        let n = Int(bytes.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        var header = try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<(8 + n))) as! [String: Any]
+        let end = (header.values.compactMap { ($0 as? [String: Any])?["data_offsets"] as? [Int] }.map { $0[1] }.max())!
+        header["reg_token"] = ["dtype": "F32", "shape": [1, 4, 16], "data_offsets": [end, end + 256]]
+        var h = try JSONSerialization.data(withJSONObject: header)
+        while h.count % 8 != 0 { h.append(0x20) }
+        var file = Data(withUnsafeBytes(of: UInt64(h.count).littleEndian) { Array($0) })
+        file.append(h)
+        file.append(bytes.subdata(in: (8 + n)..<bytes.count).prefix(end))
+        file.append(Data(count: 256))
+        try file.write(to: URL(fileURLWithPath: tmp + "/badreg.safetensors"))
+        let r = runProcess(CLITests.binary, ["inspect", tmp + "/badreg.safetensors"])
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains("pos_embed holds 17 rows"), r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1)
+    }
+}
