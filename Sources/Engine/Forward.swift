@@ -301,16 +301,8 @@ public final class ViTEngine {
         }
         s.mark(\.attention)
         let xr = x!.data + t.lowerBound * C
-        if let g = blk.ls1 {
-            // x += γ₁ ⊙ (attn·Wpᵀ + bp): the branch into `normed` (free until norm2), one scaled add.
-            linearForward(s.normed.data, s.attn.data, blk.projW, blk.projB, rows: n)
-            addScaledRows(xr, s.normed.data, g, rows: n)
-        } else {
-            // x += attn·Wpᵀ + bp (bias first, then the GEMM accumulates onto the residual).
-            addBiasRows(xr, blk.projB, rows: n)
-            sgemm(transB: true, m: n, n: C, k: C, a: s.attn.data, lda: C, b: blk.projW.data, ldb: C,
-                  beta: 1, c: xr, ldc: C)
-        }
+        // x += γ₁ ⊙ (attn·Wpᵀ + bp)
+        addBranch(xr, s.attn.data, blk.projW, blk.projB, scale: blk.ls1, rows: n, s)
         s.mark(\.linear)
         layerNormRows(s.normed.data, xr, blk.norm2W, blk.norm2B, rows: n, eps: c.eps)
         s.mark(\.norm)
@@ -319,18 +311,27 @@ public final class ViTEngine {
         s.mark(\.linear)
         biasGeluRows(s.hidden.data, blk.fc1B, rows: n)
         s.mark(\.gelu)
-        if let g = blk.ls2 {
-            // x += γ₂ ⊙ (gelu(…)·W2ᵀ + b2): `normed` is free again once fc1 has read it.
-            linearForward(s.normed.data, s.hidden.data, blk.fc2W, blk.fc2B, rows: n)
-            addScaledRows(xr, s.normed.data, g, rows: n)
-        } else {
-            addBiasRows(xr, blk.fc2B, rows: n)
-            sgemm(transB: true, m: n, n: C, k: F, a: s.hidden.data, lda: F, b: blk.fc2W.data, ldb: F,
-                  beta: 1, c: xr, ldc: C)
-        }
+        // x += γ₂ ⊙ (gelu(…)·W2ᵀ + b2)
+        addBranch(xr, s.hidden.data, blk.fc2W, blk.fc2B, scale: blk.ls2, rows: n, s)
         s.mark(\.linear)
         if !allFinite(xr, n * C) { s.nonFinite = true }
         s.mark(\.other)
+    }
+
+    /// x += γ ⊙ (y·Wᵀ + b) for a tile's rows, γ = 1 without LayerScale.  y: (n, K), W: (C, K).
+    /// Without γ the GEMM accumulates straight onto the residual (bias first); with γ the branch
+    /// goes to `normed` (free at both call sites: before norm2, and after fc1 has read it) and
+    /// is added scaled in one pass.
+    private func addBranch(_ xr: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor,
+                           scale g: Tensor?, rows n: Int, _ s: Scratch) {
+        let C = config.dim, K = w.shape[1]
+        if let g {
+            linearForward(s.normed.data, y, w, b, rows: n)
+            addScaledRows(xr, s.normed.data, g, rows: n)
+        } else {
+            addBiasRows(xr, b, rows: n)
+            sgemm(transB: true, m: n, n: C, k: K, a: y, lda: K, b: w.data, ldb: K, beta: 1, c: xr, ldc: C)
+        }
     }
 
     /// softmax(q·kᵀ/√D)·v for queries q0..<q0+nq of image b, every head, into out (nq, C).

@@ -165,8 +165,8 @@ extension CKAPairs {
         // One colour range for all pairs, so that the small multiples compare.
         var shared = style
         if style.vmin == nil || style.vmax == nil {
-            let all = CKAResult(matrix: pairs.map { $0.2.matrix.joined() }.map(Array.init).flatMap { [$0] }, json: .object([]))
-            let (lo, hi) = all.colorRange(style)
+            // The range of all pairs' values together, by the single heatmap's rule.
+            let (lo, hi) = CKAResult(matrix: pairs.map { Array($0.2.matrix.joined()) }, json: .object([])).colorRange(style)
             (shared.vmin, shared.vmax) = (style.vmin ?? lo, style.vmax ?? hi)
         }
         let tiles = try pairs.map { try $0.2.heatmap(shared) }.map { ($0, $0.figure()) }
