@@ -4,13 +4,37 @@ import Foundation
 import Images
 import VitLensCore
 
+/// One side of a CKA comparison: a model run on the images, or features computed elsewhere.
+public enum CKASide {
+    case model(AnalysisModel)
+    case features(FeatureFile)
+
+    public var name: String {
+        switch self { case let .model(m): return m.name; case let .features(f): return f.name }
+    }
+    /// Representations compared: L + 1 of a model (rep 0…L), the array's L of features.
+    var layers: Int {
+        switch self { case let .model(m): return m.config.depth + 1; case let .features(f): return f.layers }
+    }
+    /// Patch (non-prefix) tokens per image.
+    var patchTokens: Int {
+        switch self { case let .model(m): return m.config.patches; case let .features(f): return f.tokens - f.prefixTokens }
+    }
+    var path: String {
+        switch self { case let .model(m): return m.request.path; case let .features(f): return f.path }
+    }
+    var json: JSONValue {
+        switch self { case let .model(m): return m.json; case let .features(f): return f.json }
+    }
+}
+
 /// Layer-by-layer minibatch CKA between two models, one model and itself, or every pair of
-/// several models — all on the same decoded batches.
+/// several — models run on the same decoded batches, features from elsewhere read batch by batch.
 public struct CKARun {
-    public let models: [AnalysisModel]
-    public var a: AnalysisModel { models[0] }
-    public var b: AnalysisModel? { models.count > 1 ? models[1] : nil }
-    public let images: ImageBatches
+    public let sides: [CKASide]
+    public var models: [AnalysisModel] { sides.compactMap { if case let .model(m) = $0 { return m }; return nil } }
+    /// The images the models run on (nil when every side is features).
+    public let images: ImageBatches?
     /// The folder the images were listed from (recorded in the report).
     public let folder: String
     public var tokens: TokenSelection
@@ -18,25 +42,44 @@ public struct CKARun {
     public var shard: ShardSpec?
     /// Bootstrap resamples of the 95 % intervals (0: none).
     public var bootstrap: Int
+    /// Images per minibatch, and how many there are.
+    public let batch: Int, count: Int
 
-    /// Checks that the models can be compared on the same images.
-    public init(models: [AnalysisModel], images: ImageBatches, folder: String,
+    /// Checks that the sides can be compared on the same images.
+    public init(sides: [CKASide], images: ImageBatches?, folder: String, batch: Int,
                 tokens: TokenSelection, rep: RepresentationKind, shard: ShardSpec?, bootstrap: Int = 1000) throws {
-        precondition(!models.isEmpty, "CKA of no model")
-        let a = models[0]
-        for b in models.dropFirst() {
-            guard a.config.imageSize == b.config.imageSize else {
+        precondition(!sides.isEmpty, "CKA of nothing")
+        let models = sides.compactMap { if case let .model(m) = $0 { return m }; return nil }
+        if let a = models.first {
+            for b in models.dropFirst() where a.config.imageSize != b.config.imageSize {
                 throw LensError.differentImageSizes(a: a.request.path, sizeA: a.config.imageSize, b: b.request.path, sizeB: b.config.imageSize)
             }
-            if tokens == .patches && a.config.patches != b.config.patches {
-                throw LensError.differentGrids(a: a.request.path, gridA: a.config.runGrid, b: b.request.path, gridB: b.config.runGrid)
-            }
         }
-        guard images.items.count >= 4 else {
-            throw ImageError.folder(path: folder, reason: "CKA needs at least 4 images, found \(images.items.count)")
+        if tokens == .patches, let s0 = sides.first, let other = sides.first(where: { $0.patchTokens != s0.patchTokens }) {
+            let g = { (n: Int) in Int(Double(n).squareRoot().rounded()) }
+            throw LensError.differentGrids(a: s0.path, gridA: g(s0.patchTokens), b: other.path, gridB: g(other.patchTokens))
         }
-        (self.models, self.images, self.folder, self.tokens, self.rep, self.shard) = (models, images, folder, tokens, rep, shard)
-        self.bootstrap = bootstrap
+        let features = sides.compactMap { if case let .features(f) = $0 { return f }; return nil }
+        guard models.isEmpty || images != nil else { throw LensError.data("a model needs images to run on") }
+        let n = images?.items.count ?? features[0].images
+        for f in features where f.images != n {
+            throw LensError.data("\(f.path) holds features of \(f.images) images, but \(images != nil ? "the image folder gives" : "\(features[0].path) holds") \(n); the rows must be the same images in the same order")
+        }
+        if !features.isEmpty && images?.skipBad == true {
+            throw LensError.data("skipping unreadable images would misalign the images with the rows of \(features[0].path)")
+        }
+        if tokens == .cls, let f = features.first(where: { $0.rank == 4 && $0.prefixTokens == 0 }) {
+            throw LensError.data("\(f.path): no class token (0 prefix tokens) to compare with tokens cls")
+        }
+        guard n >= 4 else { throw ImageError.folder(path: folder, reason: "CKA needs at least 4 images, found \(n)") }
+        (self.sides, self.images, self.folder, self.tokens, self.rep, self.shard) = (sides, images, folder, tokens, rep, shard)
+        (self.bootstrap, self.batch, self.count) = (bootstrap, images?.batch ?? batch, n)
+    }
+
+    public init(models: [AnalysisModel], images: ImageBatches, folder: String,
+                tokens: TokenSelection, rep: RepresentationKind, shard: ShardSpec?, bootstrap: Int = 1000) throws {
+        try self.init(sides: models.map { .model($0) }, images: images, folder: folder, batch: images.batch, tokens: tokens, rep: rep,
+                      shard: shard, bootstrap: bootstrap)
     }
 
     public init(a: AnalysisModel, b: AnalysisModel?, images: ImageBatches, folder: String,
@@ -44,57 +87,73 @@ public struct CKARun {
         try self.init(models: [a] + (b.map { [$0] } ?? []), images: images, folder: folder, tokens: tokens, rep: rep, shard: shard, bootstrap: bootstrap)
     }
 
+    var batchCount: Int { (count + batch - 1) / batch }
+
     /// The setup of the pair (i, j) — what every shard must share; a pair of a several-model
     /// run has the setup a two-model run of the same pair has. i == j: a model with itself.
     func setup(_ i: Int, _ j: Int) -> JSONValue {
-        let a = models[i], b = models[j]
+        let a = sides[i], b = sides[j]
+        let imageSize: JSONValue = models.first.map { .int($0.config.imageSize) } ?? .null
         return .object([
             ("command", "cka"),
             ("model_a", a.json), ("model_b", i == j ? .string("same as model_a") : b.json),
-            ("images", imagesJSON(images.names, folder: folder)),
+            ("images", images.map { imagesJSON($0.names, folder: folder) } ?? .object([("count", .int(count)), ("from", "the feature files' rows")])),
             ("definitions", .object([
                 ("tokens", .string(tokens.rawValue)), ("rep", .string(rep.rawValue)),
                 ("estimator", "minibatch CKA, unbiased HSIC (Nguyen et al. 2021 eq. 3), K and L with zeroed diagonals, float64, batches weighted equally"),
-                ("batch", .int(images.batch)), ("resize", .string(images.mode.rawValue)), ("image_size", .int(a.config.imageSize)),
-                ("skip_bad_images", .bool(images.skipBad)),
+                ("batch", .int(batch)), ("resize", .string(images?.mode.rawValue ?? "none (features)")), ("image_size", imageSize),
+                ("skip_bad_images", .bool(images?.skipBad ?? false)),
                 ("interval", .object([("kind", "percentile bootstrap over minibatches (each resample draws as many minibatches as there are, with replacement)"),
                                       ("level", 0.95), ("resamples", .int(bootstrap)), ("seed", 0)])),
             ])),
-            ("layers_a", .int(a.config.depth + 1)), ("layers_b", .int(b.config.depth + 1)), ("total_batches", .int(images.batchCount)),
+            ("layers_a", .int(a.layers)), ("layers_b", .int(b.layers)), ("total_batches", .int(batchCount)),
         ])
     }
 
     /// What every shard of the run must share (one or two models).
-    public var setup: JSONValue { setup(0, models.count > 1 ? 1 : 0) }
+    public var setup: JSONValue { setup(0, sides.count > 1 ? 1 : 0) }
 
-    /// The pairs compared: (0, 0) for one model, (0, 1) for two, every i < j for more.
+    /// The pairs compared: (0, 0) for one side, (0, 1) for two, every i < j for more.
     var pairs: [(Int, Int)] {
-        models.count == 1 ? [(0, 0)] : (0..<models.count).flatMap { i in ((i + 1)..<models.count).map { (i, $0) } }
+        sides.count == 1 ? [(0, 0)] : (0..<sides.count).flatMap { i in ((i + 1)..<sides.count).map { (i, $0) } }
     }
 
-    /// Runs every batch (of this shard) through every model once, keeping only each pair's HSIC
-    /// values per batch: memory follows the batch, not the number of images.
+    /// Runs every batch (of this shard) through every model once and reads the features' rows
+    /// for the same images, keeping only each pair's HSIC values per batch: memory follows the
+    /// batch, not the number of images.
     func collect(_ context: RunContext) throws -> (records: [[CKABatch]], dropped: [Int]) {
         for m in models { m.engine.representation = rep }
-        let taps = models.map { GramTaps(config: $0.config, selection: tokens) }
-        let mine = (0..<images.batchCount).filter { shard?.owns($0) ?? true }
-        let total = mine.reduce(0) { $0 + images.imageCount(ofBatch: $1) }
+        let taps: [GramTaps?] = sides.map { if case let .model(m) = $0 { return GramTaps(config: m.config, selection: tokens) }; return nil }
+        let mine = (0..<batchCount).filter { shard?.owns($0) ?? true }
+        let sizeOf = { (k: Int) in min(batch, count - k * batch) }
+        let total = mine.reduce(0) { $0 + sizeOf($1) }
         let observer = context.observer, pairs = self.pairs
-        var records = [[CKABatch]](repeating: [], count: pairs.count), dropped: [Int] = [], done = 0
-        try images.forEach(batches: mine) { batch in
-            done += images.imageCount(ofBatch: batch.index)
+        var records = [[CKABatch]](repeating: [], count: pairs.count), dropped: [Int] = [], done = 0, scratch: [Float] = []
+        func step(_ k: Int, _ images: Tensor?) throws {
+            done += sizeOf(k)
             defer { observer.progress("cka", done: done, total: total) }
-            guard batch.count >= 4 else {
-                observer.notice("batch \(batch.index) has \(batch.count) image(s); CKA needs at least 4, so it is dropped")
-                dropped.append(batch.index)
+            let b = images?.shape[0] ?? sizeOf(k)
+            guard b >= 4 else {
+                observer.notice("batch \(k) has \(b) image(s); CKA needs at least 4, so it is dropped")
+                dropped.append(k)
                 return
             }
             var grams: [[Gram]] = []
-            for (m, t) in zip(models, taps) {
-                try m.run(batch.images, taps: t, batch: batch.index)
-                grams.append(t.grams)
+            for (side, t) in zip(sides, taps) {
+                switch side {
+                case let .model(m):
+                    try m.run(images!, taps: t, batch: k)
+                    grams.append(t!.grams)
+                case let .features(f):
+                    grams.append(try f.grams(from: k * batch, count: b, selection: tokens, scratch: &scratch))
+                }
             }
-            for (k, (i, j)) in pairs.enumerated() { records[k].append(CKABatch(index: batch.index, a: grams[i], b: grams[j])) }
+            for (p, (i, j)) in pairs.enumerated() { records[p].append(CKABatch(index: k, a: grams[i], b: grams[j])) }
+        }
+        if let images, !models.isEmpty {
+            try images.forEach(batches: mine) { try step($0.index, $0.images) }
+        } else {
+            for k in mine { try step(k, nil) }
         }
         observer.progressEnded()
         return (records, dropped)
@@ -102,7 +161,7 @@ public struct CKARun {
 
     /// One model or two: the report, or with a shard the partial sums `merge` combines.
     public func run(_ context: RunContext) throws -> Outcome<CKAResult> {
-        precondition(models.count <= 2, "several models: use runPairs")
+        precondition(sides.count <= 2, "several models: use runPairs")
         let (records, dropped) = try collect(context)
         if let shard { return .partial(Partial(command: "cka", shard: shard, setup: setup, batches: records[0].map(\.json), dropped: dropped)) }
         return .report(try CKAResult(setup: setup, batches: records[0], dropped: dropped, commandLine: context.commandLine))
@@ -114,8 +173,8 @@ public struct CKARun {
         let results = try zip(pairs, records).map { p, r in
             try CKAResult(setup: setup(p.0, p.1), batches: r, dropped: dropped, commandLine: context.commandLine)
         }
-        return CKAPairs(names: models.map(\.name), pairs: zip(pairs, results).map { ($0.0.0, $0.0.1, $0.1) },
-                        json: .object(context.header + [("models", .array(models.map(\.json)))]))
+        return CKAPairs(names: sides.map(\.name), pairs: zip(pairs, results).map { ($0.0.0, $0.0.1, $0.1) },
+                        json: .object(context.header + [("models", .array(sides.map(\.json)))]))
     }
 }
 

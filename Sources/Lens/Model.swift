@@ -17,6 +17,8 @@ public enum LensError: Error, CustomStringConvertible {
     case report(String)
     case merge(String)
     case data(String)
+    /// A 4-D feature array given without the number of its prefix (class/register) tokens.
+    case prefixTokensNeeded(path: String)
 
     public var description: String {
         switch self {
@@ -24,6 +26,7 @@ public enum LensError: Error, CustomStringConvertible {
         case let .differentGrids(a, ga, b, gb):
             return "patch tokens can only be compared on one token grid: \(a) has \(ga)x\(ga) patches, \(b) \(gb)x\(gb)"
         case let .report(s), let .merge(s), let .data(s): return s
+        case let .prefixTokensNeeded(path): return "\(path): a 4-D feature array needs the number of its prefix (class/register) tokens"
         }
     }
 }

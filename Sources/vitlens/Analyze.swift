@@ -8,13 +8,16 @@ struct CKA: ParsableCommand {
         abstract: "Layer-by-layer CKA similarity between two models, one model and itself, or every pair of several models.",
         discussion: "Minibatch CKA with the unbiased HSIC estimator (Nguyen et al. 2021, eq. 3), as mae-lite's rep_cmp_analyzer: per batch of b images, K = XXᵀ and L = YYᵀ with zeroed diagonals, HSIC in float64, averaged over batches with equal weight, with 95% bootstrap intervals over the batches. Writes cka.csv, cka.json, the heatmap cka.png/cka.svg (with three or more models: every pair a < b, cka_grid.png/.svg) and index.html.")
 
-    @Argument(help: "Checkpoint files or Hugging Face folders: A (rows of the matrix), B (columns; omitted: A against itself), or three or more (every pair).")
+    @Argument(help: "Checkpoint files or Hugging Face folders — or features computed elsewhere (.npy [L, N, T, D] or [L, N, D], or a vitlens extract folder): A (rows of the matrix), B (columns; omitted: A against itself), or three or more (every pair).")
     var checkpoints: [String]
     var modelA: String { checkpoints[0] }
     var modelB: String? { checkpoints.count > 1 ? checkpoints[1] : nil }
     @OptionGroup var model: ModelOptions
     @Option(name: .customLong("heads-a"), help: "Heads of model A (overrides --heads).") var headsA: Int?
     @Option(name: .customLong("heads-b"), help: "Heads of model B (overrides --heads).") var headsB: Int?
+    @Option(name: .customLong("prefix-tokens"), help: "Leading class/register tokens of every 4-D .npy feature array (required for those; an extract folder records its own).") var prefixTokens: Int?
+    @Option(name: .customLong("prefix-tokens-a"), help: "Prefix tokens of A's .npy features (overrides --prefix-tokens).") var prefixA: Int?
+    @Option(name: .customLong("prefix-tokens-b"), help: "Prefix tokens of B's .npy features (overrides --prefix-tokens).") var prefixB: Int?
     @OptionGroup var imageOptions: ImageOptions
     @OptionGroup var output: OutputOptions
     @Option(help: "patches (class token dropped, flattened), cls, or mean (of the patch tokens).")
@@ -36,6 +39,9 @@ struct CKA: ParsableCommand {
         if imageOptions.decoding.batch < 4 { throw ValidationError("--batch must be at least 4 for CKA (the unbiased HSIC needs b ≥ 4)") }
         if imageOptions.num < 4 { throw ValidationError("--num must be at least 4 for CKA") }
         for (n, v) in [("--heads-a", headsA), ("--heads-b", headsB)] { if let v, v < 1 { throw ValidationError("\(n) must be at least 1") } }
+        for (n, v) in [("--prefix-tokens", prefixTokens), ("--prefix-tokens-a", prefixA), ("--prefix-tokens-b", prefixB)] {
+            if let v, v < 0 { throw ValidationError("\(n) must be at least 0") }
+        }
         if bootstrap < 0 || bootstrap > 100_000 { throw ValidationError("--bootstrap must be between 0 and 100000") }
     }
 
@@ -43,16 +49,25 @@ struct CKA: ParsableCommand {
         model.applyThreads()
         let terminal = Terminal(quiet: output.quiet)
         let overrides: [(Int?, String)] = [(headsA, "--heads-a"), (headsB, "--heads-b")]
-        let models = try checkpoints.enumerated().map { i, path in
-            try load(model.request(path, i, override: i < 2 ? overrides[i] : nil), terminal)
+        let prefixes = [prefixA, prefixB]
+        let sides = try checkpoints.enumerated().map { i, path -> CKASide in
+            if isFeatures(path) {
+                let k = (i < 2 ? prefixes[i] : nil) ?? prefixTokens
+                do { return .features(try FeatureFile(path: path, prefixTokens: k, name: model.names?.list[i])) } catch LensError.prefixTokensNeeded {
+                    throw UsageError("\(path): a 4-D feature array needs --prefix-tokens K (or --prefix-tokens-\(i == 0 ? "a" : "b"))")
+                }
+            }
+            return .model(try load(model.request(path, i, override: i < 2 ? overrides[i] : nil), terminal))
         }
-        let images = try imageOptions.batches(size: models[0].config.imageSize, terminal)
+        let firstModel = sides.lazy.compactMap { if case let .model(m) = $0 { return m }; return nil }.first
+        let images = try firstModel.map { try imageOptions.batches(size: $0.config.imageSize, terminal) }
         let job = try comparing {
-            try CKARun(models: models, images: images, folder: imageOptions.images, tokens: tokens, rep: rep, shard: shard, bootstrap: bootstrap)
+            try CKARun(sides: sides, images: images, folder: imageOptions.folder, batch: imageOptions.decoding.batch, tokens: tokens, rep: rep,
+                       shard: shard, bootstrap: bootstrap)
         }
         let context = RunContext(commandLine: commandLine, observer: terminal)
-        let (dir, files) = try writingReport(output.out, default: "reports/cka-" + models.map(\.name).joined(separator: "-"), command: shard == nil ? "cka" : "cka shard", terminal) { out in
-            if models.count > 2 {
+        let (dir, files) = try writingReport(output.out, default: "reports/cka-" + sides.map(\.name).joined(separator: "-"), command: shard == nil ? "cka" : "cka shard", terminal) { out in
+            if sides.count > 2 {
                 let r = try job.runPairs(context)
                 return try r.write(to: out) + r.draw(into: out, style: figureStyle(figures, colors: colors), terminal)
             }
@@ -64,6 +79,13 @@ struct CKA: ParsableCommand {
         }
         terminal.wrote(dir, files)
     }
+}
+
+/// Whether a cka argument is features from elsewhere: a .npy file, or a vitlens extract folder.
+func isFeatures(_ path: String) -> Bool {
+    if path.hasSuffix(".npy") { return true }
+    let fm = FileManager.default
+    return fm.fileExists(atPath: path + "/features.npy") && fm.fileExists(atPath: path + "/meta.json")
 }
 
 struct Attention: ParsableCommand {
@@ -113,7 +135,7 @@ struct Attention: ParsableCommand {
             if model.heads.count == 1 && path == compare && compareHeads == nil { r.heads = nil }  // --heads is the first model's
             return try load(r, terminal)
         }
-        let job = AttentionRun(model: m, others: others, images: try imageOptions.batches(size: m.config.imageSize, terminal), folder: imageOptions.images,
+        let job = AttentionRun(model: m, others: others, images: try imageOptions.batches(size: m.config.imageSize, terminal), folder: imageOptions.folder,
                                convention: convention, perImage: perImage, shard: shard)
         let (dir, files) = try writingReport(output.out, default: "reports/attention-\(m.name)" + others.map { "-vs-\($0.name)" }.joined(), command: shard == nil ? "attention" : "attention shard", terminal) { out in
             switch try job.run(RunContext(commandLine: commandLine, observer: terminal)) {

@@ -125,7 +125,8 @@ struct DecodeOptions: ParsableArguments {
 /// A folder of images and how to decode it.
 struct ImageOptions: ParsableArguments {
     @Option(help: "Folder of PNG/JPEG images, searched recursively, sorted by relative path.")
-    var images: String
+    var images: String?
+    var folder: String { images ?? "" }
 
     @Option(parsing: .unconditional, help: "Use the first N images.")
     var num: Int = 1024
@@ -137,6 +138,7 @@ struct ImageOptions: ParsableArguments {
     }
 
     func batches(size: Int, _ terminal: Terminal) throws -> ImageBatches {
+        guard let images else { throw ValidationError("Missing expected argument '--images <images>' (the folder of images the model runs on)") }
         let b = try ImageBatches(folder: images, num: num, size: size, mode: decoding.resize, batch: decoding.batch, skipBad: decoding.skipBadImages)
         b.onSkip = { terminal.warning("skipping \($0)") }
         return b

@@ -21,7 +21,7 @@ struct Extract: ParsableCommand {
         model.applyThreads()
         let terminal = Terminal(quiet: output.quiet)
         let m = try load(model.request(checkpoint), terminal)
-        let job = ExtractRun(model: m, images: try imageOptions.batches(size: m.config.imageSize, terminal), folder: imageOptions.images, rep: rep)
+        let job = ExtractRun(model: m, images: try imageOptions.batches(size: m.config.imageSize, terminal), folder: imageOptions.folder, rep: rep)
         var n = 0
         let (dir, files) = try writingReport(output.out, default: "reports/extract-\(m.name)", command: "extract", terminal) { out in
             let r = try job.run(into: out, RunContext(commandLine: commandLine, observer: terminal))
