@@ -107,6 +107,8 @@ public final class FeatureFile {
             let src = raw + 4 * first
             for i in 0..<n { out[i] = src.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
         }
+        // Read once per pass: the mapped pages go back to the kernel, so memory follows the batch.
+        Digest.release(file.all, (dataOffset + (half ? 2 : 4) * first)..<(dataOffset + (half ? 2 : 4) * (first + n)))
         for i in 0..<n where !out[i].isFinite {
             throw LensError.data("\(path): non-finite value \(out[i]) in layer \(l), image \(n0 + i / (tokens * channels))")
         }
@@ -121,8 +123,11 @@ public final class FeatureFile {
         }
     }
 
+    /// SHA-256 of the file (computed once; it reads the whole file).
+    public private(set) lazy var sha256: String = Digest.sha256(file.all)
+
     public var json: JSONValue {
-        .object([("name", .string(name)), ("features", .string(path)), ("sha256", .string(Digest.sha256(file.all))),
+        .object([("name", .string(name)), ("features", .string(path)), ("sha256", .string(sha256)),
                  ("dtype", .string(half ? "float16" : "float32")),
                  ("shape", .array((rank == 4 ? [layers, images, tokens, channels] : [layers, images, channels]).map { .int($0) })),
                  ("prefix_tokens", .int(prefixTokens))])

@@ -144,8 +144,29 @@ public func modelName(_ path: String) -> String {
 
 /// SHA-256 through swift-crypto (BoringSSL's assembly, SHA extensions where the CPU has them).
 public enum Digest {
+    /// SHA-256 of mapped bytes, 1 MiB at a time, each chunk's pages released after it is
+    /// hashed: hashing a multi-GB checkpoint or feature file does not leave it resident.
     public static func sha256(_ bytes: UnsafeRawBufferPointer) -> String {
-        SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        var h = SHA256()
+        let chunk = 1 << 20
+        var offset = 0
+        while offset < bytes.count {
+            let n = min(chunk, bytes.count - offset)
+            h.update(bufferPointer: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + n)]))
+            release(bytes, offset..<(offset + n))
+            offset += n
+        }
+        return h.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Tells the kernel the whole pages inside `range` of a read-only mapping are not needed
+    /// now (they are read from the file again if they are).
+    static func release(_ bytes: UnsafeRawBufferPointer, _ range: Range<Int>) {
+        guard let base = bytes.baseAddress else { return }
+        let page = Int(getpagesize())
+        let start = (Int(bitPattern: base) + range.lowerBound + page - 1) / page * page
+        let end = (Int(bitPattern: base) + range.upperBound) / page * page
+        if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_DONTNEED) }
     }
     public static func sha256(_ text: String) -> String {
         SHA256.hash(data: Array(text.utf8)).map { String(format: "%02x", $0) }.joined()
