@@ -10,8 +10,7 @@ final class DailyUseTests: XCTestCase {
     let a = Fixtures.checkpoint("tiny_f32.safetensors"), b = Fixtures.checkpoint("tiny2_f32.safetensors")
 
     override func setUpWithError() throws {
-        tmp = NSTemporaryDirectory() + "vitlens-daily-\(getpid())-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        tmp = try makeTemporaryFolder("daily")
     }
 
     override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }

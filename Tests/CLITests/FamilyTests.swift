@@ -8,8 +8,7 @@ import XCTest
 final class FamilyTests: XCTestCase {
     var tmp = ""
     override func setUpWithError() throws {
-        tmp = NSTemporaryDirectory() + "vitlens-family-\(getpid())-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        tmp = try makeTemporaryFolder("family")
     }
     override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
 

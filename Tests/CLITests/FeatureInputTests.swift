@@ -9,8 +9,7 @@ final class FeatureInputTests: XCTestCase {
     let images = Fixtures.path("images/cka")
     let a = Fixtures.checkpoint("tiny_f32.safetensors"), b = Fixtures.checkpoint("tiny2_f32.safetensors")
     override func setUpWithError() throws {
-        tmp = NSTemporaryDirectory() + "vitlens-feat-\(getpid())-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        tmp = try makeTemporaryFolder("feat")
     }
     override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
 

@@ -11,8 +11,7 @@ final class LensTests: XCTestCase {
     let a = Fixtures.checkpoint("tiny_f32.safetensors"), b = Fixtures.checkpoint("tiny2_f32.safetensors")
 
     override func setUpWithError() throws {
-        tmp = NSTemporaryDirectory() + "vitlens-lens-\(getpid())-\(UUID().uuidString.prefix(8))"
-        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+        tmp = try makeTemporaryFolder("lens")
     }
 
     override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }

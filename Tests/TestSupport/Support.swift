@@ -107,3 +107,10 @@ public struct SplitMix: RandomNumberGenerator {
         return Float((-2 * log(u)).squareRoot() * cos(2 * .pi * v))
     }
 }
+
+/// A fresh, empty folder under the system's temporary folder, for one test.
+public func makeTemporaryFolder(_ label: String) throws -> String {
+    let dir = NSTemporaryDirectory() + "vitlens-\(label)-\(getpid())-\(UUID().uuidString.prefix(8))"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    return dir
+}
