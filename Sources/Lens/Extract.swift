@@ -10,9 +10,22 @@ public struct ExtractRun {
     public let images: ImageBatches
     public let folder: String
     public var rep: RepresentationKind
+    /// Representation indices written (0…L; nil: all), attention or not, which tokens, float16.
+    public var layers: [Int]?
+    public var attention = true
+    public var tokens: ExtractTokens = .all
+    public var half = false
 
     public init(model: AnalysisModel, images: ImageBatches, folder: String, rep: RepresentationKind) {
         (self.model, self.images, self.folder, self.rep) = (model, images, folder, rep)
+    }
+
+    /// Bytes the files will take for `n` images.
+    public func bytes(images n: Int) -> Int {
+        let c = model.config, e = half ? 2 : 4
+        let reps = (layers ?? Array(0...c.depth)).count
+        let rows = ExtractTaps.rows(tokens, T: c.tokens, prefix: c.prefixTokens)
+        return e * reps * n * rows * c.dim + (attention ? e * c.depth * n * c.heads * c.tokens * c.tokens : 0)
     }
 
     /// Writes the files into `out` (staged; the caller commits). Returns the file names and N.
@@ -22,8 +35,14 @@ public struct ExtractRun {
         // skipping, the unreadable images are found first.
         let loader = images.skipBad ? images.subset(try images.readable()) : images
         let N = loader.items.count, T = c.tokens, C = c.dim, L = c.depth, H = c.heads
-        try checkSpace(4 * (L + 1) * N * T * C + 4 * L * N * H * T * T, at: out.stagingPath)
-        let taps = try ExtractTaps(features: out.staged("features.npy"), attention: out.staged("attention.npy"), L: L, N: N, T: T, C: C, H: H)
+        let reps = layers ?? Array(0...L)
+        if let bad = reps.first(where: { $0 < 0 || $0 > L }) { throw LensError.data("\(model.request.path) has representations 0…\(L); there is no \(bad)") }
+        let size = bytes(images: N)
+        context.observer.notice(size >= 1_000_000_000 ? String(format: "writing %.2f GB for %d images", Double(size) / 1e9, N)
+                                : String(format: "writing %.1f MB for %d images", Double(size) / 1e6, N))
+        try checkSpace(size, at: out.stagingPath)
+        let taps = try ExtractTaps(features: out.staged("features.npy"), attention: attention ? out.staged("attention.npy") : nil,
+                                   layers: reps, depth: L, N: N, T: T, C: C, H: H, prefix: c.prefixTokens, tokens: tokens, half: half)
         model.engine.representation = rep
         try loader.forEach { b in
             taps.batchStart = b.index * loader.batch
@@ -33,7 +52,10 @@ public struct ExtractRun {
         }
         context.observer.progressEnded()
         try taps.features.close()
-        try taps.attention.close()
+        try taps.attention?.close()
+        let rows = ExtractTaps.rows(tokens, T: T, prefix: c.prefixTokens)
+        let featureShape = tokens == .cls || tokens == .mean ? [reps.count, N, C] : [reps.count, N, rows, C]
+        let dtype: JSONValue = half ? "float16" : "float32"
 
         let meta: JSONValue = .object(context.header + [
             ("checkpoint", .object([
@@ -46,20 +68,23 @@ public struct ExtractRun {
             ("definitions", .object([
                 ("rep", .string(rep.rawValue)), ("resize", .string(loader.mode.rawValue)),
                 ("normalisation", "ImageNet mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)"),
-                ("tokens", "all tokens, prefix (class) token first"),
+                ("tokens", .string(tokens == .all ? "all tokens, prefix (class, register) tokens first" : tokens == .patches ? "patch tokens only" : tokens == .cls ? "the class token" : "the mean of the patch tokens")),
+                ("layers", .array(reps.map { .int($0) })),
                 ("batch", .int(loader.batch)),
                 ("attention", "softmax(q·kᵀ/√d_head) over all tokens, per head"),
             ])),
             ("files", .object([
-                ("features.npy", .object([("dtype", "float32"), ("shape", .array([L + 1, N, T, C].map { .int($0) })),
-                                          ("axes", "[layer 0..L, image, token, channel]")])),
-                ("attention.npy", .object([("dtype", "float32"), ("shape", .array([L, N, H, T, T].map { .int($0) })),
+                ("features.npy", .object([("dtype", dtype), ("shape", .array(featureShape.map { .int($0) })),
+                                          ("axes", .string(featureShape.count == 4 ? "[representation (see definitions.layers), image, token, channel]" : "[representation (see definitions.layers), image, channel]")),
+                                          ("prefix_tokens", .int(tokens == .all ? c.prefixTokens : 0))])),
+            ] + (attention ? [
+                ("attention.npy", .object([("dtype", dtype), ("shape", .array([L, N, H, T, T].map { .int($0) })),
                                            ("axes", "[block 1..L, image, head, query token, key token]")])),
-            ])),
+            ] : []))),
             ("blas", .object([("core", .string(BLASRuntime.coreName)), ("threads", .int(BLASRuntime.threads))])),
         ])
         try out.write("meta.json", meta.render() + "\n")
-        return (["features.npy", "attention.npy", "meta.json"], N)
+        return (["features.npy"] + (attention ? ["attention.npy"] : []) + ["meta.json"], N)
     }
 }
 

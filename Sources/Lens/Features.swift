@@ -27,7 +27,7 @@ public final class FeatureFile {
             npy = path + "/features.npy"
             guard let data = FileManager.default.contents(atPath: path + "/meta.json"),
                   let meta = try? JSONValue.parse(String(decoding: data, as: UTF8.self)),
-                  let p = meta[path: "architecture", "prefix_tokens"]?.intValue else {
+                  let p = meta[path: "files", "features.npy", "prefix_tokens"]?.intValue ?? meta[path: "architecture", "prefix_tokens"]?.intValue else {
                 throw LensError.data("\(path): not a folder written by vitlens extract (no meta.json with architecture.prefix_tokens)")
             }
             if meta[path: "files", "features.npy", "shape"] == nil { throw LensError.data("\(path)/meta.json: no features.npy shape") }

@@ -282,6 +282,18 @@ struct NameList: ExpressibleByArgument {
     }
 }
 
+extension ExtractTokens: ExpressibleByArgument {}
+
+/// `--layers 0,6,12` of extract: representation indices, 0 allowed, sorted and unique.
+struct RepList: ExpressibleByArgument {
+    let list: [Int]
+    init?(argument: String) {
+        let parts = argument.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? -1) >= 0 }) else { return nil }
+        list = Array(Set(parts.compactMap { $0 })).sorted()
+    }
+}
+
 /// `--layers 3,6,12`.
 struct LayerList: ExpressibleByArgument {
     let list: [Int]

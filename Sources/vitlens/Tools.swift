@@ -14,6 +14,16 @@ struct Extract: ParsableCommand {
     @OptionGroup var output: OutputOptions
     @Option(help: "normed (blocks[i].norm1 outputs, then the final norm) or residual (the raw residual stream).")
     var rep: RepresentationKind = .normed
+    @Option(help: "Representations to write, e.g. 0,6,12 (0: the embeddings' norm, L: the final norm; default: all).")
+    var layers: RepList?
+    @Flag(name: .customLong("no-attention"), help: "Do not write attention.npy.")
+    var noAttention = false
+    @Option(help: "all (every token, prefix tokens first), patches, cls (one vector per image) or mean (of the patch tokens, one vector per image).")
+    var tokens: ExtractTokens = .all
+    @Option(help: "f32 or f16 (half the size).")
+    var dtype: Dtype = .f32
+
+    enum Dtype: String, ExpressibleByArgument { case f32, f16 }
 
     func validate() throws { try model.validate(models: 1) }
 
@@ -21,7 +31,11 @@ struct Extract: ParsableCommand {
         model.applyThreads()
         let terminal = Terminal(quiet: output.quiet)
         let m = try load(model.request(checkpoint), terminal)
-        let job = ExtractRun(model: m, images: try imageOptions.batches(size: m.config.imageSize, terminal), folder: imageOptions.folder, rep: rep)
+        if let layers, let bad = layers.list.first(where: { $0 > m.config.depth }) {
+            throw UsageError("--layers \(bad): \(checkpoint) has representations 0…\(m.config.depth)")
+        }
+        var job = ExtractRun(model: m, images: try imageOptions.batches(size: m.config.imageSize, terminal), folder: imageOptions.folder, rep: rep)
+        (job.layers, job.attention, job.tokens, job.half) = (layers?.list, !noAttention, tokens, dtype == .f16)
         var n = 0
         let (dir, files) = try writingReport(output.out, default: "reports/extract-\(m.name)", command: "extract", terminal) { out in
             let r = try job.run(into: out, RunContext(commandLine: commandLine, observer: terminal))

@@ -103,3 +103,44 @@ final class FeatureInputTests: XCTestCase {
         fails([tmp + "/huge.npy"], "huge.npy")
     }
 }
+
+extension FeatureInputTests {
+    /// extract narrowed: chosen representations, no attention, patch/cls/mean tokens, float16 —
+    /// the same numbers as the full extract; a narrowed folder feeds cka like a full one.
+    func testNarrowedExtract() throws {
+        let full = extract(a, "full")
+        let f = try NpyArray(path: full + "/features.npy")
+        let (L1, N, T, D) = (f.shape[0], f.shape[1], f.shape[2], f.shape[3])
+        func at(_ l: Int, _ n: Int, _ t: Int, _ d: Int) -> Double { f.values[((l * N + n) * T + t) * D + d] }
+        let r = run(["extract", a, "--images", images, "--resize", "none", "--layers", "2,0", "--no-attention", "--tokens", "patches",
+                     "--dtype", "f16", "--out", tmp + "/narrow"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("notice: writing 0.0 MB for 12 images") || r.stderr.contains("MB for 12 images"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/narrow/attention.npy"))
+        let p = try NpyArray(path: tmp + "/narrow/features.npy")
+        XCTAssertEqual(p.shape, [2, N, T - 1, D])
+        var want: [Double] = []
+        for l in [0, 2] { for n in 0..<N { for t in 1..<T { for d in 0..<D { want.append(at(l, n, t, d)) } } } }
+        let c = compare(p.values, want, tolerance: 1e-3, mixed: true)
+        XCTAssertEqual(c.violations, 0, "float16 patches: \(c)")
+        for (tokens, pick) in [("cls", { (l: Int, n: Int, d: Int) in at(l, n, 0, d) }),
+                               ("mean", { (l: Int, n: Int, d: Int) in (1..<T).reduce(0.0) { $0 + at(l, n, $1, d) } / Double(T - 1) })] {
+            XCTAssertEqual(run(["extract", a, "--images", images, "--resize", "none", "--no-attention", "--tokens", tokens, "--out", tmp + "/" + tokens, "--quiet"]).status, 0)
+            let v = try NpyArray(path: tmp + "/\(tokens)/features.npy")
+            XCTAssertEqual(v.shape, [L1, N, D], tokens)
+            var w: [Double] = []
+            for l in 0..<L1 { for n in 0..<N { for d in 0..<D { w.append(pick(l, n, d)) } } }
+            let cc = compare(v.values, w, tolerance: 1e-6, mixed: true)
+            XCTAssertEqual(cc.violations, 0, "\(tokens): \(cc)")
+        }
+        // A patches-only folder records 0 prefix tokens and gives the checkpoint's CKA.
+        XCTAssertEqual(run(["extract", a, "--images", images, "--resize", "none", "--no-attention", "--tokens", "patches", "--out", tmp + "/p32", "--quiet"]).status, 0)
+        XCTAssertEqual(run(["cka", tmp + "/p32", "--batch", "4", "--out", tmp + "/ckp", "--quiet"]).status, 0)
+        XCTAssertEqual(run(["cka", a, "--images", images, "--resize", "none", "--batch", "4", "--out", tmp + "/cka", "--quiet"]).status, 0)
+        let cp = compare(try cka(tmp + "/ckp"), try cka(tmp + "/cka"), tolerance: 1e-6)
+        XCTAssertEqual(cp.violations, 0, "\(cp)")
+        let bad = run(["extract", a, "--images", images, "--layers", "9", "--out", tmp + "/bad"])
+        XCTAssertEqual(bad.status, 64, bad.stderr)
+        XCTAssertTrue(bad.stderr.contains("--layers 9"), bad.stderr)
+    }
+}

@@ -15,7 +15,7 @@ public enum Fixtures {
     public static func golden(_ name: String) -> String { root + "/golden/" + name }
 }
 
-/// A .npy array read for comparison: shape and values as Double (float32, float64, uint8).
+/// A .npy array read for comparison: shape and values as Double (float32, float16, float64, uint8).
 public struct NpyArray {
     public let shape: [Int]
     public let values: [Double]
@@ -34,6 +34,8 @@ public struct NpyArray {
             values = (0..<n).map { i in Double(body.withUnsafeBytes { Float(bitPattern: $0.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)) }) }
         } else if header.contains("'<f8'") {
             values = (0..<n).map { i in body.withUnsafeBytes { Double(bitPattern: $0.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)) } }
+        } else if header.contains("'<f2'") {
+            values = (0..<n).map { i in Double(body.withUnsafeBytes { Float(Float16(bitPattern: $0.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }) }
         } else if header.contains("'|u1'") {
             values = body.prefix(n).map(Double.init)
         } else {

@@ -9,10 +9,15 @@ public final class NpyWriter {
     let fd: Int32
     let dataOffset: Int
 
-    public init(path: String, shape: [Int]) throws {
+    /// float16 instead of float32 (values rounded to nearest even).
+    public let half: Bool
+    var elementSize: Int { half ? 2 : 4 }
+
+    public init(path: String, shape: [Int], half: Bool = false) throws {
         self.path = path
         self.shape = shape
-        var header = "{'descr': '<f4', 'fortran_order': False, 'shape': ("
+        self.half = half
+        var header = "{'descr': '\(half ? "<f2" : "<f4")', 'fortran_order': False, 'shape': ("
         header += shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? ",), }" : "), }")
         // Magic (6) + version (2) + header length (2) + header + padding + "\n": a multiple of 64.
         let unpadded = 10 + header.utf8.count + 1
@@ -23,7 +28,7 @@ public final class NpyWriter {
         dataOffset = bytes.count
         fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else { throw OutputError.cannotWrite(path: path, reason: String(cString: strerror(errno))) }
-        let total = dataOffset + shape.reduce(1, *) * 4
+        let total = dataOffset + shape.reduce(1, *) * (half ? 2 : 4)
         guard bytes.withUnsafeBytes({ pwrite(fd, $0.baseAddress, $0.count, 0) }) == bytes.count,
               ftruncate(fd, off_t(total)) == 0 else {
             let r = String(cString: strerror(errno))
@@ -32,12 +37,21 @@ public final class NpyWriter {
         }
     }
 
-    /// Writes `count` floats starting at flat element index `element`.
+    /// Writes `count` floats starting at flat element index `element` (safe to call from
+    /// several threads for different elements).
     public func write(_ p: UnsafePointer<Float>, count: Int, at element: Int) throws {
+        if half {
+            let h = (0..<count).map { Float16(p[$0]).bitPattern.littleEndian }
+            try h.withUnsafeBytes { try put($0.baseAddress!, bytes: count * 2, at: element * 2) }
+        } else {
+            try put(UnsafeRawPointer(p), bytes: count * 4, at: element * 4)
+        }
+    }
+
+    private func put(_ raw: UnsafeRawPointer, bytes: Int, at offset: Int) throws {
         var done = 0
-        let bytes = count * 4
         while done < bytes {
-            let r = pwrite(fd, UnsafeRawPointer(p) + done, bytes - done, off_t(dataOffset + element * 4 + done))
+            let r = pwrite(fd, raw + done, bytes - done, off_t(dataOffset + offset + done))
             guard r > 0 else { throw OutputError.cannotWrite(path: path, reason: String(cString: strerror(errno))) }
             done += r
         }
