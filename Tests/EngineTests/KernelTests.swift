@@ -8,7 +8,10 @@ import XCTest
 /// Each tuned kernel against a plain float64 reference over awkward shapes
 /// (T = 197, C = 192, batch 1 and 3).
 final class KernelTests: XCTestCase {
-    func random(_ n: Int, scale: Float = 2) -> [Float] { (0..<n).map { _ in Float.random(in: -scale...scale) } }
+    /// Seeded, so that a failure reproduces (the system generator made this suite flaky: one
+    /// draw in many put a probability 1.0013e-6 off its float64 value).
+    var rng = SplitMix64(seed: 20261202)
+    func random(_ n: Int, scale: Float = 2) -> [Float] { (0..<n).map { _ in Float.random(in: -scale...scale, using: &rng) } }
 
     /// LayerNorm (threaded entry point, and both instruction-set builds of the row kernel, on
     /// widths that are and are not multiples of eight) against float64; mean and 1/σ too.
@@ -159,7 +162,9 @@ final class KernelTests: XCTestCase {
                                     inv: sums.data, out: out.data, ldo: D)
             }
             let probs = (0..<nq).flatMap { i in (0..<T).map { Double(sp[i * tPad + $0] * sums[i]) } }
-            let cp = compare(probs, refP, tolerance: 1e-6)
+            // float32 logits here reach |30|; their rounding (2^-24 relative) moves exp by up to
+            // ~2e-6 relative, so 1e-6 absolute on p ≈ 0.5 is at float32's edge: 2e-6 is the bound.
+            let cp = compare(probs, refP, tolerance: 2e-6)
             XCTAssertEqual(cp.violations, 0, "T \(T) D \(D) queries \(q0)..<\(q0 + nq): probabilities \(cp)")
             let co = compare(out.array.map(Double.init), refOut, tolerance: 1e-5, mixed: true)
             XCTAssertEqual(co.violations, 0, "T \(T) D \(D) queries \(q0)..<\(q0 + nq): outputs \(co)")
