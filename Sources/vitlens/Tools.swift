@@ -5,7 +5,7 @@ import Lens
 struct Extract: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Dump per-layer representations and attention maps as .npy files.",
-        discussion: "Writes features.npy float32 [L+1, N, T, D] (the representation taps, all tokens, class token first), attention.npy float32 [L, N, H, T, T] (softmax probabilities) and meta.json.")
+        discussion: "Writes features.npy [L+1, N, T, D] (the representation taps, all tokens, prefix tokens first), attention.npy [L, N, H, T, T] (softmax probabilities) and meta.json, float32 by default; --layers, --tokens, --no-attention and --dtype f16 narrow them. The size is printed before anything is written.")
 
     @OptionGroup var single: SingleCheckpoint
     var checkpoint: String { single.path }
@@ -129,7 +129,7 @@ struct Bench: ParsableCommand {
 struct Plot: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Redraw a report's figures and index.html from its CSV/JSON, without recomputing anything.",
-        discussion: "Reads cka.csv, attention.csv (+ attention_box.csv) or probe.csv and the report's JSON, and writes the PNG/SVG figures and index.html again — into the same folder by default, each file replaced atomically. For restyling: --vmin/--vmax, --title, --scale, --compare.")
+        discussion: "Reads cka.csv, attention.csv (+ attention_box.csv) or probe.csv and the report's JSON, and writes the PNG/SVG figures and index.html again — into the same folder by default, each file replaced atomically. For restyling: --vmin/--vmax, --ylim, --title, --scale, --compare.")
 
     @Argument(help: "A report folder written by vitlens cka, attention, probe or merge.")
     var dir: String

@@ -4,16 +4,11 @@ import XCTest
 
 /// A researcher's daily use: bad values named by their option (exit 64), honest head counts,
 /// reports never lost or mixed, inspect showing what a file records, readable numbers.
-final class DailyUseTests: XCTestCase {
-    var tmp = ""
+final class DailyUseTests: TemporaryFolderTestCase {
     let images = Fixtures.path("images/cka")
     let a = Fixtures.checkpoint("tiny_f32.safetensors"), b = Fixtures.checkpoint("tiny2_f32.safetensors")
 
-    override func setUpWithError() throws {
-        tmp = try makeTemporaryFolder("daily")
-    }
 
-    override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
 
     /// Runs the binary in `cwd` (default: the temporary folder, so default report folders land there).
     func run(_ args: [String], cwd: String? = nil) -> (status: Int32, stdout: String, stderr: String) {

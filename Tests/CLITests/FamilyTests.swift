@@ -5,12 +5,7 @@ import XCTest
 /// ViT families beyond the plain ViT (DeiT III, DINOv2, DINOv2 with registers), as timm and
 /// Facebook publish them, against timm in float64 (Tests/Fixtures/make_family_fixtures.py):
 /// every representation tap within 1e-3·max(1, |ref|), attention probabilities within 1e-4.
-final class FamilyTests: XCTestCase {
-    var tmp = ""
-    override func setUpWithError() throws {
-        tmp = try makeTemporaryFolder("family")
-    }
-    override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
+final class FamilyTests: TemporaryFolderTestCase {
 
     func extract(_ checkpoint: String, golden: String, tokens: Int, extra: [String] = [], line: UInt = #line) throws {
         let out = tmp + "/" + golden + "-" + (checkpoint as NSString).lastPathComponent

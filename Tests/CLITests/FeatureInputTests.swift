@@ -4,14 +4,9 @@ import XCTest
 
 /// CKA from features computed elsewhere: .npy arrays and vitlens extract folders, alone or
 /// mixed with checkpoints, against the checkpoint run of the same model.
-final class FeatureInputTests: XCTestCase {
-    var tmp = ""
+final class FeatureInputTests: TemporaryFolderTestCase {
     let images = Fixtures.path("images/cka")
     let a = Fixtures.checkpoint("tiny_f32.safetensors"), b = Fixtures.checkpoint("tiny2_f32.safetensors")
-    override func setUpWithError() throws {
-        tmp = try makeTemporaryFolder("feat")
-    }
-    override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
 
     func run(_ args: [String]) -> (status: Int32, signalled: Bool, stdout: String, stderr: String) { runProcess(CLITests.binary, args) }
 

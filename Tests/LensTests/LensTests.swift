@@ -5,16 +5,11 @@ import XCTest
 
 /// The application layer reached directly: the image loader, runs, shards and merge, report
 /// round trips, figures drawn from memory against figures drawn from the files.
-final class LensTests: XCTestCase {
-    var tmp = ""
+final class LensTests: TemporaryFolderTestCase {
     let images = Fixtures.path("images/cka")
     let a = Fixtures.checkpoint("tiny_f32.safetensors"), b = Fixtures.checkpoint("tiny2_f32.safetensors")
 
-    override func setUpWithError() throws {
-        tmp = try makeTemporaryFolder("lens")
-    }
 
-    override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
 
     func context() -> RunContext { RunContext(commandLine: "vitlens test", observer: CollectingObserver()) }
 

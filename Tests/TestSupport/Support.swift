@@ -1,5 +1,6 @@
 import Foundation
 import VitLensCore
+import XCTest
 
 /// Paths of the committed fixtures (Tests/Fixtures), wherever the package is checked out.
 public enum Fixtures {
@@ -108,6 +109,13 @@ public struct SplitMix: RandomNumberGenerator {
         let u = Double.random(in: Double.ulpOfOne..<1, using: &self), v = Double.random(in: 0..<1, using: &self)
         return Float((-2 * log(u)).squareRoot() * cos(2 * .pi * v))
     }
+}
+
+/// A test case with a fresh, empty temporary folder `tmp`, removed after each test.
+open class TemporaryFolderTestCase: XCTestCase {
+    public var tmp = ""
+    open override func setUpWithError() throws { tmp = try makeTemporaryFolder(String(describing: type(of: self))) }
+    open override func tearDown() { try? FileManager.default.removeItem(atPath: tmp) }
 }
 
 /// A fresh, empty folder under the system's temporary folder, for one test.

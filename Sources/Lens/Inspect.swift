@@ -1,0 +1,56 @@
+import Foundation
+
+/// What `vitlens inspect` shows of a checkpoint.
+public struct CheckpointSummary {
+    public let model: AnalysisModel
+    /// Ignored keys summarised by prefix: `model.decoder_blocks.*` (24), `optimizer` …
+    public let ignored: [(String, Int)]
+
+    /// Of a loaded model (loading validated every shape and value).
+    public init(_ model: AnalysisModel) {
+        self.model = model
+        ignored = ignoredSummary(model.checkpoint.ignored)
+    }
+
+    public var json: JSONValue {
+        let ck = model.checkpoint
+        return .object([
+            ("path", .string(ck.path)), ("format", .string(ck.format)), ("layout", .string(ck.layout.rawValue)),
+            ("state_dict", .string(ck.location)), ("architecture", model.architecture),
+            ("ignored", .object(ignored.map { ($0.0, .int($0.1)) })),
+            ("metadata", .object(ck.metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })), ("sha256", .string(model.sha256)),
+        ])
+    }
+
+    public var lines: [(String, String)] {
+        let ck = model.checkpoint, c = model.config
+        return [
+            ("checkpoint", ck.path), ("format", ck.format), ("layout", ck.layout.rawValue), ("state dict", ck.location),
+            ("family", c.family + (c.layerScale ? ", LayerScale" : "") + (c.registers > 0 ? ", \(c.registers) register tokens" : "")
+                + (c.positionSlots == 0 ? ", no position embedding for the class token" : "")),
+            ("architecture", "ViT, width \(c.dim), depth \(c.depth), patch \(c.patch), image \(c.checkpointImageSize) (\(c.grid)x\(c.grid) patches), MLP \(c.mlpHidden)"),
+            ("", "qkv bias \(c.qkvBias ? "yes" : "no"), final norm \(c.finalNorm.rawValue), prefix tokens \(c.prefixTokens), LayerNorm eps \(c.eps)"),
+            ("heads", "\(c.heads) (head dim \(c.headDim)), from \(model.headsSource)"),
+            ("parameters", "\(c.parameterCount) in the forward pass"),
+            ("ignored", ignored.isEmpty ? "nothing" : ignored.map { "\($0.0) (\($0.1))" }.joined(separator: ", ")),
+        ] + ck.metadata.sorted { $0.key < $1.key }.enumerated().map { i, kv in (i == 0 ? "metadata" : "", "\(kv.key) = \(kv.value)") }
+          + [("sha256", model.sha256)]
+    }
+}
+
+/// Wrapper prefixes (module., model., base_encoder., backbone.) stay in the group's name.
+func ignoredSummary(_ keys: [String]) -> [(String, Int)] {
+    let wrappers: Set<String> = ["module", "model", "base_encoder", "backbone", "encoder", "vit", "deit"]
+    var counts: [String: Int] = [:]
+    var order: [String] = []
+    for k in keys {
+        var parts = k.split(separator: ".", omittingEmptySubsequences: false).map(String.init)
+        var head: [String] = []
+        while parts.count > 1, wrappers.contains(parts[0]) { head.append(parts.removeFirst()) }
+        head.append(parts.removeFirst())
+        let group = head.joined(separator: ".") + (parts.isEmpty ? "" : ".*")
+        if counts[group] == nil { order.append(group) }
+        counts[group, default: 0] += 1
+    }
+    return order.map { ($0, counts[$0]!) }
+}
