@@ -42,7 +42,7 @@ let package = Package(
                 swiftSettings: avx2),
         .target(name: "Engine", dependencies: ["VitLensCore", "Checkpoint", "KernelsAVX2"], swiftSettings: fast),
         .target(name: "Analysis", dependencies: ["VitLensCore", "KernelsAVX2"], swiftSettings: fast),
-        .target(name: "Render", dependencies: ["VitLensCore", "CPNG", "CFreeType"], swiftSettings: fast),
+        .target(name: "Render", dependencies: ["VitLensCore", "CPNG", "CJPEG", "CFreeType"], swiftSettings: fast),
         .target(name: "Train", dependencies: ["VitLensCore", "Engine"], swiftSettings: fast),
         // The application layer: models loaded for analysis, the batch loop, each command's run
         // loop, typed results with their CSV/JSON/NPY files, figures drawn from them, shards.

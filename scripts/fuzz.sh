@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${FUZZ_SECONDS:-300}
-TARGETS=${FUZZ_TARGETS:-"checkpoint pickle png jpeg"}
+TARGETS=${FUZZ_TARGETS:-"checkpoint pickle npy png jpeg"}
 if [ "${FUZZ_ASAN:-0}" = 1 ]; then
   (cd Fuzz && swift build -c release -Xswiftc -sanitize=fuzzer,address -Xswiftc -use-ld=lld --build-path .build-asan >/dev/null)
   BIN=Fuzz/.build-asan/release/vitlens-fuzz
@@ -33,6 +33,7 @@ for p in glob.glob("Tests/Fixtures/checkpoints/*.pth*"):
         pass
 PY
     ;;
+    npy) cp Tests/Fixtures/golden/maps_*.npy Tests/Fixtures/golden/cka_*.npy "$corpus/" ;;
     png) find Tests/Fixtures/images -name '*.png' -size -200k | head -20 | xargs -I{} cp {} "$corpus/" ;;
     jpeg) find Tests/Fixtures/images checkpoints/probe_images -name '*.jpg' -size -60k | head -20 | xargs -I{} cp {} "$corpus/" ;;
   esac

@@ -22,4 +22,11 @@ public enum FuzzEntryPoints {
             _ = try? u.run()
         }
     }
+
+    /// The .npy reader (features and attention from elsewhere): header, then the whole array.
+    public static func npy(_ bytes: [UInt8]) {
+        guard let a = try? NpyFile(file: MappedFile(copying: bytes, name: "fuzz.npy"), path: "fuzz.npy"), a.count <= 1 << 22 else { return }
+        var out = [Float](repeating: 0, count: a.count)
+        out.withUnsafeMutableBufferPointer { a.read(0, a.count, into: $0.baseAddress!) }
+    }
 }

@@ -371,6 +371,9 @@ public enum AnyReport {
         }
         else if src.exists("attention.csv") { self = .attention(try AttentionResult(reading: dir, compareWith: compare)) }
         else if src.exists("probe.csv") { self = .probe(try ProbeResult(reading: dir)) }
+        else if src.exists("maps.json") {
+            throw LensError.report("\(dir): a maps report; its figure is drawn over the images by `vitlens maps` (the report does not store them), run it again with --out")
+        }
         else { throw LensError.report("\(dir): no cka.csv, attention.csv or probe.csv; not a vitlens report folder") }
     }
 

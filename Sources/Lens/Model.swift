@@ -19,6 +19,8 @@ public enum LensError: Error, CustomStringConvertible {
     case data(String)
     /// A 4-D feature array given without the number of its prefix (class/register) tokens.
     case prefixTokensNeeded(path: String)
+    /// Attention probabilities whose patch size is unknown, for distances in pixels.
+    case patchSizeNeeded(path: String)
 
     public var description: String {
         switch self {
@@ -26,7 +28,8 @@ public enum LensError: Error, CustomStringConvertible {
         case let .differentGrids(a, ga, b, gb):
             return "patch tokens can only be compared on one token grid: \(a) has \(ga)x\(ga) patches, \(b) \(gb)x\(gb)"
         case let .report(s), let .merge(s), let .data(s): return s
-        case let .prefixTokensNeeded(path): return "\(path): a 4-D feature array needs the number of its prefix (class/register) tokens"
+        case let .prefixTokensNeeded(path): return "\(path): an array of tokens needs the number of its prefix (class/register) tokens"
+        case let .patchSizeNeeded(path): return "\(path): distances in pixels need the patch size of the model the attention came from"
         }
     }
 }

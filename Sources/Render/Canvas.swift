@@ -26,6 +26,28 @@ public struct Canvas {
         for i in 0..<(width * height) { pixels[3 * i] = background.r; pixels[3 * i + 1] = background.g; pixels[3 * i + 2] = background.b }
     }
 
+    /// A canvas of given RGB bytes ((height, width, 3) row-major).
+    public init(width: Int, height: Int, pixels: [UInt8]) {
+        precondition(pixels.count == width * height * 3, "pixels of the wrong size")
+        (self.width, self.height, self.pixels) = (width, height, pixels)
+    }
+
+    /// Draws an image over the pixels whose centres lie inside [x0, x1) × [y0, y1), sampled
+    /// bilinearly.
+    mutating func draw(_ img: RGBImage, x0: Double, y0: Double, x1: Double, y1: Double) {
+        let ix0 = max(0, Int(x0.rounded())), ix1 = min(width, Int(x1.rounded()))
+        let iy0 = max(0, Int(y0.rounded())), iy1 = min(height, Int(y1.rounded()))
+        guard ix1 > ix0, iy1 > iy0 else { return }
+        for y in iy0..<iy1 {
+            let v = (Double(y) + 0.5 - y0) / (y1 - y0)
+            for x in ix0..<ix1 {
+                let c = img.sample((Double(x) + 0.5 - x0) / (x1 - x0), v)
+                let i = 3 * (y * width + x)
+                pixels[i] = c.r; pixels[i + 1] = c.g; pixels[i + 2] = c.b
+            }
+        }
+    }
+
     public func pixel(_ x: Int, _ y: Int) -> Color {
         let i = 3 * (y * width + x)
         return Color(pixels[i], pixels[i + 1], pixels[i + 2])

@@ -1,3 +1,4 @@
+import CJPEG
 import Foundation
 
 public enum TextAnchor: String, Sendable { case start, middle, end }
@@ -9,6 +10,50 @@ public enum Mark {
     case circle(cx: Double, cy: Double, r: Double, fill: Color?, stroke: Color?, lineWidth: Double)
     /// Text with its baseline at y; `rotated`: 90° counter-clockwise about (x, y).
     case text(String, x: Double, y: Double, size: Double, color: Color, anchor: TextAnchor, rotated: Bool, bold: Bool)
+    /// An RGB raster stretched over a rectangle (bilinear in PNG; an embedded PNG in SVG).
+    case image(x0: Double, y0: Double, x1: Double, y1: Double, RGBImage)
+}
+
+/// An RGB raster for a figure: (height, width, 3) row-major bytes.
+public struct RGBImage: Sendable {
+    public let width, height: Int
+    public let pixels: [UInt8]
+    public init(width: Int, height: Int, pixels: [UInt8]) {
+        precondition(pixels.count == width * height * 3, "RGB image of the wrong size")
+        (self.width, self.height, self.pixels) = (width, height, pixels)
+    }
+
+    /// The colour at figure-independent position (u, v) ∈ [0, 1]², bilinear between pixel centres.
+    func sample(_ u: Double, _ v: Double) -> Color {
+        let fx = min(max(u * Double(width) - 0.5, 0), Double(width - 1)), fy = min(max(v * Double(height) - 0.5, 0), Double(height - 1))
+        let x0 = Int(fx), y0 = Int(fy), x1 = min(width - 1, x0 + 1), y1 = min(height - 1, y0 + 1)
+        let wx = fx - Double(x0), wy = fy - Double(y0)
+        func ch(_ c: Int) -> UInt8 {
+            func p(_ x: Int, _ y: Int) -> Double { Double(pixels[3 * (y * width + x) + c]) }
+            let v = (p(x0, y0) * (1 - wx) + p(x1, y0) * wx) * (1 - wy) + (p(x0, y1) * (1 - wx) + p(x1, y1) * wx) * wy
+            return UInt8(min(255, max(0, v.rounded())))
+        }
+        return Color(ch(0), ch(1), ch(2))
+    }
+
+    /// PNG bytes of the raster.
+    public func png() throws -> [UInt8] { try Canvas(width: width, height: height, pixels: pixels).png() }
+
+    /// JPEG bytes of the raster (libjpeg-turbo, 4:4:4), for photographs embedded in SVG: a
+    /// tenth of the PNG's size.
+    public func jpeg(quality: Int = 92) throws -> [UInt8] {
+        guard let handle = tjInitCompress() else { throw RenderError.invalid("JPEG: cannot start the encoder") }
+        defer { tjDestroy(handle) }
+        var out: UnsafeMutablePointer<UInt8>? = nil
+        var size: UInt = 0
+        let status = pixels.withUnsafeBufferPointer {
+            tjCompress2(handle, $0.baseAddress, Int32(width), 0, Int32(height), Int32(TJPF_RGB.rawValue), &out, &size,
+                        Int32(TJSAMP_444.rawValue), Int32(quality), 0)
+        }
+        defer { if let out { tjFree(out) } }
+        guard status == 0, let out else { throw RenderError.invalid("JPEG encoding failed: " + String(cString: tjGetErrorStr2(handle))) }
+        return Array(UnsafeBufferPointer(start: out, count: Int(size)))
+    }
 }
 
 /// A figure as a list of marks, drawn the same way to PNG (raster) and SVG (vector, real `<text>`).
@@ -42,8 +87,15 @@ public struct Figure {
             case let .text(t, tx, ty, size, color, anchor, rotated, bold):
                 let c = p(tx, ty)
                 marks.append(.text(t, x: c.0, y: c.1, size: size * s, color: color, anchor: anchor, rotated: rotated, bold: bold))
+            case let .image(x0, y0, x1, y1, img):
+                let a = p(x0, y0), b = p(x1, y1)
+                marks.append(.image(x0: a.0, y0: a.1, x1: b.0, y1: b.1, img))
             }
         }
+    }
+
+    public mutating func image(_ img: RGBImage, _ x0: Double, _ y0: Double, _ x1: Double, _ y1: Double) {
+        marks.append(.image(x0: x0, y0: y0, x1: x1, y1: y1, img))
     }
 
     public mutating func rect(_ x0: Double, _ y0: Double, _ x1: Double, _ y1: Double, fill: Color? = nil, stroke: Color? = nil, lineWidth: Double = 1) {
@@ -119,6 +171,8 @@ public struct Figure {
                 c.text(s, x: px, y: py, size: size * scale, color, font: font, rotated: rotated)
                 // Bold by overstriking a third of a pixel to the right: DejaVu Sans Bold may be absent.
                 if bold { c.text(s, x: px + (rotated ? 0 : 0.6), y: py - (rotated ? 0.6 : 0), size: size * scale, color, font: font, rotated: rotated) }
+            case let .image(x0, y0, x1, y1, img):
+                c.draw(img, x0: x0 * scale, y0: y0 * scale, x1: x1 * scale, y1: y1 * scale)
             }
         }
         return c
@@ -185,6 +239,10 @@ public struct Figure {
                 if bold { o += " font-weight=\"bold\"" }
                 if rotated { o += " transform=\"rotate(-90 \(f(x)) \(f(y)))\"" }
                 o += ">\(xmlEscape(s))</text>\n"
+            case let .image(x0, y0, x1, y1, img):
+                let (type, bytes) = (try? img.jpeg()).map { ("jpeg", $0) } ?? ("png", (try? img.png()) ?? [])
+                o += "<image x=\"\(f(min(x0, x1)))\" y=\"\(f(min(y0, y1)))\" width=\"\(f(abs(x1 - x0)))\" height=\"\(f(abs(y1 - y0)))\""
+                o += " preserveAspectRatio=\"none\" href=\"data:image/\(type);base64,\(Data(bytes).base64EncodedString())\"/>\n"
             }
         }
         return o + "</svg>\n"

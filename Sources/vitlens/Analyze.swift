@@ -81,7 +81,8 @@ struct CKA: ParsableCommand {
     }
 }
 
-/// Whether a cka argument is features from elsewhere: a .npy file, or a vitlens extract folder.
+/// Whether an argument of cka or attention is computed elsewhere: a .npy file, or a vitlens
+/// extract folder.
 func isFeatures(_ path: String) -> Bool {
     if path.hasSuffix(".npy") { return true }
     let fm = FileManager.default
@@ -94,7 +95,7 @@ struct Attention: ParsableCommand {
         abstract: "Attention distance and entropy per layer and head, with box statistics.",
         discussion: "Attention among patch tokens only (class token dropped, softmax again over the patch keys), as mae-lite's attn_analyzer. Writes attention.csv, attention_box.csv, attention.json, the box figures attention_distance/attention_entropy .png/.svg and index.html.")
 
-    @Argument(help: "Checkpoint files or Hugging Face folders: the first, and any further ones overlaid on the same images (as --compare).")
+    @Argument(help: "Checkpoint files or Hugging Face folders — or attention probabilities computed elsewhere (.npy [L, N, H, T, T], or a vitlens extract folder): the first, and any further ones overlaid on the same images (as --compare).")
     var checkpoints: [String]
     var checkpoint: String { checkpoints[0] }
     /// The overlaid models: further arguments, then --compare.
@@ -114,6 +115,10 @@ struct Attention: ParsableCommand {
     var compare: String?
     @Option(name: .customLong("compare-heads"), help: "Heads of the --compare model.")
     var compareHeads: Int?
+    @Option(name: .customLong("prefix-tokens"), help: "Leading class/register tokens of every .npy attention array (required for those; an extract folder records its own).")
+    var prefixTokens: Int?
+    @Option(name: .customLong("patch-size"), help: "Pixels per patch of the model a .npy attention array came from (for distances in pixels; an extract folder records its own).")
+    var patchSize: Int?
 
     func validate() throws {
         if checkpoints.isEmpty { throw ValidationError("give a checkpoint") }
@@ -122,22 +127,36 @@ struct Attention: ParsableCommand {
         if compareHeads != nil && model.heads.count > 1 { throw ValidationError("--compare-heads and one --heads per model say the same thing twice; give one") }
         if !compared.isEmpty && shard != nil { throw ValidationError("--compare cannot be combined with --shard; plot two merged reports with `vitlens plot DIR --compare DIR2`") }
         if let compareHeads, compareHeads < 1 { throw ValidationError("--compare-heads must be at least 1") }
+        if let prefixTokens, prefixTokens < 0 { throw ValidationError("--prefix-tokens must be at least 0") }
+        if let patchSize, patchSize < 1 { throw ValidationError("--patch-size must be at least 1") }
     }
 
     func run() throws {
         model.applyThreads()
         let terminal = Terminal(quiet: output.quiet)
-        let m = try load(model.request(checkpoint), terminal)
-        let others = try compared.enumerated().map { k, path in
-            let i = k + 1
-            var r = model.request(path, i, imageSize: model.imageSize ?? m.config.imageSize)
+        var imageSize = model.imageSize
+        let sides = try ([checkpoint] + compared).enumerated().map { i, path -> AttentionSide in
+            if isFeatures(path) {
+                do { return .array(try AttentionFile(path: path, prefixTokens: prefixTokens, patch: patchSize, name: model.names?.list[i])) } catch LensError.prefixTokensNeeded {
+                    throw UsageError("\(path): an attention array needs --prefix-tokens K (its leading class/register tokens)")
+                }
+            }
+            var r = model.request(path, i, imageSize: imageSize)
             if path == compare, let compareHeads { (r.heads, r.headsGivenAs) = (compareHeads, "--compare-heads") }
             if model.heads.count == 1 && path == compare && compareHeads == nil { r.heads = nil }  // --heads is the first model's
-            return try load(r, terminal)
+            let m = try load(r, terminal)
+            imageSize = imageSize ?? m.config.imageSize
+            return .model(m)
         }
-        let job = AttentionRun(model: m, others: others, images: try imageOptions.batches(size: m.config.imageSize, terminal), folder: imageOptions.folder,
-                               convention: convention, perImage: perImage, shard: shard)
-        let (dir, files) = try writingReport(output.out, default: "reports/attention-\(m.name)" + others.map { "-vs-\($0.name)" }.joined(), command: shard == nil ? "attention" : "attention shard", terminal) { out in
+        let images = try imageSize.map { try imageOptions.batches(size: $0, terminal) }
+        let job: AttentionRun
+        do {
+            job = try AttentionRun(sides: sides, images: images, folder: imageOptions.folder, batch: imageOptions.decoding.batch,
+                                   convention: convention, perImage: perImage, shard: shard)
+        } catch let LensError.patchSizeNeeded(path) {
+            throw UsageError("\(path): distances in pixels need the patch size: give --patch-size P, or --convention mae-lite")
+        }
+        let (dir, files) = try writingReport(output.out, default: "reports/attention-" + sides.map(\.name).joined(separator: "-vs-"), command: shard == nil ? "attention" : "attention shard", terminal) { out in
             switch try job.run(RunContext(commandLine: commandLine, observer: terminal)) {
             case let .partial(p): return try p.write(to: out, commandLine: commandLine)
             case let .report(r): return try r.write(to: out) + r.draw(into: out, style: figureStyle(figures, y: y), terminal)

@@ -139,7 +139,14 @@ struct ImageOptions: ParsableArguments {
 
     func batches(size: Int, _ terminal: Terminal) throws -> ImageBatches {
         guard let images else { throw ValidationError("Missing expected argument '--images <images>' (the folder of images the model runs on)") }
-        let b = try ImageBatches(folder: images, num: num, size: size, mode: decoding.resize, batch: decoding.batch, skipBad: decoding.skipBadImages)
+        return try decoding.batches(folder: images, num: num, size: size, terminal)
+    }
+}
+
+extension DecodeOptions {
+    /// The first `num` images of `folder`, decoded as these options say.
+    func batches(folder: String, num: Int, size: Int, _ terminal: Terminal) throws -> ImageBatches {
+        let b = try ImageBatches(folder: folder, num: num, size: size, mode: resize, batch: batch, skipBad: skipBadImages)
         b.onSkip = { terminal.warning("skipping \($0)") }
         return b
     }

@@ -157,3 +157,53 @@ struct Plot: ParsableCommand {
         terminal.wrote(outDir, files)
     }
 }
+
+struct Maps: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Draw the attention on the images: class attention per block and attention rollout.",
+        discussion: "For the first N images writes cls_attention.npy [N, L, H, g, g] (the class token's softmax probabilities over the patches, per block and head), rollout.npy [N, g, g] (attention rollout, Abnar & Zuidema 2020: heads fused, (A + I)/2 with rows renormalised, multiplied over the blocks, the class token's row over the patches), maps.png/maps.svg (at most 8 images, each with the head-mean class attention of --layers and the rollout overlaid), maps.json and index.html.")
+
+    @OptionGroup var single: SingleCheckpoint
+    var checkpoint: String { single.path }
+    @OptionGroup var model: ModelOptions
+    @Option(help: "Folder of PNG/JPEG images, searched recursively, sorted by relative path.")
+    var images: String
+    @Option(parsing: .unconditional, help: "Use the first N images (the figure shows the first 8).")
+    var num: Int = 16
+    @OptionGroup var decoding: DecodeOptions
+    @OptionGroup var output: OutputOptions
+    @Option(help: "Blocks whose head-mean class attention is drawn, e.g. 1,6,12 (default: 1, L/2 and L).")
+    var layers: LayerList?
+    @Option(help: "How rollout fuses a block's heads: mean, max or min.")
+    var fusion: HeadFusion = .mean
+    @Option(parsing: .unconditional, help: "Fraction of each row of the fused attention set to 0 before rollout (the smallest entries), in [0, 1).")
+    var discard: Double = 0
+    @OptionGroup var figures: FigureOptions
+
+    func validate() throws {
+        try model.validate(models: 1)
+        if num < 1 { throw ValidationError("--num must be at least 1") }
+        if !(discard >= 0 && discard < 1) { throw ValidationError("--discard must be in [0, 1)") }
+    }
+
+    func run() throws {
+        model.applyThreads()
+        let terminal = Terminal(quiet: output.quiet)
+        let m = try load(model.request(checkpoint), terminal)
+        if let layers, let bad = layers.list.first(where: { $0 > m.config.depth }) {
+            throw UsageError("--layers \(bad): \(checkpoint) has blocks 1…\(m.config.depth)")
+        }
+        var job = MapsRun(model: m, images: try decoding.batches(folder: images, num: num, size: m.config.imageSize, terminal), folder: images)
+        (job.blocks, job.fusion, job.discard) = (layers?.list, fusion, discard)
+        var n = 0
+        let (dir, files) = try writingReport(output.out, default: "reports/maps-\(m.name)", command: "maps", terminal) { out in
+            let context = RunContext(commandLine: commandLine, observer: terminal)
+            let r = try job.run(into: out, context)
+            n = r.json["images_used"]?.intValue ?? 0
+            return ["cls_attention.npy", "rollout.npy", "maps.json"] + (try r.draw(into: out, style: figureStyle(figures), terminal))
+        }
+        terminal.wrote(dir, files, " for \(n) images")
+    }
+}
+
+extension HeadFusion: ExpressibleByArgument {}

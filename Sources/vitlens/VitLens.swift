@@ -8,7 +8,7 @@ struct VitLens: ParsableCommand {
         commandName: "vitlens",
         abstract: "Look inside Vision Transformers: checkpoints, features, attention — no PyTorch needed.",
         version: vitlensVersion,
-        subcommands: [CKA.self, Attention.self, Probe.self, Finetune.self, Plot.self, Merge.self, Inspect.self, Extract.self, Bench.self])
+        subcommands: [CKA.self, Attention.self, Maps.self, Probe.self, Finetune.self, Plot.self, Merge.self, Inspect.self, Extract.self, Bench.self])
 
     /// Parses and runs the command with vitlens's error contract: one `error:` line on stderr,
     /// exit 64 for bad usage (before any work starts), 1 for any other failure.

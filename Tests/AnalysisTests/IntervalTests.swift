@@ -51,3 +51,31 @@ final class IntervalTests: XCTestCase {
         XCTAssertTrue(ckaBootstrap(Array(b.prefix(1)), layersA: 1, layersB: 1, resamples: 200).low[0].isNaN)
     }
 }
+
+/// Attention rollout in closed form: with uniform attention Ā = J/T in every block,
+/// A = ½I + ½J/T and A^L = 2^−L·I + (1 − 2^−L)·J/T, so the class row over the patches is
+/// (1 − 2^−L)/T everywhere; class attention is 1/T.
+final class RolloutTests: XCTestCase {
+    func testUniformAttentionHasAClosedForm() {
+        let T = 4, H = 3, L = 4, prefix = 1
+        let p = [Float](repeating: 1 / Float(T), count: H * T * T)
+        let maps = AttentionMaps(tokens: T, prefix: prefix, heads: H, classToken: true, fusion: .mean, discard: 0)
+        var cls = [Float](repeating: 0, count: H * (T - prefix))
+        for _ in 0..<L { p.withUnsafeBufferPointer { maps.addBlock($0.baseAddress!) } }
+        p.withUnsafeBufferPointer { q in cls.withUnsafeMutableBufferPointer { maps.classAttention(q.baseAddress!, into: $0.baseAddress!) } }
+        let want = (1 - pow(0.5, Double(L))) / Double(T)
+        for v in maps.rollout { XCTAssertEqual(v, want, accuracy: 1e-14) }
+        for v in cls { XCTAssertEqual(v, 1 / Float(T), accuracy: 1e-7) }
+        // Discarding ⌊0.75·4⌋ = 3 of 4 equal entries per row drops keys 0, 1, 2 (ties: the lower
+        // index first) and keeps key 3: the class row is (1 + 0, 0, 0, 0.25)/1.25.
+        let d = AttentionMaps(tokens: T, prefix: prefix, heads: H, classToken: true, fusion: .max, discard: 0.75)
+        p.withUnsafeBufferPointer { d.addBlock($0.baseAddress!) }
+        XCTAssertEqual(d.rollout, [0, 0, 0.2])
+    }
+
+    func testBilinearUpsamplingMatchesPyTorch() {
+        // F.interpolate(torch.tensor([[[[0., 1.], [2., 3.]]]]), size=4, mode="bilinear", align_corners=False)
+        let want: [Double] = [0, 0.25, 0.75, 1, 0.5, 0.75, 1.25, 1.5, 1.5, 1.75, 2.25, 2.5, 2, 2.25, 2.75, 3]
+        XCTAssertEqual(upsampleBilinear([0, 1, 2, 3], grid: 2, size: 4), want)
+    }
+}

@@ -126,7 +126,7 @@ final class CLITests: XCTestCase {
     /// Help for the tool and every command: exit 0, on stdout, in the tool's own words (no
     /// pointers into the developers' specification).
     func testHelp() {
-        for args in [["--help"], []] + ["cka", "attention", "probe", "finetune", "plot", "merge", "inspect", "extract", "bench"].map({ [$0, "--help"] }) {
+        for args in [["--help"], []] + ["cka", "attention", "maps", "probe", "finetune", "plot", "merge", "inspect", "extract", "bench"].map({ [$0, "--help"] }) {
             let r = runProcess(Self.binary, args)
             XCTAssertEqual(r.status, 0, "\(args): \(r.stderr)")
             XCTAssertTrue(r.stdout.contains("USAGE:"), "\(args): \(r.stdout)")

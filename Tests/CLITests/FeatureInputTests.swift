@@ -14,20 +14,6 @@ final class FeatureInputTests: TemporaryFolderTestCase {
         try String(contentsOfFile: dir + "/cka.csv", encoding: .utf8).split(separator: "\n").dropFirst().map { Double($0.split(separator: ",")[2]) ?? .nan }
     }
 
-    /// An .npy file (format 1.0) of float32 or float16 values, C order unless `fortran`.
-    func writeNpy(_ path: String, shape: [Int], values: [Double], half: Bool = false, descr: String? = nil, fortran: Bool = false) throws {
-        var header = "{'descr': '\(descr ?? (half ? "<f2" : "<f4"))', 'fortran_order': \(fortran ? "True" : "False"), 'shape': ("
-        header += shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? ",), }" : "), }")
-        header += String(repeating: " ", count: (64 - (10 + header.utf8.count + 1) % 64) % 64) + "\n"
-        var d = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xff), UInt8(header.utf8.count >> 8)])
-        d.append(Data(header.utf8))
-        for v in values {
-            if half { withUnsafeBytes(of: Float16(v).bitPattern.littleEndian) { d.append(contentsOf: $0) } }
-            else { withUnsafeBytes(of: Float(v).bitPattern.littleEndian) { d.append(contentsOf: $0) } }
-        }
-        try d.write(to: URL(fileURLWithPath: path))
-    }
-
     func extract(_ ckpt: String, _ name: String) -> String {
         let out = tmp + "/" + name
         XCTAssertEqual(run(["extract", ckpt, "--images", images, "--resize", "none", "--out", out, "--quiet"]).status, 0)
@@ -89,7 +75,7 @@ final class FeatureInputTests: TemporaryFolderTestCase {
         try writeNpy(tmp + "/fortran.npy", shape: [2, 12, 4], values: v, fortran: true)
         fails([tmp + "/fortran.npy"], "Fortran-order")
         try writeNpy(tmp + "/object.npy", shape: [2, 12, 4], values: v, descr: "|O")
-        fails([tmp + "/object.npy"], "dtype '|O' is not supported")
+        fails([tmp + "/object.npy"], "object arrays are not read")
         try Data(Array("not an npy at all".utf8)).write(to: URL(fileURLWithPath: tmp + "/junk.npy"))
         fails([tmp + "/junk.npy"], "junk.npy: not a NumPy .npy file")
         try writeNpy(tmp + "/short.npy", shape: [2, 12, 400], values: v)

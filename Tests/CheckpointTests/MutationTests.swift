@@ -92,3 +92,65 @@ final class MutationTests: XCTestCase {
         }
     }
 }
+
+extension MutationTests {
+    /// The .npy reader of features and attention from elsewhere: damaged copies of real arrays
+    /// (float32 and float16) load or are refused; whatever loads is read whole.
+    func testNpy() throws {
+        let f32 = [UInt8](try Data(contentsOf: URL(fileURLWithPath: Fixtures.golden("maps_tiny_cls.npy"))))
+        // The same header as float16 (a shorter data block).
+        var f16 = f32
+        if let r = f16.firstRange(of: Array("'<f4'".utf8)) { f16.replaceSubrange(r, with: Array("'<f2'".utf8)) }
+        f16.removeLast((f16.count - 128) / 2)
+        var m = Mutator(state: 14), loaded = 0
+        for i in 0..<(3000 * fuzzScale) {
+            let b = m.mutate(i % 2 == 0 ? f32 : f16, focus: 0..<128)
+            do {
+                let a = try NpyFile(file: MappedFile(copying: b, name: "m.npy"), path: "m.npy")
+                guard a.count <= 1 << 20 else { continue }
+                var out = [Float](repeating: 0, count: a.count)
+                out.withUnsafeMutableBufferPointer { a.read(0, a.count, into: $0.baseAddress!) }
+                loaded += 1
+            } catch {
+                XCTAssertTrue("\(error)".hasPrefix("m.npy: "), "\(error)")
+            }
+        }
+        XCTAssertGreaterThan(loaded, 0, "some mutations (in the data) still load")
+    }
+
+    /// Headers that lie, each refused with its reason.
+    func testNpyHeadersThatLie() throws {
+        func npy(_ dict: String, data: Int = 64) -> [UInt8] {
+            var h = Array(dict.utf8)
+            h += [UInt8](repeating: 0x20, count: (64 - (10 + h.count + 1) % 64) % 64) + [0x0A]
+            return [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(h.count & 0xFF), UInt8(h.count >> 8)] + h + [UInt8](repeating: 0, count: data)
+        }
+        let cases: [(String, String)] = [
+            ("{'descr': '<f4', 'fortran_order': True, 'shape': (4, 4), }", "Fortran-order"),
+            ("{'descr': '|O', 'fortran_order': False, 'shape': (4,), }", "object arrays"),
+            ("{'descr': '>f4', 'fortran_order': False, 'shape': (4,), }", "dtype '>f4' is not supported"),
+            ("{'descr': '<f8', 'fortran_order': False, 'shape': (4,), }", "dtype '<f8'"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (9223372036854775807, 4), }", "overflows"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (4000000000, 4000000000), }", "overflows"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (-4, 4), }", "malformed shape"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (100, 100), }", "needs 40000 bytes of data, the file holds 64"),
+            ("{'descr': '<f4', 'shape': (4,), }", "lacks descr, fortran_order or shape"),
+            ("{'descr': '<f4', 'descr': '<f2', 'fortran_order': False, 'shape': (4,), }", "names 'descr' twice"),
+            ("['descr', '<f4']", "not a dict"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (4, x), }", "malformed shape"),
+        ]
+        for (dict, says) in cases {
+            XCTAssertThrowsError(try NpyFile(file: MappedFile(copying: npy(dict), name: "h.npy"), path: "h.npy"), dict) { e in
+                XCTAssertTrue("\(e)".contains(says), "\(dict): \(e)")
+            }
+        }
+        var long = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }")
+        long[8] = 0xFF; long[9] = 0xFF
+        XCTAssertThrowsError(try NpyFile(file: MappedFile(copying: long, name: "h.npy"), path: "h.npy")) { XCTAssertTrue("\($0)".contains("runs past the end")) }
+        let ok = try NpyFile(file: MappedFile(copying: npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4, 4), }"), name: "h.npy"), path: "h.npy")
+        XCTAssertEqual(ok.shape, [4, 4])
+        let scalar = try NpyFile(file: MappedFile(copying: npy("{'descr': '<f2', 'fortran_order': False, 'shape': (), }"), name: "h.npy"), path: "h.npy")
+        XCTAssertEqual(scalar.shape, [])
+        XCTAssertEqual(scalar.count, 1)
+    }
+}

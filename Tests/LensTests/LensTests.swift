@@ -96,7 +96,7 @@ final class LensTests: TemporaryFolderTestCase {
     /// from the result in memory and from the folder are the same bytes.
     func testReportsRoundTrip() throws {
         guard case let .report(cka) = try ckaRun(batch: 4).run(context()) else { return XCTFail() }
-        let attentionRun = AttentionRun(model: try AnalysisModel(ModelRequest(path: a)), compare: try AnalysisModel(ModelRequest(path: b)),
+        let attentionRun = try AttentionRun(model: try AnalysisModel(ModelRequest(path: a)), compare: try AnalysisModel(ModelRequest(path: b)),
                                         images: try loader(batch: 4), folder: images, convention: .pixels, perImage: true, shard: nil)
         guard case let .report(att) = try attentionRun.run(context()) else { return XCTFail() }
         let observer = CollectingObserver()

@@ -124,3 +124,17 @@ public func makeTemporaryFolder(_ label: String) throws -> String {
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     return dir
 }
+
+/// An .npy file (format 1.0) of float32 or float16 values, C order unless `fortran`.
+public func writeNpy(_ path: String, shape: [Int], values: [Double], half: Bool = false, descr: String? = nil, fortran: Bool = false) throws {
+    var header = "{'descr': '\(descr ?? (half ? "<f2" : "<f4"))', 'fortran_order': \(fortran ? "True" : "False"), 'shape': ("
+    header += shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? ",), }" : "), }")
+    header += String(repeating: " ", count: (64 - (10 + header.utf8.count + 1) % 64) % 64) + "\n"
+    var d = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xff), UInt8(header.utf8.count >> 8)])
+    d.append(Data(header.utf8))
+    for v in values {
+        if half { withUnsafeBytes(of: Float16(v).bitPattern.littleEndian) { d.append(contentsOf: $0) } }
+        else { withUnsafeBytes(of: Float(v).bitPattern.littleEndian) { d.append(contentsOf: $0) } }
+    }
+    try d.write(to: URL(fileURLWithPath: path))
+}
