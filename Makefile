@@ -1,6 +1,6 @@
 # vitlens — build, test, demo. Every target first installs the Debian packages it needs.
 SHELL := /bin/bash
-PKGS := pkg-config libopenblas-dev libpng-dev libjpeg-dev libturbojpeg0-dev libfreetype-dev fonts-dejavu-core
+PKGS := pkg-config libopenblas-dev libpng-dev libjpeg-dev libturbojpeg0-dev libfreetype-dev fonts-dejavu-core libdnnl-dev
 RELEASE := .build/release/vitlens
 DEMO_CKPT := checkpoints/vit_tiny_init.safetensors
 DEMO_MAE := checkpoints/vit_tiny_mae_demo.safetensors
@@ -72,7 +72,7 @@ bench: release
 # environment made here from PyPI: torch, timm, safetensors, onnx, onnxruntime.
 bench-peers: release
 	test -d .venv-peers || (python3 -m venv .venv-peers && .venv-peers/bin/pip install -q torch timm safetensors onnx onnxscript onnxruntime)
-	.venv-peers/bin/python scripts/bench_peers.py
+	.venv-peers/bin/python scripts/bench_peers.py $$(grep -q avx512_bf16 /proc/cpuinfo && echo --bf16)
 	.venv-peers/bin/python scripts/bench_train_peers.py
 
 # Regenerates the tiny test fixtures and goldens (needs: pip install torch timm safetensors pillow

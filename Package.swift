@@ -40,7 +40,9 @@ let package = Package(
         // The element-wise kernels again, for AVX2 + FMA; chosen at run time (CPUKernels.avx2).
         .target(name: "KernelsAVX2", dependencies: ["VitLensCore"],
                 swiftSettings: avx2),
-        .target(name: "Engine", dependencies: ["VitLensCore", "Checkpoint", "KernelsAVX2"], swiftSettings: fast),
+        // bf16 linear layers through oneDNN (dlopen'ed on first use; headers from libdnnl-dev).
+        .target(name: "BF16", cSettings: [.unsafeFlags(["-O3"])], linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "Engine", dependencies: ["VitLensCore", "Checkpoint", "KernelsAVX2", "BF16"], swiftSettings: fast),
         .target(name: "Analysis", dependencies: ["VitLensCore", "KernelsAVX2"], swiftSettings: fast),
         .target(name: "Render", dependencies: ["VitLensCore", "CPNG", "CJPEG", "CFreeType"], swiftSettings: fast),
         .target(name: "Train", dependencies: ["VitLensCore", "Engine"], swiftSettings: fast),

@@ -90,6 +90,8 @@ public final class ViTEngine {
         /// The AVX2 attention kernel's packed queries, key panels, padded scores.
         let packedQ, packedK, padded: Tensor
         var nonFinite = false
+        /// A bf16 product failed (oneDNN reported an error) on this worker.
+        var failed = false
         let clock = PhaseClock()
         init(_ c: ViTConfig, tileRows: Int) {
             let T = c.tokens, H = c.heads
@@ -124,9 +126,57 @@ public final class ViTEngine {
     /// The AVX2 kernels where the CPU and head width allow them, else OpenBLAS.
     public var attentionPath: AttentionPath
 
+    /// The arithmetic of the linear layers (attention and the rest are float32 either way).
+    public let precision: Precision
+    /// The linear layers' weights in bf16 (empty for f32).
+    private let packedPatch: PackedLinear?
+    private let packedBlocks: [PackedBlock]
+    /// After `forward`: a bf16 product oneDNN could not run (the outputs are then not valid).
+    public private(set) var failed = false
+
     public init(weights: ViTWeights) {
         self.weights = weights
         attentionPath = CPUKernels.avx2 && weights.config.headDim % 8 == 0 ? .avx2 : .blas
+        precision = .f32
+        (packedPatch, packedBlocks) = (nil, [])
+    }
+
+    /// An engine of the given precision; bf16 packs every linear layer's weights once (refused,
+    /// with the reason, where the CPU or oneDNN cannot run it).
+    public init(weights: ViTWeights, precision: Precision) throws {
+        self.weights = weights
+        attentionPath = CPUKernels.avx2 && weights.config.headDim % 8 == 0 ? .avx2 : .blas
+        self.precision = precision
+        if precision == .bf16 {
+            let patch = Tensor(shape: [weights.config.dim, weights.patchW.count / weights.config.dim])
+            patch.data.update(from: weights.patchW.data, count: patch.count)
+            packedPatch = try PackedLinear(patch)
+            packedBlocks = try weights.blocks.map(PackedBlock.init)
+        } else {
+            (packedPatch, packedBlocks) = (nil, [])
+        }
+    }
+
+    /// out (rows, n) = x·Wᵀ (+ b), or with `accumulate` out += x·Wᵀ (+ b): OpenBLAS sgemm in
+    /// float32, oneDNN's bf16 matmul when `packed` is given.  x: (rows, k), W: (n, k).
+    @inline(__always)
+    private func linear(_ packed: PackedLinear?, _ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
+                        _ w: Tensor, _ b: Tensor?, rows: Int, accumulate: Bool = false, _ s: Scratch) {
+        let n = w.shape[0], k = w.count / n
+        if let packed {
+            if !packed.forward(out, ldy: n, x, ldx: k, rows: rows, bias: b.map { UnsafePointer($0.data) }, accumulate: accumulate) {
+                s.failed = true
+            }
+            return
+        }
+        if accumulate {
+            if let b { addBiasRows(out, b, rows: rows) }
+            sgemm(transB: true, m: rows, n: n, k: k, a: x, lda: k, b: w.data, ldb: k, beta: 1, c: out, ldc: n)
+        } else if let b {
+            linearForward(out, x, w, b, rows: rows)
+        } else {
+            sgemm(transB: true, m: rows, n: n, k: k, a: x, lda: k, b: w.data, ldb: k, c: out, ldc: n)
+        }
     }
 
     /// Buffers sized once per batch shape: no allocation inside the per-batch loop.
@@ -192,6 +242,7 @@ public final class ViTEngine {
         for s in scratch {
             s.clock.timing = profile != nil
             s.nonFinite = false
+            s.failed = false
         }
 
         embed(images, workers: ranges.count)
@@ -219,6 +270,7 @@ public final class ViTEngine {
         mark(\.norm)
         if reps && representation == .normed { taps!.representation(c.depth, h.data, batch: B) }
         mark(\.other)
+        failed = scratch.contains { $0.failed }
         if let profile {
             profile.absorb(clock.profile)
             for s in scratch { profile.absorb(s.clock.profile) }
@@ -237,8 +289,8 @@ public final class ViTEngine {
                      batch: r.count, size: c.imageSize, patch: c.patch)
         }
         mark(\.other)
-        run((0..<W).map { w in (w * B * P / W)..<((w + 1) * B * P / W) }) { _, r in
-            linearForward(h.data + r.lowerBound * C, cols.data + r.lowerBound * kk, weights.patchW, weights.patchB, rows: r.count)
+        run((0..<W).map { w in (w * B * P / W)..<((w + 1) * B * P / W) }) { w, r in
+            linear(packedPatch, h.data + r.lowerBound * C, cols.data + r.lowerBound * kk, weights.patchW, weights.patchB, rows: r.count, scratch[w])
         }
         mark(\.linear)
         let pos = weights.pos.data, pre = weights.prefix.data, np = c.prefixTokens
@@ -283,7 +335,7 @@ public final class ViTEngine {
         s.clock.start()
         layerNormRows(h!.data + r0 * C, x!.data + r0 * C, blk.norm1W, blk.norm1B, rows: t.count, eps: config.eps)
         s.mark(\.norm)
-        linearForward(qkv!.data + r0 * 3 * C, h!.data + r0 * C, blk.qkvW, blk.qkvB, rows: t.count)
+        linear(packed(blk)?.qkv, qkv!.data + r0 * 3 * C, h!.data + r0 * C, blk.qkvW, blk.qkvB, rows: t.count, s)
         s.mark(\.linear)
     }
 
@@ -302,17 +354,17 @@ public final class ViTEngine {
         s.mark(\.attention)
         let xr = x!.data + t.lowerBound * C
         // x += γ₁ ⊙ (attn·Wpᵀ + bp)
-        addBranch(xr, s.attn.data, blk.projW, blk.projB, scale: blk.ls1, rows: n, s)
+        let pb = packed(blk)
+        addBranch(xr, s.attn.data, pb?.proj, blk.projW, blk.projB, scale: blk.ls1, rows: n, s)
         s.mark(\.linear)
         layerNormRows(s.normed.data, xr, blk.norm2W, blk.norm2B, rows: n, eps: c.eps)
         s.mark(\.norm)
-        sgemm(transB: true, m: n, n: F, k: C, a: s.normed.data, lda: C, b: blk.fc1W.data, ldb: C,
-              c: s.hidden.data, ldc: F)
+        linear(pb?.fc1, s.hidden.data, s.normed.data, blk.fc1W, nil, rows: n, s)
         s.mark(\.linear)
         biasGeluRows(s.hidden.data, blk.fc1B, rows: n)
         s.mark(\.gelu)
         // x += γ₂ ⊙ (gelu(…)·W2ᵀ + b2)
-        addBranch(xr, s.hidden.data, blk.fc2W, blk.fc2B, scale: blk.ls2, rows: n, s)
+        addBranch(xr, s.hidden.data, pb?.fc2, blk.fc2W, blk.fc2B, scale: blk.ls2, rows: n, s)
         s.mark(\.linear)
         if !allFinite(xr, n * C) { s.nonFinite = true }
         s.mark(\.other)
@@ -322,16 +374,19 @@ public final class ViTEngine {
     /// Without γ the GEMM accumulates straight onto the residual (bias first); with γ the branch
     /// goes to `normed` (free at both call sites: before norm2, and after fc1 has read it) and
     /// is added scaled in one pass.
-    private func addBranch(_ xr: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor,
+    private func addBranch(_ xr: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ p: PackedLinear?, _ w: Tensor, _ b: Tensor,
                            scale g: Tensor?, rows n: Int, _ s: Scratch) {
-        let C = config.dim, K = w.shape[1]
         if let g {
-            linearForward(s.normed.data, y, w, b, rows: n)
+            linear(p, s.normed.data, y, w, b, rows: n, s)
             addScaledRows(xr, s.normed.data, g, rows: n)
         } else {
-            addBiasRows(xr, b, rows: n)
-            sgemm(transB: true, m: n, n: C, k: K, a: y, lda: K, b: w.data, ldb: K, beta: 1, c: xr, ldc: C)
+            linear(p, xr, y, w, b, rows: n, accumulate: true, s)
         }
+    }
+
+    /// Block `blk`'s bf16 weights (nil in float32).
+    @inline(__always) private func packed(_ blk: BlockWeights) -> PackedBlock? {
+        packedBlocks.isEmpty ? nil : packedBlocks[blk.index]
     }
 
     /// softmax(q·kᵀ/√D)·v for queries q0..<q0+nq of image b, every head, into out (nq, C).

@@ -4,6 +4,8 @@ import VitLensCore
 public enum EngineError: Error, CustomStringConvertible {
     case architecture(String)
     case input(String)
+    /// A precision this machine cannot run, and why.
+    case precision(String)
     /// NaN or ±∞ in the residual stream: `at` 0 for the embeddings, i for block i's output.
     case nonFinite(model: String, at: Int, batch: Int)
     /// A head count that does not divide the embedding width, and where it came from.
@@ -15,6 +17,7 @@ public enum EngineError: Error, CustomStringConvertible {
         switch self {
         case let .architecture(s): return s
         case let .input(s): return s
+        case let .precision(s): return s
         case let .nonFinite(model, at, batch):
             let place = at == 0 ? "the patch + position embeddings" : "the output of block \(at)"
             return "\(model): non-finite activations (NaN or inf) in \(place), batch \(batch); the weights overflow float32 on these images"

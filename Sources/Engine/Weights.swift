@@ -14,9 +14,12 @@ public final class BlockWeights {
     public let fc2W, fc2B: Tensor         // (C, F), (C)
     /// LayerScale γ₁, γ₂ (C), or nil: the branches are added unscaled.
     public let ls1, ls2: Tensor?
+    /// The block's position in the model (0-based).
+    public let index: Int
 
     init(_ get: (String, [Int]) throws -> Tensor, _ i: Int, _ c: ViTConfig) throws {
         let C = c.dim, F = c.mlpHidden
+        index = i
         func part(_ p: ViTKeys.BlockPart, _ shape: [Int]) throws -> Tensor { try get(ViTKeys.block(i, p), shape) }
         norm1W = try part(.norm1Weight, [C]); norm1B = try part(.norm1Bias, [C])
         qkvW = try part(.qkvWeight, [3 * C, C])

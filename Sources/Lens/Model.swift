@@ -43,13 +43,17 @@ public struct ModelRequest {
     public var imageSize: Int?
     /// The display name (default: the file name without its extensions).
     public var name: String?
+    /// The arithmetic of the engine's linear layers.
+    public var precision: Precision
 
-    public init(path: String, heads: Int? = nil, headsGivenAs: String = "--heads", imageSize: Int? = nil, name: String? = nil) {
+    public init(path: String, heads: Int? = nil, headsGivenAs: String = "--heads", imageSize: Int? = nil, name: String? = nil,
+                precision: Precision = .f32) {
         self.path = path
         self.heads = heads
         self.headsGivenAs = headsGivenAs
         self.imageSize = imageSize
         self.name = name
+        self.precision = precision
     }
 }
 
@@ -72,7 +76,7 @@ public final class AnalysisModel {
         let config = try CheckpointError.naming(path) { try ViTConfig.infer(from: ckpt, heads: request.heads, imageSize: request.imageSize) }
         self.config = config
         let weights = try CheckpointError.naming(path) { try ViTWeights(checkpoint: ckpt, config: config) }
-        engine = ViTEngine(weights: weights)
+        engine = try ViTEngine(weights: weights, precision: request.precision)
         name = request.name ?? modelName(path)
     }
 
@@ -81,6 +85,7 @@ public final class AnalysisModel {
     @discardableResult
     public func run(_ x: Tensor, taps: ForwardTaps?, batch index: Int) throws -> Tensor {
         let out = engine.forward(x, taps: taps)
+        if engine.failed { throw EngineError.precision("\(checkpoint.path): oneDNN's bf16 matmul failed on batch \(index)") }
         if let at = engine.nonFiniteAt { throw EngineError.nonFinite(model: checkpoint.path, at: at, batch: index) }
         return out
     }
@@ -129,6 +134,9 @@ public final class AnalysisModel {
             ("qkv_bias", .bool(c.qkvBias)), ("final_norm", .string(c.finalNorm.rawValue)),
             // At its float32 value's shortest form (1e-06, not 9.999999974752427e-07).
             ("layer_norm_eps", .double(Double("\(c.eps)") ?? Double(c.eps))), ("parameters", .int(c.parameterCount)),
+            ("precision", .string(engine.precision == .bf16
+                ? "bf16: linear layers with bfloat16 weights and inputs, float32 accumulation (oneDNN \(Precision.bf16Implementation)); the rest float32"
+                : "f32")),
         ])
     }
 }

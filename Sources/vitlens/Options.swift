@@ -40,6 +40,9 @@ struct ModelOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS and vitlens's own loops (default: all cores).")
     var threads: Int?
 
+    @Option(help: "f32, or bf16: linear layers with bfloat16 weights and inputs and float32 accumulation (needs a CPU with AVX512_BF16; about twice as fast).")
+    var precision: Precision = .f32
+
     func validate() throws {
         if heads.contains(where: { $0 < 1 }) { throw ValidationError("--heads must be at least 1") }
         if let imageSize, imageSize < 1 || imageSize > 4096 { throw ValidationError("--image-size must be between 1 and 4096") }
@@ -54,14 +57,17 @@ struct ModelOptions: ParsableArguments {
         if let names, names.list.count != models {
             throw ValidationError("--names: give one name per model (\(models)), got \(names.list.count)")
         }
+        if precision == .bf16, let why = Precision.bf16Unavailable { throw ValidationError("--precision bf16: \(why)") }
     }
 
     /// The request for model `i` of `count`; `override` (e.g. --heads-b) wins over --heads.
     func request(_ path: String, _ i: Int = 0, override: (Int?, String)? = nil, imageSize size: Int? = nil) -> ModelRequest {
         let name = names.map { $0.list[i] }
-        if let (h, flag) = override, let h { return ModelRequest(path: path, heads: h, headsGivenAs: flag, imageSize: size ?? imageSize, name: name) }
+        if let (h, flag) = override, let h {
+            return ModelRequest(path: path, heads: h, headsGivenAs: flag, imageSize: size ?? imageSize, name: name, precision: precision)
+        }
         let h = heads.isEmpty ? nil : heads.count == 1 ? heads[0] : heads[i]
-        return ModelRequest(path: path, heads: h, headsGivenAs: "--heads", imageSize: size ?? imageSize, name: name)
+        return ModelRequest(path: path, heads: h, headsGivenAs: "--heads", imageSize: size ?? imageSize, name: name, precision: precision)
     }
 
     func applyThreads() { if let threads { VitLensProcess.setThreads(threads) } }
@@ -290,6 +296,7 @@ struct NameList: ExpressibleByArgument {
 }
 
 extension ExtractTokens: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
 
 /// `--layers 0,6,12` of extract: representation indices, 0 allowed, sorted and unique.
 struct RepList: ExpressibleByArgument {

@@ -26,6 +26,7 @@ struct Probe: ParsableCommand {
 
     func validate() throws {
         if checkpoints.isEmpty { throw ValidationError("give at least one checkpoint") }
+        if finetune && model.precision == .bf16 { throw ValidationError("--precision bf16 is for the forward engine; --finetune trains in float32") }
         try model.validate(models: checkpoints.count)
         if maxIter < 1 { throw ValidationError("--max-iter must be at least 1") }
         if finetune && decoding.skipBadImages { throw ValidationError("--skip-bad-images does not go with --finetune (training needs every listed image)") }
@@ -85,6 +86,7 @@ struct Finetune: ParsableCommand {
     enum SaveDType: String, ExpressibleByArgument { case f32, f16 }
 
     func validate() throws {
+        if model.precision == .bf16 { throw ValidationError("--precision bf16 is for the forward engine; finetune trains in float32") }
         try model.validate(models: 1)
         if let layers, layers < 1 { throw ValidationError("--layers must be at least 1") }
         if let save, !save.hasSuffix(".safetensors") { throw ValidationError("--save must name a .safetensors file") }

@@ -85,6 +85,7 @@ struct Bench: ParsableCommand {
     var train = false
 
     func validate() throws {
+        if train && model.precision == .bf16 { throw ValidationError("--precision bf16 is for the forward engine; --train times float32 training") }
         try model.validate(models: 1)
         if iters < 1 { throw ValidationError("--iters must be at least 1") }
         if checkpoint == nil && !figures { throw ValidationError("give a checkpoint to benchmark (or --figures)") }
@@ -114,13 +115,14 @@ struct Bench: ParsableCommand {
         if json {
             return print(JSONValue.object([
                 ("images_per_second", r(f.imagesPerSecond, 100)), ("batch", .int(batch)), ("threads", .int(threads)),
-                ("precision", "f32"), ("gflops", r(f.gflops, 1000)), ("median_seconds", .double(f.medianSeconds)), ("iters", .int(iters)),
+                ("precision", .string(m.engine.precision.rawValue)), ("gflops", r(f.gflops, 1000)), ("median_seconds", .double(f.medianSeconds)), ("iters", .int(iters)),
                 ("blas_core", .string(BLASRuntime.coreName)), ("load_ms", r(loadMs, 10)), ("sgemm_peak_gflops", r(f.sgemmPeakGflops, 10)),
                 ("fraction_of_peak", r(f.gflops / f.sgemmPeakGflops, 100_000)),
             ] + (f.profile.map { [("profile_fraction", .object($0.map { ($0.0, r($0.1, 1000)) }))] } ?? [])).render())
         }
         print(String(format: "%@: %.1f images/s (median of %d batches of %d, %.3f s each), %.1f GFLOP/s = %.0f%% of sgemm's %.1f GFLOP/s measured at start-up, %d threads, OpenBLAS %@",
-                     m.name, f.imagesPerSecond, iters, batch, f.medianSeconds, f.gflops, 100 * f.gflops / f.sgemmPeakGflops, f.sgemmPeakGflops, threads, BLASRuntime.coreName))
+                     m.name, f.imagesPerSecond, iters, batch, f.medianSeconds, f.gflops, 100 * f.gflops / f.sgemmPeakGflops, f.sgemmPeakGflops, threads, BLASRuntime.coreName)
+              + (m.engine.precision == .bf16 ? ", precision bf16 (oneDNN \(Precision.bf16Implementation))" : ""))
         print(String(format: "checkpoint load: %.1f ms (median of 5: map, parse, convert to float32, check)", loadMs))
         if let p = f.profile { print("profile: " + p.map { String(format: "%@ %.1f%%", $0.0, 100 * $0.1) }.joined(separator: ", ")) }
     }
