@@ -138,7 +138,7 @@ static int prepare_thread(void) {
 // ---- the layer -----------------------------------------------------------------------------
 
 typedef struct {
-    long m;
+    long m, ldy;
     int flags;  // 1: bias, 2: accumulate
     int slot;
     dnnl_primitive_t prim;
@@ -155,12 +155,13 @@ struct vl_linear {
 };
 
 /// A matmul primitive descriptor for m rows: weights in `w` (or any layout when NULL).
-static dnnl_status_t describe(long m, long n, long k, const dnnl_memory_desc_t *w, int flags,
+static dnnl_status_t describe(long m, long n, long k, long ldy, const dnnl_memory_desc_t *w, int flags,
                               dnnl_primitive_desc_t *pd) {
     dnnl_memory_desc_t src, any, dst, bias;
-    dnnl_dims_t ds = {m, k}, dw = {k, n}, dd = {m, n}, db = {1, n};
+    dnnl_dims_t ds = {m, k}, dw = {k, n}, dd = {m, n}, db = {1, n}, sy = {ldy, 1};
     p_dnnl_memory_desc_init_by_tag(&src, 2, ds, dnnl_bf16, dnnl_ab);
-    p_dnnl_memory_desc_init_by_tag(&dst, 2, dd, dnnl_f32, dnnl_ab);
+    // Made for the output's row stride: the memory given at execution must match it.
+    p_dnnl_memory_desc_init_by_strides(&dst, 2, dd, dnnl_f32, sy);
     p_dnnl_memory_desc_init_by_tag(&bias, 2, db, dnnl_f32, dnnl_ab);
     if (!w) p_dnnl_memory_desc_init_by_tag(&any, 2, dw, dnnl_bf16, dnnl_format_tag_any);
     dnnl_matmul_desc_t md;
@@ -188,7 +189,7 @@ vl_linear *vl_linear_create(const float *w, long n, long k, char *why, int why_l
     l->k = k;
     pthread_mutex_init(&l->lock, NULL);
     dnnl_primitive_desc_t pd;
-    if (describe(512, n, k, NULL, 1, &pd) != dnnl_success) {
+    if (describe(512, n, k, n, NULL, 1, &pd) != dnnl_success) {
         snprintf(why, (size_t)why_len, "oneDNN has no bf16 matmul for %ld x %ld weights", n, k);
         free(l);
         return NULL;
@@ -242,12 +243,13 @@ void vl_linear_destroy(vl_linear *l) {
     free(l);
 }
 
-/// The primitive for m rows with `flags` on this thread (created once), copied into `out`.
-static int primitive(vl_linear *l, long m, int flags, entry *out) {
+/// The primitive for m rows, output rows ldy apart, with `flags` on this thread (created once),
+/// copied into `out`.
+static int primitive(vl_linear *l, long m, long ldy, int flags, entry *out) {
     pthread_mutex_lock(&l->lock);
     for (int i = 0; i < l->count; i++) {
         entry *e = &l->cache[i];
-        if (e->m == m && e->flags == flags && e->slot == thread_slot) {
+        if (e->m == m && e->ldy == ldy && e->flags == flags && e->slot == thread_slot) {
             *out = *e;
             pthread_mutex_unlock(&l->lock);
             return 0;
@@ -255,8 +257,8 @@ static int primitive(vl_linear *l, long m, int flags, entry *out) {
     }
     pthread_mutex_unlock(&l->lock);
     dnnl_primitive_desc_t pd;
-    if (describe(m, l->n, l->k, &l->wmd, flags, &pd) != dnnl_success) return -1;
-    entry e = {m, flags, thread_slot, NULL, 0};
+    if (describe(m, l->n, l->k, ldy, &l->wmd, flags, &pd) != dnnl_success) return -1;
+    entry e = {m, ldy, flags, thread_slot, NULL, 0};
     const dnnl_memory_desc_t *sp = p_dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     e.scratch_size = sp ? p_dnnl_memory_desc_get_size(sp) : 0;
     dnnl_status_t s = p_dnnl_primitive_create(&e.prim, pd);
@@ -287,7 +289,7 @@ int vl_linear_forward(vl_linear *l, const float *x, long m, long ldx, float *y, 
     else for (long r = 0; r < m; r++) vl_to_bf16(x + r * ldx, xb + r * k, k);
     int flags = (bias ? 1 : 0) | (accumulate ? 2 : 0);
     entry here;
-    if (primitive(l, m, flags, &here) != 0) return -1;
+    if (primitive(l, m, ldy, flags, &here) != 0) return -1;
     if (scratch_cap < here.scratch_size) {
         free(scratch);
         scratch_cap = here.scratch_size;
@@ -318,6 +320,106 @@ int vl_linear_forward(vl_linear *l, const float *x, long m, long ldx, float *y, 
     if (ms) p_dnnl_memory_destroy(ms);
     if (md) p_dnnl_memory_destroy(md);
     if (mb) p_dnnl_memory_destroy(mb);
+    if (mp) p_dnnl_memory_destroy(mp);
+    return ok ? 0 : -1;
+}
+
+// ---- activations × activations (attention) --------------------------------------------------
+
+typedef struct {
+    long m, n, k, ldc;
+    int trans;
+    dnnl_primitive_t prim;
+    size_t scratch_size;
+} product;
+
+// Per thread: primitives by shape, the two rounded operands.
+static __thread product *products;
+static __thread int product_count, product_cap;
+static __thread uint16_t *ab, *bb;
+static __thread long ab_cap, bb_cap;
+
+static int product_for(long m, long n, long k, long ldc, int trans, product *out) {
+    for (int i = 0; i < product_count; i++) {
+        product *p = &products[i];
+        if (p->m == m && p->n == n && p->k == k && p->ldc == ldc && p->trans == trans) { *out = *p; return 0; }
+    }
+    dnnl_memory_desc_t a, b, c;
+    dnnl_dims_t da = {m, k}, db = {k, n}, dc = {m, n}, sb = {1, k}, scs = {ldc, 1};
+    p_dnnl_memory_desc_init_by_tag(&a, 2, da, dnnl_bf16, dnnl_ab);
+    if (trans) p_dnnl_memory_desc_init_by_strides(&b, 2, db, dnnl_bf16, sb);
+    else p_dnnl_memory_desc_init_by_tag(&b, 2, db, dnnl_bf16, dnnl_ab);
+    // The primitive is made for the output's row stride: memory given at execution must match.
+    p_dnnl_memory_desc_init_by_strides(&c, 2, dc, dnnl_f32, scs);
+    dnnl_matmul_desc_t md;
+    if (p_dnnl_matmul_desc_init(&md, &a, &b, NULL, &c) != dnnl_success) return -1;
+    dnnl_primitive_attr_t attr;
+    p_dnnl_primitive_attr_create(&attr);
+    p_dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t s = p_dnnl_primitive_desc_create(&pd, &md, attr, engine, NULL);
+    p_dnnl_primitive_attr_destroy(attr);
+    if (s != dnnl_success) return -1;
+    product p = {m, n, k, ldc, trans, NULL, 0};
+    const dnnl_memory_desc_t *sp = p_dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    p.scratch_size = sp ? p_dnnl_memory_desc_get_size(sp) : 0;
+    s = p_dnnl_primitive_create(&p.prim, pd);
+    p_dnnl_primitive_desc_destroy(pd);
+    if (s != dnnl_success) return -1;
+    if (product_count == product_cap) {
+        product_cap = product_cap ? 2 * product_cap : 8;
+        products = realloc(products, sizeof(product) * (size_t)product_cap);
+    }
+    products[product_count++] = p;
+    *out = p;
+    return 0;
+}
+
+static uint16_t *grow(uint16_t **buf, long *cap, long n) {
+    if (*cap < n) {
+        free(*buf);
+        *cap = n;
+        *buf = malloc(sizeof(uint16_t) * (size_t)n);
+    }
+    return *buf;
+}
+
+int vl_matmul_bf16(const float *a, long m, long k, long lda, const float *b, long n, long ldb, int trans_b,
+                   float *c, long ldc) {
+    if (m <= 0 || n <= 0) return 0;
+    if (!engine || prepare_thread() != 0) return -1;
+    uint16_t *x = grow(&ab, &ab_cap, m * k);
+    for (long r = 0; r < m; r++) vl_to_bf16(a + r * lda, x + r * k, k);
+    // b rounded into (n, k) when transposed (read as (k, n) with strides (1, k)), else (k, n).
+    long rows = trans_b ? n : k, cols = trans_b ? k : n;
+    uint16_t *y = grow(&bb, &bb_cap, rows * cols);
+    for (long r = 0; r < rows; r++) vl_to_bf16(b + r * ldb, y + r * cols, cols);
+    product p;
+    if (product_for(m, n, k, ldc, trans_b, &p) != 0) return -1;
+    if (scratch_cap < p.scratch_size) {
+        free(scratch);
+        scratch_cap = p.scratch_size;
+        scratch = malloc(scratch_cap);
+    }
+    dnnl_memory_desc_t da, db, dc, ds;
+    dnnl_dims_t sa = {m, k}, sb = {k, n}, sc = {m, n}, stb = {1, k}, stc = {ldc, 1}, ss = {(dnnl_dim_t)p.scratch_size};
+    p_dnnl_memory_desc_init_by_tag(&da, 2, sa, dnnl_bf16, dnnl_ab);
+    if (trans_b) p_dnnl_memory_desc_init_by_strides(&db, 2, sb, dnnl_bf16, stb);
+    else p_dnnl_memory_desc_init_by_tag(&db, 2, sb, dnnl_bf16, dnnl_ab);
+    p_dnnl_memory_desc_init_by_strides(&dc, 2, sc, dnnl_f32, stc);
+    p_dnnl_memory_desc_init_by_tag(&ds, 1, ss, dnnl_u8, dnnl_a);
+    dnnl_memory_t ma = NULL, mb = NULL, mc = NULL, mp = NULL;
+    int ok = p_dnnl_memory_create(&ma, &da, engine, x) == dnnl_success &&
+             p_dnnl_memory_create(&mb, &db, engine, y) == dnnl_success &&
+             p_dnnl_memory_create(&mc, &dc, engine, c) == dnnl_success &&
+             (!p.scratch_size || p_dnnl_memory_create(&mp, &ds, engine, scratch) == dnnl_success);
+    if (ok) {
+        dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc}, {DNNL_ARG_SCRATCHPAD, mp}};
+        ok = p_dnnl_primitive_execute(p.prim, stream, mp ? 4 : 3, args) == dnnl_success && p_dnnl_stream_wait(stream) == dnnl_success;
+    }
+    if (ma) p_dnnl_memory_destroy(ma);
+    if (mb) p_dnnl_memory_destroy(mb);
+    if (mc) p_dnnl_memory_destroy(mc);
     if (mp) p_dnnl_memory_destroy(mp);
     return ok ? 0 : -1;
 }

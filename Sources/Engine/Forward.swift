@@ -1,3 +1,4 @@
+import BF16
 import Foundation
 import VitLensCore
 import KernelsAVX2
@@ -117,7 +118,8 @@ public final class ViTEngine {
 
     /// How attention's per-head products run.
     public enum AttentionPath: Sendable {
-        /// OpenBLAS sgemm per head (any head width): the reference the kernel is tested against.
+        /// OpenBLAS sgemm per head (any head width): the reference the kernel is tested against;
+        /// in a bf16 engine, oneDNN's bf16 matmul per head.
         case blas
         /// vitlens's register-blocked AVX2 + FMA kernels (KernelsAVX2/Attention.swift); needs a
         /// head width that is a multiple of 8 and a CPU with AVX2 + FMA.
@@ -145,7 +147,8 @@ public final class ViTEngine {
     /// with the reason, where the CPU or oneDNN cannot run it).
     public init(weights: ViTWeights, precision: Precision) throws {
         self.weights = weights
-        attentionPath = CPUKernels.avx2 && weights.config.headDim % 8 == 0 ? .avx2 : .blas
+        // bf16 runs attention's products per head through oneDNN (the library path).
+        attentionPath = precision == .f32 && CPUKernels.avx2 && weights.config.headDim % 8 == 0 ? .avx2 : .blas
         self.precision = precision
         if precision == .bf16 {
             let patch = Tensor(shape: [weights.config.dim, weights.patchW.count / weights.config.dim])
@@ -431,8 +434,15 @@ public final class ViTEngine {
         }
         for hd in 0..<H {
             // scores_h = scale · q_h k_hᵀ  (nq, T); q at column hd·D, k at C + hd·D, v at 2C + hd·D.
-            sgemm(transB: true, m: nq, n: T, k: D, alpha: scale, a: base + q0 * 3 * C + hd * D, lda: 3 * C,
-                  b: base + C + hd * D, ldb: 3 * C, c: sc + hd * nq * T, ldc: T)
+            if precision == .bf16 {
+                // bf16 products, float32 accumulation; the scale applied after, in float32.
+                let scores = sc + hd * nq * T
+                if vl_matmul_bf16(base + q0 * 3 * C + hd * D, nq, D, 3 * C, base + C + hd * D, T, 3 * C, 1, scores, T) != 0 { s.failed = true }
+                for i in 0..<(nq * T) { scores[i] *= scale }
+            } else {
+                sgemm(transB: true, m: nq, n: T, k: D, alpha: scale, a: base + q0 * 3 * C + hd * D, lda: 3 * C,
+                      b: base + C + hd * D, ldb: 3 * C, c: sc + hd * nq * T, ldc: T)
+            }
         }
         if wantLogits { s.logits.data.update(from: sc, count: H * nq * T) }
         let sums = s.sums.data
@@ -448,8 +458,12 @@ public final class ViTEngine {
                             probabilities: pc)
         }
         for hd in 0..<H {
-            sgemm(m: nq, n: D, k: T, a: sc + hd * nq * T, lda: T, b: base + 2 * C + hd * D, ldb: 3 * C,
-                  c: out + hd * D, ldc: C)
+            if precision == .bf16 {
+                if vl_matmul_bf16(sc + hd * nq * T, nq, T, T, base + 2 * C + hd * D, D, 3 * C, 0, out + hd * D, C) != 0 { s.failed = true }
+            } else {
+                sgemm(m: nq, n: D, k: T, a: sc + hd * nq * T, lda: T, b: base + 2 * C + hd * D, ldb: 3 * C,
+                      c: out + hd * D, ldc: C)
+            }
         }
         for t in 0..<nq {
             let row = out + t * C

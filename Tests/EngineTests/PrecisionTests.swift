@@ -95,11 +95,12 @@ final class PrecisionTests: XCTestCase {
     }
 
     /// The whole forward pass in bf16 against timm in float64, a plain ViT and two families:
-    /// every representation within 5e-2·max(1, |ref|) and attention probabilities within 2e-2,
-    /// with mean relative errors below 1e-2. bf16 rounds each product's inputs to 8 significant
-    /// bits (2⁻⁹ relative); in these 16-wide random fixtures LayerNorm over few channels
-    /// magnifies that for a handful of values (measured: 0.043 at worst, 0.3 % on average),
-    /// while f32 stays within 1e-3 / 1e-4 (ParityTests).
+    /// every representation and attention probability within 5e-2·max(1, |ref|), with mean
+    /// relative errors below 2e-2. bf16 rounds each product's inputs to 8 significant bits (2⁻⁹
+    /// relative); in these 16-wide random fixtures LayerNorm over few channels and logits of
+    /// size ~10 magnify that for a handful of values (measured: 0.044 and 0.036 at worst, 0.3 %
+    /// and 0.9 % on average), while f32 stays within 1e-3 / 1e-4 (ParityTests). What bf16 does to
+    /// the analyses of real models is PrecisionCLITests'.
     func testForwardAgainstTimmFloat64() throws {
         guard bf16Here else { throw XCTSkip("no AVX512_BF16 here: \(Precision.bf16Unavailable ?? "")") }
         let x = try goldenInput("none")
@@ -117,10 +118,10 @@ final class PrecisionTests: XCTestCase {
             let att = try NpyArray(path: Fixtures.golden(golden == "none" ? "none_attention.npy" : golden + "_attention.npy"))
             let r = compare(taps.flat(taps.reps), feats.values, tolerance: 5e-2, mixed: true)
             XCTAssertEqual(r.violations, 0, "\(file) representations: \(r)")
-            XCTAssertLessThan(r.meanRelative, 1e-2, "\(file) representations: \(r)")
-            let a = compare(taps.flat(taps.probs), att.values, tolerance: 2e-2)
+            XCTAssertLessThan(r.meanRelative, 2e-2, "\(file) representations: \(r)")
+            let a = compare(taps.flat(taps.probs), att.values, tolerance: 5e-2)
             XCTAssertEqual(a.violations, 0, "\(file) attention: \(a)")
-            XCTAssertLessThan(a.meanRelative, 1e-2, "\(file) attention: \(a)")
+            XCTAssertLessThan(a.meanRelative, 2e-2, "\(file) attention: \(a)")
             // Not float32 by accident: bf16 visibly differs from the reference.
             XCTAssertGreaterThan(r.maxDiff, 1e-4, file)
         }
@@ -134,6 +135,38 @@ final class PrecisionTests: XCTestCase {
         let config = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: nil)
         XCTAssertThrowsError(try ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config), precision: .bf16)) {
             XCTAssertTrue("\($0)".contains("AVX512_BF16") || "\($0)".contains("oneDNN"), "\($0)")
+        }
+    }
+}
+
+extension PrecisionTests {
+    /// Attention's products (activations × activations, strided, b transposed or not) against
+    /// float64 of the bf16-rounded operands.
+    func testActivationProductsAgainstFloat64() throws {
+        guard bf16Here else { throw XCTSkip("no AVX512_BF16 here") }
+        var rng = SplitMix(state: 9)
+        for (m, n, k, trans) in [(17, 17, 8, true), (17, 8, 17, false), (197, 197, 64, true), (197, 64, 197, false), (5, 3, 40, true)] {
+            let lda = k + 3, ldb = (trans ? k : n) + 5, ldc = n + 2
+            let a = (0..<(m * lda)).map { _ in rng.normal() }
+            let b = (0..<((trans ? n : k) * ldb)).map { _ in rng.normal() }
+            var c = [Float](repeating: .nan, count: m * ldc)
+            let status = c.withUnsafeMutableBufferPointer { cb in vl_matmul_bf16(a, m, k, lda, b, n, ldb, trans ? 1 : 0, cb.baseAddress, ldc) }
+            XCTAssertEqual(status, 0)
+            let ar = bfloat16Bits(a).map { Double(Float(bitPattern: UInt32($0) << 16)) }
+            let br = bfloat16Bits(b).map { Double(Float(bitPattern: UInt32($0) << 16)) }
+            var worst = 0.0
+            for i in 0..<m {
+                for j in 0..<n {
+                    var s = 0.0, mass = 0.0
+                    for t in 0..<k {
+                        let p = ar[i * lda + t] * (trans ? br[j * ldb + t] : br[t * ldb + j])
+                        s += p
+                        mass += abs(p)
+                    }
+                    worst = max(worst, abs(Double(c[i * ldc + j]) - s) / (mass + 1))
+                }
+            }
+            XCTAssertLessThan(worst, 1e-6, "\(m)x\(n)x\(k) trans \(trans)")
         }
     }
 }

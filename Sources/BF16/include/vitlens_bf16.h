@@ -35,6 +35,13 @@ void vl_linear_destroy(vl_linear *l);
 int vl_linear_forward(vl_linear *l, const float *x, long m, long ldx, float *y, long ldy,
                       const float *bias, int accumulate);
 
+/// c (m, n), rows ldc apart, = a·b with both operands rounded to bf16 and products accumulated
+/// in float32: a (m, k) rows lda apart; b (k, n) rows ldb apart, or with `trans_b` b (n, k) rows
+/// ldb apart and its transpose used (attention's q·kᵀ and P·V, one head at a time). Same
+/// threading as vl_linear_forward. 0 on success.
+int vl_matmul_bf16(const float *a, long m, long k, long lda, const float *b, long n, long ldb, int trans_b,
+                   float *c, long ldc);
+
 #ifdef __cplusplus
 }
 #endif
