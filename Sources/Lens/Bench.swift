@@ -15,6 +15,8 @@ public enum Bench {
 
     public struct Training {
         public var imagesPerSecond: Double, medianSeconds: Double
+        /// Each phase's fraction of the step (with `profile`).
+        public var profile: [(String, Double)]?
     }
 
     /// Checkpoint load (map, parse, convert to float32, check finiteness): the median of 5.
@@ -63,7 +65,7 @@ public enum Bench {
     }
 
     /// Fine-tuning steps (forward, backward, AdamW) over all blocks, 10 classes.
-    public static func training(_ m: AnalysisModel, batch: Int, iters: Int) throws -> Training {
+    public static func training(_ m: AnalysisModel, batch: Int, iters: Int, profile: Bool = false) throws -> Training {
         try m.checkTrainable()
         let x = input(batch: batch, size: m.config.imageSize)
         let net = TrainableViT(weights: m.engine.weights, keep: m.config.depth, classes: 10, pooling: .mean, seed: 0)
@@ -72,7 +74,16 @@ public enum Bench {
         func step() { net.forward(x); _ = net.backward(labels: labels); net.adamW(lr: 1e-4, settings: settings) }
         step()
         let med = median((0..<iters).map { _ in timed(step) })
-        return Training(imagesPerSecond: Double(batch) / med, medianSeconds: med)
+        var phases: [(String, Double)]?
+        if profile {
+            // Timed separately: the clock reads cost a little.
+            let p = TrainProfile()
+            net.profile = p
+            for _ in 0..<iters { step() }
+            net.profile = nil
+            phases = p.phases.map { ($0.0, $0.1 / max(p.total, 1e-12)) }
+        }
+        return Training(imagesPerSecond: Double(batch) / med, medianSeconds: med, profile: phases)
     }
 
     /// OpenBLAS sgemm's speed now, with every thread it is allowed: the best of three 1536³

@@ -86,8 +86,29 @@ public struct FineTuneSettings: Sendable {
 
 /// A ViT truncated to its first k blocks plus the model's final norm, a pooling and a new linear
 /// head: forward with the activations backward needs, backward, AdamW.
+/// Where a training step spends its time (seconds, summed over steps), for
+/// `vitlens bench --train --profile`.
+public final class TrainProfile {
+    public var linear = 0.0, attention = 0.0, norm = 0.0, gelu = 0.0, optimizer = 0.0, other = 0.0
+    public init() {}
+    public var total: Double { linear + attention + norm + gelu + optimizer + other }
+    public var phases: [(String, Double)] {
+        [("linear", linear), ("attention", attention), ("norm", norm), ("gelu", gelu), ("adamw", optimizer), ("other", other)]
+    }
+}
+
 public final class TrainableViT {
     public let config: ViTConfig
+    /// When set, the phases of forward, backward and AdamW are timed into it.
+    public var profile: TrainProfile?
+    private var last: UInt64 = 0
+    @inline(__always) private func start() { if profile != nil { last = DispatchTime.now().uptimeNanoseconds } }
+    @inline(__always) private func mark(_ phase: ReferenceWritableKeyPath<TrainProfile, Double>) {
+        guard let profile else { return }
+        let now = DispatchTime.now().uptimeNanoseconds
+        profile[keyPath: phase] += Double(now &- last) / 1e9
+        last = now
+    }
     public let classes: Int
     public let pooling: ProbePooling
     let patchW, patchB, prefix, pos: Parameter
@@ -163,8 +184,13 @@ public final class TrainableViT {
     public func forward(_ images: Tensor) -> UnsafeMutablePointer<Float> {
         let c = config, B = images.shape[0], T = c.tokens, C = c.dim, P = c.patches, np = c.prefixTokens, R = B * T
         reserve(B)
+        let blas = BLASRuntime.singleThreaded()
+        defer { BLASRuntime.setThreads(blas) }
+        start()
         patchify(cols.data, images.data, batch: B, size: c.imageSize, patch: c.patch)
+        mark(\.other)
         Linear.forward(emb.data, cols.data, patchW.value, patchB.value, rows: B * P)
+        mark(\.linear)
         let x0 = xs[0].data, pv = pos.value.data, pre = prefix.value.data
         for b in 0..<B {
             for t in 0..<np { for i in 0..<C { x0[(b * T + t) * C + i] = pre[t * C + i] + pv[t * C + i] } }
@@ -172,18 +198,25 @@ public final class TrainableViT {
         }
         for (l, p) in blocks.enumerated() {
             let x = xs[l].data, out = xs[l + 1].data
+            mark(\.other)
             LayerNorm.forward(ln1[l].data, mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, x, p.norm1W.value, p.norm1B.value, rows: R, eps: c.eps)
+            mark(\.norm)
             Linear.forward(qkv[l].data, ln1[l].data, p.qkvW.value, p.qkvB.value, rows: R)
+            mark(\.linear)
             SelfAttention.forward(attn[l].data, probs: probs[l].data, qkv: qkv[l].data, batch: B, tokens: T, heads: c.heads, dim: C)
+            mark(\.attention)
             mid[l].data.update(from: x, count: R * C)
-            addBias(mid[l].data, p.projB.value, rows: R)
-            sgemm(transB: true, m: R, n: C, k: C, a: attn[l].data, lda: C, b: p.projW.value.data, ldb: C, beta: 1, c: mid[l].data, ldc: C)
+            Linear.accumulate(mid[l].data, attn[l].data, p.projW.value, p.projB.value, rows: R)
+            mark(\.linear)
             LayerNorm.forward(ln2[l].data, mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, mid[l].data, p.norm2W.value, p.norm2B.value, rows: R, eps: c.eps)
+            mark(\.norm)
             Linear.forward(h1[l].data, ln2[l].data, p.fc1W.value, p.fc1B.value, rows: R)
+            mark(\.linear)
             GELU.forward(g[l].data, h1[l].data, count: R * c.mlpHidden)
+            mark(\.gelu)
             out.update(from: mid[l].data, count: R * C)
-            addBias(out, p.fc2B.value, rows: R)
-            sgemm(transB: true, m: R, n: C, k: c.mlpHidden, a: g[l].data, lda: c.mlpHidden, b: p.fc2W.value.data, ldb: c.mlpHidden, beta: 1, c: out, ldc: C)
+            Linear.accumulate(out, g[l].data, p.fc2W.value, p.fc2B.value, rows: R)
+            mark(\.linear)
         }
         let last = xs[c.depth].data
         if let normW, let normB {
@@ -202,6 +235,7 @@ public final class TrainableViT {
             }
         }
         Linear.forward(logits.data, pooled.data, headW.value, headB.value, rows: B)
+        mark(\.other)
         return logits.data
     }
 
@@ -211,6 +245,9 @@ public final class TrainableViT {
     /// Gradients of the mean cross-entropy of the last `forward` (accumulated into zeroed grads).
     public func backward(labels: [Int]) -> (loss: Double, correct: Int) {
         let c = config, B = labels.count, T = c.tokens, C = c.dim, P = c.patches, np = c.prefixTokens, R = B * T, F = c.mlpHidden
+        let blas = BLASRuntime.singleThreaded()
+        defer { BLASRuntime.setThreads(blas) }
+        start()
         for p in parameters { p.grad.fill(0) }
         let (loss, correct) = CrossEntropy.forwardBackward(logits.data, labels: labels, classes: classes, dlogits: dlogits.data)
         Linear.backward(dx: dpooled.data, dw: headW.grad, db: headB.grad, dy: dlogits.data, x: pooled.data, w: headW.value, rows: B)
@@ -232,19 +269,28 @@ public final class TrainableViT {
         }
         for l in stride(from: c.depth - 1, through: 0, by: -1) {
             let p = blocks[l]
+            mark(\.other)
             // MLP branch: out = mid + gelu(ln2(mid)·W1ᵀ + b1)·W2ᵀ + b2.
             Linear.backward(dx: dbig.data, dw: p.fc2W.grad, db: p.fc2B.grad, dy: dres.data, x: g[l].data, w: p.fc2W.value, rows: R)
+            mark(\.linear)
             GELU.backward(dx: dbig2.data, dy: dbig.data, x: h1[l].data, count: R * F)
+            mark(\.gelu)
             Linear.backward(dx: dsmall.data, dw: p.fc1W.grad, db: p.fc1B.grad, dy: dbig2.data, x: ln2[l].data, w: p.fc1W.value, rows: R)
+            mark(\.linear)
             LayerNorm.backward(dx: dres.data, dw: p.norm2W.grad, db: p.norm2B.grad, dy: dsmall.data, x: mid[l].data,
                                mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, w: p.norm2W.value, rows: R, accumulate: true)
+            mark(\.norm)
             // Attention branch: mid = x + attn(ln1(x))·Wpᵀ + bp.
             Linear.backward(dx: dsmall.data, dw: p.projW.grad, db: p.projB.grad, dy: dres.data, x: attn[l].data, w: p.projW.value, rows: R)
+            mark(\.linear)
             SelfAttention.backward(dqkv: dqkv.data, dout: dsmall.data, qkv: qkv[l].data, probs: probs[l].data, scratch: dscratch.data,
                                    batch: B, tokens: T, heads: c.heads, dim: C)
+            mark(\.attention)
             Linear.backward(dx: dsmall.data, dw: p.qkvW.grad, db: p.qkvB.grad, dy: dqkv.data, x: ln1[l].data, w: p.qkvW.value, rows: R)
+            mark(\.linear)
             LayerNorm.backward(dx: dres.data, dw: p.norm1W.grad, db: p.norm1B.grad, dy: dsmall.data, x: xs[l].data,
                                mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, w: p.norm1W.value, rows: R, accumulate: true)
+            mark(\.norm)
         }
         // Embeddings: x0 = [prefix; patches·Wᵀ + b] + pos.
         let d = dres.data
@@ -253,13 +299,17 @@ public final class TrainableViT {
             for t in 0..<np { for i in 0..<C { prefix.grad.data[t * C + i] += d[(b * T + t) * C + i] } }
             (emb.data + b * P * C).update(from: d + (b * T + np) * C, count: P * C)
         }
+        mark(\.other)
         Linear.backward(dx: nil, dw: patchW.grad, db: patchB.grad, dy: emb.data, x: cols.data, w: patchW.value, rows: B * P)
+        mark(\.linear)
         return (loss, correct)
     }
 
     /// One AdamW step (torch.optim.AdamW: decoupled decay p ← p·(1 − lr·wd), bias-corrected
     /// moments) at base learning rate `lr`, scaled per layer by decay^(L + 1 − layer).
     public func adamW(lr: Double, settings s: FineTuneSettings) {
+        start()
+        defer { mark(\.optimizer) }
         step += 1
         let L = config.depth + 1
         let bc1 = 1 - pow(s.beta1, Double(step)), bc2 = 1 - pow(s.beta2, Double(step))

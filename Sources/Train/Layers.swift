@@ -8,26 +8,57 @@ import VitLensCore
 // Everything runs in a fixed order, so a run is reproducible bit for bit at one thread count.
 
 /// Linear: y = x·Wᵀ + b.  x: (R, K), W: (N, K), b: (N) → y: (R, N).
+/// Every product is split over vitlens's workers with OpenBLAS single-threaded (the training step
+/// runs so, as the engine does): rows for y and dx, output features for dW, so no two workers
+/// add into the same value and a step gives the same bits at a given worker count.
 enum Linear {
     static func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor?, rows: Int) {
-        linearForward(y, x, w, b, rows: rows)
+        let n = w.shape[0], k = w.shape[1]
+        parallelChunks(rows, minChunk: 64) { r in
+            linearForward(y + r.lowerBound * n, x + r.lowerBound * k, w, b, rows: r.count)
+        }
+    }
+
+    /// y += x·Wᵀ + b (the residual branches).
+    static func accumulate(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor, rows: Int) {
+        let n = w.shape[0], k = w.shape[1]
+        parallelChunks(rows, minChunk: 64) { r in
+            let yr = y + r.lowerBound * n
+            addBias(yr, b, rows: r.count)
+            sgemm(transB: true, m: r.count, n: n, k: k, a: x + r.lowerBound * k, lda: k, b: w.data, ldb: k, beta: 1, c: yr, ldc: n)
+        }
     }
 
     /// dx = dy·W (skipped when dx is nil); dW += dyᵀ·x; db += Σ_rows dy.
     static func backward(dx: UnsafeMutablePointer<Float>?, dw: Tensor, db: Tensor?, dy: UnsafePointer<Float>,
                          x: UnsafePointer<Float>, w: Tensor, rows: Int, accumulateDx: Bool = false) {
         let n = w.shape[0], k = w.shape[1]
-        if let dx { sgemm(m: rows, n: k, k: n, a: dy, lda: n, b: w.data, ldb: k, beta: accumulateDx ? 1 : 0, c: dx, ldc: k) }
-        sgemm(transA: true, m: n, n: k, k: rows, a: dy, lda: n, b: x, ldb: k, beta: 1, c: dw.data, ldc: k)
+        if let dx {
+            parallelChunks(rows, minChunk: 64) { r in
+                sgemm(m: r.count, n: k, k: n, a: dy + r.lowerBound * n, lda: n, b: w.data, ldb: k, beta: accumulateDx ? 1 : 0,
+                      c: dx + r.lowerBound * k, ldc: k)
+            }
+        }
+        parallelChunks(n, minChunk: 8) { r in
+            sgemm(transA: true, m: r.count, n: k, k: rows, a: dy + r.lowerBound, lda: n, b: x, ldb: k, beta: 1,
+                  c: dw.data + r.lowerBound * k, ldc: k)
+        }
         if let db { columnSums(dy, rows: rows, cols: n, into: db.data) }
     }
 }
 
-/// out[j] += Σ_r x[r, j], in row order (float64 partial sums per column).
+/// out[j] += Σ_r x[r, j], in row order (float64 sums), columns split over the workers.
 func columnSums(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into out: UnsafeMutablePointer<Float>) {
-    var acc = [Double](repeating: 0, count: cols)
-    for r in 0..<rows { let row = x + r * cols; for j in 0..<cols { acc[j] += Double(row[j]) } }
-    for j in 0..<cols { out[j] += Float(acc[j]) }
+    parallelChunks(cols, minChunk: 32) { c in
+        var acc = [Double](repeating: 0, count: c.count)
+        acc.withUnsafeMutableBufferPointer { a in
+            for r in 0..<rows {
+                let row = x + r * cols + c.lowerBound
+                for j in 0..<c.count { a[j] += Double(row[j]) }
+            }
+            for j in 0..<c.count { out[c.lowerBound + j] += Float(a[j]) }
+        }
+    }
 }
 
 /// LayerNorm over the last axis (torch.nn.LayerNorm: biased variance, eps inside the root).
@@ -61,15 +92,18 @@ enum LayerNorm {
                 }
             }
         }
-        var gw = [Double](repeating: 0, count: c), gb = [Double](repeating: 0, count: c)
-        for r in 0..<rows {
-            let xr = x + r * c, dyr = dy + r * c
-            for i in 0..<c {
-                gw[i] += Double(dyr[i] * ((xr[i] - mean[r]) * rstd[r]))
-                gb[i] += Double(dyr[i])
+        // dw, db: channels split over the workers, each summed in row order.
+        parallelChunks(c, minChunk: 32) { ch in
+            var gw = [Double](repeating: 0, count: ch.count), gb = gw
+            for r in 0..<rows {
+                let xr = x + r * c + ch.lowerBound, dyr = dy + r * c + ch.lowerBound, m = mean[r], s = rstd[r]
+                for i in 0..<ch.count {
+                    gw[i] += Double(dyr[i] * ((xr[i] - m) * s))
+                    gb[i] += Double(dyr[i])
+                }
             }
+            for i in 0..<ch.count { dw.data[ch.lowerBound + i] += Float(gw[i]); db.data[ch.lowerBound + i] += Float(gb[i]) }
         }
-        for i in 0..<c { dw.data[i] += Float(gw[i]); db.data[i] += Float(gb[i]) }
     }
 }
 

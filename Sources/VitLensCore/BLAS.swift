@@ -51,6 +51,14 @@ public enum BLASRuntime {
     public static var threads: Int { Int(openblas_get_num_threads()) }
 
     public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+
+    /// Makes OpenBLAS single-threaded (its idle threads would spin and take the cores from
+    /// vitlens's own workers) and returns the thread count to restore.
+    public static func singleThreaded() -> Int {
+        let n = threads
+        if n != 1 { setThreads(1) }
+        return n
+    }
 }
 
 /// Row-major C ← α·op(A)·op(B) + β·C in float64 (OpenBLAS dgemm), for the probe's solver.

@@ -77,7 +77,7 @@ struct Bench: ParsableCommand {
     var iters: Int = 5
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
-    @Flag(help: "Also time the phases of the forward pass (linear layers, attention, norms, GELU, other).")
+    @Flag(help: "Also time the phases of the forward pass (linear layers, attention, norms, GELU, other) — or with --train of the training step (and AdamW).")
     var profile = false
     @Flag(help: "Time figure rendering instead: a 13x13 CKA heatmap to PNG and to SVG.")
     var figures = false
@@ -103,13 +103,16 @@ struct Bench: ParsableCommand {
         let (m, loadMs) = try Lens.Bench.load(model.request(checkpoint!))
         let batch = batching.batch, threads = BLASRuntime.threads
         if train {
-            let t = try Lens.Bench.training(m, batch: batch, iters: iters)
+            let t = try Lens.Bench.training(m, batch: batch, iters: iters, profile: profile)
             if json {
                 return print(JSONValue.object([("train_images_per_second", r(t.imagesPerSecond, 100)), ("batch", .int(batch)), ("threads", .int(threads)),
-                                               ("median_seconds", .double(t.medianSeconds)), ("iters", .int(iters))]).render())
+                                               ("median_seconds", .double(t.medianSeconds)), ("iters", .int(iters))]
+                                              + (t.profile.map { [("profile_fraction", .object($0.map { ($0.0, r($0.1, 1000)) }))] } ?? [])).render())
             }
-            return print(String(format: "%@: fine-tuning %.1f images/s (median of %d steps of %d: forward, backward, AdamW; %.3f s each), %d threads",
-                                m.name, t.imagesPerSecond, iters, batch, t.medianSeconds, threads))
+            print(String(format: "%@: fine-tuning %.1f images/s (median of %d steps of %d: forward, backward, AdamW; %.3f s each), %d threads",
+                         m.name, t.imagesPerSecond, iters, batch, t.medianSeconds, threads))
+            if let p = t.profile { print("profile: " + p.map { String(format: "%@ %.1f%%", $0.0, 100 * $0.1) }.joined(separator: ", ")) }
+            return
         }
         let f = Lens.Bench.forward(m, loadMs: loadMs, batch: batch, iters: iters, profile: profile)
         if json {
