@@ -54,6 +54,21 @@ public func biasGeluRows(_ x: UnsafeMutablePointer<Float>, _ bias: Tensor, rows:
 
 /// GELU with the exact erf form, x·Φ(x) = ½x(1 + erf(x/√2)), in place over n elements (timm's
 /// nn.GELU default, not the tanh approximation); erf to 1.5e-7 by a vectorisable rational form.
+/// dx = dy·GELU′(x) = dy·(Φ(x) + x·φ(x)), spread over the workers: the AVX2 + FMA kernel where
+/// the CPU has it, else the engine's vectorisable erf/exp.
+public func geluBackward(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, count n: Int) {
+    parallelChunks(n, minChunk: 1 << 14) { range in
+        let lo = range.lowerBound
+        if CPUKernels.avx2 { return geluBackwardAVX2(dx + lo, dy + lo, x + lo, range.count) }
+        for i in range {
+            let v = x[i]
+            let cdf = 0.5 * (1 + fastErf(v * 0.70710678118654752))
+            let pdf = 0.3989422804014327 * fastExp(-0.5 * v * v)
+            dx[i] = dy[i] * (cdf + v * pdf)
+        }
+    }
+}
+
 public func geluForward(_ x: UnsafeMutablePointer<Float>, count n: Int) {
     parallelChunks(n, minChunk: 1 << 14) { range in
         if CPUKernels.avx2 { geluAVX2(x + range.lowerBound, range.count) } else { geluInPlace(x + range.lowerBound, range.count) }

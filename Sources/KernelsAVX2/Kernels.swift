@@ -89,6 +89,28 @@ func geluFMA(_ v: Float) -> Float {
     return half.addingProduct(half, erf)
 }
 
+/// GELU's derivative times dy: dx = dy·(Φ(v) + v·φ(v)) (AVX2 + FMA build). Φ's erf and φ
+/// share one exp: erf(v/√2) uses e^(−v²/2), and φ(v) = e^(−v²/2)/√(2π).
+@inline(never)
+public func geluBackwardAVX2(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ xs: UnsafePointer<Float>, _ n: Int) {
+    for i in 0..<n {
+        let v = xs[i]
+        let x = v * 0.70710678118654752
+        let a = abs(x)
+        let e = expNonPositiveFMA(-a * a)
+        let t = 1 / (1 as Float).addingProduct(0.3275911, a)
+        var y: Float = 1.061405429
+        y = (-1.453152027 as Float).addingProduct(y, t)
+        y = (1.421413741 as Float).addingProduct(y, t)
+        y = (-0.284496736 as Float).addingProduct(y, t)
+        y = (0.254829592 as Float).addingProduct(y, t)
+        let r = (1 as Float).addingProduct(-y * t, e)
+        let erf = x < 0 ? -r : r
+        let cdf = (0.5 as Float).addingProduct(0.5, erf)
+        dx[i] = dy[i] * cdf.addingProduct(v, 0.3989422804014327 * e)
+    }
+}
+
 /// float16 → float32 for n little-endian elements: F16C's vcvtph2ps, eight at a time, in this
 /// build (the baseline build converts in software, one element per libgcc call).
 @inline(never)

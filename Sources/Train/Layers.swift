@@ -116,15 +116,7 @@ enum GELU {
 
     /// dx = dy·(Φ(x) + x·φ(x)).
     static func backward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, count n: Int) {
-        parallelChunks(n, minChunk: 1 << 14) { range in
-            for i in range {
-                let v = x[i]
-                // The engine's vectorisable erf/exp (1.5e−7 / 2 ulp-class accuracy), not libm's scalar calls.
-                let cdf = 0.5 * (1 + fastErf(v * 0.70710678118654752))
-                let pdf = 0.3989422804014327 * fastExp(-0.5 * v * v)
-                dx[i] = dy[i] * (cdf + v * pdf)
-            }
-        }
+        geluBackward(dx, dy, x, count: n)
     }
 }
 

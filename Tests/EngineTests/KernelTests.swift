@@ -70,6 +70,25 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(lib.violations, 0, "vectorised vs libm erff: \(lib)")
     }
 
+    /// GELU's backward (the AVX2 + FMA kernel with one shared exp, and the baseline) against
+    /// dy·(Φ(x) + x·φ(x)) in float64.
+    func testGELUBackward() {
+        let x = random(197 * 192 + 5, scale: 6), dy = random(x.count, scale: 2)
+        let ref = zip(x, dy).map { v, g -> Double in
+            let d = Double(v)
+            return Double(g) * (0.5 * (1 + erf(d / 2.0.squareRoot())) + d * exp(-0.5 * d * d) / (2 * Double.pi).squareRoot())
+        }
+        var got = [Float](repeating: 0, count: x.count)
+        geluBackward(&got, dy, x, count: x.count)
+        let c = compare(got.map(Double.init), ref, tolerance: 2e-6, mixed: true)
+        XCTAssertEqual(c.violations, 0, "GELU backward (\(CPUKernels.avx2 ? "avx2" : "baseline")) vs float64: \(c)")
+        if CPUKernels.avx2 {
+            var avx = [Float](repeating: 0, count: x.count)
+            geluBackwardAVX2(&avx, dy, x, x.count)
+            XCTAssertEqual(avx, got)
+        }
+    }
+
     func testSoftmaxRowsSumToOne() {
         let rows = 3 * 197, n = 197
         var x = random(rows * n, scale: 30)
