@@ -72,21 +72,28 @@ func expSoftmaxFMA(_ x: Float) -> Float {
     return x < -87.3 ? 0 : e
 }
 
-/// GELU(v) = ½v(1 + erf(v/√2)), FMA form of `fastErf`.
+/// erf(v/√2) and e^(−v²/2) (which the erf uses, and GELU's derivative again), FMA form of
+/// `fastErf`.
 @inline(__always)
-func geluFMA(_ v: Float) -> Float {
+func erfHalfFMA(_ v: Float) -> (erf: Float, exp: Float) {
     let x = v * 0.70710678118654752
     let a = abs(x)
+    let e = expNonPositiveFMA(-a * a)
     let t = 1 / (1 as Float).addingProduct(0.3275911, a)
     var y: Float = 1.061405429
     y = (-1.453152027 as Float).addingProduct(y, t)
     y = (1.421413741 as Float).addingProduct(y, t)
     y = (-0.284496736 as Float).addingProduct(y, t)
     y = (0.254829592 as Float).addingProduct(y, t)
-    let r = (1 as Float).addingProduct(-y * t, expNonPositiveFMA(-a * a))
-    let erf = x < 0 ? -r : r
+    let r = (1 as Float).addingProduct(-y * t, e)
+    return (x < 0 ? -r : r, e)
+}
+
+/// GELU(v) = ½v(1 + erf(v/√2)), FMA form of `fastErf`.
+@inline(__always)
+func geluFMA(_ v: Float) -> Float {
     let half = 0.5 * v
-    return half.addingProduct(half, erf)
+    return half.addingProduct(half, erfHalfFMA(v).erf)
 }
 
 /// GELU's derivative times dy: dx = dy·(Φ(v) + v·φ(v)) (AVX2 + FMA build). Φ's erf and φ
@@ -94,18 +101,7 @@ func geluFMA(_ v: Float) -> Float {
 @inline(never)
 public func geluBackwardAVX2(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ xs: UnsafePointer<Float>, _ n: Int) {
     for i in 0..<n {
-        let v = xs[i]
-        let x = v * 0.70710678118654752
-        let a = abs(x)
-        let e = expNonPositiveFMA(-a * a)
-        let t = 1 / (1 as Float).addingProduct(0.3275911, a)
-        var y: Float = 1.061405429
-        y = (-1.453152027 as Float).addingProduct(y, t)
-        y = (1.421413741 as Float).addingProduct(y, t)
-        y = (-0.284496736 as Float).addingProduct(y, t)
-        y = (0.254829592 as Float).addingProduct(y, t)
-        let r = (1 as Float).addingProduct(-y * t, e)
-        let erf = x < 0 ? -r : r
+        let v = xs[i], (erf, e) = erfHalfFMA(v)
         let cdf = (0.5 as Float).addingProduct(0.5, erf)
         dx[i] = dy[i] * cdf.addingProduct(v, 0.3989422804014327 * e)
     }
