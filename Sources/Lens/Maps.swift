@@ -17,8 +17,13 @@ public struct MapsRun {
     public var fusion: HeadFusion = .mean
     /// Fraction of each row of the fused attention set to 0 before rollout.
     public var discard: Double = 0
-    /// Images drawn in maps.png (the arrays hold all of them).
+    /// Images drawn in maps.png at most (the arrays hold all of them).
     public static let drawnImages = 8
+
+    /// Which of N images the figure shows: all up to 8, else 8 spread evenly (i·N/8).
+    public static func drawn(of n: Int) -> [Int] {
+        n <= drawnImages ? Array(0..<n) : (0..<drawnImages).map { $0 * n / drawnImages }
+    }
 
     public init(model: AnalysisModel, images: ImageBatches, folder: String) {
         (self.model, self.images, self.folder) = (model, images, folder)
@@ -35,6 +40,7 @@ public struct MapsRun {
         let drawn = blocks ?? Self.defaultBlocks(depth: L)
         let N = images.items.count
         let classToken = c.prefixTokens > c.registers
+        let shown = Set(Self.drawn(of: N))
         let cls = try NpyWriter(path: out.staged("cls_attention.npy"), shape: [N, L, H, g, g])
         let taps = MapsTaps(tokens: T, prefix: c.prefixTokens, heads: H, layers: L, classToken: classToken, fusion: fusion, discard: discard)
         var rollout: [[Double]] = [], pictures: [RGBImage] = [], classMeans: [[[Double]]] = [], mass: [[Double]] = []
@@ -50,7 +56,7 @@ public struct MapsRun {
                 rollout.append(m.rollout)
                 // Per block: Σ over the patches of the class attention, mean over heads.
                 mass.append((0..<L).map { l in (0..<H).reduce(0.0) { s, h in s + (0..<P).reduce(0.0) { $0 + Double(a[(l * H + h) * P + $1]) } } / Double(H) })
-                if n0 + i < Self.drawnImages {
+                if shown.contains(n0 + i) {
                     pictures.append(Self.picture(batch.images.data + i * 3 * S * S, size: S))
                     classMeans.append(drawn.map { b in
                         (0..<P).map { k in (0..<H).reduce(0.0) { $0 + Double(a[((b - 1) * H + $1) * P + k]) } / Double(H) }
@@ -89,6 +95,7 @@ public struct MapsRun {
                     ("resize", .string(images.mode.rawValue)), ("image_size", .int(S)), ("batch", .int(images.batch)),
                 ])),
                 ("blocks_drawn", .array(drawn.map { .int($0) })),
+                ("images_drawn", .array(Self.drawn(of: N).map { .int($0) })),
             ])),
             ("images_used", .int(N)),
             ("files", .object([
@@ -103,8 +110,9 @@ public struct MapsRun {
             ])),
         ])
         try out.write("maps.json", json.render() + "\n")
-        return MapsResult(json: json, name: model.name, grid: g, blocks: drawn, heads: H, names: Array(names.prefix(Self.drawnImages)),
-                          pictures: pictures, classMeans: classMeans, rollouts: Array(rollout.prefix(Self.drawnImages)))
+        let picked = Self.drawn(of: N)
+        return MapsResult(json: json, name: model.name, grid: g, blocks: drawn, heads: H, names: picked.map { names[$0] },
+                          pictures: pictures, classMeans: classMeans, rollouts: picked.map { rollout[$0] })
     }
 
     /// The image the model saw, back from its normalised (3, S, S) tensor: ((x·std + mean)·255)
@@ -209,7 +217,7 @@ public struct MapsResult {
         let fusion = json[path: "setup", "definitions", "fusion"]?.stringValue ?? "mean"
         let discard = json[path: "setup", "definitions", "discard"]?.doubleValue ?? 0
         let sub = "class token → patches, mean over \(heads) heads · rollout: heads fused by \(fusion), discard \(csvNumber(discard))"
-            + " · each map from its minimum to its maximum · \(pictures.count) of \(n) images"
+            + " · each map from its minimum to its maximum · \(pictures.count) of \(n) images shown"
         fig.fittedText(sub, width / 2, 52, size: 12, maxWidth: width - 40, color: Color(hex: 0x555555), anchor: .middle)
         let heads = ["image"] + blocks.map { "block \($0)" } + ["rollout"]
         for (j, h) in heads.enumerated() {

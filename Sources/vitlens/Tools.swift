@@ -166,14 +166,14 @@ struct Plot: ParsableCommand {
 struct Maps: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Draw the attention on the images: class attention per block and attention rollout.",
-        discussion: "For the first N images writes cls_attention.npy [N, L, H, g, g] (the class token's softmax probabilities over the patches, per block and head), rollout.npy [N, g, g] (attention rollout, Abnar & Zuidema 2020: heads fused, (A + I)/2 with rows renormalised, multiplied over the blocks, the class token's row over the patches), maps.png/maps.svg (at most 8 images, each with the head-mean class attention of --layers and the rollout overlaid), maps.json and index.html.")
+        discussion: "For the first N images writes cls_attention.npy [N, L, H, g, g] (the class token's softmax probabilities over the patches, per block and head), rollout.npy [N, g, g] (attention rollout, Abnar & Zuidema 2020: heads fused, (A + I)/2 with rows renormalised, multiplied over the blocks, the class token's row over the patches), maps.png/maps.svg (at most 8 images, spread evenly over the N, each with the head-mean class attention of --layers and the rollout overlaid), maps.json and index.html.")
 
     @OptionGroup var single: SingleCheckpoint
     var checkpoint: String { single.path }
     @OptionGroup var model: ModelOptions
     @Option(help: "Folder of PNG/JPEG images, searched recursively, sorted by relative path.")
     var images: String
-    @Option(parsing: .unconditional, help: "Use the first N images (the figure shows the first 8).")
+    @Option(parsing: .unconditional, help: "Use the first N images (the figure shows 8 of them, spread evenly).")
     var num: Int = 16
     @OptionGroup var decoding: DecodeOptions
     @OptionGroup var output: OutputOptions

@@ -59,7 +59,9 @@ final class MapsTests: TemporaryFolderTestCase {
         for key in ["\"blocks_drawn\": [2]", "\"fusion\": \"mean\"", "\"rollout_argmax\"", "\"images_used\": 10", "Abnar & Zuidema"] {
             XCTAssertTrue(json.contains(key), key)
         }
-        // Eight rows drawn of ten: the SVG embeds image + block 2 + rollout per row.
+        // Eight rows drawn of ten, spread evenly (images 0, 1, 2, 3, 5, 6, 7, 8): the SVG embeds
+        // image + block 2 + rollout per row.
+        XCTAssertTrue(json.contains("\"images_drawn\": [0, 1, 2, 3, 5, 6, 7, 8]"), json)
         let svg = try String(contentsOfFile: out + "/maps.svg", encoding: .utf8)
         XCTAssertEqual(svg.components(separatedBy: "<image ").count - 1, 8 * 3)
         XCTAssertTrue(svg.contains("data:image/jpeg;base64,"))
