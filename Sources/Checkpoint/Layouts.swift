@@ -9,6 +9,7 @@ public enum Layout: String, Sendable {
     case mocoV3 = "MoCo v3"
     case dino = "DINO"
     case huggingFace = "Hugging Face ViT"
+    case clip = "OpenAI/OpenCLIP CLIP"
 }
 
 /// Containers searched for the state dict, in order (SPEC §2).
@@ -41,8 +42,13 @@ public enum LayoutMapper {
         return k
     }
 
+    /// OpenAI's and OpenCLIP's CLIP state dicts: both towers, the image tower under `visual.`.
+    static func isCLIP(_ keys: [String]) -> Bool {
+        keys.contains { $0.hasSuffix("visual.conv1.weight") } || (keys.contains("text_projection") && keys.contains("token_embedding.weight"))
+    }
+
     static func holdsViT(_ keys: [String]) -> Bool {
-        if isHuggingFace(keys) { return true }
+        if isHuggingFace(keys) || isCLIP(keys) { return true }
         var s = Set<String>()
         return keys.contains { stripTimm($0, stripped: &s) == "patch_embed.proj.weight" }
     }
@@ -61,7 +67,7 @@ public enum LayoutMapper {
     static let blockParts = Set(ViTKeys.BlockPart.allCases.map(\.rawValue))
 
     /// Keys that would change the forward pass if ignored: refused rather than dropped.
-    static let unsupportedTop: Set<String> = ["norm_pre.weight", "norm_pre.bias", "register_tokens", "patch_embed.norm.weight"]
+    static let unsupportedTop: Set<String> = ["register_tokens", "patch_embed.norm.weight"]
 
     /// Other spellings of the engine's names: Facebook's DeiT III writes LayerScale as gamma_1/gamma_2.
     static func canonical(_ k: String) -> String {
@@ -76,6 +82,7 @@ public enum LayoutMapper {
     static func map(_ raw: [String: RawTensor], container: String?, path: String) throws -> MappedStateDict {
         let keys = raw.keys.sorted()
         if isHuggingFace(keys) { return try mapHF(raw, path: path) }
+        if isCLIP(keys) { return try mapCLIP(raw, path: path) }
         var stripped = Set<String>()
         var out = MappedStateDict(layout: .timm)
         for key in keys {
@@ -101,6 +108,43 @@ public enum LayoutMapper {
             out.layout = .mocoV3
         } else if stripped.contains("model.") || keys.contains(where: { $0.contains("decoder_") || $0.hasSuffix("mask_token") }) {
             out.layout = .mae
+        }
+        return out
+    }
+
+    /// OpenAI / OpenCLIP CLIP: `visual.conv1` (no bias), `visual.class_embedding` [D],
+    /// `visual.positional_embedding` [T, D], `visual.ln_pre`, `visual.transformer.resblocks.N.
+    /// {ln_1, attn.in_proj_*, attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj}`, `visual.ln_post` (as
+    /// timm's `_convert_openai_clip` maps them); `visual.proj` and the text tower are ignored.
+    static func mapCLIP(_ raw: [String: RawTensor], path: String) throws -> MappedStateDict {
+        var out = MappedStateDict(layout: .clip)
+        var prefix = "visual."
+        if let k = raw.keys.first(where: { $0.hasSuffix("visual.conv1.weight") }) { prefix = String(k.dropLast("conv1.weight".count)) }
+        guard raw.keys.contains(where: { $0.hasPrefix(prefix) }) else {
+            throw CheckpointError.notAViT(path: path, what: "a CLIP state dict without visual.* (the text tower alone; no image tower)")
+        }
+        let swaps = [("conv1.", "patch_embed.proj."), ("ln_pre.", "norm_pre."), ("ln_post.", "norm."), ("transformer.resblocks.", "blocks."),
+                     (".ln_1.", ".norm1."), (".ln_2.", ".norm2."), ("attn.in_proj_", "attn.qkv."), ("attn.out_proj.", "attn.proj."),
+                     ("mlp.c_fc.", "mlp.fc1."), ("mlp.c_proj.", "mlp.fc2.")]
+        for key in raw.keys.sorted() {
+            guard key.hasPrefix(prefix), let t = raw[key] else { out.ignored.append(key); continue }
+            var k = String(key.dropFirst(prefix.count))
+            switch k {
+            case "class_embedding":
+                guard t.shape.count == 1 else { throw CheckpointError.badShape(tensor: key, expected: [t.shape.last ?? 0], got: t.shape) }
+                out.tensors[ViTKeys.classToken] = try RawTensor(shape: [1, 1] + t.shape, floats: t.floats(name: key))
+                continue
+            case "positional_embedding":
+                guard t.shape.count == 2 else { throw CheckpointError.badShape(tensor: key, expected: [197, t.shape.last ?? 0], got: t.shape) }
+                out.tensors[ViTKeys.positions] = try RawTensor(shape: [1] + t.shape, floats: t.floats(name: key))
+                continue
+            default: break
+            }
+            for (a, b) in swaps { k = k.replacingOccurrences(of: a, with: b) }
+            if let (_, part) = blockPart(k), !blockParts.contains(part) {
+                throw CheckpointError.notAViT(path: path, what: "\(key): unsupported tensor in a CLIP residual block")
+            }
+            if isUsed(k) { out.tensors[k] = t } else { out.ignored.append(key) }
         }
         return out
     }

@@ -10,6 +10,9 @@ public enum ViTKeys {
     public static let registerTokens = "reg_token"
     public static let patchWeight = "patch_embed.proj.weight"
     public static let patchBias = "patch_embed.proj.bias"
+    /// CLIP's `ln_pre`: a LayerNorm after the embeddings, before the blocks.
+    public static let preNormWeight = "norm_pre.weight"
+    public static let preNormBias = "norm_pre.bias"
 
     /// The final norm: `norm` (on every token) or `fc_norm` (timm's global-pool models).
     public enum FinalNorm: String, Sendable, CaseIterable {
@@ -34,7 +37,8 @@ public enum ViTKeys {
     public static func block(_ i: Int, _ part: BlockPart) -> String { "blocks.\(i).\(part.rawValue)" }
 
     /// The keys outside the blocks that the forward pass uses.
-    public static let topLevel = Set([classToken, distillationToken, registerTokens, positions, patchWeight, patchBias]
+    public static let topLevel = Set([classToken, distillationToken, registerTokens, positions, patchWeight, patchBias,
+                                      preNormWeight, preNormBias]
         + FinalNorm.allCases.flatMap { [$0.weight, $0.bias] })
 
     /// (i, part) for `blocks.i.<part>` of a known part.

@@ -249,6 +249,11 @@ public final class ViTEngine {
         }
 
         embed(images, workers: ranges.count)
+        if let w = weights.preNormW, let b = weights.preNormB {
+            // CLIP's ln_pre: the residual stream starts from the normed embeddings.
+            run(ranges) { _, r in layerNormRows(h.data + r.lowerBound * C, x.data + r.lowerBound * C, w, b, rows: r.count, eps: c.eps) }
+            x.data.update(from: h.data, count: B * T * C)
+        }
         if reps && representation == .residual { taps!.representation(0, x.data, batch: B) }
         nonFiniteAt = allFinite(x.data, B * T * C) ? nil : 0
         mark(\.other)
@@ -364,7 +369,7 @@ public final class ViTEngine {
         s.mark(\.norm)
         linear(pb?.fc1, s.hidden.data, s.normed.data, blk.fc1W, nil, rows: n, s)
         s.mark(\.linear)
-        biasGeluRows(s.hidden.data, blk.fc1B, rows: n)
+        if c.activation == .quickGelu { biasQuickGeluRows(s.hidden.data, blk.fc1B, rows: n) } else { biasGeluRows(s.hidden.data, blk.fc1B, rows: n) }
         s.mark(\.gelu)
         // x += γ₂ ⊙ (gelu(…)·W2ᵀ + b2)
         addBranch(xr, s.hidden.data, pb?.fc2, blk.fc2W, blk.fc2B, scale: blk.ls2, rows: n, s)

@@ -44,6 +44,20 @@ public func layerNormRows(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer
 
 /// x = gelu(x + bias) for each row of x (R, N), on the calling thread.
 @inline(__always)
+/// x = quickGELU(x + bias) = v·σ(1.702·v) row by row (CLIP's activation): the AVX2 + FMA kernel
+/// where the CPU has it.
+public func biasQuickGeluRows(_ x: UnsafeMutablePointer<Float>, _ bias: Tensor, rows: Int) {
+    let n = bias.count, b = bias.data
+    if CPUKernels.avx2 { return biasQuickGeluRowsAVX2(x, b, rows: rows, cols: n) }
+    for r in 0..<rows {
+        let row = x + r * n
+        for i in 0..<n {
+            let v = row[i] + b[i]
+            row[i] = v / (1 + fastExp(-1.702 * v))
+        }
+    }
+}
+
 public func biasGeluRows(_ x: UnsafeMutablePointer<Float>, _ bias: Tensor, rows: Int) {
     if CPUKernels.avx2 {
         biasGeluRowsAVX2(x, bias.data, rows: rows, cols: bias.count)

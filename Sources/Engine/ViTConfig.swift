@@ -58,6 +58,16 @@ public struct ViTConfig: Sendable, Equatable {
     public var positionSlots = 1
     /// LayerScale: every block's branches are scaled by learned γ₁, γ₂ (DeiT III, DINOv2).
     public var layerScale = false
+    /// CLIP's `ln_pre`: a LayerNorm on the embeddings before the first block.
+    public var preNorm = false
+    /// The MLP's activation.
+    public enum Activation: String, Sendable {
+        /// Exact-erf GELU, x·Φ(x).
+        case gelu
+        /// CLIP's QuickGELU, x·σ(1.702·x).
+        case quickGelu = "quick_gelu"
+    }
+    public var activation: Activation = .gelu
     public var finalNorm: FinalNorm
     public var eps: Float
     /// The image side the engine runs at (== grid·patch unless changed, then pos_embed is resampled).
@@ -72,6 +82,7 @@ public struct ViTConfig: Sendable, Equatable {
 
     /// The model family, as far as the tensors tell it.
     public var family: String {
+        if preNorm { return "CLIP" }
         if registers > 0 { return "DINOv2 with registers" }
         if layerScale { return positionSlots == 0 ? "DeiT III" : "DINOv2" }
         return prefixTokens == 2 ? "DeiT (distilled)" : "ViT"
@@ -79,7 +90,7 @@ public struct ViTConfig: Sendable, Equatable {
 
     /// Parameters of the forward pass (classifier heads excluded).
     public var parameterCount: Int {
-        let embed = dim * 3 * patch * patch + dim + prefixTokens * dim + (positionSlots + grid * grid) * dim
+        let embed = dim * 3 * patch * patch + (preNorm ? 2 * dim : dim) + prefixTokens * dim + (positionSlots + grid * grid) * dim
         let block = 2 * 2 * dim + 3 * dim * dim + (qkvBias ? 3 * dim : 0) + dim * dim + dim
             + dim * mlpHidden + mlpHidden + mlpHidden * dim + dim + (layerScale ? 2 * dim : 0)
         return embed + depth * block + (finalNorm == .none ? 0 : 2 * dim)
@@ -148,7 +159,9 @@ public struct ViTConfig: Sendable, Equatable {
         else { h = max(1, dim / 64); src = .convention }
         guard h > 0, dim % h == 0 else { throw EngineError.headsDoNotDivide(heads: h, dim: dim, source: src) }
 
-        var eps: Float = 1e-6
+        // CLIP (ln_pre): QuickGELU and LayerNorm eps 1e-5, as OpenAI's and OpenCLIP's code has them.
+        let preNorm = t[ViTKeys.preNormWeight] != nil
+        var eps: Float = preNorm ? 1e-5 : 1e-6
         if let e = ckpt.config?.layerNormEps { eps = Float(e) }
         if let e = ckpt.metadata["layer_norm_eps"], let v = Float(e) { eps = v }
         if let act = ckpt.config?.hiddenAct, act != "gelu" {
@@ -164,6 +177,8 @@ public struct ViTConfig: Sendable, Equatable {
         config.registers = registers
         config.positionSlots = slots
         config.layerScale = t[ViTKeys.block(0, .layerScale1)] != nil
+        config.preNorm = preNorm
+        config.activation = preNorm ? .quickGelu : .gelu
         return config
     }
 }

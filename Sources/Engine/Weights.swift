@@ -42,6 +42,7 @@ public final class ViTWeights {
     public let pos: Tensor       // (prefixTokens + P, C) at the run image size
     public let blocks: [BlockWeights]
     public let normW, normB: Tensor?  // (C): `norm` or `fc_norm`, nil when the model has neither
+    public let preNormW, preNormB: Tensor?  // (C): CLIP's `ln_pre`, nil elsewhere
 
     /// The name table: every tensor the engine uses, with the shape it must have.
     public init(checkpoint: LoadedCheckpoint, config c: ViTConfig) throws {
@@ -59,7 +60,13 @@ public final class ViTWeights {
         let C = c.dim, p = c.patch
         let pw = try get(ViTKeys.patchWeight, [C, 3, p, p])
         patchW = Tensor(shape: [C, 3 * p * p], values: pw.array)
-        patchB = try get(ViTKeys.patchBias, [C])
+        // CLIP's patch convolution has no bias: zeros (only there; elsewhere a missing bias is an error).
+        patchB = c.preNorm && t[ViTKeys.patchBias] == nil ? Tensor(shape: [C]) : try get(ViTKeys.patchBias, [C])
+        if c.preNorm {
+            preNormW = try get(ViTKeys.preNormWeight, [C]); preNormB = try get(ViTKeys.preNormBias, [C])
+        } else {
+            preNormW = nil; preNormB = nil
+        }
         let cls = try get(ViTKeys.classToken, [1, 1, C])
         let pre = Tensor(shape: [c.prefixTokens, C])
         pre.data.update(from: cls.data, count: C)

@@ -72,6 +72,21 @@ func expSoftmaxFMA(_ x: Float) -> Float {
     return x < -87.3 ? 0 : e
 }
 
+/// x = quickGELU(x + bias) = v·σ(1.702·v) row by row (AVX2 + FMA build): with t = e^(−|z|),
+/// σ(z) = 1/(1 + t) for z ≥ 0 and t/(1 + t) below — one exp of a non-positive argument.
+@inline(never)
+public func biasQuickGeluRowsAVX2(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, cols: Int) {
+    for r in 0..<rows {
+        let row = x + r * cols
+        for i in 0..<cols {
+            let v = row[i] + bias[i], z = 1.702 * v
+            let t = expNonPositiveFMA(-abs(z))
+            let sigma = (z >= 0 ? 1 : t) / (1 + t)
+            row[i] = v * sigma
+        }
+    }
+}
+
 /// erf(v/√2) and e^(−v²/2) (which the erf uses, and GELU's derivative again), FMA form of
 /// `fastErf`.
 @inline(__always)

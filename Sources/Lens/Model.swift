@@ -130,7 +130,8 @@ public final class AnalysisModel {
             ("heads_source", .string(headsSource)), ("patch_size", .int(c.patch)),
             ("checkpoint_image_size", .int(c.checkpointImageSize)), ("image_size", .int(c.imageSize)),
             ("tokens", .int(c.tokens)), ("prefix_tokens", .int(c.prefixTokens)), ("register_tokens", .int(c.registers)),
-            ("prefix_position_rows", .int(c.positionSlots)), ("layer_scale", .bool(c.layerScale)), ("mlp_hidden", .int(c.mlpHidden)),
+            ("prefix_position_rows", .int(c.positionSlots)), ("layer_scale", .bool(c.layerScale)), ("pre_norm", .bool(c.preNorm)),
+            ("activation", .string(c.activation.rawValue)), ("mlp_hidden", .int(c.mlpHidden)),
             ("qkv_bias", .bool(c.qkvBias)), ("final_norm", .string(c.finalNorm.rawValue)),
             // At its float32 value's shortest form (1e-06, not 9.999999974752427e-07).
             ("layer_norm_eps", .double(Double("\(c.eps)") ?? Double(c.eps))), ("parameters", .int(c.parameterCount)),

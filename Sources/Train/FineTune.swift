@@ -133,6 +133,7 @@ public final class TrainableViT {
     /// files no register tokens.
     public static func unsupported(_ c: ViTConfig) -> String? {
         if c.layerScale { return "LayerScale (\(c.family))" }
+        if c.preNorm { return "ln_pre and QuickGELU (\(c.family))" }
         if c.registers > 0 { return "register tokens (\(c.family))" }
         return nil
     }

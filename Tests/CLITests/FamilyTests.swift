@@ -2,8 +2,8 @@ import Foundation
 import TestSupport
 import XCTest
 
-/// ViT families beyond the plain ViT (DeiT III, DINOv2, DINOv2 with registers), as timm and
-/// Facebook publish them, against timm in float64 (Tests/Fixtures/make_family_fixtures.py):
+/// ViT families beyond the plain ViT (DeiT III, DINOv2, DINOv2 with registers, CLIP), as timm,
+/// Facebook and OpenAI/OpenCLIP publish them, against timm in float64 (Tests/Fixtures/make_family_fixtures.py):
 /// every representation tap within 1e-3·max(1, |ref|), attention probabilities within 1e-4.
 final class FamilyTests: TemporaryFolderTestCase {
 
@@ -25,6 +25,23 @@ final class FamilyTests: TemporaryFolderTestCase {
         try extract("family_deit3_fb.pth", golden: "deit3", tokens: 17, extra: ["--heads", "2"])
         try extract("family_dinov2.safetensors", golden: "dinov2", tokens: 17)
         try extract("family_dinov2reg.safetensors", golden: "dinov2reg", tokens: 21)
+        try extract("family_clip.safetensors", golden: "clip", tokens: 17, extra: ["--heads", "2"])
+        try extract("family_clip_openai.pt", golden: "clip", tokens: 17, extra: ["--heads", "2"])
+    }
+
+    /// CLIP as OpenAI and OpenCLIP publish it: the image tower found under visual.*, the text
+    /// tower (and visual.proj) listed as ignored, the family named; fine-tuning refused.
+    func testCLIPLayout() throws {
+        let r = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint("family_clip_openai.pt"), "--heads", "2", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        for want in ["\"family\": \"CLIP\"", "OpenAI/OpenCLIP CLIP", "\"layer_norm_eps\": 1e-05", "\"activation\": \"quick_gelu\"",
+                     "\"pre_norm\": true", "\"token_embedding.*\": 1", "\"text_projection\": 1", "\"visual.*\": 1"] {
+            XCTAssertTrue(r.stdout.contains(want), "inspect shows \(want): \(r.stdout)")
+        }
+        let text = runProcess(CLITests.binary, ["finetune", Fixtures.checkpoint("family_clip.safetensors"), "--heads", "2",
+                                                "--train", Fixtures.path("images"), "--split", "0.5", "--out", tmp + "/ft"])
+        XCTAssertEqual(text.status, 1, text.stderr)
+        XCTAssertTrue(text.stderr.contains("ln_pre and QuickGELU (CLIP) is not supported yet"), text.stderr)
     }
 
     /// The analyses run on every family (prefix tokens — class token and registers — dropped

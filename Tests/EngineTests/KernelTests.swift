@@ -89,6 +89,17 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// CLIP's QuickGELU (bias added first) against v·σ(1.702·v) in float64, on this CPU's path.
+    func testBiasQuickGELU() {
+        let cols = 192, rows = 197
+        let x = random(rows * cols, scale: 8), bias = Tensor(shape: [cols], values: random(cols, scale: 1))
+        var got = x
+        biasQuickGeluRows(&got, bias, rows: rows)
+        let ref = x.indices.map { i -> Double in let v = Double(x[i]) + Double(bias[i % cols]); return v / (1 + exp(-1.702 * v)) }
+        let c = compare(got.map(Double.init), ref, tolerance: 1e-6, mixed: true)
+        XCTAssertEqual(c.violations, 0, "quickGELU (\(CPUKernels.avx2 ? "avx2" : "baseline")) vs float64: \(c)")
+    }
+
     func testSoftmaxRowsSumToOne() {
         let rows = 3 * 197, n = 197
         var x = random(rows * n, scale: 30)

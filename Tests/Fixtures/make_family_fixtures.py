@@ -1,9 +1,10 @@
 """Tiny checkpoints and float64 goldens of the ViT families beyond the plain ViT (DeiT III,
-DINOv2, DINOv2 with registers), made from timm: 2 blocks, width 16, 2 heads, 32x32 images,
+DINOv2, DINOv2 with registers, CLIP), made from timm: 2 blocks, width 16, 2 heads, 32x32 images,
 patch 8. Run from the repository root: python3 Tests/Fixtures/make_family_fixtures.py
 (needs torch, timm, safetensors, pillow, torchvision). Writes Tests/Fixtures/checkpoints/family_*
 and Tests/Fixtures/golden/family_*."""
 import os
+from functools import partial
 
 import numpy as np
 import timm
@@ -17,6 +18,8 @@ FAMILIES = {
     "deit3": dict(no_embed_class=True, init_values=0.1),
     "dinov2": dict(init_values=0.1),
     "dinov2reg": dict(no_embed_class=True, init_values=0.1, reg_tokens=4),
+    # CLIP's image tower: ln_pre (norm_pre), QuickGELU, LayerNorm eps 1e-5, no patch bias.
+    "clip": dict(pre_norm=True, act_layer="quick_gelu", norm_layer=partial(torch.nn.LayerNorm, eps=1e-5)),
 }
 
 
@@ -30,7 +33,7 @@ def state(kw, seed):
     torch.manual_seed(seed)
     sd = {}
     for k, v in make(kw).state_dict().items():
-        if k.endswith("norm1.weight") or k.endswith("norm2.weight") or k == "norm.weight":
+        if k.endswith("norm1.weight") or k.endswith("norm2.weight") or k in ("norm.weight", "norm_pre.weight"):
             sd[k] = 1 + 0.2 * torch.randn_like(v)
         elif k.endswith("gamma"):
             sd[k] = 0.5 + 0.4 * torch.randn_like(v)  # LayerScale far from 1, so a missing γ shows
@@ -70,6 +73,35 @@ def main():
     # DeiT III as Facebook publishes it: {"model": …} with gamma_1/gamma_2 instead of ls1/ls2.
     sd = {k.replace("ls1.gamma", "gamma_1").replace("ls2.gamma", "gamma_2"): v for k, v in state(FAMILIES["deit3"], 10).items()}
     torch.save({"model": sd, "epoch": 1}, F.out("checkpoints", "family_deit3_fb.pth"))
+    # CLIP as OpenAI and OpenCLIP publish it: the image tower under visual.* (class_embedding [D],
+    # positional_embedding [T, D], resblocks, ln_pre/ln_post, proj), beside a (tiny) text tower.
+    sd = state(FAMILIES["clip"], 10 + list(FAMILIES).index("clip"))
+    swaps = [("patch_embed.proj", "conv1"), ("pos_embed", "positional_embedding"), ("blocks.", "transformer.resblocks."),
+             ("norm_pre", "ln_pre"), (".norm1", ".ln_1"), (".norm2", ".ln_2"), ("attn.qkv.", "attn.in_proj_"),
+             ("attn.proj", "attn.out_proj"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")]
+    clip = {}
+    for k, v in sd.items():
+        if k.startswith("head."):
+            continue
+        if k == "norm.weight" or k == "norm.bias":
+            clip["visual.ln_post." + k.split(".")[1]] = v
+            continue
+        for a, b in swaps:
+            k = k.replace(a, b)
+        if k == "cls_token":
+            k, v = "class_embedding", v.reshape(-1)
+        elif k == "positional_embedding":
+            v = v[0]
+        clip["visual." + k] = v
+    torch.manual_seed(99)
+    clip["visual.proj"] = torch.randn(F.DIM, 8)
+    clip["token_embedding.weight"] = torch.randn(50, 8)
+    clip["positional_embedding"] = torch.randn(7, 8)
+    clip["transformer.resblocks.0.ln_1.weight"] = torch.ones(8)
+    clip["ln_final.weight"] = torch.ones(8)
+    clip["text_projection"] = torch.randn(8, 8)
+    clip["logit_scale"] = torch.tensor(4.6)
+    torch.save(clip, F.out("checkpoints", "family_clip_openai.pt"))
 
 
 if __name__ == "__main__":
