@@ -42,6 +42,10 @@ final class FamilyTests: TemporaryFolderTestCase {
                                                 "--train", Fixtures.path("images"), "--split", "0.5", "--out", tmp + "/ft"])
         XCTAssertEqual(text.status, 1, text.stderr)
         XCTAssertTrue(text.stderr.contains("ln_pre and QuickGELU (CLIP) is not supported yet"), text.stderr)
+        let alone = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint("family_clip_textonly.safetensors")])
+        XCTAssertEqual(alone.status, 1, alone.stderr)
+        XCTAssertTrue(alone.stderr.hasPrefix("error: ") && alone.stderr.contains("a CLIP state dict without visual.*")
+                      && alone.stderr.split(separator: "\n").count == 1, alone.stderr)
     }
 
     /// The analyses run on every family (prefix tokens — class token and registers — dropped

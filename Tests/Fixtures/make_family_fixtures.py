@@ -102,6 +102,9 @@ def main():
     clip["text_projection"] = torch.randn(8, 8)
     clip["logit_scale"] = torch.tensor(4.6)
     torch.save(clip, F.out("checkpoints", "family_clip_openai.pt"))
+    # A CLIP state dict of the text tower alone: refused (no image tower).
+    text = {k: v for k, v in clip.items() if not k.startswith("visual.")}
+    save_file({k: v.contiguous() for k, v in text.items()}, F.out("checkpoints", "family_clip_textonly.safetensors"))
 
 
 if __name__ == "__main__":
