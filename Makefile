@@ -75,12 +75,15 @@ bench-peers: release
 	.venv-peers/bin/python scripts/bench_peers.py $$(grep -q avx512_bf16 /proc/cpuinfo && echo --bf16)
 	.venv-peers/bin/python scripts/bench_train_peers.py
 
-# Regenerates the tiny test fixtures and goldens (needs: pip install torch timm safetensors pillow
-# scikit-image scikit-learn matplotlib).
+# Regenerates the tiny test fixtures and goldens (needs: pip install torch timm transformers
+# safetensors pillow scikit-image scikit-learn matplotlib).
 fixtures:
 	python3 Tests/Fixtures/make_fixtures.py
 	python3 Tests/Fixtures/make_probe_goldens.py
 	python3 Tests/Fixtures/make_corpus.py
+	python3 Tests/Fixtures/make_family_fixtures.py
+	python3 Tests/Fixtures/make_maps_goldens.py
+	python3 Tests/Fixtures/make_hf_clip_fixtures.py
 	python3 scripts/make_colormap.py
 
 # Regenerates the bundled checkpoints and demo images (same Python packages as fixtures;

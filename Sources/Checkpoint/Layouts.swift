@@ -10,6 +10,7 @@ public enum Layout: String, Sendable {
     case dino = "DINO"
     case huggingFace = "Hugging Face ViT"
     case clip = "OpenAI/OpenCLIP CLIP"
+    case huggingFaceCLIP = "Hugging Face CLIP"
 }
 
 /// Containers searched for the state dict, in order (SPEC §2).
@@ -42,13 +43,19 @@ public enum LayoutMapper {
         return k
     }
 
+    /// transformers' CLIPModel (`vision_model.` prefix) and CLIPVisionModel (with or, saved by
+    /// transformers 5, without it).
+    static func isHFCLIP(_ keys: [String]) -> Bool {
+        keys.contains { $0.hasSuffix("embeddings.patch_embedding.weight") } && keys.contains { $0.hasSuffix("pre_layrnorm.weight") }
+    }
+
     /// OpenAI's and OpenCLIP's CLIP state dicts: both towers, the image tower under `visual.`.
     static func isCLIP(_ keys: [String]) -> Bool {
         keys.contains { $0.hasSuffix("visual.conv1.weight") } || (keys.contains("text_projection") && keys.contains("token_embedding.weight"))
     }
 
     static func holdsViT(_ keys: [String]) -> Bool {
-        if isHuggingFace(keys) || isCLIP(keys) { return true }
+        if isHuggingFace(keys) || isCLIP(keys) || isHFCLIP(keys) { return true }
         var s = Set<String>()
         return keys.contains { stripTimm($0, stripped: &s) == "patch_embed.proj.weight" }
     }
@@ -83,6 +90,7 @@ public enum LayoutMapper {
         let keys = raw.keys.sorted()
         if isHuggingFace(keys) { return try mapHF(raw, path: path) }
         if isCLIP(keys) { return try mapCLIP(raw, path: path) }
+        if isHFCLIP(keys) { return try mapHFCLIP(raw, path: path) }
         var stripped = Set<String>()
         var out = MappedStateDict(layout: .timm)
         for key in keys {
@@ -186,22 +194,82 @@ public enum LayoutMapper {
             }
             out.ignored.append(key)
         }
+        try fuseQKV(qkv, into: &out, names: { n, piece, kind in "encoder.layer.\(n).attention.attention.\(piece).\(kind)" },
+                    pieces: ["query", "key", "value"])
+        return out
+    }
+
+    /// Separate q, k, v projections of each block fused into timm's qkv (rows q, then k, then v).
+    /// qkv[n]["<piece>.<weight|bias>"]; `names` spells a source tensor for messages.
+    static func fuseQKV(_ qkv: [Int: [String: RawTensor]], into out: inout MappedStateDict,
+                        names: (Int, String, String) -> String, pieces: [String]) throws {
         for (n, parts) in qkv {
             for kind in ["weight", "bias"] {
-                let pieces = ["query", "key", "value"].map { parts[$0 + "." + kind] }
-                if pieces.allSatisfy({ $0 == nil }) { continue }
-                guard let q = pieces[0], let kk = pieces[1], let v = pieces[2] else {
-                    let missing = ["query", "key", "value"].filter { parts[$0 + "." + kind] == nil }.first!
-                    throw CheckpointError.missingTensor("encoder.layer.\(n).attention.attention.\(missing).\(kind)")
+                let found = pieces.map { parts[$0 + "." + kind] }
+                if found.allSatisfy({ $0 == nil }) { continue }
+                guard let q = found[0], let kk = found[1], let v = found[2] else {
+                    let missing = pieces.first { parts[$0 + "." + kind] == nil }!
+                    throw CheckpointError.missingTensor(names(n, missing, kind))
                 }
                 guard q.shape == kk.shape, q.shape == v.shape, !q.shape.isEmpty else {
-                    throw CheckpointError.badShape(tensor: "encoder.layer.\(n).attention.attention.key.\(kind)", expected: q.shape, got: kk.shape)
+                    throw CheckpointError.badShape(tensor: names(n, pieces[1], kind), expected: q.shape, got: kk.shape)
                 }
                 let name = ViTKeys.block(n, kind == "weight" ? .qkvWeight : .qkvBias)
                 let fused = try q.floats(name: name) + kk.floats(name: name) + v.floats(name: name)
                 out.tensors[name] = RawTensor(shape: [3 * q.shape[0]] + q.shape.dropFirst(), floats: fused)
             }
         }
+    }
+
+    /// transformers' CLIP image tower: `[vision_model.]embeddings.{class_embedding [D],
+    /// patch_embedding (no bias), position_embedding [T, D]}`, `pre_layrnorm`, `encoder.layers.N.
+    /// {layer_norm1, self_attn.{q,k,v,out}_proj, layer_norm2, mlp.fc1, mlp.fc2}`, `post_layernorm`;
+    /// the text tower, the projections and `logit_scale` are ignored.
+    static func mapHFCLIP(_ raw: [String: RawTensor], path: String) throws -> MappedStateDict {
+        var out = MappedStateDict(layout: .huggingFaceCLIP)
+        var qkv: [Int: [String: RawTensor]] = [:]
+        let prefix = raw.keys.contains { $0.hasPrefix("vision_model.") } ? "vision_model." : ""
+        for key in raw.keys.sorted() {
+            guard key.hasPrefix(prefix), !key.hasPrefix("text_model."), let t = raw[key] else { out.ignored.append(key); continue }
+            let k = String(key.dropFirst(prefix.count))
+            switch k {
+            case "embeddings.class_embedding":
+                guard t.shape.count == 1 else { throw CheckpointError.badShape(tensor: key, expected: [t.shape.last ?? 0], got: t.shape) }
+                out.tensors[ViTKeys.classToken] = try RawTensor(shape: [1, 1] + t.shape, floats: t.floats(name: key))
+                continue
+            case "embeddings.position_embedding.weight":
+                guard t.shape.count == 2 else { throw CheckpointError.badShape(tensor: key, expected: [197, t.shape.last ?? 0], got: t.shape) }
+                out.tensors[ViTKeys.positions] = try RawTensor(shape: [1] + t.shape, floats: t.floats(name: key))
+                continue
+            default: break
+            }
+            let direct: [String: String] = [
+                "embeddings.patch_embedding.weight": ViTKeys.patchWeight,
+                "pre_layrnorm.weight": ViTKeys.preNormWeight, "pre_layrnorm.bias": ViTKeys.preNormBias,
+                "post_layernorm.weight": ViTKeys.FinalNorm.norm.weight, "post_layernorm.bias": ViTKeys.FinalNorm.norm.bias,
+            ]
+            if let c = direct[k] { out.tensors[c] = t; continue }
+            if k.hasPrefix("encoder.layers.") {
+                let rest = k.dropFirst("encoder.layers.".count)
+                guard let dot = rest.firstIndex(of: "."), let n = Int(rest[..<dot]) else { out.ignored.append(key); continue }
+                let part = String(rest[rest.index(after: dot)...])
+                let table: [String: ViTKeys.BlockPart] = [
+                    "layer_norm1.weight": .norm1Weight, "layer_norm1.bias": .norm1Bias,
+                    "self_attn.out_proj.weight": .projWeight, "self_attn.out_proj.bias": .projBias,
+                    "layer_norm2.weight": .norm2Weight, "layer_norm2.bias": .norm2Bias,
+                    "mlp.fc1.weight": .fc1Weight, "mlp.fc1.bias": .fc1Bias, "mlp.fc2.weight": .fc2Weight, "mlp.fc2.bias": .fc2Bias,
+                ]
+                if let c = table[part] { out.tensors[ViTKeys.block(n, c)] = t; continue }
+                if part.hasPrefix("self_attn."), part.contains("_proj.") {
+                    qkv[n, default: [:]][String(part.dropFirst("self_attn.".count)).replacingOccurrences(of: "_proj.", with: ".")] = t
+                    continue
+                }
+                throw CheckpointError.notAViT(path: path, what: "\(key): unsupported tensor in a CLIP encoder layer")
+            }
+            out.ignored.append(key)
+        }
+        try fuseQKV(qkv, into: &out, names: { n, piece, kind in "\(prefix)encoder.layers.\(n).self_attn.\(piece)_proj.\(kind)" },
+                    pieces: ["q", "k", "v"])
         return out
     }
 }

@@ -154,10 +154,12 @@ public enum CheckpointLoader {
               let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw CheckpointError.config(path: path, what: "not a JSON object")
         }
-        func int(_ k: String) -> Int? { (obj[k] as? Int) ?? (obj[k] as? Double).map { Int($0) } }
+        // A two-tower model (CLIPModel, SiglipModel) keeps the image tower's settings in vision_config.
+        let c = obj["vision_config"] as? [String: Any] ?? obj
+        func int(_ k: String) -> Int? { (c[k] as? Int) ?? (c[k] as? Double).map { Int($0) } }
         return HFConfig(heads: int("num_attention_heads"),
-                        layerNormEps: (obj["layer_norm_eps"] as? Double) ?? (obj["layer_norm_eps"] as? Int).map(Double.init),
+                        layerNormEps: (c["layer_norm_eps"] as? Double) ?? (c["layer_norm_eps"] as? Int).map(Double.init),
                         imageSize: int("image_size"), patchSize: int("patch_size"),
-                        hiddenAct: obj["hidden_act"] as? String)
+                        hiddenAct: c["hidden_act"] as? String)
     }
 }

@@ -164,8 +164,12 @@ public struct ViTConfig: Sendable, Equatable {
         var eps: Float = preNorm ? 1e-5 : 1e-6
         if let e = ckpt.config?.layerNormEps { eps = Float(e) }
         if let e = ckpt.metadata["layer_norm_eps"], let v = Float(e) { eps = v }
-        if let act = ckpt.config?.hiddenAct, act != "gelu" {
-            throw EngineError.architecture("\(ckpt.path): hidden_act '\(act)' is not supported (only exact-erf gelu)")
+        var activation: Activation = preNorm ? .quickGelu : .gelu
+        if let act = ckpt.config?.hiddenAct {
+            guard let a = Activation(rawValue: act) else {
+                throw EngineError.architecture("\(ckpt.path): hidden_act '\(act)' is not supported (exact-erf gelu or quick_gelu)")
+            }
+            activation = a
         }
         let run = imageSize ?? grid * patch
         guard run > 0, run % patch == 0 else {
@@ -178,7 +182,7 @@ public struct ViTConfig: Sendable, Equatable {
         config.positionSlots = slots
         config.layerScale = t[ViTKeys.block(0, .layerScale1)] != nil
         config.preNorm = preNorm
-        config.activation = preNorm ? .quickGelu : .gelu
+        config.activation = activation
         return config
     }
 }

@@ -27,6 +27,10 @@ final class FamilyTests: TemporaryFolderTestCase {
         try extract("family_dinov2reg.safetensors", golden: "dinov2reg", tokens: 21)
         try extract("family_clip.safetensors", golden: "clip", tokens: 17, extra: ["--heads", "2"])
         try extract("family_clip_openai.pt", golden: "clip", tokens: 17, extra: ["--heads", "2"])
+        // Hugging Face folders against transformers in float64 (make_hf_clip_fixtures.py): a
+        // CLIPVisionModel saved by transformers 5 (no vision_model. prefix) and a full CLIPModel.
+        try extract("family_hf_clipvision", golden: "hf_clip", tokens: 17)
+        try extract("family_hf_clip", golden: "hf_clip", tokens: 17)
     }
 
     /// CLIP as OpenAI and OpenCLIP publish it: the image tower found under visual.*, the text
