@@ -11,6 +11,8 @@ public enum Layout: String, Sendable {
     case huggingFace = "Hugging Face ViT"
     case clip = "OpenAI/OpenCLIP CLIP"
     case huggingFaceCLIP = "Hugging Face CLIP"
+    case facebookDINOv2 = "Facebook DINOv2"
+    case huggingFaceDINOv2 = "Hugging Face DINOv2"
 }
 
 /// Containers searched for the state dict, in order (SPEC §2).
@@ -74,10 +76,12 @@ public enum LayoutMapper {
     static let blockParts = Set(ViTKeys.BlockPart.allCases.map(\.rawValue))
 
     /// Keys that would change the forward pass if ignored: refused rather than dropped.
-    static let unsupportedTop: Set<String> = ["register_tokens", "patch_embed.norm.weight"]
+    static let unsupportedTop: Set<String> = ["patch_embed.norm.weight"]
 
-    /// Other spellings of the engine's names: Facebook's DeiT III writes LayerScale as gamma_1/gamma_2.
+    /// Other spellings of the engine's names: Facebook's DeiT III writes LayerScale as
+    /// gamma_1/gamma_2, Facebook's DINOv2 the registers as `register_tokens`.
     static func canonical(_ k: String) -> String {
+        if k == "register_tokens" { return ViTKeys.registerTokens }
         guard let (n, part) = blockPart(k) else { return k }
         switch part {
         case "gamma_1": return ViTKeys.block(n, .layerScale1)
@@ -114,6 +118,8 @@ public enum LayoutMapper {
             out.layout = .dino
         } else if stripped.contains("base_encoder.") {
             out.layout = .mocoV3
+        } else if keys.contains("register_tokens") || keys.contains("mask_token") && keys.contains(where: { $0.hasSuffix(".ls1.gamma") }) {
+            out.layout = .facebookDINOv2
         } else if stripped.contains("model.") || keys.contains(where: { $0.contains("decoder_") || $0.hasSuffix("mask_token") }) {
             out.layout = .mae
         }
@@ -164,9 +170,10 @@ public enum LayoutMapper {
         var qkv: [Int: [String: RawTensor]] = [:]
         for key in raw.keys.sorted() {
             var k = key
-            for p in ["module.", "vit.", "deit."] where k.hasPrefix(p) { k.removeFirst(p.count) }
+            for p in ["module.", "vit.", "deit.", "dinov2."] where k.hasPrefix(p) { k.removeFirst(p.count) }
             let direct: [String: String] = [
                 "embeddings.cls_token": ViTKeys.classToken,
+                "embeddings.register_tokens": ViTKeys.registerTokens,
                 "embeddings.distillation_token": ViTKeys.distillationToken,
                 "embeddings.position_embeddings": ViTKeys.positions,
                 "embeddings.patch_embeddings.projection.weight": ViTKeys.patchWeight,
@@ -184,6 +191,10 @@ public enum LayoutMapper {
                     "layernorm_after.weight": .norm2Weight, "layernorm_after.bias": .norm2Bias,
                     "intermediate.dense.weight": .fc1Weight, "intermediate.dense.bias": .fc1Bias,
                     "output.dense.weight": .fc2Weight, "output.dense.bias": .fc2Bias,
+                    // Dinov2Model / Dinov2WithRegistersModel spell the block as timm nearly does.
+                    "norm1.weight": .norm1Weight, "norm1.bias": .norm1Bias, "norm2.weight": .norm2Weight, "norm2.bias": .norm2Bias,
+                    "mlp.fc1.weight": .fc1Weight, "mlp.fc1.bias": .fc1Bias, "mlp.fc2.weight": .fc2Weight, "mlp.fc2.bias": .fc2Bias,
+                    "layer_scale1.lambda1": .layerScale1, "layer_scale2.lambda1": .layerScale2,
                 ]
                 if let c = table[part] { out.tensors[ViTKeys.block(n, c)] = raw[key]; continue }
                 if part.hasPrefix("attention.attention.") {
@@ -196,6 +207,7 @@ public enum LayoutMapper {
         }
         try fuseQKV(qkv, into: &out, names: { n, piece, kind in "encoder.layer.\(n).attention.attention.\(piece).\(kind)" },
                     pieces: ["query", "key", "value"])
+        if out.tensors[ViTKeys.block(0, .layerScale1)] != nil { out.layout = .huggingFaceDINOv2 }
         return out
     }
 

@@ -54,7 +54,8 @@ public struct ViTConfig: Sendable, Equatable {
     /// Register tokens (DINOv2 with registers), part of the prefix tokens.
     public var registers = 0
     /// Rows of `pos_embed` before the patch grid: the prefix count (each prefix token has a
-    /// position), or 0 (none has one: DeiT III, timm's DINOv2 with registers).
+    /// position), 0 (none has one: DeiT III, timm's DINOv2 with registers), or with registers
+    /// the class token's alone (Facebook's and Hugging Face's DINOv2 with registers).
     public var positionSlots = 1
     /// LayerScale: every block's branches are scaled by learned γ₁, γ₂ (DeiT III, DINOv2).
     public var layerScale = false
@@ -136,9 +137,12 @@ public struct ViTConfig: Sendable, Equatable {
         // The patch grid is what is left of pos_embed after the prefix tokens' rows — all of them,
         // or none (DeiT III, DINOv2 with registers in timm: no_embed_class).
         func square(_ n: Int) -> Int? { let g = Int(Double(max(n, 0)).squareRoot().rounded()); return g > 0 && g * g == n ? g : nil }
+        // With registers a third arrangement: a row for the class token only (Facebook's and
+        // Hugging Face's DINOv2 with registers insert the registers after the position embedding).
         let slots: Int, grid: Int
         if let g = square(pe[1] - prefix) { (slots, grid) = (prefix, g) }
         else if let g = square(pe[1]) { (slots, grid) = (0, g) }
+        else if registers > 0, let g = square(pe[1] - (prefix - registers)) { (slots, grid) = (prefix - registers, g) }
         else {
             throw CheckpointError.notAViT(path: ckpt.path, what: "pos_embed holds \(pe[1]) rows, neither \(prefix) prefix rows plus a square grid nor a square grid alone (\(registers) register tokens)")
         }

@@ -31,6 +31,17 @@ final class FamilyTests: TemporaryFolderTestCase {
         // CLIPVisionModel saved by transformers 5 (no vision_model. prefix) and a full CLIPModel.
         try extract("family_hf_clipvision", golden: "hf_clip", tokens: 17)
         try extract("family_hf_clip", golden: "hf_clip", tokens: 17)
+        // DINOv2 against transformers in float64 (make_hf_dinov2_fixtures.py): Dinov2Model and
+        // Dinov2WithRegistersModel folders, and the registers model in Facebook's layout
+        // (register_tokens, pos_embed with the class token's row only).
+        try extract("family_hf_dinov2", golden: "hf_dinov2", tokens: 17)
+        try extract("family_hf_dinov2reg", golden: "hf_dinov2reg", tokens: 21)
+        try extract("family_dinov2reg_fb.pth", golden: "hf_dinov2reg", tokens: 21, extra: ["--heads", "2"])
+        for (file, layout) in [("family_hf_dinov2reg", "Hugging Face DINOv2"), ("family_dinov2reg_fb.pth", "Facebook DINOv2"),
+                               ("family_clip_openai.pt", "OpenAI/OpenCLIP CLIP"), ("family_hf_clip", "Hugging Face CLIP")] {
+            let r = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint(file), "--heads", "2"])
+            XCTAssertTrue(r.status == 0 && r.stdout.contains("layout        " + layout), "\(file): \(r.stdout)\(r.stderr)")
+        }
     }
 
     /// CLIP as OpenAI and OpenCLIP publish it: the image tower found under visual.*, the text
@@ -72,15 +83,19 @@ final class FamilyTests: TemporaryFolderTestCase {
         XCTAssertTrue(r.stderr.contains("fine-tuning a model with LayerScale (DeiT III) is not supported yet"), r.stderr)
     }
 
-    /// A register count that disagrees with pos_embed, and a FB DINOv2 file's register_tokens
-    /// (not yet read), are refused in one line.
+    /// A register count that disagrees with pos_embed is refused in one line.
     func testInconsistentFamiliesAreRefused() throws {
-        // pos_embed of 17 rows with 4 registers: neither 5 + a square nor a square.
+        // pos_embed cut to 15 rows, with 4 registers: neither 5 + a square, nor a square, nor the
+        // class token's row + a square (17 rows with 4 registers is Facebook's layout and loads).
         let bytes = try Data(contentsOf: URL(fileURLWithPath: Fixtures.checkpoint("family_dinov2.safetensors")))
         let n = Int(bytes.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
         var header = try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<(8 + n))) as! [String: Any]
         let end = (header.values.compactMap { ($0 as? [String: Any])?["data_offsets"] as? [Int] }.map { $0[1] }.max())!
         header["reg_token"] = ["dtype": "F32", "shape": [1, 4, 16], "data_offsets": [end, end + 256]]
+        var pos = header["pos_embed"] as! [String: Any]
+        let start = (pos["data_offsets"] as! [Int])[0]
+        (pos["shape"], pos["data_offsets"]) = ([1, 15, 16], [start, start + 15 * 16 * 4])
+        header["pos_embed"] = pos
         var h = try JSONSerialization.data(withJSONObject: header)
         while h.count % 8 != 0 { h.append(0x20) }
         var file = Data(withUnsafeBytes(of: UInt64(h.count).littleEndian) { Array($0) })
@@ -90,7 +105,7 @@ final class FamilyTests: TemporaryFolderTestCase {
         try file.write(to: URL(fileURLWithPath: tmp + "/badreg.safetensors"))
         let r = runProcess(CLITests.binary, ["inspect", tmp + "/badreg.safetensors"])
         XCTAssertEqual(r.status, 1, r.stderr)
-        XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains("pos_embed holds 17 rows"), r.stderr)
+        XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains("pos_embed holds 15 rows"), r.stderr)
         XCTAssertEqual(r.stderr.split(separator: "\n").count, 1)
     }
 }
