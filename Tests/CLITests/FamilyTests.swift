@@ -37,6 +37,10 @@ final class FamilyTests: TemporaryFolderTestCase {
         try extract("family_hf_dinov2", golden: "hf_dinov2", tokens: 17)
         try extract("family_hf_dinov2reg", golden: "hf_dinov2reg", tokens: 21)
         try extract("family_dinov2reg_fb.pth", golden: "hf_dinov2reg", tokens: 21, extra: ["--heads", "2"])
+        // MAE as Hugging Face publishes it (make_hf_mae_fixtures.py, transformers float64, run
+        // unmasked): ViTMAEForPreTraining (decoder ignored) and ViTMAEModel without `vit.`.
+        try extract("family_hf_mae_pretraining", golden: "hf_mae", tokens: 17)
+        try extract("family_hf_mae", golden: "hf_mae", tokens: 17)
         for (file, layout) in [("family_hf_dinov2reg", "Hugging Face DINOv2"), ("family_dinov2reg_fb.pth", "Facebook DINOv2"),
                                ("family_clip_openai.pt", "OpenAI/OpenCLIP CLIP"), ("family_hf_clip", "Hugging Face CLIP")] {
             let r = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint(file), "--heads", "2"])
