@@ -27,6 +27,6 @@ public enum FuzzEntryPoints {
     public static func npy(_ bytes: [UInt8]) {
         guard let a = try? NpyFile(file: MappedFile(copying: bytes, name: "fuzz.npy"), path: "fuzz.npy"), a.count <= 1 << 22 else { return }
         var out = [Float](repeating: 0, count: a.count)
-        out.withUnsafeMutableBufferPointer { a.read(0, a.count, into: $0.baseAddress!) }
+        out.withUnsafeMutableBufferPointer { try? a.read(0, a.count, into: $0.baseAddress!) }
     }
 }

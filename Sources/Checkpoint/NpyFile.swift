@@ -27,9 +27,18 @@ public final class NpyFile {
     public var elementSize: Int { half ? 2 : 4 }
     public var dtype: String { half ? "float16" : "float32" }
 
+    /// The file opened for reading (pread), beside its mapping: reads go through the page cache
+    /// into the caller's buffer and leave nothing mapped, so memory follows what is read, not
+    /// the file (nil for bytes held in memory).
+    private var descriptor: Int32 = -1
+    private var staging: [UInt8] = []
+
     public convenience init(path: String) throws {
         try self.init(file: MappedFile(path: path), path: path)
+        descriptor = open(path, O_RDONLY | O_CLOEXEC)
     }
+
+    deinit { if descriptor >= 0 { close(descriptor) } }
 
     public init(file: MappedFile, path: String) throws {
         func refuse(_ reason: String) -> NpyError { NpyError(path: path, reason: reason) }
@@ -126,18 +135,34 @@ public final class NpyFile {
         return (half, shape)
     }
 
-    /// Elements first..<first+n as float32 into `out`. Each range is read once per pass, so its
-    /// pages go back to the kernel afterwards: memory follows what is read, not the file.
-    public func read(_ first: Int, _ n: Int, into out: UnsafeMutablePointer<Float>) {
+    /// Elements first..<first+n as float32 into `out`: read with pread when the file is on disk
+    /// (the mapping then stays untouched), else from memory.
+    public func read(_ first: Int, _ n: Int, into out: UnsafeMutablePointer<Float>) throws {
         precondition(first >= 0 && n >= 0 && first + n <= count, "read outside the array")
         guard n > 0 else { return }
-        let raw = file.all.baseAddress! + dataOffset + elementSize * first
+        let at = dataOffset + elementSize * first, bytes = elementSize * n
+        if descriptor >= 0 {
+            if staging.count < bytes { staging = [UInt8](repeating: 0, count: bytes) }
+            try staging.withUnsafeMutableBytes { buf in
+                var done = 0
+                while done < bytes {
+                    let r = pread(descriptor, buf.baseAddress! + done, bytes - done, off_t(at + done))
+                    if r < 0 && errno == EINTR { continue }
+                    guard r > 0 else { throw NpyError(path: path, reason: "cannot read \(bytes) bytes at offset \(at): " + (r < 0 ? String(cString: strerror(errno)) : "the file is shorter than its header says")) }
+                    done += r
+                }
+                convert(UnsafeRawPointer(buf.baseAddress!), n, into: out)
+            }
+        } else {
+            convert(file.all.baseAddress! + at, n, into: out)
+        }
+    }
+
+    private func convert(_ raw: UnsafeRawPointer, _ n: Int, into out: UnsafeMutablePointer<Float>) {
         if half {
             for i in 0..<n { out[i] = Float(Float16(bitPattern: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
         } else {
             for i in 0..<n { out[i] = raw.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
         }
-        let at = dataOffset + elementSize * first
-        file.release(at..<(at + elementSize * n))
     }
 }

@@ -49,7 +49,7 @@ public final class FeatureFile {
         let n = b * tokens * channels, first = (l * images + n0) * tokens * channels
         if buffer.count < n { buffer = Tensor(shape: [n]) }
         let out = buffer.data
-        array.read(first, n, into: out)
+        try array.read(first, n, into: out)
         for i in 0..<n where !out[i].isFinite {
             throw LensError.data("\(path): non-finite value \(out[i]) in layer \(l), image \(n0 + i / (tokens * channels))")
         }
@@ -150,7 +150,7 @@ public final class AttentionFile {
         let p = buffer.data
         for image in 0..<b {
             for l in 0..<layers {
-                array.read((l * images + n0 + image) * block, block, into: p)
+                try array.read((l * images + n0 + image) * block, block, into: p)
                 for i in 0..<block where !(p[i] >= 0 && p[i].isFinite) {
                     throw LensError.data("\(path): \(p[i]) is not a probability (block \(l + 1), image \(n0 + image), head \(i / (T * T)))")
                 }

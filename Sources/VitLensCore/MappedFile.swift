@@ -67,14 +67,4 @@ public final class MappedFile {
         return UnsafeRawBufferPointer(start: base.map { $0 + offset }, count: n)
     }
 
-    /// Gives the whole pages inside bytes `range` back to the kernel (a mapped file reads them
-    /// again when touched); a no-op for bytes held in memory.
-    public func release(_ range: Range<Int>) {
-        guard !owned, let base, range.lowerBound >= 0, range.upperBound <= count else { return }
-        let page = Int(getpagesize())
-        let lo = (Int(bitPattern: base) + range.lowerBound + page - 1) / page * page
-        let hi = (Int(bitPattern: base) + range.upperBound) / page * page
-        if hi > lo { _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, MADV_DONTNEED) }
-    }
-
 }

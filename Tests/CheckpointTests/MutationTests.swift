@@ -109,7 +109,7 @@ extension MutationTests {
                 let a = try NpyFile(file: MappedFile(copying: b, name: "m.npy"), path: "m.npy")
                 guard a.count <= 1 << 20 else { continue }
                 var out = [Float](repeating: 0, count: a.count)
-                out.withUnsafeMutableBufferPointer { a.read(0, a.count, into: $0.baseAddress!) }
+                try out.withUnsafeMutableBufferPointer { try a.read(0, a.count, into: $0.baseAddress!) }
                 loaded += 1
             } catch {
                 XCTAssertTrue("\(error)".hasPrefix("m.npy: "), "\(error)")
