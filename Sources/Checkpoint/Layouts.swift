@@ -143,17 +143,7 @@ public enum LayoutMapper {
         for key in raw.keys.sorted() {
             guard key.hasPrefix(prefix), let t = raw[key] else { out.ignored.append(key); continue }
             var k = String(key.dropFirst(prefix.count))
-            switch k {
-            case "class_embedding":
-                guard t.shape.count == 1 else { throw CheckpointError.badShape(tensor: key, expected: [t.shape.last ?? 0], got: t.shape) }
-                out.tensors[ViTKeys.classToken] = try RawTensor(shape: [1, 1] + t.shape, floats: t.floats(name: key))
-                continue
-            case "positional_embedding":
-                guard t.shape.count == 2 else { throw CheckpointError.badShape(tensor: key, expected: [197, t.shape.last ?? 0], got: t.shape) }
-                out.tensors[ViTKeys.positions] = try RawTensor(shape: [1] + t.shape, floats: t.floats(name: key))
-                continue
-            default: break
-            }
+            if try takeCLIPEmbedding(k, t, key: key, classToken: "class_embedding", positions: "positional_embedding", into: &out) { continue }
             for (a, b) in swaps { k = k.replacingOccurrences(of: a, with: b) }
             if let (_, part) = blockPart(k), !blockParts.contains(part) {
                 throw CheckpointError.notAViT(path: path, what: "\(key): unsupported tensor in a CLIP residual block")
@@ -211,6 +201,22 @@ public enum LayoutMapper {
         return out
     }
 
+    /// CLIP keeps its class token as [D] and its position embedding as [T, D]: reshaped to timm's
+    /// [1, 1, D] and [1, T, D]. True when `k` was one of them.
+    static func takeCLIPEmbedding(_ k: String, _ t: RawTensor, key: String, classToken: String, positions: String,
+                                  into out: inout MappedStateDict) throws -> Bool {
+        switch k {
+        case classToken:
+            guard t.shape.count == 1 else { throw CheckpointError.badShape(tensor: key, expected: [t.shape.last ?? 0], got: t.shape) }
+            out.tensors[ViTKeys.classToken] = try RawTensor(shape: [1, 1] + t.shape, floats: t.floats(name: key))
+        case positions:
+            guard t.shape.count == 2 else { throw CheckpointError.badShape(tensor: key, expected: [197, t.shape.last ?? 0], got: t.shape) }
+            out.tensors[ViTKeys.positions] = try RawTensor(shape: [1] + t.shape, floats: t.floats(name: key))
+        default: return false
+        }
+        return true
+    }
+
     /// Separate q, k, v projections of each block fused into timm's qkv (rows q, then k, then v).
     /// qkv[n]["<piece>.<weight|bias>"]; `names` spells a source tensor for messages.
     static func fuseQKV(_ qkv: [Int: [String: RawTensor]], into out: inout MappedStateDict,
@@ -244,17 +250,8 @@ public enum LayoutMapper {
         for key in raw.keys.sorted() {
             guard key.hasPrefix(prefix), !key.hasPrefix("text_model."), let t = raw[key] else { out.ignored.append(key); continue }
             let k = String(key.dropFirst(prefix.count))
-            switch k {
-            case "embeddings.class_embedding":
-                guard t.shape.count == 1 else { throw CheckpointError.badShape(tensor: key, expected: [t.shape.last ?? 0], got: t.shape) }
-                out.tensors[ViTKeys.classToken] = try RawTensor(shape: [1, 1] + t.shape, floats: t.floats(name: key))
-                continue
-            case "embeddings.position_embedding.weight":
-                guard t.shape.count == 2 else { throw CheckpointError.badShape(tensor: key, expected: [197, t.shape.last ?? 0], got: t.shape) }
-                out.tensors[ViTKeys.positions] = try RawTensor(shape: [1] + t.shape, floats: t.floats(name: key))
-                continue
-            default: break
-            }
+            if try takeCLIPEmbedding(k, t, key: key, classToken: "embeddings.class_embedding", positions: "embeddings.position_embedding.weight",
+                                     into: &out) { continue }
             let direct: [String: String] = [
                 "embeddings.patch_embedding.weight": ViTKeys.patchWeight,
                 "pre_layrnorm.weight": ViTKeys.preNormWeight, "pre_layrnorm.bias": ViTKeys.preNormBias,

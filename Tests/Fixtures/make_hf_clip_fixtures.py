@@ -16,15 +16,19 @@ VISION = dict(hidden_size=F.DIM, intermediate_size=2 * F.DIM, num_hidden_layers=
               image_size=F.IMG, patch_size=F.PATCH, hidden_act="quick_gelu", layer_norm_eps=1e-5)
 
 
-def randomise(model, seed):
+def randomise(model, seed, layer_scale=None, extra_norms=()):
+    """Seeded weights far from the defaults: norm weights near 1, LayerScale near 0.5, biases,
+    tokens and positions of size 0.3, matrices of unit gain (also used for the DINOv2 fixtures)."""
     torch.manual_seed(seed)
     with torch.no_grad():
         for k, v in model.state_dict().items():
             if v.dtype != torch.float32:
                 continue
-            if k.endswith("norm1.weight") or k.endswith("norm2.weight") or "layrnorm.weight" in k or "layernorm.weight" in k:
+            if k.endswith("norm1.weight") or k.endswith("norm2.weight") or "layrnorm.weight" in k or "layernorm.weight" in k or k in extra_norms:
                 v.copy_(1 + 0.2 * torch.randn_like(v))
-            elif k.endswith("bias") or k.endswith("class_embedding") or "position_embedding" in k:
+            elif layer_scale and layer_scale in k:
+                v.copy_(0.5 + 0.4 * torch.randn_like(v))
+            elif k.endswith("bias") or k.endswith("class_embedding") or "position_embedding" in k or "token" in k:
                 v.copy_(0.3 * torch.randn_like(v))
             else:
                 v.copy_(torch.randn_like(v) * (1.5 / v[0].numel() ** 0.5))

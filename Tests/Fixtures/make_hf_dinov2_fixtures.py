@@ -17,19 +17,7 @@ COMMON = dict(hidden_size=F.DIM, num_hidden_layers=F.DEPTH, num_attention_heads=
 
 
 def randomise(model, seed):
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for k, v in model.state_dict().items():
-            if v.dtype != torch.float32:
-                continue
-            if k.endswith("norm1.weight") or k.endswith("norm2.weight") or k == "layernorm.weight":
-                v.copy_(1 + 0.2 * torch.randn_like(v))
-            elif "lambda1" in k:
-                v.copy_(0.5 + 0.4 * torch.randn_like(v))
-            elif k.endswith("bias") or "token" in k or "position_embeddings" in k:
-                v.copy_(0.3 * torch.randn_like(v))
-            else:
-                v.copy_(torch.randn_like(v) * (1.5 / v[0].numel() ** 0.5))
+    C.randomise(model, seed, layer_scale="lambda1", extra_norms=("layernorm.weight",))
 
 
 def reference(model, x):
