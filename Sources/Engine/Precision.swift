@@ -6,9 +6,9 @@ import VitLensCore
 public enum Precision: String, Sendable, CaseIterable {
     /// float32 throughout (OpenBLAS sgemm, vitlens's AVX2 attention kernels): the reference.
     case f32
-    /// The linear layers with bfloat16 weights and inputs and float32 accumulation (oneDNN's
-    /// matmul on AVX512_BF16); LayerNorm, softmax, GELU, attention and everything after stay
-    /// float32/float64.
+    /// The linear layers with bfloat16 weights and inputs, and attention's q·kᵀ and P·V with
+    /// bfloat16 operands, accumulating in float32 (oneDNN's matmul on AVX512_BF16); LayerNorm,
+    /// softmax, GELU and everything after stay float32/float64.
     case bf16
 
     /// Why bf16 cannot run here (nil: it can): the CPU's instructions, then oneDNN.

@@ -136,7 +136,7 @@ public final class AnalysisModel {
             // At its float32 value's shortest form (1e-06, not 9.999999974752427e-07).
             ("layer_norm_eps", .double(Double("\(c.eps)") ?? Double(c.eps))), ("parameters", .int(c.parameterCount)),
             ("precision", .string(engine.precision == .bf16
-                ? "bf16: linear layers with bfloat16 weights and inputs, float32 accumulation (oneDNN \(Precision.bf16Implementation)); the rest float32"
+                ? "bf16: linear layers with bfloat16 weights and inputs, attention products with bfloat16 operands, float32 accumulation (oneDNN \(Precision.bf16Implementation)); the rest float32"
                 : "f32")),
         ])
     }

@@ -40,7 +40,7 @@ struct ModelOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS and vitlens's own loops (default: all cores).")
     var threads: Int?
 
-    @Option(help: "f32, or bf16: linear layers with bfloat16 weights and inputs and float32 accumulation (needs a CPU with AVX512_BF16; about twice as fast).")
+    @Option(help: "f32, or bf16: linear layers and attention products with bfloat16 inputs and float32 accumulation (needs a CPU with AVX512_BF16; about 1.6x faster).")
     var precision: Precision = .f32
 
     func validate() throws {
