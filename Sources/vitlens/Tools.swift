@@ -189,6 +189,7 @@ struct Maps: ParsableCommand {
         try model.validate(models: 1)
         if num < 1 { throw ValidationError("--num must be at least 1") }
         if !(discard >= 0 && discard < 1) { throw ValidationError("--discard must be in [0, 1)") }
+        if decoding.skipBadImages { throw ValidationError("--skip-bad-images does not go with maps (the arrays' rows are the listed images, in order)") }
     }
 
     func run() throws {

@@ -29,6 +29,20 @@ final class MapsTests: TemporaryFolderTestCase {
                     XCTAssertEqual(c.violations, 0, "\(name) class attention: \(c)")
                     // Not uniform: the test would not see a wrong token or axis otherwise.
                     XCTAssertGreaterThan(want.values.max()! / want.values.min()!, 10)
+                    // maps.json's numbers from the same reference: per block the class attention on
+                    // the patches (Σ over patches, mean over heads, then images); each rollout's maximum.
+                    let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/maps.json"))) as! [String: Any]
+                    let results = json["results"] as! [String: Any]
+                    let share = results["class_attention_on_patches"] as! [Double]
+                    let (N, L, H, P) = (4, 2, 2, 16)
+                    for l in 0..<L {
+                        var s = 0.0
+                        for n in 0..<N { for h in 0..<H { for k in 0..<P { s += want.values[((n * L + l) * H + h) * P + k] } } }
+                        XCTAssertEqual(share[l], s / Double(N * H), accuracy: 1e-5, "\(name) block \(l + 1) share")
+                    }
+                    let rollMax = (results["images"] as! [[String: Any]]).map { $0["rollout_max"] as! Double }
+                    let rollWant = try NpyArray(path: Fixtures.golden("maps_\(name)_rollout_mean_0.npy")).values
+                    for n in 0..<N { XCTAssertEqual(rollMax[n], rollWant[(n * P)..<((n + 1) * P)].max()!, accuracy: 1e-5, "\(name) image \(n)") }
                 }
                 let roll = try NpyArray(path: out + "/rollout.npy")
                 let want = try NpyArray(path: Fixtures.golden("maps_\(name)_rollout_\(fusion)_\(discard).npy"))
@@ -71,7 +85,8 @@ final class MapsTests: TemporaryFolderTestCase {
         XCTAssertTrue(html.contains("keepdim"), "the page says how rollout relates to vit-explain")
 
         for (args, code, says) in [(["--layers", "3"], Int32(64), "--layers 3"), (["--discard", "1"], 64, "--discard must be in [0, 1)"),
-                                   (["--fusion", "median"], 64, "median"), (["--num", "0"], 64, "--num must be at least 1")] {
+                                   (["--fusion", "median"], 64, "median"), (["--num", "0"], 64, "--num must be at least 1"),
+                                   (["--skip-bad-images"], 64, "--skip-bad-images does not go with maps")] {
             let bad = run(["maps", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", images, "--out", tmp + "/bad"] + args)
             XCTAssertEqual(bad.status, code, bad.stderr)
             XCTAssertTrue(bad.stderr.hasPrefix("error: ") && bad.stderr.contains(says) && bad.stderr.split(separator: "\n").count == 1, bad.stderr)
