@@ -13,6 +13,9 @@ public enum Layout: String, Sendable {
     case huggingFaceCLIP = "Hugging Face CLIP"
     case facebookDINOv2 = "Facebook DINOv2"
     case huggingFaceDINOv2 = "Hugging Face DINOv2"
+    case beit = "timm BEiT"
+    case huggingFaceSigLIP = "Hugging Face SigLIP"
+    case huggingFaceBEiT = "Hugging Face BEiT"
 }
 
 /// Containers searched for the state dict, in order (SPEC §2).
@@ -47,8 +50,11 @@ public enum LayoutMapper {
 
     /// transformers' CLIPModel (`vision_model.` prefix) and CLIPVisionModel (with or, saved by
     /// transformers 5, without it).
+    /// transformers' SiglipModel / SiglipVisionModel share CLIP's names, without `pre_layrnorm`
+    /// and the class embedding.
     static func isHFCLIP(_ keys: [String]) -> Bool {
-        keys.contains { $0.hasSuffix("embeddings.patch_embedding.weight") } && keys.contains { $0.hasSuffix("pre_layrnorm.weight") }
+        keys.contains { $0.hasSuffix("embeddings.patch_embedding.weight") }
+            && keys.contains { $0.hasSuffix("pre_layrnorm.weight") || $0.hasSuffix("encoder.layers.0.self_attn.q_proj.weight") }
     }
 
     /// OpenAI's and OpenCLIP's CLIP state dicts: both towers, the image tower under `visual.`.
@@ -97,8 +103,14 @@ public enum LayoutMapper {
         if isHFCLIP(keys) { return try mapHFCLIP(raw, path: path) }
         var stripped = Set<String>()
         var out = MappedStateDict(layout: .timm)
+        // BEiT's separate q and v biases (k has none): fused into qkv's bias below.
+        var qv: [Int: [String: RawTensor]] = [:]
         for key in keys {
             let k = canonical(stripTimm(key, stripped: &stripped))
+            if let (n, part) = blockPart(k), ["attn.q_bias", "attn.k_bias", "attn.v_bias"].contains(part) {
+                qv[n, default: [:]][String(part.dropFirst("attn.".count).prefix(1)) + ".bias"] = raw[key]
+                continue
+            }
             if let (_, part) = blockPart(k), !blockParts.contains(part) {
                 throw CheckpointError.notAViT(path: path, what: "\(key): unsupported tensor in a ViT block (only plain pre-norm blocks are supported)")
             }
@@ -114,6 +126,16 @@ public enum LayoutMapper {
                 out.ignored.append(key)
             }
         }
+        if let n = qv.keys.sorted().first(where: { out.tensors[ViTKeys.block($0, .qkvBias)] != nil }) {
+            throw CheckpointError.malformed(path: path, what: "block \(n) has both attn.qkv.bias and separate q_bias/v_bias")
+        }
+        try fuseQKV(qv.mapValues { parts in
+            // No k bias: zeros of q's shape (only q's and v's are stored).
+            var p = parts
+            if p["k.bias"] == nil, let q = p["q.bias"] { p["k.bias"] = RawTensor(shape: q.shape, floats: [Float](repeating: 0, count: q.shape.reduce(1, *))) }
+            return p
+        }, into: &out, names: { n, piece, _ in "blocks.\(n).attn.\(piece)_bias" }, pieces: ["q", "k", "v"])
+        let beit = keys.contains { $0.hasSuffix("relative_position_bias_table") || $0.hasSuffix("attn.q_bias") }
         if container == "teacher" || container == "student" || stripped.contains("backbone.") {
             out.layout = .dino
         } else if stripped.contains("base_encoder.") {
@@ -122,6 +144,8 @@ public enum LayoutMapper {
             out.layout = .facebookDINOv2
         } else if stripped.contains("model.") || keys.contains(where: { $0.contains("decoder_") || $0.hasSuffix("mask_token") }) {
             out.layout = .mae
+        } else if beit {
+            out.layout = .beit
         }
         return out
     }
@@ -158,9 +182,11 @@ public enum LayoutMapper {
     static func mapHF(_ raw: [String: RawTensor], path: String) throws -> MappedStateDict {
         var out = MappedStateDict(layout: .huggingFace)
         var qkv: [Int: [String: RawTensor]] = [:]
+        // BeitModel: q and v biases only, relative position tables, LayerScale as lambda_1/2.
+        let beit = raw.keys.contains { $0.hasPrefix("beit.") || $0.contains("relative_position_bias") || $0.hasSuffix(".lambda_1") }
         for key in raw.keys.sorted() {
             var k = key
-            for p in ["module.", "vit.", "deit.", "dinov2."] where k.hasPrefix(p) { k.removeFirst(p.count) }
+            for p in ["module.", "vit.", "deit.", "dinov2.", "beit."] where k.hasPrefix(p) { k.removeFirst(p.count) }
             let direct: [String: String] = [
                 "embeddings.cls_token": ViTKeys.classToken,
                 "embeddings.register_tokens": ViTKeys.registerTokens,
@@ -169,6 +195,10 @@ public enum LayoutMapper {
                 "embeddings.patch_embeddings.projection.weight": ViTKeys.patchWeight,
                 "embeddings.patch_embeddings.projection.bias": ViTKeys.patchBias,
                 "layernorm.weight": ViTKeys.FinalNorm.norm.weight, "layernorm.bias": ViTKeys.FinalNorm.norm.bias,
+                // BEiT: the mean-pooling head's norm is timm's fc_norm; the shared bias table.
+                "pooler.layernorm.weight": ViTKeys.FinalNorm.fcNorm.weight, "pooler.layernorm.bias": ViTKeys.FinalNorm.fcNorm.bias,
+                "encoder.relative_position_bias.relative_position_bias_table": ViTKeys.sharedRelativeTable,
+                "encoder.relative_position_bias.relative_position_index": ViTKeys.sharedRelativeIndex,
             ]
             if let c = direct[k] { out.tensors[c] = raw[key]; continue }
             if k.hasPrefix("encoder.layer.") {
@@ -185,6 +215,9 @@ public enum LayoutMapper {
                     "norm1.weight": .norm1Weight, "norm1.bias": .norm1Bias, "norm2.weight": .norm2Weight, "norm2.bias": .norm2Bias,
                     "mlp.fc1.weight": .fc1Weight, "mlp.fc1.bias": .fc1Bias, "mlp.fc2.weight": .fc2Weight, "mlp.fc2.bias": .fc2Bias,
                     "layer_scale1.lambda1": .layerScale1, "layer_scale2.lambda1": .layerScale2,
+                    "lambda_1": .layerScale1, "lambda_2": .layerScale2,
+                    "attention.attention.relative_position_bias.relative_position_bias_table": .relativePositionTable,
+                    "attention.attention.relative_position_bias.relative_position_index": .relativePositionIndex,
                 ]
                 if let c = table[part] { out.tensors[ViTKeys.block(n, c)] = raw[key]; continue }
                 if part.hasPrefix("attention.attention.") {
@@ -195,9 +228,18 @@ public enum LayoutMapper {
             }
             out.ignored.append(key)
         }
+        if beit {
+            // BEiT's key projection has no bias: zeros where the query's and the value's are stored.
+            for (n, parts) in qkv where parts["key.bias"] == nil {
+                if let q = parts["query.bias"], parts["value.bias"] != nil {
+                    qkv[n]!["key.bias"] = RawTensor(shape: q.shape, floats: [Float](repeating: 0, count: q.shape.reduce(1, *)))
+                }
+            }
+        }
         try fuseQKV(qkv, into: &out, names: { n, piece, kind in "encoder.layer.\(n).attention.attention.\(piece).\(kind)" },
                     pieces: ["query", "key", "value"])
-        if out.tensors[ViTKeys.block(0, .layerScale1)] != nil { out.layout = .huggingFaceDINOv2 }
+        if beit { out.layout = .huggingFaceBEiT }
+        else if out.tensors[ViTKeys.block(0, .layerScale1)] != nil { out.layout = .huggingFaceDINOv2 }
         return out
     }
 
@@ -242,9 +284,12 @@ public enum LayoutMapper {
     /// transformers' CLIP image tower: `[vision_model.]embeddings.{class_embedding [D],
     /// patch_embedding (no bias), position_embedding [T, D]}`, `pre_layrnorm`, `encoder.layers.N.
     /// {layer_norm1, self_attn.{q,k,v,out}_proj, layer_norm2, mlp.fc1, mlp.fc2}`, `post_layernorm`;
-    /// the text tower, the projections and `logit_scale` are ignored.
+    /// the text tower, the projections and `logit_scale` are ignored. SigLIP's image tower is the
+    /// same without `pre_layrnorm` and the class embedding, with a patch bias; its attention-pooling
+    /// `head.*` is ignored.
     static func mapHFCLIP(_ raw: [String: RawTensor], path: String) throws -> MappedStateDict {
-        var out = MappedStateDict(layout: .huggingFaceCLIP)
+        let siglip = !raw.keys.contains { $0.hasSuffix("pre_layrnorm.weight") }
+        var out = MappedStateDict(layout: siglip ? .huggingFaceSigLIP : .huggingFaceCLIP)
         var qkv: [Int: [String: RawTensor]] = [:]
         let prefix = raw.keys.contains { $0.hasPrefix("vision_model.") } ? "vision_model." : ""
         for key in raw.keys.sorted() {
@@ -253,7 +298,7 @@ public enum LayoutMapper {
             if try takeCLIPEmbedding(k, t, key: key, classToken: "embeddings.class_embedding", positions: "embeddings.position_embedding.weight",
                                      into: &out) { continue }
             let direct: [String: String] = [
-                "embeddings.patch_embedding.weight": ViTKeys.patchWeight,
+                "embeddings.patch_embedding.weight": ViTKeys.patchWeight, "embeddings.patch_embedding.bias": ViTKeys.patchBias,
                 "pre_layrnorm.weight": ViTKeys.preNormWeight, "pre_layrnorm.bias": ViTKeys.preNormBias,
                 "post_layernorm.weight": ViTKeys.FinalNorm.norm.weight, "post_layernorm.bias": ViTKeys.FinalNorm.norm.bias,
             ]

@@ -82,6 +82,47 @@ public struct RawTensor {
     }
 }
 
+extension RawTensor {
+    /// The values of an integer tensor (BEiT's stored relative position index), in row-major order.
+    public func integers(name: String) throws -> [Int] {
+        switch storage {
+        case let .owned(v): return v.map { Int($0) }
+        case let .mapped(file, offset, strides):
+            let size: Int
+            switch dtype {
+            case .i64: size = 8
+            case .i32: size = 4
+            case .i16: size = 2
+            case .i8, .u8: size = 1
+            default: throw CheckpointError.unknownDType(path: file.path, tensor: name, dtype: dtype.rawValue + " (not an integer type)")
+            }
+            let base = file.all.baseAddress!.advanced(by: offset)
+            var out = [Int](repeating: 0, count: count)
+            var index = [Int](repeating: 0, count: shape.count)
+            for i in 0..<count {
+                var e = 0
+                for d in 0..<shape.count { e += index[d] * strides[d] }
+                let p = base + e * size
+                switch dtype {
+                case .i64: out[i] = Int(Int64(littleEndian: p.loadUnaligned(as: Int64.self)))
+                case .i32: out[i] = Int(Int32(littleEndian: p.loadUnaligned(as: Int32.self)))
+                case .i16: out[i] = Int(Int16(littleEndian: p.loadUnaligned(as: Int16.self)))
+                case .i8: out[i] = Int(p.load(as: Int8.self))
+                default: out[i] = Int(p.load(as: UInt8.self))
+                }
+                var d = shape.count - 1
+                while d >= 0 {
+                    index[d] += 1
+                    if index[d] < shape[d] { break }
+                    index[d] = 0
+                    d -= 1
+                }
+            }
+            return out
+        }
+    }
+}
+
 func contiguousStrides(_ shape: [Int]) -> [Int] {
     var s = [Int](repeating: 1, count: shape.count)
     var acc = 1

@@ -13,6 +13,9 @@ public enum ViTKeys {
     /// CLIP's `ln_pre`: a LayerNorm after the embeddings, before the blocks.
     public static let preNormWeight = "norm_pre.weight"
     public static let preNormBias = "norm_pre.bias"
+    /// BEiT's relative position bias shared by every block, and its index (checked, not used).
+    public static let sharedRelativeTable = "rel_pos_bias.relative_position_bias_table"
+    public static let sharedRelativeIndex = "rel_pos_bias.relative_position_index"
 
     /// The final norm: `norm` (on every token) or `fc_norm` (timm's global-pool models).
     public enum FinalNorm: String, Sendable, CaseIterable {
@@ -31,6 +34,10 @@ public enum ViTKeys {
         case fc2Weight = "mlp.fc2.weight", fc2Bias = "mlp.fc2.bias"
         /// LayerScale (DeiT III, DINOv2): x + γ₁·attn(…), x + γ₂·mlp(…).
         case layerScale1 = "ls1.gamma", layerScale2 = "ls2.gamma"
+        /// BEiT's per-block relative position bias [(2g−1)² + 3, H], and the index it was saved
+        /// with (checked against the one vitlens builds, never used as given).
+        case relativePositionTable = "attn.relative_position_bias_table"
+        case relativePositionIndex = "attn.relative_position_index"
     }
 
     /// `blocks.i.<part>`.
@@ -38,7 +45,7 @@ public enum ViTKeys {
 
     /// The keys outside the blocks that the forward pass uses.
     public static let topLevel = Set([classToken, distillationToken, registerTokens, positions, patchWeight, patchBias,
-                                      preNormWeight, preNormBias]
+                                      preNormWeight, preNormBias, sharedRelativeTable, sharedRelativeIndex]
         + FinalNorm.allCases.flatMap { [$0.weight, $0.bias] })
 
     /// (i, part) for `blocks.i.<part>` of a known part.

@@ -369,7 +369,11 @@ public final class ViTEngine {
         s.mark(\.norm)
         linear(pb?.fc1, s.hidden.data, s.normed.data, blk.fc1W, nil, rows: n, s)
         s.mark(\.linear)
-        if c.activation == .quickGelu { biasQuickGeluRows(s.hidden.data, blk.fc1B, rows: n) } else { biasGeluRows(s.hidden.data, blk.fc1B, rows: n) }
+        switch c.activation {
+        case .gelu: biasGeluRows(s.hidden.data, blk.fc1B, rows: n)
+        case .quickGelu: biasQuickGeluRows(s.hidden.data, blk.fc1B, rows: n)
+        case .geluTanh: biasTanhGeluRows(s.hidden.data, blk.fc1B, rows: n)
+        }
         s.mark(\.gelu)
         // x += γ₂ ⊙ (gelu(…)·W2ᵀ + b2)
         addBranch(xr, s.hidden.data, pb?.fc2, blk.fc2W, blk.fc2B, scale: blk.ls2, rows: n, s)
@@ -408,6 +412,8 @@ public final class ViTEngine {
         let wantLogits = taps?.wantsAttentionLogits ?? false
         let wantProbs = wantLogits || (taps?.wantsAttentionProbabilities ?? false)
         let base = qkv!.data + b * T * 3 * C, sc = s.scores.data
+        // BEiT's relative position bias (H, T, ld), part of the logits (SPEC §11).
+        let relBias = weights.blocks[layer].relativeBias, ld = weights.relativeBiasStride
         if attentionPath == .avx2 {
             precondition(D % 8 == 0, "the AVX2 attention kernel needs a head width that is a multiple of 8")
             let nqPad = roundUp(nq, attentionRowBlock), tPad = roundUp(T, attentionColBlock)
@@ -415,7 +421,8 @@ public final class ViTEngine {
             for hd in 0..<H {
                 attentionPackAVX2(q: base + q0 * 3 * C + hd * D, lq: 3 * C, nq: nq, k: base + C + hd * D, lk: 3 * C,
                                   T: T, D: D, qp: s.packedQ.data, kp: s.packedK.data)
-                attentionScoresAVX2(qp: s.packedQ.data, kp: s.packedK.data, nqPad: nqPad, Tpad: tPad, D: D, alpha: scale, s: sp)
+                attentionScoresAVX2(qp: s.packedQ.data, kp: s.packedK.data, nqPad: nqPad, Tpad: tPad, D: D, alpha: scale, s: sp,
+                                    bias: relBias.map { UnsafePointer($0.data + (hd * T + q0) * tPad) }, nq: nq)
                 if wantLogits {
                     for i in 0..<nq { (s.logits.data + (hd * T + i) * T).update(from: sp + i * tPad, count: T) }
                 }
@@ -447,6 +454,14 @@ public final class ViTEngine {
             } else {
                 sgemm(transB: true, m: nq, n: T, k: D, alpha: scale, a: base + q0 * 3 * C + hd * D, lda: 3 * C,
                       b: base + C + hd * D, ldb: 3 * C, c: sc + hd * nq * T, ldc: T)
+            }
+        }
+        if let relBias {
+            for hd in 0..<H {
+                for i in 0..<nq {
+                    let row = sc + (hd * nq + i) * T, bias = relBias.data + (hd * T + q0 + i) * ld
+                    for j in 0..<T { row[j] += bias[j] }
+                }
             }
         }
         if wantLogits { s.logits.data.update(from: sc, count: H * nq * T) }

@@ -58,6 +58,20 @@ public func biasQuickGeluRows(_ x: UnsafeMutablePointer<Float>, _ bias: Tensor, 
     }
 }
 
+/// x = tanh-GELU(x + bias) = ½v(1 + tanh(√(2/π)(v + 0.044715v³))) = v·σ(2u) row by row (SigLIP's
+/// activation): the AVX2 + FMA kernel where the CPU has it.
+public func biasTanhGeluRows(_ x: UnsafeMutablePointer<Float>, _ bias: Tensor, rows: Int) {
+    let n = bias.count, b = bias.data
+    if CPUKernels.avx2 { return biasTanhGeluRowsAVX2(x, b, rows: rows, cols: n) }
+    for r in 0..<rows {
+        let row = x + r * n
+        for i in 0..<n {
+            let v = row[i] + b[i]
+            row[i] = v / (1 + fastExp(-1.5957691216057308 * (v + 0.044715 * v * v * v)))
+        }
+    }
+}
+
 public func biasGeluRows(_ x: UnsafeMutablePointer<Float>, _ bias: Tensor, rows: Int) {
     if CPUKernels.avx2 {
         biasGeluRowsAVX2(x, bias.data, rows: rows, cols: bias.count)

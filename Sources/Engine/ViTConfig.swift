@@ -38,6 +38,7 @@ public struct ViTConfig: Sendable, Equatable {
     public enum HeadsSource: String, Sendable {
         case option = "given", metadata = "safetensors metadata num_heads", config = "config.json num_attention_heads"
         case convention = "default dim/64 (DeiT/ViT convention)"
+        case table = "the relative position table's columns"
     }
 
     public var dim: Int
@@ -49,8 +50,11 @@ public struct ViTConfig: Sendable, Equatable {
     public var grid: Int
     public var mlpHidden: Int
     public var qkvBias: Bool
-    /// Class token, plus DeiT's distillation token or the register tokens when present.
+    /// Class token (when the model has one), plus DeiT's distillation token or the register
+    /// tokens when present.
     public var prefixTokens: Int
+    /// Whether the sequence starts with a class token (SigLIP-style models have none).
+    public var classToken = true
     /// Register tokens (DINOv2 with registers), part of the prefix tokens.
     public var registers = 0
     /// Rows of `pos_embed` before the patch grid: the prefix count (each prefix token has a
@@ -67,8 +71,29 @@ public struct ViTConfig: Sendable, Equatable {
         case gelu
         /// CLIP's QuickGELU, x·σ(1.702·x).
         case quickGelu = "quick_gelu"
+        /// The tanh approximation, ½x(1 + tanh(√(2/π)(x + 0.044715x³))) (SigLIP).
+        case geluTanh = "gelu_pytorch_tanh"
+
+        /// The names configs use: transformers' `hidden_act`, timm's `act_layer`.
+        public init?(name: String) {
+            switch name {
+            case "gelu": self = .gelu
+            case "quick_gelu", "quickgelu": self = .quickGelu
+            case "gelu_pytorch_tanh", "gelu_tanh", "gelu_new", "gelu_fast": self = .geluTanh
+            default: return nil
+            }
+        }
     }
     public var activation: Activation = .gelu
+    /// Where the activation came from (the tensors cannot tell exact from tanh GELU).
+    public var activationSource = "family default"
+    /// BEiT-style relative position bias: a table per block, one shared by every block, or both
+    /// (added); the logits of every head get bias[index(i, j)] (SPEC §11).
+    public var relativeBlockTables = false
+    public var relativeSharedTable = false
+    public var relativePositionBias: Bool { relativeBlockTables || relativeSharedTable }
+    /// Whether the checkpoint has an absolute position embedding (BEiT's may not).
+    public var absolutePositions = true
     public var finalNorm: FinalNorm
     public var eps: Float
     /// The image side the engine runs at (== grid·patch unless changed, then pos_embed is resampled).
@@ -83,6 +108,8 @@ public struct ViTConfig: Sendable, Equatable {
 
     /// The model family, as far as the tensors tell it.
     public var family: String {
+        if relativePositionBias { return "BEiT / mae-lite RPE" }
+        if !classToken { return "SigLIP-style" }
         if preNorm { return "CLIP" }
         if registers > 0 { return "DINOv2 with registers" }
         if layerScale { return positionSlots == 0 ? "DeiT III" : "DINOv2" }
@@ -91,9 +118,11 @@ public struct ViTConfig: Sendable, Equatable {
 
     /// Parameters of the forward pass (classifier heads excluded).
     public var parameterCount: Int {
-        let embed = dim * 3 * patch * patch + (preNorm ? 2 * dim : dim) + prefixTokens * dim + (positionSlots + grid * grid) * dim
+        let table = ((2 * grid - 1) * (2 * grid - 1) + 3) * heads
+        let embed = dim * 3 * patch * patch + (preNorm ? 2 * dim : dim) + prefixTokens * dim
+            + (absolutePositions ? (positionSlots + grid * grid) * dim : 0) + (relativeSharedTable ? table : 0)
         let block = 2 * 2 * dim + 3 * dim * dim + (qkvBias ? 3 * dim : 0) + dim * dim + dim
-            + dim * mlpHidden + mlpHidden + mlpHidden * dim + dim + (layerScale ? 2 * dim : 0)
+            + dim * mlpHidden + mlpHidden + mlpHidden * dim + dim + (layerScale ? 2 * dim : 0) + (relativeBlockTables ? table : 0)
         return embed + depth * block + (finalNorm == .none ? 0 : 2 * dim)
     }
 
@@ -126,25 +155,53 @@ public struct ViTConfig: Sendable, Equatable {
         if registers > 0 && t[ViTKeys.distillationToken] != nil {
             throw CheckpointError.notAViT(path: ckpt.path, what: "both a distillation token and register tokens (no known ViT has both)")
         }
-        let prefix = (t[ViTKeys.distillationToken] != nil ? 2 : 1) + registers
-        guard t[ViTKeys.classToken] != nil else {
-            throw CheckpointError.notAViT(path: ckpt.path, what: "no cls_token (models without a class token are not supported)")
+        let classToken = t[ViTKeys.classToken] != nil
+        if !classToken && t[ViTKeys.distillationToken] != nil {
+            throw CheckpointError.notAViT(path: ckpt.path, what: "a distillation token without a class token (no known ViT has that)")
         }
-        let pe = try shape(ViTKeys.positions)
-        guard pe.count == 3, pe[0] == 1, pe[2] == dim, pe[1] >= 1 else {
-            throw CheckpointError.badShape(tensor: ViTKeys.positions, expected: [1, prefix + 196, dim], got: pe)
+        let prefix = (classToken ? 1 : 0) + (t[ViTKeys.distillationToken] != nil ? 1 : 0) + registers
+        // BEiT's relative position bias: [(2g−1)² + 3, H] per block and/or shared; it fixes the grid
+        // and the head count.
+        let blockTable = t[ViTKeys.block(0, .relativePositionTable)]?.shape, sharedTable = t[ViTKeys.sharedRelativeTable]?.shape
+        func square(_ n: Int) -> Int? { let g = Int(Double(max(n, 0)).squareRoot().rounded()); return g > 0 && g * g == n ? g : nil }
+        var tableGrid: Int?, tableHeads: Int?
+        for (name, shape) in [(ViTKeys.block(0, .relativePositionTable), blockTable), (ViTKeys.sharedRelativeTable, sharedTable)] {
+            guard let shape else { continue }
+            guard shape.count == 2, shape[1] > 0, let side = square(shape[0] - 3), side % 2 == 1 else {
+                throw CheckpointError.notAViT(path: ckpt.path, what: "\(name) has shape \(shape); a relative position table is [(2g−1)² + 3, heads] for a g×g patch grid")
+            }
+            let g = (side + 1) / 2
+            if let tg = tableGrid, tg != g || tableHeads != shape[1] {
+                throw CheckpointError.badShape(tensor: name, expected: [(2 * tg - 1) * (2 * tg - 1) + 3, tableHeads!], got: shape)
+            }
+            (tableGrid, tableHeads) = (g, shape[1])
+        }
+        if tableGrid != nil && !classToken {
+            throw CheckpointError.notAViT(path: ckpt.path, what: "a relative position table without a class token (BEiT's tables hold class-token rows)")
         }
         // The patch grid is what is left of pos_embed after the prefix tokens' rows — all of them,
-        // or none (DeiT III, DINOv2 with registers in timm: no_embed_class).
-        func square(_ n: Int) -> Int? { let g = Int(Double(max(n, 0)).squareRoot().rounded()); return g > 0 && g * g == n ? g : nil }
-        // With registers a third arrangement: a row for the class token only (Facebook's and
-        // Hugging Face's DINOv2 with registers insert the registers after the position embedding).
-        let slots: Int, grid: Int
-        if let g = square(pe[1] - prefix) { (slots, grid) = (prefix, g) }
-        else if let g = square(pe[1]) { (slots, grid) = (0, g) }
-        else if registers > 0, let g = square(pe[1] - (prefix - registers)) { (slots, grid) = (prefix - registers, g) }
-        else {
-            throw CheckpointError.notAViT(path: ckpt.path, what: "pos_embed holds \(pe[1]) rows, neither \(prefix) prefix rows plus a square grid nor a square grid alone (\(registers) register tokens)")
+        // or none (DeiT III, DINOv2 with registers in timm: no_embed_class) — or, without pos_embed
+        // (BEiT), the relative position table's.
+        var slots = 0, grid = 0
+        if let pe = t[ViTKeys.positions]?.shape {
+            guard pe.count == 3, pe[0] == 1, pe[2] == dim, pe[1] >= 1 else {
+                throw CheckpointError.badShape(tensor: ViTKeys.positions, expected: [1, prefix + 196, dim], got: pe)
+            }
+            // With registers a third arrangement: a row for the class token only (Facebook's and
+            // Hugging Face's DINOv2 with registers insert the registers after the position embedding).
+            if prefix > 0, let g = square(pe[1] - prefix) { (slots, grid) = (prefix, g) }
+            else if let g = square(pe[1]) { (slots, grid) = (0, g) }
+            else if registers > 0, classToken, let g = square(pe[1] - 1) { (slots, grid) = (1, g) }
+            else {
+                throw CheckpointError.notAViT(path: ckpt.path, what: "pos_embed holds \(pe[1]) rows, neither \(prefix) prefix rows plus a square grid nor a square grid alone (\(registers) register tokens)")
+            }
+            if let tg = tableGrid, tg != grid {
+                throw CheckpointError.notAViT(path: ckpt.path, what: "pos_embed is for a \(grid)×\(grid) patch grid but the relative position table for \(tg)×\(tg)")
+            }
+        } else if let tg = tableGrid {
+            grid = tg
+        } else {
+            throw CheckpointError.missingTensor(ViTKeys.positions)
         }
         var depth = 0
         while t[ViTKeys.block(depth, .norm1Weight)] != nil || t[ViTKeys.block(depth, .qkvWeight)] != nil { depth += 1 }
@@ -158,6 +215,7 @@ public struct ViTConfig: Sendable, Equatable {
 
         var h: Int, src: HeadsSource
         if let heads { h = heads; src = .option }
+        else if let th = tableHeads { h = th; src = .table }
         else if let m = ckpt.metadata["num_heads"], let v = Int(m) { h = v; src = .metadata }
         else if let v = ckpt.config?.heads { h = v; src = .config }
         else { h = max(1, dim / 64); src = .convention }
@@ -168,16 +226,22 @@ public struct ViTConfig: Sendable, Equatable {
         var eps: Float = preNorm ? 1e-5 : 1e-6
         if let e = ckpt.config?.layerNormEps { eps = Float(e) }
         if let e = ckpt.metadata["layer_norm_eps"], let v = Float(e) { eps = v }
-        var activation: Activation = preNorm ? .quickGelu : .gelu
-        if let act = ckpt.config?.hiddenAct {
-            guard let a = Activation(rawValue: act) else {
-                throw EngineError.architecture("\(ckpt.path): hidden_act '\(act)' is not supported (exact-erf gelu or quick_gelu)")
+        // SigLIP (no class token): the tanh GELU its checkpoints were trained with.
+        var activation: Activation = preNorm ? .quickGelu : classToken ? .gelu : .geluTanh
+        var activationSource = "family default"
+        for (act, source) in [(ckpt.config?.hiddenAct, "config.json hidden_act"), (ckpt.metadata["hidden_act"], "safetensors metadata hidden_act")] {
+            guard let act else { continue }
+            guard let a = Activation(name: act) else {
+                throw EngineError.architecture("\(ckpt.path): \(source) '\(act)' is not supported (gelu, gelu_pytorch_tanh or quick_gelu)")
             }
-            activation = a
+            (activation, activationSource) = (a, source)
         }
         let run = imageSize ?? grid * patch
         guard run > 0, run % patch == 0 else {
             throw EngineError.imageSizeNotMultiple(size: run, patch: patch)
+        }
+        if tableGrid != nil && run != grid * patch {
+            throw EngineError.architecture("\(ckpt.path): the relative position tables are for a \(grid)×\(grid) patch grid (\(grid * patch) px); running at \(run) px would need them resampled, which vitlens does not do — use --image-size \(grid * patch)")
         }
         var config = ViTConfig(dim: dim, depth: depth, heads: h, headsSource: src, patch: patch, grid: grid,
                                mlpHidden: fc1[0], qkvBias: t[ViTKeys.block(0, .qkvBias)] != nil, prefixTokens: prefix,
@@ -187,6 +251,11 @@ public struct ViTConfig: Sendable, Equatable {
         config.layerScale = t[ViTKeys.block(0, .layerScale1)] != nil
         config.preNorm = preNorm
         config.activation = activation
+        config.activationSource = activationSource
+        config.classToken = classToken
+        config.absolutePositions = t[ViTKeys.positions] != nil
+        config.relativeBlockTables = blockTable != nil
+        config.relativeSharedTable = sharedTable != nil
         return config
     }
 }

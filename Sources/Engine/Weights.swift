@@ -14,12 +14,16 @@ public final class BlockWeights {
     public let fc2W, fc2B: Tensor         // (C, F), (C)
     /// LayerScale γ₁, γ₂ (C), or nil: the branches are added unscaled.
     public let ls1, ls2: Tensor?
+    /// BEiT's relative position bias added to every head's logits, (H, T, ld) with ld = T rounded
+    /// up to 16 (zeros after T), or nil; blocks of a shared table share one tensor.
+    public let relativeBias: Tensor?
     /// The block's position in the model (0-based).
     public let index: Int
 
-    init(_ get: (String, [Int]) throws -> Tensor, _ i: Int, _ c: ViTConfig) throws {
+    init(_ get: (String, [Int]) throws -> Tensor, _ i: Int, _ c: ViTConfig, relativeBias: Tensor?) throws {
         let C = c.dim, F = c.mlpHidden
         index = i
+        self.relativeBias = relativeBias
         func part(_ p: ViTKeys.BlockPart, _ shape: [Int]) throws -> Tensor { try get(ViTKeys.block(i, p), shape) }
         norm1W = try part(.norm1Weight, [C]); norm1B = try part(.norm1Bias, [C])
         qkvW = try part(.qkvWeight, [3 * C, C])
@@ -43,6 +47,8 @@ public final class ViTWeights {
     public let blocks: [BlockWeights]
     public let normW, normB: Tensor?  // (C): `norm` or `fc_norm`, nil when the model has neither
     public let preNormW, preNormB: Tensor?  // (C): CLIP's `ln_pre`, nil elsewhere
+    /// Row stride of the blocks' relative position bias (T rounded up to the attention kernel's 16).
+    public var relativeBiasStride: Int { (config.tokens + 15) / 16 * 16 }
 
     /// The name table: every tensor the engine uses, with the shape it must have.
     public init(checkpoint: LoadedCheckpoint, config c: ViTConfig) throws {
@@ -67,31 +73,101 @@ public final class ViTWeights {
         } else {
             preNormW = nil; preNormB = nil
         }
-        let cls = try get(ViTKeys.classToken, [1, 1, C])
         let pre = Tensor(shape: [c.prefixTokens, C])
-        pre.data.update(from: cls.data, count: C)
+        let first = c.classToken ? 1 : 0
+        if c.classToken {
+            let cls = try get(ViTKeys.classToken, [1, 1, C])
+            pre.data.update(from: cls.data, count: C)
+        }
         if c.registers > 0 {
             // [class token, registers…] as timm orders them.
             let reg = try get(ViTKeys.registerTokens, [1, c.registers, C])
-            (pre.data + C).update(from: reg.data, count: c.registers * C)
-        } else if c.prefixTokens == 2 {
+            (pre.data + first * C).update(from: reg.data, count: c.registers * C)
+        } else if c.prefixTokens == first + 1 {
             let dist = try get(ViTKeys.distillationToken, [1, 1, C])
-            (pre.data + C).update(from: dist.data, count: C)
+            (pre.data + first * C).update(from: dist.data, count: C)
         }
         prefix = pre
         let gridOld = c.grid
-        let posOld = try get(ViTKeys.positions, [1, c.positionSlots + gridOld * gridOld, C])
+        // Without an absolute position embedding (BEiT) the positions are zeros.
+        let posOld = c.absolutePositions ? try get(ViTKeys.positions, [1, c.positionSlots + gridOld * gridOld, C])
+            : Tensor(shape: [1, c.positionSlots + gridOld * gridOld, C])
         // Prefix tokens without a position row get zeros: x = prefix + pos stays one formula.
         let posFull = Tensor(shape: [c.prefixTokens + gridOld * gridOld, C])
         posFull.data.update(from: posOld.data, count: c.positionSlots * C)
         (posFull.data + c.prefixTokens * C).update(from: posOld.data + c.positionSlots * C, count: gridOld * gridOld * C)
         pos = ViTWeights.resamplePositions(posFull, prefix: c.prefixTokens, dim: C, from: gridOld, to: c.runGrid)
-        blocks = try (0..<c.depth).map { try BlockWeights(get, $0, c) }
+        // BEiT's relative position bias, gathered once per block into (H, T, ld) at the run grid
+        // (which the config keeps equal to the tables' grid).
+        var shared: [Float]?, biases: [Tensor?] = Array(repeating: nil, count: c.depth)
+        if c.relativePositionBias {
+            guard c.classToken, c.prefixTokens == 1, c.runGrid == c.grid else {
+                throw EngineError.architecture("\(checkpoint.path): relative position bias needs exactly one class token and the tables' grid")
+            }
+            let index = ViTWeights.relativePositionIndex(grid: c.grid)
+            let rows = (2 * c.grid - 1) * (2 * c.grid - 1) + 3, T = c.tokens
+            func gather(_ table: String, _ stored: String) throws -> [Float] {
+                let values = try get(table, [rows, c.heads])
+                if let raw = t[stored] {
+                    guard raw.shape == [T, T] else { throw CheckpointError.badShape(tensor: stored, expected: [T, T], got: raw.shape) }
+                    let given = try raw.integers(name: stored)
+                    if let k = given.indices.first(where: { given[$0] != index[$0] }) {
+                        throw CheckpointError.malformed(path: checkpoint.path, what: "\(stored) differs from the index BEiT builds at (\(k / T), \(k % T)): \(given[k]) stored, \(index[k]) built")
+                    }
+                }
+                return values.array
+            }
+            if c.relativeSharedTable { shared = try gather(ViTKeys.sharedRelativeTable, ViTKeys.sharedRelativeIndex) }
+            let ld = (T + 15) / 16 * 16
+            func expand(_ tables: [[Float]]) -> Tensor {
+                let out = Tensor(shape: [c.heads, T, ld])
+                for h in 0..<c.heads {
+                    for i in 0..<T {
+                        let row = out.data + (h * T + i) * ld
+                        for j in 0..<T {
+                            let r = index[i * T + j] * c.heads + h
+                            row[j] = tables.reduce(0) { $0 + $1[r] }
+                        }
+                    }
+                }
+                return out
+            }
+            let sharedBias = shared.map { expand([$0]) }
+            for i in 0..<c.depth {
+                if c.relativeBlockTables {
+                    let own = try gather(ViTKeys.block(i, .relativePositionTable), ViTKeys.block(i, .relativePositionIndex))
+                    biases[i] = expand([own] + (shared.map { [$0] } ?? []))
+                } else {
+                    biases[i] = sharedBias
+                }
+            }
+        }
+        blocks = try (0..<c.depth).map { try BlockWeights(get, $0, c, relativeBias: biases[$0]) }
         if let k = c.finalNorm.keys {
             normW = try get(k.weight, [C]); normB = try get(k.bias, [C])
         } else {
             normW = nil; normB = nil
         }
+    }
+
+    /// BEiT's relative position index for a g×g grid after one class token, row-major (T, T):
+    /// patch i → patch j gets (Δy + g − 1)·(2g − 1) + (Δx + g − 1) with Δ = position(i) − position(j);
+    /// the last three table rows are class → patch, patch → class and class → class.
+    public static func relativePositionIndex(grid g: Int) -> [Int] {
+        let T = g * g + 1, n = (2 * g - 1) * (2 * g - 1) + 3
+        var index = [Int](repeating: 0, count: T * T)
+        for i in 0..<T {
+            for j in 0..<T {
+                if i == 0 && j == 0 { index[0] = n - 1 }
+                else if i == 0 { index[j] = n - 3 }
+                else if j == 0 { index[i * T] = n - 2 }
+                else {
+                    let (yi, xi) = ((i - 1) / g, (i - 1) % g), (yj, xj) = ((j - 1) / g, (j - 1) % g)
+                    index[i * T + j] = (yi - yj + g - 1) * (2 * g - 1) + (xi - xj + g - 1)
+                }
+            }
+        }
+        return index
     }
 
     /// timm `resample_abs_pos_embed`: prefix rows kept, the patch grid resized with

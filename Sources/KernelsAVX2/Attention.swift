@@ -75,21 +75,34 @@ struct Tile6x16 {
     }
 }
 
-/// s (nqPad, Tpad; row stride Tpad) = alpha · qp kpᵀ from the packed operands.
+/// s (nqPad, Tpad; row stride Tpad) = alpha · qp kpᵀ from the packed operands, plus, when given,
+/// `bias` (nq rows of stride Tpad: BEiT's relative position bias for these queries) on the first
+/// nq rows, added as each tile is stored.
 @inline(never)
 public func attentionScoresAVX2(qp: UnsafePointer<Float>, kp: UnsafePointer<Float>, nqPad: Int, Tpad: Int, D: Int,
-                                alpha: Float, s: UnsafeMutablePointer<Float>) {
+                                alpha: Float, s: UnsafeMutablePointer<Float>,
+                                bias: UnsafePointer<Float>? = nil, nq: Int = 0) {
     let panels = Tpad / attentionColBlock
     var i = 0
     while i < nqPad {
         let q0 = qp + i * D, q1 = q0 + D, q2 = q1 + D, q3 = q2 + D, q4 = q3 + D, q5 = q4 + D
+        let biased = bias == nil ? 0 : max(0, min(attentionRowBlock, nq - i))
         for p in 0..<panels {
             let b = kp + p * D * attentionColBlock
             var t = Tile6x16()
             for d in 0..<D {
                 t.add(q0[d], q1[d], q2[d], q3[d], q4[d], q5[d], load8(b + d * 16), load8(b + d * 16 + 8))
             }
-            t.store(s + i * Tpad + p * 16, ld: Tpad, rows: attentionRowBlock) { _ in alpha }
+            let o = s + i * Tpad + p * 16
+            t.store(o, ld: Tpad, rows: attentionRowBlock) { _ in alpha }
+            if biased > 0 {
+                // The tile is still in L1: one more pass over its biased rows.
+                let src = bias! + i * Tpad + p * 16
+                for r in 0..<biased {
+                    store8(load8(o + r * Tpad) + load8(src + r * Tpad), o + r * Tpad)
+                    store8(load8(o + r * Tpad + 8) + load8(src + r * Tpad + 8), o + r * Tpad + 8)
+                }
+            }
         }
         i += attentionRowBlock
     }

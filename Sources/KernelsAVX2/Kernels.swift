@@ -87,6 +87,22 @@ public func biasQuickGeluRowsAVX2(_ x: UnsafeMutablePointer<Float>, _ bias: Unsa
     }
 }
 
+/// x = tanh-GELU(x + bias) row by row (AVX2 + FMA build): ½v(1 + tanh(u)) = v·σ(2u) with
+/// u = √(2/π)(v + 0.044715v³), the sigmoid as in `biasQuickGeluRowsAVX2`.
+@inline(never)
+public func biasTanhGeluRowsAVX2(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, cols: Int) {
+    for r in 0..<rows {
+        let row = x + r * cols
+        for i in 0..<cols {
+            let v = row[i] + bias[i]
+            let z = 1.5957691216057308 * v.addingProduct(0.044715 * v * v, v)
+            let t = expNonPositiveFMA(-abs(z))
+            let sigma = (z >= 0 ? 1 : t) / (1 + t)
+            row[i] = v * sigma
+        }
+    }
+}
+
 /// erf(v/√2) and e^(−v²/2) (which the erf uses, and GELU's derivative again), FMA form of
 /// `fastErf`.
 @inline(__always)

@@ -68,6 +68,9 @@ public struct CKARun {
         if !features.isEmpty && images?.skipBad == true {
             throw LensError.data("skipping unreadable images would misalign the images with the rows of \(features[0].path)")
         }
+        if tokens == .cls, let m = models.first(where: { !$0.config.classToken }) {
+            throw LensError.noClassToken(path: m.request.path, option: "--tokens cls")
+        }
         if tokens == .cls, let f = features.first(where: { $0.rank == 4 && $0.prefixTokens == 0 }) {
             throw LensError.data("\(f.path): no class token (0 prefix tokens) to compare with tokens cls")
         }

@@ -31,6 +31,7 @@ public struct ExtractRun {
     /// Writes the files into `out` (staged; the caller commits). Returns the file names and N.
     public func run(into out: OutputDirectory, _ context: RunContext) throws -> (files: [String], images: Int) {
         let c = model.config
+        if tokens == .cls && !c.classToken { throw LensError.noClassToken(path: model.request.path, option: "--tokens cls") }
         // N must be known before the first forward pass (it is in the .npy headers): with
         // skipping, the unreadable images are found first.
         let loader = images.skipBad ? images.subset(try images.readable()) : images

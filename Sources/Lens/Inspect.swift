@@ -27,9 +27,13 @@ public struct CheckpointSummary {
         return [
             ("checkpoint", ck.path), ("format", ck.format), ("layout", ck.layout.rawValue), ("state dict", ck.location),
             ("family", c.family + (c.layerScale ? ", LayerScale" : "") + (c.registers > 0 ? ", \(c.registers) register tokens" : "")
-                + (c.positionSlots == 0 ? ", no position embedding for the class token" : "")),
+                + (!c.classToken ? ", no class token" : c.positionSlots == 0 && c.absolutePositions ? ", no position embedding for the class token" : "")
+                + (c.relativePositionBias ? ", relative position bias " + (c.relativeBlockTables ? "per block" : "") + (c.relativeBlockTables && c.relativeSharedTable ? " and " : "")
+                    + (c.relativeSharedTable ? "shared" : "") : "")
+                + (c.absolutePositions ? "" : ", no absolute position embedding")),
             ("architecture", "ViT, width \(c.dim), depth \(c.depth), patch \(c.patch), image \(c.checkpointImageSize) (\(c.grid)x\(c.grid) patches), MLP \(c.mlpHidden)"),
             ("", "qkv bias \(c.qkvBias ? "yes" : "no"), final norm \(c.finalNorm.rawValue), prefix tokens \(c.prefixTokens), LayerNorm eps \(c.eps)"),
+            ("activation", "\(c.activation.rawValue), from \(c.activationSource)"),
             ("heads", "\(c.heads) (head dim \(c.headDim)), from \(model.headsSource)"),
             ("parameters", "\(c.parameterCount) in the forward pass"),
             ("ignored", ignored.isEmpty ? "nothing" : ignored.map { "\($0.0) (\($0.1))" }.joined(separator: ", ")),

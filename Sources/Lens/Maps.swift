@@ -39,7 +39,7 @@ public struct MapsRun {
         let c = model.config, L = c.depth, H = c.heads, T = c.tokens, g = c.runGrid, P = c.patches, S = c.imageSize
         let drawn = blocks ?? Self.defaultBlocks(depth: L)
         let N = images.items.count
-        let classToken = c.prefixTokens > c.registers
+        let classToken = c.classToken
         let shown = Set(Self.drawn(of: N))
         let cls = try NpyWriter(path: out.staged("cls_attention.npy"), shape: [N, L, H, g, g])
         let taps = MapsTaps(tokens: T, prefix: c.prefixTokens, heads: H, layers: L, classToken: classToken, fusion: fusion, discard: discard)

@@ -21,6 +21,8 @@ public enum LensError: Error, CustomStringConvertible {
     case prefixTokensNeeded(path: String)
     /// Attention probabilities whose patch size is unknown, for distances in pixels.
     case patchSizeNeeded(path: String)
+    /// A class-token selection (`option`) on a model without a class token (SigLIP-style).
+    case noClassToken(path: String, option: String)
 
     public var description: String {
         switch self {
@@ -29,6 +31,7 @@ public enum LensError: Error, CustomStringConvertible {
             return "patch tokens can only be compared on one token grid: \(a) has \(ga)x\(ga) patches, \(b) \(gb)x\(gb)"
         case let .report(s), let .merge(s), let .data(s): return s
         case let .prefixTokensNeeded(path): return "\(path): an array of tokens needs the number of its prefix (class/register) tokens"
+        case let .noClassToken(path, option): return "\(path) has no class token, so \(option) has nothing to take; use mean or patches"
         case let .patchSizeNeeded(path): return "\(path): distances in pixels need the patch size of the model the attention came from"
         }
     }
@@ -131,7 +134,11 @@ public final class AnalysisModel {
             ("checkpoint_image_size", .int(c.checkpointImageSize)), ("image_size", .int(c.imageSize)),
             ("tokens", .int(c.tokens)), ("prefix_tokens", .int(c.prefixTokens)), ("register_tokens", .int(c.registers)),
             ("prefix_position_rows", .int(c.positionSlots)), ("layer_scale", .bool(c.layerScale)), ("pre_norm", .bool(c.preNorm)),
-            ("activation", .string(c.activation.rawValue)), ("mlp_hidden", .int(c.mlpHidden)),
+            ("activation", .string(c.activation.rawValue)), ("activation_source", .string(c.activationSource)),
+            ("class_token", .bool(c.classToken)), ("absolute_positions", .bool(c.absolutePositions)),
+            ("relative_position_bias", .string(c.relativeBlockTables && c.relativeSharedTable ? "per block and shared"
+                : c.relativeBlockTables ? "per block" : c.relativeSharedTable ? "shared" : "none")),
+            ("mlp_hidden", .int(c.mlpHidden)),
             ("qkv_bias", .bool(c.qkvBias)), ("final_norm", .string(c.finalNorm.rawValue)),
             // At its float32 value's shortest form (1e-06, not 9.999999974752427e-07).
             ("layer_norm_eps", .double(Double("\(c.eps)") ?? Double(c.eps))), ("parameters", .int(c.parameterCount)),

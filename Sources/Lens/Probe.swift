@@ -27,6 +27,9 @@ public struct ProbeRun {
         guard Set(names).count == names.count else {
             throw LensError.data("two checkpoints have the same name (\(names.joined(separator: ", "))); rename one")
         }
+        if pool == .cls, let m = models.first(where: { !$0.config.classToken }) {
+            throw LensError.noClassToken(path: m.request.path, option: "--pool cls")
+        }
         if fineTune != nil { for m in models { try m.checkTrainable() } }
         if let depths, let m = models.first(where: { $0.config.depth < (depths.max() ?? 0) }) {
             throw LensError.data("\(m.request.path) has \(m.config.depth) blocks; cannot keep \(depths.max()!)")

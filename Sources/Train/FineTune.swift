@@ -129,12 +129,15 @@ public final class TrainableViT {
     private var dsmall = Tensor(shape: [1]), dscratch = Tensor(shape: [1]), dlogits = Tensor(shape: [1]), dpooled = Tensor(shape: [1])
     private var step = 0
 
-    /// What this module cannot train yet, or nil: its kernels have no LayerScale and its saved
-    /// files no register tokens.
+    /// What this module cannot train yet, or nil: its kernels have no LayerScale, relative position
+    /// bias or activation other than exact GELU, and its saved files no register tokens.
     public static func unsupported(_ c: ViTConfig) -> String? {
         if c.layerScale { return "LayerScale (\(c.family))" }
         if c.preNorm { return "ln_pre and QuickGELU (\(c.family))" }
         if c.registers > 0 { return "register tokens (\(c.family))" }
+        if c.relativePositionBias { return "relative position bias (\(c.family))" }
+        if !c.classToken { return "a model without a class token (\(c.family))" }
+        if c.activation != .gelu { return "the \(c.activation.rawValue) activation (\(c.family))" }
         return nil
     }
 

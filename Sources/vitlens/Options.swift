@@ -101,6 +101,7 @@ func comparing<T>(_ body: () throws -> T) throws -> T {
         switch e {
         case .differentImageSizes: throw UsageError("\(e); give --image-size to run both at one size")
         case .differentGrids: throw UsageError("\(e) (use --tokens cls or mean)")
+        case .noClassToken: throw UsageError("\(e)")
         default: throw e
         }
     }

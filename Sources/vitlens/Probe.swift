@@ -44,9 +44,9 @@ struct Probe: ParsableCommand {
         if let layers, let m = models.first(where: { $0.config.depth < layers.list.last! }) {
             throw UsageError("--layers \(layers.list.last!): \(m.request.path) has \(m.config.depth) blocks")
         }
-        let job = try ProbeRun(models: models, data: data, batch: decoding.batch, resize: decoding.resize, skipBad: decoding.skipBadImages,
+        let job = try comparing { try ProbeRun(models: models, data: data, batch: decoding.batch, resize: decoding.resize, skipBad: decoding.skipBadImages,
                                pool: pool, maxIterations: maxIter, fineTune: finetune ? training.settings(seed: dataset.seed, pooling: pool) : nil,
-                               depths: layers?.list)
+                               depths: layers?.list) }
         var result: ProbeResult?
         let (dir, files) = try writingReport(output.out, default: "reports/probe-" + models.map(\.name).joined(separator: "-"), command: "probe", terminal) { out in
             let r = try job.run(RunContext(commandLine: commandLine, observer: terminal))

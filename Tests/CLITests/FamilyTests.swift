@@ -41,6 +41,14 @@ final class FamilyTests: TemporaryFolderTestCase {
         // unmasked): ViTMAEForPreTraining (decoder ignored) and ViTMAEModel without `vit.`.
         try extract("family_hf_mae_pretraining", golden: "hf_mae", tokens: 17)
         try extract("family_hf_mae", golden: "hf_mae", tokens: 17)
+        // SigLIP (no class token, tanh GELU, MAP head ignored), BEiT (q/v biases, a relative position
+        // table per block, LayerScale, no absolute positions, fc_norm on every token), BEiT with a
+        // shared table, mae-lite's RPE ViT in timm's names and as mae-lite saves it.
+        try extract("family_siglip.safetensors", golden: "siglip", tokens: 16)
+        try extract("family_beit.safetensors", golden: "beit", tokens: 17)
+        try extract("family_beitshared.safetensors", golden: "beitshared", tokens: 17)
+        try extract("family_rpe.safetensors", golden: "rpe", tokens: 17)
+        try extract("family_rpe_maelite.pth", golden: "rpe", tokens: 17)
         for (file, layout) in [("family_hf_dinov2reg", "Hugging Face DINOv2"), ("family_dinov2reg_fb.pth", "Facebook DINOv2"),
                                ("family_clip_openai.pt", "OpenAI/OpenCLIP CLIP"), ("family_hf_clip", "Hugging Face CLIP")] {
             let r = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint(file), "--heads", "2"])

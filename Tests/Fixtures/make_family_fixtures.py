@@ -1,5 +1,5 @@
 """Tiny checkpoints and float64 goldens of the ViT families beyond the plain ViT (DeiT III,
-DINOv2, DINOv2 with registers, CLIP), made from timm: 2 blocks, width 16, 2 heads, 32x32 images,
+DINOv2, DINOv2 with registers, CLIP, SigLIP, BEiT and mae-lite's RPE ViT), made from timm: 2 blocks, width 16, 2 heads, 32x32 images,
 patch 8. Run from the repository root: python3 Tests/Fixtures/make_family_fixtures.py
 (needs torch, timm, safetensors, pillow, torchvision). Writes Tests/Fixtures/checkpoints/family_*
 and Tests/Fixtures/golden/family_*."""
@@ -20,10 +20,26 @@ FAMILIES = {
     "dinov2reg": dict(no_embed_class=True, init_values=0.1, reg_tokens=4),
     # CLIP's image tower: ln_pre (norm_pre), QuickGELU, LayerNorm eps 1e-5, no patch bias.
     "clip": dict(pre_norm=True, act_layer="quick_gelu", norm_layer=partial(torch.nn.LayerNorm, eps=1e-5)),
+    # SigLIP: no class token, attention-pooling (MAP) head, tanh GELU (as the Google checkpoints
+    # were trained; timm's vit_*_siglip_* builders differ in act_layer, see docs/reference.md).
+    "siglip": dict(class_token=False, global_pool="map", act_layer="gelu_tanh"),
+    # BEiT (timm's Beit): q/v biases, a relative position table per block, LayerScale, no absolute
+    # position embedding, fc_norm.
+    "beit": dict(beit=True, use_abs_pos_emb=False, use_rel_pos_bias=True, init_values=0.1),
+    # BEiT with one table shared by every block, an absolute position embedding, no LayerScale, norm.
+    "beitshared": dict(beit=True, use_abs_pos_emb=True, use_rel_pos_bias=False, use_shared_rel_pos_bias=True,
+                       use_fc_norm=False),
+    # mae-lite's RPE ViT (projects/eval_tools/models_vit_rpe.py, as its fine-tuning runs it): absolute
+    # position embedding and a table per block, q/v biases, no LayerScale, fc_norm, eps 1e-6.
+    "rpe": dict(beit=True, use_abs_pos_emb=True, use_rel_pos_bias=True),
 }
 
 
 def make(kw):
+    kw = dict(kw)
+    if kw.pop("beit", False):
+        return timm.models.beit.Beit(img_size=F.IMG, patch_size=F.PATCH, embed_dim=F.DIM, depth=F.DEPTH, num_heads=F.HEADS,
+                                     mlp_ratio=F.MLP, qkv_bias=True, num_classes=5, **kw)
     return timm.models.vision_transformer.VisionTransformer(
         img_size=F.IMG, patch_size=F.PATCH, embed_dim=F.DIM, depth=F.DEPTH, num_heads=F.HEADS,
         mlp_ratio=F.MLP, qkv_bias=True, num_classes=5, **kw)
@@ -33,11 +49,15 @@ def state(kw, seed):
     torch.manual_seed(seed)
     sd = {}
     for k, v in make(kw).state_dict().items():
-        if k.endswith("norm1.weight") or k.endswith("norm2.weight") or k in ("norm.weight", "norm_pre.weight"):
+        if v.dtype != torch.float32:
+            continue  # buffers (BEiT's relative position index, kept by mae-lite only)
+        if k.endswith("norm1.weight") or k.endswith("norm2.weight") or k in ("norm.weight", "norm_pre.weight", "fc_norm.weight"):
             sd[k] = 1 + 0.2 * torch.randn_like(v)
-        elif k.endswith("gamma"):
+        elif k.endswith("relative_position_bias_table"):
+            sd[k] = 0.8 * torch.randn_like(v)  # large enough to reorder the attention
+        elif k.endswith("gamma") or k.endswith("gamma_1") or k.endswith("gamma_2"):
             sd[k] = 0.5 + 0.4 * torch.randn_like(v)  # LayerScale far from 1, so a missing γ shows
-        elif k.endswith("bias") or k in ("cls_token", "pos_embed", "reg_token"):
+        elif k.endswith("bias") or k.endswith("_bias") or k in ("cls_token", "pos_embed", "reg_token"):
             sd[k] = 0.3 * torch.randn_like(v)
         else:
             sd[k] = torch.randn_like(v) * (1.5 / v[0].numel() ** 0.5)
@@ -46,7 +66,7 @@ def state(kw, seed):
 
 def reference(kw, sd, x):
     m = make(kw)
-    m.load_state_dict(sd)
+    m.load_state_dict(sd, strict=False)  # strict but for BEiT's index buffers, which timm rebuilds
     m = m.double().eval()
     normed, probs = [], []
     hooks = []
@@ -56,15 +76,26 @@ def reference(kw, sd, x):
         hooks.append(blk.attn.attn_drop.register_forward_hook(lambda mod, i, o: probs.append(o)))
     with torch.no_grad():
         final = m.forward_features(x.double())
+        # The last representation is the final norm on every token: BEiT's fc_norm (timm applies
+        # it after pooling; norm is then the identity).
+        if isinstance(getattr(m, "fc_norm", None), torch.nn.LayerNorm):
+            final = m.fc_norm(final)
     normed.append(final)
     f32 = lambda ts: torch.stack(ts).float().numpy()
     return f32(normed), f32(probs)
+
+
+def check_strict(kw, sd):
+    """Every key of the state dict is one timm's model has, and only BEiT's index buffers are left out."""
+    missing, unexpected = make(kw).load_state_dict(sd, strict=False)
+    assert not unexpected and all(k.endswith("relative_position_index") for k in missing), (missing, unexpected)
 
 
 def main():
     x = F.preprocess(F.list_images(F.out("images", "none")), False)
     for i, (name, kw) in enumerate(FAMILIES.items()):
         sd = state(kw, 10 + i)
+        check_strict(kw, sd)
         save_file(sd, F.out("checkpoints", f"family_{name}.safetensors"), metadata={"num_heads": str(F.HEADS)})
         feats, attn = reference(kw, sd, x)
         np.save(F.out("golden", f"family_{name}_features.npy"), feats)
@@ -105,6 +136,24 @@ def main():
     # A CLIP state dict of the text tower alone: refused (no image tower).
     text = {k: v for k, v in clip.items() if not k.startswith("visual.")}
     save_file({k: v.contiguous() for k, v in text.items()}, F.out("checkpoints", "family_clip_textonly.safetensors"))
+    # mae-lite's RPE ViT as its training saves it: {"model": {"model.<timm key>": …}, "optimizer": …},
+    # the relative position index buffers included (mae-lite registers them persistent).
+    kw = FAMILIES["rpe"]
+    sd = state(kw, 10 + list(FAMILIES).index("rpe"))
+    index = {k: v.clone() for k, v in make(kw).named_buffers() if k.endswith("relative_position_index")}
+    assert len(index) == F.DEPTH
+    ckpt = {"model." + k: v for k, v in {**sd, **index}.items()}
+    torch.manual_seed(7)
+    optimizer = {"state": {0: {"step": torch.tensor(10.0), "exp_avg": torch.randn(F.DIM)}}, "param_groups": [{"lr": 1e-3, "params": [0]}]}
+    torch.save({"model": ckpt, "optimizer": optimizer, "start_epoch": 100}, F.out("checkpoints", "family_rpe_maelite.pth"))
+    # Damaged BEiT files, each refused in one line: an index that is not BEiT's, a table of the
+    # wrong size.
+    bad = dict(sd, **index)
+    bad["blocks.1.attn.relative_position_index"] = index["blocks.1.attn.relative_position_index"].flip(1).contiguous()
+    save_file(bad, F.out("checkpoints", "family_rpe_badindex.safetensors"), metadata={"num_heads": str(F.HEADS)})
+    bad = dict(sd)
+    bad["blocks.1.attn.relative_position_bias_table"] = bad["blocks.1.attn.relative_position_bias_table"][:-1].contiguous()
+    save_file(bad, F.out("checkpoints", "family_rpe_badtable.safetensors"), metadata={"num_heads": str(F.HEADS)})
 
 
 if __name__ == "__main__":
