@@ -86,6 +86,7 @@ fixtures:
 	python3 Tests/Fixtures/make_hf_clip_fixtures.py
 	python3 Tests/Fixtures/make_hf_dinov2_fixtures.py
 	python3 Tests/Fixtures/make_hf_mae_fixtures.py
+	python3 Tests/Fixtures/make_hf_siglip_beit_fixtures.py
 	python3 scripts/make_colormap.py
 
 # Regenerates the bundled checkpoints and demo images (same Python packages as fixtures;

@@ -44,7 +44,7 @@ public struct CheckpointSummary {
 
 /// Wrapper prefixes (module., model., base_encoder., backbone.) stay in the group's name.
 func ignoredSummary(_ keys: [String]) -> [(String, Int)] {
-    let wrappers: Set<String> = ["module", "model", "base_encoder", "backbone", "encoder", "vit", "deit"]
+    let wrappers: Set<String> = ["module", "model", "base_encoder", "backbone", "encoder", "vit", "deit", "beit", "dinov2", "vision_model"]
     var counts: [String: Int] = [:]
     var order: [String] = []
     for k in keys {

@@ -49,8 +49,18 @@ final class FamilyTests: TemporaryFolderTestCase {
         try extract("family_beitshared.safetensors", golden: "beitshared", tokens: 17)
         try extract("family_rpe.safetensors", golden: "rpe", tokens: 17)
         try extract("family_rpe_maelite.pth", golden: "rpe", tokens: 17)
+        // Hugging Face folders against transformers in float64 (make_hf_siglip_beit_fixtures.py):
+        // SiglipVisionModel (transformers 5, no prefix) and SiglipModel (both towers), BeitModel
+        // (tables per layer, LayerScale, mean-pooling LayerNorm) and BeitForImageClassification
+        // (one shared table, absolute positions).
+        try extract("family_hf_siglipvision", golden: "hf_siglip", tokens: 16)
+        try extract("family_hf_siglip", golden: "hf_siglip", tokens: 16)
+        try extract("family_hf_beit", golden: "hf_beit", tokens: 17)
+        try extract("family_hf_beitshared", golden: "hf_beitshared", tokens: 17)
         for (file, layout) in [("family_hf_dinov2reg", "Hugging Face DINOv2"), ("family_dinov2reg_fb.pth", "Facebook DINOv2"),
-                               ("family_clip_openai.pt", "OpenAI/OpenCLIP CLIP"), ("family_hf_clip", "Hugging Face CLIP")] {
+                               ("family_clip_openai.pt", "OpenAI/OpenCLIP CLIP"), ("family_hf_clip", "Hugging Face CLIP"),
+                               ("family_hf_siglip", "Hugging Face SigLIP"), ("family_hf_beit", "Hugging Face BEiT"),
+                               ("family_beit.safetensors", "timm BEiT"), ("family_rpe_maelite.pth", "MAE/mae-lite")] {
             let r = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint(file), "--heads", "2"])
             XCTAssertTrue(r.status == 0 && r.stdout.contains("layout        " + layout), "\(file): \(r.stdout)\(r.stderr)")
         }
