@@ -12,6 +12,10 @@ public enum EngineError: Error, CustomStringConvertible {
     case headsDoNotDivide(heads: Int, dim: Int, source: ViTConfig.HeadsSource)
     /// A run image size that is not a whole number of patches.
     case imageSizeNotMultiple(size: Int, patch: Int)
+    /// A run image size other than the relative position tables' (which vitlens does not resample).
+    case imageSizeFixed(path: String, size: Int, fixed: Int)
+    /// A head count that contradicts the relative position tables' columns.
+    case headsContradictTable(heads: Int, source: ViTConfig.HeadsSource, table: Int)
 
     public var description: String {
         switch self {
@@ -24,6 +28,10 @@ public enum EngineError: Error, CustomStringConvertible {
         case let .headsDoNotDivide(heads, dim, source):
             return "\(heads) heads (\(source.rawValue)) do not divide the embedding width \(dim)"
         case let .imageSizeNotMultiple(size, patch): return "image size \(size) is not a multiple of the patch size \(patch)"
+        case let .imageSizeFixed(path, size, fixed):
+            return "\(path): its relative position tables are for \(fixed) px; running at \(size) px would need them resampled, which vitlens does not do"
+        case let .headsContradictTable(heads, source, table):
+            return "\(heads) heads (\(source.rawValue)) contradict the relative position tables, which have \(table) columns (one per head)"
         }
     }
 }
@@ -220,6 +228,7 @@ public struct ViTConfig: Sendable, Equatable {
         else if let v = ckpt.config?.heads { h = v; src = .config }
         else { h = max(1, dim / 64); src = .convention }
         guard h > 0, dim % h == 0 else { throw EngineError.headsDoNotDivide(heads: h, dim: dim, source: src) }
+        if let th = tableHeads, th != h { throw EngineError.headsContradictTable(heads: h, source: src, table: th) }
 
         // CLIP (ln_pre): QuickGELU and LayerNorm eps 1e-5, as OpenAI's and OpenCLIP's code has them.
         let preNorm = t[ViTKeys.preNormWeight] != nil
@@ -241,7 +250,7 @@ public struct ViTConfig: Sendable, Equatable {
             throw EngineError.imageSizeNotMultiple(size: run, patch: patch)
         }
         if tableGrid != nil && run != grid * patch {
-            throw EngineError.architecture("\(ckpt.path): the relative position tables are for a \(grid)×\(grid) patch grid (\(grid * patch) px); running at \(run) px would need them resampled, which vitlens does not do — use --image-size \(grid * patch)")
+            throw EngineError.imageSizeFixed(path: ckpt.path, size: run, fixed: grid * patch)
         }
         var config = ViTConfig(dim: dim, depth: depth, heads: h, headsSource: src, patch: patch, grid: grid,
                                mlpHidden: fc1[0], qkvBias: t[ViTKeys.block(0, .qkvBias)] != nil, prefixTokens: prefix,

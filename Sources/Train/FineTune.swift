@@ -132,11 +132,11 @@ public final class TrainableViT {
     /// What this module cannot train yet, or nil: its kernels have no LayerScale, relative position
     /// bias or activation other than exact GELU, and its saved files no register tokens.
     public static func unsupported(_ c: ViTConfig) -> String? {
+        if c.relativePositionBias { return "relative position bias (\(c.family))" }
+        if !c.classToken { return "no class token (\(c.family))" }
         if c.layerScale { return "LayerScale (\(c.family))" }
         if c.preNorm { return "ln_pre and QuickGELU (\(c.family))" }
         if c.registers > 0 { return "register tokens (\(c.family))" }
-        if c.relativePositionBias { return "relative position bias (\(c.family))" }
-        if !c.classToken { return "a model without a class token (\(c.family))" }
         if c.activation != .gelu { return "the \(c.activation.rawValue) activation (\(c.family))" }
         return nil
     }

@@ -105,6 +105,61 @@ final class FamilyTests: TemporaryFolderTestCase {
         XCTAssertTrue(r.stderr.contains("fine-tuning a model with LayerScale (DeiT III) is not supported yet"), r.stderr)
     }
 
+    /// SigLIP (no class token) and BEiT (relative position bias) through every analysis: CKA across
+    /// the two families (one patch grid, 16 and 17 tokens), attention and maps without a class
+    /// token, the linear probe; what has no meaning or is not built is refused in one line.
+    func testSigLIPAndBEiTAnalyses() throws {
+        let siglip = Fixtures.checkpoint("family_siglip.safetensors"), beit = Fixtures.checkpoint("family_beit.safetensors")
+        let images = Fixtures.path("images/cka")
+        func oneLine(_ args: [String], status: Int32, mentions: String, line: UInt = #line) {
+            let r = runProcess(CLITests.binary, args)
+            XCTAssertEqual(r.status, status, r.stderr, line: line)
+            XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains(mentions) && r.stderr.split(separator: "\n").count == 1,
+                          r.stderr, line: line)
+        }
+        for tokens in ["patches", "mean"] {
+            let r = runProcess(CLITests.binary, ["cka", siglip, beit, "--images", images, "--resize", "none", "--batch", "4",
+                                                 "--tokens", tokens, "--out", tmp + "/cka-" + tokens, "--quiet"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            let rows = try String(contentsOfFile: tmp + "/cka-\(tokens)/cka.csv", encoding: .utf8).split(separator: "\n").dropFirst()
+            XCTAssertEqual(rows.count, 9, "3 × 3 representations")
+            for row in rows { XCTAssertTrue(Double(row.split(separator: ",")[4]).map { $0 > 0 && $0 <= 1 + 1e-9 } ?? false, String(row)) }
+        }
+        var r = runProcess(CLITests.binary, ["attention", siglip, beit, "--images", images, "--resize", "none", "--out", tmp + "/att", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = runProcess(CLITests.binary, ["maps", siglip, "--images", images, "--resize", "none", "--num", "4", "--out", tmp + "/maps", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let maps = try String(contentsOfFile: tmp + "/maps/maps.json", encoding: .utf8)
+        XCTAssertTrue(maps.contains("\"family\": \"SigLIP-style\""), maps)
+        r = runProcess(CLITests.binary, ["probe", beit, siglip, "--train", Fixtures.path("images"), "--split", "0.5", "--pool", "mean",
+                                         "--out", tmp + "/probe", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = runProcess(CLITests.binary, ["inspect", siglip, "--json"])
+        for want in ["\"class_token\": false", "\"activation\": \"gelu_pytorch_tanh\"", "\"attn_pool.*\""] {
+            XCTAssertTrue(r.stdout.contains(want), "inspect shows \(want): \(r.stdout)")
+        }
+        r = runProcess(CLITests.binary, ["inspect", beit, "--json"])
+        for want in ["\"relative_position_bias\": \"per block\"", "\"absolute_positions\": false", "\"heads_source\": \"the relative position table's columns\""] {
+            XCTAssertTrue(r.stdout.contains(want), "inspect shows \(want): \(r.stdout)")
+        }
+        // Class-token selections on a model without one: bad usage.
+        oneLine(["cka", siglip, beit, "--images", images, "--resize", "none", "--tokens", "cls", "--out", tmp + "/x1"], status: 64, mentions: "has no class token")
+        oneLine(["extract", siglip, "--images", images, "--resize", "none", "--tokens", "cls", "--out", tmp + "/x2"], status: 64, mentions: "has no class token")
+        oneLine(["probe", siglip, "--train", Fixtures.path("images"), "--split", "0.5", "--pool", "cls", "--out", tmp + "/x3"], status: 64,
+                mentions: "has no class token")
+        // The relative position tables fix the image size and the head count.
+        oneLine(["extract", beit, "--images", images, "--image-size", "48", "--out", tmp + "/x4"], status: 64, mentions: "does not resample them")
+        oneLine(["extract", beit, "--images", images, "--heads", "4", "--out", tmp + "/x5"], status: 64, mentions: "relative position tables have 2 heads")
+        // Damaged files: a stored index that is not BEiT's, a table of the wrong size.
+        oneLine(["inspect", Fixtures.checkpoint("family_rpe_badindex.safetensors")], status: 1, mentions: "differs from the index BEiT builds")
+        oneLine(["inspect", Fixtures.checkpoint("family_rpe_badtable.safetensors")], status: 1, mentions: "relative_position_bias_table")
+        // Not trainable yet.
+        oneLine(["finetune", beit, "--train", Fixtures.path("images"), "--split", "0.5", "--out", tmp + "/ft"], status: 1,
+                mentions: "relative position bias (BEiT / mae-lite RPE) is not supported yet")
+        oneLine(["finetune", siglip, "--train", Fixtures.path("images"), "--split", "0.5", "--pool", "mean", "--out", tmp + "/ft2"], status: 1,
+                mentions: "with no class token (SigLIP-style) is not supported yet")
+    }
+
     /// A register count that disagrees with pos_embed is refused in one line.
     func testInconsistentFamiliesAreRefused() throws {
         // pos_embed cut to 15 rows, with 4 registers: neither 5 + a square, nor a square, nor the

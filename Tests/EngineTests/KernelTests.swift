@@ -100,6 +100,24 @@ final class KernelTests: XCTestCase {
         XCTAssertEqual(c.violations, 0, "quickGELU (\(CPUKernels.avx2 ? "avx2" : "baseline")) vs float64: \(c)")
     }
 
+    /// SigLIP's tanh GELU (bias added first) against ½v(1 + tanh(√(2/π)(v + 0.044715v³))) in
+    /// float64, on this CPU's path; and it is not the exact-erf GELU (they differ by up to ~1e-3).
+    func testBiasTanhGELU() {
+        let cols = 192, rows = 197
+        let x = random(rows * cols, scale: 8), bias = Tensor(shape: [cols], values: random(cols, scale: 1))
+        var got = x
+        biasTanhGeluRows(&got, bias, rows: rows)
+        let ref = x.indices.map { i -> Double in
+            let v = Double(x[i]) + Double(bias[i % cols])
+            return 0.5 * v * (1 + tanh((2 / Double.pi).squareRoot() * (v + 0.044715 * v * v * v)))
+        }
+        let c = compare(got.map(Double.init), ref, tolerance: 1e-6, mixed: true)
+        XCTAssertEqual(c.violations, 0, "tanh GELU (\(CPUKernels.avx2 ? "avx2" : "baseline")) vs float64: \(c)")
+        var erf = x
+        biasGeluRows(&erf, bias, rows: rows)
+        XCTAssertGreaterThan(zip(erf, got).map { abs($0 - $1) }.max()!, 1e-4, "tanh GELU differs from the exact one")
+    }
+
     func testSoftmaxRowsSumToOne() {
         let rows = 3 * 197, n = 197
         var x = random(rows * n, scale: 30)

@@ -154,6 +154,49 @@ final class ParityTests: XCTestCase {
         XCTAssertEqual(d.violations, 0, "blas vs avx2: \(d)")
     }
 
+    /// BEiT's relative position bias on every path: OpenBLAS and the AVX2 score kernel (which adds
+    /// it as it stores each tile), whole images per worker and token rows split inside an image
+    /// (queries starting mid-image), per-block and shared tables — all match timm in float64, and
+    /// the logits the taps see include the bias (their softmax is the probabilities).
+    func testRelativePositionBiasOnEveryPath() throws {
+        let x = try goldenInput("none")
+        let saved = Workers.count
+        defer { Workers.count = saved }
+        for name in ["beit", "beitshared"] {
+            let feats = try NpyArray(path: Fixtures.golden("family_\(name)_features.npy"))
+            let att = try NpyArray(path: Fixtures.golden("family_\(name)_attention.npy"))
+            let paths: [ViTEngine.AttentionPath] = CPUKernels.avx2 ? [.blas, .avx2] : [.blas]
+            for path in paths {
+                for (workers, tile) in [(1, 800), (8, 5)] {
+                    Workers.count = workers
+                    let engine = try loadEngine("family_\(name).safetensors", heads: nil)
+                    XCTAssertTrue(engine.config.relativePositionBias)
+                    engine.attentionPath = path
+                    engine.tileRowsTarget = tile
+                    let c = engine.config
+                    let taps = RecordingTaps(perRep: c.tokens * c.dim)
+                    taps.perAttention = c.heads * c.tokens * c.tokens
+                    engine.forward(x, taps: taps)
+                    let what = "\(name), \(path), \(workers) workers"
+                    XCTAssertEqual(compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0, what)
+                    XCTAssertEqual(compare(taps.flat(taps.probs), att.values, tolerance: 1e-4).violations, 0, what)
+                    // Without taps (queries split inside images when workers outnumber images).
+                    let plain = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
+                    engine.forward(x, taps: plain)
+                    XCTAssertEqual(compare(plain.flat(plain.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0, what + ", no attention taps")
+                    let logits = taps.flat(taps.logits), probs = taps.flat(taps.probs), T = c.tokens
+                    var worst = 0.0
+                    for r in 0..<(logits.count / T) {
+                        let row = logits[(r * T)..<((r + 1) * T)], m = row.max()!
+                        let e = row.map { exp($0 - m) }, sum = e.reduce(0, +)
+                        for j in 0..<T { worst = max(worst, abs(e[j] / sum - probs[r * T + j])) }
+                    }
+                    XCTAssertLessThan(worst, 1e-6, what + ": softmax(logits) vs probabilities")
+                }
+            }
+        }
+    }
+
     /// However the batch is split over workers — whole images per worker, token rows split
     /// inside an image (more workers than images), tiles that cut an image in two — the
     /// representations still match timm, and the final tokens agree with one worker's.
