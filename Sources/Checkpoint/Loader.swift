@@ -8,6 +8,8 @@ public struct HFConfig: Sendable {
     public var imageSize: Int?
     public var patchSize: Int?
     public var hiddenAct: String?
+    public var hiddenSize: Int?
+    public var layers: Int?
 }
 
 /// A checkpoint read and mapped onto timm's key names, weights still in the file's memory map.
@@ -160,6 +162,6 @@ public enum CheckpointLoader {
         return HFConfig(heads: int("num_attention_heads"),
                         layerNormEps: (c["layer_norm_eps"] as? Double) ?? (c["layer_norm_eps"] as? Int).map(Double.init),
                         imageSize: int("image_size"), patchSize: int("patch_size"),
-                        hiddenAct: c["hidden_act"] as? String)
+                        hiddenAct: c["hidden_act"] as? String, hiddenSize: int("hidden_size"), layers: int("num_hidden_layers"))
     }
 }

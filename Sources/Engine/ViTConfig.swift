@@ -221,6 +221,19 @@ public struct ViTConfig: Sendable, Equatable {
         guard fc1.count == 2, fc1[1] == dim else { throw CheckpointError.badShape(tensor: ViTKeys.block(0, .fc1Weight), expected: [4 * dim, dim], got: fc1) }
         let finalNorm: FinalNorm = t[ViTKeys.FinalNorm.norm.weight] != nil ? .norm : (t[ViTKeys.FinalNorm.fcNorm.weight] != nil ? .fcNorm : .none)
 
+        // A config.json that contradicts the tensors is refused, not half-believed.
+        if let cfg = ckpt.config {
+            for (name, said, found) in [("hidden_size", cfg.hiddenSize, dim), ("num_hidden_layers", cfg.layers, depth),
+                                        ("patch_size", cfg.patchSize, patch)] {
+                if let said, said != found {
+                    throw CheckpointError.config(path: ckpt.path, what: "config.json says \(name) \(said) but the weights hold \(found)")
+                }
+            }
+            // image_size // patch_size patches a side (SigLIP so400m: 384 px, patch 14 → 27).
+            if let said = cfg.imageSize, said / patch != grid {
+                throw CheckpointError.config(path: ckpt.path, what: "config.json says image_size \(said) (\(said / patch) patches a side) but the position embedding or relative position table is for \(grid)")
+            }
+        }
         var h: Int, src: HeadsSource
         if let heads { h = heads; src = .option }
         else if let th = tableHeads { h = th; src = .table }

@@ -200,6 +200,27 @@ final class CorpusTests: XCTestCase {
             XCTAssertEqual(r.status, 1, r.stderr)
             XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains(bad.replacingOccurrences(of: "/sub", with: "")), r.stderr)
         }
+        // Model families: a relative position table of the wrong size, a stored index that is not
+        // BEiT's, a CLIP state dict without visual.*, config.json files that contradict the
+        // tensors (width, depth, patch, image size, an unknown activation).
+        expect(["extract", Fixtures.checkpoint("family_rpe_badtable.safetensors"), "--images", images], mentions: "relative_position_bias_table: expected [52, 2], got [51, 2]")
+        expect(["extract", Fixtures.checkpoint("family_rpe_badindex.safetensors"), "--images", images], mentions: "differs from the index BEiT builds")
+        expect(["extract", Fixtures.checkpoint("family_clip_textonly.safetensors"), "--images", images], mentions: "a CLIP state dict without visual.*")
+        let beit = Fixtures.checkpoint("family_hf_beit")
+        let config = try String(contentsOfFile: beit + "/config.json", encoding: .utf8)
+        for (key, from, to, says) in [("hidden_size", "16", "32", "hidden_size 32 but the weights hold 16"),
+                                      ("num_hidden_layers", "2", "3", "num_hidden_layers 3 but the weights hold 2"),
+                                      ("patch_size", "8", "4", "patch_size 4 but the weights hold 8"),
+                                      ("image_size", "32", "64", "image_size 64 (8 patches a side)"),
+                                      ("hidden_act", "\"gelu\"", "\"swish\"", "hidden_act 'swish' is not supported")] {
+            let folder = tmp + "/hf-\(key)"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: beit + "/model.safetensors", toPath: folder + "/model.safetensors")
+            let edited = config.replacingOccurrences(of: "\"\(key)\": \(from)", with: "\"\(key)\": \(to)")
+            XCTAssertNotEqual(edited, config, key)
+            try edited.write(toFile: folder + "/config.json", atomically: true, encoding: .utf8)
+            expect(["extract", folder, "--images", images], mentions: says)
+        }
         let leftovers = try FileManager.default.contentsOfDirectory(atPath: tmp).filter { $0.contains("vitlens-tmp") }
         XCTAssertEqual(leftovers, [], "staging folders left behind")
         print("corpus: \(cases) cases, each refused with one error line (or handled), no signal, no partial output")

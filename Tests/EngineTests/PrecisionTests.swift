@@ -105,7 +105,8 @@ final class PrecisionTests: XCTestCase {
         guard bf16Here else { throw XCTSkip("no AVX512_BF16 here: \(Precision.bf16Unavailable ?? "")") }
         let x = try goldenInput("none")
         for (file, golden) in [("tiny_f32.safetensors", "none"), ("family_deit3.safetensors", "family_deit3"),
-                               ("family_dinov2reg.safetensors", "family_dinov2reg")] {
+                               ("family_dinov2reg.safetensors", "family_dinov2reg"), ("family_beit.safetensors", "family_beit"),
+                               ("family_siglip.safetensors", "family_siglip")] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file))
             let config = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: nil)
             let engine = try ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config), precision: .bf16)
