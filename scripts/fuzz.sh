@@ -20,7 +20,8 @@ mkdir -p "$OUT"
 for t in $TARGETS; do
   corpus="$OUT/$t/corpus"; mkdir -p "$corpus"
   case $t in
-    checkpoint) cp Tests/Fixtures/checkpoints/*.safetensors Tests/Fixtures/checkpoints/*.pth* "$corpus/" ;;
+    checkpoint) cp Tests/Fixtures/checkpoints/*.safetensors Tests/Fixtures/checkpoints/*.pth* "$corpus/"
+      for d in Tests/Fixtures/checkpoints/*/; do cp "$d/model.safetensors" "$corpus/$(basename "$d").safetensors" 2>/dev/null || true; done ;;
     pickle) python3 - "$corpus" <<'PY'
 import sys, zipfile, glob, os
 for p in glob.glob("Tests/Fixtures/checkpoints/*.pth*"):

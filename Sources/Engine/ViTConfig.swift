@@ -102,6 +102,11 @@ public struct ViTConfig: Sendable, Equatable {
     public var relativePositionBias: Bool { relativeBlockTables || relativeSharedTable }
     /// Whether the checkpoint has an absolute position embedding (BEiT's may not).
     public var absolutePositions = true
+    /// Whether the patch convolution has a bias (CLIP's has none: zeros, never trained).
+    public var patchBias = true
+    /// Whether the key projection has a bias (BEiT's has q and v biases only: the k slice of
+    /// qkv's bias is zeros, never trained).
+    public var keyBias = true
     public var finalNorm: FinalNorm
     public var eps: Float
     /// The image side the engine runs at (== grid·patch unless changed, then pos_embed is resampled).
@@ -278,6 +283,8 @@ public struct ViTConfig: Sendable, Equatable {
         config.absolutePositions = t[ViTKeys.positions] != nil
         config.relativeBlockTables = blockTable != nil
         config.relativeSharedTable = sharedTable != nil
+        config.patchBias = t[ViTKeys.patchBias] != nil
+        config.keyBias = !(config.relativePositionBias || ckpt.layout == .beit || ckpt.layout == .huggingFaceBEiT)
         return config
     }
 }

@@ -17,13 +17,16 @@ public final class BlockWeights {
     /// BEiT's relative position bias added to every head's logits, (H, T, ld) with ld = T rounded
     /// up to 16 (zeros after T), or nil; blocks of a shared table share one tensor.
     public let relativeBias: Tensor?
+    /// The block's own relative position table [(2g−1)² + 3, H] (nil with a shared one only).
+    public let relativeTable: Tensor?
     /// The block's position in the model (0-based).
     public let index: Int
 
-    init(_ get: (String, [Int]) throws -> Tensor, _ i: Int, _ c: ViTConfig, relativeBias: Tensor?) throws {
+    init(_ get: (String, [Int]) throws -> Tensor, _ i: Int, _ c: ViTConfig, relativeBias: Tensor?, relativeTable: Tensor?) throws {
         let C = c.dim, F = c.mlpHidden
         index = i
         self.relativeBias = relativeBias
+        self.relativeTable = relativeTable
         func part(_ p: ViTKeys.BlockPart, _ shape: [Int]) throws -> Tensor { try get(ViTKeys.block(i, p), shape) }
         norm1W = try part(.norm1Weight, [C]); norm1B = try part(.norm1Bias, [C])
         qkvW = try part(.qkvWeight, [3 * C, C])
@@ -47,6 +50,8 @@ public final class ViTWeights {
     public let blocks: [BlockWeights]
     public let normW, normB: Tensor?  // (C): `norm` or `fc_norm`, nil when the model has neither
     public let preNormW, preNormB: Tensor?  // (C): CLIP's `ln_pre`, nil elsewhere
+    /// BEiT's relative position table shared by every block [(2g−1)² + 3, H], or nil.
+    public let sharedRelativeTable: Tensor?
     /// Row stride of the blocks' relative position bias (T rounded up to the attention kernel's 16).
     public var relativeBiasStride: Int { (config.tokens + 15) / 16 * 16 }
 
@@ -99,7 +104,7 @@ public final class ViTWeights {
         pos = ViTWeights.resamplePositions(posFull, prefix: c.prefixTokens, dim: C, from: gridOld, to: c.runGrid)
         // BEiT's relative position bias, gathered once per block into (H, T, ld) at the run grid
         // (which the config keeps equal to the tables' grid).
-        var shared: [Float]?, biases: [Tensor?] = Array(repeating: nil, count: c.depth)
+        var shared: [Float]?, biases: [Tensor?] = Array(repeating: nil, count: c.depth), tables: [Tensor?] = biases
         if c.relativePositionBias {
             guard c.classToken, c.prefixTokens == 1, c.runGrid == c.grid else {
                 throw EngineError.architecture("\(checkpoint.path): relative position bias needs exactly one class token and the tables' grid")
@@ -137,12 +142,14 @@ public final class ViTWeights {
                 if c.relativeBlockTables {
                     let own = try gather(ViTKeys.block(i, .relativePositionTable), ViTKeys.block(i, .relativePositionIndex))
                     biases[i] = expand([own] + (shared.map { [$0] } ?? []))
+                    tables[i] = Tensor(shape: [rows, c.heads], values: own)
                 } else {
                     biases[i] = sharedBias
                 }
             }
         }
-        blocks = try (0..<c.depth).map { try BlockWeights(get, $0, c, relativeBias: biases[$0]) }
+        sharedRelativeTable = shared.map { Tensor(shape: [(2 * c.grid - 1) * (2 * c.grid - 1) + 3, c.heads], values: $0) }
+        blocks = try (0..<c.depth).map { try BlockWeights(get, $0, c, relativeBias: biases[$0], relativeTable: tables[$0]) }
         if let k = c.finalNorm.keys {
             normW = try get(k.weight, [C]); normB = try get(k.bias, [C])
         } else {

@@ -21,9 +21,9 @@ public struct FinetuneRun {
 
     public init(model: AnalysisModel, data: (train: LabeledImages, test: LabeledImages, json: JSONValue), keep: Int?, pool: ProbePooling,
                 resize: ResizeMode, batch: Int, settings: FineTuneSettings, save: String?, saveDType: SafetensorsWriter.DType) throws {
-        try model.checkTrainable()
         let k = keep ?? model.config.depth
         guard k <= model.config.depth else { throw LensError.data("\(model.request.path) has \(model.config.depth) blocks; cannot keep \(k)") }
+        if pool == .cls && !model.config.classToken { throw LensError.noClassToken(path: model.request.path, option: "--pool cls") }
         if let save {
             let dir = (save as NSString).deletingLastPathComponent
             var isDir: ObjCBool = false
@@ -76,7 +76,8 @@ public struct FinetuneRun {
             let entries = state.map { SafetensorsWriter.Entry(name: $0.0, shape: $0.1, data: UnsafePointer($0.2.data)) }
             try withExtendedLifetime(state) {
                 try SafetensorsWriter.write(path: save, tensors: entries, metadata: [
-                    ("num_heads", "\(model.config.heads)"), ("layer_norm_eps", "\(model.config.eps)"), ("format", "pt"),
+                    ("num_heads", "\(model.config.heads)"), ("layer_norm_eps", "\(model.config.eps)"),
+                    ("hidden_act", model.config.activation.rawValue), ("format", "pt"),
                     ("producer", "vitlens \(vitlensVersion) finetune"), ("source", model.checkpoint.path), ("source_sha256", model.sha256),
                     ("layers_kept", "\(keep)"), ("global_pool", pool == .mean ? "avg" : "token"),
                     ("classes", JSONValue.array(train.classes.map { .string($0) }).render()), ("test_accuracy", "\(testAcc)"),

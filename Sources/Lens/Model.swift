@@ -101,12 +101,6 @@ public final class AnalysisModel {
         return nil
     }
 
-    /// Refuses what the training module cannot do with this model.
-    public func checkTrainable() throws {
-        if let what = TrainableViT.unsupported(config) {
-            throw LensError.data("\(request.path): fine-tuning a model with \(what) is not supported yet (the linear probe and every analysis are)")
-        }
-    }
 
     /// SHA-256 of the weights file (computed once; it reads the whole file).
     public private(set) lazy var sha256: String = Digest.sha256(checkpoint.fileBytes)

@@ -30,7 +30,6 @@ public struct ProbeRun {
         if pool == .cls, let m = models.first(where: { !$0.config.classToken }) {
             throw LensError.noClassToken(path: m.request.path, option: "--pool cls")
         }
-        if fineTune != nil { for m in models { try m.checkTrainable() } }
         if let depths, let m = models.first(where: { $0.config.depth < (depths.max() ?? 0) }) {
             throw LensError.data("\(m.request.path) has \(m.config.depth) blocks; cannot keep \(depths.max()!)")
         }

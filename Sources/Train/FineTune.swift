@@ -43,22 +43,30 @@ public final class Parameter {
 /// One block's trainable tensors, named as the block computes with them.
 struct BlockParams {
     let norm1W, norm1B, qkvW, qkvB, projW, projB, norm2W, norm2B, fc1W, fc1B, fc2W, fc2B: Parameter
+    /// LayerScale γ₁, γ₂ (DeiT III, DINOv2, BEiT), or nil.
+    let ls1, ls2: Parameter?
+    /// BEiT's relative position table of this block [(2g−1)² + 3, H], or nil.
+    let table: Parameter?
 
     /// Block `i` of `w` copied into parameters of layer i + 1 (layer 0 is the embeddings);
     /// weight matrices decay, the rest does not; a model without qkv bias keeps it frozen at 0.
-    init(_ b: BlockWeights, index i: Int, qkvBias: Bool) {
+    init(_ b: BlockWeights, index i: Int, config c: ViTConfig, table: Tensor?) {
         func p(_ part: ViTKeys.BlockPart, _ t: Tensor, decay: Bool = false, frozen: Bool = false) -> Parameter {
             Parameter(ViTKeys.block(i, part), t.copy(), decay: decay, layer: i + 1, frozen: frozen)
         }
         norm1W = p(.norm1Weight, b.norm1W); norm1B = p(.norm1Bias, b.norm1B)
-        qkvW = p(.qkvWeight, b.qkvW, decay: true); qkvB = p(.qkvBias, b.qkvB, frozen: !qkvBias)
+        qkvW = p(.qkvWeight, b.qkvW, decay: true); qkvB = p(.qkvBias, b.qkvB, frozen: !c.qkvBias)
         projW = p(.projWeight, b.projW, decay: true); projB = p(.projBias, b.projB)
         norm2W = p(.norm2Weight, b.norm2W); norm2B = p(.norm2Bias, b.norm2B)
         fc1W = p(.fc1Weight, b.fc1W, decay: true); fc1B = p(.fc1Bias, b.fc1B)
         fc2W = p(.fc2Weight, b.fc2W, decay: true); fc2B = p(.fc2Bias, b.fc2B)
+        ls1 = b.ls1.map { p(.layerScale1, $0) }; ls2 = b.ls2.map { p(.layerScale2, $0) }
+        self.table = table.map { p(.relativePositionTable, $0) }
     }
 
-    var all: [Parameter] { [norm1W, norm1B, qkvW, qkvB, projW, projB, norm2W, norm2B, fc1W, fc1B, fc2W, fc2B] }
+    var all: [Parameter] {
+        [norm1W, norm1B, qkvW, qkvB, projW, projB, norm2W, norm2B, fc1W, fc1B, fc2W, fc2B] + [ls1, ls2, table].compactMap { $0 }
+    }
 }
 
 /// Fine-tuning hyper-parameters (mae-lite's fine-tuning recipe where it applies: AdamW, warm-up
@@ -112,10 +120,16 @@ public final class TrainableViT {
     public let classes: Int
     public let pooling: ProbePooling
     let patchW, patchB, prefix, pos: Parameter
+    /// CLIP's ln_pre, or nil.
+    let preNormW, preNormB: Parameter?
+    /// BEiT's table shared by every block, or nil.
+    let sharedTable: Parameter?
     let blocks: [BlockParams]
     let normW, normB: Parameter?
     let headW, headB: Parameter
     public let parameters: [Parameter]
+    /// BEiT's relative position index (T, T), when the model has tables.
+    private let relativeIndex: [Int]
 
     /// Activations of one batch, sized for `capacity` images.
     private var capacity = 0
@@ -123,23 +137,16 @@ public final class TrainableViT {
     private var xs: [Tensor] = []           // residual stream: input of block l at xs[l], output of the last at xs[k]
     private var ln1: [Tensor] = [], ln1Stats: [Tensor] = [], qkv: [Tensor] = [], probs: [Tensor] = [], attn: [Tensor] = []
     private var mid: [Tensor] = [], ln2: [Tensor] = [], ln2Stats: [Tensor] = [], h1: [Tensor] = [], g: [Tensor] = []
+    /// LayerScale: the branches before γ (proj and fc2 outputs); relative position bias per block (H, T, T).
+    private var branch1: [Tensor] = [], branch2: [Tensor] = [], relBias: [Tensor] = []
+    /// CLIP: the embeddings before ln_pre and its statistics.
+    private var preX = Tensor(shape: [1]), preStats = Tensor(shape: [1])
     private var normed = Tensor(shape: [1]), normStats = Tensor(shape: [1]), pooled = Tensor(shape: [1]), logits = Tensor(shape: [1])
     // Gradient buffers.
     private var dres = Tensor(shape: [1]), dbig = Tensor(shape: [1]), dbig2 = Tensor(shape: [1]), dqkv = Tensor(shape: [1])
     private var dsmall = Tensor(shape: [1]), dscratch = Tensor(shape: [1]), dlogits = Tensor(shape: [1]), dpooled = Tensor(shape: [1])
+    private var dbranch = Tensor(shape: [1]), dattnLogits = Tensor(shape: [1])
     private var step = 0
-
-    /// What this module cannot train yet, or nil: its kernels have no LayerScale, relative position
-    /// bias or activation other than exact GELU, and its saved files no register tokens.
-    public static func unsupported(_ c: ViTConfig) -> String? {
-        if c.relativePositionBias { return "relative position bias (\(c.family))" }
-        if !c.classToken { return "no class token (\(c.family))" }
-        if c.layerScale { return "LayerScale (\(c.family))" }
-        if c.preNorm { return "ln_pre and QuickGELU (\(c.family))" }
-        if c.registers > 0 { return "register tokens (\(c.family))" }
-        if c.activation != .gelu { return "the \(c.activation.rawValue) activation (\(c.family))" }
-        return nil
-    }
 
     /// The first `keep` blocks of `weights`, a head for `classes` classes (truncated normal,
     /// σ = 2e−5, as MAE's fine-tuning initialises it; bias 0), seeded.
@@ -150,12 +157,17 @@ public final class TrainableViT {
         self.classes = classes
         self.pooling = pooling
         let L = keep
-        func copy(_ t: Tensor) -> Tensor { t.copy() }
         patchW = Parameter(ViTKeys.patchWeight, w.patchW.copy(), decay: true, layer: 0)
-        patchB = Parameter(ViTKeys.patchBias, w.patchB.copy(), decay: false, layer: 0)
+        patchB = Parameter(ViTKeys.patchBias, w.patchB.copy(), decay: false, layer: 0, frozen: !c.patchBias)
         prefix = Parameter("prefix", w.prefix.copy(), decay: false, layer: 0)
-        pos = Parameter(ViTKeys.positions, w.pos.copy(), decay: false, layer: 0)
-        blocks = (0..<keep).map { BlockParams(w.blocks[$0], index: $0, qkvBias: c.qkvBias) }
+        // Prefix tokens without a position row (registers, or every token without an absolute
+        // position embedding) keep zeros there: frozen rows, see `freezeFixedGradients`.
+        pos = Parameter(ViTKeys.positions, w.pos.copy(), decay: false, layer: 0, frozen: !c.absolutePositions)
+        preNormW = w.preNormW.map { Parameter(ViTKeys.preNormWeight, $0.copy(), decay: false, layer: 0) }
+        preNormB = w.preNormB.map { Parameter(ViTKeys.preNormBias, $0.copy(), decay: false, layer: 0) }
+        sharedTable = w.sharedRelativeTable.map { Parameter(ViTKeys.sharedRelativeTable, $0.copy(), decay: false, layer: 0) }
+        blocks = (0..<keep).map { BlockParams(w.blocks[$0], index: $0, config: c, table: w.blocks[$0].relativeTable) }
+        relativeIndex = c.relativePositionBias ? ViTWeights.relativePositionIndex(grid: c.grid) : []
         let normKeys = c.finalNorm.keys ?? .norm
         normW = w.normW.map { Parameter(normKeys.weight, $0.copy(), decay: false, layer: L + 1) }
         normB = w.normB.map { Parameter(normKeys.bias, $0.copy(), decay: false, layer: L + 1) }
@@ -164,7 +176,8 @@ public final class TrainableViT {
         for i in 0..<hw.count { hw[i] = Float(rng.truncatedNormal() * 2e-5) }
         headW = Parameter("head.weight", hw, decay: true, layer: L + 1)
         headB = Parameter("head.bias", Tensor(shape: [classes]), decay: false, layer: L + 1)
-        parameters = [patchW, patchB, prefix, pos] + blocks.flatMap(\.all) + [normW, normB].compactMap { $0 } + [headW, headB]
+        parameters = [patchW, patchB, prefix, pos] + [preNormW, preNormB, sharedTable].compactMap { $0 } + blocks.flatMap(\.all)
+            + [normW, normB].compactMap { $0 } + [headW, headB]
     }
 
     private func reserve(_ B: Int) {
@@ -177,10 +190,46 @@ public final class TrainableViT {
         attn = (0..<L).map { _ in Tensor(shape: [R, C]) }; mid = (0..<L).map { _ in Tensor(shape: [R, C]) }
         ln2 = (0..<L).map { _ in Tensor(shape: [R, C]) }; ln2Stats = (0..<L).map { _ in Tensor(shape: [2, R]) }
         h1 = (0..<L).map { _ in Tensor(shape: [R, F]) }; g = (0..<L).map { _ in Tensor(shape: [R, F]) }
+        if c.layerScale {
+            branch1 = (0..<L).map { _ in Tensor(shape: [R, C]) }; branch2 = (0..<L).map { _ in Tensor(shape: [R, C]) }
+            dbranch = Tensor(shape: [R, C])
+        }
+        if c.relativePositionBias {
+            relBias = (0..<L).map { _ in Tensor(shape: [H, T, T]) }
+            dattnLogits = Tensor(shape: [B, H, T, T])
+        }
+        if c.preNorm { preX = Tensor(shape: [R, C]); preStats = Tensor(shape: [2, R]) }
         normed = Tensor(shape: [R, C]); normStats = Tensor(shape: [2, R]); pooled = Tensor(shape: [B, C]); logits = Tensor(shape: [B, classes])
         dres = Tensor(shape: [R, C]); dbig = Tensor(shape: [R, F]); dbig2 = Tensor(shape: [R, F]); dqkv = Tensor(shape: [R, 3 * C])
         dsmall = Tensor(shape: [R, C]); dscratch = Tensor(shape: [B, T, T]); dlogits = Tensor(shape: [B, classes]); dpooled = Tensor(shape: [B, C])
         capacity = B
+    }
+
+    /// Block l's relative position bias (H, T, T) from its table and the shared one (BEiT's gather).
+    private func expandBias(_ l: Int) {
+        let c = config, H = c.heads, TT = c.tokens * c.tokens, out = relBias[l].data
+        let own = blocks[l].table?.value.data, shared = sharedTable?.value.data
+        for h in 0..<H {
+            for k in 0..<TT {
+                let r = relativeIndex[k] * H + h
+                out[h * TT + k] = (own?[r] ?? 0) + (shared?[r] ?? 0)
+            }
+        }
+    }
+
+    /// y = x + γ ⊙ branch (γ = 1 without LayerScale: the branch is the GEMM accumulated onto y).
+    private func residualBranch(_ y: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, input: UnsafePointer<Float>,
+                                _ w: Parameter, _ b: Parameter, scale: Parameter?, keep: Tensor?, rows R: Int) {
+        let C = config.dim
+        guard let scale, let keep else {
+            y.update(from: x, count: R * C)
+            return Linear.accumulate(y, input, w.value, b.value, rows: R)
+        }
+        Linear.forward(keep.data, input, w.value, b.value, rows: R)
+        let gm = scale.value.data, br = keep.data
+        parallelChunks(R, minChunk: 64) { r in
+            for row in r { for i in 0..<C { y[row * C + i] = x[row * C + i] + gm[i] * br[row * C + i] } }
+        }
     }
 
     /// Logits for a batch, keeping every activation backward needs.  images: (B, 3, S, S) → (B, K).
@@ -195,10 +244,13 @@ public final class TrainableViT {
         mark(\.other)
         Linear.forward(emb.data, cols.data, patchW.value, patchB.value, rows: B * P)
         mark(\.linear)
-        let x0 = xs[0].data, pv = pos.value.data, pre = prefix.value.data
+        let x0 = c.preNorm ? preX.data : xs[0].data, pv = pos.value.data, pre = prefix.value.data
         for b in 0..<B {
             for t in 0..<np { for i in 0..<C { x0[(b * T + t) * C + i] = pre[t * C + i] + pv[t * C + i] } }
             for t in 0..<P { for i in 0..<C { x0[(b * T + np + t) * C + i] = emb.data[(b * P + t) * C + i] + pv[(np + t) * C + i] } }
+        }
+        if let preNormW, let preNormB {
+            LayerNorm.forward(xs[0].data, mean: preStats.data, rstd: preStats.data + R, preX.data, preNormW.value, preNormB.value, rows: R, eps: c.eps)
         }
         for (l, p) in blocks.enumerated() {
             let x = xs[l].data, out = xs[l + 1].data
@@ -207,19 +259,19 @@ public final class TrainableViT {
             mark(\.norm)
             Linear.forward(qkv[l].data, ln1[l].data, p.qkvW.value, p.qkvB.value, rows: R)
             mark(\.linear)
-            SelfAttention.forward(attn[l].data, probs: probs[l].data, qkv: qkv[l].data, batch: B, tokens: T, heads: c.heads, dim: C)
+            if c.relativePositionBias { expandBias(l) }
+            SelfAttention.forward(attn[l].data, probs: probs[l].data, qkv: qkv[l].data, batch: B, tokens: T, heads: c.heads, dim: C,
+                                  bias: c.relativePositionBias ? UnsafePointer(relBias[l].data) : nil)
             mark(\.attention)
-            mid[l].data.update(from: x, count: R * C)
-            Linear.accumulate(mid[l].data, attn[l].data, p.projW.value, p.projB.value, rows: R)
+            residualBranch(mid[l].data, x: x, input: attn[l].data, p.projW, p.projB, scale: p.ls1, keep: branch1.isEmpty ? nil : branch1[l], rows: R)
             mark(\.linear)
             LayerNorm.forward(ln2[l].data, mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, mid[l].data, p.norm2W.value, p.norm2B.value, rows: R, eps: c.eps)
             mark(\.norm)
             Linear.forward(h1[l].data, ln2[l].data, p.fc1W.value, p.fc1B.value, rows: R)
             mark(\.linear)
-            GELU.forward(g[l].data, h1[l].data, count: R * c.mlpHidden)
+            Activation.forward(c.activation, g[l].data, h1[l].data, count: R * c.mlpHidden)
             mark(\.gelu)
-            out.update(from: mid[l].data, count: R * C)
-            Linear.accumulate(out, g[l].data, p.fc2W.value, p.fc2B.value, rows: R)
+            residualBranch(out, x: mid[l].data, input: g[l].data, p.fc2W, p.fc2B, scale: p.ls2, keep: branch2.isEmpty ? nil : branch2[l], rows: R)
             mark(\.linear)
         }
         let last = xs[c.depth].data
@@ -245,6 +297,49 @@ public final class TrainableViT {
 
     /// The pooled features of the last `forward`, (B, C): what the head sees.
     public func pooledFeatures(batch B: Int) -> [Float] { Array(UnsafeBufferPointer(start: pooled.data, count: B * config.dim)) }
+
+    /// dγ += Σ_rows d ⊙ branch, and d ← d ⊙ γ into `dbranch` (returned), for a LayerScale branch;
+    /// `d` itself when there is none.
+    private func scaleBackward(_ d: UnsafePointer<Float>, scale: Parameter?, branch: [Tensor], layer l: Int, rows R: Int) -> UnsafePointer<Float> {
+        guard let scale else { return d }
+        let C = config.dim, br = branch[l].data, gm = scale.value.data, db = dbranch.data
+        parallelChunks(C, minChunk: 32) { ch in
+            for i in ch {
+                var acc = 0.0
+                for r in 0..<R { acc += Double(d[r * C + i] * br[r * C + i]) }
+                scale.grad.data[i] += Float(acc)
+            }
+        }
+        parallelChunks(R, minChunk: 64) { r in
+            for row in r { for i in 0..<C { db[row * C + i] = d[row * C + i] * gm[i] } }
+        }
+        return UnsafePointer(db)
+    }
+
+    /// The relative position tables' gradient from dS of every image: dtable[index(i, j), h] += Σ_b dS[b, h, i, j].
+    private func tableBackward(_ l: Int, batch B: Int) {
+        let c = config, H = c.heads, TT = c.tokens * c.tokens, d = dattnLogits.data
+        for target in [blocks[l].table, sharedTable].compactMap({ $0 }) {
+            let gt = target.grad.data
+            for h in 0..<H {
+                for k in 0..<TT {
+                    var acc: Float = 0
+                    for b in 0..<B { acc += d[(b * H + h) * TT + k] }
+                    gt[relativeIndex[k] * H + h] += acc
+                }
+            }
+        }
+    }
+
+    /// Parameters that must not move: the k slice of BEiT's qkv bias (it has none), position rows
+    /// of prefix tokens that have no position embedding.
+    private func freezeFixedGradients() {
+        let c = config, C = c.dim
+        if !c.keyBias && c.qkvBias { for p in blocks { (p.qkvB.grad.data + C).update(repeating: 0, count: C) } }
+        if c.absolutePositions && c.positionSlots < c.prefixTokens {
+            (pos.grad.data + c.positionSlots * C).update(repeating: 0, count: (c.prefixTokens - c.positionSlots) * C)
+        }
+    }
 
     /// Gradients of the mean cross-entropy of the last `forward` (accumulated into zeroed grads).
     public func backward(labels: [Int]) -> (loss: Double, correct: Int) {
@@ -274,27 +369,36 @@ public final class TrainableViT {
         for l in stride(from: c.depth - 1, through: 0, by: -1) {
             let p = blocks[l]
             mark(\.other)
-            // MLP branch: out = mid + gelu(ln2(mid)·W1ᵀ + b1)·W2ᵀ + b2.
-            Linear.backward(dx: dbig.data, dw: p.fc2W.grad, db: p.fc2B.grad, dy: dres.data, x: g[l].data, w: p.fc2W.value, rows: R)
+            // MLP branch: out = mid + γ₂ ⊙ (act(ln2(mid)·W1ᵀ + b1)·W2ᵀ + b2).
+            var dy = scaleBackward(dres.data, scale: p.ls2, branch: branch2, layer: l, rows: R)
+            Linear.backward(dx: dbig.data, dw: p.fc2W.grad, db: p.fc2B.grad, dy: dy, x: g[l].data, w: p.fc2W.value, rows: R)
             mark(\.linear)
-            GELU.backward(dx: dbig2.data, dy: dbig.data, x: h1[l].data, count: R * F)
+            Activation.backward(c.activation, dx: dbig2.data, dy: dbig.data, x: h1[l].data, count: R * F)
             mark(\.gelu)
             Linear.backward(dx: dsmall.data, dw: p.fc1W.grad, db: p.fc1B.grad, dy: dbig2.data, x: ln2[l].data, w: p.fc1W.value, rows: R)
             mark(\.linear)
             LayerNorm.backward(dx: dres.data, dw: p.norm2W.grad, db: p.norm2B.grad, dy: dsmall.data, x: mid[l].data,
                                mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, w: p.norm2W.value, rows: R, accumulate: true)
             mark(\.norm)
-            // Attention branch: mid = x + attn(ln1(x))·Wpᵀ + bp.
-            Linear.backward(dx: dsmall.data, dw: p.projW.grad, db: p.projB.grad, dy: dres.data, x: attn[l].data, w: p.projW.value, rows: R)
+            // Attention branch: mid = x + γ₁ ⊙ (attn(ln1(x))·Wpᵀ + bp).
+            dy = scaleBackward(dres.data, scale: p.ls1, branch: branch1, layer: l, rows: R)
+            Linear.backward(dx: dsmall.data, dw: p.projW.grad, db: p.projB.grad, dy: dy, x: attn[l].data, w: p.projW.value, rows: R)
             mark(\.linear)
             SelfAttention.backward(dqkv: dqkv.data, dout: dsmall.data, qkv: qkv[l].data, probs: probs[l].data, scratch: dscratch.data,
-                                   batch: B, tokens: T, heads: c.heads, dim: C)
+                                   batch: B, tokens: T, heads: c.heads, dim: C, dlogits: c.relativePositionBias ? dattnLogits.data : nil)
+            if c.relativePositionBias { tableBackward(l, batch: B) }
             mark(\.attention)
             Linear.backward(dx: dsmall.data, dw: p.qkvW.grad, db: p.qkvB.grad, dy: dqkv.data, x: ln1[l].data, w: p.qkvW.value, rows: R)
             mark(\.linear)
             LayerNorm.backward(dx: dres.data, dw: p.norm1W.grad, db: p.norm1B.grad, dy: dsmall.data, x: xs[l].data,
                                mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, w: p.norm1W.value, rows: R, accumulate: true)
             mark(\.norm)
+        }
+        if let preNormW, let preNormB {
+            // x0 = ln_pre(embeddings): back through it.
+            dsmall.data.update(from: dres.data, count: R * C)
+            LayerNorm.backward(dx: dres.data, dw: preNormW.grad, db: preNormB.grad, dy: dsmall.data, x: preX.data,
+                               mean: preStats.data, rstd: preStats.data + R, w: preNormW.value, rows: R, accumulate: false)
         }
         // Embeddings: x0 = [prefix; patches·Wᵀ + b] + pos.
         let d = dres.data
@@ -305,6 +409,7 @@ public final class TrainableViT {
         }
         mark(\.other)
         Linear.backward(dx: nil, dw: patchW.grad, db: patchB.grad, dy: emb.data, x: cols.data, w: patchW.value, rows: B * P)
+        freezeFixedGradients()
         mark(\.linear)
         return (loss, correct)
     }
@@ -341,18 +446,40 @@ public final class TrainableViT {
         }
     }
 
-    /// The weights under timm's names, for a safetensors file every vitlens command loads.
+    /// The weights under timm's names for the model's family — timm's `VisionTransformer` names,
+    /// or its `Beit` names for BEiT / mae-lite RPE (q_bias and v_bias, gamma_1/gamma_2, the
+    /// relative position tables) — for a safetensors file every vitlens command loads (and timm).
     public func stateDict() -> [(String, [Int], Tensor)] {
-        let c = config, C = c.dim
-        var out: [(String, [Int], Tensor)] = [
-            (ViTKeys.patchWeight, [C, 3, c.patch, c.patch], patchW.value), (ViTKeys.patchBias, [C], patchB.value),
-            (ViTKeys.positions, [1, c.tokens, C], pos.value),
-        ]
-        let cls = Tensor(shape: [1, 1, C], values: Array(prefix.value.buffer[0..<C]))
-        out.append((ViTKeys.classToken, [1, 1, C], cls))
-        if c.prefixTokens > 1 { out.append((ViTKeys.distillationToken, [1, 1, C], Tensor(shape: [1, 1, C], values: Array(prefix.value.buffer[C..<(2 * C)])))) }
-        for p in blocks {
-            for q in p.all where !q.frozen { out.append((q.name, q.value.shape, q.value)) }
+        let c = config, C = c.dim, beit = !c.keyBias
+        func rows(_ t: Tensor, _ r: Range<Int>) -> Tensor { Tensor(shape: [r.count, C], values: Array(t.buffer[(r.lowerBound * C)..<(r.upperBound * C)])) }
+        var out: [(String, [Int], Tensor)] = [(ViTKeys.patchWeight, [C, 3, c.patch, c.patch], patchW.value)]
+        if c.patchBias { out.append((ViTKeys.patchBias, [C], patchB.value)) }
+        if c.absolutePositions {
+            // The rows the checkpoint had: its prefix slots (all, none, or the class token's), then the grid.
+            let slots = rows(pos.value, 0..<c.positionSlots), grid = rows(pos.value, c.prefixTokens..<c.tokens)
+            out.append((ViTKeys.positions, [1, c.positionSlots + c.patches, C], Tensor(shape: [c.positionSlots + c.patches, C], values: slots.array + grid.array)))
+        }
+        var t = 0
+        if c.classToken { out.append((ViTKeys.classToken, [1, 1, C], rows(prefix.value, 0..<1))); t = 1 }
+        if c.registers > 0 {
+            out.append((ViTKeys.registerTokens, [1, c.registers, C], rows(prefix.value, t..<(t + c.registers))))
+        } else if c.prefixTokens > t {
+            out.append((ViTKeys.distillationToken, [1, 1, C], rows(prefix.value, t..<(t + 1))))
+        }
+        if let preNormW, let preNormB { out += [(preNormW.name, [C], preNormW.value), (preNormB.name, [C], preNormB.value)] }
+        if let sharedTable { out.append((sharedTable.name, sharedTable.value.shape, sharedTable.value)) }
+        for (i, p) in blocks.enumerated() {
+            for q in p.all where !q.frozen {
+                if beit && q === p.qkvB {
+                    let b = q.value.array
+                    out.append(("blocks.\(i).attn.q_bias", [C], Tensor(shape: [C], values: Array(b[0..<C]))))
+                    out.append(("blocks.\(i).attn.v_bias", [C], Tensor(shape: [C], values: Array(b[(2 * C)..<(3 * C)]))))
+                } else if beit && (q === p.ls1 || q === p.ls2) {
+                    out.append(("blocks.\(i).\(q === p.ls1 ? "gamma_1" : "gamma_2")", [C], q.value))
+                } else {
+                    out.append((q.name, q.value.shape, q.value))
+                }
+            }
         }
         if let normW, let normB { out += [(normW.name, [C], normW.value), (normB.name, [C], normB.value)] }
         out += [("head.weight", [classes, C], headW.value), ("head.bias", [classes], headB.value)]

@@ -107,30 +107,58 @@ enum LayerNorm {
     }
 }
 
-/// GELU, exact erf form: y = x·Φ(x).
-enum GELU {
-    static func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count n: Int) {
+/// The MLP's activation: exact GELU y = x·Φ(x) (AVX2 kernels), or the sigmoid-gated forms
+/// y = x·σ(z(x)) — CLIP's QuickGELU z = 1.702x, SigLIP's tanh GELU z = 2√(2/π)(x + 0.044715x³).
+enum Activation {
+    static func forward(_ kind: ViTConfig.Activation, _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count n: Int) {
         y.update(from: x, count: n)
-        geluForward(y, count: n)
+        if kind == .gelu { return geluForward(y, count: n) }
+        parallelChunks(n, minChunk: 1 << 14) { r in
+            for i in r { let v = y[i]; y[i] = v * sigmoid(gate(kind, v).z) }
+        }
     }
 
-    /// dx = dy·(Φ(x) + x·φ(x)).
-    static func backward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, count n: Int) {
-        geluBackward(dx, dy, x, count: n)
+    /// dx = dy·y′(x): Φ(x) + x·φ(x) for GELU; σ + x·σ(1 − σ)·z′(x) for the sigmoid-gated forms.
+    static func backward(_ kind: ViTConfig.Activation, dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>,
+                         x: UnsafePointer<Float>, count n: Int) {
+        if kind == .gelu { return geluBackward(dx, dy, x, count: n) }
+        parallelChunks(n, minChunk: 1 << 14) { r in
+            for i in r {
+                let v = x[i], (z, dz) = gate(kind, v), s = sigmoid(z)
+                dx[i] = dy[i] * (s + v * s * (1 - s) * dz)
+            }
+        }
+    }
+
+    /// z(x) and z′(x) of a sigmoid-gated activation.
+    @inline(__always) static func gate(_ kind: ViTConfig.Activation, _ v: Float) -> (z: Float, dz: Float) {
+        switch kind {
+        case .quickGelu: return (1.702 * v, 1.702)
+        default:
+            let k: Float = 1.5957691216057308
+            return (k * (v + 0.044715 * v * v * v), k * (1 + 3 * 0.044715 * v * v))
+        }
+    }
+
+    @inline(__always) static func sigmoid(_ z: Float) -> Float {
+        let t = fastExp(-abs(z))
+        return (z >= 0 ? 1 : t) / (1 + t)
     }
 }
 
 /// Multi-head self-attention core on a fused qkv.  qkv: (B, T, 3C) with q, k, v at column
 /// offsets 0, C, 2C and head h at h·D → out: (B, T, C); keeps the probabilities P: (B, H, T, T).
 enum SelfAttention {
+    /// `bias` (H, T, T), when given, is added to the logits (BEiT's relative position bias).
     static func forward(_ out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
-                        batch B: Int, tokens T: Int, heads H: Int, dim C: Int) {
+                        batch B: Int, tokens T: Int, heads H: Int, dim C: Int, bias: UnsafePointer<Float>? = nil) {
         let D = C / H, scale = 1 / Float(D).squareRoot()
         perImage(B) { b in
             let base = qkv + b * T * 3 * C
             for h in 0..<H {
                 let p = probs + (b * H + h) * T * T
                 sgemm(transB: true, m: T, n: T, k: D, alpha: scale, a: base + h * D, lda: 3 * C, b: base + C + h * D, ldb: 3 * C, c: p, ldc: T)
+                if let bias { let bh = bias + h * T * T; for i in 0..<(T * T) { p[i] += bh[i] } }
                 softmaxRows(p, rows: T, cols: T)
                 sgemm(m: T, n: D, k: T, a: p, lda: T, b: base + 2 * C + h * D, ldb: 3 * C, c: out + b * T * C + h * D, ldc: C)
             }
@@ -138,9 +166,11 @@ enum SelfAttention {
     }
 
     /// dqkv (=) from dout: dV = Pᵀ·dO; dP = dO·Vᵀ; dS = P ⊙ (dP − rowsum(dP ⊙ P)); dQ = s·dS·K; dK = s·dSᵀ·Q.
-    /// scratch: (B, T, T) floats, one T×T matrix per image.
+    /// scratch: (B, T, T) floats, one T×T matrix per image. `dlogits` (B, H, T, T), when given,
+    /// receives dS (for the relative position bias's gradient).
     static func backward(dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, qkv: UnsafePointer<Float>,
-                         probs: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>, batch B: Int, tokens T: Int, heads H: Int, dim C: Int) {
+                         probs: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>, batch B: Int, tokens T: Int, heads H: Int, dim C: Int,
+                         dlogits: UnsafeMutablePointer<Float>? = nil) {
         let D = C / H, scale = 1 / Float(D).squareRoot()
         perImage(B) { b in
             let base = qkv + b * T * 3 * C, dbase = dqkv + b * T * 3 * C, dO = dout + b * T * C
@@ -155,6 +185,7 @@ enum SelfAttention {
                     for j in 0..<T { dot += pr[j] * dr[j] }
                     for j in 0..<T { dr[j] = pr[j] * (dr[j] - dot) }
                 }
+                dlogits?.advanced(by: (b * H + h) * T * T).update(from: dS, count: T * T)
                 sgemm(m: T, n: D, k: T, alpha: scale, a: dS, lda: T, b: base + C + h * D, ldb: 3 * C, c: dbase + h * D, ldc: 3 * C)
                 sgemm(transA: true, m: T, n: D, k: T, alpha: scale, a: dS, lda: T, b: base + h * D, ldb: 3 * C, c: dbase + C + h * D, ldc: 3 * C)
             }

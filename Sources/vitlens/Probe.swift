@@ -99,8 +99,8 @@ struct Finetune: ParsableCommand {
         let data = try dataset.data.load()
         let m = try load(model.request(checkpoint), terminal)
         if let layers, layers > m.config.depth { throw UsageError("--layers \(layers): \(checkpoint) has \(m.config.depth) blocks") }
-        let job = try FinetuneRun(model: m, data: data, keep: layers, pool: pool, resize: decoding.resize, batch: decoding.batch,
-                                  settings: training.settings(seed: dataset.seed, pooling: pool), save: save, saveDType: saveDType == .f16 ? .f16 : .f32)
+        let job = try comparing { try FinetuneRun(model: m, data: data, keep: layers, pool: pool, resize: decoding.resize, batch: decoding.batch,
+                                  settings: training.settings(seed: dataset.seed, pooling: pool), save: save, saveDType: saveDType == .f16 ? .f16 : .f32) }
         var result: FinetuneRun.Result?
         let (dir, files) = try writingReport(output.out, default: "reports/finetune-\(m.name)", command: "finetune", terminal) { out in
             let r = try job.run(RunContext(commandLine: commandLine, observer: terminal))

@@ -67,7 +67,7 @@ final class FamilyTests: TemporaryFolderTestCase {
     }
 
     /// CLIP as OpenAI and OpenCLIP publish it: the image tower found under visual.*, the text
-    /// tower (and visual.proj) listed as ignored, the family named; fine-tuning refused.
+    /// tower (and visual.proj) listed as ignored, the family named.
     func testCLIPLayout() throws {
         let r = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint("family_clip_openai.pt"), "--heads", "2", "--json"])
         XCTAssertEqual(r.status, 0, r.stderr)
@@ -75,10 +75,6 @@ final class FamilyTests: TemporaryFolderTestCase {
                      "\"pre_norm\": true", "\"token_embedding.*\": 1", "\"text_projection\": 1", "\"visual.*\": 1"] {
             XCTAssertTrue(r.stdout.contains(want), "inspect shows \(want): \(r.stdout)")
         }
-        let text = runProcess(CLITests.binary, ["finetune", Fixtures.checkpoint("family_clip.safetensors"), "--heads", "2",
-                                                "--train", Fixtures.path("images"), "--split", "0.5", "--out", tmp + "/ft"])
-        XCTAssertEqual(text.status, 1, text.stderr)
-        XCTAssertTrue(text.stderr.contains("ln_pre and QuickGELU (CLIP) is not supported yet"), text.stderr)
         let alone = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint("family_clip_textonly.safetensors")])
         XCTAssertEqual(alone.status, 1, alone.stderr)
         XCTAssertTrue(alone.stderr.hasPrefix("error: ") && alone.stderr.contains("a CLIP state dict without visual.*")
@@ -86,8 +82,8 @@ final class FamilyTests: TemporaryFolderTestCase {
     }
 
     /// The analyses run on every family (prefix tokens — class token and registers — dropped
-    /// where patches are asked for); fine-tuning what the trainer cannot do yet is refused.
-    func testAnalysesRunAndTrainingIsRefused() throws {
+    /// where patches are asked for).
+    func testAnalysesRun() throws {
         let reg = Fixtures.checkpoint("family_dinov2reg.safetensors"), deit3 = Fixtures.checkpoint("family_deit3.safetensors")
         let images = Fixtures.path("images/cka")
         var r = runProcess(CLITests.binary, ["cka", reg, deit3, Fixtures.checkpoint("tiny_f32.safetensors"), "--images", images, "--resize", "none",
@@ -100,14 +96,47 @@ final class FamilyTests: TemporaryFolderTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         let att = try String(contentsOfFile: tmp + "/att/attention.json", encoding: .utf8)
         XCTAssertTrue(att.contains("\"register_tokens\": 4"), "the report records the registers")
-        r = runProcess(CLITests.binary, ["finetune", deit3, "--train", Fixtures.path("images"), "--split", "0.5", "--out", tmp + "/ft"])
-        XCTAssertEqual(r.status, 1, r.stderr)
-        XCTAssertTrue(r.stderr.contains("fine-tuning a model with LayerScale (DeiT III) is not supported yet"), r.stderr)
+    }
+
+    /// Fine-tuning every family: `finetune --save` writes the family's timm names (BEiT's q_bias,
+    /// v_bias, gamma_1/2 and tables; DINOv2's reg_token and pos_embed rows; CLIP's norm_pre and no
+    /// patch bias; SigLIP without cls_token, its activation in the metadata), and the saved file
+    /// loads again as the same family and runs.
+    func testFinetuneSavesEveryFamily() throws {
+        for (file, keys, absent) in [("family_deit3.safetensors", ["blocks.0.ls1.gamma", "pos_embed"], ["patch_embed.norm.weight"]),
+                                     ("family_dinov2reg.safetensors", ["reg_token", "blocks.1.ls2.gamma"], []),
+                                     ("family_clip_openai.pt", ["norm_pre.weight", "blocks.1.attn.qkv.bias"], ["patch_embed.proj.bias"]),
+                                     ("family_siglip.safetensors", ["pos_embed", "blocks.1.mlp.fc2.bias"], ["cls_token"]),
+                                     ("family_beit.safetensors", ["blocks.0.attn.q_bias", "blocks.0.attn.v_bias", "blocks.0.gamma_1",
+                                                                  "blocks.1.attn.relative_position_bias_table", "fc_norm.weight"],
+                                      ["pos_embed", "blocks.0.attn.qkv.bias"]),
+                                     ("family_rpe_maelite.pth", ["pos_embed", "blocks.1.attn.relative_position_bias_table"], ["blocks.0.gamma_1"])] {
+            let saved = tmp + "/" + file + ".safetensors"
+            var r = runProcess(CLITests.binary, ["finetune", Fixtures.checkpoint(file), "--heads", "2", "--train", Fixtures.path("images"),
+                                                 "--split", "0.5", "--epochs", "1", "--pool", "mean", "--save", saved,
+                                                 "--out", tmp + "/ft-" + file, "--quiet"])
+            XCTAssertEqual(r.status, 0, "\(file): \(r.stderr)")
+            let header = try String(contentsOfFile: saved, encoding: .isoLatin1)
+            for k in keys { XCTAssertTrue(header.contains("\"\(k)\""), "\(file): saved \(k)") }
+            for k in absent { XCTAssertFalse(header.contains("\"\(k)\""), "\(file): no \(k)") }
+            let before = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint(file), "--heads", "2", "--json"])
+            r = runProcess(CLITests.binary, ["inspect", saved, "--json"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+            func field(_ json: String, _ key: String) -> String? {
+                json.split(separator: "\n").first { $0.contains("\"\(key)\":") }.map(String.init)
+            }
+            for key in ["family", "activation", "relative_position_bias", "register_tokens", "prefix_position_rows", "class_token"] {
+                XCTAssertEqual(field(r.stdout, key), field(before.stdout, key), "\(file): \(key)")
+            }
+            r = runProcess(CLITests.binary, ["attention", saved, "--images", Fixtures.path("images/cka"), "--resize", "none",
+                                             "--out", tmp + "/att-" + file, "--quiet"])
+            XCTAssertEqual(r.status, 0, "\(file): \(r.stderr)")
+        }
     }
 
     /// SigLIP (no class token) and BEiT (relative position bias) through every analysis: CKA across
     /// the two families (one patch grid, 16 and 17 tokens), attention and maps without a class
-    /// token, the linear probe; what has no meaning or is not built is refused in one line.
+    /// token, the linear probe; what has no meaning is refused in one line.
     func testSigLIPAndBEiTAnalyses() throws {
         let siglip = Fixtures.checkpoint("family_siglip.safetensors"), beit = Fixtures.checkpoint("family_beit.safetensors")
         let images = Fixtures.path("images/cka")
@@ -153,11 +182,8 @@ final class FamilyTests: TemporaryFolderTestCase {
         // Damaged files: a stored index that is not BEiT's, a table of the wrong size.
         oneLine(["inspect", Fixtures.checkpoint("family_rpe_badindex.safetensors")], status: 1, mentions: "differs from the index BEiT builds")
         oneLine(["inspect", Fixtures.checkpoint("family_rpe_badtable.safetensors")], status: 1, mentions: "relative_position_bias_table")
-        // Not trainable yet.
-        oneLine(["finetune", beit, "--train", Fixtures.path("images"), "--split", "0.5", "--out", tmp + "/ft"], status: 1,
-                mentions: "relative position bias (BEiT / mae-lite RPE) is not supported yet")
-        oneLine(["finetune", siglip, "--train", Fixtures.path("images"), "--split", "0.5", "--pool", "mean", "--out", tmp + "/ft2"], status: 1,
-                mentions: "with no class token (SigLIP-style) is not supported yet")
+        oneLine(["finetune", siglip, "--train", Fixtures.path("images"), "--split", "0.5", "--pool", "cls", "--out", tmp + "/ft2"], status: 64,
+                mentions: "has no class token")
     }
 
     /// A register count that disagrees with pos_embed is refused in one line.

@@ -9,16 +9,18 @@ import XCTest
 /// AVX2 attention, workers) compute the same model: the pooled final-norm features agree.
 final class EngineAgreementTests: XCTestCase {
     func testTrainForwardMatchesEngine() throws {
-        for name in ["tiny_f32.safetensors", "tiny2_f32.safetensors"] {
+        for name in ["tiny_f32.safetensors", "tiny2_f32.safetensors", "family_deit3.safetensors", "family_dinov2reg.safetensors",
+                     "family_clip.safetensors", "family_siglip.safetensors", "family_beit.safetensors", "family_beitshared.safetensors",
+                     "family_rpe_maelite.pth", "family_hf_beit", "family_hf_siglip"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
-            let cfg = try ViTConfig.infer(from: ckpt)
+            let cfg = try ViTConfig.infer(from: ckpt, heads: 2)
             let weights = try ViTWeights(checkpoint: ckpt, config: cfg)
             let B = 3, C = cfg.dim, T = cfg.tokens, np = cfg.prefixTokens
             let x = Tensor(shape: [B, 3, cfg.imageSize, cfg.imageSize])
             var rng = SplitMix64(seed: 7)
             for i in 0..<x.count { x[i] = Float(rng.truncatedNormal()) }
             let h = ViTEngine(weights: weights).forward(x)  // (B, T, C), final norm applied
-            for pooling in [ProbePooling.mean, .cls] {
+            for pooling in cfg.classToken ? [ProbePooling.mean, .cls] : [.mean] {
                 let net = TrainableViT(weights: weights, keep: cfg.depth, classes: 3, pooling: pooling, seed: 0)
                 net.forward(x)
                 let got = net.pooledFeatures(batch: B).map(Double.init)
@@ -34,6 +36,51 @@ final class EngineAgreementTests: XCTestCase {
                 let c = compare(got, want, tolerance: 1e-5, mixed: true)
                 XCTAssertEqual(c.violations, 0, "\(name), pool \(pooling): \(c)")
             }
+        }
+    }
+}
+
+/// A fine-tuned model saved in its family's timm names loads again as the same family and
+/// computes what the trainer computed (after a few AdamW steps, so nothing is the input by luck).
+final class SaveRoundTripTests: XCTestCase {
+    func testEveryFamilySavesAndLoadsAgain() throws {
+        let dir = NSTemporaryDirectory() + "vitlens-save-\(getpid())"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for name in ["family_deit3.safetensors", "family_dinov2reg.safetensors", "family_clip.safetensors", "family_siglip.safetensors",
+                     "family_beit.safetensors", "family_beitshared.safetensors", "family_rpe_maelite.pth"] {
+            let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
+            let cfg = try ViTConfig.infer(from: ckpt, heads: 2)
+            let net = TrainableViT(weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: cfg.depth, classes: 3, pooling: .mean, seed: 1)
+            let B = 2, x = Tensor(shape: [B, 3, cfg.imageSize, cfg.imageSize])
+            var rng = SplitMix64(seed: 3)
+            for i in 0..<x.count { x[i] = Float(rng.truncatedNormal()) }
+            var settings = FineTuneSettings()
+            settings.warmupEpochs = 0
+            for _ in 0..<3 { net.forward(x); _ = net.backward(labels: [0, 2]); net.adamW(lr: 1e-2, settings: settings) }
+            net.forward(x)
+            let want = net.pooledFeatures(batch: B).map(Double.init)
+            let state = net.stateDict()
+            let path = dir + "/" + name + ".safetensors"
+            try withExtendedLifetime(state) {
+                try SafetensorsWriter.write(path: path, tensors: state.map { .init(name: $0.0, shape: $0.1, data: UnsafePointer($0.2.data)) },
+                                            metadata: [("num_heads", "2"), ("layer_norm_eps", "\(cfg.eps)"), ("hidden_act", cfg.activation.rawValue)])
+            }
+            let again = try CheckpointLoader.load(path: path)
+            let c2 = try ViTConfig.infer(from: again)
+            XCTAssertEqual(c2.family, cfg.family, name)
+            XCTAssertEqual([c2.classToken, c2.layerScale, c2.preNorm, c2.absolutePositions, c2.relativeBlockTables, c2.relativeSharedTable, c2.keyBias, c2.patchBias],
+                           [cfg.classToken, cfg.layerScale, cfg.preNorm, cfg.absolutePositions, cfg.relativeBlockTables, cfg.relativeSharedTable, cfg.keyBias, cfg.patchBias], name)
+            XCTAssertEqual(c2.registers, cfg.registers, name)
+            XCTAssertEqual(c2.positionSlots, cfg.positionSlots, name)
+            XCTAssertEqual(c2.activation, cfg.activation, name)
+            if !cfg.keyBias { XCTAssertNotNil(again.tensors["blocks.0.attn.qkv.bias"], "q_bias/v_bias fused again") }
+            let h = ViTEngine(weights: try ViTWeights(checkpoint: again, config: c2)).forward(x)
+            let T = c2.tokens, C = c2.dim, np = c2.prefixTokens
+            var got = [Double](repeating: 0, count: B * C)
+            for b in 0..<B { for i in 0..<C { got[b * C + i] = (np..<T).reduce(0.0) { $0 + Double(h.data[(b * T + $1) * C + i]) } / Double(T - np) } }
+            let d = compare(got, want, tolerance: 1e-5, mixed: true)
+            XCTAssertEqual(d.violations, 0, "\(name): \(d)")
         }
     }
 }
