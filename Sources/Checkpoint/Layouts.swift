@@ -101,6 +101,13 @@ public enum LayoutMapper {
         if isHuggingFace(keys) { return try mapHF(raw, path: path) }
         if isCLIP(keys) { return try mapCLIP(raw, path: path) }
         if isHFCLIP(keys) { return try mapHFCLIP(raw, path: path) }
+        // Families vitlens does not run, named by what gave them away.
+        if let k = keys.first(where: { $0.contains("layers.0.blocks.") }) {
+            throw CheckpointError.notAViT(path: path, what: "\(k): a hierarchical transformer with windowed attention (Swin-style) is not supported")
+        }
+        if let k = keys.first(where: { $0.contains("patch_embed.backbone.") }) {
+            throw CheckpointError.notAViT(path: path, what: "\(k): a hybrid CNN stem is not supported")
+        }
         var stripped = Set<String>()
         var out = MappedStateDict(layout: .timm)
         // BEiT's separate q and v biases (k has none): fused into qkv's bias below.

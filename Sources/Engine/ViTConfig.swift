@@ -214,7 +214,7 @@ public struct ViTConfig: Sendable, Equatable {
         } else if let tg = tableGrid {
             grid = tg
         } else {
-            throw CheckpointError.missingTensor(ViTKeys.positions)
+            throw CheckpointError.notAViT(path: ckpt.path, what: "no pos_embed and no relative position table: rotary position embeddings (EVA, timm's *_rope_* ViTs) are not supported")
         }
         var depth = 0
         while t[ViTKeys.block(depth, .norm1Weight)] != nil || t[ViTKeys.block(depth, .qkvWeight)] != nil { depth += 1 }
@@ -224,6 +224,9 @@ public struct ViTConfig: Sendable, Equatable {
         }
         let fc1 = try shape(ViTKeys.block(0, .fc1Weight))
         guard fc1.count == 2, fc1[1] == dim else { throw CheckpointError.badShape(tensor: ViTKeys.block(0, .fc1Weight), expected: [4 * dim, dim], got: fc1) }
+        if let fc2 = t[ViTKeys.block(0, .fc2Weight)]?.shape, fc2.count == 2, fc2[1] * 2 == fc1[0] {
+            throw CheckpointError.notAViT(path: ckpt.path, what: "\(ViTKeys.block(0, .fc1Weight)) has twice the rows fc2 takes: a gated (SwiGLU) MLP, as EVA-02 has, is not supported")
+        }
         let finalNorm: FinalNorm = t[ViTKeys.FinalNorm.norm.weight] != nil ? .norm : (t[ViTKeys.FinalNorm.fcNorm.weight] != nil ? .fcNorm : .none)
 
         // A config.json that contradicts the tensors is refused, not half-believed.

@@ -206,6 +206,10 @@ final class CorpusTests: XCTestCase {
         expect(["extract", Fixtures.checkpoint("family_rpe_badtable.safetensors"), "--images", images], mentions: "relative_position_bias_table: expected [52, 2], got [51, 2]")
         expect(["extract", Fixtures.checkpoint("family_rpe_badindex.safetensors"), "--images", images], mentions: "differs from the index BEiT builds")
         expect(["extract", Fixtures.checkpoint("family_clip_textonly.safetensors"), "--images", images], mentions: "a CLIP state dict without visual.*")
+        for (file, says) in [("family_swin", "windowed attention (Swin-style) is not supported"), ("family_hybrid", "a hybrid CNN stem is not supported"),
+                             ("family_rope", "rotary position embeddings"), ("family_swiglu", "a gated (SwiGLU) MLP")] {
+            expect(["extract", Fixtures.path("corpus/\(file).safetensors"), "--images", images], mentions: says)
+        }
         let beit = Fixtures.checkpoint("family_hf_beit")
         let config = try String(contentsOfFile: beit + "/config.json", encoding: .utf8)
         for (key, from, to, says) in [("hidden_size", "16", "32", "hidden_size 32 but the weights hold 16"),

@@ -27,6 +27,21 @@ save_file(nan, os.path.join(out, "vit_nan.safetensors"), metadata=meta)
 inf = {k: v.clone() for k, v in tiny.items()}; inf["pos_embed"][0, 2, 1] = float("inf")
 save_file(inf, os.path.join(out, "vit_inf.safetensors"), metadata=meta)
 
+# Families vitlens does not run, each with what gives it away (over the tiny ViT's tensors):
+# Swin's hierarchical layers, a hybrid CNN stem, rotary positions (no pos_embed, no table),
+# EVA-02's gated MLP (fc1 twice fc2's width).
+swin = {"layers.0.blocks.0.attn.qkv.weight": torch.randn(48, 16), "patch_embed.proj.weight": tiny["patch_embed.proj.weight"]}
+save_file(swin, os.path.join(out, "family_swin.safetensors"), metadata=meta)
+hybrid = dict(tiny, **{"patch_embed.backbone.conv.weight": torch.randn(8, 3, 3, 3)})
+save_file(hybrid, os.path.join(out, "family_hybrid.safetensors"), metadata=meta)
+rope = {k: v for k, v in tiny.items() if k != "pos_embed"}
+save_file(rope, os.path.join(out, "family_rope.safetensors"), metadata=meta)
+glu = dict(tiny)
+for b in range(2):
+    glu[f"blocks.{b}.mlp.fc1.weight"] = torch.randn(64, 16)
+    glu[f"blocks.{b}.mlp.fc1.bias"] = torch.zeros(64)
+save_file(glu, os.path.join(out, "family_swiglu.safetensors"), metadata=meta)
+
 # A torch.save archive whose storage entry is shorter than its tensor needs.
 buf = io.BytesIO()
 torch.save({k: v for k, v in tiny.items()}, buf)
