@@ -11,6 +11,13 @@ timm (float64, same weights) are printed:
   attn  max |Δ| of the attention probabilities                       (bound 1e-4)
 with --resize none on 224x224 PNG crops, and, with --resize timm-eval on the original JPEGs,
 the mean relative error of the features against PIL + torchvision + timm (bound 3e-2).
+
+Then the model families at their published sizes (random weights, timm float64, --resize none at
+224 px, same bounds): DeiT III-S/16, DINOv2 ViT-S/14 with 4 registers (a 518 px checkpoint run at
+224: position embeddings resampled as timm resamples them), CLIP ViT-B/16 with QuickGELU as
+OpenAI's weights need (timm's `vit_base_patch16_clip_quickgelu_224`; timm and OpenAI layouts), SigLIP B/16 (timm's builder, exact GELU, told by a `hidden_act` in the metadata),
+BEiT-B/16 and mae-lite's RPE ViT-Tiny (12 heads, its own checkpoint layout).
+`--families` runs only those.
 """
 import json
 import os
@@ -95,6 +102,116 @@ def run_vitlens(ckpt, images, resize, heads, out):
     return np.load(os.path.join(out, "features.npy")), np.load(os.path.join(out, "attention.npy"))
 
 
+def family_weights(model, seed):
+    """Seeded weights far from uniform attention: norms near 1, LayerScale near 0.5, relative
+    tables of size 0.8, biases and tokens 0.1, matrices of unit gain."""
+    torch.manual_seed(seed)
+    sd = {}
+    for k, v in model.state_dict().items():
+        if v.dtype != torch.float32:
+            continue
+        if k.endswith(("norm1.weight", "norm2.weight")) or k in ("norm.weight", "fc_norm.weight", "norm_pre.weight"):
+            sd[k] = 1 + 0.2 * torch.randn_like(v)
+        elif k.endswith(("gamma", "gamma_1", "gamma_2")):
+            sd[k] = 0.5 + 0.2 * torch.randn_like(v)
+        elif k.endswith("relative_position_bias_table"):
+            sd[k] = 0.8 * torch.randn_like(v)
+        elif k.endswith("bias") or v.dim() < 2 or k in ("cls_token", "pos_embed", "reg_token"):
+            sd[k] = 0.1 * torch.randn_like(v)
+        else:
+            sd[k] = torch.randn_like(v) / v[0].numel() ** 0.5
+    return {k: v.contiguous() for k, v in sd.items()}
+
+
+def family_reference(model, x):
+    m = model.double().eval()
+    reps, probs = [], []
+    for blk in m.blocks:
+        blk.attn.fused_attn = False
+        blk.norm1.register_forward_hook(lambda mod, i, o: reps.append(o))
+        blk.attn.attn_drop.register_forward_hook(lambda mod, i, o: probs.append(o))
+    with torch.no_grad():
+        final = m.forward_features(x.double())
+        if isinstance(getattr(m, "fc_norm", None), torch.nn.LayerNorm):
+            final = m.fc_norm(final)  # BEiT: the mean-pooling norm on every token
+    reps.append(final)
+    return torch.stack(reps).numpy(), torch.stack(probs).numpy()
+
+
+def openai_clip(sd):
+    """timm's CLIP names back to OpenAI's (`visual.*`), as the state dicts are published."""
+    swaps = [("patch_embed.proj", "conv1"), ("blocks.", "transformer.resblocks."), ("norm_pre", "ln_pre"), (".norm1", ".ln_1"),
+             (".norm2", ".ln_2"), ("attn.qkv.", "attn.in_proj_"), ("attn.proj", "attn.out_proj"), ("mlp.fc1", "mlp.c_fc"),
+             ("mlp.fc2", "mlp.c_proj")]
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("head"):
+            continue
+        if k.startswith("norm."):
+            out["visual.ln_post." + k[5:]] = v
+            continue
+        for a, b in swaps:
+            k = k.replace(a, b)
+        if k == "cls_token":
+            k, v = "class_embedding", v.reshape(-1)
+        elif k == "pos_embed":
+            k, v = "positional_embedding", v[0]
+        out["visual." + k] = v.contiguous()
+    out["text_projection"] = torch.zeros(512, 512)
+    out["token_embedding.weight"] = torch.zeros(10, 512)
+    return out
+
+
+def families(tmp, crops, x_none):
+    from timm.models.beit import Beit
+    from timm.models.vision_transformer import checkpoint_filter_fn
+    cases = [  # name, builder, heads, layout, image size the checkpoint is made at
+        ("DeiT III-S/16", lambda s: timm.create_model("deit3_small_patch16_224", img_size=s), 6, "timm", 224),
+        ("DINOv2-S/14 reg4", lambda s: timm.create_model("vit_small_patch14_reg4_dinov2", img_size=s), 6, "timm", 518),
+        ("CLIP B/16", lambda s: timm.create_model("vit_base_patch16_clip_quickgelu_224", img_size=s), 12, "timm", 224),
+        ("CLIP B/16", lambda s: timm.create_model("vit_base_patch16_clip_quickgelu_224", img_size=s), 12, "openai", 224),
+        ("SigLIP B/16", lambda s: timm.create_model("vit_base_patch16_siglip_224", img_size=s), 12, "siglip", 224),
+        ("BEiT-B/16", lambda s: timm.create_model("beit_base_patch16_224", img_size=s), 12, "timm", 224),
+        ("mae-lite RPE-Tiny", lambda s: Beit(img_size=s, embed_dim=192, depth=12, num_heads=12, use_abs_pos_emb=True,
+                                             use_rel_pos_bias=True), 12, "mae-lite", 224),
+    ]
+    ok = True
+    only = os.environ.get("FAMILIES")  # e.g. FAMILIES=CLIP: the rows whose name contains it
+    for i, (name, build, heads, layout, size) in enumerate(cases):
+        if only and only not in name:
+            continue
+        sd = family_weights(build(size), seed=100 + i)
+        path = os.path.join(tmp, f"family{i}")
+        meta = {"num_heads": str(heads)}
+        if layout == "openai":
+            path += ".pt"
+            torch.save(openai_clip(sd), path)
+        elif layout == "mae-lite":
+            path += ".pth"
+            torch.save({"model": {"model." + k: v for k, v in sd.items()}, "optimizer": {"state": {}, "param_groups": []}}, path)
+        else:
+            if layout == "siglip":
+                meta["hidden_act"] = "gelu"  # timm's vit_base_patch16_siglip_224 builds exact GELU
+            path += ".safetensors"
+            save_file(sd, path, metadata=meta)
+        model = build(224)
+        # At 224 a 518 px checkpoint's position embedding is resampled as timm resamples it on load.
+        model.load_state_dict(checkpoint_filter_fn(dict(sd), model) if size != 224 else sd, strict=False)
+        ref_rep, ref_att = family_reference(model, x_none)
+        cmd_heads = heads if layout in ("openai", "mae-lite") else None
+        cmd = [VITLENS, "extract", path, "--images", crops, "--resize", "none", "--image-size", "224", "--out", path + ".out",
+               "--quiet", "--batch", "8"] + (["--heads", str(cmd_heads)] if cmd_heads else [])
+        subprocess.run(cmd, check=True)
+        rep, att = np.load(os.path.join(path + ".out", "features.npy")), np.load(os.path.join(path + ".out", "attention.npy"))
+        rep_err = float(np.max(np.abs(rep - ref_rep) / np.maximum(1, np.abs(ref_rep))))
+        att_err = float(np.max(np.abs(att - ref_att)))
+        good = rep_err <= 1e-3 and att_err <= 1e-4
+        ok &= good
+        print(f"{name:22s} heads {heads:2d}  {layout:8s} {size} px  rep {rep_err:.2e}  attn {att_err:.2e}  {'ok' if good else 'FAIL'}",
+              flush=True)
+    return ok
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="vitlens-parity-")
     crops = os.path.join(tmp, "crops")
@@ -104,6 +221,8 @@ def main():
     for f in sorted(os.listdir(PHOTOS)):
         crop(Image.open(os.path.join(PHOTOS, f)).convert("RGB")).save(os.path.join(crops, f.rsplit(".", 1)[0] + ".png"))
     x_none, x_eval = inputs(crops, False), inputs(PHOTOS, True)
+    if "--families" in sys.argv[1:]:
+        sys.exit(0 if families(tmp, crops, x_none) else 1)
 
     cases = [  # name, timm arch, heads, layout, format
         ("DeiT-Tiny", "deit_tiny_patch16_224", 3, "timm", "f32"),
@@ -168,7 +287,8 @@ def main():
         rows.append((name, heads, layout, fmt, rep_err, att_err, mre, ok))
         print(f"{name:22s} heads {heads:2d}  {layout:5s} {fmt:4s}  rep {rep_err:.2e}  attn {att_err:.2e}  "
               f"timm-eval mean rel {mre:.2e}  {'ok' if ok else 'FAIL'}", flush=True)
-    sys.exit(0 if all(r[-1] for r in rows) else 1)
+    fam = families(tmp, crops, x_none)
+    sys.exit(0 if all(r[-1] for r in rows) and fam else 1)
 
 
 if __name__ == "__main__":
