@@ -154,7 +154,24 @@ final class FamilyTests: TemporaryFolderTestCase {
             XCTAssertEqual(rows.count, 9, "3 × 3 representations")
             for row in rows { XCTAssertTrue(Double(row.split(separator: ",")[4]).map { $0 > 0 && $0 <= 1 + 1e-9 } ?? false, String(row)) }
         }
-        var r = runProcess(CLITests.binary, ["attention", siglip, beit, "--images", images, "--resize", "none", "--out", tmp + "/att", "--quiet"])
+        // Across grids (SigLIP's 4×4 patches, a patch-4 ViT's 8×8): the mean token compares, patches cannot.
+        let p4 = Fixtures.checkpoint("tiny_p4_f32.safetensors")
+        var r = runProcess(CLITests.binary, ["cka", siglip, p4, "--images", images, "--resize", "none", "--batch", "4", "--tokens", "mean",
+                                             "--out", tmp + "/cka-grids", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        oneLine(["cka", siglip, p4, "--images", images, "--resize", "none", "--tokens", "patches", "--out", tmp + "/x0"], status: 64,
+                mentions: "one token grid")
+        // Shards of a cross-family run merge into the single run's report, byte for byte.
+        for (i, dir) in ["0/2", "1/2"].enumerated() {
+            r = runProcess(CLITests.binary, ["cka", siglip, beit, "--images", images, "--resize", "none", "--batch", "4", "--shard", dir,
+                                             "--out", tmp + "/shard\(i)", "--quiet"])
+            XCTAssertEqual(r.status, 0, r.stderr)
+        }
+        r = runProcess(CLITests.binary, ["merge", tmp + "/shard0", tmp + "/shard1", "--out", tmp + "/merged", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertEqual(try String(contentsOfFile: tmp + "/merged/cka.csv", encoding: .utf8),
+                       try String(contentsOfFile: tmp + "/cka-patches/cka.csv", encoding: .utf8))
+        r = runProcess(CLITests.binary, ["attention", siglip, beit, "--images", images, "--resize", "none", "--out", tmp + "/att", "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
         r = runProcess(CLITests.binary, ["maps", siglip, "--images", images, "--resize", "none", "--num", "4", "--out", tmp + "/maps", "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
