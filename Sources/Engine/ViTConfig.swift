@@ -12,8 +12,6 @@ public enum EngineError: Error, CustomStringConvertible {
     case headsDoNotDivide(heads: Int, dim: Int, source: ViTConfig.HeadsSource)
     /// A run image size that is not a whole number of patches.
     case imageSizeNotMultiple(size: Int, patch: Int)
-    /// A run image size other than the relative position tables' (which vitlens does not resample).
-    case imageSizeFixed(path: String, size: Int, fixed: Int)
     /// A head count that contradicts the relative position tables' columns.
     case headsContradictTable(heads: Int, source: ViTConfig.HeadsSource, table: Int)
 
@@ -28,8 +26,6 @@ public enum EngineError: Error, CustomStringConvertible {
         case let .headsDoNotDivide(heads, dim, source):
             return "\(heads) heads (\(source.rawValue)) do not divide the embedding width \(dim)"
         case let .imageSizeNotMultiple(size, patch): return "image size \(size) is not a multiple of the patch size \(patch)"
-        case let .imageSizeFixed(path, size, fixed):
-            return "\(path): its relative position tables are for \(fixed) px; running at \(size) px would need them resampled, which vitlens does not do"
         case let .headsContradictTable(heads, source, table):
             return "\(heads) heads (\(source.rawValue)) contradict the relative position tables, which have \(table) columns (one per head)"
         }
@@ -269,9 +265,6 @@ public struct ViTConfig: Sendable, Equatable {
         let run = imageSize ?? grid * patch
         guard run > 0, run % patch == 0 else {
             throw EngineError.imageSizeNotMultiple(size: run, patch: patch)
-        }
-        if tableGrid != nil && run != grid * patch {
-            throw EngineError.imageSizeFixed(path: ckpt.path, size: run, fixed: grid * patch)
         }
         var config = ViTConfig(dim: dim, depth: depth, heads: h, headsSource: src, patch: patch, grid: grid,
                                mlpHidden: fc1[0], qkvBias: t[ViTKeys.block(0, .qkvBias)] != nil, prefixTokens: prefix,

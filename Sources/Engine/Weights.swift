@@ -1,3 +1,4 @@
+import Foundation
 import Checkpoint
 import VitLensCore
 
@@ -106,21 +107,23 @@ public final class ViTWeights {
         // (which the config keeps equal to the tables' grid).
         var shared: [Float]?, biases: [Tensor?] = Array(repeating: nil, count: c.depth), tables: [Tensor?] = biases
         if c.relativePositionBias {
-            guard c.classToken, c.prefixTokens == 1, c.runGrid == c.grid else {
-                throw EngineError.architecture("\(checkpoint.path): relative position bias needs exactly one class token and the tables' grid")
+            guard c.classToken, c.prefixTokens == 1 else {
+                throw EngineError.architecture("\(checkpoint.path): relative position bias needs exactly one class token")
             }
-            let index = ViTWeights.relativePositionIndex(grid: c.grid)
+            // The stored index is the checkpoint grid's; the tables are resized to the run grid.
+            let stored0 = ViTWeights.relativePositionIndex(grid: c.grid), T0 = c.grid * c.grid + 1
+            let index = ViTWeights.relativePositionIndex(grid: c.runGrid)
             let rows = (2 * c.grid - 1) * (2 * c.grid - 1) + 3, T = c.tokens
             func gather(_ table: String, _ stored: String) throws -> [Float] {
                 let values = try get(table, [rows, c.heads])
                 if let raw = t[stored] {
-                    guard raw.shape == [T, T] else { throw CheckpointError.badShape(tensor: stored, expected: [T, T], got: raw.shape) }
+                    guard raw.shape == [T0, T0] else { throw CheckpointError.badShape(tensor: stored, expected: [T0, T0], got: raw.shape) }
                     let given = try raw.integers(name: stored)
-                    if let k = given.indices.first(where: { given[$0] != index[$0] }) {
-                        throw CheckpointError.malformed(path: checkpoint.path, what: "\(stored) differs from the index BEiT builds at (\(k / T), \(k % T)): \(given[k]) stored, \(index[k]) built")
+                    if let k = given.indices.first(where: { given[$0] != stored0[$0] }) {
+                        throw CheckpointError.malformed(path: checkpoint.path, what: "\(stored) differs from the index BEiT builds at (\(k / T0), \(k % T0)): \(given[k]) stored, \(stored0[k]) built")
                     }
                 }
-                return values.array
+                return ViTWeights.resizeRelativeTable(values.array, heads: c.heads, from: c.grid, to: c.runGrid)
             }
             if c.relativeSharedTable { shared = try gather(ViTKeys.sharedRelativeTable, ViTKeys.sharedRelativeIndex) }
             let ld = (T + 15) / 16 * 16
@@ -142,13 +145,13 @@ public final class ViTWeights {
                 if c.relativeBlockTables {
                     let own = try gather(ViTKeys.block(i, .relativePositionTable), ViTKeys.block(i, .relativePositionIndex))
                     biases[i] = expand([own] + (shared.map { [$0] } ?? []))
-                    tables[i] = Tensor(shape: [rows, c.heads], values: own)
+                    tables[i] = Tensor(shape: [own.count / c.heads, c.heads], values: own)
                 } else {
                     biases[i] = sharedBias
                 }
             }
         }
-        sharedRelativeTable = shared.map { Tensor(shape: [(2 * c.grid - 1) * (2 * c.grid - 1) + 3, c.heads], values: $0) }
+        sharedRelativeTable = shared.map { Tensor(shape: [$0.count / c.heads, c.heads], values: $0) }
         blocks = try (0..<c.depth).map { try BlockWeights(get, $0, c, relativeBias: biases[$0], relativeTable: tables[$0]) }
         if let k = c.finalNorm.keys {
             normW = try get(k.weight, [C]); normB = try get(k.bias, [C])
@@ -175,6 +178,52 @@ public final class ViTWeights {
             }
         }
         return index
+    }
+
+    /// A relative position table [(2g₀−1)² + 3, H] resized to a g₁×g₁ grid as timm resizes one when
+    /// a BEiT checkpoint is loaded at another size (`resize_rel_pos_bias_table`, its default path
+    /// without scipy): per head, the (2g₀−1)² offsets are placed at geometrically spaced coordinates
+    /// ±(1, 1 + q, 1 + q + q², …) with q found by bisection so that they span ±(g₁ − 1), and the
+    /// integer offsets −(g₁ − 1)…g₁ − 1 are read off by bilinear interpolation (clamped at the
+    /// edges); the three class-token rows are kept.
+    public static func resizeRelativeTable(_ table: [Float], heads H: Int, from g0: Int, to g1: Int) -> [Float] {
+        guard g0 != g1 else { return table }
+        let src = 2 * g0 - 1, dst = 2 * g1 - 1
+        // timm's _calc: bisection on the ratio, then the cumulative offsets.
+        var left = 1.01, right = 1.5, q = 0.0
+        while right - left > 1e-6 {
+            q = (left + right) / 2
+            let gp = (1 - pow(q, Double(src / 2))) / (1 - q)
+            if gp > Double(dst / 2) { right = q } else { left = q }
+        }
+        var dis: [Double] = [], cur = 1.0
+        for i in 0..<(src / 2) { dis.append(cur); cur += pow(q, Double(i + 1)) }
+        // torch.tensor of Python floats: float32 coordinates.
+        let coords = (dis.reversed().map { -$0 } + [0] + dis).map { Double(Float($0)) }
+        let half = dst / 2
+        let targets = (0..<dst).map { Double($0 - half) }
+        // Bilinear weights along one axis, as timm's RegularGridInterpolator computes them.
+        func axis(_ x: Double) -> (Int, Int, Double, Double) {
+            var r = coords.firstIndex { $0 >= x } ?? coords.count - 1
+            r = min(r, coords.count - 1)
+            let l = max(0, min(r - 1, coords.count - 1))
+            var dl = max(0, x - coords[l]), dr = max(0, coords[r] - x)
+            if dl == 0 && dr == 0 { (dl, dr) = (1, 1) }
+            return (l, r, dl, dr)
+        }
+        let ax = targets.map(axis)
+        var out = [Float](repeating: 0, count: (dst * dst + 3) * H)
+        for h in 0..<H {
+            for (iy, y) in ax.enumerated() {
+                for (ix, x) in ax.enumerated() {
+                    func v(_ a: Int, _ b: Int) -> Double { Double(table[(a * src + b) * H + h]) }
+                    let num = v(y.0, x.0) * y.3 * x.3 + v(y.0, x.1) * y.3 * x.2 + v(y.1, x.0) * y.2 * x.3 + v(y.1, x.1) * y.2 * x.2
+                    out[(iy * dst + ix) * H + h] = Float(num / ((y.2 + y.3) * (x.2 + x.3)))
+                }
+            }
+            for e in 0..<3 { out[(dst * dst + e) * H + h] = table[(src * src + e) * H + h] }
+        }
+        return out
     }
 
     /// timm `resample_abs_pos_embed`: prefix rows kept, the patch grid resized with

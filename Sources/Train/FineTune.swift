@@ -167,7 +167,7 @@ public final class TrainableViT {
         preNormB = w.preNormB.map { Parameter(ViTKeys.preNormBias, $0.copy(), decay: false, layer: 0) }
         sharedTable = w.sharedRelativeTable.map { Parameter(ViTKeys.sharedRelativeTable, $0.copy(), decay: false, layer: 0) }
         blocks = (0..<keep).map { BlockParams(w.blocks[$0], index: $0, config: c, table: w.blocks[$0].relativeTable) }
-        relativeIndex = c.relativePositionBias ? ViTWeights.relativePositionIndex(grid: c.grid) : []
+        relativeIndex = c.relativePositionBias ? ViTWeights.relativePositionIndex(grid: c.runGrid) : []
         let normKeys = c.finalNorm.keys ?? .norm
         normW = w.normW.map { Parameter(normKeys.weight, $0.copy(), decay: false, layer: L + 1) }
         normB = w.normB.map { Parameter(normKeys.bias, $0.copy(), decay: false, layer: L + 1) }

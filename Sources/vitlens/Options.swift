@@ -83,8 +83,6 @@ func load(_ request: ModelRequest, _ terminal: Terminal) throws -> AnalysisModel
             throw UsageError("\(request.headsGivenAs) \(heads) does not divide the embedding width \(dim) of \(request.path)")
         case let .imageSizeNotMultiple(size, patch):
             throw UsageError("--image-size \(size) is not a multiple of the patch size \(patch) of \(request.path)")
-        case let .imageSizeFixed(_, size, fixed):
-            throw UsageError("--image-size \(size): the relative position tables of \(request.path) are for \(fixed) px and vitlens does not resample them; use \(fixed)")
         case let .headsContradictTable(heads, .option, table):
             throw UsageError("\(request.headsGivenAs) \(heads) contradicts \(request.path), whose relative position tables have \(table) heads")
         default: throw e

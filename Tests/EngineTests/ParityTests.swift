@@ -100,6 +100,29 @@ final class ParityTests: XCTestCase {
         XCTAssertEqual(r.violations, 0, "\(r)")
     }
 
+    /// BEiT at other sizes (48 px, a 6×6 grid, and 24 px, 3×3, from 4×4 tables): the relative
+    /// position tables resized as timm resizes them on load, the absolute positions resampled,
+    /// against timm float64 (per-block tables; mae-lite's with absolute positions; a shared table;
+    /// measured ≤ 2.0e-6 / 8.3e-7 at 48 px).
+    func testRelativeTablesResizedAsTimm() throws {
+        for name in ["beit", "rpe", "beitshared"] {
+            for (size, input) in [(48, "size48"), (24, "family_size24")] {
+                let engine = try loadEngine("family_\(name).safetensors", heads: nil, imageSize: size)
+                let c = engine.config
+                XCTAssertEqual(c.tokens, (size / 8) * (size / 8) + 1)
+                let taps = RecordingTaps(perRep: c.tokens * c.dim)
+                taps.perAttention = c.heads * c.tokens * c.tokens
+                engine.forward(try goldenInput(input, size: size), taps: taps)
+                let r = compare(taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("family_\(name)_size\(size)_features.npy")).values,
+                                tolerance: 1e-3, mixed: true)
+                XCTAssertEqual(r.violations, 0, "\(name) at \(size) px representations: \(r)")
+                let a = compare(taps.flat(taps.probs), try NpyArray(path: Fixtures.golden("family_\(name)_size\(size)_attention.npy")).values,
+                                tolerance: 1e-4)
+                XCTAssertEqual(a.violations, 0, "\(name) at \(size) px attention: \(a)")
+            }
+        }
+    }
+
     /// The whole pipeline from JPEG/PNG files of other sizes (--resize timm-eval) against
     /// PIL + torchvision + timm: mean relative error ≤ 3e-2 (the bound).
     func testTimmEvalPipeline() throws {

@@ -136,6 +136,31 @@ def main():
     # A CLIP state dict of the text tower alone: refused (no image tower).
     text = {k: v for k, v in clip.items() if not k.startswith("visual.")}
     save_file({k: v.contiguous() for k, v in text.items()}, F.out("checkpoints", "family_clip_textonly.safetensors"))
+    # BEiT at other sizes (48 px, a 6×6 grid, and 24 px, 3×3): timm's checkpoint_filter_fn resizes
+    # the relative position tables (resize_rel_pos_bias_table, without scipy) and resamples pos_embed.
+    x48 = torch.from_numpy(np.load(F.out("golden", "size48_input.npy")))
+    x24 = torch.nn.functional.avg_pool2d(x48, 2).contiguous()
+    np.save(F.out("golden", "family_size24_input.npy"), x24.numpy())
+    for name, size, x_in in [(n, sz, x) for n in ("beit", "rpe", "beitshared") for sz, x in ((48, x48), (24, x24))]:
+        kw = dict(FAMILIES[name])
+        sd = state(kw, 10 + list(FAMILIES).index(name))
+        kw.pop("beit")
+        m = timm.models.beit.Beit(img_size=size, patch_size=F.PATCH, embed_dim=F.DIM, depth=F.DEPTH, num_heads=F.HEADS,
+                                  mlp_ratio=F.MLP, qkv_bias=True, num_classes=5, **kw)
+        m.load_state_dict(timm.models.beit.checkpoint_filter_fn(dict(sd), m), strict=False)
+        normed, probs = [], []
+        for blk in m.double().eval().blocks:
+            blk.attn.fused_attn = False
+            blk.norm1.register_forward_hook(lambda mod, i, o: normed.append(o))
+            blk.attn.attn_drop.register_forward_hook(lambda mod, i, o: probs.append(o))
+        with torch.no_grad():
+            final = m.forward_features(x_in.double())
+            if isinstance(getattr(m, "fc_norm", None), torch.nn.LayerNorm):
+                final = m.fc_norm(final)
+        normed.append(final)
+        np.save(F.out("golden", f"family_{name}_size{size}_features.npy"), torch.stack(normed).float().numpy())
+        np.save(F.out("golden", f"family_{name}_size{size}_attention.npy"), torch.stack(probs).float().numpy())
+        print(name, f"at {size} px", tuple(torch.stack(normed).shape))
     # mae-lite's RPE ViT as its training saves it: {"model": {"model.<timm key>": …}, "optimizer": …},
     # the relative position index buffers included (mae-lite registers them persistent).
     kw = FAMILIES["rpe"]
