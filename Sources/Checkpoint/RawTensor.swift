@@ -62,19 +62,7 @@ public struct RawTensor {
                     convert(base, dtype, 0, count, dst.baseAddress!)
                 } else {
                     // Gather through the strides (bounds were checked when the tensor was built).
-                    var index = [Int](repeating: 0, count: shape.count)
-                    for i in 0..<count {
-                        var e = 0
-                        for d in 0..<shape.count { e += index[d] * strides[d] }
-                        convert(base, dtype, e, 1, dst.baseAddress! + i)
-                        var d = shape.count - 1
-                        while d >= 0 {
-                            index[d] += 1
-                            if index[d] < shape[d] { break }
-                            index[d] = 0
-                            d -= 1
-                        }
-                    }
+                    forEachElement(strides: strides) { i, e in convert(base, dtype, e, 1, dst.baseAddress! + i) }
                 }
             }
             return out
@@ -83,6 +71,24 @@ public struct RawTensor {
 }
 
 extension RawTensor {
+    /// body(i, e) for every element in row-major order: i its position, e its offset in elements
+    /// through `strides`.
+    func forEachElement(strides: [Int], _ body: (Int, Int) -> Void) {
+        var index = [Int](repeating: 0, count: shape.count)
+        for i in 0..<count {
+            var e = 0
+            for d in 0..<shape.count { e += index[d] * strides[d] }
+            body(i, e)
+            var d = shape.count - 1
+            while d >= 0 {
+                index[d] += 1
+                if index[d] < shape[d] { break }
+                index[d] = 0
+                d -= 1
+            }
+        }
+    }
+
     /// The values of an integer tensor (BEiT's stored relative position index), in row-major order.
     public func integers(name: String) throws -> [Int] {
         switch storage {
@@ -98,10 +104,7 @@ extension RawTensor {
             }
             let base = file.all.baseAddress!.advanced(by: offset)
             var out = [Int](repeating: 0, count: count)
-            var index = [Int](repeating: 0, count: shape.count)
-            for i in 0..<count {
-                var e = 0
-                for d in 0..<shape.count { e += index[d] * strides[d] }
+            forEachElement(strides: strides) { i, e in
                 let p = base + e * size
                 switch dtype {
                 case .i64: out[i] = Int(Int64(littleEndian: p.loadUnaligned(as: Int64.self)))
@@ -109,13 +112,6 @@ extension RawTensor {
                 case .i16: out[i] = Int(Int16(littleEndian: p.loadUnaligned(as: Int16.self)))
                 case .i8: out[i] = Int(p.load(as: Int8.self))
                 default: out[i] = Int(p.load(as: UInt8.self))
-                }
-                var d = shape.count - 1
-                while d >= 0 {
-                    index[d] += 1
-                    if index[d] < shape[d] { break }
-                    index[d] = 0
-                    d -= 1
                 }
             }
             return out

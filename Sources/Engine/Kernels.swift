@@ -47,27 +47,26 @@ public func layerNormRows(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer
 /// x = quickGELU(x + bias) = v·σ(1.702·v) row by row (CLIP's activation): the AVX2 + FMA kernel
 /// where the CPU has it.
 public func biasQuickGeluRows(_ x: UnsafeMutablePointer<Float>, _ bias: Tensor, rows: Int) {
-    let n = bias.count, b = bias.data
-    if CPUKernels.avx2 { return biasQuickGeluRowsAVX2(x, b, rows: rows, cols: n) }
-    for r in 0..<rows {
-        let row = x + r * n
-        for i in 0..<n {
-            let v = row[i] + b[i]
-            row[i] = v / (1 + fastExp(-1.702 * v))
-        }
-    }
+    if CPUKernels.avx2 { return biasQuickGeluRowsAVX2(x, bias.data, rows: rows, cols: bias.count) }
+    biasGatedRows(x, bias, rows: rows) { 1.702 * $0 }
 }
 
 /// x = tanh-GELU(x + bias) = ½v(1 + tanh(√(2/π)(v + 0.044715v³))) = v·σ(2u) row by row (SigLIP's
 /// activation): the AVX2 + FMA kernel where the CPU has it.
 public func biasTanhGeluRows(_ x: UnsafeMutablePointer<Float>, _ bias: Tensor, rows: Int) {
+    if CPUKernels.avx2 { return biasTanhGeluRowsAVX2(x, bias.data, rows: rows, cols: bias.count) }
+    biasGatedRows(x, bias, rows: rows) { 1.5957691216057308 * ($0 + 0.044715 * $0 * $0 * $0) }
+}
+
+/// x = v·σ(gate(v)), v = x + bias, row by row: the sigmoid-gated activations without AVX2.
+@inline(__always)
+private func biasGatedRows(_ x: UnsafeMutablePointer<Float>, _ bias: Tensor, rows: Int, gate: (Float) -> Float) {
     let n = bias.count, b = bias.data
-    if CPUKernels.avx2 { return biasTanhGeluRowsAVX2(x, b, rows: rows, cols: n) }
     for r in 0..<rows {
         let row = x + r * n
         for i in 0..<n {
             let v = row[i] + b[i]
-            row[i] = v / (1 + fastExp(-1.5957691216057308 * (v + 0.044715 * v * v * v)))
+            row[i] = v / (1 + fastExp(-gate(v)))
         }
     }
 }

@@ -67,6 +67,11 @@ def state(kw, seed):
 def reference(kw, sd, x):
     m = make(kw)
     m.load_state_dict(sd, strict=False)  # strict but for BEiT's index buffers, which timm rebuilds
+    return reference_of(m, x)
+
+
+def reference_of(m, x):
+    """timm in float64: every block's norm1 output, the final norm on every token, the attention."""
     m = m.double().eval()
     normed, probs = [], []
     hooks = []
@@ -148,19 +153,10 @@ def main():
         m = timm.models.beit.Beit(img_size=size, patch_size=F.PATCH, embed_dim=F.DIM, depth=F.DEPTH, num_heads=F.HEADS,
                                   mlp_ratio=F.MLP, qkv_bias=True, num_classes=5, **kw)
         m.load_state_dict(timm.models.beit.checkpoint_filter_fn(dict(sd), m), strict=False)
-        normed, probs = [], []
-        for blk in m.double().eval().blocks:
-            blk.attn.fused_attn = False
-            blk.norm1.register_forward_hook(lambda mod, i, o: normed.append(o))
-            blk.attn.attn_drop.register_forward_hook(lambda mod, i, o: probs.append(o))
-        with torch.no_grad():
-            final = m.forward_features(x_in.double())
-            if isinstance(getattr(m, "fc_norm", None), torch.nn.LayerNorm):
-                final = m.fc_norm(final)
-        normed.append(final)
-        np.save(F.out("golden", f"family_{name}_size{size}_features.npy"), torch.stack(normed).float().numpy())
-        np.save(F.out("golden", f"family_{name}_size{size}_attention.npy"), torch.stack(probs).float().numpy())
-        print(name, f"at {size} px", tuple(torch.stack(normed).shape))
+        feats, attn = reference_of(m, x_in)
+        np.save(F.out("golden", f"family_{name}_size{size}_features.npy"), feats)
+        np.save(F.out("golden", f"family_{name}_size{size}_attention.npy"), attn)
+        print(name, f"at {size} px", feats.shape)
     # mae-lite's RPE ViT as its training saves it: {"model": {"model.<timm key>": …}, "optimizer": …},
     # the relative position index buffers included (mae-lite registers them persistent).
     kw = FAMILIES["rpe"]

@@ -22,6 +22,20 @@ BEIT = dict(hidden_size=F.DIM, intermediate_size=2 * F.DIM, num_hidden_layers=F.
 f32 = lambda ts: torch.stack(list(ts)).float().numpy()
 
 
+def relative_tables(model, scale=0.8):
+    """Relative position tables large enough to reorder the attention."""
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            if k.endswith("relative_position_bias_table"):
+                v.copy_(scale * torch.randn_like(v))
+
+
+def save_goldens(name, feats, attn):
+    np.save(F.out("golden", f"family_{name}_features.npy"), feats)
+    np.save(F.out("golden", f"family_{name}_attention.npy"), attn)
+    print(name, "features", feats.shape, "attention", attn.shape)
+
+
 def eager(cfg):
     cfg._attn_implementation = "eager"
     return cfg
@@ -67,38 +81,23 @@ def main():
                                     vision_config=SiglipVisionConfig(**SIGLIP).to_dict()))
     full.vision_model.load_state_dict(getattr(vision, "vision_model", vision).state_dict())
     full.save_pretrained(F.out("checkpoints", "family_hf_siglip"))
-    feats, attn = siglip_reference(vision, x)
-    np.save(F.out("golden", "family_hf_siglip_features.npy"), feats)
-    np.save(F.out("golden", "family_hf_siglip_attention.npy"), attn)
-    print("siglip features", feats.shape, "attention", attn.shape)
+    save_goldens("hf_siglip", *siglip_reference(vision, x))
     # BEiT: a table per layer, LayerScale, mean pooling (BeitModel).
     beit = BeitModel(eager(BeitConfig(**BEIT, use_relative_position_bias=True, use_absolute_position_embeddings=False,
                                       layer_scale_init_value=0.1, use_mean_pooling=True)))
     C.randomise(beit, 43, layer_scale="lambda_", extra_norms=("pooler.layernorm.weight",))
-    with torch.no_grad():
-        for k, v in beit.state_dict().items():
-            if k.endswith("relative_position_bias_table"):
-                v.copy_(0.8 * torch.randn_like(v))
+    relative_tables(beit)
     beit.save_pretrained(F.out("checkpoints", "family_hf_beit"))
-    feats, attn = beit_reference(beit, x)
-    np.save(F.out("golden", "family_hf_beit_features.npy"), feats)
-    np.save(F.out("golden", "family_hf_beit_attention.npy"), attn)
-    print("beit features", feats.shape, "attention", attn.shape)
+    save_goldens("hf_beit", *beit_reference(beit, x))
     # BEiT with one shared table, absolute positions, no LayerScale, the final layernorm
     # (BeitForImageClassification, use_mean_pooling False).
     cls = BeitForImageClassification(eager(BeitConfig(**BEIT, use_shared_relative_position_bias=True, use_relative_position_bias=False,
                                                       use_absolute_position_embeddings=True, layer_scale_init_value=0.0,
                                                       use_mean_pooling=False, num_labels=3)))
     C.randomise(cls, 47)
-    with torch.no_grad():
-        for k, v in cls.state_dict().items():
-            if k.endswith("relative_position_bias_table"):
-                v.copy_(0.8 * torch.randn_like(v))
+    relative_tables(cls)
     cls.save_pretrained(F.out("checkpoints", "family_hf_beitshared"))
-    feats, attn = beit_reference(cls, x)
-    np.save(F.out("golden", "family_hf_beitshared_features.npy"), feats)
-    np.save(F.out("golden", "family_hf_beitshared_attention.npy"), attn)
-    print("beit shared features", feats.shape, "attention", attn.shape)
+    save_goldens("hf_beitshared", *beit_reference(cls, x))
 
 
 if __name__ == "__main__":
