@@ -20,7 +20,7 @@ struct CKA: ParsableCommand {
     @Option(name: .customLong("prefix-tokens-b"), help: "Prefix tokens of B's .npy features (overrides --prefix-tokens).") var prefixB: Int?
     @OptionGroup var imageOptions: ImageOptions
     @OptionGroup var output: OutputOptions
-    @Option(help: "patches (class token dropped, flattened), cls, or mean (of the patch tokens).")
+    @Option(help: "patches (class and register tokens dropped, flattened), cls (not for models without a class token, such as SigLIP), or mean (of the patch tokens).")
     var tokens: TokenSelection = .patches
     @Option(help: "normed (blocks[i].norm1 outputs, then the final norm) or residual (the raw residual stream).")
     var rep: RepresentationKind = .normed

@@ -28,10 +28,10 @@ struct SingleCheckpoint: ParsableArguments {
 
 /// How models run: heads, image size, threads.
 struct ModelOptions: ParsableArguments {
-    @Option(parsing: .unconditionalSingleValue, help: "Attention heads (weights do not record them): one value for every model, or one per model in order. Default: the checkpoint's metadata or config.json, else width/64.")
+    @Option(parsing: .unconditionalSingleValue, help: "Attention heads (weights do not record them, except a BEiT model's relative position tables): one value for every model, or one per model in order. Default: the tables, the checkpoint's metadata or config.json, else width/64.")
     var heads: [Int] = []
 
-    @Option(name: .customLong("image-size"), parsing: .unconditional, help: "Run every model at this image size; position embeddings are resampled (bicubic, as timm).")
+    @Option(name: .customLong("image-size"), parsing: .unconditional, help: "Run every model at this image size; position embeddings are resampled (bicubic) and BEiT's relative position tables resized, as timm does.")
     var imageSize: Int?
 
     @Option(help: "Display names of the models, comma-separated in argument order, for titles, axes, legends, tables, CSV and JSON (default: the file names without extensions).")

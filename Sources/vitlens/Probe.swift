@@ -12,7 +12,7 @@ struct Probe: ParsableCommand {
     @OptionGroup var dataset: DatasetOptions
     @OptionGroup var model: ModelOptions
     @OptionGroup var decoding: DecodeOptions
-    @Option(help: "mean (of the patch tokens) or cls (the class token), after the final norm.")
+    @Option(help: "mean (of the patch tokens) or cls (the class token; SigLIP-style models have none), after the final norm.")
     var pool: ProbePooling = .mean
     @Option(name: .customLong("max-iter"), help: "L-BFGS iteration limit per depth.")
     var maxIter: Int = 2000
@@ -73,7 +73,7 @@ struct Finetune: ParsableCommand {
     @OptionGroup var model: ModelOptions
     @Option(help: "Keep only the first k blocks (default: all).")
     var layers: Int?
-    @Option(help: "mean (of the patch tokens) or cls (the class token), after the final norm, feeds the head.")
+    @Option(help: "mean (of the patch tokens) or cls (the class token; SigLIP-style models have none), after the final norm, feeds the head.")
     var pool: ProbePooling = .mean
     @OptionGroup var decoding: DecodeOptions
     @OptionGroup var training: FineTuneOptions
