@@ -57,15 +57,7 @@ def reference(arch, heads, sd, x, eps=1e-6):
     m = timm.create_model(arch, pretrained=False, num_heads=heads,
                           norm_layer=partial(torch.nn.LayerNorm, eps=eps))
     m.load_state_dict(sd)
-    m = m.double().eval()
-    reps, probs = [], []
-    for blk in m.blocks:
-        blk.attn.fused_attn = False
-        blk.norm1.register_forward_hook(lambda mod, i, o: reps.append(o))
-        blk.attn.attn_drop.register_forward_hook(lambda mod, i, o: probs.append(o))
-    with torch.no_grad():
-        reps.append(m.forward_features(x.double()))
-    return torch.stack(reps).numpy(), torch.stack(probs).numpy()
+    return family_reference(m, x)
 
 
 def hf_state(sd, dim, depth):
