@@ -130,7 +130,7 @@ public struct ViTConfig: Sendable, Equatable {
         let table = ((2 * grid - 1) * (2 * grid - 1) + 3) * heads
         let embed = dim * 3 * patch * patch + (preNorm ? 2 * dim : dim) + prefixTokens * dim
             + (absolutePositions ? (positionSlots + grid * grid) * dim : 0) + (relativeSharedTable ? table : 0)
-        let block = 2 * 2 * dim + 3 * dim * dim + (qkvBias ? 3 * dim : 0) + dim * dim + dim
+        let block = 2 * 2 * dim + 3 * dim * dim + (qkvBias ? (keyBias ? 3 : 2) * dim : 0) + dim * dim + dim
             + dim * mlpHidden + mlpHidden + mlpHidden * dim + dim + (layerScale ? 2 * dim : 0) + (relativeBlockTables ? table : 0)
         return embed + depth * block + (finalNorm == .none ? 0 : 2 * dim)
     }

@@ -32,7 +32,7 @@ public struct CheckpointSummary {
                     + (c.relativeSharedTable ? "shared" : "") : "")
                 + (c.absolutePositions ? "" : ", no absolute position embedding")),
             ("architecture", "ViT, width \(c.dim), depth \(c.depth), patch \(c.patch), image \(c.checkpointImageSize) (\(c.grid)x\(c.grid) patches), MLP \(c.mlpHidden)"),
-            ("", "qkv bias \(c.qkvBias ? "yes" : "no"), final norm \(c.finalNorm.rawValue), prefix tokens \(c.prefixTokens), LayerNorm eps \(c.eps)"),
+            ("", "qkv bias \(c.qkvBias ? (c.keyBias ? "yes" : "q and v only") : "no"), final norm \(c.finalNorm.rawValue), prefix tokens \(c.prefixTokens), LayerNorm eps \(c.eps)"),
             ("activation", "\(c.activation.rawValue), from \(c.activationSource)"),
             ("heads", "\(c.heads) (head dim \(c.headDim)), from \(model.headsSource)"),
             ("parameters", "\(c.parameterCount) in the forward pass"),
