@@ -32,7 +32,7 @@ public enum EngineError: Error, CustomStringConvertible {
     }
 }
 
-/// The architecture of a plain ViT, read from its tensors (SPEC §2).
+/// The architecture of a ViT of any supported family, read from its tensors (and config.json).
 public struct ViTConfig: Sendable, Equatable {
     public enum FinalNorm: String, Sendable {
         case norm, fcNorm = "fc_norm", none

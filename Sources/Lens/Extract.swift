@@ -28,10 +28,15 @@ public struct ExtractRun {
         return e * reps * n * rows * c.dim + (attention ? e * c.depth * n * c.heads * c.tokens * c.tokens : 0)
     }
 
+    /// Refuses what this model cannot give (the class token of a model without one).
+    public func validate() throws {
+        if tokens == .cls && !model.config.classToken { throw LensError.noClassToken(path: model.request.path, option: "--tokens cls") }
+    }
+
     /// Writes the files into `out` (staged; the caller commits). Returns the file names and N.
     public func run(into out: OutputDirectory, _ context: RunContext) throws -> (files: [String], images: Int) {
         let c = model.config
-        if tokens == .cls && !c.classToken { throw LensError.noClassToken(path: model.request.path, option: "--tokens cls") }
+        try validate()
         // N must be known before the first forward pass (it is in the .npy headers): with
         // skipping, the unreadable images are found first.
         let loader = images.skipBad ? images.subset(try images.readable()) : images

@@ -216,7 +216,10 @@ public struct MapsResult {
         let n = json["images_used"]?.intValue ?? pictures.count
         let fusion = json[path: "setup", "definitions", "fusion"]?.stringValue ?? "mean"
         let discard = json[path: "setup", "definitions", "discard"]?.doubleValue ?? 0
-        let sub = "class token → patches, mean over \(heads) heads · rollout: heads fused by \(fusion), discard \(csvNumber(discard))"
+        // Without a class token (SigLIP) the maps are the patch queries' mean attention (maps.json defines it).
+        let classToken = json[path: "setup", "model", "architecture", "class_token"]?.boolValue ?? true
+        let sub = (classToken ? "class token → patches" : "no class token: query mean → patches")
+            + ", mean over \(heads) heads · rollout: heads fused by \(fusion), discard \(csvNumber(discard))"
             + " · each map from its minimum to its maximum · \(pictures.count) of \(n) images shown"
         fig.fittedText(sub, width / 2, 52, size: 12, maxWidth: width - 40, color: Color(hex: 0x555555), anchor: .middle)
         let heads = ["image"] + blocks.map { "block \($0)" } + ["rollout"]

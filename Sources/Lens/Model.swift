@@ -101,7 +101,6 @@ public final class AnalysisModel {
         return nil
     }
 
-
     /// SHA-256 of the weights file (computed once; it reads the whole file).
     public private(set) lazy var sha256: String = Digest.sha256(checkpoint.fileBytes)
 

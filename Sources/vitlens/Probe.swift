@@ -65,7 +65,7 @@ struct Probe: ParsableCommand {
 struct Finetune: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Fine-tune a ViT (optionally its first k blocks) with a new linear head, and save it as safetensors.",
-        discussion: "Trains blocks 0…k−1, the final norm and a new linear head end to end on an ImageFolder (or CIFAR) train set: cross-entropy, AdamW, warm-up then cosine, layer-wise learning-rate decay, seeded and deterministic. Reports the loss per epoch and the test accuracy; --save writes a safetensors checkpoint (timm names, num_heads metadata) that every vitlens command loads.")
+        discussion: "Trains blocks 0…k−1, the final norm and a new linear head end to end on an ImageFolder (or CIFAR) train set: cross-entropy, AdamW, warm-up then cosine, layer-wise learning-rate decay, seeded and deterministic. Reports the loss per epoch and the test accuracy; --save writes a safetensors checkpoint (timm's names for the model's family; num_heads, layer_norm_eps and hidden_act in the metadata) that every vitlens command loads.")
 
     @OptionGroup var single: SingleCheckpoint
     var checkpoint: String { single.path }

@@ -34,9 +34,9 @@ struct Extract: ParsableCommand {
         if let layers, let bad = layers.list.first(where: { $0 > m.config.depth }) {
             throw UsageError("--layers \(bad): \(checkpoint) has representations 0…\(m.config.depth)")
         }
-        if tokens == .cls && !m.config.classToken { throw UsageError("\(LensError.noClassToken(path: checkpoint, option: "--tokens cls"))") }
         var job = ExtractRun(model: m, images: try imageOptions.batches(size: m.config.imageSize, terminal), folder: imageOptions.folder, rep: rep)
         (job.layers, job.attention, job.tokens, job.half) = (layers?.list, !noAttention, tokens, dtype == .f16)
+        try comparing { try job.validate() }
         var n = 0
         let (dir, files) = try writingReport(output.out, default: "reports/extract-\(m.name)", command: "extract", terminal) { out in
             let r = try job.run(into: out, RunContext(commandLine: commandLine, observer: terminal))

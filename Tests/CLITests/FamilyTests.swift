@@ -177,6 +177,8 @@ final class FamilyTests: TemporaryFolderTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         let maps = try String(contentsOfFile: tmp + "/maps/maps.json", encoding: .utf8)
         XCTAssertTrue(maps.contains("\"family\": \"SigLIP-style\""), maps)
+        let svg = try String(contentsOfFile: tmp + "/maps/maps.svg", encoding: .utf8)
+        XCTAssertTrue(svg.contains("no class token: query mean → patches") && !svg.contains("class token → patches"), "the subtitle says what is drawn")
         r = runProcess(CLITests.binary, ["probe", beit, siglip, "--train", Fixtures.path("images"), "--split", "0.5", "--pool", "mean",
                                          "--out", tmp + "/probe", "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
