@@ -33,6 +33,8 @@ from safetensors.torch import save_file
 from torchvision import transforms
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, os.path.join(ROOT, "Tests", "Fixtures"))
+from make_family_fixtures import reference_of as family_reference  # noqa: E402  (the fixtures' float64 hooks)
 VITLENS = os.environ.get("VITLENS") or os.path.join(ROOT, ".build", "release", "vitlens")  # VITLENS=PATH: another build
 PHOTOS = os.path.join(ROOT, "checkpoints", "images")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -113,21 +115,6 @@ def family_weights(model, seed):
         else:
             sd[k] = torch.randn_like(v) / v[0].numel() ** 0.5
     return {k: v.contiguous() for k, v in sd.items()}
-
-
-def family_reference(model, x):
-    m = model.double().eval()
-    reps, probs = [], []
-    for blk in m.blocks:
-        blk.attn.fused_attn = False
-        blk.norm1.register_forward_hook(lambda mod, i, o: reps.append(o))
-        blk.attn.attn_drop.register_forward_hook(lambda mod, i, o: probs.append(o))
-    with torch.no_grad():
-        final = m.forward_features(x.double())
-        if isinstance(getattr(m, "fc_norm", None), torch.nn.LayerNorm):
-            final = m.fc_norm(final)  # BEiT: the mean-pooling norm on every token
-    reps.append(final)
-    return torch.stack(reps).numpy(), torch.stack(probs).numpy()
 
 
 def openai_clip(sd):
