@@ -34,7 +34,7 @@ from torchvision import transforms
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(ROOT, "Tests", "Fixtures"))
-from make_family_fixtures import reference_of as family_reference  # noqa: E402  (the fixtures' float64 hooks)
+from make_family_fixtures import openai_clip as openai_clip_tower, reference_of as family_reference  # noqa: E402
 VITLENS = os.environ.get("VITLENS") or os.path.join(ROOT, ".build", "release", "vitlens")  # VITLENS=PATH: another build
 PHOTOS = os.path.join(ROOT, "checkpoints", "images")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -118,24 +118,9 @@ def family_weights(model, seed):
 
 
 def openai_clip(sd):
-    """timm's CLIP names back to OpenAI's (`visual.*`), as the state dicts are published."""
-    swaps = [("patch_embed.proj", "conv1"), ("blocks.", "transformer.resblocks."), ("norm_pre", "ln_pre"), (".norm1", ".ln_1"),
-             (".norm2", ".ln_2"), ("attn.qkv.", "attn.in_proj_"), ("attn.proj", "attn.out_proj"), ("mlp.fc1", "mlp.c_fc"),
-             ("mlp.fc2", "mlp.c_proj")]
-    out = {}
-    for k, v in sd.items():
-        if k.startswith("head"):
-            continue
-        if k.startswith("norm."):
-            out["visual.ln_post." + k[5:]] = v
-            continue
-        for a, b in swaps:
-            k = k.replace(a, b)
-        if k == "cls_token":
-            k, v = "class_embedding", v.reshape(-1)
-        elif k == "pos_embed":
-            k, v = "positional_embedding", v[0]
-        out["visual." + k] = v.contiguous()
+    """timm's CLIP names back to OpenAI's (`visual.*`) as the state dicts are published, beside
+    text-tower tensors for the layout to be recognised by."""
+    out = openai_clip_tower(sd)
     out["text_projection"] = torch.zeros(512, 512)
     out["token_embedding.weight"] = torch.zeros(10, 512)
     return out

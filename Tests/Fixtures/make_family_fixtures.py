@@ -90,6 +90,29 @@ def reference_of(m, x):
     return f32(normed), f32(probs)
 
 
+def openai_clip(sd):
+    """A timm CLIP state dict under OpenAI's names (the image tower as `visual.*`: conv1,
+    class_embedding [D], positional_embedding [T, D], resblocks, ln_pre/ln_post); head dropped."""
+    swaps = [("patch_embed.proj", "conv1"), ("pos_embed", "positional_embedding"), ("blocks.", "transformer.resblocks."),
+             ("norm_pre", "ln_pre"), (".norm1", ".ln_1"), (".norm2", ".ln_2"), ("attn.qkv.", "attn.in_proj_"),
+             ("attn.proj", "attn.out_proj"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")]
+    clip = {}
+    for k, v in sd.items():
+        if k.startswith("head."):
+            continue
+        if k in ("norm.weight", "norm.bias"):
+            clip["visual.ln_post." + k.split(".")[1]] = v
+            continue
+        for a, b in swaps:
+            k = k.replace(a, b)
+        if k == "cls_token":
+            k, v = "class_embedding", v.reshape(-1)
+        elif k == "positional_embedding":
+            v = v[0]
+        clip["visual." + k] = v.contiguous()
+    return clip
+
+
 def check_strict(kw, sd):
     """Every key of the state dict is one timm's model has, and only BEiT's index buffers are left out."""
     missing, unexpected = make(kw).load_state_dict(sd, strict=False)
@@ -112,23 +135,7 @@ def main():
     # CLIP as OpenAI and OpenCLIP publish it: the image tower under visual.* (class_embedding [D],
     # positional_embedding [T, D], resblocks, ln_pre/ln_post, proj), beside a (tiny) text tower.
     sd = state(FAMILIES["clip"], 10 + list(FAMILIES).index("clip"))
-    swaps = [("patch_embed.proj", "conv1"), ("pos_embed", "positional_embedding"), ("blocks.", "transformer.resblocks."),
-             ("norm_pre", "ln_pre"), (".norm1", ".ln_1"), (".norm2", ".ln_2"), ("attn.qkv.", "attn.in_proj_"),
-             ("attn.proj", "attn.out_proj"), ("mlp.fc1", "mlp.c_fc"), ("mlp.fc2", "mlp.c_proj")]
-    clip = {}
-    for k, v in sd.items():
-        if k.startswith("head."):
-            continue
-        if k == "norm.weight" or k == "norm.bias":
-            clip["visual.ln_post." + k.split(".")[1]] = v
-            continue
-        for a, b in swaps:
-            k = k.replace(a, b)
-        if k == "cls_token":
-            k, v = "class_embedding", v.reshape(-1)
-        elif k == "positional_embedding":
-            v = v[0]
-        clip["visual." + k] = v
+    clip = openai_clip(sd)
     torch.manual_seed(99)
     clip["visual.proj"] = torch.randn(F.DIM, 8)
     clip["token_embedding.weight"] = torch.randn(50, 8)
