@@ -1,6 +1,6 @@
 # vitlens — build, test, demo. Every target first installs the Debian packages it needs.
 SHELL := /bin/bash
-PKGS := pkg-config libopenblas-dev libpng-dev libjpeg-dev libturbojpeg0-dev libfreetype-dev fonts-dejavu-core libdnnl-dev
+PKGS := pkg-config libopenblas-dev libpng-dev libjpeg-dev libturbojpeg0-dev libfreetype-dev fonts-dejavu-core libdnnl-dev libssl-dev
 RELEASE := .build/release/vitlens
 DEMO_CKPT := checkpoints/vit_tiny_init.safetensors
 DEMO_MAE := checkpoints/vit_tiny_mae_demo.safetensors

@@ -2,8 +2,12 @@
 import PackageDescription
 
 // Optimised even in debug builds: the engine's loops are far too slow unoptimised for the
-// parity tests to run in a reasonable time.
+// parity tests to run in a reasonable time. Only the modules whose hot loops need it drop the
+// bounds and overflow checks (kernels, engine, analysis, training); the readers of bytes that
+// come from outside (checkpoints, .npy, images, reports) and the application keep them, so a
+// hostile file traps on a check the fuzzers find instead of reading out of bounds.
 let fast: [SwiftSetting] = [.unsafeFlags(["-Ounchecked"])]
+let checked: [SwiftSetting] = [.unsafeFlags(["-O"])]
 
 // KernelsAVX2 is compiled for Haswell-class x86-64 (AVX2 + FMA) and only called on CPUs that
 // have it; elsewhere (other architectures) it is an ordinary build that is never called.
@@ -23,7 +27,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
@@ -34,9 +37,12 @@ let package = Package(
                        providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CFreeType", path: "Sources/CFreeType", pkgConfig: "freetype2",
                        providers: [.apt(["libfreetype-dev"])]),
+        // SHA-256 of checkpoints, arrays and image lists (OpenSSL's libcrypto).
+        .systemLibrary(name: "CCrypto", path: "Sources/CCrypto", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
         .target(name: "VitLensCore", dependencies: ["CBLAS"], swiftSettings: fast),
-        .target(name: "Checkpoint", dependencies: ["VitLensCore", "KernelsAVX2"], swiftSettings: fast),
-        .target(name: "Images", dependencies: ["VitLensCore", "CPNG", "CJPEG"], swiftSettings: fast),
+        .target(name: "Checkpoint", dependencies: ["VitLensCore", "KernelsAVX2"], swiftSettings: checked),
+        .target(name: "Images", dependencies: ["VitLensCore", "CPNG", "CJPEG"], swiftSettings: checked),
         // The element-wise kernels again, for AVX2 + FMA; chosen at run time (CPUKernels.avx2).
         .target(name: "KernelsAVX2", dependencies: ["VitLensCore"],
                 swiftSettings: avx2),
@@ -44,16 +50,16 @@ let package = Package(
         .target(name: "BF16", cSettings: [.unsafeFlags(["-O3"])], linkerSettings: [.linkedLibrary("dl")]),
         .target(name: "Engine", dependencies: ["VitLensCore", "Checkpoint", "KernelsAVX2", "BF16"], swiftSettings: fast),
         .target(name: "Analysis", dependencies: ["VitLensCore", "KernelsAVX2"], swiftSettings: fast),
-        .target(name: "Render", dependencies: ["VitLensCore", "CPNG", "CJPEG", "CFreeType"], swiftSettings: fast),
+        .target(name: "Render", dependencies: ["VitLensCore", "CPNG", "CJPEG", "CFreeType"], swiftSettings: checked),
         .target(name: "Train", dependencies: ["VitLensCore", "Engine"], swiftSettings: fast),
         // The application layer: models loaded for analysis, the batch loop, each command's run
         // loop, typed results with their CSV/JSON/NPY files, figures drawn from them, shards.
         .target(name: "Lens", dependencies: [
-            "VitLensCore", "Checkpoint", "Images", "Engine", "Analysis", "Render", "Train", "KernelsAVX2",
-            .product(name: "Crypto", package: "swift-crypto"),
-        ], swiftSettings: fast),
+            "VitLensCore", "Checkpoint", "Images", "Engine", "Analysis", "Render", "Train", "KernelsAVX2", "CCrypto",
+        ], swiftSettings: checked),
         .executableTarget(name: "vitlens", dependencies: [
-            "Lens", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            "Lens", "VitLensCore", "Checkpoint", "Images", "Engine", "Analysis", "Render", "Train",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["VitLensCore"], path: "Tests/TestSupport"),
         .testTarget(name: "VitLensCoreTests", dependencies: ["VitLensCore", "TestSupport"]),
@@ -62,9 +68,9 @@ let package = Package(
         .testTarget(name: "EngineTests", dependencies: ["Engine", "KernelsAVX2", "Checkpoint", "Images", "VitLensCore", "TestSupport"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "VitLensCore", "TestSupport"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Engine", "Checkpoint", "VitLensCore", "TestSupport"]),
-        .testTarget(name: "RenderTests", dependencies: ["Render", "Lens", "Images", "TestSupport"]),
-        .testTarget(name: "LensTests", dependencies: ["Lens", "TestSupport"]),
-        .testTarget(name: "CLITests", dependencies: ["VitLensCore", "Lens", "Render", "TestSupport"]),
+        .testTarget(name: "RenderTests", dependencies: ["Render", "Lens", "Images", "Analysis", "Engine", "Train", "VitLensCore", "TestSupport"]),
+        .testTarget(name: "LensTests", dependencies: ["Lens", "Analysis", "Engine", "Images", "Train", "VitLensCore", "TestSupport"]),
+        .testTarget(name: "CLITests", dependencies: ["VitLensCore", "Lens", "Render", "Analysis", "Engine", "Images", "Train", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -3,9 +3,12 @@ import Foundation
 import VitLensCore
 import KernelsAVX2
 
-/// Receives the engine's intermediate tensors (SPEC §4). Pointers are valid only during the call.
-/// A tap that asks for nothing costs nothing: the engine skips the copies it does not need.
+/// Receives the engine's intermediate tensors (docs/reference.md, "The engine and its taps").
+/// Pointers are valid only during the call. A tap that asks for nothing costs nothing: the
+/// engine skips the copies it does not need. What a run taps is the taps' own property.
 public protocol ForwardTaps: AnyObject {
+    /// Which representation `representation(_:_:batch:)` receives (default: the normed one).
+    var representationKind: RepresentationKind { get }
     var wantsRepresentations: Bool { get }
     var wantsAttentionLogits: Bool { get }
     var wantsAttentionProbabilities: Bool { get }
@@ -18,7 +21,19 @@ public protocol ForwardTaps: AnyObject {
     func attention(layer: Int, image: Int, logits: UnsafePointer<Float>?, probabilities: UnsafePointer<Float>)
 }
 
-/// Which representation the taps see (SPEC §4).
+extension ForwardTaps {
+    public var representationKind: RepresentationKind { .normed }
+}
+
+/// Why a forward pass gave no valid output.
+public enum ForwardFailure: Error, Equatable {
+    /// NaN or ±∞ in the residual stream: `at` 0 for the embeddings, i for block i's output.
+    case nonFinite(at: Int)
+    /// A bf16 product oneDNN could not run.
+    case bf16MatmulFailed
+}
+
+/// Which representation the taps see (docs/reference.md, "The engine and its taps").
 public enum RepresentationKind: String, Sendable, CaseIterable {
     /// blocks[i].norm1 outputs, then the final norm: what the paper's CKA compares.
     case normed
@@ -69,13 +84,12 @@ final class PhaseClock {
 public final class ViTEngine {
     public let weights: ViTWeights
     public var config: ViTConfig { weights.config }
-    public var representation: RepresentationKind = .normed
     /// When set, phases are timed into it (costs a clock read per phase); times are summed
     /// over the workers.
     public var profile: ForwardProfile?
-    /// After `forward`: the first point where the residual stream held NaN or ±∞ — 0 for the
-    /// embeddings, i for the output of block i (1-based) — or nil if every value was finite.
-    public private(set) var nonFiniteAt: Int?
+    /// During `forward`: the first point where the residual stream held NaN or ±∞ — 0 for the
+    /// embeddings, i for the output of block i (1-based) — or nil while every value is finite.
+    private var nonFiniteAt: Int?
     /// Rows per tile of the MLP, rounded down to whole images (4 ViT-Tiny images, 788 rows: the
     /// tile's 2.4 MB of hidden activations stay in L3; 394 to 1576 measured within noise).
     public var tileRowsTarget = 800 {
@@ -133,8 +147,6 @@ public final class ViTEngine {
     /// The linear layers' weights in bf16 (empty for f32).
     private let packedPatch: PackedLinear?
     private let packedBlocks: [PackedBlock]
-    /// After `forward`: a bf16 product oneDNN could not run (the outputs are then not valid).
-    public private(set) var failed = false
 
     public init(weights: ViTWeights) {
         self.weights = weights
@@ -227,9 +239,10 @@ public final class ViTEngine {
 
     /// Runs the model on a batch.  images: (B, 3, S, S), normalised.
     /// Returns the final normed tokens (B, T, C) (the raw last block output if the model has no norm);
-    /// the returned tensor is reused by the next call.
+    /// the returned tensor is reused by the next call. Throws when the output is not valid: a
+    /// non-finite residual stream (never report numbers computed from it) or a failed bf16 product.
     @discardableResult
-    public func forward(_ images: Tensor, taps: ForwardTaps? = nil) -> Tensor {
+    public func forward(_ images: Tensor, taps: ForwardTaps? = nil) throws -> Tensor {
         let c = config, B = images.shape[0], T = c.tokens, C = c.dim
         precondition(images.shape == [B, 3, c.imageSize, c.imageSize], "images must be (B, 3, \(c.imageSize), \(c.imageSize))")
         reserve(B)
@@ -237,6 +250,7 @@ public final class ViTEngine {
         clock.start()
         let x = x!, h = h!
         let reps = taps?.wantsRepresentations ?? false
+        let representation = taps?.representationKind ?? .normed
         let wantProbs = (taps?.wantsAttentionLogits ?? false) || (taps?.wantsAttentionProbabilities ?? false)
         let (ranges, aligned) = split(B, wholeImages: wantProbs)
         let blasThreads = BLASRuntime.threads
@@ -278,11 +292,12 @@ public final class ViTEngine {
         mark(\.norm)
         if reps && representation == .normed { taps!.representation(c.depth, h.data, batch: B) }
         mark(\.other)
-        failed = scratch.contains { $0.failed }
         if let profile {
             profile.absorb(clock.profile)
             for s in scratch { profile.absorb(s.clock.profile) }
         }
+        if scratch.contains(where: { $0.failed }) { throw ForwardFailure.bf16MatmulFailed }
+        if let at = nonFiniteAt { throw ForwardFailure.nonFinite(at: at) }
         return h
     }
 

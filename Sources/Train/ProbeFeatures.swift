@@ -27,8 +27,10 @@ public final class ProbeFeatureTaps: ForwardTaps {
         normW = engine.weights.normW
         normB = engine.weights.normB
         features = [[Float]](repeating: [], count: engine.config.depth)
-        engine.representation = .residual
     }
+
+    /// The output of block k is the residual stream after it.
+    public var representationKind: RepresentationKind { .residual }
 
     public var wantsRepresentations: Bool { true }
     public var wantsAttentionLogits: Bool { false }

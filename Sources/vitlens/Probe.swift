@@ -1,6 +1,11 @@
+import Analysis
 import ArgumentParser
+import Engine
 import Foundation
+import Images
 import Lens
+import Train
+import VitLensCore
 
 struct Probe: ParsableCommand {
     static let configuration = CommandConfiguration(

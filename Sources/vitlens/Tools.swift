@@ -1,6 +1,11 @@
+import Analysis
 import ArgumentParser
+import Engine
 import Foundation
+import Images
 import Lens
+import Train
+import VitLensCore
 
 struct Extract: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -115,7 +120,7 @@ struct Bench: ParsableCommand {
             if let p = t.profile { print("profile: " + p.map { String(format: "%@ %.1f%%", $0.0, 100 * $0.1) }.joined(separator: ", ")) }
             return
         }
-        let f = Lens.Bench.forward(m, loadMs: loadMs, batch: batch, iters: iters, profile: profile)
+        let f = try Lens.Bench.forward(m, loadMs: loadMs, batch: batch, iters: iters, profile: profile)
         if json {
             return print(JSONValue.object([
                 ("images_per_second", r(f.imagesPerSecond, 100)), ("batch", .int(batch)), ("threads", .int(threads)),

@@ -1,7 +1,12 @@
+import Analysis
+import Engine
 import Foundation
+import Images
 import Lens
 import Render
 import TestSupport
+import Train
+import VitLensCore
 import XCTest
 
 /// `vitlens probe` end to end on synthetic labelled images (ImageFolder PNGs and CIFAR binary

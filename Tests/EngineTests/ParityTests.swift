@@ -13,10 +13,12 @@ final class RecordingTaps: ForwardTaps {
     var logits: [Int: [Float]] = [:]
     let wantsRepresentations: Bool, wantsAttentionLogits: Bool, wantsAttentionProbabilities: Bool
     let perRep: Int
+    let representationKind: RepresentationKind
 
-    init(reps: Bool = true, logits: Bool = true, probs: Bool = true, perRep: Int) {
+    init(reps: Bool = true, logits: Bool = true, probs: Bool = true, perRep: Int, kind: RepresentationKind = .normed) {
         wantsRepresentations = reps; wantsAttentionLogits = logits; wantsAttentionProbabilities = probs
         self.perRep = perRep
+        representationKind = kind
     }
 
     func representation(_ index: Int, _ x: UnsafePointer<Float>, batch: Int) {
@@ -69,7 +71,7 @@ final class ParityTests: XCTestCase {
             let c = engine.config
             let taps = RecordingTaps(perRep: c.tokens * c.dim)
             taps.perAttention = c.heads * c.tokens * c.tokens
-            engine.forward(x, taps: taps)
+            try engine.forward(x, taps: taps)
             let r = compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true)
             XCTAssertEqual(r.violations, 0, "\(file) representations: \(r)")
             let a = compare(taps.flat(taps.probs), att.values, tolerance: 1e-4)
@@ -81,10 +83,9 @@ final class ParityTests: XCTestCase {
 
     func testResidualStreamMatchesTimm() throws {
         let engine = try loadEngine("tiny_f32.safetensors")
-        engine.representation = .residual
         let c = engine.config
-        let taps = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
-        engine.forward(try goldenInput("none"), taps: taps)
+        let taps = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim, kind: .residual)
+        try engine.forward(try goldenInput("none"), taps: taps)
         let r = compare(taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("none_residual.npy")).values, tolerance: 1e-3, mixed: true)
         XCTAssertEqual(r.violations, 0, "\(r)")
     }
@@ -95,7 +96,7 @@ final class ParityTests: XCTestCase {
         XCTAssertEqual(engine.config.tokens, 1 + 36)
         let c = engine.config
         let taps = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
-        engine.forward(try goldenInput("size48", size: 48), taps: taps)
+        try engine.forward(try goldenInput("size48", size: 48), taps: taps)
         let r = compare(taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("size48_features.npy")).values, tolerance: 1e-3, mixed: true)
         XCTAssertEqual(r.violations, 0, "\(r)")
     }
@@ -112,7 +113,7 @@ final class ParityTests: XCTestCase {
                 XCTAssertEqual(c.tokens, (size / 8) * (size / 8) + 1)
                 let taps = RecordingTaps(perRep: c.tokens * c.dim)
                 taps.perAttention = c.heads * c.tokens * c.tokens
-                engine.forward(try goldenInput(input, size: size), taps: taps)
+                try engine.forward(try goldenInput(input, size: size), taps: taps)
                 let r = compare(taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("family_\(name)_size\(size)_features.npy")).values,
                                 tolerance: 1e-3, mixed: true)
                 XCTAssertEqual(r.violations, 0, "\(name) at \(size) px representations: \(r)")
@@ -132,7 +133,7 @@ final class ParityTests: XCTestCase {
         XCTAssertTrue(loadBatch(paths, size: 32, mode: .timmEval, into: batch).allSatisfy { $0 == nil })
         let c = engine.config
         let taps = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
-        engine.forward(batch, taps: taps)
+        try engine.forward(batch, taps: taps)
         let r = compare(taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("eval_features.npy")).values, tolerance: 1e-3, mixed: true)
         XCTAssertLessThanOrEqual(r.meanRelative, 3e-2, "\(r)")
     }
@@ -142,15 +143,15 @@ final class ParityTests: XCTestCase {
     func testTapsOffAndOnGiveIdenticalOutputs() throws {
         let x = try goldenInput("none")
         let engine = try loadEngine("tiny_f32.safetensors")
-        let plain = engine.forward(x).array
+        let plain = try engine.forward(x).array
         let c = engine.config
         let taps = RecordingTaps(perRep: c.tokens * c.dim)
         taps.perAttention = c.heads * c.tokens * c.tokens
-        let tapped = engine.forward(x, taps: taps).array
+        let tapped = try engine.forward(x, taps: taps).array
         XCTAssertEqual(plain, tapped)
         let one = Tensor(shape: [1, 3, 32, 32])
         one.data.update(from: x.data + 2 * 3 * 32 * 32, count: 3 * 32 * 32)
-        let single = engine.forward(one).array
+        let single = try engine.forward(one).array
         let r = compare(single.map(Double.init), plain[(2 * c.tokens * c.dim)..<(3 * c.tokens * c.dim)].map(Double.init), tolerance: 1e-5, mixed: true)
         XCTAssertEqual(r.violations, 0, "batch of 1 vs batch of 4: \(r)")
     }
@@ -169,7 +170,7 @@ final class ParityTests: XCTestCase {
             let c = engine.config
             let taps = RecordingTaps(perRep: c.tokens * c.dim)
             taps.perAttention = c.heads * c.tokens * c.tokens
-            outs.append(engine.forward(x, taps: taps).array)
+            outs.append(try engine.forward(x, taps: taps).array)
             XCTAssertEqual(compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0, "\(path) representations")
             XCTAssertEqual(compare(taps.flat(taps.probs), att.values, tolerance: 1e-4).violations, 0, "\(path) attention")
         }
@@ -199,13 +200,13 @@ final class ParityTests: XCTestCase {
                     let c = engine.config
                     let taps = RecordingTaps(perRep: c.tokens * c.dim)
                     taps.perAttention = c.heads * c.tokens * c.tokens
-                    engine.forward(x, taps: taps)
+                    try engine.forward(x, taps: taps)
                     let what = "\(name), \(path), \(workers) workers"
                     XCTAssertEqual(compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0, what)
                     XCTAssertEqual(compare(taps.flat(taps.probs), att.values, tolerance: 1e-4).violations, 0, what)
                     // Without taps (queries split inside images when workers outnumber images).
                     let plain = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
-                    engine.forward(x, taps: plain)
+                    try engine.forward(x, taps: plain)
                     XCTAssertEqual(compare(plain.flat(plain.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0, what + ", no attention taps")
                     let logits = taps.flat(taps.logits), probs = taps.flat(taps.probs), T = c.tokens
                     var worst = 0.0
@@ -231,12 +232,12 @@ final class ParityTests: XCTestCase {
         Workers.count = 1
         let engine = try loadEngine("tiny_f32.safetensors")
         let c = engine.config
-        let reference = engine.forward(x).array
+        let reference = try engine.forward(x).array
         for (workers, tile) in [(2, 512), (3, 512), (8, 512), (8, 5), (2, 7), (1, 7)] {
             Workers.count = workers
             engine.tileRowsTarget = tile
             let taps = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
-            let out = engine.forward(x, taps: taps).array
+            let out = try engine.forward(x, taps: taps).array
             let r = compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true)
             XCTAssertEqual(r.violations, 0, "\(workers) workers, tiles of \(tile) rows: \(r)")
             let d = compare(out.map(Double.init), reference.map(Double.init), tolerance: 1e-5, mixed: true)
@@ -248,7 +249,7 @@ final class ParityTests: XCTestCase {
         let att = try NpyArray(path: Fixtures.golden("none_attention.npy"))
         let taps = RecordingTaps(perRep: c.tokens * c.dim)
         taps.perAttention = c.heads * c.tokens * c.tokens
-        engine.forward(x, taps: taps)
+        try engine.forward(x, taps: taps)
         let a = compare(taps.flat(taps.probs), att.values, tolerance: 1e-4)
         XCTAssertEqual(a.violations, 0, "attention, 8 workers: \(a)")
     }
@@ -293,13 +294,13 @@ final class LoaderValidationTests: XCTestCase {
         let c = try tweaked { $0["blocks.0.mlp.fc1.weight"] = RawTensor(shape: [32, 16], floats: .init(repeating: 1e38, count: 512)) }
         let config = try ViTConfig.infer(from: c, heads: 2)
         let engine = ViTEngine(weights: try ViTWeights(checkpoint: c, config: config))
-        engine.forward(try goldenInput("none"))
-        XCTAssertEqual(engine.nonFiniteAt, 1)
+        XCTAssertThrowsError(try engine.forward(try goldenInput("none"))) { e in
+            XCTAssertEqual(e as? ForwardFailure, .nonFinite(at: 1), "\(e)")
+        }
         XCTAssertEqual("\(EngineError.nonFinite(model: "m.pth", at: 1, batch: 0))",
                        "m.pth: non-finite activations (NaN or inf) in the output of block 1, batch 0; the weights overflow float32 on these images")
         let ok = try loadEngine("tiny_f32.safetensors")
-        ok.forward(try goldenInput("none"))
-        XCTAssertNil(ok.nonFiniteAt)
+        XCTAssertNoThrow(try ok.forward(try goldenInput("none")))
     }
 
     func testHeadsMustDivideWidth() throws {

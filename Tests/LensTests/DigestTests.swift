@@ -1,4 +1,9 @@
+import Analysis
+import Engine
+import Images
 import Lens
+import Train
+import VitLensCore
 import XCTest
 
 final class DigestTests: XCTestCase {

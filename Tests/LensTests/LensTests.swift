@@ -1,6 +1,11 @@
+import Analysis
+import Engine
 import Foundation
+import Images
 import Lens
 import TestSupport
+import Train
+import VitLensCore
 import XCTest
 
 /// The application layer reached directly: the image loader, runs, shards and merge, report
@@ -66,7 +71,7 @@ final class LensTests: TemporaryFolderTestCase {
     func testShardsMergeToTheSingleRun() throws {
         guard case let .report(single) = try ckaRun(batch: 4).run(context()) else { return XCTFail("no report") }
         let parts = try (0..<3).map { i -> Partial in
-            guard case let .partial(p) = try ckaRun(batch: 4, shard: ShardSpec(index: i, count: 3)).run(context()) else { throw LensError.data("no partial") }
+            guard case let .partial(p) = try ckaRun(batch: 4, shard: ShardSpec(index: i, count: 3)).run(context()) else { throw MergeError.noShards }
             return p
         }
         guard case let .cka(merged) = try MergedReport.merge(parts.reversed(), sources: ["s2", "s1", "s0"], commandLine: "vitlens test") else { return XCTFail() }

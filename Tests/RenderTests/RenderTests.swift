@@ -1,8 +1,12 @@
+import Analysis
+import Engine
 import Foundation
 import Images
 import Lens
 import Render
 import TestSupport
+import Train
+import VitLensCore
 import XCTest
 
 final class ColormapTests: XCTestCase {

@@ -19,7 +19,7 @@ final class EngineAgreementTests: XCTestCase {
             let x = Tensor(shape: [B, 3, cfg.imageSize, cfg.imageSize])
             var rng = SplitMix64(seed: 7)
             for i in 0..<x.count { x[i] = Float(rng.truncatedNormal()) }
-            let h = ViTEngine(weights: weights).forward(x)  // (B, T, C), final norm applied
+            let h = try ViTEngine(weights: weights).forward(x)  // (B, T, C), final norm applied
             for pooling in cfg.classToken ? [ProbePooling.mean, .cls] : [.mean] {
                 let net = TrainableViT(weights: weights, keep: cfg.depth, classes: 3, pooling: pooling, seed: 0)
                 net.forward(x)
@@ -75,7 +75,7 @@ final class SaveRoundTripTests: XCTestCase {
             XCTAssertEqual(c2.positionSlots, cfg.positionSlots, name)
             XCTAssertEqual(c2.activation, cfg.activation, name)
             if !cfg.keyBias { XCTAssertNotNil(again.tensors["blocks.0.attn.qkv.bias"], "q_bias/v_bias fused again") }
-            let h = ViTEngine(weights: try ViTWeights(checkpoint: again, config: c2)).forward(x)
+            let h = try ViTEngine(weights: try ViTWeights(checkpoint: again, config: c2)).forward(x)
             let T = c2.tokens, C = c2.dim, np = c2.prefixTokens
             var got = [Double](repeating: 0, count: B * C)
             for b in 0..<B { for i in 0..<C { got[b * C + i] = (np..<T).reduce(0.0) { $0 + Double(h.data[(b * T + $1) * C + i]) } / Double(T - np) } }

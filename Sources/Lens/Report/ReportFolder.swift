@@ -10,11 +10,11 @@ struct ReportFolder {
 
     func csv(_ name: String, columns: [String]) throws -> CSVTable {
         let p = path(name)
-        guard let data = FileManager.default.contents(atPath: p) else { throw LensError.report("\(p): cannot read") }
-        guard let text = String(data: data, encoding: .utf8) else { throw LensError.report("\(p): not UTF-8 text") }
+        guard let data = FileManager.default.contents(atPath: p) else { throw ReportError.unreadable(path: p) }
+        guard let text = String(data: data, encoding: .utf8) else { throw ReportError.notText(path: p) }
         let t = try CSVTable.parse(text, path: p)
         try t.require(columns, path: p)
-        guard !t.rows.isEmpty else { throw LensError.report("\(p): no rows") }
+        guard !t.rows.isEmpty else { throw ReportError.noRows(path: p) }
         return t
     }
 
@@ -22,7 +22,7 @@ struct ReportFolder {
     func json(_ name: String) throws -> JSONValue? {
         let p = path(name)
         guard let data = FileManager.default.contents(atPath: p) else { return nil }
-        do { return try JSONValue.parse(String(decoding: data, as: UTF8.self)) } catch { throw LensError.report("\(p): \(error)") }
+        do { return try JSONValue.parse(String(decoding: data, as: UTF8.self)) } catch { throw ReportError.malformed(path: p, reason: "\(error)") }
     }
 }
 

@@ -27,7 +27,6 @@ public enum CKASide {
         switch self { case let .model(m): return m.json; case let .features(f): return f.json }
     }
 }
-
 /// Layer-by-layer minibatch CKA between two models, one model and itself, or every pair of
 /// several — models run on the same decoded batches, features from elsewhere read batch by batch.
 public struct CKARun {
@@ -60,19 +59,19 @@ public struct CKARun {
             throw LensError.differentGrids(a: s0.path, gridA: g(s0.patchTokens), b: other.path, gridB: g(other.patchTokens))
         }
         let features = sides.compactMap { if case let .features(f) = $0 { return f }; return nil }
-        guard models.isEmpty || images != nil else { throw LensError.data("a model needs images to run on") }
+        guard models.isEmpty || images != nil else { throw LensError.modelNeedsImages }
         let n = images?.items.count ?? features[0].images
         for f in features where f.images != n {
-            throw LensError.data("\(f.path) holds features of \(f.images) images, but \(images != nil ? "the image folder gives" : "\(features[0].path) holds") \(n); the rows must be the same images in the same order")
+            throw LensError.rowCountMismatch(path: f.path, kind: .features, rows: f.images, other: images == nil ? features[0].path : nil, otherRows: n)
         }
         if !features.isEmpty && images?.skipBad == true {
-            throw LensError.data("skipping unreadable images would misalign the images with the rows of \(features[0].path)")
+            throw LensError.skippingMisalignsRows(path: features[0].path)
         }
         if tokens == .cls, let m = models.first(where: { !$0.config.classToken }) {
             throw LensError.noClassToken(path: m.request.path, option: "--tokens cls")
         }
         if tokens == .cls, let f = features.first(where: { $0.rank == 4 && $0.prefixTokens == 0 }) {
-            throw LensError.data("\(f.path): no class token (0 prefix tokens) to compare with tokens cls")
+            throw LensError.noClassTokenInArray(path: f.path)
         }
         guard n >= 4 else { throw ImageError.folder(path: folder, reason: "CKA needs at least 4 images, found \(n)") }
         (self.sides, self.images, self.folder, self.tokens, self.rep, self.shard) = (sides, images, folder, tokens, rep, shard)
@@ -90,7 +89,13 @@ public struct CKARun {
         try self.init(models: [a] + (b.map { [$0] } ?? []), images: images, folder: folder, tokens: tokens, rep: rep, shard: shard, bootstrap: bootstrap)
     }
 
-    var batchCount: Int { (count + batch - 1) / batch }
+    /// The loop every batch of this run goes through.
+    var driver: BatchDriver {
+        var d = BatchDriver(images: images, count: count, batch: batch, shard: shard, label: "cka")
+        d.minimumBatch = 4
+        return d
+    }
+    var batchCount: Int { driver.batchCount }
 
     /// The setup of the pair (i, j) — what every shard must share; a pair of a several-model
     /// run has the setup a two-model run of the same pair has. i == j: a model with itself.
@@ -125,40 +130,22 @@ public struct CKARun {
     /// for the same images, keeping only each pair's HSIC values per batch: memory follows the
     /// batch, not the number of images.
     func collect(_ context: RunContext) throws -> (records: [[CKABatch]], dropped: [Int]) {
-        for m in models { m.engine.representation = rep }
-        let taps: [GramTaps?] = sides.map { if case let .model(m) = $0 { return GramTaps(config: m.config, selection: tokens) }; return nil }
-        let mine = (0..<batchCount).filter { shard?.owns($0) ?? true }
-        let sizeOf = { (k: Int) in min(batch, count - k * batch) }
-        let total = mine.reduce(0) { $0 + sizeOf($1) }
-        let observer = context.observer, pairs = self.pairs
-        var records = [[CKABatch]](repeating: [], count: pairs.count), dropped: [Int] = [], done = 0, scratch: [Float] = []
-        func step(_ k: Int, _ images: Tensor?) throws {
-            done += sizeOf(k)
-            defer { observer.progress("cka", done: done, total: total) }
-            let b = images?.shape[0] ?? sizeOf(k)
-            guard b >= 4 else {
-                observer.notice("batch \(k) has \(b) image(s); CKA needs at least 4, so it is dropped")
-                dropped.append(k)
-                return
+        let sources: [GramSource] = sides.map { side in
+            switch side {
+            case let .model(m): return ModelGrams(m, selection: tokens, representation: rep)
+            case let .features(f): return FeatureGrams(f, selection: tokens)
             }
-            var grams: [[Gram]] = []
-            for (side, t) in zip(sides, taps) {
-                switch side {
-                case let .model(m):
-                    try m.run(images!, taps: t, batch: k)
-                    grams.append(t!.grams)
-                case let .features(f):
-                    grams.append(try f.grams(from: k * batch, count: b, selection: tokens, scratch: &scratch))
-                }
+        }
+        let pairs = self.pairs
+        var records = [[CKABatch]](repeating: [], count: pairs.count), dropped: [Int] = []
+        try driver.run(sources, context, dropped: { step in
+            context.observer.notice("batch \(step.index) has \(step.count) image(s); CKA needs at least 4, so it is dropped")
+            dropped.append(step.index)
+        }) { step in
+            for (p, (i, j)) in pairs.enumerated() {
+                records[p].append(CKABatch(index: step.index, a: sources[i].grams, b: sources[j].grams))
             }
-            for (p, (i, j)) in pairs.enumerated() { records[p].append(CKABatch(index: k, a: grams[i], b: grams[j])) }
         }
-        if let images, !models.isEmpty {
-            try images.forEach(batches: mine) { try step($0.index, $0.images) }
-        } else {
-            for k in mine { try step(k, nil) }
-        }
-        observer.progressEnded()
         return (records, dropped)
     }
 
@@ -179,107 +166,4 @@ public struct CKARun {
         return CKAPairs(names: sides.map(\.name), pairs: zip(pairs, results).map { ($0.0.0, $0.0.1, $0.1) },
                         json: .object(context.header + [("models", .array(sides.map(\.json)))]))
     }
-}
-
-/// What a run gives: a report, or (with a shard) the partial sums that `merge` combines.
-public enum Outcome<Result> {
-    case report(Result)
-    case partial(Partial)
-}
-
-/// A CKA report: the matrix (model A's layers on the rows) and its JSON.
-public struct CKAResult {
-    /// (La, Lb), as cka.csv holds it; NaN where undefined.
-    public var matrix: [[Double]]
-    /// The 95 % bootstrap interval's ends, (La, Lb) each; nil without intervals, NaN where there is none.
-    public var ciLow: [[Double]]?, ciHigh: [[Double]]?
-    /// cka.json: run metadata, setup, definitions and the full-precision results.
-    public var json: JSONValue
-
-    init(matrix: [[Double]], json: JSONValue) {
-        self.matrix = matrix
-        self.json = json
-    }
-
-    /// From the per-batch HSIC values — the same code for a single run and for merged shards.
-    public init(setup: JSONValue, batches: [CKABatch], dropped: [Int], commandLine: String, extra: [(String, JSONValue)] = []) throws {
-        guard let la = setup["layers_a"]?.intValue, let lb = setup["layers_b"]?.intValue else {
-            throw LensError.merge("setup lacks layers_a/layers_b")
-        }
-        guard !batches.isEmpty else { throw LensError.data("no minibatch of at least 4 images: CKA is undefined") }
-        let m = ckaMatrix(batches, layersA: la, layersB: lb)
-        matrix = (0..<la).map { i in (0..<lb).map { tabled(m[i * lb + $0]) } }
-        let resamples = setup[path: "definitions", "interval", "resamples"]?.intValue ?? 0
-        var intervals: [(String, JSONValue)] = []
-        if resamples > 0 {
-            let ci = ckaBootstrap(batches, layersA: la, layersB: lb, resamples: resamples)
-            ciLow = (0..<la).map { i in (0..<lb).map { tabled(ci.low[i * lb + $0]) } }
-            ciHigh = (0..<la).map { i in (0..<lb).map { tabled(ci.high[i * lb + $0]) } }
-            intervals = [("ci_low", .array((0..<la).map { i in .doubles(Array(ci.low[(i * lb)..<((i + 1) * lb)])) })),
-                         ("ci_high", .array((0..<la).map { i in .doubles(Array(ci.high[(i * lb)..<((i + 1) * lb)])) }))]
-        }
-        let undefined = (0..<(la * lb)).filter { !m[$0].isFinite }.map { JSONValue.array([.int($0 / lb), .int($0 % lb)]) }
-        json = .object([("vitlens_version", .string(vitlensVersion)), ("command_line", .string(commandLine))] + extra + [
-            ("setup", setup),
-            ("minibatches_used", .int(batches.count)), ("images_used", .int(batches.reduce(0) { $0 + $1.size })),
-            ("dropped_batches", .array(dropped.map { .int($0) })),
-            ("results", .object([
-                ("layers_a", .array((0..<la).map { .int($0) })), ("layers_b", .array((0..<lb).map { .int($0) })),
-                ("cka", .array((0..<la).map { i in .doubles(Array(m[(i * lb)..<((i + 1) * lb)])) })),
-            ] + intervals + [
-                ("undefined_cells", .array(undefined)),
-            ])),
-        ])
-    }
-
-    public static let files = ["cka.csv", "cka.json"]
-
-    public func write(to out: OutputDirectory) throws -> [String] {
-        var csv = CSVTable(header: ["layer_a", "layer_b", "cka"] + (ciLow != nil ? ["ci_low", "ci_high"] : []))
-        for (i, row) in matrix.enumerated() {
-            for (j, v) in row.enumerated() {
-                csv.append(["\(i)", "\(j)", csvNumber(v)] + (ciLow.map { lo in [csvNumber(lo[i][j]), csvNumber(ciHigh![i][j])] } ?? []))
-            }
-        }
-        try out.write("cka.csv", csv.render())
-        try out.write("cka.json", json.render() + "\n")
-        return Self.files
-    }
-
-    /// A report folder's cka.csv (the numbers) and cka.json (the metadata, optional).
-    public init(reading dir: String) throws {
-        let src = ReportFolder(dir: dir)
-        let t = try src.csv("cka.csv", columns: ["layer_a", "layer_b", "cka"])
-        let p = src.path("cka.csv")
-        var cells: [(Int, Int, Double)] = [], intervals: [(Double, Double)] = []
-        let hasCI = t.column("ci_low") != nil && t.column("ci_high") != nil
-        for r in 0..<t.rows.count {
-            let i = try t.integer(r, "layer_a", path: p), j = try t.integer(r, "layer_b", path: p)
-            guard (0..<4097).contains(i), (0..<4097).contains(j) else { throw CSVError(path: p, line: r + 2, reason: "layer out of range") }
-            cells.append((i, j, try t.number(r, "cka", path: p)))
-            if hasCI { intervals.append((try t.number(r, "ci_low", path: p), try t.number(r, "ci_high", path: p))) }
-        }
-        let la = cells.map(\.0).max()! + 1, lb = cells.map(\.1).max()! + 1
-        guard cells.count == la * lb else { throw LensError.report("\(p): \(cells.count) rows, a \(la)×\(lb) matrix needs \(la * lb)") }
-        var m = [[Double]](repeating: [Double](repeating: .nan, count: lb), count: la)
-        var seen = Set<Int>()
-        var lo = m, hi = m
-        for (k, (i, j, v)) in cells.enumerated() {
-            guard seen.insert(i * lb + j).inserted else { throw LensError.report("\(p): pair (\(i), \(j)) appears twice") }
-            m[i][j] = v
-            if hasCI { (lo[i][j], hi[i][j]) = intervals[k] }
-        }
-        matrix = m
-        if hasCI { (ciLow, ciHigh) = (lo, hi) }
-        json = try src.json("cka.json") ?? .object([])
-    }
-
-    var nameA: String { displayName(json[path: "setup", "model_a"]) ?? "model A" }
-    var nameB: String { displayName(json[path: "setup", "model_b"]) ?? (selfComparison ? nameA : "model B") }
-    var selfComparison: Bool { json[path: "setup", "model_b"]?.stringValue == "same as model_a" }
-}
-
-/// A model's display name as its report records it (older reports: from the path).
-func displayName(_ model: JSONValue?) -> String? {
-    model?["name"]?.stringValue ?? model?["path"]?.stringValue.map(modelName)
 }

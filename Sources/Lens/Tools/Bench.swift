@@ -50,13 +50,13 @@ public enum Bench {
     }
 
     /// The forward pass: a warm-up batch, then the median of `iters` timed batches.
-    public static func forward(_ m: AnalysisModel, loadMs: Double, batch: Int, iters: Int, profile: Bool) -> Forward {
+    public static func forward(_ m: AnalysisModel, loadMs: Double, batch: Int, iters: Int, profile: Bool) throws -> Forward {
         let c = m.config, x = input(batch: batch, size: c.imageSize)
         let peak = sgemmPeak()
-        m.engine.forward(x)  // warm-up: buffers, page faults
+        try m.engine.forward(x)  // warm-up: buffers, page faults
         let prof = ForwardProfile()
         if profile { m.engine.profile = prof }
-        let med = median((0..<iters).map { _ in timed { m.engine.forward(x) } })
+        let med = median(try (0..<iters).map { _ in try timed { try m.engine.forward(x) } })
         m.engine.profile = nil
         let ips = Double(batch) / med
         let phases = [("linear", prof.linear), ("attention", prof.attention), ("norm", prof.norm), ("gelu", prof.gelu), ("other", prof.other)]

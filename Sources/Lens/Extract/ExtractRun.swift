@@ -42,21 +42,16 @@ public struct ExtractRun {
         let loader = images.skipBad ? images.subset(try images.readable()) : images
         let N = loader.items.count, T = c.tokens, C = c.dim, L = c.depth, H = c.heads
         let reps = layers ?? Array(0...L)
-        if let bad = reps.first(where: { $0 < 0 || $0 > L }) { throw LensError.data("\(model.request.path) has representations 0…\(L); there is no \(bad)") }
+        if let bad = reps.first(where: { $0 < 0 || $0 > L }) { throw LensError.noSuchRepresentation(path: model.request.path, depth: L, index: bad) }
         let size = bytes(images: N)
         context.observer.notice(size >= 1_000_000_000 ? String(format: "writing %.2f GB for %d images", Double(size) / 1e9, N)
                                 : String(format: "writing %.1f MB for %d images", Double(size) / 1e6, N))
         try checkSpace(size, at: out.stagingPath)
         let taps = try ExtractTaps(features: out.staged("features.npy"), attention: attention ? out.staged("attention.npy") : nil,
-                                   layers: reps, depth: L, N: N, T: T, C: C, H: H, prefix: c.prefixTokens, tokens: tokens, half: half)
-        model.engine.representation = rep
-        try loader.forEach { b in
-            taps.batchStart = b.index * loader.batch
-            try model.run(b.images, taps: taps, batch: b.index)
-            if let e = taps.error { throw e }
-            context.observer.progress("extract", done: taps.batchStart + b.count, total: N)
-        }
-        context.observer.progressEnded()
+                                   layers: reps, depth: L, N: N, T: T, C: C, H: H, prefix: c.prefixTokens, tokens: tokens,
+                                   half: half, representation: rep)
+        let driver = BatchDriver(images: loader, count: N, batch: loader.batch, label: "extract")
+        try driver.run([ModelSource(model, taps: taps)], context)
         try taps.features.close()
         try taps.attention?.close()
         let rows = ExtractTaps.rows(tokens, T: T, prefix: c.prefixTokens)

@@ -50,15 +50,15 @@ public struct Partial {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue { file = path + "/" + fileName }
         guard let data = FileManager.default.contents(atPath: file) else {
-            throw LensError.merge("\(file): cannot read (is it the folder of a sharded run?)")
+            throw MergeError.unreadable(path: file)
         }
         let v: JSONValue
-        do { v = try JSONValue.parse(String(decoding: data, as: UTF8.self)) } catch { throw LensError.merge("\(file): \(error)") }
+        do { v = try JSONValue.parse(String(decoding: data, as: UTF8.self)) } catch { throw MergeError.malformed(path: file, reason: "\(error)") }
         guard v["vitlens_partial"]?.intValue == 1, let command = v["command"]?.stringValue,
               let shardText = v["shard"]?.stringValue, let shard = ShardSpec(parsing: shardText),
               let setup = v["setup"], let batches = v["batches"]?.arrayValue,
               let dropped = v["dropped_batches"]?.arrayValue?.compactMap(\.intValue) else {
-            throw LensError.merge("\(file): not a vitlens partial.json")
+            throw MergeError.notPartial(path: file)
         }
         return Partial(command: command, shard: shard, setup: setup, batches: batches, dropped: dropped)
     }
@@ -72,33 +72,33 @@ public enum MergedReport {
     /// Checks that the shards come from one command line and that all n are there, then sums
     /// their per-batch values in batch order. `sources` name the shards in messages and the report.
     public static func merge(_ parts: [Partial], sources: [String], commandLine: String) throws -> MergedReport {
-        guard let first = parts.first else { throw LensError.merge("no shards to merge") }
+        guard let first = parts.first else { throw MergeError.noShards }
         let setupText = first.setup.render()
         for (p, path) in zip(parts, sources) {
-            guard p.command == first.command else { throw LensError.merge("\(path): a \(p.command) shard cannot merge with a \(first.command) shard") }
-            guard p.shard.count == first.shard.count else { throw LensError.merge("\(path): shard \(p.shard) of a \(p.shard.count)-way split, others are \(first.shard.count)-way") }
+            guard p.command == first.command else { throw MergeError.differentCommands(path: path, command: p.command, first: first.command) }
+            guard p.shard.count == first.shard.count else { throw MergeError.differentSplits(path: path, shard: p.shard.description, count: p.shard.count, first: first.shard.count) }
             guard p.setup.render() == setupText else {
-                throw LensError.merge("\(path): its models, images or definitions differ from \(sources[0])'s; shards must come from one command line")
+                throw MergeError.differentSetup(path: path, first: sources[0])
             }
         }
         let seen = parts.map(\.shard.index)
-        if let dup = seen.first(where: { i in seen.filter { $0 == i }.count > 1 }) { throw LensError.merge("shard \(dup)/\(first.shard.count) given twice") }
+        if let dup = seen.first(where: { i in seen.filter { $0 == i }.count > 1 }) { throw MergeError.duplicate(shard: "\(dup)/\(first.shard.count)") }
         let missing = (0..<first.shard.count).filter { !seen.contains($0) }
-        guard missing.isEmpty else { throw LensError.merge("missing shard(s) " + missing.map { "\($0)/\(first.shard.count)" }.joined(separator: ", ")) }
+        guard missing.isEmpty else { throw MergeError.missing(missing.map { "\($0)/\(first.shard.count)" }) }
         let extra: [(String, JSONValue)] = [("merged_from", .array(sources.map { .string($0) }))]
         switch first.command {
         case "cka":
-            guard let la = first.setup["layers_a"]?.intValue, let lb = first.setup["layers_b"]?.intValue else { throw LensError.merge("partial.json lacks layers") }
+            guard let la = first.setup["layers_a"]?.intValue, let lb = first.setup["layers_b"]?.intValue else { throw MergeError.missingField("lacks layers") }
             let batches = try parts.flatMap { try $0.batches.map { try CKABatch(json: $0, layersA: la, layersB: lb) } }
             return .cka(try CKAResult(setup: first.setup, batches: batches, dropped: parts.flatMap(\.dropped).sorted(),
                                       commandLine: commandLine, extra: extra))
         case "attention":
             guard let l = first.setup["layers"]?.intValue, let h = first.setup["heads"]?.intValue,
-                  let per = first.setup["per_image"]?.boolValue else { throw LensError.merge("partial.json lacks layers/heads") }
+                  let per = first.setup["per_image"]?.boolValue else { throw MergeError.missingField("lacks layers/heads") }
             let batches = try parts.flatMap { try $0.batches.map { try AttentionBatch(json: $0, layers: l, heads: h, perImage: per) } }
             return .attention(try AttentionResult(setup: first.setup, batches: batches, commandLine: commandLine, extra: extra))
         default:
-            throw LensError.merge("unknown command '\(first.command)' in partial.json")
+            throw MergeError.unknownCommand(first.command)
         }
     }
 }
@@ -106,9 +106,9 @@ public enum MergedReport {
 // MARK: - Per-batch records as JSON (doubles written in their shortest exact form)
 
 func readDoubles(_ v: JSONValue?, count: Int, what: String) throws -> [Double] {
-    guard let a = v?.arrayValue, a.count == count else { throw LensError.merge("partial.json: \(what) should hold \(count) numbers") }
+    guard let a = v?.arrayValue, a.count == count else { throw MergeError.missingField("\(what) should hold \(count) numbers") }
     return try a.map { x in
-        guard let d = x.doubleValue else { throw LensError.merge("partial.json: \(what) holds a non-number") }
+        guard let d = x.doubleValue else { throw MergeError.missingField("\(what) holds a non-number") }
         return d
     }
 }
@@ -119,7 +119,7 @@ extension CKABatch {
     }
 
     init(json v: JSONValue, layersA: Int, layersB: Int) throws {
-        guard let i = v["index"]?.intValue, let s = v["size"]?.intValue else { throw LensError.merge("partial.json: batch without index/size") }
+        guard let i = v["index"]?.intValue, let s = v["size"]?.intValue else { throw MergeError.missingField("batch without index/size") }
         self.init(index: i, size: s, kl: try readDoubles(v["kl"], count: layersA * layersB, what: "kl"),
                   kk: try readDoubles(v["kk"], count: layersA, what: "kk"), ll: try readDoubles(v["ll"], count: layersB, what: "ll"))
     }
@@ -134,7 +134,7 @@ extension AttentionBatch {
     }
 
     init(json v: JSONValue, layers: Int, heads: Int, perImage: Bool) throws {
-        guard let i = v["index"]?.intValue, let s = v["size"]?.intValue else { throw LensError.merge("partial.json: batch without index/size") }
+        guard let i = v["index"]?.intValue, let s = v["size"]?.intValue else { throw MergeError.missingField("batch without index/size") }
         let n = layers * heads
         self.init(index: i, size: s, entropySums: try readDoubles(v["entropy_sums"], count: n, what: "entropy_sums"),
                   distanceSums: try readDoubles(v["distance_sums"], count: n, what: "distance_sums"),

@@ -22,7 +22,7 @@ public struct FinetuneRun {
     public init(model: AnalysisModel, data: (train: LabeledImages, test: LabeledImages, json: JSONValue), keep: Int?, pool: ProbePooling,
                 resize: ResizeMode, batch: Int, settings: FineTuneSettings, save: String?, saveDType: SafetensorsWriter.DType) throws {
         let k = keep ?? model.config.depth
-        guard k <= model.config.depth else { throw LensError.data("\(model.request.path) has \(model.config.depth) blocks; cannot keep \(k)") }
+        guard k <= model.config.depth else { throw LensError.tooFewBlocks(path: model.request.path, depth: model.config.depth, keep: k) }
         if pool == .cls && !model.config.classToken { throw LensError.noClassToken(path: model.request.path, option: "--pool cls") }
         if let save {
             let dir = (save as NSString).deletingLastPathComponent

@@ -33,7 +33,7 @@ public struct CKAPairs {
             }
         }
         try out.write("cka.csv", csv.render())
-        guard case let .object(head) = json else { throw LensError.report("cka.json: not an object") }
+        guard case let .object(head) = json else { throw ReportError.malformed(path: "cka.json", reason: "not an object") }
         let full = JSONValue.object(head + [("pairs", .array(pairs.map { i, j, r in
             .object([("model_a", .string(names[i])), ("model_b", .string(names[j])), ("report", r.json)])
         }))])
@@ -64,7 +64,7 @@ public struct CKAPairs {
         pairs = try pairOrder.map { a, b in
             let c = cells[a + "\u{0}" + b]!
             let la = c.map(\.0).max()! + 1, lb = c.map(\.1).max()! + 1
-            guard c.count == la * lb else { throw LensError.report("\(p): pair \(a), \(b): \(c.count) rows, a \(la)×\(lb) matrix needs \(la * lb)") }
+            guard c.count == la * lb else { throw ReportError.rowCount(path: p, rows: c.count, expected: la * lb, shape: "pair \(a), \(b): a \(la)×\(lb) matrix") }
             var m = [[Double]](repeating: [Double](repeating: .nan, count: lb), count: la), lo = m, hi = m
             for (i, j, v, l, h) in c { m[i][j] = v; lo[i][j] = l; hi[i][j] = h }
             let json = reports.first { $0["model_a"]?.stringValue == a && $0["model_b"]?.stringValue == b }?["report"] ?? .object([])

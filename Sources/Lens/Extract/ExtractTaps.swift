@@ -3,45 +3,6 @@ import Engine
 import Foundation
 import VitLensCore
 
-// The taps each analysis puts on the engine: what it keeps of every batch, and nothing more.
-
-/// Each representation's Gram matrix as the engine produces it (CKA); nothing else is kept.
-final class GramTaps: ForwardTaps {
-    let config: ViTConfig
-    let selection: TokenSelection
-    var grams: [Gram] = []
-    private var scratch: [Float] = []
-
-    init(config: ViTConfig, selection: TokenSelection) { self.config = config; self.selection = selection }
-
-    var wantsRepresentations: Bool { true }
-    var wantsAttentionLogits: Bool { false }
-    var wantsAttentionProbabilities: Bool { false }
-
-    /// x: (B, T, C) → one (B, B) Gram matrix.
-    func representation(_ index: Int, _ x: UnsafePointer<Float>, batch: Int) {
-        if index == 0 { grams.removeAll(keepingCapacity: true) }
-        grams.append(Gram.of(x, batch: batch, tokens: config.tokens, channels: config.dim,
-                             prefix: config.prefixTokens, selection: selection, scratch: &scratch))
-    }
-
-    func attention(layer: Int, image: Int, logits: UnsafePointer<Float>?, probabilities: UnsafePointer<Float>) {}
-}
-
-/// Attention probabilities into the distance/entropy sums of a collector.
-final class AttentionTaps: ForwardTaps {
-    let collector: AttentionCollector
-    init(_ c: AttentionCollector) { collector = c }
-    var wantsRepresentations: Bool { false }
-    var wantsAttentionLogits: Bool { false }
-    var wantsAttentionProbabilities: Bool { true }
-    func representation(_ index: Int, _ x: UnsafePointer<Float>, batch: Int) {}
-    /// probabilities: (H, T, T) of one image.
-    func attention(layer: Int, image: Int, logits: UnsafePointer<Float>?, probabilities: UnsafePointer<Float>) {
-        collector.add(layer: layer, image: image, probabilities: probabilities)
-    }
-}
-
 /// Which tokens `extract` writes of each representation.
 public enum ExtractTokens: String, Sendable, CaseIterable {
     /// Every token, prefix tokens first: [L', N, T, D].
@@ -53,19 +14,20 @@ public enum ExtractTokens: String, Sendable, CaseIterable {
     /// The mean of the patch tokens: [L', N, D].
     case mean
 }
-
 /// Streams the taps of each batch into the .npy files of `extract` at their final offsets.
-final class ExtractTaps: ForwardTaps {
+final class ExtractTaps: BatchTaps {
     let features: NpyWriter
     let attention: NpyWriter?
     let N, T, C, H, prefix: Int
     let tokens: ExtractTokens
     /// Output slot of each representation index 0…L (nil: not written).
     let slot: [Int?]
-    var batchStart = 0
+    let representationKind: RepresentationKind
+    /// The row of the current batch's first image.
+    private var batchStart = 0
     private let lock = NSLock()
     private var firstError: Error?
-    var error: Error? { lock.lock(); defer { lock.unlock() }; return firstError }
+    private var error: Error? { lock.lock(); defer { lock.unlock() }; return firstError }
     private func record(_ e: Error) { lock.lock(); if firstError == nil { firstError = e }; lock.unlock() }
 
     /// Tokens written per image.
@@ -75,7 +37,8 @@ final class ExtractTaps: ForwardTaps {
 
     /// features: (L', N, T', D) or (L', N, D); attention (L, N, H, T, T) unless nil.
     init(features: String, attention: String?, layers: [Int], depth L: Int, N: Int, T: Int, C: Int, H: Int, prefix: Int,
-         tokens: ExtractTokens, half: Bool) throws {
+         tokens: ExtractTokens, half: Bool, representation: RepresentationKind) throws {
+        representationKind = representation
         let rows = Self.rows(tokens, T: T, prefix: prefix)
         let shape = tokens == .cls || tokens == .mean ? [layers.count, N, C] : [layers.count, N, rows, C]
         self.features = try NpyWriter(path: features, shape: shape, half: half)
@@ -85,6 +48,10 @@ final class ExtractTaps: ForwardTaps {
         self.slot = slot
         (self.N, self.T, self.C, self.H, self.prefix, self.tokens) = (N, T, C, H, prefix, tokens)
     }
+
+    func begin(_ step: BatchStep) { batchStart = step.start }
+    /// A write that failed while the engine called the taps.
+    func end(_ step: BatchStep) throws { if let error { throw error } }
 
     var wantsRepresentations: Bool { true }
     var wantsAttentionLogits: Bool { false }
