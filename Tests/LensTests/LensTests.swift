@@ -172,8 +172,14 @@ final class FigureRangeTests: XCTestCase {
     }
 
     func testHeatmapColourRange() throws {
-        var r = try CKAResult(setup: .object([("layers_a", 1), ("layers_b", 2)]),
-                              batches: [CKABatch(index: 0, size: 8, kl: [0.81, 0.97], kk: [1], ll: [1, 1])], dropped: [], commandLine: "")
+        let side = SideRecord.array(ArrayRecord(kind: .features, name: "f", path: "f.npy", sha256: "", dtype: "float32",
+                                                shape: [1, 8, 4], prefixTokens: 0))
+        let setup = CKASetup(modelA: side, modelB: side, images: .rows(count: 8, from: "rows"),
+                             definitions: .init(tokens: "mean", rep: "normed", batch: 8, resize: "none", imageSize: nil,
+                                                skipBadImages: false, interval: .init(resamples: 0)),
+                             layersA: 1, layersB: 2, totalBatches: 1)
+        var r = try CKAResult(setup: setup, batches: [CKABatch(index: 0, size: 8, kl: [0.81, 0.97], kk: [1], ll: [1, 1])],
+                              dropped: [], run: RunRecord(commandLine: ""))
         XCTAssertEqual(r.matrix[0], [0.81, 0.97])
         let auto = r.colorRange(FigureStyle())
         XCTAssertEqual(auto.0, 0.8, accuracy: 1e-12)

@@ -4,12 +4,11 @@ import Render
 
 extension AttentionResult {
     var grid: Int? {
-        guard let s = json[path: "setup", "model", "architecture", "image_size"]?.intValue,
-              let p = json[path: "setup", "model", "architecture", "patch_size"]?.intValue, p > 0 else { return nil }
-        return s / p
+        guard let a = setup?.model.architecture, a.patchSize > 0 else { return nil }
+        return a.imageSize / a.patchSize
     }
-    var distanceScale: Double? { json[path: "setup", "definitions", "distance_scale"]?.doubleValue }
-    var convention: String? { json[path: "setup", "definitions", "convention"]?.stringValue }
+    var distanceScale: Double? { setup?.definitions.distanceScale }
+    var convention: String? { setup?.definitions.convention }
 
     /// attention_distance/_entropy .png/.svg (boxes per layer, heads as points, the mean line;
     /// the compared model overlaid) and index.html.
@@ -29,9 +28,9 @@ extension AttentionResult {
             }
         }
         var sub: [String] = []
-        if let n = json["images_used"]?.intValue { sub.append("N = \(n) images") }
+        if let n = imagesUsed { sub.append("N = \(n) images") }
         sub.append(all.map { "\($0.heads) heads" }.joined(separator: " / "))
-        sub.append(json[path: "setup", "per_image"]?.boolValue == true ? "box over heads × images" : "box over heads")
+        sub.append(setup?.perImage == true ? "box over heads × images" : "box over heads")
         let unit: String
         switch convention {
         case "mae-lite"?: unit = "mae-lite units: grid steps × 14"; sub.append("convention mae-lite (scale 14)")

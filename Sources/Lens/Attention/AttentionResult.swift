@@ -12,8 +12,12 @@ public struct AttentionResult {
     public var distance: [[Double]], entropy: [[Double]]
     /// Per metric ("distance", "entropy") one box per layer.
     public var boxes: [String: [BoxStats]]
-    /// attention.json (an empty object for a CSV-only folder).
-    public var json: JSONValue
+    /// The model, images and definitions (nil for a folder without a readable attention.json).
+    public var setup: AttentionSetup?
+    /// Images the means come from (nil when the report does not say).
+    public var imagesUsed: Int?
+    /// attention.json as written (made from the fields above) or as read (empty for a CSV-only folder).
+    public private(set) var json: JSONValue
     /// Further models' reports, overlaid in the figures.
     public var others: [AttentionResult] = []
     /// The second model's report.
@@ -31,9 +35,8 @@ public struct AttentionResult {
     public var heads: Int { distance.first?.count ?? 0 }
 
     /// From the per-batch sums — the same code for a single run and for merged shards.
-    public init(setup: JSONValue, batches: [AttentionBatch], commandLine: String, extra: [(String, JSONValue)] = []) throws {
-        guard let L = setup["layers"]?.intValue, let H = setup["heads"]?.intValue,
-              let perImage = setup["per_image"]?.boolValue else { throw MergeError.missingField("setup lacks layers/heads/per_image") }
+    public init(setup: AttentionSetup, batches: [AttentionBatch], run: RunRecord) throws {
+        let L = setup.layers, H = setup.heads, perImage = setup.perImage
         let (ent, dist) = attentionMeans(batches, layers: L, heads: H)
         distance = (0..<L).map { l in (0..<H).map { tabled(dist[l * H + $0]) } }
         entropy = (0..<L).map { l in (0..<H).map { tabled(ent[l * H + $0]) } }
@@ -62,9 +65,11 @@ public struct AttentionResult {
             }
         }
         self.boxes = boxes
-        json = .object([("vitlens_version", .string(vitlensVersion)), ("command_line", .string(commandLine))] + extra + [
-            ("setup", setup),
-            ("images_used", .int(batches.reduce(0) { $0 + $1.size })),
+        self.setup = setup
+        imagesUsed = batches.reduce(0) { $0 + $1.size }
+        json = .object(run.fields + [
+            ("setup", setup.json),
+            ("images_used", .int(imagesUsed ?? 0)),
             ("results", .object([
                 ("mean_distance", .array((0..<L).map { l in .doubles(Array(dist[(l * H)..<((l + 1) * H)])) })),
                 ("mean_entropy", .array((0..<L).map { l in .doubles(Array(ent[(l * H)..<((l + 1) * H)])) })),
@@ -116,6 +121,8 @@ public struct AttentionResult {
         distance = dist
         entropy = ent
         json = try src.json("attention.json") ?? .object([])
+        setup = json["setup"].flatMap { try? AttentionSetup(json: $0) }
+        imagesUsed = json["images_used"]?.intValue
         fallbackName = (dir as NSString).lastPathComponent
         boxes = [:]
         if src.exists("attention_box.csv") {
@@ -161,7 +168,7 @@ public struct AttentionResult {
         }
     }
 
-    var name: String { displayName(json[path: "setup", "model"]) ?? fallbackName }
+    var name: String { setup?.model.name ?? fallbackName }
 }
 extension BoxStats {
     /// The statistics as attention_box.csv holds them (outliers keep every digit, in the JSON).

@@ -30,8 +30,8 @@ public enum AttentionSide {
     var patch: Int? {
         switch self { case let .model(m): return m.config.patch; case let .array(a): return a.patch }
     }
-    var json: JSONValue {
-        switch self { case let .model(m): return m.json; case let .array(a): return a.json }
+    var record: SideRecord {
+        switch self { case let .model(m): return .model(m.record); case let .array(a): return .array(a.record) }
     }
 }
 /// Attention distance and entropy per layer and head of one model, and optionally further
@@ -82,28 +82,19 @@ public struct AttentionRun {
     var driver: BatchDriver { BatchDriver(images: images, count: count, batch: batch, shard: shard, label: "attention") }
     var batchCount: Int { driver.batchCount }
 
-    /// The report's setup block for one side (the same for a single run, shards and merge).
-    func setup(_ side: AttentionSide) -> JSONValue {
-        let scale = convention.scale(patch: side.patch ?? 0)
-        var size: JSONValue = .null
-        if case let .model(m) = side { size = .int(m.config.imageSize) }
-        return .object([
-            ("command", "attention"), ("model", side.json),
-            ("images", images.map { imagesJSON($0.names, folder: folder) } ?? .object([("count", .int(count)), ("from", "the attention arrays' rows")])),
-            ("definitions", .object([
-                ("convention", .string(convention.rawValue)), ("distance_scale", .double(scale)),
-                ("distance_unit", .string(convention == .pixels ? "pixels" : "mae-lite units (patch grid steps × 14)")),
-                ("entropy_unit", "nats"),
-                ("attention", "patch tokens only: prefix rows/columns dropped, softmax again over the patch keys (mae-lite)"),
-                ("entropy", "−Σ p·ln(p + 1e−6) per query, mean over queries and images"),
-                ("distance", "Σ p·‖g(q) − g(k)‖₂·scale per query, mean over queries and images"),
-                ("box", .string("per layer over heads" + (perImage ? " × images" : "") + "; quartiles linear (numpy), whiskers at 1.5·IQR")),
-                ("batch", .int(batch)), ("resize", .string(images?.mode.rawValue ?? "none (attention arrays)")), ("image_size", size),
-                ("skip_bad_images", .bool(images?.skipBad ?? false)),
-            ])),
-            ("layers", .int(side.layers)), ("heads", .int(side.heads)), ("per_image", .bool(perImage)),
-            ("total_batches", .int(batchCount)),
-        ])
+    /// The report's setup for one side (the same for a single run, shards and merge).
+    func setup(_ side: AttentionSide) -> AttentionSetup {
+        var size: Int?
+        if case let .model(m) = side { size = m.config.imageSize }
+        let definitions = AttentionSetup.Definitions(
+            convention: convention, patch: side.patch ?? 0, perImage: perImage, batch: batch,
+            resize: images?.mode.rawValue ?? "none (attention arrays)", imageSize: size,
+            skipBadImages: images?.skipBad ?? false)
+        return AttentionSetup(model: side.record,
+                              images: images.map { ImagesRecord(paths: $0.names, folder: folder) }
+                                  ?? .rows(count: count, from: "the attention arrays' rows"),
+                              definitions: definitions, layers: side.layers, heads: side.heads, perImage: perImage,
+                              totalBatches: batchCount)
     }
 
     public func run(_ context: RunContext) throws -> Outcome<AttentionResult> {
@@ -126,12 +117,12 @@ public struct AttentionRun {
             for (i, c) in collectors.enumerated() { records[i].append(c.finish()) }
         }
         if let shard {
-            return .partial(Partial(command: "attention", shard: shard, setup: setup(sides[0]), batches: records[0].map(\.json), dropped: []))
+            return .partial(Partial(command: "attention", shard: shard, setup: setup(sides[0]).json, batches: records[0].map(\.json), dropped: []))
         }
         guard records[0].reduce(0, { $0 + $1.size }) > 0 else { throw ImageError.folder(path: folder, reason: "no readable images") }
-        var result = try AttentionResult(setup: setup(sides[0]), batches: records[0], commandLine: context.commandLine)
+        var result = try AttentionResult(setup: setup(sides[0]), batches: records[0], run: context.run)
         result.others = try zip(sides.dropFirst(), records.dropFirst()).map { s, r in
-            try AttentionResult(setup: setup(s), batches: r, commandLine: context.commandLine)
+            try AttentionResult(setup: setup(s), batches: r, run: context.run)
         }
         return .report(result)
     }

@@ -20,10 +20,10 @@ extension CKAResult {
     func heatmap(_ style: FigureStyle) throws -> Heatmap {
         let a = nameA, b = nameB
         var sub: [String] = []
-        if let n = json["images_used"]?.intValue { sub.append("N = \(n) images") }
-        if let bt = json[path: "setup", "definitions", "batch"]?.intValue { sub.append("minibatch \(bt)") }
-        if let tk = json[path: "setup", "definitions", "tokens"]?.stringValue { sub.append("tokens: \(tk)") }
-        if let rp = json[path: "setup", "definitions", "rep"]?.stringValue { sub.append("rep: \(rp)") }
+        if let n = imagesUsed { sub.append("N = \(n) images") }
+        if let d = setup?.definitions {
+            sub += ["minibatch \(d.batch)", "tokens: \(d.tokens)", "rep: \(d.rep)"]
+        }
         sub.append("unbiased HSIC")
         if let w = ciWidest { sub.append("95% CI ≤ ±\(String(format: "%.3f", w.width / 2))") }
         let (c0, c1) = colorRange(style)
@@ -41,7 +41,7 @@ extension CKAResult {
         let rangeNote = style.vmin == nil && style.vmax == nil ? " (from the data; --vmin 0 --vmax 1 gives the fixed scale)" : style.vmin == nil || style.vmax == nil ? " (one end from the data)" : ""
         page.add(.paragraph(h.subtitle + ". Layer 0 is the patch embedding, layer \(la - 1) the final norm; rows are \(a), columns \(b)."))
         page.add(.figure(svg: fig.svg(), png: png, caption: "Minibatch CKA between every pair of layers, magma on [\(csvNumber(h.vmin)), \(csvNumber(h.vmax))]\(rangeNote)."))
-        if let w = ciWidest, let m = json["minibatches_used"]?.intValue {
+        if let w = ciWidest, let m = minibatchesUsed {
             page.add(.paragraph("Uncertainty: 95% percentile-bootstrap intervals over the \(m) minibatches (ci_low, ci_high in cka.csv); the widest is \(String(format: "%.4f", w.width)) wide, at (\(w.i), \(w.j)). Differences between cells smaller than that are not resolved by these images."))
         } else if ciLow != nil {
             page.add(.paragraph("Uncertainty: no bootstrap interval (it needs at least 2 minibatches)."))

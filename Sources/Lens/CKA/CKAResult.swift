@@ -4,45 +4,77 @@ import Foundation
 import Images
 import VitLensCore
 
-/// A CKA report: the matrix (model A's layers on the rows) and its JSON.
+/// How a report was made: the version and command line, and the shards it was merged from.
+public struct RunRecord: Equatable {
+    public var version: String
+    public var commandLine: String
+    /// The shard folders `merge` combined (nil for a single run).
+    public var mergedFrom: [String]?
+
+    public init(version: String = vitlensVersion, commandLine: String, mergedFrom: [String]? = nil) {
+        (self.version, self.commandLine, self.mergedFrom) = (version, commandLine, mergedFrom)
+    }
+
+    var fields: [(String, JSONValue)] {
+        [("vitlens_version", .string(version)), ("command_line", .string(commandLine))]
+            + (mergedFrom.map { [("merged_from", .array($0.map { .string($0) }))] } ?? [])
+    }
+
+    /// From a report's top level (nil when it records neither).
+    init?(_ json: JSONValue) {
+        guard let v = json["vitlens_version"]?.stringValue, let c = json["command_line"]?.stringValue else { return nil }
+        self.init(version: v, commandLine: c, mergedFrom: json["merged_from"]?.arrayValue?.compactMap(\.stringValue))
+    }
+}
+
+/// A CKA report: the matrix (model A's layers on the rows), how it was made, and its JSON.
 public struct CKAResult {
     /// (La, Lb), as cka.csv holds it; NaN where undefined.
     public var matrix: [[Double]]
     /// The 95 % bootstrap interval's ends, (La, Lb) each; nil without intervals, NaN where there is none.
     public var ciLow: [[Double]]?, ciHigh: [[Double]]?
-    /// cka.json: run metadata, setup, definitions and the full-precision results.
-    public var json: JSONValue
+    /// The models, images and definitions (nil for a folder without a readable cka.json).
+    public var setup: CKASetup?
+    public var run: RunRecord?
+    /// Minibatches and images the matrix comes from (nil when the report does not say).
+    public var minibatchesUsed: Int?, imagesUsed: Int?
+    /// cka.json as written (made from the fields above) or as read.
+    public private(set) var json: JSONValue
 
     init(matrix: [[Double]], json: JSONValue) {
         self.matrix = matrix
         self.json = json
+        setup = json["setup"].flatMap { try? CKASetup(json: $0) }
+        run = RunRecord(json)
+        (minibatchesUsed, imagesUsed) = (json["minibatches_used"]?.intValue, json["images_used"]?.intValue)
     }
 
     /// From the per-batch HSIC values — the same code for a single run and for merged shards.
-    public init(setup: JSONValue, batches: [CKABatch], dropped: [Int], commandLine: String, extra: [(String, JSONValue)] = []) throws {
-        guard let la = setup["layers_a"]?.intValue, let lb = setup["layers_b"]?.intValue else {
-            throw MergeError.missingField("setup lacks layers_a/layers_b")
-        }
+    public init(setup: CKASetup, batches: [CKABatch], dropped: [Int], run: RunRecord) throws {
+        let la = setup.layersA, lb = setup.layersB
         guard !batches.isEmpty else { throw LensError.noFullMinibatch }
         let m = ckaMatrix(batches, layersA: la, layersB: lb)
         matrix = (0..<la).map { i in (0..<lb).map { tabled(m[i * lb + $0]) } }
-        let resamples = setup[path: "definitions", "interval", "resamples"]?.intValue ?? 0
+        let resamples = setup.definitions.interval.resamples
         var intervals: [(String, JSONValue)] = []
+        func rows(_ v: [Double]) -> JSONValue { .array((0..<la).map { i in .doubles(Array(v[(i * lb)..<((i + 1) * lb)])) }) }
         if resamples > 0 {
             let ci = ckaBootstrap(batches, layersA: la, layersB: lb, resamples: resamples)
             ciLow = (0..<la).map { i in (0..<lb).map { tabled(ci.low[i * lb + $0]) } }
             ciHigh = (0..<la).map { i in (0..<lb).map { tabled(ci.high[i * lb + $0]) } }
-            intervals = [("ci_low", .array((0..<la).map { i in .doubles(Array(ci.low[(i * lb)..<((i + 1) * lb)])) })),
-                         ("ci_high", .array((0..<la).map { i in .doubles(Array(ci.high[(i * lb)..<((i + 1) * lb)])) }))]
+            intervals = [("ci_low", rows(ci.low)), ("ci_high", rows(ci.high))]
         }
+        self.setup = setup
+        self.run = run
+        (minibatchesUsed, imagesUsed) = (batches.count, batches.reduce(0) { $0 + $1.size })
         let undefined = (0..<(la * lb)).filter { !m[$0].isFinite }.map { JSONValue.array([.int($0 / lb), .int($0 % lb)]) }
-        json = .object([("vitlens_version", .string(vitlensVersion)), ("command_line", .string(commandLine))] + extra + [
-            ("setup", setup),
-            ("minibatches_used", .int(batches.count)), ("images_used", .int(batches.reduce(0) { $0 + $1.size })),
+        json = .object(run.fields + [
+            ("setup", setup.json),
+            ("minibatches_used", .int(batches.count)), ("images_used", .int(imagesUsed ?? 0)),
             ("dropped_batches", .array(dropped.map { .int($0) })),
             ("results", .object([
                 ("layers_a", .array((0..<la).map { .int($0) })), ("layers_b", .array((0..<lb).map { .int($0) })),
-                ("cka", .array((0..<la).map { i in .doubles(Array(m[(i * lb)..<((i + 1) * lb)])) })),
+                ("cka", rows(m)),
             ] + intervals + [
                 ("undefined_cells", .array(undefined)),
             ])),
@@ -86,16 +118,11 @@ public struct CKAResult {
             m[i][j] = v
             if hasCI { (lo[i][j], hi[i][j]) = intervals[k] }
         }
-        matrix = m
+        self.init(matrix: m, json: try src.json("cka.json") ?? .object([]))
         if hasCI { (ciLow, ciHigh) = (lo, hi) }
-        json = try src.json("cka.json") ?? .object([])
     }
 
-    var nameA: String { displayName(json[path: "setup", "model_a"]) ?? "model A" }
-    var nameB: String { displayName(json[path: "setup", "model_b"]) ?? (selfComparison ? nameA : "model B") }
-    var selfComparison: Bool { json[path: "setup", "model_b"]?.stringValue == "same as model_a" }
-}
-/// A model's display name as its report records it (older reports: from the path).
-func displayName(_ model: JSONValue?) -> String? {
-    model?["name"]?.stringValue ?? model?["path"]?.stringValue.map(modelName)
+    var nameA: String { setup?.nameA ?? "model A" }
+    var nameB: String { setup?.nameB ?? "model B" }
+    var selfComparison: Bool { setup?.selfComparison ?? false }
 }

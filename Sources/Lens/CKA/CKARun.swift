@@ -23,8 +23,8 @@ public enum CKASide {
     var path: String {
         switch self { case let .model(m): return m.request.path; case let .features(f): return f.path }
     }
-    var json: JSONValue {
-        switch self { case let .model(m): return m.json; case let .features(f): return f.json }
+    var record: SideRecord {
+        switch self { case let .model(m): return .model(m.record); case let .features(f): return .array(f.record) }
     }
 }
 /// Layer-by-layer minibatch CKA between two models, one model and itself, or every pair of
@@ -99,27 +99,20 @@ public struct CKARun {
 
     /// The setup of the pair (i, j) — what every shard must share; a pair of a several-model
     /// run has the setup a two-model run of the same pair has. i == j: a model with itself.
-    func setup(_ i: Int, _ j: Int) -> JSONValue {
+    func setup(_ i: Int, _ j: Int) -> CKASetup {
         let a = sides[i], b = sides[j]
-        let imageSize: JSONValue = models.first.map { .int($0.config.imageSize) } ?? .null
-        return .object([
-            ("command", "cka"),
-            ("model_a", a.json), ("model_b", i == j ? .string("same as model_a") : b.json),
-            ("images", images.map { imagesJSON($0.names, folder: folder) } ?? .object([("count", .int(count)), ("from", "the feature files' rows")])),
-            ("definitions", .object([
-                ("tokens", .string(tokens.rawValue)), ("rep", .string(rep.rawValue)),
-                ("estimator", "minibatch CKA, unbiased HSIC (Nguyen et al. 2021 eq. 3), K and L with zeroed diagonals, float64, batches weighted equally"),
-                ("batch", .int(batch)), ("resize", .string(images?.mode.rawValue ?? "none (features)")), ("image_size", imageSize),
-                ("skip_bad_images", .bool(images?.skipBad ?? false)),
-                ("interval", .object([("kind", "percentile bootstrap over minibatches (each resample draws as many minibatches as there are, with replacement)"),
-                                      ("level", 0.95), ("resamples", .int(bootstrap)), ("seed", 0)])),
-            ])),
-            ("layers_a", .int(a.layers)), ("layers_b", .int(b.layers)), ("total_batches", .int(batchCount)),
-        ])
+        let definitions = CKASetup.Definitions(
+            tokens: tokens.rawValue, rep: rep.rawValue, batch: batch, resize: images?.mode.rawValue ?? "none (features)",
+            imageSize: models.first?.config.imageSize, skipBadImages: images?.skipBad ?? false,
+            interval: CKASetup.Interval(resamples: bootstrap))
+        return CKASetup(modelA: a.record, modelB: i == j ? .sameAsA : b.record,
+                        images: images.map { ImagesRecord(paths: $0.names, folder: folder) }
+                            ?? .rows(count: count, from: "the feature files' rows"),
+                        definitions: definitions, layersA: a.layers, layersB: b.layers, totalBatches: batchCount)
     }
 
     /// What every shard of the run must share (one or two models).
-    public var setup: JSONValue { setup(0, sides.count > 1 ? 1 : 0) }
+    public var setup: CKASetup { setup(0, sides.count > 1 ? 1 : 0) }
 
     /// The pairs compared: (0, 0) for one side, (0, 1) for two, every i < j for more.
     var pairs: [(Int, Int)] {
@@ -153,17 +146,17 @@ public struct CKARun {
     public func run(_ context: RunContext) throws -> Outcome<CKAResult> {
         precondition(sides.count <= 2, "several models: use runPairs")
         let (records, dropped) = try collect(context)
-        if let shard { return .partial(Partial(command: "cka", shard: shard, setup: setup, batches: records[0].map(\.json), dropped: dropped)) }
-        return .report(try CKAResult(setup: setup, batches: records[0], dropped: dropped, commandLine: context.commandLine))
+        if let shard { return .partial(Partial(command: "cka", shard: shard, setup: setup.json, batches: records[0].map(\.json), dropped: dropped)) }
+        return .report(try CKAResult(setup: setup, batches: records[0], dropped: dropped, run: context.run))
     }
 
     /// Three or more models: every pair a < b, each the report a two-model run of it gives.
     public func runPairs(_ context: RunContext) throws -> CKAPairs {
         let (records, dropped) = try collect(context)
         let results = try zip(pairs, records).map { p, r in
-            try CKAResult(setup: setup(p.0, p.1), batches: r, dropped: dropped, commandLine: context.commandLine)
+            try CKAResult(setup: setup(p.0, p.1), batches: r, dropped: dropped, run: context.run)
         }
         return CKAPairs(names: sides.map(\.name), pairs: zip(pairs, results).map { ($0.0.0, $0.0.1, $0.1) },
-                        json: .object(context.header + [("models", .array(sides.map(\.json)))]))
+                        json: .object(context.run.fields + [("models", .array(sides.map(\.record.json)))]))
     }
 }

@@ -56,34 +56,27 @@ public struct ExtractRun {
         try taps.attention?.close()
         let rows = ExtractTaps.rows(tokens, T: T, prefix: c.prefixTokens)
         let featureShape = tokens == .cls || tokens == .mean ? [reps.count, N, C] : [reps.count, N, rows, C]
-        let dtype: JSONValue = half ? "float16" : "float32"
-
-        let meta: JSONValue = .object(context.header + [
-            ("checkpoint", .object([
-                ("name", .string(model.name)), ("path", .string(model.checkpoint.path)), ("sha256", .string(model.sha256)),
-                ("format", .string(model.checkpoint.format)), ("layout", .string(model.checkpoint.layout.rawValue)),
-                ("state_dict", .string(model.checkpoint.location)),
-            ])),
-            ("architecture", model.architecture),
-            ("images", imagesJSON(loader.names, folder: folder)),
-            ("definitions", .object([
-                ("rep", .string(rep.rawValue)), ("resize", .string(loader.mode.rawValue)),
-                ("normalisation", "ImageNet mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)"),
-                ("tokens", .string(tokens == .all ? "all tokens, prefix (class, register) tokens first" : tokens == .patches ? "patch tokens only" : tokens == .cls ? "the class token" : "the mean of the patch tokens")),
-                ("layers", .array(reps.map { .int($0) })),
-                ("batch", .int(loader.batch)),
-                ("attention", "softmax(q·kᵀ/√d_head) over all tokens, per head"),
-            ])),
-            ("files", .object([
-                ("features.npy", .object([("dtype", dtype), ("shape", .array(featureShape.map { .int($0) })),
-                                          ("axes", .string(featureShape.count == 4 ? "[representation (see definitions.layers), image, token, channel]" : "[representation (see definitions.layers), image, channel]")),
-                                          ("prefix_tokens", .int(tokens == .all ? c.prefixTokens : 0))])),
-            ] + (attention ? [
-                ("attention.npy", .object([("dtype", dtype), ("shape", .array([L, N, H, T, T].map { .int($0) })),
-                                           ("axes", "[block 1..L, image, head, query token, key token]")])),
-            ] : []))),
-            ("blas", .object([("core", .string(BLASRuntime.coreName)), ("threads", .int(BLASRuntime.threads))])),
-        ])
+        let dtype = half ? "float16" : "float32"
+        let tokensText: String
+        switch tokens {
+        case .all: tokensText = "all tokens, prefix (class, register) tokens first"
+        case .patches: tokensText = "patch tokens only"
+        case .cls: tokensText = "the class token"
+        case .mean: tokensText = "the mean of the patch tokens"
+        }
+        var files = [ExtractMeta.File(name: "features.npy", dtype: dtype, shape: featureShape,
+                                      axes: featureShape.count == 4
+                                          ? "[representation (see definitions.layers), image, token, channel]"
+                                          : "[representation (see definitions.layers), image, channel]",
+                                      prefixTokens: tokens == .all ? c.prefixTokens : 0)]
+        if attention {
+            files.append(.init(name: "attention.npy", dtype: dtype, shape: [L, N, H, T, T],
+                               axes: "[block 1..L, image, head, query token, key token]", prefixTokens: nil))
+        }
+        let meta = ExtractMeta(run: context.run, model: model.record, images: ImagesRecord(paths: loader.names, folder: folder),
+                               rep: rep.rawValue, resize: loader.mode.rawValue, tokens: tokensText, layers: reps,
+                               batch: loader.batch, files: files, blasCore: BLASRuntime.coreName,
+                               blasThreads: BLASRuntime.threads).json
         try out.write("meta.json", meta.render() + "\n")
         return (["features.npy"] + (attention ? ["attention.npy"] : []) + ["meta.json"], N)
     }
@@ -96,5 +89,47 @@ func checkSpace(_ bytes: Int, at path: String) throws {
     let free = Int(s.f_bavail) * Int(s.f_frsize)
     if bytes > free {
         throw OutputError.cannotWrite(path: path, reason: String(format: "the output needs %.1f GB but only %.1f GB are free; use fewer images", Double(bytes) / 1e9, Double(free) / 1e9))
+    }
+}
+
+/// extract's meta.json: the model, the images, what each array holds and how it was made.
+public struct ExtractMeta: JSONEncodableRecord {
+    public var run: RunRecord
+    public var model: ModelRecord
+    public var images: ImagesRecord
+    public var rep, resize, tokens: String
+    public var layers: [Int]
+    public var batch: Int
+    public var files: [File]
+    public var blasCore: String
+    public var blasThreads: Int
+
+    /// One array written: dtype, shape and axes; the prefix tokens of its token axis (features).
+    public struct File {
+        public var name, dtype: String
+        public var shape: [Int]
+        public var axes: String
+        public var prefixTokens: Int?
+    }
+
+    public var json: JSONValue {
+        .object(run.fields + [
+            ("checkpoint", .object(model.fileFields)),
+            ("architecture", model.architecture.json),
+            ("images", images.json),
+            ("definitions", .object([
+                ("rep", .string(rep)), ("resize", .string(resize)),
+                ("normalisation", "ImageNet mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225)"),
+                ("tokens", .string(tokens)),
+                ("layers", .array(layers.map { .int($0) })),
+                ("batch", .int(batch)),
+                ("attention", "softmax(q·kᵀ/√d_head) over all tokens, per head"),
+            ])),
+            ("files", .object(files.map { f in
+                (f.name, .object([("dtype", .string(f.dtype)), ("shape", .array(f.shape.map { .int($0) })),
+                                  ("axes", .string(f.axes))] + (f.prefixTokens.map { [("prefix_tokens", .int($0))] } ?? [])))
+            })),
+            ("blas", .object([("core", .string(blasCore)), ("threads", .int(blasThreads))])),
+        ])
     }
 }

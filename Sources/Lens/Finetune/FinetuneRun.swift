@@ -10,7 +10,7 @@ import VitLensCore
 public struct FinetuneRun {
     public let model: AnalysisModel
     public let train: LabeledImages, test: LabeledImages
-    public let datasetJSON: JSONValue
+    public let dataset: DatasetRecord
     public var keep: Int
     public var pool: ProbePooling
     public var resize: ResizeMode
@@ -19,7 +19,7 @@ public struct FinetuneRun {
     public var save: String?
     public var saveDType: SafetensorsWriter.DType
 
-    public init(model: AnalysisModel, data: (train: LabeledImages, test: LabeledImages, json: JSONValue), keep: Int?, pool: ProbePooling,
+    public init(model: AnalysisModel, data: (train: LabeledImages, test: LabeledImages, record: DatasetRecord), keep: Int?, pool: ProbePooling,
                 resize: ResizeMode, batch: Int, settings: FineTuneSettings, save: String?, saveDType: SafetensorsWriter.DType) throws {
         let k = keep ?? model.config.depth
         guard k <= model.config.depth else { throw LensError.tooFewBlocks(path: model.request.path, depth: model.config.depth, keep: k) }
@@ -32,7 +32,7 @@ public struct FinetuneRun {
             }
         }
         self.model = model
-        (train, test, datasetJSON) = data
+        (train, test, dataset) = data
         (self.keep, self.pool, self.resize, self.batch, self.settings, self.save, self.saveDType) = (k, pool, resize, batch, settings, save, saveDType)
     }
 
@@ -61,10 +61,10 @@ public struct FinetuneRun {
         let testAcc = try evaluate(net, labels: test.labels, batch: batch, load: testImages.images(at:))
         let trainAcc = try evaluate(net, labels: train.labels, batch: batch, load: trainImages.images(at:))
         let chance = Double(test.classCounts.max() ?? 0) / Double(max(1, test.count))
-        let json = JSONValue.object(context.header + [
-            ("setup", .object([("command", "finetune"), ("model", model.json), ("dataset", datasetJSON),
-                               ("definitions", .object([("layers_kept", .int(keep)), ("pool", .string(pool.rawValue)), ("settings", s.json),
-                                                        ("resize", .string(resize.rawValue)), ("image_size", .int(size)), ("seed", .int(Int(truncatingIfNeeded: s.seed)))]))])),
+        let setup = FinetuneSetup(model: model.record, dataset: dataset, layersKept: keep, pool: pool, settings: s,
+                                  resize: resize.rawValue, imageSize: size)
+        let json = JSONValue.object(context.run.fields + [
+            ("setup", setup.json),
             ("results", .object([("train_accuracy", .double(trainAcc)), ("test_accuracy", .double(testAcc)),
                                  ("chance_accuracy", .double(chance)),
                                  ("images_per_second", .double((Double(total) / max(trainSeconds, 1e-9) * 100).rounded() / 100)),
@@ -85,5 +85,24 @@ public struct FinetuneRun {
             }
         }
         return Result(logs: logs, trainAccuracy: trainAcc, testAccuracy: testAcc, chance: chance, csv: csv, json: json)
+    }
+}
+
+/// What a finetune report records of how it was made.
+public struct FinetuneSetup: JSONEncodableRecord, Equatable {
+    public var model: ModelRecord
+    public var dataset: DatasetRecord
+    public var layersKept: Int
+    public var pool: ProbePooling
+    public var settings: FineTuneSettings
+    public var resize: String
+    public var imageSize: Int
+
+    public var json: JSONValue {
+        .object([("command", "finetune"), ("model", model.json), ("dataset", dataset.json),
+                 ("definitions", .object([("layers_kept", .int(layersKept)), ("pool", .string(pool.rawValue)),
+                                          ("settings", settings.json), ("resize", .string(resize)),
+                                          ("image_size", .int(imageSize)),
+                                          ("seed", .int(Int(truncatingIfNeeded: settings.seed)))]))])
     }
 }

@@ -24,7 +24,7 @@ public final class AttentionFile {
         if let folder = try ExtractFolder(path, file: "attention.npy") {
             npy = folder.file
             prefix = given ?? folder.prefixTokens
-            patch = givenPatch ?? folder.meta[path: "architecture", "patch_size"]?.intValue
+            patch = givenPatch ?? folder.patchSize
         }
         self.path = npy
         self.name = name ?? modelName(path.hasSuffix(".npy") ? String(path.dropLast(4)) : path)
@@ -75,9 +75,9 @@ public final class AttentionFile {
 
     public private(set) lazy var sha256: String = Digest.sha256(array.file.all)
 
-    public var json: JSONValue {
-        .object([("name", .string(name)), ("attention", .string(path)), ("sha256", .string(sha256)),
-                 ("dtype", .string(array.dtype)), ("shape", .array(array.shape.map { .int($0) })),
-                 ("prefix_tokens", .int(prefixTokens)), ("patch_size", patch.map { .int($0) } ?? .null)])
+    public var record: ArrayRecord {
+        ArrayRecord(kind: .attention, name: name, path: path, sha256: sha256, dtype: array.dtype, shape: array.shape,
+                    prefixTokens: prefixTokens, patchSize: patch)
     }
+
 }

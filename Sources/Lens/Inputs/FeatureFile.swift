@@ -67,9 +67,9 @@ public final class FeatureFile {
     /// SHA-256 of the file (computed once; it reads the whole file).
     public private(set) lazy var sha256: String = Digest.sha256(array.file.all)
 
-    public var json: JSONValue {
-        .object([("name", .string(name)), ("features", .string(path)), ("sha256", .string(sha256)),
-                 ("dtype", .string(array.dtype)), ("shape", .array(array.shape.map { .int($0) })),
-                 ("prefix_tokens", .int(prefixTokens))])
+    public var record: ArrayRecord {
+        ArrayRecord(kind: .features, name: name, path: path, sha256: sha256, dtype: array.dtype, shape: array.shape,
+                    prefixTokens: prefixTokens)
     }
+
 }

@@ -7,7 +7,12 @@ import VitLensCore
 
 /// A maps report: what the figure needs, and maps.json.
 public struct MapsResult {
+    /// maps.json as written.
     public let json: JSONValue
+    public let setup: MapsSetup
+    public let imagesUsed: Int
+    /// Per block: the class attention's share on the patches, mean over heads and images.
+    public let classAttentionOnPatches: [Double]
     public let name: String
     public let grid: Int
     public let blocks: [Int]
@@ -46,11 +51,9 @@ public struct MapsResult {
         let width = barX + 90, height = top + Double(pictures.count) * rowH + 12
         var fig = Figure(width: width, height: height, title: title ?? "Attention maps: \(name)")
         fig.fittedText(fig.title, width / 2, 30, size: 17, maxWidth: width - 40, anchor: .middle)
-        let n = json["images_used"]?.intValue ?? pictures.count
-        let fusion = json[path: "setup", "definitions", "fusion"]?.stringValue ?? "mean"
-        let discard = json[path: "setup", "definitions", "discard"]?.doubleValue ?? 0
+        let n = imagesUsed, fusion = setup.fusion.rawValue, discard = setup.discard
         // Without a class token (SigLIP) the maps are the patch queries' mean attention (maps.json defines it).
-        let classToken = json[path: "setup", "model", "architecture", "class_token"]?.boolValue ?? true
+        let classToken = setup.classToken
         let sub = (classToken ? "class token → patches" : "no class token: query mean → patches")
             + ", mean over \(heads) heads · rollout: heads fused by \(fusion), discard \(csvNumber(discard))"
             + " · each map from its minimum to its maximum · \(pictures.count) of \(n) images shown"
@@ -68,7 +71,8 @@ public struct MapsResult {
                 fig.image(t, x, y, x + cell, y + cell)
                 fig.rect(x, y, x + cell, y + cell, stroke: Color(hex: 0xbbbbbb), lineWidth: 1)
             }
-            let folder = json[path: "setup", "images", "folder"]?.stringValue ?? ""
+            var folder = ""
+            if case let .listed(f, _, _, _) = setup.images { folder = f }
             let shown = !folder.isEmpty && names[i].hasPrefix(folder + "/") ? String(names[i].dropFirst(folder.count + 1)) : names[i]
             fig.fittedText(shown, left + cell / 2, y + cell + 15, size: 11, maxWidth: cell, color: Color(hex: 0x555555), anchor: .middle)
         }
@@ -95,16 +99,15 @@ public struct MapsResult {
         let fig = figure(title: style.title)
         var files = try Drawing.write(fig, "maps", out: out, style: style, observer)
         var page = HTMLPage(title: fig.title)
-        let defs = json[path: "setup", "definitions"]
         page.add(.paragraph("Each row is one image as the model saw it, then the class token's attention over the patches (mean over heads) after the blocks named above, then attention rollout. Each map is scaled from its own minimum to its own maximum and drawn over the image in magma at 60 % opacity; maps.json records each rollout map's maximum, cls_attention.npy and rollout.npy the values."))
         page.add(.figure(svg: fig.svg(), png: "maps.png", caption: "Class attention and attention rollout."))
         page.add(.heading("Definitions"))
-        page.add(.paragraph("Class attention: " + (defs?["class_attention"]?.stringValue ?? "") + "."))
-        page.add(.paragraph("Rollout: " + (defs?["rollout"]?.stringValue ?? "") + ". vitlens divides each row by its own sum; the popular vit-explain code divides without keepdim (each column by a row's sum) and always fuses by mean on its gradient path."))
-        let L = json[path: "files", "cls_attention.npy", "shape"]?.arrayValue?[1].intValue ?? 0
-        if let mass = json[path: "results", "class_attention_on_patches"]?.arrayValue {
+        page.add(.paragraph("Class attention: " + setup.classAttention + "."))
+        page.add(.paragraph("Rollout: " + setup.rollout + ". vitlens divides each row by its own sum; the popular vit-explain code divides without keepdim (each column by a row's sum) and always fuses by mean on its gradient path."))
+        let L = classAttentionOnPatches.count, mass = classAttentionOnPatches
+        if L > 0 {
             page.add(.table(caption: "Class attention on the patches (the rest goes to the class and register tokens), mean over heads and images",
-                            header: ["block"] + (1...max(1, L)).map { "\($0)" }, rows: [["share"] + mass.map { csvNumber($0.doubleValue ?? .nan) }], colors: nil))
+                            header: ["block"] + (1...max(1, L)).map { "\($0)" }, rows: [["share"] + mass.map { csvNumber($0) }], colors: nil))
         }
         page.add(.keyValues(caption: "Files", [("cls_attention.npy", "float32 [image, block, head, patch row, patch column]"),
                                                ("rollout.npy", "float32 [image, patch row, patch column]"),

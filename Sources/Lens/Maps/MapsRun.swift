@@ -78,22 +78,13 @@ public struct MapsRun {
                             ("rollout_max", .double(r[top])), ("rollout_argmax", .array([.int(top / g), .int(top % g)])),
                             ("class_attention_on_patches", .doubles(mass[i]))])
         }
-        let json: JSONValue = .object(context.header + [
-            ("setup", .object([
-                ("command", "maps"), ("model", model.json), ("images", imagesJSON(names, folder: folder)),
-                ("definitions", .object([
-                    ("class_attention", .string(classToken
-                        ? "the class token's softmax probabilities over the patch keys, per block and head (not renormalised over the patches)"
-                        : "no class token: the mean over the patch queries of the probabilities over the patch keys")),
-                    ("rollout", .string("Abnar & Zuidema 2020: per block the heads fused (\(fusion.rawValue)), the smallest ⌊\(csvNumber(discard))·T⌋ entries of each row set to 0, A = (Ā + I)/2 with rows renormalised to 1, R = A_L ⋯ A_1 over all \(T) tokens (float64); the map is the \(classToken ? "class token's row" : "mean of the patch rows") of R over the patch columns")),
-                    ("fusion", .string(fusion.rawValue)), ("discard", .double(discard)),
-                    ("discarded_per_row", .int(Int((discard * Double(T)).rounded(.down)))),
-                    ("figure", "each map scaled from its minimum to its maximum, upsampled bilinearly (half-pixel centres) to the image, magma at 60 % opacity over the image the model saw"),
-                    ("resize", .string(images.mode.rawValue)), ("image_size", .int(S)), ("batch", .int(images.batch)),
-                ])),
-                ("blocks_drawn", .array(drawn.map { .int($0) })),
-                ("images_drawn", .array(Self.drawn(of: N).map { .int($0) })),
-            ])),
+        let setup = MapsSetup(
+            model: model.record, images: ImagesRecord(paths: names, folder: folder), classToken: classToken, fusion: fusion,
+            discard: discard, tokens: T, resize: images.mode.rawValue, imageSize: S, batch: images.batch,
+            blocksDrawn: drawn, imagesDrawn: Self.drawn(of: N))
+        let shareOnPatches = (0..<L).map { l in mass.reduce(0) { $0 + $1[l] } / Double(max(1, N)) }
+        let json: JSONValue = .object(context.run.fields + [
+            ("setup", setup.json),
             ("images_used", .int(N)),
             ("files", .object([
                 ("cls_attention.npy", .object([("dtype", "float32"), ("shape", .array([N, L, H, g, g].map { .int($0) })),
@@ -102,13 +93,14 @@ public struct MapsRun {
                                          ("axes", "[image, patch row, patch column]")])),
             ])),
             ("results", .object([
-                ("class_attention_on_patches", .doubles((0..<L).map { l in mass.reduce(0) { $0 + $1[l] } / Double(max(1, N)) })),
+                ("class_attention_on_patches", .doubles(shareOnPatches)),
                 ("images", .array(perImage)),
             ])),
         ])
         try out.write("maps.json", json.render() + "\n")
         let picked = Self.drawn(of: N)
-        return MapsResult(json: json, name: model.name, grid: g, blocks: drawn, heads: H, names: picked.map { names[$0] },
+        return MapsResult(json: json, setup: setup, imagesUsed: N, classAttentionOnPatches: shareOnPatches,
+                          name: model.name, grid: g, blocks: drawn, heads: H, names: picked.map { names[$0] },
                           pictures: pictures, classMeans: classMeans, rollouts: picked.map { rollout[$0] })
     }
 
@@ -121,5 +113,51 @@ public struct MapsRun {
             for i in 0..<(S * S) { px[3 * i + c] = UInt8(min(255, max(0, ((x[c * S * S + i] * s + m) * 255).rounded()))) }
         }
         return RGBImage(width: S, height: S, pixels: px)
+    }
+}
+
+/// What a maps report records of how it was made.
+public struct MapsSetup: JSONEncodableRecord {
+    public var model: ModelRecord
+    public var images: ImagesRecord
+    /// Whether the model has a class token (else the maps are the patch queries' mean).
+    public var classToken: Bool
+    public var fusion: HeadFusion
+    public var discard: Double
+    /// Tokens per image (the rollout's matrix size).
+    public var tokens: Int
+    public var resize: String
+    public var imageSize, batch: Int
+    public var blocksDrawn, imagesDrawn: [Int]
+
+    var classAttention: String {
+        classToken
+            ? "the class token's softmax probabilities over the patch keys, per block and head (not renormalised over the patches)"
+            : "no class token: the mean over the patch queries of the probabilities over the patch keys"
+    }
+    var rollout: String {
+        "Abnar & Zuidema 2020: per block the heads fused (\(fusion.rawValue)), the smallest ⌊\(csvNumber(discard))·T⌋ "
+            + "entries of each row set to 0, A = (Ā + I)/2 with rows renormalised to 1, R = A_L ⋯ A_1 over all \(tokens) "
+            + "tokens (float64); the map is the \(classToken ? "class token's row" : "mean of the patch rows") of R over "
+            + "the patch columns"
+    }
+
+    static let figureText = "each map scaled from its minimum to its maximum, upsampled bilinearly (half-pixel centres) "
+        + "to the image, magma at 60 % opacity over the image the model saw"
+
+    public var json: JSONValue {
+        .object([
+            ("command", "maps"), ("model", model.json), ("images", images.json),
+            ("definitions", .object([
+                ("class_attention", .string(classAttention)),
+                ("rollout", .string(rollout)),
+                ("fusion", .string(fusion.rawValue)), ("discard", .double(discard)),
+                ("discarded_per_row", .int(Int((discard * Double(tokens)).rounded(.down)))),
+                ("figure", .string(Self.figureText)),
+                ("resize", .string(resize)), ("image_size", .int(imageSize)), ("batch", .int(batch)),
+            ])),
+            ("blocks_drawn", .array(blocksDrawn.map { .int($0) })),
+            ("images_drawn", .array(imagesDrawn.map { .int($0) })),
+        ])
     }
 }

@@ -79,35 +79,28 @@ public final class AnalysisModel {
     }
 
     /// The model as recorded in every report: file, hash, layout, architecture.
-    public var json: JSONValue {
-        .object([
-            ("name", .string(name)), ("path", .string(checkpoint.path)), ("sha256", .string(sha256)),
-            ("format", .string(checkpoint.format)), ("layout", .string(checkpoint.layout.rawValue)),
-            ("state_dict", .string(checkpoint.location)), ("architecture", architecture),
-        ])
+    public var record: ModelRecord {
+        ModelRecord(name: name, path: checkpoint.path, sha256: sha256, format: checkpoint.format,
+                    layout: checkpoint.layout.rawValue, stateDict: checkpoint.location, architecture: architecture)
     }
 
-    public var architecture: JSONValue {
+    public var architecture: ArchitectureRecord {
         let c = config
-        return .object([
-            ("family", .string(c.family)),
-            ("embed_dim", .int(c.dim)), ("depth", .int(c.depth)), ("heads", .int(c.heads)),
-            ("heads_source", .string(headsSource)), ("patch_size", .int(c.patch)),
-            ("checkpoint_image_size", .int(c.checkpointImageSize)), ("image_size", .int(c.imageSize)),
-            ("tokens", .int(c.tokens)), ("prefix_tokens", .int(c.prefixTokens)), ("register_tokens", .int(c.registers)),
-            ("prefix_position_rows", .int(c.positionSlots)), ("layer_scale", .bool(c.layerScale)), ("pre_norm", .bool(c.preNorm)),
-            ("activation", .string(c.activation.rawValue)), ("activation_source", .string(c.activationSource)),
-            ("class_token", .bool(c.classToken)), ("absolute_positions", .bool(c.absolutePositions)),
-            ("relative_position_bias", .string(c.relativeBlockTables && c.relativeSharedTable ? "per block and shared"
-                : c.relativeBlockTables ? "per block" : c.relativeSharedTable ? "shared" : "none")),
-            ("mlp_hidden", .int(c.mlpHidden)),
-            ("qkv_bias", .bool(c.qkvBias)), ("final_norm", .string(c.finalNorm.rawValue)),
+        let bias = c.relativeBlockTables && c.relativeSharedTable ? "per block and shared"
+            : c.relativeBlockTables ? "per block" : c.relativeSharedTable ? "shared" : "none"
+        let precision = engine.precision == .bf16
+            ? "bf16: linear layers with bfloat16 weights and inputs, attention products with bfloat16 operands, "
+                + "float32 accumulation (oneDNN \(Precision.bf16Implementation)); the rest float32"
+            : "f32"
+        return ArchitectureRecord(
+            family: c.family, embedDim: c.dim, depth: c.depth, heads: c.heads, headsSource: headsSource, patchSize: c.patch,
+            checkpointImageSize: c.checkpointImageSize, imageSize: c.imageSize, tokens: c.tokens,
+            prefixTokens: c.prefixTokens, registerTokens: c.registers, prefixPositionRows: c.positionSlots,
+            layerScale: c.layerScale, preNorm: c.preNorm, activation: c.activation.rawValue,
+            activationSource: c.activationSource, classToken: c.classToken, absolutePositions: c.absolutePositions,
+            relativePositionBias: bias, mlpHidden: c.mlpHidden, qkvBias: c.qkvBias, finalNorm: c.finalNorm.rawValue,
             // At its float32 value's shortest form (1e-06, not 9.999999974752427e-07).
-            ("layer_norm_eps", .double(Double("\(c.eps)") ?? Double(c.eps))), ("parameters", .int(c.parameterCount)),
-            ("precision", .string(engine.precision == .bf16
-                ? "bf16: linear layers with bfloat16 weights and inputs, attention products with bfloat16 operands, float32 accumulation (oneDNN \(Precision.bf16Implementation)); the rest float32"
-                : "f32")),
-        ])
+            layerNormEps: Double("\(c.eps)") ?? Double(c.eps), parameters: c.parameterCount, precision: precision)
     }
 }
 /// A short name for report folders: the file name without checkpoint extensions.

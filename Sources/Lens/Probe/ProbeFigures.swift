@@ -14,12 +14,10 @@ extension ProbeResult {
             series.append(LineSeries(name: "\(m.name) train", color: c, xs: m.rows.map { Double($0.layersKept - 1) }, ys: m.rows.map(\.train), dashed: true))
         }
         var sub: [String] = []
-        if let tr = json[path: "images_used", "train"]?.intValue, let te = json[path: "images_used", "test"]?.intValue { sub.append("\(tr) train / \(te) test images") }
-        if let cl = json[path: "setup", "dataset", "classes"]?.arrayValue { sub.append("\(cl.count) classes") }
-        if let pool = json[path: "setup", "definitions", "pool"]?.stringValue { sub.append("pool: \(pool)") }
+        if let n = imagesUsed { sub.append("\(n.train) train / \(n.test) test images") }
+        if let s = setup { sub += ["\(s.dataset.classes.count) classes", "pool: \(s.definitions.pool.rawValue)"] }
         sub.append("logistic regression, C = 1")
         if models.contains(where: { $0.rows.contains { $0.testLow.isFinite } }) { sub.append("bars: 95% Wilson") }
-        let chance = json["chance_accuracy"]?.doubleValue
         let names = models.map(\.name).joined(separator: " vs ")
         let chart = LineChart(series: series, xLabels: (1...L).map { "\($0)" }, xTitle: "blocks kept (k)", yTitle: "accuracy",
                               yRange: (0, 1), title: style.title ?? "Layer-truncation probe: \(names)", subtitle: sub.joined(separator: " · "),
@@ -40,8 +38,8 @@ extension ProbeResult {
         }
         page.add(.table(caption: "Accuracy per depth (full precision in probe.csv)",
                         header: ["blocks kept"] + models.flatMap { ["\($0.name) train", "\($0.name) test [95% CI]"] }, rows: table, colors: nil))
-        if let ds = json[path: "setup", "dataset"] {
-            page.add(.keyValues(caption: "Dataset", ds.flattened().filter { !$0.0.hasSuffix(".paths") }))
+        if let ds = setup?.dataset {
+            page.add(.keyValues(caption: "Dataset", ds.json.flattened().filter { !$0.0.hasSuffix(".paths") }))
         }
         page.add(.heading("Definitions and metadata (probe.json)"))
         Drawing.runSection(&page, json)

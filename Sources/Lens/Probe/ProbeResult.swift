@@ -31,8 +31,13 @@ public struct ProbeResult {
     }
     /// In argument order: (display name, rows by depth).
     public var models: [(name: String, rows: [Row])]
-    /// probe.json (an empty object for a CSV-only folder).
-    public var json: JSONValue
+    /// The models, dataset and definitions (nil for a folder without a readable probe.json).
+    public var setup: ProbeSetup?
+    /// Train and test images the accuracies come from, and the largest class's share of the test set.
+    public var imagesUsed: (train: Int, test: Int)?
+    public var chance: Double?
+    /// probe.json as written or as read (an empty object for a CSV-only folder).
+    public private(set) var json: JSONValue
     /// Whether probe.csv has a leading `model` column (several models).
     var modelColumn: Bool
 
@@ -63,6 +68,9 @@ public struct ProbeResult {
         let t = try src.csv("probe.csv", columns: ["layers_kept", "train_accuracy", "test_accuracy"])
         let p = src.path("probe.csv")
         json = try src.json("probe.json") ?? .object([])
+        setup = json["setup"].flatMap { try? ProbeSetup(json: $0) }
+        if let tr = json["images_used"]?["train"]?.intValue, let te = json["images_used"]?["test"]?.intValue { imagesUsed = (tr, te) }
+        chance = json["chance_accuracy"]?.doubleValue
         modelColumn = t.column("model") != nil
         // A single-model CSV has no model column: the name comes from the JSON.
         let jsonNames = json["results"]?.arrayValue?.compactMap { $0["model"]?.stringValue } ?? []
@@ -79,5 +87,12 @@ public struct ProbeResult {
             rows[name, default: []].append(row)
         }
         models = order.map { ($0, rows[$0]!.sorted { $0.layersKept < $1.layersKept }) }
+    }
+
+    /// The same report with the typed record of how it was made.
+    func with(setup: ProbeSetup, imagesUsed: (train: Int, test: Int), chance: Double) -> ProbeResult {
+        var r = self
+        (r.setup, r.imagesUsed, r.chance) = (setup, imagesUsed, chance)
+        return r
     }
 }

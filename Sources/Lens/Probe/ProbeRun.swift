@@ -11,7 +11,7 @@ import VitLensCore
 public struct ProbeRun {
     public let models: [AnalysisModel]
     public let train: LabeledImages, test: LabeledImages
-    public let datasetJSON: JSONValue
+    public let dataset: DatasetRecord
     public var batch: Int
     public var resize: ResizeMode
     public var skipBad: Bool
@@ -21,7 +21,7 @@ public struct ProbeRun {
     public var fineTune: FineTuneSettings?
     public var depths: [Int]?
 
-    public init(models: [AnalysisModel], data: (train: LabeledImages, test: LabeledImages, json: JSONValue), batch: Int,
+    public init(models: [AnalysisModel], data: (train: LabeledImages, test: LabeledImages, record: DatasetRecord), batch: Int,
                 resize: ResizeMode, skipBad: Bool, pool: ProbePooling, maxIterations: Int,
                 fineTune: FineTuneSettings? = nil, depths: [Int]? = nil) throws {
         let names = models.map(\.name)
@@ -35,7 +35,7 @@ public struct ProbeRun {
             throw LensError.tooFewBlocks(path: m.request.path, depth: m.config.depth, keep: depths.max() ?? 0)
         }
         self.models = models
-        (train, test, datasetJSON) = data
+        (train, test, dataset) = data
         (self.batch, self.resize, self.skipBad, self.pool, self.maxIterations) = (batch, resize, skipBad, pool, maxIterations)
         (self.fineTune, self.depths) = (fineTune, depths)
     }
@@ -66,29 +66,15 @@ public struct ProbeRun {
             results = linearResults(taps, trainRows: trainRows, testRows: testRows, trainLabels: trainLabels, testLabels: testLabels, observer)
         }
         let counts = testLabels.reduce(into: [Int: Int]()) { $0[$1, default: 0] += 1 }
-        let definitions: [(String, JSONValue)] = [
-            ("mode", .string(fineTune == nil ? "linear" : "finetune")),
-            ("features", .string("output of block k (k = 1…L kept), the model's final norm on every token, then \(pool == .mean ? "the mean of the patch tokens" : "the class token")")),
-            ("pool", .string(pool.rawValue)),
-        ] + (fineTune.map { s in [
-            ("training", "blocks 0…k−1, final norm, pooling and a new linear head (trunc. normal σ 2e−5) trained end to end on the train set: cross-entropy, AdamW, warm-up then cosine per step, layer-wise lr decay; no augmentation; images in the eval transform"),
-            ("settings", s.json),
-            ("train_accuracy", "accuracy of the trained model on the train set (a forward pass after training)"),
-        ] } ?? [
-            ("test_accuracy_ci", "95% Wilson score interval of the test accuracy over the test images"),
-            ("standardise", "train mean and population standard deviation per feature (scikit-learn StandardScaler); constant features scale 1"),
-            ("classifier", "multinomial logistic regression (binary for 2 classes), L2 on the weights, C = 1 (scikit-learn's default): (1/N)·Σ cross-entropy + ‖W‖²/(2CN)"),
-            ("solver", .string("L-BFGS in float64 until max|gradient| ≤ 1e-7 (at most \(maxIterations) iterations)")),
-        ]) + [
-            ("batch", .int(batch)), ("resize", .string(resize.rawValue)), ("image_size", .int(models[0].config.imageSize)),
-            ("skip_bad_images", .bool(skipBad)),
-        ]
-        let json = JSONValue.object([
-            ("vitlens_version", .string(vitlensVersion)), ("command_line", .string(context.commandLine)),
-            ("setup", .object([("command", "probe"), ("models", .array(models.map(\.json))), ("dataset", datasetJSON),
-                               ("definitions", .object(definitions))])),
+        let definitions = ProbeSetup.Definitions(
+            method: fineTune.map { .finetune($0) } ?? .linear(maxIterations: maxIterations), pool: pool, batch: batch,
+            resize: resize.rawValue, imageSize: models[0].config.imageSize, skipBadImages: skipBad)
+        let setup = ProbeSetup(models: models.map(\.record), dataset: dataset, definitions: definitions)
+        let chance = Double(counts.values.max() ?? 0) / Double(max(1, testLabels.count))
+        let json = JSONValue.object(context.run.fields + [
+            ("setup", setup.json),
             ("images_used", .object([("train", .int(trainRows.count)), ("test", .int(testRows.count))])),
-            ("chance_accuracy", .double(Double(counts.values.max() ?? 0) / Double(max(1, testLabels.count)))),
+            ("chance_accuracy", .double(chance)),
             ("results", .array(results.map { name, rows in
                 .object([("model", .string(name)), ("layers", .array(rows.map { r in
                     let ci = wilsonInterval(correct: Int((r.test * Double(testRows.count)).rounded()), of: testRows.count)
@@ -102,6 +88,7 @@ public struct ProbeRun {
             (row.testLow, row.testHigh) = (tabled(row.testLow), tabled(row.testHigh))
             return row
         }) }, json: json, modelColumn: models.count > 1)
+            .with(setup: setup, imagesUsed: (trainRows.count, testRows.count), chance: chance)
     }
 
     /// The linear probe of every depth from the cached features.

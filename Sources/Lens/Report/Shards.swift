@@ -85,18 +85,23 @@ public enum MergedReport {
         if let dup = seen.first(where: { i in seen.filter { $0 == i }.count > 1 }) { throw MergeError.duplicate(shard: "\(dup)/\(first.shard.count)") }
         let missing = (0..<first.shard.count).filter { !seen.contains($0) }
         guard missing.isEmpty else { throw MergeError.missing(missing.map { "\($0)/\(first.shard.count)" }) }
-        let extra: [(String, JSONValue)] = [("merged_from", .array(sources.map { .string($0) }))]
+        let run = RunRecord(commandLine: commandLine, mergedFrom: sources)
+        func typed<R: JSONDecodableRecord>(_ type: R.Type) throws -> R {
+            do { return try R(json: first.setup) } catch { throw MergeError.malformed(path: sources[0], reason: "\(error)") }
+        }
         switch first.command {
         case "cka":
-            guard let la = first.setup["layers_a"]?.intValue, let lb = first.setup["layers_b"]?.intValue else { throw MergeError.missingField("lacks layers") }
-            let batches = try parts.flatMap { try $0.batches.map { try CKABatch(json: $0, layersA: la, layersB: lb) } }
-            return .cka(try CKAResult(setup: first.setup, batches: batches, dropped: parts.flatMap(\.dropped).sorted(),
-                                      commandLine: commandLine, extra: extra))
+            let setup = try typed(CKASetup.self)
+            let batches = try parts.flatMap {
+                try $0.batches.map { try CKABatch(json: $0, layersA: setup.layersA, layersB: setup.layersB) }
+            }
+            return .cka(try CKAResult(setup: setup, batches: batches, dropped: parts.flatMap(\.dropped).sorted(), run: run))
         case "attention":
-            guard let l = first.setup["layers"]?.intValue, let h = first.setup["heads"]?.intValue,
-                  let per = first.setup["per_image"]?.boolValue else { throw MergeError.missingField("lacks layers/heads") }
-            let batches = try parts.flatMap { try $0.batches.map { try AttentionBatch(json: $0, layers: l, heads: h, perImage: per) } }
-            return .attention(try AttentionResult(setup: first.setup, batches: batches, commandLine: commandLine, extra: extra))
+            let setup = try typed(AttentionSetup.self)
+            let batches = try parts.flatMap {
+                try $0.batches.map { try AttentionBatch(json: $0, layers: setup.layers, heads: setup.heads, perImage: setup.perImage) }
+            }
+            return .attention(try AttentionResult(setup: setup, batches: batches, run: run))
         default:
             throw MergeError.unknownCommand(first.command)
         }

@@ -48,8 +48,6 @@ public struct RunContext {
     func checkCancelled() throws {
         if cancellation?.isCancelled == true { throw LensError.cancelled }
     }
-    /// The report's header fields.
-    var header: [(String, JSONValue)] {
-        [("vitlens_version", .string(vitlensVersion)), ("command_line", .string(commandLine))]
-    }
+    /// How the report was made, as it records it.
+    var run: RunRecord { RunRecord(commandLine: commandLine) }
 }

@@ -16,7 +16,7 @@ public struct CheckpointSummary {
         let ck = model.checkpoint
         return .object([
             ("path", .string(ck.path)), ("format", .string(ck.format)), ("layout", .string(ck.layout.rawValue)),
-            ("state_dict", .string(ck.location)), ("architecture", model.architecture),
+            ("state_dict", .string(ck.location)), ("architecture", model.architecture.json),
             ("ignored", .object(ignored.map { ($0.0, .int($0.1)) })),
             ("metadata", .object(ck.metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })), ("sha256", .string(model.sha256)),
         ])
