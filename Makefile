@@ -80,6 +80,7 @@ bench-peers: release
 fixtures:
 	python3 Tests/Fixtures/make_fixtures.py
 	python3 Tests/Fixtures/make_probe_goldens.py
+	python3 Tests/Fixtures/make_image_goldens.py
 	python3 Tests/Fixtures/make_corpus.py
 	python3 Tests/Fixtures/make_family_fixtures.py
 	python3 Tests/Fixtures/make_maps_goldens.py

@@ -5,9 +5,9 @@ import VitLensCore
 import XCTest
 
 /// A seeded mutation loop over the binary readers (a fast stand-in for the libFuzzer targets):
-/// thousands of damaged copies of real files must each load or fail with an error — never crash,
-/// hang or read out of bounds (the build has no bounds checks, so an out-of-bounds read shows
-/// as a crash of the test process).
+/// thousands of damaged copies of real files must each load or fail with a typed error that
+/// names the file — never crash, hang or read out of bounds (the readers are compiled with
+/// bounds checks, so an out-of-bounds read traps and fails the test process).
 struct Mutator {
     var rng: SplitMix
     init(state: UInt64) { rng = SplitMix(state: state) }
@@ -45,16 +45,24 @@ let fuzzScale = Int(ProcessInfo.processInfo.environment["VITLENS_FUZZ_SCALE"] ??
 final class MutationTests: XCTestCase {
     func bytes(_ file: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: Fixtures.checkpoint(file)))) }
 
-    /// Loads a candidate the way `vitlens` does, touching every tensor.
+    /// Loads a candidate the way `vitlens` does, touching every tensor. A refusal must be a
+    /// CheckpointError whose text names the file (what the CLI prints after `error:`).
     func exercise(_ b: [UInt8], name: String) -> Bool {
         do {
             let c = try CheckpointLoader.load(file: MappedFile(copying: b, name: name), displayPath: name, config: nil, folder: false)
-            for (k, t) in c.tensors { _ = try? t.floats(name: k) }
+            for (k, t) in c.tensors {
+                do { _ = try t.floats(name: k) } catch { assertTyped(error, naming: k) }
+            }
             return true
         } catch {
-            XCTAssertFalse("\(error)".isEmpty)
+            assertTyped(error, naming: name)
             return false
         }
+    }
+
+    func assertTyped(_ error: Error, naming name: String, file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertTrue(error is CheckpointError, "untyped error \(type(of: error)): \(error)", file: file, line: line)
+        XCTAssertTrue("\(error)".contains(name), "the error does not name \(name): \(error)", file: file, line: line)
     }
 
     func testSafetensors() throws {
@@ -71,9 +79,17 @@ final class MutationTests: XCTestCase {
         // The pickle and the central directory are where the structure is.
         var m = Mutator(state: 12)
         let pkl = 0..<min(src.count, 2048), tail = max(0, src.count - 1024)..<src.count
-        for i in 0..<(1500 * fuzzScale) { _ = exercise(m.mutate(src, focus: i % 2 == 0 ? pkl : tail), name: "m.pth") }
+        var loaded = 0, refused = 0
+        for i in 0..<(1500 * fuzzScale) {
+            if exercise(m.mutate(src, focus: i % 2 == 0 ? pkl : tail), name: "m.pth") { loaded += 1 } else { refused += 1 }
+        }
         let moco = try bytes("tiny_moco.pth.tar")
-        for _ in 0..<(300 * fuzzScale) { _ = exercise(m.mutate(moco), name: "m.pth.tar") }
+        for _ in 0..<(300 * fuzzScale) {
+            if exercise(m.mutate(moco), name: "m.pth.tar") { loaded += 1 } else { refused += 1 }
+        }
+        // Both outcomes occur: damage in tensor data still loads, damage in the structure is refused.
+        XCTAssertGreaterThan(loaded, 0)
+        XCTAssertGreaterThan(refused, 0)
     }
 
     func testUnpicklerOnRandomAndMutatedStreams() throws {
@@ -83,13 +99,24 @@ final class MutationTests: XCTestCase {
         let name = zip.order.first { $0.hasSuffix("data.pkl") }!
         let (o, n) = try zip.data(name)
         let pkl = Array(real[o..<(o + n)])
+        // Every stream — random bytes, or a damaged copy of a real pickle — either unpickles to a
+        // value or is refused with a CheckpointError naming the stream; never a crash or a hang.
+        var parsed = 0, refused = 0
         for i in 0..<(2000 * fuzzScale) {
             let b = i % 4 == 0 ? (0..<(1 + m.below(64))).map { _ in UInt8(truncatingIfNeeded: m.next()) } : m.mutate(pkl)
             b.withUnsafeBytes { buf in
                 var u = Unpickler(path: "m.pkl", bytes: buf) { _, _, _, _ in RawTensor(shape: [1], floats: [0]) }
-                _ = try? u.run()
+                do {
+                    _ = try u.run()
+                    parsed += 1
+                } catch {
+                    assertTyped(error, naming: "m.pkl")
+                    refused += 1
+                }
             }
         }
+        XCTAssertGreaterThan(parsed, 0, "some damaged pickles still parse")
+        XCTAssertGreaterThan(refused, 0)
     }
 }
 

@@ -54,12 +54,23 @@ final class PreprocessTests: XCTestCase {
     func testResizeNoneMatchesTorchvision() throws { try check("none", "none", mode: .none) }
     func testTimmEvalMatchesTorchvision() throws { try check("eval", "eval", mode: .timmEval) }
 
+    /// Grey, RGBA and palette PNGs decode to the pixels PIL's convert("RGB") gives (alpha dropped,
+    /// not composited; the palette looked up), every pixel of every load. Tolerance 0.
     func testGreyRGBAAndPaletteBecomeRGB() throws {
-        let grey = try DecodedImage.load(path: Fixtures.path("images/none/b_chelsea_grey.png"))
-        XCTAssertEqual(grey.pixels.count, 32 * 32 * 3)
-        for i in 0..<(32 * 32) { XCTAssertTrue(grey.pixels[3 * i] == grey.pixels[3 * i + 1] && grey.pixels[3 * i] == grey.pixels[3 * i + 2]) }
-        _ = try DecodedImage.load(path: Fixtures.path("images/none/c_coffee_rgba.png"))
-        _ = try DecodedImage.load(path: Fixtures.path("images/none/sub/d_rocket_palette.png"))
+        let want = try NpyArray(path: Fixtures.golden("png_modes_pil.npy"))
+        XCTAssertEqual(want.shape, [3, 32, 32, 3])
+        let files = ["images/none/b_chelsea_grey.png", "images/none/c_coffee_rgba.png", "images/none/sub/d_rocket_palette.png"]
+        let plane = 32 * 32 * 3
+        for (k, file) in files.enumerated() {
+            let img = try DecodedImage.load(path: Fixtures.path(file))
+            XCTAssertEqual([img.width, img.height], [32, 32], file)
+            let r = compare(img.pixels.map(Double.init), Array(want.values[(k * plane)..<((k + 1) * plane)]), tolerance: 0)
+            XCTAssertEqual(r.violations, 0, "\(file): \(r)")
+        }
+        let grey = try DecodedImage.load(path: Fixtures.path(files[0]))
+        for i in 0..<(32 * 32) {
+            XCTAssertTrue(grey.pixels[3 * i] == grey.pixels[3 * i + 1] && grey.pixels[3 * i] == grey.pixels[3 * i + 2])
+        }
     }
 
     /// 16-bit PNG: PIL keeps the high byte of each sample (libpng's simplified API would
