@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Full-size check of `vitlens cka` and `vitlens attention` against a float64 reference of the
-SPEC formulas (timm in float64 for the representations and attention logits, numpy for CKA and
+formulas of docs/reference.md (timm in float64 for the representations and attention logits, numpy for CKA and
 the attention statistics). Run on a developer machine: `make parity` (needs torch, timm,
 safetensors, pillow, scikit-image).
 

@@ -2,7 +2,7 @@ import Foundation
 import KernelsAVX2
 import VitLensCore
 
-/// The scale s of attention distances (SPEC §6).
+/// The scale s of attention distances (docs/reference.md, "`vitlens attention`").
 public enum DistanceConvention: String, Sendable, CaseIterable {
     /// s = the patch size in pixels: distances in pixels.
     case pixels
@@ -12,7 +12,7 @@ public enum DistanceConvention: String, Sendable, CaseIterable {
     public func scale(patch: Int) -> Double { self == .pixels ? Double(patch) : 14 }
 }
 
-/// Attention distance and entropy of one model (SPEC §6, mae-lite `projects/eval_tools/visualize/
+/// Attention distance and entropy of one model (docs/reference.md, "`vitlens attention`"; mae-lite `projects/eval_tools/visualize/
 /// attn_analyzer.py`): per block and head, the attention among patch tokens only (prefix rows and
 /// columns dropped, softmax taken again over the patch keys); per query q
 ///   entropy  = −Σₖ p·ln(p + 1e−6)            (nats)

@@ -1,6 +1,6 @@
 import VitLensCore
 
-/// Which tokens of a representation CKA compares (SPEC §5).
+/// Which tokens of a representation CKA compares (docs/reference.md, "`vitlens cka`"; mae-lite `rep_cmp_analyzer`).
 public enum TokenSelection: String, Sendable, CaseIterable {
     /// Patch tokens only (prefix tokens dropped), flattened: X ∈ ℝ^{b × (P·C)}. mae-lite's choice.
     case patches
@@ -121,7 +121,7 @@ public struct CKABatch: Sendable, Equatable {
 }
 
 /// CKA(i, j) = mean HSIC(Kᵢ, Lⱼ) / √(mean HSIC(Kᵢ, Kᵢ) · mean HSIC(Lⱼ, Lⱼ)), the means over
-/// minibatches with equal weight (SPEC §5). Sums run in batch-index order, so a run split into
+/// minibatches with equal weight (docs/reference.md, "`vitlens cka`"; mae-lite `rep_cmp_analyzer`). Sums run in batch-index order, so a run split into
 /// shards and merged gives the same sums bit for bit.
 public func ckaMatrix(_ batches: [CKABatch], layersA: Int, layersB: Int) -> [Double] {
     let sorted = batches.sorted { $0.index < $1.index }

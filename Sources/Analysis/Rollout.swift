@@ -6,7 +6,7 @@ public enum HeadFusion: String, Sendable, CaseIterable {
     case mean, max, min
 }
 
-/// Where each map of `vitlens maps` comes from in one image's attention (SPEC §12).
+/// Where each map of `vitlens maps` comes from in one image's attention (docs/reference.md, "`vitlens maps`"; Abnar & Zuidema 2020).
 ///
 /// Class attention: per block and head, the class token's softmax probabilities over the patch
 /// keys, as the model computed them (not renormalised over the patches); a model without a class

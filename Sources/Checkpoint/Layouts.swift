@@ -18,9 +18,9 @@ public enum Layout: String, Sendable {
     case huggingFaceBEiT = "Hugging Face BEiT"
 }
 
-/// Containers searched for the state dict, in order (SPEC §2).
+/// Containers searched for the state dict, in order (docs/reference.md, "Checkpoints").
 let stateDictContainers = ["model", "state_dict", "model_ema", "teacher", "student", "module"]
-/// Wrapper prefixes stripped from the front of every key (SPEC §2), repeatedly.
+/// Wrapper prefixes stripped from the front of every key (docs/reference.md, "Checkpoints"), repeatedly.
 let strippedPrefixes = ["module.", "model.", "base_encoder.", "backbone.", "encoder."]
 
 struct MappedStateDict {

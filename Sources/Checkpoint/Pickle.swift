@@ -53,7 +53,7 @@ public final class PickleDict {
 /// the moment they are named; REDUCE only calls the few allowlisted constructors below, each
 /// implemented here in Swift. Nothing from a file is ever executed.
 struct Unpickler {
-    /// The globals a PyTorch state dict needs (SPEC §2).
+    /// The globals a PyTorch state dict needs (docs/reference.md, "Checkpoints").
     static let allowed: Set<String> = [
         "collections.OrderedDict",
         "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",

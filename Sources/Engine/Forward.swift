@@ -3,7 +3,7 @@ import Foundation
 import VitLensCore
 import KernelsAVX2
 
-/// Receives the engine's intermediate tensors (docs/reference.md, "The engine and its taps").
+/// Receives the engine's intermediate tensors (docs/reference.md, "Definitions").
 /// Pointers are valid only during the call. A tap that asks for nothing costs nothing: the
 /// engine skips the copies it does not need. What a run taps is the taps' own property.
 public protocol ForwardTaps: AnyObject {
@@ -33,7 +33,7 @@ public enum ForwardFailure: Error, Equatable {
     case bf16MatmulFailed
 }
 
-/// Which representation the taps see (docs/reference.md, "The engine and its taps").
+/// Which representation the taps see (docs/reference.md, "Definitions").
 public enum RepresentationKind: String, Sendable, CaseIterable {
     /// blocks[i].norm1 outputs, then the final norm: what the paper's CKA compares.
     case normed
@@ -427,7 +427,7 @@ public final class ViTEngine {
         let wantLogits = taps?.wantsAttentionLogits ?? false
         let wantProbs = wantLogits || (taps?.wantsAttentionProbabilities ?? false)
         let base = qkv!.data + b * T * 3 * C, sc = s.scores.data
-        // BEiT's relative position bias (H, T, ld), part of the logits (SPEC §11).
+        // BEiT's relative position bias (H, T, ld), part of the logits (BEiT; timm `beit.py`).
         let relBias = weights.blocks[layer].relativeBias, ld = weights.relativeBiasStride
         if attentionPath == .avx2 {
             precondition(D % 8 == 0, "the AVX2 attention kernel needs a head width that is a multiple of 8")

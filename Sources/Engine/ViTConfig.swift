@@ -92,7 +92,7 @@ public struct ViTConfig: Sendable, Equatable {
     /// Where the activation came from (the tensors cannot tell exact from tanh GELU).
     public var activationSource = "family default"
     /// BEiT-style relative position bias: a table per block, one shared by every block, or both
-    /// (added); the logits of every head get bias[index(i, j)] (SPEC §11).
+    /// (added); the logits of every head get bias[index(i, j)] (BEiT, Bao et al. 2022; timm `beit.py`).
     public var relativeBlockTables = false
     public var relativeSharedTable = false
     public var relativePositionBias: Bool { relativeBlockTables || relativeSharedTable }

@@ -1,7 +1,7 @@
 import Foundation
 import VitLensCore
 
-/// How images are brought to the model's size (SPEC §3).
+/// How images are brought to the model's size (docs/reference.md, "Definitions": images).
 public enum ResizeMode: String, Sendable, CaseIterable {
     /// timm's eval transform: shorter side to round(size/0.875) (bicubic, antialiased, as PIL),
     /// centre crop to size.
@@ -59,7 +59,7 @@ public func preprocess(_ img: DecodedImage, size: Int, mode: ResizeMode, path: S
     }
 }
 
-/// The images of a folder (SPEC §3): searched recursively, PNG and JPEG by extension,
+/// The images of a folder (docs/reference.md, "Definitions": images): searched recursively, PNG and JPEG by extension,
 /// sorted by relative path (byte order, as Python's sorted()), symlink loops skipped.
 public func listImages(in folder: String) throws -> [String] {
     var isDir: ObjCBool = false

@@ -112,7 +112,7 @@ struct Frame {
 }
 
 /// Box plots per layer (over heads, or heads × images), heads as points, the mean per layer as
-/// a line with markers; several series side by side in their own colours (SPEC §8, `--compare`).
+/// a line with markers; several series side by side in their own colours (docs/reference.md, "Figures"; `--compare`).
 public struct BoxChart {
     public var series: [BoxSeries]
     public var xLabels: [String]

@@ -2,7 +2,7 @@ import Engine
 import Foundation
 import VitLensCore
 
-/// How a truncated model's tokens become one feature vector (SPEC §7).
+/// How a truncated model's tokens become one feature vector (docs/reference.md, "`vitlens probe`").
 public enum ProbePooling: String, Sendable, CaseIterable {
     /// The mean of the patch tokens (prefix tokens excluded), after the final norm.
     case mean

@@ -3,7 +3,7 @@ import TestSupport
 import XCTest
 
 /// `vitlens cka`, `attention` and `merge` end to end against the float64 goldens of
-/// Tests/Fixtures/make_fixtures.py (timm float64 taps, SPEC formulas in numpy).
+/// Tests/Fixtures/make_fixtures.py (timm float64 taps, the formulas of docs/reference.md in numpy).
 final class AnalysisCLITests: XCTestCase {
     var tmp = ""
     let images = Fixtures.path("images/cka")

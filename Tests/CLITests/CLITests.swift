@@ -75,7 +75,7 @@ final class CLITests: XCTestCase {
         XCTAssertTrue(n.stderr.isEmpty && n.stdout.contains("DeiT/ViT convention"), n.stdout)
     }
 
-    /// SPEC §9: one `error:` line naming the culprit, the exit code, no partial report.
+    /// docs/reference.md, "Errors": one `error:` line naming the culprit, the exit code, no partial report.
     func assertFails(_ args: [String], code: Int32, mentions: String, line: UInt = #line) {
         let out = tmp + "/bad"
         let r = runProcess(Self.binary, args + ["--out", out])

@@ -3,7 +3,7 @@ import TestSupport
 import VitLensCore
 import XCTest
 
-/// The hostile-input corpus (SPEC §2, §3, §8, §9): every case runs the built binary and must end
+/// The hostile-input corpus (docs/reference.md, "Checkpoints", "Definitions", "Errors"): every case runs the built binary and must end
 /// with the expected exit code — never a signal or a trap — and, when it fails, exactly one
 /// `error:` line naming the problem, no report folder, no staging folder, and (for pickles)
 /// nothing executed. Cases are generated here from the fixtures (truncations, edited headers,

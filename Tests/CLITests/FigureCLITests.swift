@@ -2,7 +2,7 @@ import Foundation
 import TestSupport
 import XCTest
 
-/// Figures and index.html beside every report, and `vitlens plot` redrawing them (SPEC §8).
+/// Figures and index.html beside every report, and `vitlens plot` redrawing them (docs/reference.md, "Figures").
 final class FigureCLITests: XCTestCase {
     var tmp = ""
     let images = Fixtures.path("images/cka")

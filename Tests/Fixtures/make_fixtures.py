@@ -236,7 +236,7 @@ def save_resize_goldens():
 
 
 def save_analysis_goldens(sd):
-    """CKA (SPEC §5) and attention statistics (SPEC §6) in float64 from timm's float64 taps,
+    """CKA and attention statistics (docs/reference.md, "Definitions") in float64 from timm's float64 taps,
     written out formula by formula (numpy), for 12 photographs, batches of 4 and 5."""
     # A second, deeper and wider model with another head count, for two-model CKA.
     torch.manual_seed(1)

@@ -13,7 +13,7 @@ public enum OutputError: Error, CustomStringConvertible {
     }
 }
 
-/// A report folder written atomically (SPEC §8): files go to a hidden staging folder beside
+/// A report folder written atomically (docs/reference.md, "Errors": no partial files): files go to a hidden staging folder beside
 /// the target and are renamed into place only by `commit()`. A run that fails or is
 /// interrupted leaves no partial report: `discard()` (or the next run) removes the staging folder.
 public final class OutputDirectory {
