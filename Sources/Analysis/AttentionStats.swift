@@ -12,7 +12,8 @@ public enum DistanceConvention: String, Sendable, CaseIterable {
     public func scale(patch: Int) -> Double { self == .pixels ? Double(patch) : 14 }
 }
 
-/// Attention distance and entropy of one model (docs/reference.md, "`vitlens attention`"; mae-lite `projects/eval_tools/visualize/
+/// Attention distance and entropy of one model (docs/reference.md, "`vitlens attention`"; mae-lite
+/// `projects/eval_tools/visualize/
 /// attn_analyzer.py`): per block and head, the attention among patch tokens only (prefix rows and
 /// columns dropped, softmax taken again over the patch keys); per query q
 ///   entropy  = −Σₖ p·ln(p + 1e−6)            (nats)
@@ -164,7 +165,8 @@ public final class AttentionCollector {
 }
 
 /// Per (layer, head) means over all images: sums in batch-index order divided by the image count.
-public func attentionMeans(_ batches: [AttentionBatch], layers: Int, heads: Int) -> (entropy: [Double], distance: [Double]) {
+public func attentionMeans(_ batches: [AttentionBatch], layers: Int, heads: Int) -> (
+    entropy: [Double], distance: [Double]) {
     let sorted = batches.sorted { $0.index < $1.index }
     var e = [Double](repeating: 0, count: layers * heads), d = e
     var n = 0

@@ -7,7 +7,8 @@ public struct BoxStats: Sendable, Equatable {
     public let n: Int
     public let outliers: [Double]
 
-    public init(min: Double, q1: Double, median: Double, q3: Double, max: Double, whiskerLow: Double, whiskerHigh: Double,
+    public init(
+        min: Double, q1: Double, median: Double, q3: Double, max: Double, whiskerLow: Double, whiskerHigh: Double,
                 n: Int, outliers: [Double]) {
         self.min = min; self.q1 = q1; self.median = median; self.q3 = q3; self.max = max
         self.whiskerLow = whiskerLow; self.whiskerHigh = whiskerHigh; self.n = n; self.outliers = outliers

@@ -37,7 +37,8 @@ public struct Gram {
         var g = [Float](repeating: 0, count: b * b)
         switch selection {
         case .patches:
-            g.withUnsafeMutableBufferPointer { outerProducts(x + prefix * c, rows: b, k: (t - prefix) * c, lda: t * c, into: $0.baseAddress!) }
+            g.withUnsafeMutableBufferPointer {
+                outerProducts(x + prefix * c, rows: b, k: (t - prefix) * c, lda: t * c, into: $0.baseAddress!) }
         case .cls:
             g.withUnsafeMutableBufferPointer { outerProducts(x, rows: b, k: c, lda: t * c, into: $0.baseAddress!) }
         case .mean:
@@ -58,7 +59,8 @@ public struct Gram {
     /// g (b, b) = a·aᵀ for a (b, k) with row stride lda: one sgemm — or, when OpenBLAS is
     /// single-threaded (as inside the engine's forward pass, whose taps call this), the rows of g
     /// split over vitlens's workers, so that both cores work on it.
-    static func outerProducts(_ a: UnsafePointer<Float>, rows b: Int, k: Int, lda: Int, into g: UnsafeMutablePointer<Float>) {
+    static func outerProducts(
+        _ a: UnsafePointer<Float>, rows b: Int, k: Int, lda: Int, into g: UnsafeMutablePointer<Float>) {
         if BLASRuntime.threads == 1 && Workers.count > 1 && b >= 16 {
             parallelChunks(b, minChunk: 8) { r in
                 sgemm(transB: true, m: r.count, n: b, k: k, a: a + r.lowerBound * lda, lda: lda, b: a, ldb: lda,
@@ -121,7 +123,8 @@ public struct CKABatch: Sendable, Equatable {
 }
 
 /// CKA(i, j) = mean HSIC(Kᵢ, Lⱼ) / √(mean HSIC(Kᵢ, Kᵢ) · mean HSIC(Lⱼ, Lⱼ)), the means over
-/// minibatches with equal weight (docs/reference.md, "`vitlens cka`"; mae-lite `rep_cmp_analyzer`). Sums run in batch-index order, so a run split into
+/// minibatches with equal weight (docs/reference.md, "`vitlens cka`"; mae-lite `rep_cmp_analyzer`). Sums run in
+/// batch-index order, so a run split into
 /// shards and merged gives the same sums bit for bit.
 public func ckaMatrix(_ batches: [CKABatch], layersA: Int, layersB: Int) -> [Double] {
     let sorted = batches.sorted { $0.index < $1.index }

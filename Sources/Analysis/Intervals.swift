@@ -10,13 +10,15 @@ public func ckaBootstrap(_ batches: [CKABatch], layersA: Int, layersB: Int, resa
                          level: Double = 0.95) -> (low: [Double], high: [Double]) {
     let n = layersA * layersB
     let sorted = batches.sorted { $0.index < $1.index }
-    guard sorted.count >= 2, resamples > 0 else { return ([Double](repeating: .nan, count: n), [Double](repeating: .nan, count: n)) }
+    guard sorted.count >= 2,
+        resamples > 0 else { return ([Double](repeating: .nan, count: n), [Double](repeating: .nan, count: n)) }
     var rng = SplitMix64(seed: seed)
     var samples = [[Double]](repeating: [], count: n)
     for i in 0..<n { samples[i].reserveCapacity(resamples) }
     for _ in 0..<resamples {
         let draw = (0..<sorted.count).map { _ in sorted[Int(rng.next() % UInt64(sorted.count))] }
-        let m = ckaMatrix(draw.enumerated().map { k, b in CKABatch(index: k, size: b.size, kl: b.kl, kk: b.kk, ll: b.ll) },
+        let m = ckaMatrix(
+            draw.enumerated().map { k, b in CKABatch(index: k, size: b.size, kl: b.kl, kk: b.kk, ll: b.ll) },
                           layersA: layersA, layersB: layersB)
         for i in 0..<n { samples[i].append(m[i]) }
     }

@@ -6,7 +6,8 @@ public enum HeadFusion: String, Sendable, CaseIterable {
     case mean, max, min
 }
 
-/// Where each map of `vitlens maps` comes from in one image's attention (docs/reference.md, "`vitlens maps`"; Abnar & Zuidema 2020).
+/// Where each map of `vitlens maps` comes from in one image's attention (docs/reference.md, "`vitlens maps`"; Abnar &
+/// Zuidema 2020).
 ///
 /// Class attention: per block and head, the class token's softmax probabilities over the patch
 /// keys, as the model computed them (not renormalised over the patches); a model without a class
@@ -33,7 +34,8 @@ public final class AttentionMaps {
 
     public init(tokens: Int, prefix: Int, heads: Int, classToken: Bool, fusion: HeadFusion, discard: Double) {
         precondition(discard >= 0 && discard < 1, "discard must be in [0, 1)")
-        (self.tokens, self.prefix, self.heads, self.classToken, self.fusion, self.discard) = (tokens, prefix, heads, classToken, fusion, discard)
+        (self.tokens, self.prefix, self.heads, self.classToken, self.fusion, self.discard) = (
+            tokens, prefix, heads, classToken, fusion, discard)
         r = [Double](repeating: 0, count: tokens * tokens)
         for i in 0..<tokens { r[i * tokens + i] = 1 }
         next = r

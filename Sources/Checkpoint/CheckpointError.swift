@@ -20,12 +20,14 @@ public indirect enum CheckpointError: Error, CustomStringConvertible, Equatable 
     public var description: String {
         switch self {
         case let .unknownFormat(path):
-            return "\(path): not a checkpoint vitlens can read (expected safetensors, a torch.save zip archive, or a Hugging Face model folder)"
+            return "\(path): not a checkpoint vitlens can read (expected safetensors, a torch.save zip archive, or "
+                + "a Hugging Face model folder)"
         case let .truncated(path, what): return "\(path): truncated: \(what)"
         case let .malformed(path, what): return "\(path): malformed: \(what)"
         case let .unsupported(path, what): return "\(path): unsupported: \(what)"
         case let .pickleGlobalRefused(path, name):
-            return "\(path): pickle global '\(name)' is not allowed (only tensors, containers and plain values are loaded; nothing is executed)"
+            return "\(path): pickle global '\(name)' is not allowed (only tensors, containers and plain values are "
+                + "loaded; nothing is executed)"
         case let .pickleRefused(path, what): return "\(path): pickle refused: \(what)"
         case let .tensorOutOfRange(path, tensor, what): return "\(path): tensor \(tensor): \(what)"
         case let .unknownDType(path, tensor, dtype): return "\(path): tensor \(tensor): unknown dtype \(dtype)"

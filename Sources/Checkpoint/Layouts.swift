@@ -54,12 +54,14 @@ public enum LayoutMapper {
     /// and the class embedding.
     static func isHFCLIP(_ keys: [String]) -> Bool {
         keys.contains { $0.hasSuffix("embeddings.patch_embedding.weight") }
-            && keys.contains { $0.hasSuffix("pre_layrnorm.weight") || $0.hasSuffix("encoder.layers.0.self_attn.q_proj.weight") }
+            && keys.contains {
+                $0.hasSuffix("pre_layrnorm.weight") || $0.hasSuffix("encoder.layers.0.self_attn.q_proj.weight") }
     }
 
     /// OpenAI's and OpenCLIP's CLIP state dicts: both towers, the image tower under `visual.`.
     static func isCLIP(_ keys: [String]) -> Bool {
-        keys.contains { $0.hasSuffix("visual.conv1.weight") } || (keys.contains("text_projection") && keys.contains("token_embedding.weight"))
+        keys.contains { $0.hasSuffix("visual.conv1.weight") }
+            || (keys.contains("text_projection") && keys.contains("token_embedding.weight"))
     }
 
     static func holdsViT(_ keys: [String]) -> Bool {
@@ -103,7 +105,9 @@ public enum LayoutMapper {
         if isHFCLIP(keys) { return try mapHFCLIP(raw, path: path) }
         // Families vitlens does not run, named by what gave them away.
         if let k = keys.first(where: { $0.contains("layers.0.blocks.") }) {
-            throw CheckpointError.notAViT(path: path, what: "\(k): a hierarchical transformer with windowed attention (Swin-style) is not supported")
+            throw CheckpointError.notAViT(
+                path: path,
+                what: "\(k): a hierarchical transformer with windowed attention (Swin-style) is not supported")
         }
         if let k = keys.first(where: { $0.contains("patch_embed.backbone.") }) {
             throw CheckpointError.notAViT(path: path, what: "\(k): a hybrid CNN stem is not supported")
@@ -119,7 +123,9 @@ public enum LayoutMapper {
                 continue
             }
             if let (_, part) = blockPart(k), !blockParts.contains(part) {
-                throw CheckpointError.notAViT(path: path, what: "\(key): unsupported tensor in a ViT block (only plain pre-norm blocks are supported)")
+                throw CheckpointError.notAViT(
+                    path: path,
+                    what: "\(key): unsupported tensor in a ViT block (only plain pre-norm blocks are supported)")
             }
             if unsupportedTop.contains(k) {
                 throw CheckpointError.notAViT(path: path, what: "\(key): unsupported ViT variant")
@@ -134,12 +140,15 @@ public enum LayoutMapper {
             }
         }
         if let n = qv.keys.sorted().first(where: { out.tensors[ViTKeys.block($0, .qkvBias)] != nil }) {
-            throw CheckpointError.malformed(path: path, what: "block \(n) has both attn.qkv.bias and separate q_bias/v_bias")
+            throw CheckpointError.malformed(
+                path: path, what: "block \(n) has both attn.qkv.bias and separate q_bias/v_bias")
         }
         try fuseQKV(qv.mapValues { parts in
             // No k bias: zeros of q's shape (only q's and v's are stored).
             var p = parts
-            if p["k.bias"] == nil, let q = p["q.bias"] { p["k.bias"] = RawTensor(shape: q.shape, floats: [Float](repeating: 0, count: q.shape.reduce(1, *))) }
+            if p["k.bias"] == nil,
+                let q = p["q.bias"] {
+                p["k.bias"] = RawTensor(shape: q.shape, floats: [Float](repeating: 0, count: q.shape.reduce(1, *))) }
             return p
         }, into: &out, names: { n, piece, _ in "blocks.\(n).attn.\(piece)_bias" }, pieces: ["q", "k", "v"])
         let beit = keys.contains { $0.hasSuffix("relative_position_bias_table") || $0.hasSuffix("attn.q_bias") }
@@ -147,9 +156,11 @@ public enum LayoutMapper {
             out.layout = .dino
         } else if stripped.contains("base_encoder.") {
             out.layout = .mocoV3
-        } else if keys.contains("register_tokens") || keys.contains("mask_token") && keys.contains(where: { $0.hasSuffix(".ls1.gamma") }) {
+        } else if keys.contains("register_tokens") || keys.contains("mask_token")
+            && keys.contains(where: { $0.hasSuffix(".ls1.gamma") }) {
             out.layout = .facebookDINOv2
-        } else if stripped.contains("model.") || keys.contains(where: { $0.contains("decoder_") || $0.hasSuffix("mask_token") }) {
+        } else if stripped.contains("model.")
+            || keys.contains(where: { $0.contains("decoder_") || $0.hasSuffix("mask_token") }) {
             out.layout = .mae
         } else if beit {
             out.layout = .beit
@@ -164,17 +175,24 @@ public enum LayoutMapper {
     static func mapCLIP(_ raw: [String: RawTensor], path: String) throws -> MappedStateDict {
         var out = MappedStateDict(layout: .clip)
         var prefix = "visual."
-        if let k = raw.keys.first(where: { $0.hasSuffix("visual.conv1.weight") }) { prefix = String(k.dropLast("conv1.weight".count)) }
+        if let k = raw.keys.first(where: { $0.hasSuffix("visual.conv1.weight") }) {
+            prefix = String(k.dropLast("conv1.weight".count)) }
         guard raw.keys.contains(where: { $0.hasPrefix(prefix) }) else {
-            throw CheckpointError.notAViT(path: path, what: "a CLIP state dict without visual.* (the text tower alone; no image tower)")
+            throw CheckpointError.notAViT(
+                path: path, what: "a CLIP state dict without visual.* (the text tower alone; no image tower)")
         }
-        let swaps = [("conv1.", "patch_embed.proj."), ("ln_pre.", "norm_pre."), ("ln_post.", "norm."), ("transformer.resblocks.", "blocks."),
-                     (".ln_1.", ".norm1."), (".ln_2.", ".norm2."), ("attn.in_proj_", "attn.qkv."), ("attn.out_proj.", "attn.proj."),
+        let swaps = [
+            ("conv1.", "patch_embed.proj."), ("ln_pre.", "norm_pre."), ("ln_post.", "norm."),
+            ("transformer.resblocks.", "blocks."),
+                     (".ln_1.", ".norm1."), (".ln_2.", ".norm2."), ("attn.in_proj_", "attn.qkv."),
+                         ("attn.out_proj.", "attn.proj."),
                      ("mlp.c_fc.", "mlp.fc1."), ("mlp.c_proj.", "mlp.fc2.")]
         for key in raw.keys.sorted() {
             guard key.hasPrefix(prefix), let t = raw[key] else { out.ignored.append(key); continue }
             var k = String(key.dropFirst(prefix.count))
-            if try takeCLIPEmbedding(k, t, key: key, classToken: "class_embedding", positions: "positional_embedding", into: &out) { continue }
+            if try takeCLIPEmbedding(
+                k, t, key: key, classToken: "class_embedding", positions: "positional_embedding", into: &out) {
+                continue }
             for (a, b) in swaps { k = k.replacingOccurrences(of: a, with: b) }
             if let (_, part) = blockPart(k), !blockParts.contains(part) {
                 throw CheckpointError.notAViT(path: path, what: "\(key): unsupported tensor in a CLIP residual block")
@@ -190,7 +208,8 @@ public enum LayoutMapper {
         var out = MappedStateDict(layout: .huggingFace)
         var qkv: [Int: [String: RawTensor]] = [:]
         // BeitModel: q and v biases only, relative position tables, LayerScale as lambda_1/2.
-        let beit = raw.keys.contains { $0.hasPrefix("beit.") || $0.contains("relative_position_bias") || $0.hasSuffix(".lambda_1") }
+        let beit = raw.keys.contains {
+            $0.hasPrefix("beit.") || $0.contains("relative_position_bias") || $0.hasSuffix(".lambda_1") }
         for key in raw.keys.sorted() {
             var k = key
             for p in ["module.", "vit.", "deit.", "dinov2.", "beit."] where k.hasPrefix(p) { k.removeFirst(p.count) }
@@ -203,14 +222,16 @@ public enum LayoutMapper {
                 "embeddings.patch_embeddings.projection.bias": ViTKeys.patchBias,
                 "layernorm.weight": ViTKeys.FinalNorm.norm.weight, "layernorm.bias": ViTKeys.FinalNorm.norm.bias,
                 // BEiT: the mean-pooling head's norm is timm's fc_norm; the shared bias table.
-                "pooler.layernorm.weight": ViTKeys.FinalNorm.fcNorm.weight, "pooler.layernorm.bias": ViTKeys.FinalNorm.fcNorm.bias,
+                "pooler.layernorm.weight": ViTKeys.FinalNorm.fcNorm.weight,
+                    "pooler.layernorm.bias": ViTKeys.FinalNorm.fcNorm.bias,
                 "encoder.relative_position_bias.relative_position_bias_table": ViTKeys.sharedRelativeTable,
                 "encoder.relative_position_bias.relative_position_index": ViTKeys.sharedRelativeIndex,
             ]
             if let c = direct[k] { out.tensors[c] = raw[key]; continue }
             if k.hasPrefix("encoder.layer.") {
                 let rest = k.dropFirst("encoder.layer.".count)
-                guard let dot = rest.firstIndex(of: "."), let n = Int(rest[..<dot]) else { out.ignored.append(key); continue }
+                guard let dot = rest.firstIndex(of: "."),
+                    let n = Int(rest[..<dot]) else { out.ignored.append(key); continue }
                 let part = String(rest[rest.index(after: dot)...])
                 let table: [String: ViTKeys.BlockPart] = [
                     "layernorm_before.weight": .norm1Weight, "layernorm_before.bias": .norm1Bias,
@@ -219,8 +240,10 @@ public enum LayoutMapper {
                     "intermediate.dense.weight": .fc1Weight, "intermediate.dense.bias": .fc1Bias,
                     "output.dense.weight": .fc2Weight, "output.dense.bias": .fc2Bias,
                     // Dinov2Model / Dinov2WithRegistersModel spell the block as timm nearly does.
-                    "norm1.weight": .norm1Weight, "norm1.bias": .norm1Bias, "norm2.weight": .norm2Weight, "norm2.bias": .norm2Bias,
-                    "mlp.fc1.weight": .fc1Weight, "mlp.fc1.bias": .fc1Bias, "mlp.fc2.weight": .fc2Weight, "mlp.fc2.bias": .fc2Bias,
+                    "norm1.weight": .norm1Weight, "norm1.bias": .norm1Bias, "norm2.weight": .norm2Weight,
+                        "norm2.bias": .norm2Bias,
+                    "mlp.fc1.weight": .fc1Weight, "mlp.fc1.bias": .fc1Bias, "mlp.fc2.weight": .fc2Weight,
+                        "mlp.fc2.bias": .fc2Bias,
                     "layer_scale1.lambda1": .layerScale1, "layer_scale2.lambda1": .layerScale2,
                     "lambda_1": .layerScale1, "lambda_2": .layerScale2,
                     "attention.attention.relative_position_bias.relative_position_bias_table": .relativePositionTable,
@@ -239,11 +262,13 @@ public enum LayoutMapper {
             // BEiT's key projection has no bias: zeros where the query's and the value's are stored.
             for (n, parts) in qkv where parts["key.bias"] == nil {
                 if let q = parts["query.bias"], parts["value.bias"] != nil {
-                    qkv[n]!["key.bias"] = RawTensor(shape: q.shape, floats: [Float](repeating: 0, count: q.shape.reduce(1, *)))
+                    qkv[n]!["key.bias"] = RawTensor(
+                        shape: q.shape, floats: [Float](repeating: 0, count: q.shape.reduce(1, *)))
                 }
             }
         }
-        try fuseQKV(qkv, into: &out, names: { n, piece, kind in "encoder.layer.\(n).attention.attention.\(piece).\(kind)" },
+        try fuseQKV(
+            qkv, into: &out, names: { n, piece, kind in "encoder.layer.\(n).attention.attention.\(piece).\(kind)" },
                     pieces: ["query", "key", "value"])
         if beit { out.layout = .huggingFaceBEiT }
         else if out.tensors[ViTKeys.block(0, .layerScale1)] != nil { out.layout = .huggingFaceDINOv2 }
@@ -256,10 +281,12 @@ public enum LayoutMapper {
                                   into out: inout MappedStateDict) throws -> Bool {
         switch k {
         case classToken:
-            guard t.shape.count == 1 else { throw CheckpointError.badShape(tensor: key, expected: [t.shape.last ?? 0], got: t.shape) }
+            guard t.shape.count == 1 else {
+                throw CheckpointError.badShape(tensor: key, expected: [t.shape.last ?? 0], got: t.shape) }
             out.tensors[ViTKeys.classToken] = try RawTensor(shape: [1, 1] + t.shape, floats: t.floats(name: key))
         case positions:
-            guard t.shape.count == 2 else { throw CheckpointError.badShape(tensor: key, expected: [197, t.shape.last ?? 0], got: t.shape) }
+            guard t.shape.count == 2 else {
+                throw CheckpointError.badShape(tensor: key, expected: [197, t.shape.last ?? 0], got: t.shape) }
             out.tensors[ViTKeys.positions] = try RawTensor(shape: [1] + t.shape, floats: t.floats(name: key))
         default: return false
         }
@@ -300,36 +327,46 @@ public enum LayoutMapper {
         var qkv: [Int: [String: RawTensor]] = [:]
         let prefix = raw.keys.contains { $0.hasPrefix("vision_model.") } ? "vision_model." : ""
         for key in raw.keys.sorted() {
-            guard key.hasPrefix(prefix), !key.hasPrefix("text_model."), let t = raw[key] else { out.ignored.append(key); continue }
+            guard key.hasPrefix(prefix), !key.hasPrefix("text_model."),
+                let t = raw[key] else { out.ignored.append(key); continue }
             let k = String(key.dropFirst(prefix.count))
-            if try takeCLIPEmbedding(k, t, key: key, classToken: "embeddings.class_embedding", positions: "embeddings.position_embedding.weight",
+            if try takeCLIPEmbedding(
+                k, t, key: key, classToken: "embeddings.class_embedding",
+                positions: "embeddings.position_embedding.weight",
                                      into: &out) { continue }
             let direct: [String: String] = [
-                "embeddings.patch_embedding.weight": ViTKeys.patchWeight, "embeddings.patch_embedding.bias": ViTKeys.patchBias,
+                "embeddings.patch_embedding.weight": ViTKeys.patchWeight,
+                    "embeddings.patch_embedding.bias": ViTKeys.patchBias,
                 "pre_layrnorm.weight": ViTKeys.preNormWeight, "pre_layrnorm.bias": ViTKeys.preNormBias,
-                "post_layernorm.weight": ViTKeys.FinalNorm.norm.weight, "post_layernorm.bias": ViTKeys.FinalNorm.norm.bias,
+                "post_layernorm.weight": ViTKeys.FinalNorm.norm.weight,
+                    "post_layernorm.bias": ViTKeys.FinalNorm.norm.bias,
             ]
             if let c = direct[k] { out.tensors[c] = t; continue }
             if k.hasPrefix("encoder.layers.") {
                 let rest = k.dropFirst("encoder.layers.".count)
-                guard let dot = rest.firstIndex(of: "."), let n = Int(rest[..<dot]) else { out.ignored.append(key); continue }
+                guard let dot = rest.firstIndex(of: "."),
+                    let n = Int(rest[..<dot]) else { out.ignored.append(key); continue }
                 let part = String(rest[rest.index(after: dot)...])
                 let table: [String: ViTKeys.BlockPart] = [
                     "layer_norm1.weight": .norm1Weight, "layer_norm1.bias": .norm1Bias,
                     "self_attn.out_proj.weight": .projWeight, "self_attn.out_proj.bias": .projBias,
                     "layer_norm2.weight": .norm2Weight, "layer_norm2.bias": .norm2Bias,
-                    "mlp.fc1.weight": .fc1Weight, "mlp.fc1.bias": .fc1Bias, "mlp.fc2.weight": .fc2Weight, "mlp.fc2.bias": .fc2Bias,
+                    "mlp.fc1.weight": .fc1Weight, "mlp.fc1.bias": .fc1Bias, "mlp.fc2.weight": .fc2Weight,
+                        "mlp.fc2.bias": .fc2Bias,
                 ]
                 if let c = table[part] { out.tensors[ViTKeys.block(n, c)] = t; continue }
                 if part.hasPrefix("self_attn."), part.contains("_proj.") {
-                    qkv[n, default: [:]][String(part.dropFirst("self_attn.".count)).replacingOccurrences(of: "_proj.", with: ".")] = t
+                    qkv[n, default: [:]][
+                        String(part.dropFirst("self_attn.".count)).replacingOccurrences(of: "_proj.", with: ".")] = t
                     continue
                 }
                 throw CheckpointError.notAViT(path: path, what: "\(key): unsupported tensor in a CLIP encoder layer")
             }
             out.ignored.append(key)
         }
-        try fuseQKV(qkv, into: &out, names: { n, piece, kind in "\(prefix)encoder.layers.\(n).self_attn.\(piece)_proj.\(kind)" },
+        try fuseQKV(
+            qkv, into: &out,
+            names: { n, piece, kind in "\(prefix)encoder.layers.\(n).self_attn.\(piece)_proj.\(kind)" },
                     pieces: ["q", "k", "v"])
         return out
     }

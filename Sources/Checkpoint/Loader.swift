@@ -56,7 +56,9 @@ public enum CheckpointLoader {
                     return try loadFile(w, displayPath: path, config: config, folder: true)
                 }
             }
-            throw CheckpointError.config(path: path, what: "Hugging Face folder has config.json but neither model.safetensors nor pytorch_model.bin")
+            throw CheckpointError.config(
+                path: path,
+                what: "Hugging Face folder has config.json but neither model.safetensors nor pytorch_model.bin")
         }
         // A config.json beside a weights file is used too (a Hugging Face snapshot's file given directly).
         let beside = (path as NSString).deletingLastPathComponent + "/config.json"
@@ -64,12 +66,14 @@ public enum CheckpointLoader {
         return try loadFile(path, displayPath: path, config: config, folder: false)
     }
 
-    static func loadFile(_ path: String, displayPath: String, config: HFConfig?, folder: Bool) throws -> LoadedCheckpoint {
+    static func loadFile(
+        _ path: String, displayPath: String, config: HFConfig?, folder: Bool) throws -> LoadedCheckpoint {
         try load(file: try MappedFile(path: path), displayPath: displayPath, config: config, folder: folder)
     }
 
     /// Reads a checkpoint already in memory or mapped (`file.path` names it in errors).
-    static func load(file: MappedFile, displayPath: String, config: HFConfig?, folder: Bool) throws -> LoadedCheckpoint {
+    static func load(
+        file: MappedFile, displayPath: String, config: HFConfig?, folder: Bool) throws -> LoadedCheckpoint {
         let path = file.path
         guard file.count > 0 else { throw CheckpointError.truncated(path: path, what: "file is empty") }
         var raw: [String: RawTensor] = [:]
@@ -85,7 +89,10 @@ public enum CheckpointLoader {
             // Unpickler.maxContainers levels, and releasing it recurses once per level.
             (raw, location, container, topIgnored) = try runWithLargeStack(1 << 30) { try stateDict(file, path: path) }
         } else if let b = file.bytes(at: 0, count: 2), b[0] == 0x80, b[1] <= 5 {
-            throw CheckpointError.unsupported(path: path, what: "legacy (pre-1.6) torch.save format; re-save it with a current PyTorch (torch.save writes zip archives)")
+            throw CheckpointError.unsupported(
+                path: path,
+                what: "legacy (pre-1.6) torch.save format; re-save it with a current PyTorch (torch.save writes zip "
+                + "archives)")
         } else if let b = file.bytes(at: 8, count: 1), b[0] == UInt8(ascii: "{") {
             let (t, m) = try Safetensors.read(file)
             raw = t
@@ -97,7 +104,9 @@ public enum CheckpointLoader {
         }
         if folder { format = "Hugging Face folder, " + format + " " + (path as NSString).lastPathComponent }
         guard LayoutMapper.holdsViT(Array(raw.keys)) else {
-            throw CheckpointError.notAViT(path: path, what: "no patch_embed.proj.weight (or Hugging Face patch_embeddings) among \(raw.count) tensors")
+            throw CheckpointError.notAViT(
+                path: path,
+                what: "no patch_embed.proj.weight (or Hugging Face patch_embeddings) among \(raw.count) tensors")
         }
         let mapped = try LayoutMapper.map(raw, container: container, path: path)
         return LoadedCheckpoint(path: displayPath, weightsPath: path, format: format, layout: mapped.layout,
@@ -133,8 +142,13 @@ public enum CheckpointLoader {
                     }
                 }
                 guard container != nil else {
-                    let keys = top.items.compactMap { k, _ -> String? in if case let .string(s) = k { return s }; return nil }
-                    throw CheckpointError.notAViT(path: path, what: "no ViT weights (patch_embed.proj.weight) at the top level or under \(stateDictContainers.joined(separator: ", ")); top-level keys: \(keys.prefix(12).joined(separator: ", "))")
+                    let keys = top.items.compactMap {
+                        k, _ -> String? in if case let .string(s) = k { return s }; return nil }
+                    throw CheckpointError.notAViT(
+                        path: path,
+                        what: "no ViT weights (patch_embed.proj.weight) at the top level or under "
+                        + "\(stateDictContainers.joined(separator: ", ")); top-level keys: "
+                        + "\(keys.prefix(12).joined(separator: ", "))")
                 }
                 for (k, _) in top.items { if case let .string(s) = k, s != container { topIgnored.append(s) } }
             }
@@ -160,8 +174,10 @@ public enum CheckpointLoader {
         let c = obj["vision_config"] as? [String: Any] ?? obj
         func int(_ k: String) -> Int? { (c[k] as? Int) ?? (c[k] as? Double).map { Int($0) } }
         return HFConfig(heads: int("num_attention_heads"),
-                        layerNormEps: (c["layer_norm_eps"] as? Double) ?? (c["layer_norm_eps"] as? Int).map(Double.init),
+                        layerNormEps: (c["layer_norm_eps"] as? Double)
+                            ?? (c["layer_norm_eps"] as? Int).map(Double.init),
                         imageSize: int("image_size"), patchSize: int("patch_size"),
-                        hiddenAct: c["hidden_act"] as? String, hiddenSize: int("hidden_size"), layers: int("num_hidden_layers"))
+                        hiddenAct: c["hidden_act"] as? String, hiddenSize: int("hidden_size"),
+                            layers: int("num_hidden_layers"))
     }
 }

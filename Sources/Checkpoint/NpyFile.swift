@@ -68,7 +68,9 @@ public final class NpyFile {
         count = total
         let bytes = total * (half ? 2 : 4)
         guard dataOffset <= file.count, bytes <= file.count - dataOffset else {
-            throw refuse("shape \(formatShape(shape)) of \(half ? "float16" : "float32") needs \(bytes) bytes of data, the file holds \(max(0, file.count - dataOffset))")
+            throw refuse(
+                "shape \(formatShape(shape)) of \(half ? "float16" : "float32") needs \(bytes) bytes of data, the "
+                + "file holds \(max(0, file.count - dataOffset))")
         }
     }
 
@@ -122,13 +124,15 @@ public final class NpyFile {
         case "True": throw refuse("Fortran-order arrays are not supported (save with C order: np.ascontiguousarray)")
         default: throw refuse("malformed fortran_order in the .npy header")
         }
-        guard shapeText.hasPrefix("("), shapeText.hasSuffix(")") else { throw refuse("malformed shape in the .npy header") }
+        guard shapeText.hasPrefix("("),
+            shapeText.hasSuffix(")") else { throw refuse("malformed shape in the .npy header") }
         let dims = shapeText.dropFirst().dropLast().split(separator: ",", omittingEmptySubsequences: false)
             .map { $0.trimmingCharacters(in: .whitespaces) }
         var shape: [Int] = []
         for (i, d) in dims.enumerated() {
             if d.isEmpty && i == dims.count - 1 && (i > 0 || dims.count == 1) { break }  // (5,) and ()
-            guard let v = Int(d), v >= 0 else { throw refuse("malformed shape \(shapeText.prefix(60)) in the .npy header") }
+            guard let v = Int(d),
+                v >= 0 else { throw refuse("malformed shape \(shapeText.prefix(60)) in the .npy header") }
             shape.append(v)
         }
         guard shape.count <= 32 else { throw refuse("\(shape.count) dimensions") }
@@ -148,7 +152,10 @@ public final class NpyFile {
                 while done < bytes {
                     let r = pread(descriptor, buf.baseAddress! + done, bytes - done, off_t(at + done))
                     if r < 0 && errno == EINTR { continue }
-                    guard r > 0 else { throw NpyError(path: path, reason: "cannot read \(bytes) bytes at offset \(at): " + (r < 0 ? String(cString: strerror(errno)) : "the file is shorter than its header says")) }
+                    guard r > 0 else {
+                        throw NpyError(
+                        path: path, reason: "cannot read \(bytes) bytes at offset \(at): "
+                        + (r < 0 ? String(cString: strerror(errno)) : "the file is shorter than its header says")) }
                     done += r
                 }
                 convert(UnsafeRawPointer(buf.baseAddress!), n, into: out)
@@ -160,7 +167,8 @@ public final class NpyFile {
 
     private func convert(_ raw: UnsafeRawPointer, _ n: Int, into out: UnsafeMutablePointer<Float>) {
         if half {
-            for i in 0..<n { out[i] = Float(Float16(bitPattern: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+            for i in 0..<n {
+                out[i] = Float(Float16(bitPattern: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
         } else {
             for i in 0..<n { out[i] = raw.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
         }

@@ -119,7 +119,8 @@ struct Unpickler {
     private mutating func line() throws -> String {
         var end = pos
         while end < bytes.count && bytes[end] != 0x0A { end += 1 }
-        guard end < bytes.count else { throw CheckpointError.truncated(path: path, what: "pickle text line at byte \(pos)") }
+        guard end < bytes.count else {
+            throw CheckpointError.truncated(path: path, what: "pickle text line at byte \(pos)") }
         let s = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[pos..<end]), as: UTF8.self)
         pos = end + 1
         return s
@@ -134,7 +135,8 @@ struct Unpickler {
             // branch of the loader runs on a thread with a stack large enough for the cap).
             containers += 1
             guard containers <= Unpickler.maxContainers else {
-                throw fail("more than \(Unpickler.maxContainers) tuples, lists and dicts (a state dict has a few thousand)")
+                throw fail(
+                    "more than \(Unpickler.maxContainers) tuples, lists and dicts (a state dict has a few thousand)")
             }
         default: break
         }
@@ -171,7 +173,8 @@ struct Unpickler {
 
     private mutating func global(_ module: String, _ name: String) throws -> PickleValue {
         let full = module + "." + name
-        guard Unpickler.allowed.contains(full) else { throw CheckpointError.pickleGlobalRefused(path: path, name: full) }
+        guard Unpickler.allowed.contains(full) else {
+            throw CheckpointError.pickleGlobalRefused(path: path, name: full) }
         return .global(full)
     }
 
@@ -258,7 +261,8 @@ struct Unpickler {
                 try push(try global(module, name))
             case 0x93:                                                 // STACK_GLOBAL
                 let n = try pop(), m = try pop()
-                guard case let .string(name) = n, case let .string(module) = m else { throw fail("STACK_GLOBAL needs two strings") }
+                guard case let .string(name) = n,
+                    case let .string(module) = m else { throw fail("STACK_GLOBAL needs two strings") }
                 try push(try global(module, name))
             case 0x52:                                                 // REDUCE
                 let args = try pop(), callable = try pop()
@@ -301,8 +305,11 @@ struct Unpickler {
                   case let .tuple(sizeV) = a[2], case let .tuple(strideV) = a[3] else {
                 throw fail("_rebuild_tensor_v2 with unexpected arguments")
             }
-            let size = try sizeV.map { v -> Int in guard case let .int(i) = v else { throw fail("tensor size is not an integer") }; return i }
-            let strides = try strideV.map { v -> Int in guard case let .int(i) = v else { throw fail("tensor stride is not an integer") }; return i }
+            let size = try sizeV.map {
+                v -> Int in guard case let .int(i) = v else { throw fail("tensor size is not an integer") }; return i }
+            let strides = try strideV.map {
+                v -> Int in guard case let .int(i) = v else {
+                throw fail("tensor stride is not an integer") }; return i }
             return .tensor(try makeTensor(a[0], offset, size, strides))
         case "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state":
             guard let t = a.first, case .tensor = t else { throw fail("\(name) without a tensor") }
@@ -311,7 +318,8 @@ struct Unpickler {
             guard let f = a.first, case let .string(s) = f else { throw fail("numpy.dtype without a type string") }
             return .numpyDType(s)
         case "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar":
-            guard a.count == 2, case let .numpyDType(t) = a[0] else { throw fail("numpy scalar with unexpected arguments") }
+            guard a.count == 2,
+                case let .numpyDType(t) = a[0] else { throw fail("numpy scalar with unexpected arguments") }
             let raw: [UInt8]
             switch a[1] {
             case let .bytes(b): raw = b
@@ -349,7 +357,8 @@ struct Unpickler {
               case let .global(typeName) = t[1], case let .string(key) = t[2], case let .int(numel) = t[4] else {
             throw fail("persistent id is not a torch storage reference")
         }
-        guard let dtype = Unpickler.storageTypes[typeName] else { throw fail("storage type \(typeName) is not supported") }
+        guard let dtype = Unpickler.storageTypes[typeName] else {
+            throw fail("storage type \(typeName) is not supported") }
         guard numel >= 0 else { throw fail("storage \(key) has negative size \(numel)") }
         return .storage(dtype: dtype, key: key, count: numel)
     }

@@ -51,7 +51,8 @@ public struct RawTensor {
         case let .owned(v): return v
         case let .mapped(file, offset, strides):
             guard dtype.isFloat else {
-                throw CheckpointError.unknownDType(path: file.path, tensor: name, dtype: dtype.rawValue + " (not a float type)")
+                throw CheckpointError.unknownDType(
+                    path: file.path, tensor: name, dtype: dtype.rawValue + " (not a float type)")
             }
             var out = [Float](repeating: 0, count: count)
             guard count > 0 else { return out }
@@ -100,7 +101,8 @@ extension RawTensor {
             case .i32: size = 4
             case .i16: size = 2
             case .i8, .u8: size = 1
-            default: throw CheckpointError.unknownDType(path: file.path, tensor: name, dtype: dtype.rawValue + " (not an integer type)")
+            default: throw CheckpointError.unknownDType(
+                path: file.path, tensor: name, dtype: dtype.rawValue + " (not an integer type)")
             }
             let base = file.all.baseAddress!.advanced(by: offset)
             var out = [Int](repeating: 0, count: count)
@@ -130,20 +132,24 @@ func contiguousStrides(_ shape: [Int]) -> [Int] {
 }
 
 /// Converts `n` elements starting at element `first` of `base` to float32.
-private func convert(_ base: UnsafeRawPointer, _ dtype: DType, _ first: Int, _ n: Int, _ dst: UnsafeMutablePointer<Float>) {
+private func convert(
+    _ base: UnsafeRawPointer, _ dtype: DType, _ first: Int, _ n: Int, _ dst: UnsafeMutablePointer<Float>) {
     switch dtype {
     case .f32:
-        for i in 0..<n { dst[i] = Float(bitPattern: (base + 4 * (first + i)).loadUnaligned(as: UInt32.self).littleEndian) }
+        for i in 0..<n {
+            dst[i] = Float(bitPattern: (base + 4 * (first + i)).loadUnaligned(as: UInt32.self).littleEndian) }
     case .f16:
         if CPUKernels.avx2 { halfToFloatAVX2(base + 2 * first, dst, n); return }
-        for i in 0..<n { dst[i] = Float(Float16(bitPattern: (base + 2 * (first + i)).loadUnaligned(as: UInt16.self).littleEndian)) }
+        for i in 0..<n {
+            dst[i] = Float(Float16(bitPattern: (base + 2 * (first + i)).loadUnaligned(as: UInt16.self).littleEndian)) }
     case .bf16:
         for i in 0..<n {
             let bits = UInt32((base + 2 * (first + i)).loadUnaligned(as: UInt16.self).littleEndian) << 16
             dst[i] = Float(bitPattern: bits)
         }
     case .f64:
-        for i in 0..<n { dst[i] = Float(Double(bitPattern: (base + 8 * (first + i)).loadUnaligned(as: UInt64.self).littleEndian)) }
+        for i in 0..<n {
+            dst[i] = Float(Double(bitPattern: (base + 8 * (first + i)).loadUnaligned(as: UInt64.self).littleEndian)) }
     default:
         for i in 0..<n { dst[i] = .nan }
     }

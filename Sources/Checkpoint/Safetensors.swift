@@ -15,10 +15,13 @@ enum Safetensors {
         }
         let headerLen = lenBytes.loadUnaligned(as: UInt64.self).littleEndian
         guard headerLen <= UInt64(maxHeader) else {
-            throw CheckpointError.malformed(path: path, what: "safetensors header length \(headerLen) is absurd (limit \(maxHeader))")
+            throw CheckpointError.malformed(
+                path: path, what: "safetensors header length \(headerLen) is absurd (limit \(maxHeader))")
         }
         guard let header = file.bytes(at: 8, count: Int(headerLen)) else {
-            throw CheckpointError.truncated(path: path, what: "safetensors header of \(headerLen) bytes runs past the end of the file (\(file.count) bytes)")
+            throw CheckpointError.truncated(
+                path: path,
+                what: "safetensors header of \(headerLen) bytes runs past the end of the file (\(file.count) bytes)")
         }
         let dataStart = 8 + Int(headerLen)
         let dataSize = file.count - dataStart
@@ -51,32 +54,43 @@ enum Safetensors {
                   let dtypeName = entry["dtype"] as? String,
                   let shapeAny = entry["shape"] as? [Any],
                   let offsAny = entry["data_offsets"] as? [Any], offsAny.count == 2 else {
-                throw CheckpointError.malformed(path: path, what: "tensor \(name): entry needs dtype, shape and two data_offsets")
+                throw CheckpointError.malformed(
+                    path: path, what: "tensor \(name): entry needs dtype, shape and two data_offsets")
             }
             guard let dtype = DType(rawValue: dtypeName) else {
                 throw CheckpointError.unknownDType(path: path, tensor: name, dtype: dtypeName)
             }
             let shape = try shapeAny.map { v -> Int in
                 guard let n = exactInt(v), n >= 0 else {
-                    throw CheckpointError.malformed(path: path, what: "tensor \(name): shape entry \(v) is not a non-negative integer")
+                    throw CheckpointError.malformed(
+                        path: path, what: "tensor \(name): shape entry \(v) is not a non-negative integer")
                 }
                 return n
             }
             guard let begin = exactInt(offsAny[0]), let end = exactInt(offsAny[1]), begin >= 0, end >= begin else {
-                throw CheckpointError.tensorOutOfRange(path: path, tensor: name, what: "data_offsets \(offsAny) are not an increasing pair of integers")
+                throw CheckpointError.tensorOutOfRange(
+                    path: path, tensor: name, what: "data_offsets \(offsAny) are not an increasing pair of integers")
             }
             guard end <= dataSize else {
-                throw CheckpointError.tensorOutOfRange(path: path, tensor: name, what: "data_offsets [\(begin), \(end)] run past the data (\(dataSize) bytes)")
+                throw CheckpointError.tensorOutOfRange(
+                    path: path, tensor: name,
+                    what: "data_offsets [\(begin), \(end)] run past the data (\(dataSize) bytes)")
             }
-            guard let n = checkedProduct(shape), let bytes = checkedProduct([n, dtype.size]), bytes == end - begin else {
-                throw CheckpointError.tensorOutOfRange(path: path, tensor: name, what: "data_offsets [\(begin), \(end)] hold \(end - begin) bytes, but \(dtypeName) \(shapeString(shape)) needs \(checkedProduct(shape).map { String($0 * dtype.size) } ?? "an overflowing number of")")
+            guard let n = checkedProduct(shape), let bytes = checkedProduct([n, dtype.size]),
+                bytes == end - begin else {
+                throw CheckpointError.tensorOutOfRange(
+                    path: path, tensor: name,
+                    what: "data_offsets [\(begin), \(end)] hold \(end - begin) bytes, but \(dtypeName) "
+                    + "\(shapeString(shape)) needs "
+                    + "\(checkedProduct(shape).map { String($0 * dtype.size) } ?? "an overflowing number of")")
             }
             tensors[name] = RawTensor(dtype: dtype, shape: shape, file: file, offset: dataStart + begin)
             if end > begin { ranges.append((begin, end, name)) }
         }
         ranges.sort { $0.0 < $1.0 }
         for i in ranges.indices.dropFirst() where ranges[i].0 < ranges[i - 1].1 {
-            throw CheckpointError.tensorOutOfRange(path: path, tensor: ranges[i].2, what: "data overlaps tensor \(ranges[i - 1].2)")
+            throw CheckpointError.tensorOutOfRange(
+                path: path, tensor: ranges[i].2, what: "data overlaps tensor \(ranges[i - 1].2)")
         }
         return (tensors, metadata)
     }

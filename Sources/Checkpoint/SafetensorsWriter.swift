@@ -10,7 +10,8 @@ public enum SafetensorsWriter {
         public let name: String
         public let shape: [Int]
         public let data: UnsafePointer<Float>
-        public init(name: String, shape: [Int], data: UnsafePointer<Float>) { self.name = name; self.shape = shape; self.data = data }
+        public init(name: String, shape: [Int], data: UnsafePointer<Float>) {
+            self.name = name; self.shape = shape; self.data = data }
         var count: Int { shape.reduce(1, *) }
     }
 
@@ -18,11 +19,14 @@ public enum SafetensorsWriter {
 
     public static func write(path: String, tensors: [Entry], metadata: [(String, String)], dtype: DType = .f32) throws {
         let width = dtype == .f32 ? 4 : 2
-        var header = "{\"__metadata__\":{" + metadata.map { "\(quote($0.0)):\(quote($0.1))" }.joined(separator: ",") + "}"
+        var header = "{\"__metadata__\":{" + metadata.map { "\(quote($0.0)):\(quote($0.1))" }.joined(separator: ",")
+            + "}"
         var offset = 0
         for t in tensors {
             let bytes = t.count * width
-            header += ",\(quote(t.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}"
+            let shape = t.shape.map(String.init).joined(separator: ",")
+            header += ",\(quote(t.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(shape)],"
+                + "\"data_offsets\":[\(offset),\(offset + bytes)]}"
             offset += bytes
         }
         header += "}"

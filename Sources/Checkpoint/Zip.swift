@@ -25,17 +25,21 @@ struct ZipArchive {
         self.file = file
         let path = file.path
         func u16(_ o: Int) throws -> Int {
-            guard let b = file.bytes(at: o, count: 2) else { throw CheckpointError.truncated(path: path, what: "zip structure at offset \(o)") }
+            guard let b = file.bytes(at: o, count: 2) else {
+                throw CheckpointError.truncated(path: path, what: "zip structure at offset \(o)") }
             return Int(b.loadUnaligned(as: UInt16.self).littleEndian)
         }
         func u32(_ o: Int) throws -> Int {
-            guard let b = file.bytes(at: o, count: 4) else { throw CheckpointError.truncated(path: path, what: "zip structure at offset \(o)") }
+            guard let b = file.bytes(at: o, count: 4) else {
+                throw CheckpointError.truncated(path: path, what: "zip structure at offset \(o)") }
             return Int(b.loadUnaligned(as: UInt32.self).littleEndian)
         }
         func u64(_ o: Int) throws -> Int {
-            guard let b = file.bytes(at: o, count: 8) else { throw CheckpointError.truncated(path: path, what: "zip structure at offset \(o)") }
+            guard let b = file.bytes(at: o, count: 8) else {
+                throw CheckpointError.truncated(path: path, what: "zip structure at offset \(o)") }
             let v = b.loadUnaligned(as: UInt64.self).littleEndian
-            guard v <= UInt64(Int.max / 2) else { throw CheckpointError.malformed(path: path, what: "zip64 value \(v) at offset \(o) is absurd") }
+            guard v <= UInt64(Int.max / 2) else {
+                throw CheckpointError.malformed(path: path, what: "zip64 value \(v) at offset \(o) is absurd") }
             return Int(v)
         }
 
@@ -49,7 +53,8 @@ struct ZipArchive {
             o -= 1
         }
         guard eocd >= 0 else {
-            throw CheckpointError.truncated(path: path, what: "no zip end-of-central-directory record (the archive is cut short or corrupt)")
+            throw CheckpointError.truncated(
+                path: path, what: "no zip end-of-central-directory record (the archive is cut short or corrupt)")
         }
         var total = try u16(eocd + 10)
         var cdSize = try u32(eocd + 12)
@@ -57,17 +62,20 @@ struct ZipArchive {
         if eocd >= 20, try u32(eocd - 20) == 0x0706_4b50 {
             let z = try u64(eocd - 20 + 8)
             guard try u32(z) == 0x0606_4b50 else {
-                throw CheckpointError.malformed(path: path, what: "zip64 end-of-central-directory record missing at offset \(z)")
+                throw CheckpointError.malformed(
+                    path: path, what: "zip64 end-of-central-directory record missing at offset \(z)")
             }
             total = try u64(z + 32)
             cdSize = try u64(z + 40)
             cdOffset = try u64(z + 48)
         }
         guard cdOffset <= file.count, cdSize <= file.count - cdOffset else {
-            throw CheckpointError.malformed(path: path, what: "zip central directory (offset \(cdOffset), \(cdSize) bytes) lies outside the file")
+            throw CheckpointError.malformed(
+                path: path, what: "zip central directory (offset \(cdOffset), \(cdSize) bytes) lies outside the file")
         }
         guard total <= cdSize / 46 else {
-            throw CheckpointError.malformed(path: path, what: "zip claims \(total) entries in a \(cdSize)-byte central directory")
+            throw CheckpointError.malformed(
+                path: path, what: "zip claims \(total) entries in a \(cdSize)-byte central directory")
         }
         var p = cdOffset
         for _ in 0..<total {
@@ -97,16 +105,21 @@ struct ZipArchive {
                 e += 4 + len
             }
             guard try u32(local) == 0x0403_4b50 else {
-                throw CheckpointError.malformed(path: path, what: "zip entry \(name): no local header at offset \(local)")
+                throw CheckpointError.malformed(
+                    path: path, what: "zip entry \(name): no local header at offset \(local)")
             }
             let dataOffset = local + 30 + (try u16(local + 26)) + (try u16(local + 28))
             guard dataOffset <= file.count, compressed <= file.count - dataOffset else {
-                throw CheckpointError.truncated(path: path, what: "zip entry \(name) (\(compressed) bytes at offset \(dataOffset)) runs past the end of the file")
+                throw CheckpointError.truncated(
+                    path: path,
+                    what: "zip entry \(name) (\(compressed) bytes at offset \(dataOffset)) runs past the end of the "
+                    + "file")
             }
             if entries[name] != nil {
                 throw CheckpointError.malformed(path: path, what: "zip entry \(name) appears twice")
             }
-            entries[name] = Entry(name: name, method: method, compressedSize: compressed, size: size, dataOffset: dataOffset)
+            entries[name] = Entry(
+                name: name, method: method, compressedSize: compressed, size: size, dataOffset: dataOffset)
             order.append(name)
             p += 46 + nameLen + extraLen + commentLen
         }
@@ -119,10 +132,15 @@ struct ZipArchive {
             throw CheckpointError.malformed(path: file.path, what: "zip entry \(name) is missing")
         }
         guard e.method == 0 else {
-            throw CheckpointError.unsupported(path: file.path, what: "zip entry \(name) is compressed (method \(e.method)); vitlens reads the uncompressed archives torch.save writes — re-save it with torch.save, or re-zip with `zip -0`")
+            throw CheckpointError.unsupported(
+                path: file.path,
+                what: "zip entry \(name) is compressed (method \(e.method)); vitlens reads the uncompressed "
+                + "archives torch.save writes — re-save it with torch.save, or re-zip with `zip -0`")
         }
         guard e.size == e.compressedSize else {
-            throw CheckpointError.malformed(path: file.path, what: "stored zip entry \(name) has different sizes (\(e.compressedSize) vs \(e.size))")
+            throw CheckpointError.malformed(
+                path: file.path,
+                what: "stored zip entry \(name) has different sizes (\(e.compressedSize) vs \(e.size))")
         }
         return (e.dataOffset, e.size)
     }

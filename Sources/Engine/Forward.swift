@@ -179,7 +179,8 @@ public final class ViTEngine {
                         _ w: Tensor, _ b: Tensor?, rows: Int, accumulate: Bool = false, _ s: Scratch) {
         let n = w.shape[0], k = w.count / n
         if let packed {
-            if !packed.forward(out, ldy: n, x, ldx: k, rows: rows, bias: b.map { UnsafePointer($0.data) }, accumulate: accumulate) {
+            if !packed.forward(
+                out, ldy: n, x, ldx: k, rows: rows, bias: b.map { UnsafePointer($0.data) }, accumulate: accumulate) {
                 s.failed = true
             }
             return
@@ -244,7 +245,8 @@ public final class ViTEngine {
     @discardableResult
     public func forward(_ images: Tensor, taps: ForwardTaps? = nil) throws -> Tensor {
         let c = config, B = images.shape[0], T = c.tokens, C = c.dim
-        precondition(images.shape == [B, 3, c.imageSize, c.imageSize], "images must be (B, 3, \(c.imageSize), \(c.imageSize))")
+        precondition(
+            images.shape == [B, 3, c.imageSize, c.imageSize], "images must be (B, 3, \(c.imageSize), \(c.imageSize))")
         reserve(B)
         clock.timing = profile != nil
         clock.start()
@@ -265,7 +267,9 @@ public final class ViTEngine {
         embed(images, workers: ranges.count)
         if let w = weights.preNormW, let b = weights.preNormB {
             // CLIP's ln_pre: the residual stream starts from the normed embeddings.
-            run(ranges) { _, r in layerNormRows(h.data + r.lowerBound * C, x.data + r.lowerBound * C, w, b, rows: r.count, eps: c.eps) }
+            run(ranges) {
+                _, r in layerNormRows(
+                h.data + r.lowerBound * C, x.data + r.lowerBound * C, w, b, rows: r.count, eps: c.eps) }
             x.data.update(from: h.data, count: B * T * C)
         }
         if reps && representation == .residual { taps!.representation(0, x.data, batch: B) }
@@ -313,7 +317,8 @@ public final class ViTEngine {
         }
         mark(\.other)
         run((0..<W).map { w in (w * B * P / W)..<((w + 1) * B * P / W) }) { w, r in
-            linear(packedPatch, h.data + r.lowerBound * C, cols.data + r.lowerBound * kk, weights.patchW, weights.patchB, rows: r.count, scratch[w])
+            linear(packedPatch, h.data + r.lowerBound * C, cols.data + r.lowerBound * kk, weights.patchW,
+                weights.patchB, rows: r.count, scratch[w])
         }
         mark(\.linear)
         let pos = weights.pos.data, pre = weights.prefix.data, np = c.prefixTokens
@@ -329,7 +334,8 @@ public final class ViTEngine {
 
     /// Block i on the whole batch, x ← x + attn(norm1(x)), then x ← x + mlp(norm2(x)), its rows
     /// spread over the workers; h keeps norm1(x) for the taps.
-    private func block(_ i: Int, _ blk: BlockWeights, batch B: Int, ranges: [Range<Int>], aligned: Bool, taps: ForwardTaps?) {
+    private func block(
+        _ i: Int, _ blk: BlockWeights, batch B: Int, ranges: [Range<Int>], aligned: Bool, taps: ForwardTaps?) {
         let T = config.tokens
         if aligned {
             // Tiles of whole images, taken by whichever worker is free: a worker slowed by
@@ -401,7 +407,8 @@ public final class ViTEngine {
     /// Without γ the GEMM accumulates straight onto the residual (bias first); with γ the branch
     /// goes to `normed` (free at both call sites: before norm2, and after fc1 has read it) and
     /// is added scaled in one pass.
-    private func addBranch(_ xr: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ p: PackedLinear?, _ w: Tensor, _ b: Tensor,
+    private func addBranch(
+        _ xr: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, _ p: PackedLinear?, _ w: Tensor, _ b: Tensor,
                            scale g: Tensor?, rows n: Int, _ s: Scratch) {
         if let g {
             linear(p, s.normed.data, y, w, b, rows: n, s)
@@ -436,7 +443,8 @@ public final class ViTEngine {
             for hd in 0..<H {
                 attentionPackAVX2(q: base + q0 * 3 * C + hd * D, lq: 3 * C, nq: nq, k: base + C + hd * D, lk: 3 * C,
                                   T: T, D: D, qp: s.packedQ.data, kp: s.packedK.data)
-                attentionScoresAVX2(qp: s.packedQ.data, kp: s.packedK.data, nqPad: nqPad, Tpad: tPad, D: D, alpha: scale, s: sp,
+                attentionScoresAVX2(
+                    qp: s.packedQ.data, kp: s.packedK.data, nqPad: nqPad, Tpad: tPad, D: D, alpha: scale, s: sp,
                                     bias: relBias.map { UnsafePointer($0.data + (hd * T + q0) * tPad) }, nq: nq)
                 if wantLogits {
                     for i in 0..<nq { (s.logits.data + (hd * T + i) * T).update(from: sp + i * tPad, count: T) }
@@ -464,7 +472,9 @@ public final class ViTEngine {
             if precision == .bf16 {
                 // bf16 products, float32 accumulation; the scale applied after, in float32.
                 let scores = sc + hd * nq * T
-                if vl_matmul_bf16(base + q0 * 3 * C + hd * D, nq, D, 3 * C, base + C + hd * D, T, 3 * C, 1, scores, T) != 0 { s.failed = true }
+                if vl_matmul_bf16(
+                    base + q0 * 3 * C + hd * D, nq, D, 3 * C, base + C + hd * D, T, 3 * C, 1, scores, T) != 0 {
+                    s.failed = true }
                 for i in 0..<(nq * T) { scores[i] *= scale }
             } else {
                 sgemm(transB: true, m: nq, n: T, k: D, alpha: scale, a: base + q0 * 3 * C + hd * D, lda: 3 * C,
@@ -494,7 +504,9 @@ public final class ViTEngine {
         }
         for hd in 0..<H {
             if precision == .bf16 {
-                if vl_matmul_bf16(sc + hd * nq * T, nq, T, T, base + 2 * C + hd * D, D, 3 * C, 0, out + hd * D, C) != 0 { s.failed = true }
+                if vl_matmul_bf16(
+                    sc + hd * nq * T, nq, T, T, base + 2 * C + hd * D, D, 3 * C, 0, out + hd * D, C) != 0 {
+                    s.failed = true }
             } else {
                 sgemm(m: nq, n: D, k: T, a: sc + hd * nq * T, lda: T, b: base + 2 * C + hd * D, ldb: 3 * C,
                       c: out + hd * D, ldc: C)

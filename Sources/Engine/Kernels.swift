@@ -21,7 +21,8 @@ public func linearForward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer
 /// workers; `layerNormRows` is the same on the calling thread.
 public func layerNormForward(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                              _ w: Tensor, _ b: Tensor, rows: Int, eps: Float,
-                             mean meanOut: UnsafeMutablePointer<Float>? = nil, rstd rstdOut: UnsafeMutablePointer<Float>? = nil) {
+                             mean meanOut: UnsafeMutablePointer<Float>? = nil,
+                                 rstd rstdOut: UnsafeMutablePointer<Float>? = nil) {
     let c = w.count
     parallelChunks(rows, minChunk: 64) { range in
         let lo = range.lowerBound
@@ -83,7 +84,8 @@ public func biasGeluRows(_ x: UnsafeMutablePointer<Float>, _ bias: Tensor, rows:
 /// nn.GELU default, not the tanh approximation); erf to 1.5e-7 by a vectorisable rational form.
 /// dx = dy·GELU′(x) = dy·(Φ(x) + x·φ(x)), spread over the workers: the AVX2 + FMA kernel where
 /// the CPU has it, else the engine's vectorisable erf/exp.
-public func geluBackward(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, count n: Int) {
+public func geluBackward(
+    _ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, count n: Int) {
     parallelChunks(n, minChunk: 1 << 14) { range in
         let lo = range.lowerBound
         if CPUKernels.avx2 { return geluBackwardAVX2(dx + lo, dy + lo, x + lo, range.count) }
@@ -98,7 +100,8 @@ public func geluBackward(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<
 
 public func geluForward(_ x: UnsafeMutablePointer<Float>, count n: Int) {
     parallelChunks(n, minChunk: 1 << 14) { range in
-        if CPUKernels.avx2 { geluAVX2(x + range.lowerBound, range.count) } else { geluInPlace(x + range.lowerBound, range.count) }
+        if CPUKernels.avx2 { geluAVX2(x + range.lowerBound, range.count) } else {
+            geluInPlace(x + range.lowerBound, range.count) }
     }
 }
 
@@ -114,7 +117,8 @@ public func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int
 
 /// Unnormalised softmax: each row of x (R, N) becomes exp(x − max), `sums` (R) its sums.
 public func expRows(_ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int, sums: UnsafeMutablePointer<Float>) {
-    if CPUKernels.avx2 { expRowsAVX2(x, rows: rows, cols: n, sums: sums) } else { expRowsInPlace(x, rows: rows, cols: n, sums: sums) }
+    if CPUKernels.avx2 { expRowsAVX2(x, rows: rows, cols: n, sums: sums) } else {
+        expRowsInPlace(x, rows: rows, cols: n, sums: sums) }
 }
 
 /// The plain scalar softmax the vectorised one is tested against.

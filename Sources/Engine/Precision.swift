@@ -24,7 +24,8 @@ public enum Precision: String, Sendable, CaseIterable {
 /// float32 → bfloat16 bits, rounded to nearest even (NaN stays NaN).
 public func bfloat16Bits(_ x: [Float]) -> [UInt16] {
     var out = [UInt16](repeating: 0, count: x.count)
-    x.withUnsafeBufferPointer { s in out.withUnsafeMutableBufferPointer { vl_to_bf16(s.baseAddress, $0.baseAddress, x.count) } }
+    x.withUnsafeBufferPointer {
+        s in out.withUnsafeMutableBufferPointer { vl_to_bf16(s.baseAddress, $0.baseAddress, x.count) } }
     return out
 }
 
@@ -57,6 +58,7 @@ final class PackedLinear {
 final class PackedBlock {
     let qkv, proj, fc1, fc2: PackedLinear
     init(_ b: BlockWeights) throws {
-        (qkv, proj, fc1, fc2) = (try PackedLinear(b.qkvW), try PackedLinear(b.projW), try PackedLinear(b.fc1W), try PackedLinear(b.fc2W))
+        (qkv, proj, fc1, fc2) = (
+            try PackedLinear(b.qkvW), try PackedLinear(b.projW), try PackedLinear(b.fc1W), try PackedLinear(b.fc2W))
     }
 }

@@ -22,12 +22,15 @@ public enum EngineError: Error, CustomStringConvertible {
         case let .precision(s): return s
         case let .nonFinite(model, at, batch):
             let place = at == 0 ? "the patch + position embeddings" : "the output of block \(at)"
-            return "\(model): non-finite activations (NaN or inf) in \(place), batch \(batch); the weights overflow float32 on these images"
+            return "\(model): non-finite activations (NaN or inf) in \(place), batch \(batch); the weights overflow "
+                + "float32 on these images"
         case let .headsDoNotDivide(heads, dim, source):
             return "\(heads) heads (\(source.rawValue)) do not divide the embedding width \(dim)"
-        case let .imageSizeNotMultiple(size, patch): return "image size \(size) is not a multiple of the patch size \(patch)"
+        case let .imageSizeNotMultiple(
+            size, patch): return "image size \(size) is not a multiple of the patch size \(patch)"
         case let .headsContradictTable(heads, source, table):
-            return "\(heads) heads (\(source.rawValue)) contradict the relative position tables, which have \(table) columns (one per head)"
+            return "\(heads) heads (\(source.rawValue)) contradict the relative position tables, which have "
+                + "\(table) columns (one per head)"
         }
     }
 }
@@ -131,7 +134,8 @@ public struct ViTConfig: Sendable, Equatable {
         let embed = dim * 3 * patch * patch + (preNorm ? 2 * dim : dim) + prefixTokens * dim
             + (absolutePositions ? (positionSlots + grid * grid) * dim : 0) + (relativeSharedTable ? table : 0)
         let block = 2 * 2 * dim + 3 * dim * dim + (qkvBias ? (keyBias ? 3 : 2) * dim : 0) + dim * dim + dim
-            + dim * mlpHidden + mlpHidden + mlpHidden * dim + dim + (layerScale ? 2 * dim : 0) + (relativeBlockTables ? table : 0)
+            + dim * mlpHidden + mlpHidden + mlpHidden * dim + dim + (layerScale ? 2 * dim : 0)
+                + (relativeBlockTables ? table : 0)
         return embed + depth * block + (finalNorm == .none ? 0 : 2 * dim)
     }
 
@@ -143,7 +147,8 @@ public struct ViTConfig: Sendable, Equatable {
     }
 
     /// Reads the architecture from a checkpoint's tensors. `heads`/`imageSize` override.
-    public static func infer(from ckpt: LoadedCheckpoint, heads: Int? = nil, imageSize: Int? = nil) throws -> ViTConfig {
+    public static func infer(
+        from ckpt: LoadedCheckpoint, heads: Int? = nil, imageSize: Int? = nil) throws -> ViTConfig {
         let t = ckpt.tensors
         func shape(_ k: String) throws -> [Int] {
             guard let v = t[k] else { throw CheckpointError.missingTensor(k) }
@@ -151,7 +156,8 @@ public struct ViTConfig: Sendable, Equatable {
         }
         let pw = try shape(ViTKeys.patchWeight)
         guard pw.count == 4, pw[1] == 3, pw[2] == pw[3], pw[2] > 0, pw[0] > 0 else {
-            throw CheckpointError.badShape(tensor: ViTKeys.patchWeight, expected: [pw.first ?? 0, 3, pw.last ?? 0, pw.last ?? 0], got: pw)
+            throw CheckpointError.badShape(
+                tensor: ViTKeys.patchWeight, expected: [pw.first ?? 0, 3, pw.last ?? 0, pw.last ?? 0], got: pw)
         }
         let dim = pw[0], patch = pw[2]
         var registers = 0
@@ -162,31 +168,42 @@ public struct ViTConfig: Sendable, Equatable {
             registers = r[1]
         }
         if registers > 0 && t[ViTKeys.distillationToken] != nil {
-            throw CheckpointError.notAViT(path: ckpt.path, what: "both a distillation token and register tokens (no known ViT has both)")
+            throw CheckpointError.notAViT(
+                path: ckpt.path, what: "both a distillation token and register tokens (no known ViT has both)")
         }
         let classToken = t[ViTKeys.classToken] != nil
         if !classToken && t[ViTKeys.distillationToken] != nil {
-            throw CheckpointError.notAViT(path: ckpt.path, what: "a distillation token without a class token (no known ViT has that)")
+            throw CheckpointError.notAViT(
+                path: ckpt.path, what: "a distillation token without a class token (no known ViT has that)")
         }
         let prefix = (classToken ? 1 : 0) + (t[ViTKeys.distillationToken] != nil ? 1 : 0) + registers
         // BEiT's relative position bias: [(2g−1)² + 3, H] per block and/or shared; it fixes the grid
         // and the head count.
-        let blockTable = t[ViTKeys.block(0, .relativePositionTable)]?.shape, sharedTable = t[ViTKeys.sharedRelativeTable]?.shape
-        func square(_ n: Int) -> Int? { let g = Int(Double(max(n, 0)).squareRoot().rounded()); return g > 0 && g * g == n ? g : nil }
+        let blockTable = t[ViTKeys.block(0, .relativePositionTable)]?.shape,
+            sharedTable = t[ViTKeys.sharedRelativeTable]?.shape
+        func square(_ n: Int) -> Int? {
+            let g = Int(Double(max(n, 0)).squareRoot().rounded()); return g > 0 && g * g == n ? g : nil }
         var tableGrid: Int?, tableHeads: Int?
-        for (name, shape) in [(ViTKeys.block(0, .relativePositionTable), blockTable), (ViTKeys.sharedRelativeTable, sharedTable)] {
+        for (name, shape) in [
+            (ViTKeys.block(0, .relativePositionTable), blockTable), (ViTKeys.sharedRelativeTable, sharedTable)] {
             guard let shape else { continue }
             guard shape.count == 2, shape[1] > 0, let side = square(shape[0] - 3), side % 2 == 1 else {
-                throw CheckpointError.notAViT(path: ckpt.path, what: "\(name) has shape \(shape); a relative position table is [(2g−1)² + 3, heads] for a g×g patch grid")
+                throw CheckpointError.notAViT(
+                    path: ckpt.path,
+                    what: "\(name) has shape \(shape); a relative position table is [(2g−1)² + 3, heads] for a g×g "
+                    + "patch grid")
             }
             let g = (side + 1) / 2
             if let tg = tableGrid, tg != g || tableHeads != shape[1] {
-                throw CheckpointError.badShape(tensor: name, expected: [(2 * tg - 1) * (2 * tg - 1) + 3, tableHeads!], got: shape)
+                throw CheckpointError.badShape(
+                    tensor: name, expected: [(2 * tg - 1) * (2 * tg - 1) + 3, tableHeads!], got: shape)
             }
             (tableGrid, tableHeads) = (g, shape[1])
         }
         if tableGrid != nil && !classToken {
-            throw CheckpointError.notAViT(path: ckpt.path, what: "a relative position table without a class token (BEiT's tables hold class-token rows)")
+            throw CheckpointError.notAViT(
+                path: ckpt.path,
+                what: "a relative position table without a class token (BEiT's tables hold class-token rows)")
         }
         // The patch grid is what is left of pos_embed after the prefix tokens' rows — all of them,
         // or none (DeiT III, DINOv2 with registers in timm: no_embed_class) — or, without pos_embed
@@ -202,15 +219,24 @@ public struct ViTConfig: Sendable, Equatable {
             else if let g = square(pe[1]) { (slots, grid) = (0, g) }
             else if registers > 0, classToken, let g = square(pe[1] - 1) { (slots, grid) = (1, g) }
             else {
-                throw CheckpointError.notAViT(path: ckpt.path, what: "pos_embed holds \(pe[1]) rows, neither \(prefix) prefix rows plus a square grid nor a square grid alone (\(registers) register tokens)")
+                throw CheckpointError.notAViT(
+                    path: ckpt.path,
+                    what: "pos_embed holds \(pe[1]) rows, neither \(prefix) prefix rows plus a square grid nor a "
+                    + "square grid alone (\(registers) register tokens)")
             }
             if let tg = tableGrid, tg != grid {
-                throw CheckpointError.notAViT(path: ckpt.path, what: "pos_embed is for a \(grid)×\(grid) patch grid but the relative position table for \(tg)×\(tg)")
+                throw CheckpointError.notAViT(
+                    path: ckpt.path,
+                    what: "pos_embed is for a \(grid)×\(grid) patch grid but the relative position table for "
+                    + "\(tg)×\(tg)")
             }
         } else if let tg = tableGrid {
             grid = tg
         } else {
-            throw CheckpointError.notAViT(path: ckpt.path, what: "no pos_embed and no relative position table: rotary position embeddings (EVA, timm's *_rope_* ViTs) are not supported")
+            throw CheckpointError.notAViT(
+                path: ckpt.path,
+                what: "no pos_embed and no relative position table: rotary position embeddings (EVA, timm's "
+                + "*_rope_* ViTs) are not supported")
         }
         var depth = 0
         while t[ViTKeys.block(depth, .norm1Weight)] != nil || t[ViTKeys.block(depth, .qkvWeight)] != nil { depth += 1 }
@@ -219,23 +245,33 @@ public struct ViTConfig: Sendable, Equatable {
             throw CheckpointError.missingTensor(ViTKeys.block(depth, .norm1Weight) + " (blocks up to \(extra) exist)")
         }
         let fc1 = try shape(ViTKeys.block(0, .fc1Weight))
-        guard fc1.count == 2, fc1[1] == dim else { throw CheckpointError.badShape(tensor: ViTKeys.block(0, .fc1Weight), expected: [4 * dim, dim], got: fc1) }
+        guard fc1.count == 2,
+            fc1[1] == dim else {
+            throw CheckpointError.badShape(tensor: ViTKeys.block(0, .fc1Weight), expected: [4 * dim, dim], got: fc1) }
         if let fc2 = t[ViTKeys.block(0, .fc2Weight)]?.shape, fc2.count == 2, fc2[1] * 2 == fc1[0] {
-            throw CheckpointError.notAViT(path: ckpt.path, what: "\(ViTKeys.block(0, .fc1Weight)) has twice the rows fc2 takes: a gated (SwiGLU) MLP, as EVA-02 has, is not supported")
+            throw CheckpointError.notAViT(
+                path: ckpt.path,
+                what: "\(ViTKeys.block(0, .fc1Weight)) has twice the rows fc2 takes: a gated (SwiGLU) MLP, as "
+                + "EVA-02 has, is not supported")
         }
-        let finalNorm: FinalNorm = t[ViTKeys.FinalNorm.norm.weight] != nil ? .norm : (t[ViTKeys.FinalNorm.fcNorm.weight] != nil ? .fcNorm : .none)
+        let finalNorm: FinalNorm = t[ViTKeys.FinalNorm.norm.weight] != nil ? .norm
+            : (t[ViTKeys.FinalNorm.fcNorm.weight] != nil ? .fcNorm : .none)
 
         // A config.json that contradicts the tensors is refused, not half-believed.
         if let cfg = ckpt.config {
             for (name, said, found) in [("hidden_size", cfg.hiddenSize, dim), ("num_hidden_layers", cfg.layers, depth),
                                         ("patch_size", cfg.patchSize, patch)] {
                 if let said, said != found {
-                    throw CheckpointError.config(path: ckpt.path, what: "config.json says \(name) \(said) but the weights hold \(found)")
+                    throw CheckpointError.config(
+                        path: ckpt.path, what: "config.json says \(name) \(said) but the weights hold \(found)")
                 }
             }
             // image_size // patch_size patches a side (SigLIP so400m: 384 px, patch 14 → 27).
             if let said = cfg.imageSize, said / patch != grid {
-                throw CheckpointError.config(path: ckpt.path, what: "config.json says image_size \(said) (\(said / patch) patches a side) but the position embedding or relative position table is for \(grid)")
+                throw CheckpointError.config(
+                    path: ckpt.path,
+                    what: "config.json says image_size \(said) (\(said / patch) patches a side) but the position "
+                    + "embedding or relative position table is for \(grid)")
             }
         }
         var h: Int, src: HeadsSource
@@ -255,10 +291,13 @@ public struct ViTConfig: Sendable, Equatable {
         // SigLIP (no class token): the tanh GELU its checkpoints were trained with.
         var activation: Activation = preNorm ? .quickGelu : classToken ? .gelu : .geluTanh
         var activationSource = "family default"
-        for (act, source) in [(ckpt.config?.hiddenAct, "config.json hidden_act"), (ckpt.metadata["hidden_act"], "safetensors metadata hidden_act")] {
+        for (act, source) in [
+            (ckpt.config?.hiddenAct, "config.json hidden_act"),
+            (ckpt.metadata["hidden_act"], "safetensors metadata hidden_act")] {
             guard let act else { continue }
             guard let a = Activation(name: act) else {
-                throw EngineError.architecture("\(ckpt.path): \(source) '\(act)' is not supported (gelu, gelu_pytorch_tanh or quick_gelu)")
+                throw EngineError.architecture(
+                    "\(ckpt.path): \(source) '\(act)' is not supported (gelu, gelu_pytorch_tanh or quick_gelu)")
             }
             (activation, activationSource) = (a, source)
         }

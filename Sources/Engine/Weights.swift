@@ -23,7 +23,8 @@ public final class BlockWeights {
     /// The block's position in the model (0-based).
     public let index: Int
 
-    init(_ get: (String, [Int]) throws -> Tensor, _ i: Int, _ c: ViTConfig, relativeBias: Tensor?, relativeTable: Tensor?) throws {
+    init(_ get: (String, [Int]) throws -> Tensor, _ i: Int, _ c: ViTConfig, relativeBias: Tensor?,
+        relativeTable: Tensor?) throws {
         let C = c.dim, F = c.mlpHidden
         index = i
         self.relativeBias = relativeBias
@@ -62,7 +63,8 @@ public final class ViTWeights {
         let t = checkpoint.tensors
         func get(_ name: String, _ shape: [Int]) throws -> Tensor {
             guard let raw = t[name] else { throw CheckpointError.missingTensor(name) }
-            guard raw.shape == shape else { throw CheckpointError.badShape(tensor: name, expected: shape, got: raw.shape) }
+            guard raw.shape == shape else {
+                throw CheckpointError.badShape(tensor: name, expected: shape, got: raw.shape) }
             let v = try raw.floats(name: name)
             if let bad = v.firstIndex(where: { !$0.isFinite }) {
                 throw CheckpointError.nonFinite(tensor: name, index: bad, value: v[bad])
@@ -101,14 +103,16 @@ public final class ViTWeights {
         // Prefix tokens without a position row get zeros: x = prefix + pos stays one formula.
         let posFull = Tensor(shape: [c.prefixTokens + gridOld * gridOld, C])
         posFull.data.update(from: posOld.data, count: c.positionSlots * C)
-        (posFull.data + c.prefixTokens * C).update(from: posOld.data + c.positionSlots * C, count: gridOld * gridOld * C)
+        (posFull.data + c.prefixTokens * C).update(
+            from: posOld.data + c.positionSlots * C, count: gridOld * gridOld * C)
         pos = ViTWeights.resamplePositions(posFull, prefix: c.prefixTokens, dim: C, from: gridOld, to: c.runGrid)
         // BEiT's relative position bias, gathered once per block into (H, T, ld) at the run grid
         // (which the config keeps equal to the tables' grid).
         var shared: [Float]?, biases: [Tensor?] = Array(repeating: nil, count: c.depth), tables: [Tensor?] = biases
         if c.relativePositionBias {
             guard c.classToken, c.prefixTokens == 1 else {
-                throw EngineError.architecture("\(checkpoint.path): relative position bias needs exactly one class token")
+                throw EngineError.architecture(
+                    "\(checkpoint.path): relative position bias needs exactly one class token")
             }
             // The stored index is the checkpoint grid's; the tables are resized to the run grid.
             let stored0 = ViTWeights.relativePositionIndex(grid: c.grid), T0 = c.grid * c.grid + 1
@@ -117,10 +121,14 @@ public final class ViTWeights {
             func gather(_ table: String, _ stored: String) throws -> [Float] {
                 let values = try get(table, [rows, c.heads])
                 if let raw = t[stored] {
-                    guard raw.shape == [T0, T0] else { throw CheckpointError.badShape(tensor: stored, expected: [T0, T0], got: raw.shape) }
+                    guard raw.shape == [T0, T0] else {
+                        throw CheckpointError.badShape(tensor: stored, expected: [T0, T0], got: raw.shape) }
                     let given = try raw.integers(name: stored)
                     if let k = given.indices.first(where: { given[$0] != stored0[$0] }) {
-                        throw CheckpointError.malformed(path: checkpoint.path, what: "\(stored) differs from the index BEiT builds at (\(k / T0), \(k % T0)): \(given[k]) stored, \(stored0[k]) built")
+                        throw CheckpointError.malformed(
+                            path: checkpoint.path,
+                            what: "\(stored) differs from the index BEiT builds at (\(k / T0), \(k % T0)): "
+                            + "\(given[k]) stored, \(stored0[k]) built")
                     }
                 }
                 return ViTWeights.resizeRelativeTable(values.array, heads: c.heads, from: c.grid, to: c.runGrid)
@@ -143,7 +151,8 @@ public final class ViTWeights {
             let sharedBias = shared.map { expand([$0]) }
             for i in 0..<c.depth {
                 if c.relativeBlockTables {
-                    let own = try gather(ViTKeys.block(i, .relativePositionTable), ViTKeys.block(i, .relativePositionIndex))
+                    let own = try gather(
+                        ViTKeys.block(i, .relativePositionTable), ViTKeys.block(i, .relativePositionIndex))
                     biases[i] = expand([own] + (shared.map { [$0] } ?? []))
                     tables[i] = Tensor(shape: [own.count / c.heads, c.heads], values: own)
                 } else {
@@ -152,7 +161,8 @@ public final class ViTWeights {
             }
         }
         sharedRelativeTable = shared.map { Tensor(shape: [$0.count / c.heads, c.heads], values: $0) }
-        blocks = try (0..<c.depth).map { try BlockWeights(get, $0, c, relativeBias: biases[$0], relativeTable: tables[$0]) }
+        blocks = try (0..<c.depth).map {
+            try BlockWeights(get, $0, c, relativeBias: biases[$0], relativeTable: tables[$0]) }
         if let k = c.finalNorm.keys {
             normW = try get(k.weight, [C]); normB = try get(k.bias, [C])
         } else {
@@ -217,7 +227,8 @@ public final class ViTWeights {
             for (iy, y) in ax.enumerated() {
                 for (ix, x) in ax.enumerated() {
                     func v(_ a: Int, _ b: Int) -> Double { Double(table[(a * src + b) * H + h]) }
-                    let num = v(y.0, x.0) * y.3 * x.3 + v(y.0, x.1) * y.3 * x.2 + v(y.1, x.0) * y.2 * x.3 + v(y.1, x.1) * y.2 * x.2
+                    let num = v(y.0, x.0) * y.3 * x.3 + v(y.0, x.1) * y.3 * x.2 + v(y.1, x.0) * y.2 * x.3
+                        + v(y.1, x.1) * y.2 * x.2
                     out[(iy * dst + ix) * H + h] = Float(num / ((y.2 + y.3) * (x.2 + x.3)))
                 }
             }

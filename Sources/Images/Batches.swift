@@ -65,7 +65,8 @@ public final class ImageBatches {
         let list = Array(items[range])
         let t = Tensor(shape: [list.count, 3, size, size])
         let errors = loadBatch(items: list, size: size, mode: mode, into: t, parallel: parallel)
-        guard let firstError = errors.compactMap({ $0 }).first else { return ImageBatch(index: index, images: t, kept: Array(range)) }
+        guard let firstError = errors.compactMap({ $0 }).first else {
+            return ImageBatch(index: index, images: t, kept: Array(range)) }
         guard skipBad else { throw firstError }
         let good = list.indices.filter { errors[$0] == nil }
         for case let e? in errors { onSkip(e) }
@@ -124,7 +125,8 @@ public final class ImageBatches {
                 onSkip(error)
             }
         }
-        guard !good.isEmpty else { throw ImageError.folder(path: items.first?.name ?? "", reason: "no readable images") }
+        guard !good.isEmpty else {
+            throw ImageError.folder(path: items.first?.name ?? "", reason: "no readable images") }
         return good
     }
 
@@ -139,14 +141,17 @@ public final class ImageBatches {
         }
         let out = Tensor(shape: [indices.count, 3, size, size])
         guard let cache else {
-            if let e = loadBatch(items: indices.map { items[$0] }, size: size, mode: mode, into: out).compactMap({ $0 }).first { throw e }
+            if let e = loadBatch(items: indices.map { items[$0] }, size: size, mode: mode, into: out).compactMap(
+                { $0 }).first { throw e }
             return out
         }
         let missing = Array(Set(indices.filter { !cached[$0] })).sorted()
         if !missing.isEmpty {
             let t = Tensor(shape: [missing.count, 3, size, size])
-            if let e = loadBatch(items: missing.map { items[$0] }, size: size, mode: mode, into: t).compactMap({ $0 }).first { throw e }
-            for (k, i) in missing.enumerated() { (cache.data + i * plane).update(from: t.data + k * plane, count: plane); cached[i] = true }
+            if let e = loadBatch(items: missing.map { items[$0] }, size: size, mode: mode, into: t).compactMap(
+                { $0 }).first { throw e }
+            for (k, i) in missing.enumerated() {
+                (cache.data + i * plane).update(from: t.data + k * plane, count: plane); cached[i] = true }
         }
         for (k, i) in indices.enumerated() { (out.data + k * plane).update(from: cache.data + i * plane, count: plane) }
         return out

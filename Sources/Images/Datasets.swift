@@ -37,7 +37,8 @@ public struct LabeledImages: Sendable {
     public var count: Int { items.count }
 
     public func subset(_ indices: [Int]) -> LabeledImages {
-        LabeledImages(items: indices.map { items[$0] }, labels: indices.map { labels[$0] }, classes: classes, source: source)
+        LabeledImages(
+            items: indices.map { items[$0] }, labels: indices.map { labels[$0] }, classes: classes, source: source)
     }
 
     /// At most `n` images, taken round-robin over the classes in listing order, so every class
@@ -71,7 +72,8 @@ public struct LabeledImages: Sendable {
 /// its folder. Files directly in `dir` belong to no class and are ignored, as torchvision does.
 public func imageFolderDataset(_ dir: String) throws -> LabeledImages {
     var isDir: ObjCBool = false
-    guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) else { throw ImageError.folder(path: dir, reason: "no such folder") }
+    guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) else {
+        throw ImageError.folder(path: dir, reason: "no such folder") }
     guard isDir.boolValue else { throw ImageError.folder(path: dir, reason: "not a folder") }
     let root = dir.count > 1 && dir.hasSuffix("/") ? String(dir.dropLast()) : dir
     let names: [String]
@@ -80,15 +82,20 @@ public func imageFolderDataset(_ dir: String) throws -> LabeledImages {
     }
     let classes = names.filter { name in
         var d: ObjCBool = false
-        return !name.hasPrefix(".") && FileManager.default.fileExists(atPath: root + "/" + name, isDirectory: &d) && d.boolValue
+        return !name.hasPrefix(".") && FileManager.default.fileExists(atPath: root + "/" + name, isDirectory: &d)
+            && d.boolValue
     }.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
     guard classes.count >= 2 else {
-        throw ImageError.folder(path: root, reason: "needs at least 2 class subfolders (ImageFolder layout: DIR/<class>/<image>), found \(classes.count)")
+        throw ImageError.folder(
+            path: root,
+            reason: "needs at least 2 class subfolders (ImageFolder layout: DIR/<class>/<image>), found "
+            + "\(classes.count)")
     }
     var items: [ImageItem] = [], labels: [Int] = []
     for (k, c) in classes.enumerated() {
         let files = try listImages(in: root + "/" + c)
-        guard !files.isEmpty else { throw ImageError.folder(path: root + "/" + c, reason: "class folder has no PNG or JPEG images") }
+        guard !files.isEmpty else {
+            throw ImageError.folder(path: root + "/" + c, reason: "class folder has no PNG or JPEG images") }
         items += files.map { .file($0) }
         labels += [Int](repeating: k, count: files.count)
     }
@@ -100,26 +107,34 @@ public func imageFolderDataset(_ dir: String) throws -> LabeledImages {
 public func aligned(test: LabeledImages, to train: LabeledImages) throws -> LabeledImages {
     let unknown = test.classes.filter { !train.classes.contains($0) }
     guard unknown.isEmpty else {
-        throw ImageError.folder(path: test.source, reason: "class(es) not in the train set \(train.source): \(unknown.prefix(5).joined(separator: ", "))")
+        throw ImageError.folder(
+            path: test.source,
+            reason: "class(es) not in the train set \(train.source): \(unknown.prefix(5).joined(separator: ", "))")
     }
     let missing = train.classes.filter { !test.classes.contains($0) }
     guard missing.isEmpty else {
-        throw ImageError.folder(path: test.source, reason: "no test images for class(es) of the train set: \(missing.prefix(5).joined(separator: ", "))")
+        throw ImageError.folder(
+            path: test.source,
+            reason: "no test images for class(es) of the train set: \(missing.prefix(5).joined(separator: ", "))")
     }
     let map = test.classes.map { train.classes.firstIndex(of: $0)! }
-    return LabeledImages(items: test.items, labels: test.labels.map { map[$0] }, classes: train.classes, source: test.source)
+    return LabeledImages(
+        items: test.items, labels: test.labels.map { map[$0] }, classes: train.classes, source: test.source)
 }
 
 /// A seeded split of each class (stratified): ⌊n·fraction + ½⌋ of a class's images, at least one
 /// and at most n − 1, go to the test set. Same seed, same split on every machine.
-public func stratifiedSplit(_ set: LabeledImages, testFraction: Double, seed: UInt64) throws -> (train: LabeledImages, test: LabeledImages) {
+public func stratifiedSplit(_ set: LabeledImages, testFraction: Double, seed: UInt64) throws -> (
+    train: LabeledImages, test: LabeledImages) {
     var perClass = [[Int]](repeating: [], count: set.classes.count)
     for (i, l) in set.labels.enumerated() { perClass[l].append(i) }
     var rng = SplitMix64(seed: seed)
     var train: [Int] = [], test: [Int] = []
     for (c, idx) in perClass.enumerated() {
         guard idx.count >= 2 else {
-            throw ImageError.folder(path: set.source + "/" + set.classes[c], reason: "a stratified split needs at least 2 images per class, found \(idx.count)")
+            throw ImageError.folder(
+                path: set.source + "/" + set.classes[c],
+                reason: "a stratified split needs at least 2 images per class, found \(idx.count)")
         }
         var shuffled = idx
         for i in stride(from: shuffled.count - 1, to: 0, by: -1) { shuffled.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
@@ -147,11 +162,14 @@ public final class CIFARFile: @unchecked Sendable {
 
     init(path: String, kind: CIFARKind) throws {
         self.path = path
-        do { file = try MappedFile(path: path) } catch { throw ImageError.folder(path: path, reason: "cannot read CIFAR batch file (\(error))") }
+        do { file = try MappedFile(path: path) } catch {
+            throw ImageError.folder(path: path, reason: "cannot read CIFAR batch file (\(error))") }
         labelBytes = kind == .cifar10 ? 1 : 2
         let size = labelBytes + CIFARFile.pixels
         guard file.count > 0, file.count % size == 0 else {
-            throw ImageError.folder(path: path, reason: "\(file.count) bytes is not a whole number of \(size)-byte \(kind.rawValue) records")
+            throw ImageError.folder(
+                path: path,
+                reason: "\(file.count) bytes is not a whole number of \(size)-byte \(kind.rawValue) records")
         }
         records = file.count / size
     }
@@ -191,9 +209,11 @@ public func cifarDataset(_ dir: String, kind: CIFARKind, train: Bool) throws -> 
     let count = kind == .cifar10 ? 10 : 100
     var classes = (0..<count).map { "class_\($0)" }
     if let text = try? String(contentsOfFile: root + "/" + namesFile, encoding: .utf8) {
-        let names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let names = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+            !$0.isEmpty }
         guard names.count == count else {
-            throw ImageError.folder(path: root + "/" + namesFile, reason: "\(names.count) class names, \(kind.rawValue) has \(count)")
+            throw ImageError.folder(
+                path: root + "/" + namesFile, reason: "\(names.count) class names, \(kind.rawValue) has \(count)")
         }
         classes = names
     }
@@ -201,15 +221,21 @@ public func cifarDataset(_ dir: String, kind: CIFARKind, train: Bool) throws -> 
     for name in files {
         let path = root + "/" + name
         guard fm.fileExists(atPath: path) else {
-            throw ImageError.folder(path: root, reason: "no \(name): not a \(kind.rawValue) binary folder (expected \(files.joined(separator: ", ")))")
+            throw ImageError.folder(
+                path: root,
+                reason: "no \(name): not a \(kind.rawValue) binary folder (expected \(files.joined(separator: ", ")))")
         }
         let f = try CIFARFile(path: path, kind: kind)
         for i in 0..<f.records {
             let l = f.label(i)
-            guard l < count else { throw ImageError.folder(path: path, reason: "record \(i) has label \(l), \(kind.rawValue) has \(count) classes") }
+            guard l < count else {
+                throw ImageError.folder(
+                path: path, reason: "record \(i) has label \(l), \(kind.rawValue) has \(count) classes") }
             items.append(.record(f, i))
             labels.append(l)
         }
     }
-    return LabeledImages(items: items, labels: labels, classes: classes, source: "\(root) (\(kind.rawValue) \(train ? "train" : "test"))")
+    return LabeledImages(
+        items: items, labels: labels, classes: classes,
+        source: "\(root) (\(kind.rawValue) \(train ? "train" : "test"))")
 }

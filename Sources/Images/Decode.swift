@@ -83,7 +83,8 @@ public struct DecodedImage {
     /// libjpeg-turbo through its TurboJPEG API, which returns errors instead of longjmp-ing.
     /// Default flags: accurate integer DCT and fancy upsampling, as PIL decodes.
     static func decodeJPEG(_ b: UnsafeRawBufferPointer, path: String) throws -> DecodedImage {
-        guard let handle = tjInitDecompress() else { throw ImageError.unreadable(path: path, reason: "JPEG: cannot start decoder") }
+        guard let handle = tjInitDecompress() else {
+            throw ImageError.unreadable(path: path, reason: "JPEG: cannot start decoder") }
         defer { tjDestroy(handle) }
         func message() -> String { String(cString: tjGetErrorStr2(handle)) }
         let src = b.baseAddress!.assumingMemoryBound(to: UInt8.self)

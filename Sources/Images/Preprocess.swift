@@ -95,11 +95,13 @@ public func listImages(in folder: String) throws -> [String] {
 /// Loads images into a (B, 3, size, size) batch, decoding in parallel.
 /// Returns, per image, nil on success or the error (the caller decides to fail or skip).
 /// `parallel: false` decodes on the calling thread only (for a background prefetch).
-public func loadBatch(_ paths: [String], size: Int, mode: ResizeMode, into batch: Tensor, parallel: Bool = true) -> [Error?] {
+public func loadBatch(_ paths: [String], size: Int, mode: ResizeMode, into batch: Tensor, parallel: Bool = true) -> [
+    Error?] {
     loadBatch(items: paths.map { .file($0) }, size: size, mode: mode, into: batch, parallel: parallel)
 }
 
-public func loadBatch(items: [ImageItem], size: Int, mode: ResizeMode, into batch: Tensor, parallel: Bool = true) -> [Error?] {
+public func loadBatch(items: [ImageItem], size: Int, mode: ResizeMode, into batch: Tensor, parallel: Bool = true) -> [
+    Error?] {
     precondition(batch.shape == [items.count, 3, size, size])
     var errors = [Error?](repeating: nil, count: items.count)
     let lock = NSLock()

@@ -14,7 +14,8 @@ public let attentionColBlock = 16
 /// Packs the queries (nq, D; row stride lq) into qp (nqPad, D), zero rows after nq, and the keys
 /// (T, D; row stride lk) into 16-column panels kp (Tpad/16 panels of (D, 16)), zeros after T.
 @inline(never)
-public func attentionPackAVX2(q: UnsafePointer<Float>, lq: Int, nq: Int, k: UnsafePointer<Float>, lk: Int, T: Int, D: Int,
+public func attentionPackAVX2(
+    q: UnsafePointer<Float>, lq: Int, nq: Int, k: UnsafePointer<Float>, lk: Int, T: Int, D: Int,
                               qp: UnsafeMutablePointer<Float>, kp: UnsafeMutablePointer<Float>) {
     let nqPad = (nq + attentionRowBlock - 1) / attentionRowBlock * attentionRowBlock
     for i in 0..<nq { (qp + i * D).update(from: q + i * lq, count: D) }
@@ -156,7 +157,8 @@ public func attentionValuesAVX2(p: UnsafePointer<Float>, nq: Int, nqPad: Int, Tp
 /// of 8), `sums` the row sums. The row's padding, cols..<ld, is set to −∞ first and so becomes
 /// 0: every pass runs whole vectors, with no scalar tail.
 @inline(never)
-public func expRowsPaddedAVX2(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, ld: Int, sums: UnsafeMutablePointer<Float>) {
+public func expRowsPaddedAVX2(
+    _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, ld: Int, sums: UnsafeMutablePointer<Float>) {
     for r in 0..<rows {
         let row = x + r * ld
         for i in cols..<ld { row[i] = -.infinity }

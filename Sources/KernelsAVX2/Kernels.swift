@@ -75,7 +75,8 @@ func expSoftmaxFMA(_ x: Float) -> Float {
 /// x = quickGELU(x + bias) = v·σ(1.702·v) row by row (AVX2 + FMA build): with t = e^(−|z|),
 /// σ(z) = 1/(1 + t) for z ≥ 0 and t/(1 + t) below — one exp of a non-positive argument.
 @inline(never)
-public func biasQuickGeluRowsAVX2(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, cols: Int) {
+public func biasQuickGeluRowsAVX2(
+    _ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, cols: Int) {
     for r in 0..<rows {
         let row = x + r * cols
         for i in 0..<cols {
@@ -130,7 +131,8 @@ func geluFMA(_ v: Float) -> Float {
 /// GELU's derivative times dy: dx = dy·(Φ(v) + v·φ(v)) (AVX2 + FMA build). Φ's erf and φ
 /// share one exp: erf(v/√2) uses e^(−v²/2), and φ(v) = e^(−v²/2)/√(2π).
 @inline(never)
-public func geluBackwardAVX2(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ xs: UnsafePointer<Float>, _ n: Int) {
+public func geluBackwardAVX2(
+    _ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ xs: UnsafePointer<Float>, _ n: Int) {
     for i in 0..<n {
         let v = xs[i], (erf, e) = erfHalfFMA(v)
         let cdf = (0.5 as Float).addingProduct(0.5, erf)
@@ -148,7 +150,8 @@ public func halfToFloatAVX2(_ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer
 /// One query row of the attention statistics (AVX2 + FMA build): with v = row·inv over n keys,
 /// (Σ v·ln(v + 1e−6), Σ v·d), as `entropyDistanceTerms` but in one pass without scratch.
 @inline(never)
-public func entropyDistanceAVX2(_ row: UnsafePointer<Float>, scale inv: Float, _ d: UnsafePointer<Float>, _ n: Int) -> (entropy: Float, distance: Float) {
+public func entropyDistanceAVX2(_ row: UnsafePointer<Float>, scale inv: Float, _ d: UnsafePointer<Float>, _ n: Int) -> (
+    entropy: Float, distance: Float) {
     // Eight lanes at a time with the products accumulated in registers; lane j sums the terms
     // k ≡ j (mod 8), as `sum` does, then the tail.
     var accE = SIMD8<Float>(), accD = SIMD8<Float>()

@@ -23,7 +23,8 @@ public struct Canvas {
         self.width = width
         self.height = height
         pixels = [UInt8](repeating: 0, count: width * height * 3)
-        for i in 0..<(width * height) { pixels[3 * i] = background.r; pixels[3 * i + 1] = background.g; pixels[3 * i + 2] = background.b }
+        for i in 0..<(width * height) {
+            pixels[3 * i] = background.r; pixels[3 * i + 1] = background.g; pixels[3 * i + 2] = background.b }
     }
 
     /// A canvas of given RGB bytes ((height, width, 3) row-major).
@@ -58,7 +59,8 @@ public struct Canvas {
         let i = 3 * (y * width + x)
         if a >= 1 { pixels[i] = c.r; pixels[i + 1] = c.g; pixels[i + 2] = c.b; return }
         func mix(_ o: UInt8, _ n: UInt8) -> UInt8 { UInt8((Double(o) * (1 - a) + Double(n) * a).rounded()) }
-        pixels[i] = mix(pixels[i], c.r); pixels[i + 1] = mix(pixels[i + 1], c.g); pixels[i + 2] = mix(pixels[i + 2], c.b)
+        pixels[i] = mix(pixels[i], c.r); pixels[i + 1] = mix(pixels[i + 1], c.g); pixels[i + 2] = mix(
+            pixels[i + 2], c.b)
     }
 
     /// Fills the pixels whose centres lie inside [x0, x1) × [y0, y1): edges snap to the pixel
@@ -94,7 +96,9 @@ public struct Canvas {
         let minY = Int((cy - radius - 1).rounded(.down)), maxY = Int((cy + radius + 1).rounded(.up))
         for y in max(0, minY)...max(0, min(height - 1, maxY)) {
             for x in max(0, minX)...max(0, min(width - 1, maxX)) {
-                let d = ((Double(x) + 0.5 - cx) * (Double(x) + 0.5 - cx) + (Double(y) + 0.5 - cy) * (Double(y) + 0.5 - cy)).squareRoot()
+                let d = (
+                    (Double(x) + 0.5 - cx) * (Double(x) + 0.5 - cx)
+                    + (Double(y) + 0.5 - cy) * (Double(y) + 0.5 - cy)).squareRoot()
                 var a = min(1, max(0, radius + 0.5 - d))
                 if let rw = ringWidth { a = min(a, min(1, max(0, d - (radius - rw) + 0.5))) }
                 blend(x, y, c, a)
@@ -103,7 +107,8 @@ public struct Canvas {
     }
 
     /// Text with its baseline at y; `rotated` turns it 90° counter-clockwise about (x, y).
-    public mutating func text(_ s: String, x: Double, y: Double, size: Double, _ c: Color, font: Font, rotated: Bool = false) {
+    public mutating func text(
+        _ s: String, x: Double, y: Double, size: Double, _ c: Color, font: Font, rotated: Bool = false) {
         var pen = 0.0
         for u in s.unicodeScalars {
             let g = font.glyph(u, size: size)
@@ -132,11 +137,13 @@ public struct Canvas {
         // Speed over the last few percent of size: a figure is encoded in a few ms instead of ~35.
         img.flags = UInt32(PNG_IMAGE_FLAG_FAST)
         var size = 0
-        let ok1 = pixels.withUnsafeBytes { png_image_write_to_memory(&img, nil, &size, 0, $0.baseAddress, Int32(width * 3), nil) }
+        let ok1 = pixels.withUnsafeBytes {
+            png_image_write_to_memory(&img, nil, &size, 0, $0.baseAddress, Int32(width * 3), nil) }
         guard ok1 != 0, size > 0 else { throw RenderError.png(message(&img)) }
         var out = [UInt8](repeating: 0, count: size)
         let ok2 = out.withUnsafeMutableBytes { o in
-            pixels.withUnsafeBytes { png_image_write_to_memory(&img, o.baseAddress, &size, 0, $0.baseAddress, Int32(width * 3), nil) }
+            pixels.withUnsafeBytes {
+                png_image_write_to_memory(&img, o.baseAddress, &size, 0, $0.baseAddress, Int32(width * 3), nil) }
         }
         guard ok2 != 0 else { throw RenderError.png(message(&img)) }
         png_image_free(&img)

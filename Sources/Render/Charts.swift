@@ -4,7 +4,8 @@ import Foundation
 public struct BoxSummary: Sendable {
     public var q1, median, q3, whiskerLow, whiskerHigh: Double
     public var outliers: [Double]
-    public init(q1: Double, median: Double, q3: Double, whiskerLow: Double, whiskerHigh: Double, outliers: [Double] = []) {
+    public init(
+        q1: Double, median: Double, q3: Double, whiskerLow: Double, whiskerHigh: Double, outliers: [Double] = []) {
         self.q1 = q1; self.median = median; self.q3 = q3
         self.whiskerLow = whiskerLow; self.whiskerHigh = whiskerHigh; self.outliers = outliers
     }
@@ -24,7 +25,8 @@ public struct BoxSeries {
 }
 
 /// Colours for models: matplotlib's tab10 blue, orange, green, red, purple.
-public let seriesColors: [Color] = [Color(hex: 0x1f77b4), Color(hex: 0xff7f0e), Color(hex: 0x2ca02c), Color(hex: 0xd62728), Color(hex: 0x9467bd)]
+public let seriesColors: [Color] = [
+    Color(hex: 0x1f77b4), Color(hex: 0xff7f0e), Color(hex: 0x2ca02c), Color(hex: 0xd62728), Color(hex: 0x9467bd)]
 
 func darker(_ c: Color, _ f: Double = 0.65) -> Color {
     Color(UInt8(Double(c.r) * f), UInt8(Double(c.g) * f), UInt8(Double(c.b) * f))
@@ -74,11 +76,13 @@ struct Frame {
     static let left = 80.0, top = 78.0, right = 610.0, bottom = 528.0
     let yLo, yHi: Double
 
-    func y(_ v: Double) -> Double { Frame.bottom - (Frame.bottom - Frame.top) * (min(max(v, yLo), yHi) - yLo) / (yHi - yLo) }
+    func y(_ v: Double) -> Double {
+        Frame.bottom - (Frame.bottom - Frame.top) * (min(max(v, yLo), yHi) - yLo) / (yHi - yLo) }
 
     func draw(_ fig: inout Figure, title: String, subtitle: String, xTitle: String, yTitle: String) {
         fig.fittedText(title, (Frame.left + Frame.right) / 2, 34, size: 17, anchor: .middle)
-        fig.fittedText(subtitle, (Frame.left + Frame.right) / 2, 57, size: 12.5, color: Color(hex: 0x555555), anchor: .middle)
+        fig.fittedText(
+            subtitle, (Frame.left + Frame.right) / 2, 57, size: 12.5, color: Color(hex: 0x555555), anchor: .middle)
         let ticks = niceTicks(yLo, yHi, maxCount: 7)
         let step = ticks.count > 1 ? ticks[1] - ticks[0] : 1
         for t in ticks {
@@ -87,8 +91,12 @@ struct Frame {
             fig.rect(Frame.left - 5, yy - 0.5, Frame.left, yy + 0.5, fill: .axis)
             fig.text(tickLabel(t, step: step), Frame.left - 9, yy + 4.5, size: 12.5, anchor: .end)
         }
-        fig.fittedText(xTitle, (Frame.left + Frame.right) / 2, Frame.bottom + 48, size: 14, maxWidth: Frame.right - Frame.left, anchor: .middle)
-        fig.fittedText(yTitle, Frame.left - 50, (Frame.top + Frame.bottom) / 2, size: 14, maxWidth: Frame.bottom - Frame.top + 40, anchor: .middle, rotated: true)
+        fig.fittedText(
+            xTitle, (Frame.left + Frame.right) / 2, Frame.bottom + 48, size: 14, maxWidth: Frame.right - Frame.left,
+            anchor: .middle)
+        fig.fittedText(
+            yTitle, Frame.left - 50, (Frame.top + Frame.bottom) / 2, size: 14, maxWidth: Frame.bottom - Frame.top + 40,
+            anchor: .middle, rotated: true)
     }
 
     func xTicks(_ fig: inout Figure, labels: [String], x: (Int) -> Double) {
@@ -122,7 +130,9 @@ public struct BoxChart {
     public var title: String
     public var subtitle: String
 
-    public init(series: [BoxSeries], xLabels: [String], yTitle: String, yRange: (Double, Double), title: String, subtitle: String) {
+    public init(
+        series: [BoxSeries], xLabels: [String], yTitle: String, yRange: (Double, Double), title: String,
+        subtitle: String) {
         self.series = series; self.xLabels = xLabels; self.yTitle = yTitle; self.yRange = yRange
         self.title = title; self.subtitle = subtitle
     }
@@ -149,8 +159,10 @@ public struct BoxChart {
                 let cx = boxCenter(i, series: s), h = boxW / 2
                 fig.rect(cx, frame.y(b.whiskerHigh), cx + 1, frame.y(b.q3), fill: edge)
                 fig.rect(cx, frame.y(b.q1), cx + 1, frame.y(b.whiskerLow), fill: edge)
-                fig.rect(cx - h / 2, frame.y(b.whiskerHigh) - 0.5, cx + h / 2 + 1, frame.y(b.whiskerHigh) + 0.5, fill: edge)
-                fig.rect(cx - h / 2, frame.y(b.whiskerLow) - 0.5, cx + h / 2 + 1, frame.y(b.whiskerLow) + 0.5, fill: edge)
+                fig.rect(
+                    cx - h / 2, frame.y(b.whiskerHigh) - 0.5, cx + h / 2 + 1, frame.y(b.whiskerHigh) + 0.5, fill: edge)
+                fig.rect(
+                    cx - h / 2, frame.y(b.whiskerLow) - 0.5, cx + h / 2 + 1, frame.y(b.whiskerLow) + 0.5, fill: edge)
                 fig.rect(cx - h, frame.y(b.q3), cx + h, frame.y(b.q1), fill: fill, stroke: edge, lineWidth: 1)
                 fig.rect(cx - h, frame.y(b.median) - 1, cx + h, frame.y(b.median) + 1, fill: darker(ser.color, 0.55))
                 for o in b.outliers { fig.circle(cx, frame.y(o), r: 3, stroke: edge, lineWidth: 1) }
@@ -174,13 +186,22 @@ public struct BoxChart {
         var legend: [(String, (inout Figure, Double, Double) -> Void)] = []
         for ser in series {
             let c = ser.color
-            if series.count > 1 { legend.append((ser.name, { f, x, y in f.rect(x - 6, y - 6, x + 6, y + 6, fill: lighter(c, 0.72), stroke: darker(c, 0.8)) })) }
+            if series.count > 1 {
+                legend.append(
+                (ser.name,
+                { f, x, y in f.rect(x - 6, y - 6, x + 6, y + 6, fill: lighter(c, 0.72), stroke: darker(c, 0.8)) })) }
         }
         let c0 = series.first?.color ?? seriesColors[0]
-        legend.append(("box: q1–q3, median", { f, x, y in f.rect(x - 6, y - 6, x + 6, y + 6, fill: lighter(c0, 0.72), stroke: darker(c0, 0.8)); f.rect(x - 6, y - 1, x + 6, y + 1, fill: darker(c0, 0.55)) }))
+        legend.append(
+            ("box: q1–q3, median",
+            { f, x, y in f.rect(x - 6, y - 6, x + 6, y + 6, fill: lighter(c0, 0.72), stroke: darker(c0, 0.8)); f.rect(
+            x - 6, y - 1, x + 6, y + 1, fill: darker(c0, 0.55)) }))
         legend.append(("whiskers: 1.5·IQR", { f, x, y in f.rect(x, y - 7, x + 1, y + 7, fill: darker(c0, 0.8)) }))
         legend.append(("head", { f, x, y in f.circle(x, y, r: 2.5, fill: c0, stroke: .white, lineWidth: 0.6) }))
-        legend.append(("mean over heads", { f, x, y in f.line([(x - 9, y), (x + 9, y)], darker(c0, 0.55), width: 1.8); f.rect(x - 3.5, y - 3.5, x + 3.5, y + 3.5, fill: darker(c0, 0.55)) }))
+        legend.append(
+            ("mean over heads",
+            { f, x, y in f.line([(x - 9, y), (x + 9, y)], darker(c0, 0.55), width: 1.8); f.rect(
+            x - 3.5, y - 3.5, x + 3.5, y + 3.5, fill: darker(c0, 0.55)) }))
         legend.append(("outlier", { f, x, y in f.circle(x, y, r: 3, stroke: darker(c0, 0.8), lineWidth: 1) }))
         Frame.legend(&fig, legend)
         return fig
@@ -196,7 +217,9 @@ public struct LineSeries {
     public var dashed: Bool
     /// Error bars: (low, high) at each point, or nil.
     public var errors: [(Double, Double)]?
-    public init(name: String, color: Color, xs: [Double], ys: [Double], dashed: Bool = false, errors: [(Double, Double)]? = nil) {
+    public init(
+        name: String, color: Color, xs: [Double], ys: [Double], dashed: Bool = false,
+        errors: [(Double, Double)]? = nil) {
         self.name = name; self.color = color; self.xs = xs; self.ys = ys; self.dashed = dashed; self.errors = errors
     }
 }
@@ -256,11 +279,13 @@ public struct LineChart {
         var legend: [(String, (inout Figure, Double, Double) -> Void)] = series.map { s in
             (s.name, { f, x, y in
                 f.line([(x - 11, y), (x + 11, y)], s.color, width: 2, dash: s.dashed ? 4 : nil)
-                if s.dashed { f.circle(x, y, r: 3.6, fill: .white, stroke: s.color, lineWidth: 1.6) } else { f.circle(x, y, r: 3.6, fill: s.color) }
+                if s.dashed { f.circle(x, y, r: 3.6, fill: .white, stroke: s.color, lineWidth: 1.6) } else {
+                    f.circle(x, y, r: 3.6, fill: s.color) }
             })
         }
         if let (_, label) = reference {
-            legend.append((label, { f, x, y in f.line([(x - 11, y), (x + 11, y)], Color(hex: 0x888888), width: 1.2, dash: 2) }))
+            legend.append(
+                (label, { f, x, y in f.line([(x - 11, y), (x + 11, y)], Color(hex: 0x888888), width: 1.2, dash: 2) }))
         }
         Frame.legend(&fig, legend)
         return fig

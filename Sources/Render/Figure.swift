@@ -25,7 +25,8 @@ public struct RGBImage: Sendable {
 
     /// The colour at figure-independent position (u, v) ∈ [0, 1]², bilinear between pixel centres.
     func sample(_ u: Double, _ v: Double) -> Color {
-        let fx = min(max(u * Double(width) - 0.5, 0), Double(width - 1)), fy = min(max(v * Double(height) - 0.5, 0), Double(height - 1))
+        let fx = min(max(u * Double(width) - 0.5, 0), Double(width - 1)),
+            fy = min(max(v * Double(height) - 0.5, 0), Double(height - 1))
         let x0 = Int(fx), y0 = Int(fy), x1 = min(width - 1, x0 + 1), y1 = min(height - 1, y0 + 1)
         let wx = fx - Double(x0), wy = fy - Double(y0)
         func ch(_ c: Int) -> UInt8 {
@@ -51,7 +52,9 @@ public struct RGBImage: Sendable {
                         Int32(TJSAMP_444.rawValue), Int32(quality), 0)
         }
         defer { if let out { tjFree(out) } }
-        guard status == 0, let out else { throw RenderError.invalid("JPEG encoding failed: " + String(cString: tjGetErrorStr2(handle))) }
+        guard status == 0,
+            let out else {
+            throw RenderError.invalid("JPEG encoding failed: " + String(cString: tjGetErrorStr2(handle))) }
         return Array(UnsafeBufferPointer(start: out, count: Int(size)))
     }
 }
@@ -80,13 +83,16 @@ public struct Figure {
                 let a = p(x0, y0), b = p(x1, y1)
                 marks.append(.rect(x0: a.0, y0: a.1, x1: b.0, y1: b.1, fill: fill, stroke: stroke, lineWidth: lw * s))
             case let .polyline(points, color, width, dash):
-                marks.append(.polyline(points.map { p($0.0, $0.1) }, color: color, width: width * s, dash: dash.map { $0 * s }))
+                marks.append(
+                    .polyline(points.map { p($0.0, $0.1) }, color: color, width: width * s, dash: dash.map { $0 * s }))
             case let .circle(cx, cy, r, fill, stroke, lw):
                 let c = p(cx, cy)
                 marks.append(.circle(cx: c.0, cy: c.1, r: r * s, fill: fill, stroke: stroke, lineWidth: lw * s))
             case let .text(t, tx, ty, size, color, anchor, rotated, bold):
                 let c = p(tx, ty)
-                marks.append(.text(t, x: c.0, y: c.1, size: size * s, color: color, anchor: anchor, rotated: rotated, bold: bold))
+                marks.append(
+                    .text(t, x: c.0, y: c.1, size: size * s, color: color, anchor: anchor, rotated: rotated,
+                    bold: bold))
             case let .image(x0, y0, x1, y1, img):
                 let a = p(x0, y0), b = p(x1, y1)
                 marks.append(.image(x0: a.0, y0: a.1, x1: b.0, y1: b.1, img))
@@ -98,7 +104,9 @@ public struct Figure {
         marks.append(.image(x0: x0, y0: y0, x1: x1, y1: y1, img))
     }
 
-    public mutating func rect(_ x0: Double, _ y0: Double, _ x1: Double, _ y1: Double, fill: Color? = nil, stroke: Color? = nil, lineWidth: Double = 1) {
+    public mutating func rect(
+        _ x0: Double, _ y0: Double, _ x1: Double, _ y1: Double, fill: Color? = nil, stroke: Color? = nil,
+        lineWidth: Double = 1) {
         marks.append(.rect(x0: x0, y0: y0, x1: x1, y1: y1, fill: fill, stroke: stroke, lineWidth: lineWidth))
     }
 
@@ -106,7 +114,8 @@ public struct Figure {
         marks.append(.polyline(points, color: color, width: width, dash: dash))
     }
 
-    public mutating func circle(_ cx: Double, _ cy: Double, r: Double, fill: Color? = nil, stroke: Color? = nil, lineWidth: Double = 1) {
+    public mutating func circle(
+        _ cx: Double, _ cy: Double, r: Double, fill: Color? = nil, stroke: Color? = nil, lineWidth: Double = 1) {
         marks.append(.circle(cx: cx, cy: cy, r: r, fill: fill, stroke: stroke, lineWidth: lineWidth))
     }
 
@@ -118,7 +127,8 @@ public struct Figure {
     /// Text laid out to fit `maxWidth` pixels (default: what the canvas leaves around x for the
     /// anchor, less a margin): drawn at `size` if it fits, else smaller down to 3/4 of it, else
     /// at that size shortened in the middle with an ellipsis. Long model names never run off.
-    public mutating func fittedText(_ s: String, _ x: Double, _ y: Double, size: Double, maxWidth: Double? = nil, color: Color = .text,
+    public mutating func fittedText(
+        _ s: String, _ x: Double, _ y: Double, size: Double, maxWidth: Double? = nil, color: Color = .text,
                                     anchor: TextAnchor = .start, rotated: Bool = false) {
         let margin = 8.0
         let room: Double
@@ -170,7 +180,9 @@ public struct Figure {
                 let (px, py) = rotated ? (x * scale, y * scale + shift) : (x * scale - shift, y * scale)
                 c.text(s, x: px, y: py, size: size * scale, color, font: font, rotated: rotated)
                 // Bold by overstriking a third of a pixel to the right: DejaVu Sans Bold may be absent.
-                if bold { c.text(s, x: px + (rotated ? 0 : 0.6), y: py - (rotated ? 0.6 : 0), size: size * scale, color, font: font, rotated: rotated) }
+                if bold {
+                    c.text(s, x: px + (rotated ? 0 : 0.6), y: py - (rotated ? 0.6 : 0), size: size * scale, color,
+                    font: font, rotated: rotated) }
             case let .image(x0, y0, x1, y1, img):
                 c.draw(img, x0: x0 * scale, y0: y0 * scale, x1: x1 * scale, y1: y1 * scale)
             }
@@ -179,7 +191,8 @@ public struct Figure {
     }
 
     /// A polyline in scaled coordinates cut into dashes of `dash` on, `dash` off.
-    static func segments(_ pts: [(Double, Double)], dash: Double?, scale: Double) -> [((Double, Double), (Double, Double))] {
+    static func segments(_ pts: [(Double, Double)], dash: Double?, scale: Double) -> [
+        ((Double, Double), (Double, Double))] {
         let s = pts.map { ($0.0 * scale, $0.1 * scale) }
         guard s.count >= 2 else { return s.map { ($0, $0) } }
         var out: [((Double, Double), (Double, Double))] = []
@@ -211,7 +224,8 @@ public struct Figure {
 
     public func svg() -> String {
         var o = """
-        <svg xmlns="http://www.w3.org/2000/svg" width="\(f(width))" height="\(f(height))" viewBox="0 0 \(f(width)) \(f(height))" \
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(f(width))" height="\(f(height))" \
+        viewBox="0 0 \(f(width)) \(f(height))" \
         font-family="DejaVu Sans, Bitstream Vera Sans, Verdana, sans-serif">
         <title>\(xmlEscape(title))</title>
         <rect width="100%" height="100%" fill="#ffffff"/>
@@ -220,13 +234,15 @@ public struct Figure {
         for m in marks {
             switch m {
             case let .rect(x0, y0, x1, y1, fill, stroke, lw):
-                o += "<rect shape-rendering=\"crispEdges\" x=\"\(f(min(x0, x1)))\" y=\"\(f(min(y0, y1)))\" width=\"\(f(abs(x1 - x0)))\" height=\"\(f(abs(y1 - y0)))\""
+                o += "<rect shape-rendering=\"crispEdges\" x=\"\(f(min(x0, x1)))\" y=\"\(f(min(y0, y1)))\" "
+                    + "width=\"\(f(abs(x1 - x0)))\" height=\"\(f(abs(y1 - y0)))\""
                 o += " fill=\"\(fill?.hex ?? "none")\""
                 if let stroke { o += " stroke=\"\(stroke.hex)\" stroke-width=\"\(f(lw))\"" }
                 o += "/>\n"
             case let .polyline(pts, color, w, dash):
                 o += "<polyline points=\"" + pts.map { "\(f($0.0)),\(f($0.1))" }.joined(separator: " ")
-                o += "\" fill=\"none\" stroke=\"\(color.hex)\" stroke-width=\"\(f(w))\" stroke-linejoin=\"round\" stroke-linecap=\"round\""
+                o += "\" fill=\"none\" stroke=\"\(color.hex)\" stroke-width=\"\(f(w))\" stroke-linejoin=\"round\" "
+                    + "stroke-linecap=\"round\""
                 if let dash { o += " stroke-dasharray=\"\(f(dash)) \(f(dash))\"" }
                 o += "/>\n"
             case let .circle(cx, cy, r, fill, stroke, lw):
@@ -241,8 +257,10 @@ public struct Figure {
                 o += ">\(xmlEscape(s))</text>\n"
             case let .image(x0, y0, x1, y1, img):
                 let (type, bytes) = (try? img.jpeg()).map { ("jpeg", $0) } ?? ("png", (try? img.png()) ?? [])
-                o += "<image x=\"\(f(min(x0, x1)))\" y=\"\(f(min(y0, y1)))\" width=\"\(f(abs(x1 - x0)))\" height=\"\(f(abs(y1 - y0)))\""
-                o += " preserveAspectRatio=\"none\" href=\"data:image/\(type);base64,\(Data(bytes).base64EncodedString())\"/>\n"
+                o += "<image x=\"\(f(min(x0, x1)))\" y=\"\(f(min(y0, y1)))\" width=\"\(f(abs(x1 - x0)))\" "
+                    + "height=\"\(f(abs(y1 - y0)))\""
+                o += " preserveAspectRatio=\"none\" "
+                    + "href=\"data:image/\(type);base64,\(Data(bytes).base64EncodedString())\"/>\n"
             }
         }
         return o + "</svg>\n"

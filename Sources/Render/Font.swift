@@ -8,7 +8,8 @@ public enum FontError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .notFound(searched):
-            return "no font for figures (looked for \(searched.joined(separator: ", "))); install fonts-dejavu-core or set VITLENS_FONT to a .ttf file"
+            return "no font for figures (looked for \(searched.joined(separator: ", "))); install fonts-dejavu-core "
+                + "or set VITLENS_FONT to a .ttf file"
         case let .freetype(path, call, code):
             return "\(path): FreeType \(call) failed (error \(code))"
         }
@@ -79,7 +80,8 @@ public final class Font: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         if let g = cache[key] { return g }
-        let g = render(scalar, size64: key.size64) ?? Glyph(width: 0, rows: 0, left: 0, top: 0, advance: size * 0.6, coverage: [])
+        let g = render(scalar, size64: key.size64)
+            ?? Glyph(width: 0, rows: 0, left: 0, top: 0, advance: size * 0.6, coverage: [])
         cache[key] = g
         return g
     }

@@ -28,7 +28,8 @@ public struct HTMLPage {
         <meta name="viewport" content="width=device-width, initial-scale=1">
         <title>\(xmlEscape(title))</title>
         <style>
-        body { font-family: "DejaVu Sans", Verdana, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }
+        body { font-family: "DejaVu Sans", Verdana, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; \
+        padding: 0 1em; }
         h1 { font-size: 1.5em; margin-bottom: 0.2em; }
         h2 { font-size: 1.15em; margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: 0.2em; }
         figure { margin: 1em 0; }
@@ -55,7 +56,8 @@ public struct HTMLPage {
                 o += "<p>\(xmlEscape(s))</p>\n"
             case let .figure(svg, png, caption):
                 // The SVG is inlined (self-contained); the XML declaration-free <svg> is valid HTML5.
-                o += "<figure>\n\(svg)<figcaption>\(xmlEscape(caption)) (<a href=\"\(xmlEscape(png))\">PNG</a>)</figcaption>\n</figure>\n"
+                o += "<figure>\n\(svg)<figcaption>\(xmlEscape(caption)) (<a "
+                    + "href=\"\(xmlEscape(png))\">PNG</a>)</figcaption>\n</figure>\n"
             case let .table(caption, header, rows, colors):
                 o += "<div class=\"scroll\"><table>\n<caption>\(xmlEscape(caption))</caption>\n<tr>"
                 o += header.map { "<th>\(xmlEscape($0))</th>" }.joined() + "</tr>\n"
@@ -64,7 +66,8 @@ public struct HTMLPage {
                     for (c, cell) in row.enumerated() {
                         if let col = colors?[r][c] {
                             let light = 0.299 * Double(col.r) + 0.587 * Double(col.g) + 0.114 * Double(col.b) > 140
-                            o += "<td style=\"background:\(col.hex);color:\(light ? "#000" : "#fff")\">\(xmlEscape(cell))</td>"
+                            let ink = light ? "#000" : "#fff"
+                            o += "<td style=\"background:\(col.hex);color:\(ink)\">\(xmlEscape(cell))</td>"
                         } else {
                             o += "<td>\(xmlEscape(cell))</td>"
                         }
@@ -74,7 +77,8 @@ public struct HTMLPage {
                 o += "</table></div>\n"
             case let .keyValues(caption, pairs):
                 o += "<table>\n<caption>\(xmlEscape(caption))</caption>\n"
-                for (k, v) in pairs { o += "<tr><td class=\"k\">\(xmlEscape(k))</td><td class=\"v\">\(xmlEscape(v))</td></tr>\n" }
+                for (k, v) in pairs {
+                    o += "<tr><td class=\"k\">\(xmlEscape(k))</td><td class=\"v\">\(xmlEscape(v))</td></tr>\n" }
                 o += "</table>\n"
             }
         }

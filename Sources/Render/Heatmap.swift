@@ -79,7 +79,8 @@ public struct Heatmap {
             fig.text("\(j)", x, bottom + 21, size: 12.5, anchor: .middle)
         }
         fig.fittedText(columnTitle, left + side / 2, bottom + 48, size: 14, maxWidth: side + 40, anchor: .middle)
-        fig.fittedText(rowTitle, left - 52, top + side / 2, size: 14, maxWidth: side + 40, anchor: .middle, rotated: true)
+        fig.fittedText(
+            rowTitle, left - 52, top + side / 2, size: 14, maxWidth: side + 40, anchor: .middle, rotated: true)
 
         // Colour bar: 256 bands from vmin (bottom) to vmax (top).
         let cbLeft = right + 30, cbRight = cbLeft + 22
@@ -102,7 +103,9 @@ public struct Heatmap {
             fig.line([(left, bottom + 76), (left + 14, bottom + 62)], .white, width: 1.2)
             let shown = undefined.prefix(8).map { "(\($0.0), \($0.1))" }.joined(separator: ", ")
             let more = undefined.count > 8 ? " and \(undefined.count - 8) more" : ""
-            fig.text("undefined (NaN), \(undefined.count) cell\(undefined.count == 1 ? "" : "s") (row, column): \(shown)\(more)",
+            fig.text(
+                "undefined (NaN), \(undefined.count) cell\(undefined.count == 1 ? "" : "s") (row, column): "
+                + "\(shown)\(more)",
                      left + 20, bottom + 74, size: 12)
         }
         return fig

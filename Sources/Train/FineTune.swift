@@ -9,7 +9,8 @@ public enum TrainError: Error, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .nonFinite(step, epoch, loss):
-            return "fine-tuning diverged: loss \(loss) at step \(step) (epoch \(epoch)); lower the learning rate (nothing was saved)"
+            return "fine-tuning diverged: loss \(loss) at step \(step) (epoch \(epoch)); lower the learning rate "
+                + "(nothing was saved)"
         case let .data(m): return m
         }
     }
@@ -65,7 +66,8 @@ struct BlockParams {
     }
 
     var all: [Parameter] {
-        [norm1W, norm1B, qkvW, qkvB, projW, projB, norm2W, norm2B, fc1W, fc1B, fc2W, fc2B] + [ls1, ls2, table].compactMap { $0 }
+        [norm1W, norm1B, qkvW, qkvB, projW, projB, norm2W, norm2B, fc1W, fc1B, fc2W, fc2B]
+            + [ls1, ls2, table].compactMap { $0 }
     }
 }
 
@@ -88,7 +90,8 @@ public struct FineTuneSettings: Sendable {
     public func learningRate(atEpoch e: Double) -> Double {
         if e < warmupEpochs { return learningRate * e / warmupEpochs }
         let span = max(1e-12, Double(epochs) - warmupEpochs)
-        return minLearningRate + (learningRate - minLearningRate) * 0.5 * (1 + cos(Double.pi * (e - warmupEpochs) / span))
+        return minLearningRate
+            + (learningRate - minLearningRate) * 0.5 * (1 + cos(Double.pi * (e - warmupEpochs) / span))
     }
 }
 
@@ -101,7 +104,8 @@ public final class TrainProfile {
     public init() {}
     public var total: Double { linear + attention + norm + gelu + optimizer + other }
     public var phases: [(String, Double)] {
-        [("linear", linear), ("attention", attention), ("norm", norm), ("gelu", gelu), ("adamw", optimizer), ("other", other)]
+        [("linear", linear), ("attention", attention), ("norm", norm), ("gelu", gelu), ("adamw", optimizer),
+            ("other", other)]
     }
 }
 
@@ -135,16 +139,20 @@ public final class TrainableViT {
     private var capacity = 0
     private var cols = Tensor(shape: [1]), emb = Tensor(shape: [1])
     private var xs: [Tensor] = []           // residual stream: input of block l at xs[l], output of the last at xs[k]
-    private var ln1: [Tensor] = [], ln1Stats: [Tensor] = [], qkv: [Tensor] = [], probs: [Tensor] = [], attn: [Tensor] = []
+    private var ln1: [Tensor] = [], ln1Stats: [Tensor] = [], qkv: [Tensor] = [], probs: [Tensor] = [],
+        attn: [Tensor] = []
     private var mid: [Tensor] = [], ln2: [Tensor] = [], ln2Stats: [Tensor] = [], h1: [Tensor] = [], g: [Tensor] = []
     /// LayerScale: the branches before γ (proj and fc2 outputs); relative position bias per block (H, T, T).
     private var branch1: [Tensor] = [], branch2: [Tensor] = [], relBias: [Tensor] = []
     /// CLIP: the embeddings before ln_pre and its statistics.
     private var preX = Tensor(shape: [1]), preStats = Tensor(shape: [1])
-    private var normed = Tensor(shape: [1]), normStats = Tensor(shape: [1]), pooled = Tensor(shape: [1]), logits = Tensor(shape: [1])
+    private var normed = Tensor(shape: [1]), normStats = Tensor(shape: [1]), pooled = Tensor(shape: [1]),
+        logits = Tensor(shape: [1])
     // Gradient buffers.
-    private var dres = Tensor(shape: [1]), dbig = Tensor(shape: [1]), dbig2 = Tensor(shape: [1]), dqkv = Tensor(shape: [1])
-    private var dsmall = Tensor(shape: [1]), dscratch = Tensor(shape: [1]), dlogits = Tensor(shape: [1]), dpooled = Tensor(shape: [1])
+    private var dres = Tensor(shape: [1]), dbig = Tensor(shape: [1]), dbig2 = Tensor(shape: [1]),
+        dqkv = Tensor(shape: [1])
+    private var dsmall = Tensor(shape: [1]), dscratch = Tensor(shape: [1]), dlogits = Tensor(shape: [1]),
+        dpooled = Tensor(shape: [1])
     private var dbranch = Tensor(shape: [1]), dattnLogits = Tensor(shape: [1])
     private var step = 0
 
@@ -165,7 +173,8 @@ public final class TrainableViT {
         pos = Parameter(ViTKeys.positions, w.pos.copy(), decay: false, layer: 0, frozen: !c.absolutePositions)
         preNormW = w.preNormW.map { Parameter(ViTKeys.preNormWeight, $0.copy(), decay: false, layer: 0) }
         preNormB = w.preNormB.map { Parameter(ViTKeys.preNormBias, $0.copy(), decay: false, layer: 0) }
-        sharedTable = w.sharedRelativeTable.map { Parameter(ViTKeys.sharedRelativeTable, $0.copy(), decay: false, layer: 0) }
+        sharedTable = w.sharedRelativeTable.map {
+            Parameter(ViTKeys.sharedRelativeTable, $0.copy(), decay: false, layer: 0) }
         blocks = (0..<keep).map { BlockParams(w.blocks[$0], index: $0, config: c, table: w.blocks[$0].relativeTable) }
         relativeIndex = c.relativePositionBias ? ViTWeights.relativePositionIndex(grid: c.runGrid) : []
         let normKeys = c.finalNorm.keys ?? .norm
@@ -176,7 +185,8 @@ public final class TrainableViT {
         for i in 0..<hw.count { hw[i] = Float(rng.truncatedNormal() * 2e-5) }
         headW = Parameter("head.weight", hw, decay: true, layer: L + 1)
         headB = Parameter("head.bias", Tensor(shape: [classes]), decay: false, layer: L + 1)
-        parameters = [patchW, patchB, prefix, pos] + [preNormW, preNormB, sharedTable].compactMap { $0 } + blocks.flatMap(\.all)
+        parameters = [patchW, patchB, prefix, pos] + [preNormW, preNormB, sharedTable].compactMap { $0 }
+            + blocks.flatMap(\.all)
             + [normW, normB].compactMap { $0 } + [headW, headB]
     }
 
@@ -199,9 +209,12 @@ public final class TrainableViT {
             dattnLogits = Tensor(shape: [B, H, T, T])
         }
         if c.preNorm { preX = Tensor(shape: [R, C]); preStats = Tensor(shape: [2, R]) }
-        normed = Tensor(shape: [R, C]); normStats = Tensor(shape: [2, R]); pooled = Tensor(shape: [B, C]); logits = Tensor(shape: [B, classes])
-        dres = Tensor(shape: [R, C]); dbig = Tensor(shape: [R, F]); dbig2 = Tensor(shape: [R, F]); dqkv = Tensor(shape: [R, 3 * C])
-        dsmall = Tensor(shape: [R, C]); dscratch = Tensor(shape: [B, T, T]); dlogits = Tensor(shape: [B, classes]); dpooled = Tensor(shape: [B, C])
+        normed = Tensor(shape: [R, C]); normStats = Tensor(shape: [2, R]); pooled = Tensor(
+            shape: [B, C]); logits = Tensor(shape: [B, classes])
+        dres = Tensor(shape: [R, C]); dbig = Tensor(shape: [R, F]); dbig2 = Tensor(shape: [R, F]); dqkv = Tensor(
+            shape: [R, 3 * C])
+        dsmall = Tensor(shape: [R, C]); dscratch = Tensor(shape: [B, T, T]); dlogits = Tensor(
+            shape: [B, classes]); dpooled = Tensor(shape: [B, C])
         capacity = B
     }
 
@@ -247,36 +260,50 @@ public final class TrainableViT {
         let x0 = c.preNorm ? preX.data : xs[0].data, pv = pos.value.data, pre = prefix.value.data
         for b in 0..<B {
             for t in 0..<np { for i in 0..<C { x0[(b * T + t) * C + i] = pre[t * C + i] + pv[t * C + i] } }
-            for t in 0..<P { for i in 0..<C { x0[(b * T + np + t) * C + i] = emb.data[(b * P + t) * C + i] + pv[(np + t) * C + i] } }
+            for t in 0..<P {
+                for i in 0..<C { x0[(b * T + np + t) * C + i] = emb.data[(b * P + t) * C + i] + pv[(np + t) * C + i] } }
         }
         if let preNormW, let preNormB {
-            LayerNorm.forward(xs[0].data, mean: preStats.data, rstd: preStats.data + R, preX.data, preNormW.value, preNormB.value, rows: R, eps: c.eps)
+            LayerNorm.forward(
+                xs[0].data, mean: preStats.data, rstd: preStats.data + R, preX.data, preNormW.value, preNormB.value,
+                rows: R, eps: c.eps)
         }
         for (l, p) in blocks.enumerated() {
             let x = xs[l].data, out = xs[l + 1].data
             mark(\.other)
-            LayerNorm.forward(ln1[l].data, mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, x, p.norm1W.value, p.norm1B.value, rows: R, eps: c.eps)
+            LayerNorm.forward(
+                ln1[l].data, mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, x, p.norm1W.value, p.norm1B.value,
+                rows: R, eps: c.eps)
             mark(\.norm)
             Linear.forward(qkv[l].data, ln1[l].data, p.qkvW.value, p.qkvB.value, rows: R)
             mark(\.linear)
             if c.relativePositionBias { expandBias(l) }
-            SelfAttention.forward(attn[l].data, probs: probs[l].data, qkv: qkv[l].data, batch: B, tokens: T, heads: c.heads, dim: C,
+            SelfAttention.forward(
+                attn[l].data, probs: probs[l].data, qkv: qkv[l].data, batch: B, tokens: T, heads: c.heads, dim: C,
                                   bias: c.relativePositionBias ? UnsafePointer(relBias[l].data) : nil)
             mark(\.attention)
-            residualBranch(mid[l].data, x: x, input: attn[l].data, p.projW, p.projB, scale: p.ls1, keep: branch1.isEmpty ? nil : branch1[l], rows: R)
+            residualBranch(
+                mid[l].data, x: x, input: attn[l].data, p.projW, p.projB, scale: p.ls1, keep: branch1.isEmpty ? nil
+                : branch1[l], rows: R)
             mark(\.linear)
-            LayerNorm.forward(ln2[l].data, mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, mid[l].data, p.norm2W.value, p.norm2B.value, rows: R, eps: c.eps)
+            LayerNorm.forward(
+                ln2[l].data, mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, mid[l].data, p.norm2W.value,
+                p.norm2B.value, rows: R, eps: c.eps)
             mark(\.norm)
             Linear.forward(h1[l].data, ln2[l].data, p.fc1W.value, p.fc1B.value, rows: R)
             mark(\.linear)
             Activation.forward(c.activation, g[l].data, h1[l].data, count: R * c.mlpHidden)
             mark(\.gelu)
-            residualBranch(out, x: mid[l].data, input: g[l].data, p.fc2W, p.fc2B, scale: p.ls2, keep: branch2.isEmpty ? nil : branch2[l], rows: R)
+            residualBranch(
+                out, x: mid[l].data, input: g[l].data, p.fc2W, p.fc2B, scale: p.ls2, keep: branch2.isEmpty ? nil
+                : branch2[l], rows: R)
             mark(\.linear)
         }
         let last = xs[c.depth].data
         if let normW, let normB {
-            LayerNorm.forward(normed.data, mean: normStats.data, rstd: normStats.data + R, last, normW.value, normB.value, rows: R, eps: c.eps)
+            LayerNorm.forward(
+                normed.data, mean: normStats.data, rstd: normStats.data + R, last, normW.value, normB.value, rows: R,
+                eps: c.eps)
         } else {
             normed.data.update(from: last, count: R * C)
         }
@@ -296,11 +323,14 @@ public final class TrainableViT {
     }
 
     /// The pooled features of the last `forward`, (B, C): what the head sees.
-    public func pooledFeatures(batch B: Int) -> [Float] { Array(UnsafeBufferPointer(start: pooled.data, count: B * config.dim)) }
+    public func pooledFeatures(batch B: Int) -> [Float] {
+        Array(UnsafeBufferPointer(start: pooled.data, count: B * config.dim)) }
 
     /// dγ += Σ_rows d ⊙ branch, and d ← d ⊙ γ into `dbranch` (returned), for a LayerScale branch;
     /// `d` itself when there is none.
-    private func scaleBackward(_ d: UnsafePointer<Float>, scale: Parameter?, branch: [Tensor], layer l: Int, rows R: Int) -> UnsafePointer<Float> {
+    private func scaleBackward(
+        _ d: UnsafePointer<Float>, scale: Parameter?, branch: [Tensor], layer l: Int,
+        rows R: Int) -> UnsafePointer<Float> {
         guard let scale else { return d }
         let C = config.dim, br = branch[l].data, gm = scale.value.data, db = dbranch.data
         parallelChunks(C, minChunk: 32) { ch in
@@ -343,13 +373,16 @@ public final class TrainableViT {
 
     /// Gradients of the mean cross-entropy of the last `forward` (accumulated into zeroed grads).
     public func backward(labels: [Int]) -> (loss: Double, correct: Int) {
-        let c = config, B = labels.count, T = c.tokens, C = c.dim, P = c.patches, np = c.prefixTokens, R = B * T, F = c.mlpHidden
+        let c = config, B = labels.count, T = c.tokens, C = c.dim, P = c.patches, np = c.prefixTokens, R = B * T,
+            F = c.mlpHidden
         let blas = BLASRuntime.singleThreaded()
         defer { BLASRuntime.setThreads(blas) }
         start()
         for p in parameters { p.grad.fill(0) }
-        let (loss, correct) = CrossEntropy.forwardBackward(logits.data, labels: labels, classes: classes, dlogits: dlogits.data)
-        Linear.backward(dx: dpooled.data, dw: headW.grad, db: headB.grad, dy: dlogits.data, x: pooled.data, w: headW.value, rows: B)
+        let (loss, correct) = CrossEntropy.forwardBackward(
+            logits.data, labels: labels, classes: classes, dlogits: dlogits.data)
+        Linear.backward(
+            dx: dpooled.data, dw: headW.grad, db: headB.grad, dy: dlogits.data, x: pooled.data, w: headW.value, rows: B)
         // Pooling: the mean spreads 1/P to every patch token; cls sends all to token 0.
         let dn = dsmall.data
         dn.update(repeating: 0, count: R * C)
@@ -362,7 +395,8 @@ public final class TrainableViT {
         }
         if let normW, let normB {
             LayerNorm.backward(dx: dres.data, dw: normW.grad, db: normB.grad, dy: dn, x: xs[c.depth].data,
-                               mean: normStats.data, rstd: normStats.data + R, w: normW.value, rows: R, accumulate: false)
+                               mean: normStats.data, rstd: normStats.data + R, w: normW.value, rows: R,
+                                   accumulate: false)
         } else {
             dres.data.update(from: dn, count: R * C)
         }
@@ -371,34 +405,45 @@ public final class TrainableViT {
             mark(\.other)
             // MLP branch: out = mid + γ₂ ⊙ (act(ln2(mid)·W1ᵀ + b1)·W2ᵀ + b2).
             var dy = scaleBackward(dres.data, scale: p.ls2, branch: branch2, layer: l, rows: R)
-            Linear.backward(dx: dbig.data, dw: p.fc2W.grad, db: p.fc2B.grad, dy: dy, x: g[l].data, w: p.fc2W.value, rows: R)
+            Linear.backward(
+                dx: dbig.data, dw: p.fc2W.grad, db: p.fc2B.grad, dy: dy, x: g[l].data, w: p.fc2W.value, rows: R)
             mark(\.linear)
             Activation.backward(c.activation, dx: dbig2.data, dy: dbig.data, x: h1[l].data, count: R * F)
             mark(\.gelu)
-            Linear.backward(dx: dsmall.data, dw: p.fc1W.grad, db: p.fc1B.grad, dy: dbig2.data, x: ln2[l].data, w: p.fc1W.value, rows: R)
+            Linear.backward(
+                dx: dsmall.data, dw: p.fc1W.grad, db: p.fc1B.grad, dy: dbig2.data, x: ln2[l].data, w: p.fc1W.value,
+                rows: R)
             mark(\.linear)
             LayerNorm.backward(dx: dres.data, dw: p.norm2W.grad, db: p.norm2B.grad, dy: dsmall.data, x: mid[l].data,
-                               mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, w: p.norm2W.value, rows: R, accumulate: true)
+                               mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, w: p.norm2W.value, rows: R,
+                                   accumulate: true)
             mark(\.norm)
             // Attention branch: mid = x + γ₁ ⊙ (attn(ln1(x))·Wpᵀ + bp).
             dy = scaleBackward(dres.data, scale: p.ls1, branch: branch1, layer: l, rows: R)
-            Linear.backward(dx: dsmall.data, dw: p.projW.grad, db: p.projB.grad, dy: dy, x: attn[l].data, w: p.projW.value, rows: R)
+            Linear.backward(
+                dx: dsmall.data, dw: p.projW.grad, db: p.projB.grad, dy: dy, x: attn[l].data, w: p.projW.value, rows: R)
             mark(\.linear)
-            SelfAttention.backward(dqkv: dqkv.data, dout: dsmall.data, qkv: qkv[l].data, probs: probs[l].data, scratch: dscratch.data,
-                                   batch: B, tokens: T, heads: c.heads, dim: C, dlogits: c.relativePositionBias ? dattnLogits.data : nil)
+            SelfAttention.backward(
+                dqkv: dqkv.data, dout: dsmall.data, qkv: qkv[l].data, probs: probs[l].data, scratch: dscratch.data,
+                                   batch: B, tokens: T, heads: c.heads, dim: C, dlogits: c.relativePositionBias
+                                       ? dattnLogits.data : nil)
             if c.relativePositionBias { tableBackward(l, batch: B) }
             mark(\.attention)
-            Linear.backward(dx: dsmall.data, dw: p.qkvW.grad, db: p.qkvB.grad, dy: dqkv.data, x: ln1[l].data, w: p.qkvW.value, rows: R)
+            Linear.backward(
+                dx: dsmall.data, dw: p.qkvW.grad, db: p.qkvB.grad, dy: dqkv.data, x: ln1[l].data, w: p.qkvW.value,
+                rows: R)
             mark(\.linear)
             LayerNorm.backward(dx: dres.data, dw: p.norm1W.grad, db: p.norm1B.grad, dy: dsmall.data, x: xs[l].data,
-                               mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, w: p.norm1W.value, rows: R, accumulate: true)
+                               mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, w: p.norm1W.value, rows: R,
+                                   accumulate: true)
             mark(\.norm)
         }
         if let preNormW, let preNormB {
             // x0 = ln_pre(embeddings): back through it.
             dsmall.data.update(from: dres.data, count: R * C)
             LayerNorm.backward(dx: dres.data, dw: preNormW.grad, db: preNormB.grad, dy: dsmall.data, x: preX.data,
-                               mean: preStats.data, rstd: preStats.data + R, w: preNormW.value, rows: R, accumulate: false)
+                               mean: preStats.data, rstd: preStats.data + R, w: preNormW.value, rows: R,
+                                   accumulate: false)
         }
         // Embeddings: x0 = [prefix; patches·Wᵀ + b] + pos.
         let d = dres.data
@@ -408,7 +453,8 @@ public final class TrainableViT {
             (emb.data + b * P * C).update(from: d + (b * T + np) * C, count: P * C)
         }
         mark(\.other)
-        Linear.backward(dx: nil, dw: patchW.grad, db: patchB.grad, dy: emb.data, x: cols.data, w: patchW.value, rows: B * P)
+        Linear.backward(
+            dx: nil, dw: patchW.grad, db: patchB.grad, dy: emb.data, x: cols.data, w: patchW.value, rows: B * P)
         freezeFixedGradients()
         mark(\.linear)
         return (loss, correct)
@@ -451,13 +497,16 @@ public final class TrainableViT {
     /// relative position tables) — for a safetensors file every vitlens command loads (and timm).
     public func stateDict() -> [(String, [Int], Tensor)] {
         let c = config, C = c.dim, beit = !c.keyBias
-        func rows(_ t: Tensor, _ r: Range<Int>) -> Tensor { Tensor(shape: [r.count, C], values: Array(t.buffer[(r.lowerBound * C)..<(r.upperBound * C)])) }
+        func rows(_ t: Tensor, _ r: Range<Int>) -> Tensor {
+            Tensor(shape: [r.count, C], values: Array(t.buffer[(r.lowerBound * C)..<(r.upperBound * C)])) }
         var out: [(String, [Int], Tensor)] = [(ViTKeys.patchWeight, [C, 3, c.patch, c.patch], patchW.value)]
         if c.patchBias { out.append((ViTKeys.patchBias, [C], patchB.value)) }
         if c.absolutePositions {
             // The rows the checkpoint had: its prefix slots (all, none, or the class token's), then the grid.
             let slots = rows(pos.value, 0..<c.positionSlots), grid = rows(pos.value, c.prefixTokens..<c.tokens)
-            out.append((ViTKeys.positions, [1, c.positionSlots + c.patches, C], Tensor(shape: [c.positionSlots + c.patches, C], values: slots.array + grid.array)))
+            out.append(
+                (ViTKeys.positions, [1, c.positionSlots + c.patches, C],
+                Tensor(shape: [c.positionSlots + c.patches, C], values: slots.array + grid.array)))
         }
         var t = 0
         if c.classToken { out.append((ViTKeys.classToken, [1, 1, C], rows(prefix.value, 0..<1))); t = 1 }
@@ -466,14 +515,16 @@ public final class TrainableViT {
         } else if c.prefixTokens > t {
             out.append((ViTKeys.distillationToken, [1, 1, C], rows(prefix.value, t..<(t + 1))))
         }
-        if let preNormW, let preNormB { out += [(preNormW.name, [C], preNormW.value), (preNormB.name, [C], preNormB.value)] }
+        if let preNormW,
+            let preNormB { out += [(preNormW.name, [C], preNormW.value), (preNormB.name, [C], preNormB.value)] }
         if let sharedTable { out.append((sharedTable.name, sharedTable.value.shape, sharedTable.value)) }
         for (i, p) in blocks.enumerated() {
             for q in p.all where !q.frozen {
                 if beit && q === p.qkvB {
                     let b = q.value.array
                     out.append(("blocks.\(i).attn.q_bias", [C], Tensor(shape: [C], values: Array(b[0..<C]))))
-                    out.append(("blocks.\(i).attn.v_bias", [C], Tensor(shape: [C], values: Array(b[(2 * C)..<(3 * C)]))))
+                    out.append(
+                        ("blocks.\(i).attn.v_bias", [C], Tensor(shape: [C], values: Array(b[(2 * C)..<(3 * C)]))))
                 } else if beit && (q === p.ls1 || q === p.ls2) {
                     out.append(("blocks.\(i).\(q === p.ls1 ? "gamma_1" : "gamma_2")", [C], q.value))
                 } else {
@@ -539,7 +590,8 @@ public func fineTune(_ model: TrainableViT, labels: [Int], settings s: FineTuneS
 }
 
 /// Accuracy of the model over `labels.count` images loaded in batches of `batch`.
-public func evaluate(_ model: TrainableViT, labels: [Int], batch: Int, load: ([Int]) throws -> Tensor) throws -> Double {
+public func evaluate(
+    _ model: TrainableViT, labels: [Int], batch: Int, load: ([Int]) throws -> Tensor) throws -> Double {
     guard !labels.isEmpty else { return .nan }
     var correct = 0
     var start = 0

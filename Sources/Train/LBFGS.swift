@@ -23,9 +23,11 @@ public func lbfgs(_ x0: [Double], gtol: Double, maxIterations: Int, memory: Int 
     var s: [[Double]] = [], y: [[Double]] = [], rho: [Double] = []
     var it = 0
     func maxAbs(_ v: [Double]) -> Double { v.reduce(0) { max($0, abs($1)) } }
-    func dot(_ a: [Double], _ b: [Double]) -> Double { var t = 0.0; for i in 0..<a.count { t += a[i] * b[i] }; return t }
+    func dot(_ a: [Double], _ b: [Double]) -> Double {
+        var t = 0.0; for i in 0..<a.count { t += a[i] * b[i] }; return t }
     while it < maxIterations {
-        if maxAbs(g) <= gtol { return MinimizeResult(x: x, value: f, gradientMax: maxAbs(g), iterations: it, converged: true) }
+        if maxAbs(g) <= gtol {
+            return MinimizeResult(x: x, value: f, gradientMax: maxAbs(g), iterations: it, converged: true) }
         // Direction d = −H·g by the two-loop recursion, H₀ = (sᵀy / yᵀy)·I.
         var q = g
         var alpha = [Double](repeating: 0, count: s.count)
@@ -51,7 +53,8 @@ public func lbfgs(_ x0: [Double], gtol: Double, maxIterations: Int, memory: Int 
         let step0 = s.isEmpty ? min(1, 1 / max(1e-300, maxAbs(g))) : 1
         guard let (step, fNew, gNew) = wolfeSearch(x: x, f: f, g: g, d: d, slope: slope, step0: step0, fg) else {
             // No acceptable step: f cannot decrease further at double precision.
-            return MinimizeResult(x: x, value: f, gradientMax: maxAbs(g), iterations: it, converged: maxAbs(g) <= gtol * 1e3)
+            return MinimizeResult(
+                x: x, value: f, gradientMax: maxAbs(g), iterations: it, converged: maxAbs(g) <= gtol * 1e3)
         }
         let sk = d.map { $0 * step }
         var yk = [Double](repeating: 0, count: n)
@@ -93,7 +96,8 @@ private func wolfeSearch(x: [Double], f: Double, g: [Double], d: [Double], slope
             return zoom(lo: aPrev, fLo: fPrev, sLo: sPrev, hi: a, fHi: fa, f: f, slope: slope, c1: c1, c2: c2, eval)
         }
         if abs(sa) <= -c2 * slope { return (a, fa, ga) }
-        if sa >= 0 { return zoom(lo: a, fLo: fa, sLo: sa, hi: aPrev, fHi: fPrev, f: f, slope: slope, c1: c1, c2: c2, eval) }
+        if sa >= 0 {
+            return zoom(lo: a, fLo: fa, sLo: sa, hi: aPrev, fHi: fPrev, f: f, slope: slope, c1: c1, c2: c2, eval) }
         aPrev = a; fPrev = fa; sPrev = sa
         a *= 2
     }
@@ -101,7 +105,8 @@ private func wolfeSearch(x: [Double], f: Double, g: [Double], d: [Double], slope
 }
 
 private func zoom(lo: Double, fLo: Double, sLo: Double, hi: Double, fHi: Double, f: Double, slope: Double,
-                  c1: Double, c2: Double, _ eval: (Double) -> (Double, Double, [Double])) -> (Double, Double, [Double])? {
+                  c1: Double, c2: Double, _ eval: (Double) -> (Double, Double, [Double])) -> (
+                      Double, Double, [Double])? {
     var lo = lo, fLo = fLo, sLo = sLo, hi = hi, fHi = fHi
     for _ in 0..<60 {
         // Minimiser of the quadratic through (lo, fLo, sLo) and (hi, fHi), kept inside the bracket.

@@ -12,7 +12,8 @@ import VitLensCore
 /// runs so, as the engine does): rows for y and dx, output features for dW, so no two workers
 /// add into the same value and a step gives the same bits at a given worker count.
 enum Linear {
-    static func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor?, rows: Int) {
+    static func forward(
+        _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor?, rows: Int) {
         let n = w.shape[0], k = w.shape[1]
         parallelChunks(rows, minChunk: 64) { r in
             linearForward(y + r.lowerBound * n, x + r.lowerBound * k, w, b, rows: r.count)
@@ -20,12 +21,14 @@ enum Linear {
     }
 
     /// y += x·Wᵀ + b (the residual branches).
-    static func accumulate(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor, rows: Int) {
+    static func accumulate(
+        _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor, rows: Int) {
         let n = w.shape[0], k = w.shape[1]
         parallelChunks(rows, minChunk: 64) { r in
             let yr = y + r.lowerBound * n
             addBias(yr, b, rows: r.count)
-            sgemm(transB: true, m: r.count, n: n, k: k, a: x + r.lowerBound * k, lda: k, b: w.data, ldb: k, beta: 1, c: yr, ldc: n)
+            sgemm(transB: true, m: r.count, n: n, k: k, a: x + r.lowerBound * k, lda: k, b: w.data, ldb: k, beta: 1,
+                c: yr, ldc: n)
         }
     }
 
@@ -35,7 +38,8 @@ enum Linear {
         let n = w.shape[0], k = w.shape[1]
         if let dx {
             parallelChunks(rows, minChunk: 64) { r in
-                sgemm(m: r.count, n: k, k: n, a: dy + r.lowerBound * n, lda: n, b: w.data, ldb: k, beta: accumulateDx ? 1 : 0,
+                sgemm(m: r.count, n: k, k: n, a: dy + r.lowerBound * n, lda: n, b: w.data, ldb: k, beta: accumulateDx
+                    ? 1 : 0,
                       c: dx + r.lowerBound * k, ldc: k)
             }
         }
@@ -64,15 +68,18 @@ func columnSums(_ x: UnsafePointer<Float>, rows: Int, cols: Int, into out: Unsaf
 /// LayerNorm over the last axis (torch.nn.LayerNorm: biased variance, eps inside the root).
 /// x: (R, C) → y: (R, C); keeps mean and 1/σ per row.
 enum LayerNorm {
-    static func forward(_ y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
+    static func forward(
+        _ y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>, rstd: UnsafeMutablePointer<Float>,
                         _ x: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor, rows: Int, eps: Float) {
         layerNormForward(y, x, w, b, rows: rows, eps: eps, mean: mean, rstd: rstd)
     }
 
     /// dx (+)= (dn − mean(dn) − n̂·mean(dn·n̂))·(1/σ) with dn = dy·w and n̂ the normalised input;
     /// dw += Σ dy·n̂, db += Σ dy (llm.c layernorm_backward). `accumulate`: dx += instead of =.
-    static func backward(dx: UnsafeMutablePointer<Float>, dw: Tensor, db: Tensor, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
-                         mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, w: Tensor, rows: Int, accumulate: Bool) {
+    static func backward(
+        dx: UnsafeMutablePointer<Float>, dw: Tensor, db: Tensor, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                         mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, w: Tensor, rows: Int,
+                             accumulate: Bool) {
         let c = w.count
         parallelChunks(rows, minChunk: 64) { range in
             for r in range {
@@ -102,7 +109,8 @@ enum LayerNorm {
                     gb[i] += Double(dyr[i])
                 }
             }
-            for i in 0..<ch.count { dw.data[ch.lowerBound + i] += Float(gw[i]); db.data[ch.lowerBound + i] += Float(gb[i]) }
+            for i in 0..<ch.count {
+                dw.data[ch.lowerBound + i] += Float(gw[i]); db.data[ch.lowerBound + i] += Float(gb[i]) }
         }
     }
 }
@@ -110,7 +118,8 @@ enum LayerNorm {
 /// The MLP's activation: exact GELU y = x·Φ(x) (AVX2 kernels), or the sigmoid-gated forms
 /// y = x·σ(z(x)) — CLIP's QuickGELU z = 1.702x, SigLIP's tanh GELU z = 2√(2/π)(x + 0.044715x³).
 enum Activation {
-    static func forward(_ kind: ViTConfig.Activation, _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count n: Int) {
+    static func forward(
+        _ kind: ViTConfig.Activation, _ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count n: Int) {
         y.update(from: x, count: n)
         if kind == .gelu { return geluForward(y, count: n) }
         parallelChunks(n, minChunk: 1 << 14) { r in
@@ -150,17 +159,20 @@ enum Activation {
 /// offsets 0, C, 2C and head h at h·D → out: (B, T, C); keeps the probabilities P: (B, H, T, T).
 enum SelfAttention {
     /// `bias` (H, T, T), when given, is added to the logits (BEiT's relative position bias).
-    static func forward(_ out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
+    static func forward(
+        _ out: UnsafeMutablePointer<Float>, probs: UnsafeMutablePointer<Float>, qkv: UnsafePointer<Float>,
                         batch B: Int, tokens T: Int, heads H: Int, dim C: Int, bias: UnsafePointer<Float>? = nil) {
         let D = C / H, scale = 1 / Float(D).squareRoot()
         perImage(B) { b in
             let base = qkv + b * T * 3 * C
             for h in 0..<H {
                 let p = probs + (b * H + h) * T * T
-                sgemm(transB: true, m: T, n: T, k: D, alpha: scale, a: base + h * D, lda: 3 * C, b: base + C + h * D, ldb: 3 * C, c: p, ldc: T)
+                sgemm(transB: true, m: T, n: T, k: D, alpha: scale, a: base + h * D, lda: 3 * C, b: base + C + h * D,
+                    ldb: 3 * C, c: p, ldc: T)
                 if let bias { let bh = bias + h * T * T; for i in 0..<(T * T) { p[i] += bh[i] } }
                 softmaxRows(p, rows: T, cols: T)
-                sgemm(m: T, n: D, k: T, a: p, lda: T, b: base + 2 * C + h * D, ldb: 3 * C, c: out + b * T * C + h * D, ldc: C)
+                sgemm(m: T, n: D, k: T, a: p, lda: T, b: base + 2 * C + h * D, ldb: 3 * C, c: out + b * T * C + h * D,
+                    ldc: C)
             }
         }
     }
@@ -169,7 +181,8 @@ enum SelfAttention {
     /// scratch: (B, T, T) floats, one T×T matrix per image. `dlogits` (B, H, T, T), when given,
     /// receives dS (for the relative position bias's gradient).
     static func backward(dqkv: UnsafeMutablePointer<Float>, dout: UnsafePointer<Float>, qkv: UnsafePointer<Float>,
-                         probs: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>, batch B: Int, tokens T: Int, heads H: Int, dim C: Int,
+                         probs: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>, batch B: Int, tokens T: Int,
+                             heads H: Int, dim C: Int,
                          dlogits: UnsafeMutablePointer<Float>? = nil) {
         let D = C / H, scale = 1 / Float(D).squareRoot()
         perImage(B) { b in
@@ -177,8 +190,10 @@ enum SelfAttention {
             let dS = scratch + b * T * T
             for h in 0..<H {
                 let p = probs + (b * H + h) * T * T
-                sgemm(transA: true, m: T, n: D, k: T, a: p, lda: T, b: dO + h * D, ldb: C, c: dbase + 2 * C + h * D, ldc: 3 * C)
-                sgemm(transB: true, m: T, n: T, k: D, a: dO + h * D, lda: C, b: base + 2 * C + h * D, ldb: 3 * C, c: dS, ldc: T)
+                sgemm(transA: true, m: T, n: D, k: T, a: p, lda: T, b: dO + h * D, ldb: C, c: dbase + 2 * C + h * D,
+                    ldc: 3 * C)
+                sgemm(transB: true, m: T, n: T, k: D, a: dO + h * D, lda: C, b: base + 2 * C + h * D, ldb: 3 * C, c: dS,
+                    ldc: T)
                 for r in 0..<T {
                     let pr = p + r * T, dr = dS + r * T
                     var dot: Float = 0
@@ -186,8 +201,10 @@ enum SelfAttention {
                     for j in 0..<T { dr[j] = pr[j] * (dr[j] - dot) }
                 }
                 dlogits?.advanced(by: (b * H + h) * T * T).update(from: dS, count: T * T)
-                sgemm(m: T, n: D, k: T, alpha: scale, a: dS, lda: T, b: base + C + h * D, ldb: 3 * C, c: dbase + h * D, ldc: 3 * C)
-                sgemm(transA: true, m: T, n: D, k: T, alpha: scale, a: dS, lda: T, b: base + h * D, ldb: 3 * C, c: dbase + C + h * D, ldc: 3 * C)
+                sgemm(m: T, n: D, k: T, alpha: scale, a: dS, lda: T, b: base + C + h * D, ldb: 3 * C, c: dbase + h * D,
+                    ldc: 3 * C)
+                sgemm(transA: true, m: T, n: D, k: T, alpha: scale, a: dS, lda: T, b: base + h * D, ldb: 3 * C, c: dbase
+                    + C + h * D, ldc: 3 * C)
             }
         }
     }
@@ -207,7 +224,9 @@ enum SelfAttention {
 
 /// Softmax cross-entropy averaged over the batch.  logits: (B, K) → loss; dlogits = (p − onehot)/B.
 enum CrossEntropy {
-    static func forwardBackward(_ logits: UnsafePointer<Float>, labels: [Int], classes K: Int, dlogits: UnsafeMutablePointer<Float>) -> (loss: Double, correct: Int) {
+    static func forwardBackward(
+        _ logits: UnsafePointer<Float>, labels: [Int], classes K: Int, dlogits: UnsafeMutablePointer<Float>) -> (
+        loss: Double, correct: Int) {
         let B = labels.count
         var loss = 0.0, correct = 0
         for b in 0..<B {

@@ -79,7 +79,8 @@ public struct LogisticRegression: Sendable {
                         g.withUnsafeMutableBufferPointer { gb in
                             // ∇W = ∂zᵀ·x + W/(C·N); ∇b = Σ_rows ∂z.
                             for i in 0..<(o * d) { gb[i] = penalty * pw[i] }
-                            dgemm(transA: true, m: o, n: d, k: n, a: zb.baseAddress!, lda: o, b: xb.baseAddress!, ldb: d,
+                            dgemm(transA: true, m: o, n: d, k: n, a: zb.baseAddress!, lda: o, b: xb.baseAddress!,
+                                ldb: d,
                                   beta: 1, c: gb.baseAddress!, ldc: d)
                             for c in 0..<o {
                                 var t = 0.0
@@ -95,7 +96,8 @@ public struct LogisticRegression: Sendable {
             return loss / Double(n) + 0.5 * penalty * w2
         }
         let r = lbfgs([Double](repeating: 0, count: o * d + o), gtol: gtol, maxIterations: maxIterations, fg)
-        return LogisticRegression(classes: k, features: d, weights: Array(r.x[0..<(o * d)]), bias: Array(r.x[(o * d)...]), solver: r)
+        return LogisticRegression(
+            classes: k, features: d, weights: Array(r.x[0..<(o * d)]), bias: Array(r.x[(o * d)...]), solver: r)
     }
 
     /// Class scores (N, K) (for two classes: (N, 1), the logit of class 1).

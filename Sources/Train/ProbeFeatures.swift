@@ -76,11 +76,13 @@ public struct LinearProbeFit: Sendable {
 
 /// Fits the probe on (train rows of) features of dimension `dim` and scores train and test.
 public func linearProbe(train: [Float], trainLabels: [Int], test: [Float], testLabels: [Int], dim: Int, classes: Int,
-                        layersKept: Int, C: Double = 1, gtol: Double = 1e-7, maxIterations: Int = 2000) -> LinearProbeFit {
+                        layersKept: Int, C: Double = 1, gtol: Double = 1e-7,
+                            maxIterations: Int = 2000) -> LinearProbeFit {
     let n = trainLabels.count, nt = testLabels.count
     let s = Standardizer(fitting: train, rows: n, cols: dim)
     let xtr = s.transform(train, rows: n), xte = s.transform(test, rows: nt)
-    let m = LogisticRegression.fit(xtr, labels: trainLabels, rows: n, cols: dim, classes: classes, C: C, gtol: gtol, maxIterations: maxIterations)
+    let m = LogisticRegression.fit(
+        xtr, labels: trainLabels, rows: n, cols: dim, classes: classes, C: C, gtol: gtol, maxIterations: maxIterations)
     return LinearProbeFit(layersKept: layersKept,
                        trainAccuracy: LogisticRegression.accuracy(m.predict(xtr, rows: n), trainLabels),
                        testAccuracy: nt > 0 ? LogisticRegression.accuracy(m.predict(xte, rows: nt), testLabels) : .nan,

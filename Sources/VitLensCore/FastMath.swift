@@ -118,7 +118,8 @@ public func geluInPlace(_ p: UnsafeMutablePointer<Float>, _ n: Int) {
 /// exp(x − max) of each row of x (R, N) in place, without the division: `sums[r]` receives the
 /// row's sum, so a caller can scale the (much smaller) product P·V instead of P itself.
 @inlinable @inline(__always)
-public func expRowsInPlace(_ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int, sums: UnsafeMutablePointer<Float>) {
+public func expRowsInPlace(
+    _ x: UnsafeMutablePointer<Float>, rows: Int, cols n: Int, sums: UnsafeMutablePointer<Float>) {
     for r in 0..<rows {
         let row = x + r * n
         let m = maximum(row, n)
@@ -162,7 +163,8 @@ public enum CPUKernels {
 public func layerNormRowsInPlace(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>,
                                  _ w: UnsafePointer<Float>, _ b: UnsafePointer<Float>,
                                  rows: Int, cols c: Int, eps: Float,
-                                 mean meanOut: UnsafeMutablePointer<Float>?, rstd rstdOut: UnsafeMutablePointer<Float>?) {
+                                 mean meanOut: UnsafeMutablePointer<Float>?,
+                                     rstd rstdOut: UnsafeMutablePointer<Float>?) {
     for r in 0..<rows {
         let xr = x + r * c, orow = out + r * c
         let mean = sum(xr, c) / Float(c)
@@ -184,7 +186,8 @@ public func layerNormRowsInPlace(_ out: UnsafeMutablePointer<Float>, _ x: Unsafe
 
 /// x[r, :] = gelu(x[r, :] + bias) for each row of x (R, N) — bias and GELU in one pass.
 @inlinable @inline(__always)
-public func biasGeluRowsInPlace(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, cols n: Int) {
+public func biasGeluRowsInPlace(
+    _ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, cols n: Int) {
     for r in 0..<rows {
         let row = x + r * n
         for i in 0..<n {

@@ -57,7 +57,8 @@ public func resampleBicubicFloat(_ src: [Float], channels: Int, inH: Int, inW: I
         for y in 0..<inH {
             for o in 0..<outW {
                 var s = 0.0
-                for j in 0..<wx.count[o] { s += Double(src[(c * inH + y) * inW + wx.first[o] + j]) * wx.weights[o * wx.stride + j] }
+                for j in 0..<wx.count[o] {
+                    s += Double(src[(c * inH + y) * inW + wx.first[o] + j]) * wx.weights[o * wx.stride + j] }
                 tmp[(c * inH + y) * outW + o] = s
             }
         }
@@ -67,7 +68,8 @@ public func resampleBicubicFloat(_ src: [Float], channels: Int, inH: Int, inW: I
         for o in 0..<outH {
             for x in 0..<outW {
                 var s = 0.0
-                for j in 0..<wy.count[o] { s += tmp[(c * inH + wy.first[o] + j) * outW + x] * wy.weights[o * wy.stride + j] }
+                for j in 0..<wy.count[o] {
+                    s += tmp[(c * inH + wy.first[o] + j) * outW + x] * wy.weights[o * wy.stride + j] }
                 out[(c * outH + o) * outW + x] = Float(s)
             }
         }

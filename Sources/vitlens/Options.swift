@@ -19,38 +19,53 @@ extension ShardSpec: ExpressibleByArgument {
 /// The one checkpoint of extract, inspect and finetune. Taken as a list so that a second one
 /// gets a message that says what to do instead of "unexpected argument".
 struct SingleCheckpoint: ParsableArguments {
-    @Argument(help: "Checkpoint: .safetensors, a torch.save archive (.pth, .pth.tar, .bin, .pt), or a Hugging Face folder.")
+    @Argument(
+        help: "Checkpoint: .safetensors, a torch.save archive (.pth, .pth.tar, .bin, .pt), or a Hugging Face folder.")
     var checkpoints: [String] = []
     var path: String { checkpoints[0] }
 
     func validate() throws {
         if checkpoints.isEmpty { throw ValidationError("give a checkpoint") }
         if checkpoints.count > 1 {
-            throw ValidationError("this command takes one checkpoint, got \(checkpoints.count) (\(checkpoints.joined(separator: ", "))); cka, attention and probe take several")
+            throw ValidationError(
+                "this command takes one checkpoint, got \(checkpoints.count) "
+                + "(\(checkpoints.joined(separator: ", "))); cka, attention and probe take several")
         }
     }
 }
 
 /// How models run: heads, image size, threads.
 struct ModelOptions: ParsableArguments {
-    @Option(parsing: .unconditionalSingleValue, help: "Attention heads (weights do not record them, except a BEiT model's relative position tables): one value for every model, or one per model in order. Default: the tables, the checkpoint's metadata or config.json, else width/64.")
+    @Option(parsing: .unconditionalSingleValue,
+        help: ArgumentHelp(
+            "Attention heads (weights do not record them, except a BEiT model's relative position tables): one "
+        + "value for every model, or one per model in order. Default: the tables, the checkpoint's metadata or "
+        + "config.json, else width/64."))
     var heads: [Int] = []
 
-    @Option(name: .customLong("image-size"), parsing: .unconditional, help: "Run every model at this image size; position embeddings are resampled (bicubic) and BEiT's relative position tables resized, as timm does.")
+    @Option(name: .customLong("image-size"), parsing: .unconditional,
+        help: ArgumentHelp(
+            "Run every model at this image size; position embeddings are resampled (bicubic) and BEiT's relative "
+        + "position tables resized, as timm does."))
     var imageSize: Int?
 
-    @Option(help: "Display names of the models, comma-separated in argument order, for titles, axes, legends, tables, CSV and JSON (default: the file names without extensions).")
+    @Option(help: ArgumentHelp(
+        "Display names of the models, comma-separated in argument order, for titles, axes, legends, "
+        + "tables, CSV and JSON (default: the file names without extensions)."))
     var names: NameList?
 
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS and vitlens's own loops (default: all cores).")
     var threads: Int?
 
-    @Option(help: "f32, or bf16: linear layers and attention products with bfloat16 inputs and float32 accumulation (needs a CPU with AVX512_BF16; about 1.6x faster).")
+    @Option(help: ArgumentHelp(
+        "f32, or bf16: linear layers and attention products with bfloat16 inputs and float32 accumulation "
+        + "(needs a CPU with AVX512_BF16; about 1.6x faster)."))
     var precision: Precision = .f32
 
     func validate() throws {
         if heads.contains(where: { $0 < 1 }) { throw ValidationError("--heads must be at least 1") }
-        if let imageSize, imageSize < 1 || imageSize > 4096 { throw ValidationError("--image-size must be between 1 and 4096") }
+        if let imageSize, imageSize < 1
+            || imageSize > 4096 { throw ValidationError("--image-size must be between 1 and 4096") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
@@ -66,13 +81,18 @@ struct ModelOptions: ParsableArguments {
     }
 
     /// The request for model `i` of `count`; `override` (e.g. --heads-b) wins over --heads.
-    func request(_ path: String, _ i: Int = 0, override: (Int?, String)? = nil, imageSize size: Int? = nil) -> ModelRequest {
+    func request(
+        _ path: String, _ i: Int = 0, override: (Int?, String)? = nil, imageSize size: Int? = nil) -> ModelRequest {
         let name = names.map { $0.list[i] }
         if let (h, flag) = override, let h {
-            return ModelRequest(path: path, heads: h, headsGivenAs: flag, imageSize: size ?? imageSize, name: name, precision: precision)
+            return ModelRequest(
+                path: path, heads: h, headsGivenAs: flag, imageSize: size ?? imageSize, name: name,
+                precision: precision)
         }
         let h = heads.isEmpty ? nil : heads.count == 1 ? heads[0] : heads[i]
-        return ModelRequest(path: path, heads: h, headsGivenAs: "--heads", imageSize: size ?? imageSize, name: name, precision: precision)
+        return ModelRequest(
+            path: path, heads: h, headsGivenAs: "--heads", imageSize: size ?? imageSize, name: name,
+            precision: precision)
     }
 
     func applyThreads() { if let threads { VitLensProcess.setThreads(threads) } }
@@ -85,19 +105,26 @@ func load(_ request: ModelRequest, _ terminal: Terminal) throws -> AnalysisModel
     do { m = try AnalysisModel(request) } catch let e as EngineError {
         switch e {
         case let .headsDoNotDivide(heads, dim, .option):
-            throw UsageError("\(request.headsGivenAs) \(heads) does not divide the embedding width \(dim) of \(request.path)")
+            throw UsageError(
+                "\(request.headsGivenAs) \(heads) does not divide the embedding width \(dim) of \(request.path)")
         case let .imageSizeNotMultiple(size, patch):
             throw UsageError("--image-size \(size) is not a multiple of the patch size \(patch) of \(request.path)")
         case let .headsContradictTable(heads, .option, table):
-            throw UsageError("\(request.headsGivenAs) \(heads) contradicts \(request.path), whose relative position tables have \(table) heads")
+            throw UsageError(
+                "\(request.headsGivenAs) \(heads) contradicts \(request.path), whose relative position tables have "
+                + "\(table) heads")
         default: throw e
         }
     }
     if let stated = m.statedHeads, m.config.headsSource == .option, stated.heads != m.config.heads {
-        terminal.warning("\(request.path): \(request.headsGivenAs) \(m.config.heads) overrides \(stated.heads) heads from \(stated.source); the numbers follow \(request.headsGivenAs)")
+        terminal.warning(
+            "\(request.path): \(request.headsGivenAs) \(m.config.heads) overrides \(stated.heads) heads from "
+            + "\(stated.source); the numbers follow \(request.headsGivenAs)")
     }
     if m.config.headsSource == .convention {
-        terminal.notice("\(request.path): head count not recorded; using \(m.config.heads) (width \(m.config.dim)/64, the DeiT/ViT convention). mae-lite's Tiny needs --heads 12.")
+        terminal.notice(
+            "\(request.path): head count not recorded; using \(m.config.heads) (width \(m.config.dim)/64, the "
+            + "DeiT/ViT convention). mae-lite's Tiny needs --heads 12.")
     }
     return m
 }
@@ -129,7 +156,9 @@ struct DecodeOptions: ParsableArguments {
     @OptionGroup var batching: BatchOption
     var batch: Int { batching.batch }
 
-    @Option(help: "timm-eval (shorter side to size/0.875, bicubic, centre crop) or none (images must be the model's size).")
+    @Option(help: ArgumentHelp(
+        "timm-eval (shorter side to size/0.875, bicubic, centre crop) or none (images must be the model's "
+        + "size)."))
     var resize: ResizeMode = .timmEval
 
     @Flag(name: .customLong("skip-bad-images"), help: "Warn about and skip unreadable images instead of failing.")
@@ -152,7 +181,9 @@ struct ImageOptions: ParsableArguments {
     }
 
     func batches(size: Int, _ terminal: Terminal) throws -> ImageBatches {
-        guard let images else { throw ValidationError("Missing expected argument '--images <images>' (the folder of images the model runs on)") }
+        guard let images else {
+            throw ValidationError(
+            "Missing expected argument '--images <images>' (the folder of images the model runs on)") }
         return try decoding.batches(folder: images, num: num, size: size, terminal)
     }
 }
@@ -160,7 +191,8 @@ struct ImageOptions: ParsableArguments {
 extension DecodeOptions {
     /// The first `num` images of `folder`, decoded as these options say.
     func batches(folder: String, num: Int, size: Int, _ terminal: Terminal) throws -> ImageBatches {
-        let b = try ImageBatches(folder: folder, num: num, size: size, mode: resize, batch: batch, skipBad: skipBadImages)
+        let b = try ImageBatches(
+            folder: folder, num: num, size: size, mode: resize, batch: batch, skipBad: skipBadImages)
         b.onSkip = { terminal.warning("skipping \($0)") }
         return b
     }
@@ -188,7 +220,8 @@ struct FigureOptions: ParsableArguments {
 enum Bound: ExpressibleByArgument {
     case auto, value(Double)
     init?(argument: String) {
-        if argument == "auto" { self = .auto } else if let v = Double(argument), v.isFinite { self = .value(v) } else { return nil }
+        if argument == "auto" { self = .auto } else if let v = Double(argument),
+            v.isFinite { self = .value(v) } else { return nil }
     }
     var number: Double? { if case let .value(v) = self { return v }; return nil }
 }
@@ -209,24 +242,35 @@ extension AxisRange: ExpressibleByArgument {
 
 /// The CKA heatmap's colour range.
 struct ColorRangeOptions: ParsableArguments {
-    @Option(parsing: .unconditional, help: "Value drawn as the darkest colour of the CKA heatmap: a number, or auto (default: the data's minimum, to 0.05).")
+    @Option(parsing: .unconditional,
+        help: ArgumentHelp(
+            "Value drawn as the darkest colour of the CKA heatmap: a number, or auto (default: the data's "
+        + "minimum, to 0.05)."))
     var vmin: Bound = .auto
-    @Option(parsing: .unconditional, help: "Value drawn as the brightest colour of the CKA heatmap: a number, or auto (default: the data's maximum, to 0.05).")
+    @Option(parsing: .unconditional,
+        help: ArgumentHelp(
+            "Value drawn as the brightest colour of the CKA heatmap: a number, or auto (default: the data's "
+        + "maximum, to 0.05)."))
     var vmax: Bound = .auto
 
     func validate() throws {
-        if let lo = vmin.number, let hi = vmax.number, hi <= lo { throw ValidationError("--vmax must be greater than --vmin") }
+        if let lo = vmin.number, let hi = vmax.number,
+            hi <= lo { throw ValidationError("--vmax must be greater than --vmin") }
     }
 }
 
 /// The attention figures' y range.
 struct YRangeOption: ParsableArguments {
-    @Option(help: "Y range of the attention figures: auto (around the data, default), geometry (0 to the largest possible value, for comparing figures side by side) or LOW,HIGH.")
+    @Option(help: ArgumentHelp(
+        "Y range of the attention figures: auto (around the data, default), geometry (0 to the largest "
+        + "possible value, for comparing figures side by side) or LOW,HIGH."))
     var ylim: AxisRange = .auto
 }
 
-func figureStyle(_ f: FigureOptions, colors: ColorRangeOptions? = nil, y: YRangeOption? = nil, title: String? = nil) -> FigureStyle {
-    FigureStyle(scale: f.scale, vmin: colors?.vmin.number, vmax: colors?.vmax.number, ylim: y?.ylim ?? .auto, title: title)
+func figureStyle(
+    _ f: FigureOptions, colors: ColorRangeOptions? = nil, y: YRangeOption? = nil, title: String? = nil) -> FigureStyle {
+    FigureStyle(
+        scale: f.scale, vmin: colors?.vmin.number, vmax: colors?.vmax.number, ylim: y?.ylim ?? .auto, title: title)
 }
 
 /// Where the labelled images come from: an ImageFolder pair, one folder split, or CIFAR.
@@ -243,23 +287,30 @@ struct DatasetOptions: ParsableArguments {
     var cifar10: String?
     @Option(name: .customLong("cifar100"), help: "CIFAR-100 binary folder (train.bin, test.bin).")
     var cifar100: String?
-    @Option(name: .customLong("limit-train"), parsing: .unconditional, help: "Use at most N train images, balanced over the classes.")
+    @Option(name: .customLong("limit-train"), parsing: .unconditional,
+        help: "Use at most N train images, balanced over the classes.")
     var limitTrain: Int?
-    @Option(name: .customLong("limit-test"), parsing: .unconditional, help: "Use at most N test images, balanced over the classes.")
+    @Option(name: .customLong("limit-test"), parsing: .unconditional,
+        help: "Use at most N test images, balanced over the classes.")
     var limitTest: Int?
 
     func validate() throws {
-        if [train, cifar10, cifar100].compactMap({ $0 }).count != 1 { throw ValidationError("give exactly one of --train DIR, --cifar10 DIR, --cifar100 DIR") }
-        if train != nil && (test == nil) == (split == nil) { throw ValidationError("with --train give either --test DIR or --split FRACTION") }
+        if [train, cifar10, cifar100].compactMap({ $0 }).count != 1 {
+            throw ValidationError("give exactly one of --train DIR, --cifar10 DIR, --cifar100 DIR") }
+        if train != nil
+            && (test == nil) == (split == nil) {
+            throw ValidationError("with --train give either --test DIR or --split FRACTION") }
         if train == nil && (test != nil || split != nil) { throw ValidationError("--test and --split go with --train") }
         if let split, !(split > 0 && split < 1) { throw ValidationError("--split must be between 0 and 1 (exclusive)") }
-        for (n, v) in [("--limit-train", limitTrain), ("--limit-test", limitTest)] { if let v, v < 1 { throw ValidationError("\(n) must be at least 1") } }
+        for (n, v) in [("--limit-train", limitTrain), ("--limit-test", limitTest)] {
+            if let v, v < 1 { throw ValidationError("\(n) must be at least 1") } }
     }
 
     var data: LabeledData {
         let source: LabeledData.Source
         if let d = cifar10 { source = .cifar(d, .cifar10) } else if let d = cifar100 { source = .cifar(d, .cifar100) }
-        else if let split { source = .split(train: train!, fraction: split, seed: seed) } else { source = .folders(train: train!, test: test!) }
+        else if let split { source = .split(train: train!, fraction: split, seed: seed) } else {
+            source = .folders(train: train!, test: test!) }
         return LabeledData(source: source, limitTrain: limitTrain, limitTest: limitTest)
     }
 }
@@ -268,16 +319,22 @@ struct DatasetOptions: ParsableArguments {
 struct FineTuneOptions: ParsableArguments {
     @Option(parsing: .unconditional, help: "Fine-tuning epochs.") var epochs: Int = 10
     @Option(help: "Peak learning rate (AdamW), reached after the warm-up.") var lr: Double = 1e-3
-    @Option(name: .customLong("min-lr"), help: "Learning rate at the end of the cosine schedule.") var minLR: Double = 1e-6
-    @Option(name: .customLong("warmup-epochs"), help: "Linear warm-up, in epochs (fractions allowed).") var warmupEpochs: Double = 1
-    @Option(name: .customLong("weight-decay"), help: "AdamW decoupled weight decay (weight matrices only).") var weightDecay: Double = 0.05
-    @Option(name: .customLong("layer-decay"), help: "Layer-wise learning-rate decay (mae-lite: 0.75).") var layerDecay: Double = 0.75
-    @Option(name: .customLong("train-batch"), parsing: .unconditional, help: "Images per training step.") var trainBatch: Int = 32
+    @Option(name: .customLong("min-lr"),
+        help: "Learning rate at the end of the cosine schedule.") var minLR: Double = 1e-6
+    @Option(name: .customLong("warmup-epochs"),
+        help: "Linear warm-up, in epochs (fractions allowed).") var warmupEpochs: Double = 1
+    @Option(name: .customLong("weight-decay"),
+        help: "AdamW decoupled weight decay (weight matrices only).") var weightDecay: Double = 0.05
+    @Option(name: .customLong("layer-decay"),
+        help: "Layer-wise learning-rate decay (mae-lite: 0.75).") var layerDecay: Double = 0.75
+    @Option(name: .customLong("train-batch"), parsing: .unconditional,
+        help: "Images per training step.") var trainBatch: Int = 32
 
     func validate() throws {
         if epochs < 1 { throw ValidationError("--epochs must be at least 1") }
         if trainBatch < 1 || trainBatch > 1024 { throw ValidationError("--train-batch must be between 1 and 1024") }
-        for (n, v) in [("--lr", lr), ("--min-lr", minLR), ("--warmup-epochs", warmupEpochs), ("--weight-decay", weightDecay)] {
+        for (n, v) in [
+            ("--lr", lr), ("--min-lr", minLR), ("--warmup-epochs", warmupEpochs), ("--weight-decay", weightDecay)] {
             if !(v >= 0 && v.isFinite) { throw ValidationError("\(n) must be a non-negative number") }
         }
         if !(layerDecay > 0 && layerDecay <= 1) { throw ValidationError("--layer-decay must be in (0, 1]") }
@@ -296,9 +353,11 @@ struct FineTuneOptions: ParsableArguments {
 struct NameList: ExpressibleByArgument {
     let list: [String]
     init?(argument: String) {
-        let parts = argument.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let parts = argument.split(separator: ",", omittingEmptySubsequences: false).map {
+            $0.trimmingCharacters(in: .whitespaces) }
         // Names also make default report folders: no empty ones, no slashes, no repeats.
-        guard !parts.contains(where: { $0.isEmpty || $0.contains("/") }), Set(parts).count == parts.count else { return nil }
+        guard !parts.contains(where: { $0.isEmpty || $0.contains("/") }),
+            Set(parts).count == parts.count else { return nil }
         list = parts
     }
 }

@@ -13,7 +13,9 @@ struct VitLens: ParsableCommand {
         commandName: "vitlens",
         abstract: "Look inside Vision Transformers: checkpoints, features, attention — no PyTorch needed.",
         version: vitlensVersion,
-        subcommands: [CKA.self, Attention.self, Maps.self, Probe.self, Finetune.self, Plot.self, Merge.self, Inspect.self, Extract.self, Bench.self])
+        subcommands: [
+            CKA.self, Attention.self, Maps.self, Probe.self, Finetune.self, Plot.self, Merge.self, Inspect.self,
+            Extract.self, Bench.self])
 
     /// Parses and runs the command with vitlens's error contract: one `error:` line on stderr,
     /// exit 64 for bad usage (before any work starts), 1 for any other failure.
@@ -88,8 +90,10 @@ final class Terminal: RunObserver {
         last = now
         let t = now.timeIntervalSince(start!), rate = t > 0 ? Double(done) / t : 0
         let eta = Int((rate > 0 ? Double(total - done) / rate : 0).rounded())
-        let etaText = eta >= 3600 ? "\(eta / 3600)h\(eta % 3600 / 60)m" : eta >= 60 ? "\(eta / 60)m\(eta % 60)s" : "\(eta)s"
-        FileHandle.standardError.write(Data(String(format: "\r%@: %d/%d images, %.1f img/s, ETA %@   ", label, done, total, rate, etaText).utf8))
+        let etaText = eta >= 3600 ? "\(eta / 3600)h\(eta % 3600 / 60)m" : eta >= 60 ? "\(eta / 60)m\(eta % 60)s"
+            : "\(eta)s"
+        FileHandle.standardError.write(
+            Data(String(format: "\r%@: %d/%d images, %.1f img/s, ETA %@   ", label, done, total, rate, etaText).utf8))
         showing = true
     }
 
@@ -100,7 +104,8 @@ final class Terminal: RunObserver {
     }
 
     /// The closing line of a run that wrote a report.
-    func wrote(_ dir: String, _ files: [String], _ tail: String = "") { if !quiet { say("wrote \(dir)/{\(files.joined(separator: ", "))}" + tail) } }
+    func wrote(_ dir: String, _ files: [String], _ tail: String = "") {
+        if !quiet { say("wrote \(dir)/{\(files.joined(separator: ", "))}" + tail) } }
 }
 
 var commandLine: String { CommandLine.arguments.joined(separator: " ") }
@@ -116,7 +121,9 @@ func writingReport(_ out: String?, default fallback: String, command: String?, _
     while path.count > 1 && path.hasSuffix("/") { path.removeLast() }
     if let command, let held = OutputDirectory.reportCommand(in: path) {
         guard held == command else {
-            throw Failure("\(out != nil ? "--out " : "")\(path) holds a \(held) report; a \(command) report is not written over it (choose another --out)")
+            throw Failure(
+                "\(out != nil ? "--out " : "")\(path) holds a \(held) report; a \(command) report is not written "
+                + "over it (choose another --out)")
         }
         if out == nil {
             var n = 2

@@ -45,11 +45,15 @@ extension AttentionResult {
         case .geometry: sub.append("y axes: the full possible range")
         case .fixed: sub.append("y axes as given")
         }
-        for (metric, label, top) in [("distance", "mean attention distance (\(unit))", dMax), ("entropy", "mean attention entropy (nats)", eMax)] {
+        for (metric, label, top) in [
+            ("distance", "mean attention distance (\(unit))", dMax),
+            ("entropy", "mean attention entropy (nats)", eMax)] {
             let series = all.enumerated().map { k, d -> BoxSeries in
                 let v = metric == "distance" ? d.distance : d.entropy
                 let boxes = (d.boxes[metric] ?? []).map {
-                    BoxSummary(q1: $0.q1, median: $0.median, q3: $0.q3, whiskerLow: $0.whiskerLow, whiskerHigh: $0.whiskerHigh, outliers: $0.outliers)
+                    BoxSummary(
+                        q1: $0.q1, median: $0.median, q3: $0.q3, whiskerLow: $0.whiskerLow, whiskerHigh: $0.whiskerHigh,
+                        outliers: $0.outliers)
                 }
                 return BoxSeries(name: d.name, color: seriesColors[k % seriesColors.count], boxes: boxes,
                                  points: v, means: v.map { row in row.reduce(0, +) / Double(row.count) })
@@ -61,7 +65,8 @@ extension AttentionResult {
             case .auto:
                 range = tidyRange(all.flatMap { d -> [Double] in
                     let v = metric == "distance" ? d.distance : d.entropy
-                    return v.joined() + (d.boxes[metric] ?? []).flatMap { [$0.whiskerLow, $0.whiskerHigh] + $0.outliers }
+                    return v.joined()
+                        + (d.boxes[metric] ?? []).flatMap { [$0.whiskerLow, $0.whiskerHigh] + $0.outliers }
                 })
             }
             ranges.append(range)
@@ -73,28 +78,47 @@ extension AttentionResult {
             figs.append(("attention_\(metric)", fig, label))
         }
         var page = HTMLPage(title: style.title ?? "Attention distance and entropy: \(names)")
-        page.add(.paragraph(sub.joined(separator: " · ") + ". Per layer: a box over heads, each head a point, the mean over heads a line."))
+        page.add(
+            .paragraph(
+            sub.joined(separator: " · ")
+            + ". Per layer: a box over heads, each head a point, the mean over heads a line."))
         let axisNote: String
         switch style.ylim {
-        case .auto: axisNote = "the y axis spans the data (--ylim geometry fixes it to the full possible range, for comparing figures side by side)"
-        case .geometry: axisNote = "the y axis spans the full possible range: 0 to the largest mean distance any attention could have, 0 to ln(patches)"
+        case .auto: axisNote = "the y axis spans the data (--ylim geometry fixes it to the full possible range, for "
+            + "comparing figures side by side)"
+        case .geometry: axisNote = "the y axis spans the full possible range: 0 to the largest mean distance any "
+            + "attention could have, 0 to ln(patches)"
         case .fixed: axisNote = "the y axis as given by --ylim"
         }
         for ((base, fig, label), r) in zip(figs, ranges) {
-            page.add(.figure(svg: fig.svg(), png: base + ".png", caption: label.prefix(1).uppercased() + label.dropFirst() + " per layer; y from \(csvNumber(r.0)) to \(csvNumber(r.1)): " + axisNote + "."))
+            page.add(
+                .figure(svg: fig.svg(), png: base + ".png", caption: label.prefix(1).uppercased() + label.dropFirst()
+                + " per layer; y from \(csvNumber(r.0)) to \(csvNumber(r.1)): " + axisNote + "."))
         }
         for d in all {
             page.add(.heading("Numbers: \(d.name) (attention.csv)"))
             var rows: [[String]] = []
-            for l in 0..<d.layers { for h in 0..<d.heads { rows.append(["\(l + 1)", "\(h)", String(format: "%.3f", d.distance[l][h]), String(format: "%.4f", d.entropy[l][h])]) } }
-            page.add(.table(caption: "Per layer and head; full precision in attention.csv", header: ["layer", "head", "mean distance", "mean entropy"], rows: rows, colors: nil))
+            for l in 0..<d.layers {
+                for h in 0..<d.heads {
+                rows.append(
+                ["\(l + 1)", "\(h)", String(format: "%.3f", d.distance[l][h]),
+                String(format: "%.4f", d.entropy[l][h])]) } }
+            page.add(
+                .table(caption: "Per layer and head; full precision in attention.csv",
+                header: ["layer", "head", "mean distance", "mean entropy"], rows: rows, colors: nil))
             var boxRows: [[String]] = []
             for metric in ["distance", "entropy"] {
                 for (l, b) in (d.boxes[metric] ?? []).enumerated() {
-                    boxRows.append([metric, "\(l + 1)"] + [b.whiskerLow, b.q1, b.median, b.q3, b.whiskerHigh].map { String(format: "%.4g", $0) } + ["\(b.outliers.count)"])
+                    boxRows.append(
+                        [metric, "\(l + 1)"]
+                        + [b.whiskerLow, b.q1, b.median, b.q3, b.whiskerHigh].map { String(format: "%.4g", $0) }
+                        + ["\(b.outliers.count)"])
                 }
             }
-            page.add(.table(caption: "Box statistics (attention_box.csv)", header: ["metric", "layer", "whisker low", "q1", "median", "q3", "whisker high", "outliers"], rows: boxRows, colors: nil))
+            page.add(
+                .table(caption: "Box statistics (attention_box.csv)",
+                header: ["metric", "layer", "whisker low", "q1", "median", "q3", "whisker high", "outliers"],
+                rows: boxRows, colors: nil))
             page.add(.heading("Definitions and metadata: \(d.name)"))
             Drawing.runSection(&page, d.json)
         }

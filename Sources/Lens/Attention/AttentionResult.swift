@@ -83,12 +83,17 @@ public struct AttentionResult {
     /// Writes attention.csv, attention_box.csv and attention.json (and compare/ for a second model).
     public func write(to out: OutputDirectory, prefix: String = "") throws -> [String] {
         var csv = CSVTable(header: ["layer", "head", "mean_distance", "mean_entropy"])
-        for l in 0..<layers { for h in 0..<heads { csv.append(["\(l + 1)", "\(h)", csvNumber(distance[l][h]), csvNumber(entropy[l][h])]) } }
+        for l in 0..<layers {
+            for h in 0..<heads {
+            csv.append(["\(l + 1)", "\(h)", csvNumber(distance[l][h]), csvNumber(entropy[l][h])]) } }
         try out.write(prefix + "attention.csv", csv.render())
-        var box = CSVTable(header: ["metric", "layer", "min", "q1", "median", "q3", "max", "whisker_low", "whisker_high", "n"])
+        var box = CSVTable(
+            header: ["metric", "layer", "min", "q1", "median", "q3", "max", "whisker_low", "whisker_high", "n"])
         for metric in ["distance", "entropy"] {
             for (l, s) in (boxes[metric] ?? []).enumerated() {
-                box.append([metric, "\(l + 1)"] + [s.min, s.q1, s.median, s.q3, s.max, s.whiskerLow, s.whiskerHigh].map(csvNumber) + ["\(s.n)"])
+                box.append(
+                    [metric, "\(l + 1)"]
+                    + [s.min, s.q1, s.median, s.q3, s.max, s.whiskerLow, s.whiskerHigh].map(csvNumber) + ["\(s.n)"])
             }
         }
         try out.write(prefix + "attention_box.csv", box.render())
@@ -111,11 +116,13 @@ public struct AttentionResult {
         var recs: [(Int, Int, Double, Double)] = []
         for r in 0..<t.rows.count {
             let l = try t.integer(r, "layer", path: p), h = try t.integer(r, "head", path: p)
-            guard l >= 1, l <= 4096, h >= 0, h < 4096 else { throw CSVError(path: p, line: r + 2, reason: "layer \(l) / head \(h) out of range") }
+            guard l >= 1, l <= 4096, h >= 0,
+                h < 4096 else { throw CSVError(path: p, line: r + 2, reason: "layer \(l) / head \(h) out of range") }
             recs.append((l, h, try t.number(r, "mean_distance", path: p), try t.number(r, "mean_entropy", path: p)))
         }
         let L = recs.map(\.0).max()!, H = recs.map(\.1).max()! + 1
-        guard recs.count == L * H else { throw ReportError.rowCount(path: p, rows: recs.count, expected: L * H, shape: "\(L) layers × \(H) heads") }
+        guard recs.count == L * H else {
+            throw ReportError.rowCount(path: p, rows: recs.count, expected: L * H, shape: "\(L) layers × \(H) heads") }
         var dist = [[Double]](repeating: [Double](repeating: .nan, count: H), count: L), ent = dist
         for (l, h, d, e) in recs { dist[l - 1][h] = d; ent[l - 1][h] = e }
         distance = dist
@@ -126,7 +133,8 @@ public struct AttentionResult {
         fallbackName = (dir as NSString).lastPathComponent
         boxes = [:]
         if src.exists("attention_box.csv") {
-            let b = try src.csv("attention_box.csv", columns: ["metric", "layer", "q1", "median", "q3", "whisker_low", "whisker_high"])
+            let b = try src.csv(
+                "attention_box.csv", columns: ["metric", "layer", "q1", "median", "q3", "whisker_low", "whisker_high"])
             let bp = src.path("attention_box.csv")
             var outliers: [String: [Double]] = [:]
             for e in json[path: "results", "box"]?.arrayValue ?? [] {
@@ -138,26 +146,32 @@ public struct AttentionResult {
                 var list = [BoxStats?](repeating: nil, count: L)
                 for r in 0..<b.rows.count where b.rows[r][b.column("metric")!] == metric {
                     let l = try b.integer(r, "layer", path: bp)
-                    guard (1...L).contains(l) else { throw CSVError(path: bp, line: r + 2, reason: "layer \(l) outside 1…\(L)") }
-                    let v = try ["q1", "median", "q3", "whisker_low", "whisker_high"].map { try b.number(r, $0, path: bp) }
+                    guard (1...L).contains(l) else {
+                        throw CSVError(path: bp, line: r + 2, reason: "layer \(l) outside 1…\(L)") }
+                    let v = try ["q1", "median", "q3", "whisker_low", "whisker_high"].map {
+                        try b.number(r, $0, path: bp) }
                     // min, max and n are optional in a hand-made box file: the whiskers stand in.
                     let lo = b.column("min") != nil ? try b.number(r, "min", path: bp) : v[3]
                     let hi = b.column("max") != nil ? try b.number(r, "max", path: bp) : v[4]
                     let n = b.column("n") != nil ? try b.integer(r, "n", path: bp) : 0
-                    list[l - 1] = BoxStats(min: lo, q1: v[0], median: v[1], q3: v[2], max: hi, whiskerLow: v[3], whiskerHigh: v[4],
+                    list[l - 1] = BoxStats(
+                        min: lo, q1: v[0], median: v[1], q3: v[2], max: hi, whiskerLow: v[3], whiskerHigh: v[4],
                                            n: n, outliers: outliers["\(metric)/\(l)"] ?? [])
                 }
-                if let missing = list.firstIndex(where: { $0 == nil }) { throw ReportError.missingBox(path: bp, metric: metric, layer: missing + 1) }
+                if let missing = list.firstIndex(where: { $0 == nil }) {
+                    throw ReportError.missingBox(path: bp, metric: metric, layer: missing + 1) }
                 boxes[metric] = list.compactMap { $0 }
             }
         } else {
             // No box file: boxes over heads from attention.csv.
             for (metric, v) in [("distance", dist), ("entropy", ent)] {
-                boxes[metric] = v.map { row in BoxStats(row.filter { !$0.isNaN }.isEmpty ? [0] : row.filter { !$0.isNaN }) }
+                boxes[metric] = v.map {
+                    row in BoxStats(row.filter { !$0.isNaN }.isEmpty ? [0] : row.filter { !$0.isNaN }) }
             }
         }
         if let other = other {
-            guard FileManager.default.fileExists(atPath: other + "/attention.csv") else { throw ReportError.missingFile(folder: other, file: "attention.csv") }
+            guard FileManager.default.fileExists(atPath: other + "/attention.csv") else {
+                throw ReportError.missingFile(folder: other, file: "attention.csv") }
             compare = try AttentionResult(reading: other)
         } else {
             var k = 0
@@ -173,7 +187,9 @@ public struct AttentionResult {
 extension BoxStats {
     /// The statistics as attention_box.csv holds them (outliers keep every digit, in the JSON).
     var tabled: BoxStats {
-        BoxStats(min: Lens.tabled(min), q1: Lens.tabled(q1), median: Lens.tabled(median), q3: Lens.tabled(q3), max: Lens.tabled(max),
+        BoxStats(
+            min: Lens.tabled(min), q1: Lens.tabled(q1), median: Lens.tabled(median), q3: Lens.tabled(q3),
+            max: Lens.tabled(max),
                  whiskerLow: Lens.tabled(whiskerLow), whiskerHigh: Lens.tabled(whiskerHigh), n: n, outliers: outliers)
     }
 }

@@ -49,7 +49,9 @@ public struct AttentionRun {
 
     public init(model: AnalysisModel, compare: AnalysisModel?, images: ImageBatches, folder: String,
                 convention: DistanceConvention, perImage: Bool, shard: ShardSpec?) throws {
-        try self.init(model: model, others: compare.map { [$0] } ?? [], images: images, folder: folder, convention: convention, perImage: perImage, shard: shard)
+        try self.init(
+            model: model, others: compare.map { [$0] } ?? [], images: images, folder: folder, convention: convention,
+            perImage: perImage, shard: shard)
     }
 
     public init(model: AnalysisModel, others: [AnalysisModel] = [], images: ImageBatches, folder: String,
@@ -67,19 +69,24 @@ public struct AttentionRun {
         guard arrays.count == sides.count || images != nil else { throw LensError.modelNeedsImages }
         let n = images?.items.count ?? arrays[0].images
         for a in arrays where a.images != n {
-            throw LensError.rowCountMismatch(path: a.path, kind: .attention, rows: a.images, other: images == nil ? arrays[0].path : nil, otherRows: n)
+            throw LensError.rowCountMismatch(
+                path: a.path, kind: .attention, rows: a.images, other: images == nil ? arrays[0].path : nil,
+                otherRows: n)
         }
         if !arrays.isEmpty && images?.skipBad == true {
             throw LensError.skippingMisalignsRows(path: arrays[0].path)
         }
-        if convention == .pixels, let a = arrays.first(where: { $0.patch == nil }) { throw LensError.patchSizeNeeded(path: a.path) }
+        if convention == .pixels,
+            let a = arrays.first(where: { $0.patch == nil }) { throw LensError.patchSizeNeeded(path: a.path) }
         guard n > 0 else { throw ImageError.folder(path: folder, reason: "no readable images") }
-        (self.sides, self.images, self.folder, self.convention, self.perImage, self.shard) = (sides, images, folder, convention, perImage, shard)
+        (self.sides, self.images, self.folder, self.convention, self.perImage, self.shard) = (
+            sides, images, folder, convention, perImage, shard)
         (self.batch, self.count) = (images?.batch ?? batch, n)
     }
 
     /// The loop every batch of this run goes through.
-    var driver: BatchDriver { BatchDriver(images: images, count: count, batch: batch, shard: shard, label: "attention") }
+    var driver: BatchDriver {
+        BatchDriver(images: images, count: count, batch: batch, shard: shard, label: "attention") }
     var batchCount: Int { driver.batchCount }
 
     /// The report's setup for one side (the same for a single run, shards and merge).
@@ -99,7 +106,9 @@ public struct AttentionRun {
 
     public func run(_ context: RunContext) throws -> Outcome<AttentionResult> {
         let collectors = sides.map { s in
-            AttentionCollector(geometry: AttentionGeometry(grid: s.grid, prefix: s.prefix, scale: convention.scale(patch: s.patch ?? 0)),
+            AttentionCollector(
+                geometry: AttentionGeometry(
+                grid: s.grid, prefix: s.prefix, scale: convention.scale(patch: s.patch ?? 0)),
                                layers: s.layers, heads: s.heads, perImage: perImage)
         }
         let sources: [BatchSource] = zip(sides, collectors).map { side, collector in
@@ -117,9 +126,12 @@ public struct AttentionRun {
             for (i, c) in collectors.enumerated() { records[i].append(c.finish()) }
         }
         if let shard {
-            return .partial(Partial(command: "attention", shard: shard, setup: setup(sides[0]).json, batches: records[0].map(\.json), dropped: []))
+            return .partial(
+                Partial(command: "attention", shard: shard, setup: setup(sides[0]).json,
+                batches: records[0].map(\.json), dropped: []))
         }
-        guard records[0].reduce(0, { $0 + $1.size }) > 0 else { throw ImageError.folder(path: folder, reason: "no readable images") }
+        guard records[0].reduce(0, { $0 + $1.size }) > 0 else {
+            throw ImageError.folder(path: folder, reason: "no readable images") }
         var result = try AttentionResult(setup: setup(sides[0]), batches: records[0], run: context.run)
         result.others = try zip(sides.dropFirst(), records.dropFirst()).map { s, r in
             try AttentionResult(setup: setup(s), batches: r, run: context.run)

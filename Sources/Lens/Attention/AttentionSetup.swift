@@ -18,7 +18,8 @@ public struct AttentionSetup: JSONRecord, Equatable {
         public var distanceScale: Double
         public var distanceUnit: String
         public var entropyUnit = "nats"
-        public var attention = "patch tokens only: prefix rows/columns dropped, softmax again over the patch keys (mae-lite)"
+        public var attention = "patch tokens only: prefix rows/columns dropped, softmax again over the patch keys "
+            + "(mae-lite)"
         public var entropy = "−Σ p·ln(p + 1e−6) per query, mean over queries and images"
         public var distance = "Σ p·‖g(q) − g(k)‖₂·scale per query, mean over queries and images"
         public var box: String
@@ -32,7 +33,8 @@ public struct AttentionSetup: JSONRecord, Equatable {
             self.convention = convention.rawValue
             distanceScale = convention.scale(patch: patch)
             distanceUnit = convention == .pixels ? "pixels" : "mae-lite units (patch grid steps × 14)"
-            box = "per layer over heads" + (perImage ? " × images" : "") + "; quartiles linear (numpy), whiskers at 1.5·IQR"
+            box = "per layer over heads" + (perImage ? " × images" : "")
+                + "; quartiles linear (numpy), whiskers at 1.5·IQR"
             (self.batch, self.resize, self.imageSize, self.skipBadImages) = (batch, resize, imageSize, skipBadImages)
         }
 
@@ -60,7 +62,8 @@ public struct AttentionSetup: JSONRecord, Equatable {
                 ("entropy", .string(entropy)),
                 ("distance", .string(distance)),
                 ("box", .string(box)),
-                ("batch", .int(batch)), ("resize", .string(resize)), ("image_size", imageSize.map { .int($0) } ?? .null),
+                ("batch", .int(batch)), ("resize", .string(resize)),
+                    ("image_size", imageSize.map { .int($0) } ?? .null),
                 ("skip_bad_images", .bool(skipBadImages)),
             ])
         }
@@ -87,6 +90,7 @@ public struct AttentionSetup: JSONRecord, Equatable {
         try checkCommand(f, "attention")
         self.init(model: try SideRecord(json: try f.raw("model")), images: try ImagesRecord(json: try f.raw("images")),
                   definitions: try Definitions(try f.object("definitions")), layers: try f.int("layers"),
-                  heads: try f.int("heads"), perImage: try f.bool("per_image"), totalBatches: try f.int("total_batches"))
+                  heads: try f.int("heads"), perImage: try f.bool("per_image"),
+                      totalBatches: try f.int("total_batches"))
     }
 }

@@ -22,7 +22,8 @@ public struct RunRecord: Equatable {
 
     /// From a report's top level (nil when it records neither).
     init?(_ json: JSONValue) {
-        guard let v = json["vitlens_version"]?.stringValue, let c = json["command_line"]?.stringValue else { return nil }
+        guard let v = json["vitlens_version"]?.stringValue,
+            let c = json["command_line"]?.stringValue else { return nil }
         self.init(version: v, commandLine: c, mergedFrom: json["merged_from"]?.arrayValue?.compactMap(\.stringValue))
     }
 }
@@ -57,7 +58,8 @@ public struct CKAResult {
         matrix = (0..<la).map { i in (0..<lb).map { tabled(m[i * lb + $0]) } }
         let resamples = setup.definitions.interval.resamples
         var intervals: [(String, JSONValue)] = []
-        func rows(_ v: [Double]) -> JSONValue { .array((0..<la).map { i in .doubles(Array(v[(i * lb)..<((i + 1) * lb)])) }) }
+        func rows(_ v: [Double]) -> JSONValue {
+            .array((0..<la).map { i in .doubles(Array(v[(i * lb)..<((i + 1) * lb)])) }) }
         if resamples > 0 {
             let ci = ckaBootstrap(batches, layersA: la, layersB: lb, resamples: resamples)
             ciLow = (0..<la).map { i in (0..<lb).map { tabled(ci.low[i * lb + $0]) } }
@@ -67,7 +69,8 @@ public struct CKAResult {
         self.setup = setup
         self.run = run
         (minibatchesUsed, imagesUsed) = (batches.count, batches.reduce(0) { $0 + $1.size })
-        let undefined = (0..<(la * lb)).filter { !m[$0].isFinite }.map { JSONValue.array([.int($0 / lb), .int($0 % lb)]) }
+        let undefined = (0..<(la * lb)).filter { !m[$0].isFinite }.map {
+            JSONValue.array([.int($0 / lb), .int($0 % lb)]) }
         json = .object(run.fields + [
             ("setup", setup.json),
             ("minibatches_used", .int(batches.count)), ("images_used", .int(imagesUsed ?? 0)),
@@ -87,7 +90,9 @@ public struct CKAResult {
         var csv = CSVTable(header: ["layer_a", "layer_b", "cka"] + (ciLow != nil ? ["ci_low", "ci_high"] : []))
         for (i, row) in matrix.enumerated() {
             for (j, v) in row.enumerated() {
-                csv.append(["\(i)", "\(j)", csvNumber(v)] + (ciLow.map { lo in [csvNumber(lo[i][j]), csvNumber(ciHigh![i][j])] } ?? []))
+                csv.append(
+                    ["\(i)", "\(j)", csvNumber(v)]
+                    + (ciLow.map { lo in [csvNumber(lo[i][j]), csvNumber(ciHigh![i][j])] } ?? []))
             }
         }
         try out.write("cka.csv", csv.render())
@@ -104,12 +109,14 @@ public struct CKAResult {
         let hasCI = t.column("ci_low") != nil && t.column("ci_high") != nil
         for r in 0..<t.rows.count {
             let i = try t.integer(r, "layer_a", path: p), j = try t.integer(r, "layer_b", path: p)
-            guard (0..<4097).contains(i), (0..<4097).contains(j) else { throw CSVError(path: p, line: r + 2, reason: "layer out of range") }
+            guard (0..<4097).contains(i),
+                (0..<4097).contains(j) else { throw CSVError(path: p, line: r + 2, reason: "layer out of range") }
             cells.append((i, j, try t.number(r, "cka", path: p)))
             if hasCI { intervals.append((try t.number(r, "ci_low", path: p), try t.number(r, "ci_high", path: p))) }
         }
         let la = cells.map(\.0).max()! + 1, lb = cells.map(\.1).max()! + 1
-        guard cells.count == la * lb else { throw ReportError.rowCount(path: p, rows: cells.count, expected: la * lb, shape: "a \(la)×\(lb) matrix") }
+        guard cells.count == la * lb else {
+            throw ReportError.rowCount(path: p, rows: cells.count, expected: la * lb, shape: "a \(la)×\(lb) matrix") }
         var m = [[Double]](repeating: [Double](repeating: .nan, count: lb), count: la)
         var seen = Set<Int>()
         var lo = m, hi = m

@@ -18,7 +18,8 @@ public enum CKASide {
     }
     /// Patch (non-prefix) tokens per image.
     var patchTokens: Int {
-        switch self { case let .model(m): return m.config.patches; case let .features(f): return f.tokens - f.prefixTokens }
+        switch self {
+            case let .model(m): return m.config.patches; case let .features(f): return f.tokens - f.prefixTokens }
     }
     var path: String {
         switch self { case let .model(m): return m.request.path; case let .features(f): return f.path }
@@ -51,18 +52,23 @@ public struct CKARun {
         let models = sides.compactMap { if case let .model(m) = $0 { return m }; return nil }
         if let a = models.first {
             for b in models.dropFirst() where a.config.imageSize != b.config.imageSize {
-                throw LensError.differentImageSizes(a: a.request.path, sizeA: a.config.imageSize, b: b.request.path, sizeB: b.config.imageSize)
+                throw LensError.differentImageSizes(
+                    a: a.request.path, sizeA: a.config.imageSize, b: b.request.path, sizeB: b.config.imageSize)
             }
         }
-        if tokens == .patches, let s0 = sides.first, let other = sides.first(where: { $0.patchTokens != s0.patchTokens }) {
+        if tokens == .patches, let s0 = sides.first,
+            let other = sides.first(where: { $0.patchTokens != s0.patchTokens }) {
             let g = { (n: Int) in Int(Double(n).squareRoot().rounded()) }
-            throw LensError.differentGrids(a: s0.path, gridA: g(s0.patchTokens), b: other.path, gridB: g(other.patchTokens))
+            throw LensError.differentGrids(
+                a: s0.path, gridA: g(s0.patchTokens), b: other.path, gridB: g(other.patchTokens))
         }
         let features = sides.compactMap { if case let .features(f) = $0 { return f }; return nil }
         guard models.isEmpty || images != nil else { throw LensError.modelNeedsImages }
         let n = images?.items.count ?? features[0].images
         for f in features where f.images != n {
-            throw LensError.rowCountMismatch(path: f.path, kind: .features, rows: f.images, other: images == nil ? features[0].path : nil, otherRows: n)
+            throw LensError.rowCountMismatch(
+                path: f.path, kind: .features, rows: f.images, other: images == nil ? features[0].path : nil,
+                otherRows: n)
         }
         if !features.isEmpty && images?.skipBad == true {
             throw LensError.skippingMisalignsRows(path: features[0].path)
@@ -74,19 +80,24 @@ public struct CKARun {
             throw LensError.noClassTokenInArray(path: f.path)
         }
         guard n >= 4 else { throw ImageError.folder(path: folder, reason: "CKA needs at least 4 images, found \(n)") }
-        (self.sides, self.images, self.folder, self.tokens, self.rep, self.shard) = (sides, images, folder, tokens, rep, shard)
+        (self.sides, self.images, self.folder, self.tokens, self.rep, self.shard) = (
+            sides, images, folder, tokens, rep, shard)
         (self.bootstrap, self.batch, self.count) = (bootstrap, images?.batch ?? batch, n)
     }
 
     public init(models: [AnalysisModel], images: ImageBatches, folder: String,
                 tokens: TokenSelection, rep: RepresentationKind, shard: ShardSpec?, bootstrap: Int = 1000) throws {
-        try self.init(sides: models.map { .model($0) }, images: images, folder: folder, batch: images.batch, tokens: tokens, rep: rep,
+        try self.init(
+            sides: models.map { .model($0) }, images: images, folder: folder, batch: images.batch, tokens: tokens,
+            rep: rep,
                       shard: shard, bootstrap: bootstrap)
     }
 
     public init(a: AnalysisModel, b: AnalysisModel?, images: ImageBatches, folder: String,
                 tokens: TokenSelection, rep: RepresentationKind, shard: ShardSpec?, bootstrap: Int = 1000) throws {
-        try self.init(models: [a] + (b.map { [$0] } ?? []), images: images, folder: folder, tokens: tokens, rep: rep, shard: shard, bootstrap: bootstrap)
+        try self.init(
+            models: [a] + (b.map { [$0] } ?? []), images: images, folder: folder, tokens: tokens, rep: rep,
+            shard: shard, bootstrap: bootstrap)
     }
 
     /// The loop every batch of this run goes through.
@@ -102,7 +113,8 @@ public struct CKARun {
     func setup(_ i: Int, _ j: Int) -> CKASetup {
         let a = sides[i], b = sides[j]
         let definitions = CKASetup.Definitions(
-            tokens: tokens.rawValue, rep: rep.rawValue, batch: batch, resize: images?.mode.rawValue ?? "none (features)",
+            tokens: tokens.rawValue, rep: rep.rawValue, batch: batch, resize: images?.mode.rawValue
+                ?? "none (features)",
             imageSize: models.first?.config.imageSize, skipBadImages: images?.skipBad ?? false,
             interval: CKASetup.Interval(resamples: bootstrap))
         return CKASetup(modelA: a.record, modelB: i == j ? .sameAsA : b.record,
@@ -132,7 +144,8 @@ public struct CKARun {
         let pairs = self.pairs
         var records = [[CKABatch]](repeating: [], count: pairs.count), dropped: [Int] = []
         try driver.run(sources, context, dropped: { step in
-            context.observer.notice("batch \(step.index) has \(step.count) image(s); CKA needs at least 4, so it is dropped")
+            context.observer.notice(
+                "batch \(step.index) has \(step.count) image(s); CKA needs at least 4, so it is dropped")
             dropped.append(step.index)
         }) { step in
             for (p, (i, j)) in pairs.enumerated() {
@@ -146,7 +159,10 @@ public struct CKARun {
     public func run(_ context: RunContext) throws -> Outcome<CKAResult> {
         precondition(sides.count <= 2, "several models: use runPairs")
         let (records, dropped) = try collect(context)
-        if let shard { return .partial(Partial(command: "cka", shard: shard, setup: setup.json, batches: records[0].map(\.json), dropped: dropped)) }
+        if let shard {
+            return .partial(
+            Partial(command: "cka", shard: shard, setup: setup.json, batches: records[0].map(\.json),
+            dropped: dropped)) }
         return .report(try CKAResult(setup: setup, batches: records[0], dropped: dropped, run: context.run))
     }
 

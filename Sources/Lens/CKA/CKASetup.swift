@@ -30,7 +30,8 @@ public struct CKASetup: JSONRecord, Equatable {
             (self.imageSize, self.skipBadImages, self.interval) = (imageSize, skipBadImages, interval)
         }
 
-        public static let estimatorText = "minibatch CKA, unbiased HSIC (Nguyen et al. 2021 eq. 3), K and L with zeroed "
+        public static let estimatorText = "minibatch CKA, unbiased HSIC (Nguyen et al. 2021 eq. 3), K and L with "
+            + "zeroed "
             + "diagonals, float64, batches weighted equally"
     }
 
@@ -46,7 +47,8 @@ public struct CKASetup: JSONRecord, Equatable {
             (self.kind, self.level, self.resamples, self.seed) = (kind, level, resamples, seed)
         }
 
-        public static let kindText = "percentile bootstrap over minibatches (each resample draws as many minibatches as "
+        public static let kindText = "percentile bootstrap over minibatches (each resample draws as many "
+            + "minibatches as "
             + "there are, with replacement)"
     }
 
@@ -64,7 +66,8 @@ public struct CKASetup: JSONRecord, Equatable {
             ("definitions", .object([
                 ("tokens", .string(d.tokens)), ("rep", .string(d.rep)),
                 ("estimator", .string(d.estimator)),
-                ("batch", .int(d.batch)), ("resize", .string(d.resize)), ("image_size", d.imageSize.map { .int($0) } ?? .null),
+                ("batch", .int(d.batch)), ("resize", .string(d.resize)),
+                    ("image_size", d.imageSize.map { .int($0) } ?? .null),
                 ("skip_bad_images", .bool(d.skipBadImages)),
                 ("interval", .object([("kind", .string(i.kind)), ("level", .double(i.level)),
                                       ("resamples", .int(i.resamples)), ("seed", .int(i.seed))])),
@@ -83,14 +86,17 @@ public struct CKASetup: JSONRecord, Equatable {
         let f = try JSONFields(json, record: "CKA setup")
         try checkCommand(f, "cka")
         let d = try f.object("definitions"), i = try d.object("interval")
-        self.init(modelA: try SideRecord(json: try f.raw("model_a")), modelB: try SideRecord(json: try f.raw("model_b")),
+        self.init(
+            modelA: try SideRecord(json: try f.raw("model_a")), modelB: try SideRecord(json: try f.raw("model_b")),
                   images: try ImagesRecord(json: try f.raw("images")),
                   definitions: Definitions(tokens: try d.string("tokens"), rep: try d.string("rep"),
                                            estimator: try d.string("estimator"), batch: try d.int("batch"),
                                            resize: try d.string("resize"), imageSize: try d.optionalInt("image_size"),
                                            skipBadImages: try d.bool("skip_bad_images"),
                                            interval: Interval(kind: try i.string("kind"), level: try i.double("level"),
-                                                              resamples: try i.int("resamples"), seed: try i.int("seed"))),
-                  layersA: try f.int("layers_a"), layersB: try f.int("layers_b"), totalBatches: try f.int("total_batches"))
+                                                              resamples: try i.int("resamples"),
+                                                                  seed: try i.int("seed"))),
+                  layersA: try f.int("layers_a"), layersB: try f.int("layers_b"),
+                      totalBatches: try f.int("total_batches"))
     }
 }

@@ -96,7 +96,8 @@ struct BatchDriver {
         var done = 0
         func step(_ k: Int, _ images: Tensor?, kept: [Int]) throws {
             try context.checkCancelled()
-            let s = BatchStep(index: k, start: k * batch, count: images?.shape[0] ?? listed(k), images: images, kept: kept)
+            let s = BatchStep(
+                index: k, start: k * batch, count: images?.shape[0] ?? listed(k), images: images, kept: kept)
             if s.count < minimumBatch {
                 dropped(s)
             } else {

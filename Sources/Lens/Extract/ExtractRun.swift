@@ -30,7 +30,9 @@ public struct ExtractRun {
 
     /// Refuses what this model cannot give (the class token of a model without one).
     public func validate() throws {
-        if tokens == .cls && !model.config.classToken { throw LensError.noClassToken(path: model.request.path, option: "--tokens cls") }
+        if tokens == .cls
+            && !model.config.classToken {
+            throw LensError.noClassToken(path: model.request.path, option: "--tokens cls") }
     }
 
     /// Writes the files into `out` (staged; the caller commits). Returns the file names and N.
@@ -42,13 +44,17 @@ public struct ExtractRun {
         let loader = images.skipBad ? images.subset(try images.readable()) : images
         let N = loader.items.count, T = c.tokens, C = c.dim, L = c.depth, H = c.heads
         let reps = layers ?? Array(0...L)
-        if let bad = reps.first(where: { $0 < 0 || $0 > L }) { throw LensError.noSuchRepresentation(path: model.request.path, depth: L, index: bad) }
+        if let bad = reps.first(where: { $0 < 0 || $0 > L }) {
+            throw LensError.noSuchRepresentation(path: model.request.path, depth: L, index: bad) }
         let size = bytes(images: N)
-        context.observer.notice(size >= 1_000_000_000 ? String(format: "writing %.2f GB for %d images", Double(size) / 1e9, N)
+        context.observer.notice(
+            size >= 1_000_000_000 ? String(format: "writing %.2f GB for %d images", Double(size) / 1e9, N)
                                 : String(format: "writing %.1f MB for %d images", Double(size) / 1e6, N))
         try checkSpace(size, at: out.stagingPath)
-        let taps = try ExtractTaps(features: out.staged("features.npy"), attention: attention ? out.staged("attention.npy") : nil,
-                                   layers: reps, depth: L, N: N, T: T, C: C, H: H, prefix: c.prefixTokens, tokens: tokens,
+        let taps = try ExtractTaps(
+            features: out.staged("features.npy"), attention: attention ? out.staged("attention.npy") : nil,
+                                   layers: reps, depth: L, N: N, T: T, C: C, H: H, prefix: c.prefixTokens,
+                                       tokens: tokens,
                                    half: half, representation: rep)
         let driver = BatchDriver(images: loader, count: N, batch: loader.batch, label: "extract")
         try driver.run([ModelSource(model, taps: taps)], context)
@@ -73,7 +79,8 @@ public struct ExtractRun {
             files.append(.init(name: "attention.npy", dtype: dtype, shape: [L, N, H, T, T],
                                axes: "[block 1..L, image, head, query token, key token]", prefixTokens: nil))
         }
-        let meta = ExtractMeta(run: context.run, model: model.record, images: ImagesRecord(paths: loader.names, folder: folder),
+        let meta = ExtractMeta(
+            run: context.run, model: model.record, images: ImagesRecord(paths: loader.names, folder: folder),
                                rep: rep.rawValue, resize: loader.mode.rawValue, tokens: tokensText, layers: reps,
                                batch: loader.batch, files: files, blasCore: BLASRuntime.coreName,
                                blasThreads: BLASRuntime.threads).json
@@ -88,7 +95,11 @@ func checkSpace(_ bytes: Int, at path: String) throws {
     guard statvfs(path, &s) == 0 else { return }
     let free = Int(s.f_bavail) * Int(s.f_frsize)
     if bytes > free {
-        throw OutputError.cannotWrite(path: path, reason: String(format: "the output needs %.1f GB but only %.1f GB are free; use fewer images", Double(bytes) / 1e9, Double(free) / 1e9))
+        throw OutputError.cannotWrite(
+            path: path,
+            reason: String(
+            format: "the output needs %.1f GB but only %.1f GB are free; use fewer images", Double(bytes) / 1e9,
+            Double(free) / 1e9))
     }
 }
 
@@ -127,7 +138,8 @@ public struct ExtractMeta: JSONEncodableRecord {
             ])),
             ("files", .object(files.map { f in
                 (f.name, .object([("dtype", .string(f.dtype)), ("shape", .array(f.shape.map { .int($0) })),
-                                  ("axes", .string(f.axes))] + (f.prefixTokens.map { [("prefix_tokens", .int($0))] } ?? [])))
+                                  ("axes", .string(f.axes))]
+                                      + (f.prefixTokens.map { [("prefix_tokens", .int($0))] } ?? [])))
             })),
             ("blas", .object([("core", .string(blasCore)), ("threads", .int(blasThreads))])),
         ])

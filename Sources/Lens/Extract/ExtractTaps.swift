@@ -67,7 +67,8 @@ final class ExtractTaps: BatchTaps {
                 try features.write(x, count: batch * T * C, at: (k * N + batchStart) * T * C)
             case .patches:
                 for b in 0..<batch {
-                    try features.write(x + (b * T + prefix) * C, count: rows * C, at: ((k * N + batchStart + b) * rows) * C)
+                    try features.write(
+                        x + (b * T + prefix) * C, count: rows * C, at: ((k * N + batchStart + b) * rows) * C)
                 }
             case .cls:
                 for b in 0..<batch { try features.write(x + b * T * C, count: C, at: (k * N + batchStart + b) * C) }
@@ -79,7 +80,8 @@ final class ExtractTaps: BatchTaps {
                         for t in prefix..<T { s += Double(x[(b * T + t) * C + i]) }
                         m[i] = Float(s / Double(T - prefix))
                     }
-                    try m.withUnsafeBufferPointer { try features.write($0.baseAddress!, count: C, at: (k * N + batchStart + b) * C) }
+                    try m.withUnsafeBufferPointer {
+                        try features.write($0.baseAddress!, count: C, at: (k * N + batchStart + b) * C) }
                 }
             }
         } catch { record(error) }
@@ -87,6 +89,7 @@ final class ExtractTaps: BatchTaps {
 
     func attention(layer: Int, image: Int, logits: UnsafePointer<Float>?, probabilities: UnsafePointer<Float>) {
         // Called concurrently for different images: positional writes need no lock.
-        do { try attention?.write(probabilities, count: H * T * T, at: (layer * N + batchStart + image) * H * T * T) } catch { record(error) }
+        do { try attention?.write(
+            probabilities, count: H * T * T, at: (layer * N + batchStart + image) * H * T * T) } catch { record(error) }
     }
 }

@@ -19,21 +19,28 @@ public struct FinetuneRun {
     public var save: String?
     public var saveDType: SafetensorsWriter.DType
 
-    public init(model: AnalysisModel, data: (train: LabeledImages, test: LabeledImages, record: DatasetRecord), keep: Int?, pool: ProbePooling,
-                resize: ResizeMode, batch: Int, settings: FineTuneSettings, save: String?, saveDType: SafetensorsWriter.DType) throws {
+    public init(
+        model: AnalysisModel, data: (train: LabeledImages, test: LabeledImages, record: DatasetRecord), keep: Int?,
+        pool: ProbePooling,
+                resize: ResizeMode, batch: Int, settings: FineTuneSettings, save: String?,
+                    saveDType: SafetensorsWriter.DType) throws {
         let k = keep ?? model.config.depth
-        guard k <= model.config.depth else { throw LensError.tooFewBlocks(path: model.request.path, depth: model.config.depth, keep: k) }
-        if pool == .cls && !model.config.classToken { throw LensError.noClassToken(path: model.request.path, option: "--pool cls") }
+        guard k <= model.config.depth else {
+            throw LensError.tooFewBlocks(path: model.request.path, depth: model.config.depth, keep: k) }
+        if pool == .cls
+            && !model.config.classToken { throw LensError.noClassToken(path: model.request.path, option: "--pool cls") }
         if let save {
             let dir = (save as NSString).deletingLastPathComponent
             var isDir: ObjCBool = false
-            guard dir.isEmpty || (FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) && isDir.boolValue) else {
+            guard dir.isEmpty
+                || (FileManager.default.fileExists(atPath: dir, isDirectory: &isDir) && isDir.boolValue) else {
                 throw CheckpointError.cannotWrite(path: save, reason: "no folder \(dir)")
             }
         }
         self.model = model
         (train, test, dataset) = data
-        (self.keep, self.pool, self.resize, self.batch, self.settings, self.save, self.saveDType) = (k, pool, resize, batch, settings, save, saveDType)
+        (self.keep, self.pool, self.resize, self.batch, self.settings, self.save, self.saveDType) = (
+            k, pool, resize, batch, settings, save, saveDType)
     }
 
     public struct Result {
@@ -47,17 +54,22 @@ public struct FinetuneRun {
         let s = settings, size = model.config.imageSize, observer = context.observer
         let trainImages = ImageBatches(items: train.items, size: size, mode: resize, batch: batch)
         let testImages = ImageBatches(items: test.items, size: size, mode: resize, batch: batch)
-        let net = TrainableViT(weights: model.engine.weights, keep: keep, classes: train.classes.count, pooling: pool, seed: s.seed)
+        let net = TrainableViT(
+            weights: model.engine.weights, keep: keep, classes: train.classes.count, pooling: pool, seed: s.seed)
         let total = s.epochs * train.count
         let t0 = Date()
         let logs = try fineTune(net, labels: train.labels, settings: s, load: trainImages.images(at:), onEpoch: { log in
             observer.progressEnded()
             observer.notice(String(format: "epoch %d/%d: loss %.4f, running train accuracy %.4f, lr %.2e, %.1f img/s",
-                                   log.epoch, s.epochs, log.meanLoss, log.trainAccuracy, log.learningRate, Double(train.count) / max(log.seconds, 1e-9)))
+                                   log.epoch, s.epochs, log.meanLoss, log.trainAccuracy, log.learningRate,
+                                       Double(train.count) / max(log.seconds, 1e-9)))
         }, onStep: { step, _ in observer.progress("finetune", done: min(total, step * s.batch), total: total) })
         let trainSeconds = Date().timeIntervalSince(t0)
         var csv = CSVTable(header: ["epoch", "train_loss", "train_accuracy_running", "learning_rate", "seconds"])
-        for l in logs { csv.append(["\(l.epoch)", csvNumber(l.meanLoss), csvNumber(l.trainAccuracy), csvNumber(l.learningRate), String(format: "%.2f", l.seconds)]) }
+        for l in logs {
+            csv.append(
+            ["\(l.epoch)", csvNumber(l.meanLoss), csvNumber(l.trainAccuracy), csvNumber(l.learningRate),
+            String(format: "%.2f", l.seconds)]) }
         let testAcc = try evaluate(net, labels: test.labels, batch: batch, load: testImages.images(at:))
         let trainAcc = try evaluate(net, labels: train.labels, batch: batch, load: trainImages.images(at:))
         let chance = Double(test.classCounts.max() ?? 0) / Double(max(1, test.count))
@@ -67,7 +79,8 @@ public struct FinetuneRun {
             ("setup", setup.json),
             ("results", .object([("train_accuracy", .double(trainAcc)), ("test_accuracy", .double(testAcc)),
                                  ("chance_accuracy", .double(chance)),
-                                 ("images_per_second", .double((Double(total) / max(trainSeconds, 1e-9) * 100).rounded() / 100)),
+                                 ("images_per_second",
+                                     .double((Double(total) / max(trainSeconds, 1e-9) * 100).rounded() / 100)),
                                  ("epochs", epochsJSON(logs)), ("saved", save.map { .string($0) } ?? .null)])),
         ])
         if let save {
@@ -78,9 +91,11 @@ public struct FinetuneRun {
                 try SafetensorsWriter.write(path: save, tensors: entries, metadata: [
                     ("num_heads", "\(model.config.heads)"), ("layer_norm_eps", "\(model.config.eps)"),
                     ("hidden_act", model.config.activation.rawValue), ("format", "pt"),
-                    ("producer", "vitlens \(vitlensVersion) finetune"), ("source", model.checkpoint.path), ("source_sha256", model.sha256),
+                    ("producer", "vitlens \(vitlensVersion) finetune"), ("source", model.checkpoint.path),
+                        ("source_sha256", model.sha256),
                     ("layers_kept", "\(keep)"), ("global_pool", pool == .mean ? "avg" : "token"),
-                    ("classes", JSONValue.array(train.classes.map { .string($0) }).render()), ("test_accuracy", "\(testAcc)"),
+                    ("classes", JSONValue.array(train.classes.map { .string($0) }).render()),
+                        ("test_accuracy", "\(testAcc)"),
                 ], dtype: saveDType)
             }
         }

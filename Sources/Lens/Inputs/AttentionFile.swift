@@ -37,7 +37,8 @@ public final class AttentionFile {
         guard s.allSatisfy({ $0 > 0 }) else { throw ArrayError.emptyAxis(path: npy, shape: s) }
         (layers, images, heads, tokens) = (s[0], s[1], s[2], s[3])
         guard let prefix else { throw LensError.prefixTokensNeeded(path: npy) }
-        guard prefix >= 0, prefix < tokens else { throw ArrayError.prefixTokens(path: npy, prefix: prefix, tokens: tokens) }
+        guard prefix >= 0,
+            prefix < tokens else { throw ArrayError.prefixTokens(path: npy, prefix: prefix, tokens: tokens) }
         prefixTokens = prefix
         let g = Int(Double(tokens - prefix).squareRoot().rounded())
         guard g * g == tokens - prefix else {
@@ -56,7 +57,8 @@ public final class AttentionFile {
             for l in 0..<layers {
                 try array.read((l * images + n0 + image) * block, block, into: p)
                 for i in 0..<block where !(p[i] >= 0 && p[i].isFinite) {
-                    throw ArrayError.notProbability(path: path, value: p[i], block: l + 1, image: n0 + image, head: i / (T * T))
+                    throw ArrayError.notProbability(
+                        path: path, value: p[i], block: l + 1, image: n0 + image, head: i / (T * T))
                 }
                 for h in 0..<heads {
                     for q in 0..<P {
@@ -64,7 +66,8 @@ public final class AttentionFile {
                         var s: Float = 0
                         for k in 0..<P { s += row[k] }
                         guard s > 0 else {
-                            throw ArrayError.noPatchWeight(path: path, query: q, head: h, block: l + 1, image: n0 + image)
+                            throw ArrayError.noPatchWeight(
+                                path: path, query: q, head: h, block: l + 1, image: n0 + image)
                         }
                     }
                 }

@@ -37,7 +37,8 @@ public final class FeatureFile {
         (tokens, channels) = s.count == 4 ? (s[2], s[3]) : (1, s[2])
         if s.count == 4 {
             guard let prefix else { throw LensError.prefixTokensNeeded(path: npy) }
-            guard prefix >= 0, prefix < tokens else { throw ArrayError.prefixTokens(path: npy, prefix: prefix, tokens: tokens) }
+            guard prefix >= 0,
+                prefix < tokens else { throw ArrayError.prefixTokens(path: npy, prefix: prefix, tokens: tokens) }
             prefixTokens = prefix
         } else {
             prefixTokens = 0
@@ -60,7 +61,9 @@ public final class FeatureFile {
     func grams(from n0: Int, count b: Int, selection: TokenSelection, scratch: inout [Float]) throws -> [Gram] {
         try (0..<layers).map { l in
             let x = try slice(layer: l, from: n0, count: b)
-            return Gram.of(x, batch: b, tokens: tokens, channels: channels, prefix: prefixTokens, selection: selection, scratch: &scratch)
+            return Gram.of(
+                x, batch: b, tokens: tokens, channels: channels, prefix: prefixTokens, selection: selection,
+                scratch: &scratch)
         }
     }
 

@@ -46,7 +46,8 @@ public struct LabeledData {
                 + "(a class-balanced limit needs at least \(tr.classes.count), one per class)")
         }
         var record = DatasetRecord(kind: kind, classes: tr.classes, train: .init(tr), test: .init(te))
-        if case let .split(_, fraction, seed) = source { (record.split, record.seed) = (fraction, Int(truncatingIfNeeded: seed)) }
+        if case let .split(_, fraction, seed) = source {
+            (record.split, record.seed) = (fraction, Int(truncatingIfNeeded: seed)) }
         return (tr, te, record)
     }
 }
@@ -93,13 +94,18 @@ public struct DatasetRecord: JSONRecord, Equatable {
 
     public init(json: JSONValue) throws {
         let f = try JSONFields(json, record: "dataset")
-        self.init(kind: try f.string("kind"), classes: try f.strings("classes"), train: try SetRecord(try f.object("train")),
+        self.init(
+            kind: try f.string("kind"), classes: try f.strings("classes"), train: try SetRecord(try f.object("train")),
                   test: try SetRecord(try f.object("test")))
         if f.has("split") { (split, seed) = (try f.double("split"), try f.int("seed")) }
     }
 }
 
 func epochsJSON(_ logs: [EpochLog]) -> JSONValue {
-    .array(logs.map { .object([("epoch", .int($0.epoch)), ("mean_loss", .double($0.meanLoss)), ("train_accuracy_running", .double($0.trainAccuracy)),
-                               ("learning_rate", .double($0.learningRate)), ("seconds", .double(($0.seconds * 100).rounded() / 100))]) })
+    .array(logs.map {
+        .object([
+        ("epoch", .int($0.epoch)), ("mean_loss", .double($0.meanLoss)),
+        ("train_accuracy_running", .double($0.trainAccuracy)),
+                               ("learning_rate", .double($0.learningRate)),
+                                   ("seconds", .double(($0.seconds * 100).rounded() / 100))]) })
 }

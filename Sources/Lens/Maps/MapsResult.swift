@@ -73,8 +73,11 @@ public struct MapsResult {
             }
             var folder = ""
             if case let .listed(f, _, _, _) = setup.images { folder = f }
-            let shown = !folder.isEmpty && names[i].hasPrefix(folder + "/") ? String(names[i].dropFirst(folder.count + 1)) : names[i]
-            fig.fittedText(shown, left + cell / 2, y + cell + 15, size: 11, maxWidth: cell, color: Color(hex: 0x555555), anchor: .middle)
+            let shown = !folder.isEmpty && names[i].hasPrefix(folder + "/")
+                ? String(names[i].dropFirst(folder.count + 1)) : names[i]
+            fig.fittedText(
+                shown, left + cell / 2, y + cell + 15, size: 11, maxWidth: cell, color: Color(hex: 0x555555),
+                anchor: .middle)
         }
         // The colour bar: magma at the overlay's opacity over white, each map's minimum … maximum.
         let barTop = top, barH = min(300, max(120, height - top - 30)), barW = 16.0
@@ -82,7 +85,9 @@ public struct MapsResult {
         for k in 0..<steps {
             let v = 1 - (Double(k) + 0.5) / Double(steps), c = Magma.color(v)
             let mix = { (b: UInt8) in UInt8(((1 - Self.opacity) * 255 + Self.opacity * Double(b)).rounded()) }
-            fig.rect(barX, barTop + Double(k) * barH / Double(steps), barX + barW, barTop + Double(k + 1) * barH / Double(steps),
+            fig.rect(
+                barX, barTop + Double(k) * barH / Double(steps), barX + barW, barTop
+                + Double(k + 1) * barH / Double(steps),
                      fill: Color(mix(c.r), mix(c.g), mix(c.b)))
         }
         fig.rect(barX, barTop, barX + barW, barTop + barH, stroke: .axis, lineWidth: 1)
@@ -91,7 +96,9 @@ public struct MapsResult {
             fig.rect(barX + barW, y - 0.5, barX + barW + 4, y + 0.5, fill: .axis)
             fig.text(label, barX + barW + 7, y + 4, size: 11)
         }
-        fig.text("each map, minimum to maximum", barX - 4, barTop + barH / 2, size: 11, color: Color(hex: 0x555555), anchor: .middle, rotated: true)
+        fig.text(
+            "each map, minimum to maximum", barX - 4, barTop + barH / 2, size: 11, color: Color(hex: 0x555555),
+            anchor: .middle, rotated: true)
         return fig
     }
 
@@ -99,17 +106,31 @@ public struct MapsResult {
         let fig = figure(title: style.title)
         var files = try Drawing.write(fig, "maps", out: out, style: style, observer)
         var page = HTMLPage(title: fig.title)
-        page.add(.paragraph("Each row is one image as the model saw it, then the class token's attention over the patches (mean over heads) after the blocks named above, then attention rollout. Each map is scaled from its own minimum to its own maximum and drawn over the image in magma at 60 % opacity; maps.json records each rollout map's maximum, cls_attention.npy and rollout.npy the values."))
+        page.add(
+            .paragraph(
+            "Each row is one image as the model saw it, then the class token's attention over the patches (mean "
+            + "over heads) after the blocks named above, then attention rollout. Each map is scaled from its own "
+            + "minimum to its own maximum and drawn over the image in magma at 60 % opacity; maps.json records each "
+            + "rollout map's maximum, cls_attention.npy and rollout.npy the values."))
         page.add(.figure(svg: fig.svg(), png: "maps.png", caption: "Class attention and attention rollout."))
         page.add(.heading("Definitions"))
         page.add(.paragraph("Class attention: " + setup.classAttention + "."))
-        page.add(.paragraph("Rollout: " + setup.rollout + ". vitlens divides each row by its own sum; the popular vit-explain code divides without keepdim (each column by a row's sum) and always fuses by mean on its gradient path."))
+        page.add(
+            .paragraph(
+            "Rollout: " + setup.rollout
+            + ". vitlens divides each row by its own sum; the popular vit-explain code divides without keepdim "
+            + "(each column by a row's sum) and always fuses by mean on its gradient path."))
         let L = classAttentionOnPatches.count, mass = classAttentionOnPatches
         if L > 0 {
-            page.add(.table(caption: "Class attention on the patches (the rest goes to the class and register tokens), mean over heads and images",
-                            header: ["block"] + (1...max(1, L)).map { "\($0)" }, rows: [["share"] + mass.map { csvNumber($0) }], colors: nil))
+            page.add(
+                .table(caption: "Class attention on the patches (the rest goes to the class and register tokens), "
+                + "mean over heads and images",
+                            header: ["block"] + (1...max(1, L)).map { "\($0)" },
+                                rows: [["share"] + mass.map { csvNumber($0) }], colors: nil))
         }
-        page.add(.keyValues(caption: "Files", [("cls_attention.npy", "float32 [image, block, head, patch row, patch column]"),
+        page.add(
+            .keyValues(
+            caption: "Files", [("cls_attention.npy", "float32 [image, block, head, patch row, patch column]"),
                                                ("rollout.npy", "float32 [image, patch row, patch column]"),
                                                ("maps.json", "setup, definitions, per-image rollout maxima")]))
         Drawing.runSection(&page, json)

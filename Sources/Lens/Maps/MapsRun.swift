@@ -42,7 +42,9 @@ public struct MapsRun {
         let classToken = c.classToken
         let shown = Set(Self.drawn(of: N))
         let cls = try NpyWriter(path: out.staged("cls_attention.npy"), shape: [N, L, H, g, g])
-        let taps = MapsTaps(tokens: T, prefix: c.prefixTokens, heads: H, layers: L, classToken: classToken, fusion: fusion, discard: discard)
+        let taps = MapsTaps(
+            tokens: T, prefix: c.prefixTokens, heads: H, layers: L, classToken: classToken, fusion: fusion,
+            discard: discard)
         var rollout: [[Double]] = [], pictures: [RGBImage] = [], classMeans: [[[Double]]] = [], mass: [[Double]] = []
         let driver = BatchDriver(images: images, count: N, batch: images.batch, label: "maps")
         try driver.run([ModelSource(model, taps: taps)], context) { batch in
@@ -54,11 +56,15 @@ public struct MapsRun {
                 try cls.write(a, count: L * H * P, at: (n0 + i) * L * H * P)
                 rollout.append(m.rollout)
                 // Per block: Σ over the patches of the class attention, mean over heads.
-                mass.append((0..<L).map { l in (0..<H).reduce(0.0) { s, h in s + (0..<P).reduce(0.0) { $0 + Double(a[(l * H + h) * P + $1]) } } / Double(H) })
+                mass.append(
+                    (0..<L).map {
+                    l in (0..<H).reduce(0.0) {
+                    s, h in s + (0..<P).reduce(0.0) { $0 + Double(a[(l * H + h) * P + $1]) } } / Double(H) })
                 if shown.contains(n0 + i) {
                     pictures.append(Self.picture(batch.images!.data + i * 3 * S * S, size: S))
                     classMeans.append(drawn.map { b in
-                        (0..<P).map { k in (0..<H).reduce(0.0) { $0 + Double(a[((b - 1) * H + $1) * P + k]) } / Double(H) }
+                        (0..<P).map {
+                            k in (0..<H).reduce(0.0) { $0 + Double(a[((b - 1) * H + $1) * P + k]) } / Double(H) }
                     })
                 }
             }
@@ -75,11 +81,13 @@ public struct MapsRun {
         let perImage: [JSONValue] = rollout.enumerated().map { i, r in
             let top = r.indices.max { r[$0] < r[$1] }!
             return .object([("image", .string(names[i])),
-                            ("rollout_max", .double(r[top])), ("rollout_argmax", .array([.int(top / g), .int(top % g)])),
+                            ("rollout_max", .double(r[top])),
+                                ("rollout_argmax", .array([.int(top / g), .int(top % g)])),
                             ("class_attention_on_patches", .doubles(mass[i]))])
         }
         let setup = MapsSetup(
-            model: model.record, images: ImagesRecord(paths: names, folder: folder), classToken: classToken, fusion: fusion,
+            model: model.record, images: ImagesRecord(paths: names, folder: folder), classToken: classToken,
+                fusion: fusion,
             discard: discard, tokens: T, resize: images.mode.rawValue, imageSize: S, batch: images.batch,
             blocksDrawn: drawn, imagesDrawn: Self.drawn(of: N))
         let shareOnPatches = (0..<L).map { l in mass.reduce(0) { $0 + $1[l] } / Double(max(1, N)) }
@@ -87,7 +95,8 @@ public struct MapsRun {
             ("setup", setup.json),
             ("images_used", .int(N)),
             ("files", .object([
-                ("cls_attention.npy", .object([("dtype", "float32"), ("shape", .array([N, L, H, g, g].map { .int($0) })),
+                ("cls_attention.npy",
+                    .object([("dtype", "float32"), ("shape", .array([N, L, H, g, g].map { .int($0) })),
                                                ("axes", "[image, block 1..L, head, patch row, patch column]")])),
                 ("rollout.npy", .object([("dtype", "float32"), ("shape", .array([N, g, g].map { .int($0) })),
                                          ("axes", "[image, patch row, patch column]")])),
@@ -110,7 +119,8 @@ public struct MapsRun {
         var px = [UInt8](repeating: 0, count: S * S * 3)
         for c in 0..<3 {
             let m = Normalisation.mean[c], s = Normalisation.std[c]
-            for i in 0..<(S * S) { px[3 * i + c] = UInt8(min(255, max(0, ((x[c * S * S + i] * s + m) * 255).rounded()))) }
+            for i in 0..<(S * S) {
+                px[3 * i + c] = UInt8(min(255, max(0, ((x[c * S * S + i] * s + m) * 255).rounded()))) }
         }
         return RGBImage(width: S, height: S, pixels: px)
     }
@@ -132,17 +142,21 @@ public struct MapsSetup: JSONEncodableRecord {
 
     var classAttention: String {
         classToken
-            ? "the class token's softmax probabilities over the patch keys, per block and head (not renormalised over the patches)"
+            ? "the class token's softmax probabilities over the patch keys, per block and head (not renormalised "
+                + "over the patches)"
             : "no class token: the mean over the patch queries of the probabilities over the patch keys"
     }
     var rollout: String {
         "Abnar & Zuidema 2020: per block the heads fused (\(fusion.rawValue)), the smallest ⌊\(csvNumber(discard))·T⌋ "
-            + "entries of each row set to 0, A = (Ā + I)/2 with rows renormalised to 1, R = A_L ⋯ A_1 over all \(tokens) "
-            + "tokens (float64); the map is the \(classToken ? "class token's row" : "mean of the patch rows") of R over "
+            + "entries of each row set to 0, A = (Ā + I)/2 with rows renormalised to 1, R = A_L ⋯ A_1 over all "
+                + "\(tokens) "
+            + "tokens (float64); the map is the \(classToken ? "class token's row" : "mean of the patch rows") of R "
+                + "over "
             + "the patch columns"
     }
 
-    static let figureText = "each map scaled from its minimum to its maximum, upsampled bilinearly (half-pixel centres) "
+    static let figureText = "each map scaled from its minimum to its maximum, upsampled bilinearly (half-pixel "
+        + "centres) "
         + "to the image, magma at 60 % opacity over the image the model saw"
 
     public var json: JSONValue {

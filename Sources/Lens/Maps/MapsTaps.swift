@@ -20,7 +20,8 @@ final class MapsTaps: BatchTaps {
     var perImage: Int { layers * heads * (tokens - prefix) }
 
     init(tokens: Int, prefix: Int, heads: Int, layers: Int, classToken: Bool, fusion: HeadFusion, discard: Double) {
-        (self.tokens, self.prefix, self.heads, self.layers, self.classToken, self.fusion, self.discard) = (tokens, prefix, heads, layers, classToken, fusion, discard)
+        (self.tokens, self.prefix, self.heads, self.layers, self.classToken, self.fusion, self.discard) = (
+            tokens, prefix, heads, layers, classToken, fusion, discard)
         classAttention = .allocate(capacity: 1)
     }
 
@@ -29,7 +30,8 @@ final class MapsTaps: BatchTaps {
     func begin(_ step: BatchStep) {
         let count = step.count
         maps = (0..<count).map { _ in
-            AttentionMaps(tokens: tokens, prefix: prefix, heads: heads, classToken: classToken, fusion: fusion, discard: discard)
+            AttentionMaps(
+                tokens: tokens, prefix: prefix, heads: heads, classToken: classToken, fusion: fusion, discard: discard)
         }
         if count * perImage > capacity {
             classAttention.deallocate()

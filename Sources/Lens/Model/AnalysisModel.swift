@@ -16,7 +16,8 @@ public struct ModelRequest {
     /// The arithmetic of the engine's linear layers.
     public var precision: Precision
 
-    public init(path: String, heads: Int? = nil, headsGivenAs: String = "--heads", imageSize: Int? = nil, name: String? = nil,
+    public init(
+        path: String, heads: Int? = nil, headsGivenAs: String = "--heads", imageSize: Int? = nil, name: String? = nil,
                 precision: Precision = .f32) {
         self.path = path
         self.heads = heads
@@ -42,7 +43,8 @@ public final class AnalysisModel {
         let ckpt = try CheckpointLoader.load(path: request.path)
         checkpoint = ckpt
         let path = request.path
-        let config = try CheckpointError.naming(path) { try ViTConfig.infer(from: ckpt, heads: request.heads, imageSize: request.imageSize) }
+        let config = try CheckpointError.naming(path) {
+            try ViTConfig.infer(from: ckpt, heads: request.heads, imageSize: request.imageSize) }
         self.config = config
         let weights = try CheckpointError.naming(path) { try ViTWeights(checkpoint: ckpt, config: config) }
         engine = try ViTEngine(weights: weights, precision: request.precision)
@@ -65,7 +67,8 @@ public final class AnalysisModel {
     /// The head count the checkpoint itself records (safetensors metadata or config.json), and
     /// where, whatever the run uses.
     public var statedHeads: (heads: Int, source: String)? {
-        if let m = checkpoint.metadata["num_heads"], let v = Int(m) { return (v, ViTConfig.HeadsSource.metadata.rawValue) }
+        if let m = checkpoint.metadata["num_heads"],
+            let v = Int(m) { return (v, ViTConfig.HeadsSource.metadata.rawValue) }
         if let v = checkpoint.config?.heads { return (v, ViTConfig.HeadsSource.config.rawValue) }
         return nil
     }
@@ -93,7 +96,8 @@ public final class AnalysisModel {
                 + "float32 accumulation (oneDNN \(Precision.bf16Implementation)); the rest float32"
             : "f32"
         return ArchitectureRecord(
-            family: c.family, embedDim: c.dim, depth: c.depth, heads: c.heads, headsSource: headsSource, patchSize: c.patch,
+            family: c.family, embedDim: c.dim, depth: c.depth, heads: c.heads, headsSource: headsSource,
+                patchSize: c.patch,
             checkpointImageSize: c.checkpointImageSize, imageSize: c.imageSize, tokens: c.tokens,
             prefixTokens: c.prefixTokens, registerTokens: c.registers, prefixPositionRows: c.positionSlots,
             layerScale: c.layerScale, preNorm: c.preNorm, activation: c.activation.rawValue,

@@ -47,7 +47,8 @@ public enum Digest {
         func finalize() -> String {
             var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
             var length: UInt32 = 0
-            precondition(EVP_DigestFinal_ex(context, &digest, &length) == 1 && length == 32, "EVP_DigestFinal_ex failed")
+            precondition(
+                EVP_DigestFinal_ex(context, &digest, &length) == 1 && length == 32, "EVP_DigestFinal_ex failed")
             let hex = Array("0123456789abcdef".utf8)
             var out = [UInt8]()
             out.reserveCapacity(64)

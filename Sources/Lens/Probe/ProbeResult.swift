@@ -48,7 +48,10 @@ public struct ProbeResult {
                                                                      "test_accuracy_ci_low", "test_accuracy_ci_high"])
         for (name, rows) in models {
             for r in rows {
-                csv.append((modelColumn ? [name] : []) + ["\(r.layersKept)", csvNumber(r.train), csvNumber(r.test), csvNumber(r.testLow), csvNumber(r.testHigh)])
+                csv.append(
+                    (modelColumn ? [name] : [])
+                    + ["\(r.layersKept)", csvNumber(r.train), csvNumber(r.test), csvNumber(r.testLow),
+                    csvNumber(r.testHigh)])
             }
         }
         try out.write("probe.csv", csv.render())
@@ -69,7 +72,8 @@ public struct ProbeResult {
         let p = src.path("probe.csv")
         json = try src.json("probe.json") ?? .object([])
         setup = json["setup"].flatMap { try? ProbeSetup(json: $0) }
-        if let tr = json["images_used"]?["train"]?.intValue, let te = json["images_used"]?["test"]?.intValue { imagesUsed = (tr, te) }
+        if let tr = json["images_used"]?["train"]?.intValue,
+            let te = json["images_used"]?["test"]?.intValue { imagesUsed = (tr, te) }
         chance = json["chance_accuracy"]?.doubleValue
         modelColumn = t.column("model") != nil
         // A single-model CSV has no model column: the name comes from the JSON.
@@ -78,11 +82,15 @@ public struct ProbeResult {
         for r in 0..<t.rows.count {
             let name = modelColumn ? t.rows[r][t.column("model")!] : (jsonNames.count == 1 ? jsonNames[0] : "model")
             let k = try t.integer(r, "layers_kept", path: p)
-            guard k >= 1, k <= 4096 else { throw CSVError(path: p, line: r + 2, reason: "layers_kept \(k) out of range") }
+            guard k >= 1,
+                k <= 4096 else { throw CSVError(path: p, line: r + 2, reason: "layers_kept \(k) out of range") }
             if rows[name] == nil { order.append(name) }
-            var row = Row(layersKept: k, train: try t.number(r, "train_accuracy", path: p), test: try t.number(r, "test_accuracy", path: p))
+            var row = Row(
+                layersKept: k, train: try t.number(r, "train_accuracy", path: p),
+                test: try t.number(r, "test_accuracy", path: p))
             if t.column("test_accuracy_ci_low") != nil, t.column("test_accuracy_ci_high") != nil {
-                (row.testLow, row.testHigh) = (try t.number(r, "test_accuracy_ci_low", path: p), try t.number(r, "test_accuracy_ci_high", path: p))
+                (row.testLow, row.testHigh) = (
+                    try t.number(r, "test_accuracy_ci_low", path: p), try t.number(r, "test_accuracy_ci_high", path: p))
             }
             rows[name, default: []].append(row)
         }

@@ -35,11 +35,13 @@ public struct ProbeSetup: JSONRecord, Equatable {
             switch method {
             case let .finetune(s):
                 fields += [
-                    ("training", .string("blocks 0…k−1, final norm, pooling and a new linear head (trunc. normal σ 2e−5) "
+                    ("training",
+                        .string("blocks 0…k−1, final norm, pooling and a new linear head (trunc. normal σ 2e−5) "
                         + "trained end to end on the train set: cross-entropy, AdamW, warm-up then cosine per step, "
                         + "layer-wise lr decay; no augmentation; images in the eval transform")),
                     ("settings", s.json),
-                    ("train_accuracy", "accuracy of the trained model on the train set (a forward pass after training)"),
+                    ("train_accuracy",
+                        "accuracy of the trained model on the train set (a forward pass after training)"),
                 ]
             case let .linear(maxIterations):
                 fields += [
@@ -48,10 +50,12 @@ public struct ProbeSetup: JSONRecord, Equatable {
                         + "StandardScaler); constant features scale 1")),
                     ("classifier", .string("multinomial logistic regression (binary for 2 classes), L2 on the weights, "
                         + "C = 1 (scikit-learn's default): (1/N)·Σ cross-entropy + ‖W‖²/(2CN)")),
-                    ("solver", .string("L-BFGS in float64 until max|gradient| ≤ 1e-7 (at most \(maxIterations) iterations)")),
+                    ("solver",
+                        .string("L-BFGS in float64 until max|gradient| ≤ 1e-7 (at most \(maxIterations) iterations)")),
                 ]
             }
-            return .object(fields + [("batch", .int(batch)), ("resize", .string(resize)), ("image_size", .int(imageSize)),
+            return .object(
+                fields + [("batch", .int(batch)), ("resize", .string(resize)), ("image_size", .int(imageSize)),
                                      ("skip_bad_images", .bool(skipBadImages))])
         }
 
@@ -61,7 +65,8 @@ public struct ProbeSetup: JSONRecord, Equatable {
         }
 
         init(_ f: JSONFields) throws {
-            guard let pool = ProbePooling(rawValue: try f.string("pool")) else { throw f.missing("pool", "is not mean or cls") }
+            guard let pool = ProbePooling(rawValue: try f.string("pool")) else {
+                throw f.missing("pool", "is not mean or cls") }
             let method: Method
             switch try f.string("mode") {
             case "linear":
@@ -92,7 +97,8 @@ public struct ProbeSetup: JSONRecord, Equatable {
         let f = try JSONFields(json, record: "probe setup")
         try checkCommand(f, "probe")
         guard let models = try f.raw("models").arrayValue else { throw f.missing("models", "is not an array") }
-        self.init(models: try models.map(ModelRecord.init(json:)), dataset: try DatasetRecord(json: try f.raw("dataset")),
+        self.init(
+            models: try models.map(ModelRecord.init(json:)), dataset: try DatasetRecord(json: try f.raw("dataset")),
                   definitions: try Definitions(try f.object("definitions")))
     }
 }
@@ -105,7 +111,8 @@ extension FineTuneSettings: Equatable {
         .object([("epochs", .int(epochs)), ("learning_rate", .double(learningRate)),
                  ("min_learning_rate", .double(minLearningRate)), ("warmup_epochs", .double(warmupEpochs)),
                  ("weight_decay", .double(weightDecay)), ("layer_decay", .double(layerDecay)),
-                 ("train_batch", .int(batch)), ("optimizer", "AdamW (β 0.9, 0.999, ε 1e-8), decoupled decay on weight matrices"),
+                 ("train_batch", .int(batch)),
+                     ("optimizer", "AdamW (β 0.9, 0.999, ε 1e-8), decoupled decay on weight matrices"),
                  ("schedule", "linear warm-up, then cosine to min_learning_rate, per step")])
     }
 

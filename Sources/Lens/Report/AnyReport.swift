@@ -13,10 +13,13 @@ public enum AnyReport {
     public init(reading dir: String, compare: String? = nil) throws {
         let src = ReportFolder(dir: dir)
         if src.exists("cka.csv") {
-            let header = (try? String(contentsOfFile: src.path("cka.csv"), encoding: .utf8))?.prefix(while: { $0 != "\n" }) ?? ""
-            self = header.hasPrefix("model_a,") ? .ckaPairs(try CKAPairs(reading: dir)) : .cka(try CKAResult(reading: dir))
+            let header = (try? String(contentsOfFile: src.path("cka.csv"), encoding: .utf8))?.prefix(
+                while: { $0 != "\n" }) ?? ""
+            self = header.hasPrefix("model_a,") ? .ckaPairs(try CKAPairs(reading: dir))
+                : .cka(try CKAResult(reading: dir))
         }
-        else if src.exists("attention.csv") { self = .attention(try AttentionResult(reading: dir, compareWith: compare)) }
+        else if src.exists("attention.csv") {
+            self = .attention(try AttentionResult(reading: dir, compareWith: compare)) }
         else if src.exists("probe.csv") { self = .probe(try ProbeResult(reading: dir)) }
         else if src.exists("maps.json") {
             throw ReportError.mapsNeedImages(path: dir)

@@ -52,7 +52,8 @@ extension CSVTable {
         while let c = it.popFirst() {
             if inQuotes {
                 if c == "\"" {
-                    if it.first == "\"" { it.removeFirst(); field.unicodeScalars.append("\"") } else { inQuotes = false; afterQuote = true }
+                    if it.first == "\"" { it.removeFirst(); field.unicodeScalars.append("\"") } else {
+                        inQuotes = false; afterQuote = true }
                 } else {
                     if c == "\n" { line += 1 }
                     field.unicodeScalars.append(c)
@@ -61,7 +62,8 @@ extension CSVTable {
             }
             switch c {
             case "\"":
-                guard field.isEmpty, !afterQuote else { throw CSVError(path: path, line: line, reason: "stray quote inside a field") }
+                guard field.isEmpty,
+                    !afterQuote else { throw CSVError(path: path, line: line, reason: "stray quote inside a field") }
                 inQuotes = true
             case ",":
                 endField(); afterQuote = false
@@ -107,7 +109,8 @@ extension CSVTable {
         case "inf", "+inf": return .infinity
         case "-inf": return -.infinity
         default:
-            guard let v = Double(s) else { throw CSVError(path: path, line: r + 2, reason: "\(name) '\(s)' is not a number") }
+            guard let v = Double(s) else {
+                throw CSVError(path: path, line: r + 2, reason: "\(name) '\(s)' is not a number") }
             return v
         }
     }
@@ -115,7 +118,8 @@ extension CSVTable {
     public func integer(_ r: Int, _ name: String, path: String) throws -> Int {
         guard let c = column(name) else { throw CSVError(path: path, line: 1, reason: "no column '\(name)'") }
         let s = rows[r][c].trimmingCharacters(in: .whitespaces)
-        guard let v = Int(s) else { throw CSVError(path: path, line: r + 2, reason: "\(name) '\(s)' is not an integer") }
+        guard let v = Int(s) else {
+            throw CSVError(path: path, line: r + 2, reason: "\(name) '\(s)' is not an integer") }
         return v
     }
 }

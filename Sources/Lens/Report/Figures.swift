@@ -20,7 +20,8 @@ public struct FigureStyle {
     /// The attention figures' y range.
     public var ylim: AxisRange
     public var title: String?
-    public init(scale: Double = 1, vmin: Double? = nil, vmax: Double? = nil, ylim: AxisRange = .auto, title: String? = nil) {
+    public init(
+        scale: Double = 1, vmin: Double? = nil, vmax: Double? = nil, ylim: AxisRange = .auto, title: String? = nil) {
         self.scale = scale; self.vmin = vmin; self.vmax = vmax; self.ylim = ylim; self.title = title
     }
 }
@@ -44,7 +45,9 @@ public func tidyRange(_ values: [Double]) -> (Double, Double) {
 enum Drawing {
     /// PNG and SVG of one figure. Without a font (fonts-dejavu-core missing) the PNG is left out
     /// with a warning rather than drawn without its text; the SVG names its fonts and needs none.
-    static func write(_ fig: Figure, _ base: String, out: OutputDirectory, style: FigureStyle, _ observer: RunObserver) throws -> [String] {
+    static func write(
+        _ fig: Figure, _ base: String, out: OutputDirectory, style: FigureStyle, _ observer: RunObserver) throws -> [
+        String] {
         try out.write(base + ".svg", fig.svg())
         guard Font.shared != nil else {
             warnNoFont(observer)
@@ -65,7 +68,8 @@ enum Drawing {
     /// The page section every report ends with: definitions, models, images, run.
     static func runSection(_ page: inout HTMLPage, _ json: JSONValue) {
         guard case let .object(o) = json, !o.isEmpty else { return }
-        if let defs = json[path: "setup", "definitions"] { page.add(.keyValues(caption: "Definitions", defs.flattened())) }
+        if let defs = json[path: "setup", "definitions"] {
+            page.add(.keyValues(caption: "Definitions", defs.flattened())) }
         var models: [(String, String)] = []
         for key in ["model", "model_a", "model_b"] {
             if let m = json[path: "setup", key] { models += m.flattened(prefix: key) }

@@ -32,7 +32,8 @@ public indirect enum JSONValue: ExpressibleByStringLiteral, ExpressibleByInteger
         case .null: return "null"
         case let .array(a):
             if a.isEmpty { return "[]" }
-            if a.allSatisfy({ if case .object = $0 { return false }; if case .array = $0 { return false }; return true }) {
+            if a.allSatisfy(
+                { if case .object = $0 { return false }; if case .array = $0 { return false }; return true }) {
                 return "[" + a.map { $0.render() }.joined(separator: ", ") + "]"
             }
             return "[\n" + a.map { inner + $0.render(indent: indent + 1) }.joined(separator: ",\n") + "\n" + pad + "]"
@@ -118,7 +119,8 @@ private struct JSONParser {
 
     mutating func literal(_ s: String, _ v: JSONValue) throws -> JSONValue {
         let u = Array(s.utf8)
-        guard pos + u.count <= bytes.count, Array(bytes[pos..<(pos + u.count)]) == u else { throw fail("unexpected token") }
+        guard pos + u.count <= bytes.count,
+            Array(bytes[pos..<(pos + u.count)]) == u else { throw fail("unexpected token") }
         pos += u.count
         return v
     }
@@ -134,7 +136,8 @@ private struct JSONParser {
             if pos < bytes.count, bytes[pos] == UInt8(ascii: "}") { pos += 1; return .object(items) }
             while true {
                 skipSpace()
-                guard case let .string(k) = try value(depth: depth + 1) else { throw fail("object key is not a string") }
+                guard case let .string(k) = try value(depth: depth + 1) else {
+                    throw fail("object key is not a string") }
                 skipSpace()
                 guard pos < bytes.count, bytes[pos] == UInt8(ascii: ":") else { throw fail("expected ':'") }
                 pos += 1
@@ -179,7 +182,8 @@ private struct JSONParser {
                 case UInt8(ascii: "b"): out.append(0x08)
                 case UInt8(ascii: "f"): out.append(0x0C)
                 case UInt8(ascii: "u"):
-                    guard pos + 4 <= bytes.count, let v = UInt32(String(decoding: bytes[pos..<(pos + 4)], as: UTF8.self), radix: 16) else {
+                    guard pos + 4 <= bytes.count,
+                        let v = UInt32(String(decoding: bytes[pos..<(pos + 4)], as: UTF8.self), radix: 16) else {
                         throw fail("bad \\u escape")
                     }
                     pos += 4

@@ -13,7 +13,8 @@ public enum OutputError: Error, CustomStringConvertible {
     }
 }
 
-/// A report folder written atomically (docs/reference.md, "Errors": no partial files): files go to a hidden staging folder beside
+/// A report folder written atomically (docs/reference.md, "Errors": no partial files): files go to a hidden staging
+/// folder beside
 /// the target and are renamed into place only by `commit()`. A run that fails or is
 /// interrupted leaves no partial report: `discard()` (or the next run) removes the staging folder.
 public final class OutputDirectory {
@@ -92,10 +93,12 @@ public final class OutputDirectory {
     public static func reportCommand(in dir: String) -> String? {
         let fm = FileManager.default
         for (file, command) in [("cka.csv", "cka"), ("attention.csv", "attention"), ("probe.csv", "probe"),
-                                ("finetune.csv", "finetune"), ("meta.json", "extract")] where fm.fileExists(atPath: dir + "/" + file) {
+                                ("finetune.csv", "finetune"), ("meta.json", "extract")] where fm.fileExists(
+                                    atPath: dir + "/" + file) {
             return command
         }
-        if fm.fileExists(atPath: dir + "/partial.json") { return ((try? Partial.read(dir))?.command ?? "unknown") + " shard" }
+        if fm.fileExists(atPath: dir + "/partial.json") {
+            return ((try? Partial.read(dir))?.command ?? "unknown") + " shard" }
         return nil
     }
 
@@ -118,7 +121,8 @@ public final class OutputDirectory {
                     let dst = finalPath + "/" + name
                     // A sub-folder replaces the old one whole (rename(2) cannot replace a non-empty folder).
                     var isDir: ObjCBool = false
-                    if fm.fileExists(atPath: dst, isDirectory: &isDir), isDir.boolValue { try fm.removeItem(atPath: dst) }
+                    if fm.fileExists(atPath: dst, isDirectory: &isDir),
+                        isDir.boolValue { try fm.removeItem(atPath: dst) }
                     guard rename(staged(name), dst) == 0 else {
                         throw OutputError.cannotWrite(path: dst, reason: String(cString: strerror(errno)))
                     }

@@ -31,7 +31,8 @@ struct JSONFields {
     let prefix: String
 
     init(_ value: JSONValue, record: String, prefix: String = "") throws {
-        guard case .object = value else { throw RecordError(record: record, key: prefix.isEmpty ? "(top)" : prefix, problem: "is not an object") }
+        guard case .object = value else {
+            throw RecordError(record: record, key: prefix.isEmpty ? "(top)" : prefix, problem: "is not an object") }
         (self.value, self.record, self.prefix) = (value, record, prefix)
     }
 
@@ -73,7 +74,8 @@ struct JSONFields {
         guard let a = try raw(k).arrayValue else { throw missing(k, "is not an array") }
         return try a.map { guard let s = $0.stringValue else { throw missing(k, "holds a non-string") }; return s }
     }
-    func object(_ k: String) throws -> JSONFields { try JSONFields(try raw(k), record: record, prefix: prefix + k + ".") }
+    func object(_ k: String) throws -> JSONFields {
+        try JSONFields(try raw(k), record: record, prefix: prefix + k + ".") }
 }
 
 extension JSONValue {
@@ -116,7 +118,8 @@ public enum ImagesRecord: JSONRecord, Equatable {
             self = .rows(count: try f.int("count"), from: try f.string("from"))
         } else {
             self = .listed(folder: try f.string("folder"), count: try f.int("count"),
-                           pathsSHA256: try f.string("paths_sha256"), paths: f.has("paths") ? try f.strings("paths") : nil)
+                           pathsSHA256: try f.string("paths_sha256"), paths: f.has("paths") ? try f.strings("paths")
+                               : nil)
         }
     }
 }
@@ -165,19 +168,26 @@ public struct ArchitectureRecord: JSONRecord, Equatable {
                 prefixPositionRows: Int, layerScale: Bool, preNorm: Bool, activation: String, activationSource: String,
                 classToken: Bool, absolutePositions: Bool, relativePositionBias: String, mlpHidden: Int, qkvBias: Bool,
                 finalNorm: String, layerNormEps: Double, parameters: Int, precision: String) {
-        (self.family, self.embedDim, self.depth, self.heads, self.headsSource) = (family, embedDim, depth, heads, headsSource)
-        (self.patchSize, self.checkpointImageSize, self.imageSize, self.tokens) = (patchSize, checkpointImageSize, imageSize, tokens)
-        (self.prefixTokens, self.registerTokens, self.prefixPositionRows) = (prefixTokens, registerTokens, prefixPositionRows)
-        (self.layerScale, self.preNorm, self.activation, self.activationSource) = (layerScale, preNorm, activation, activationSource)
-        (self.classToken, self.absolutePositions, self.relativePositionBias) = (classToken, absolutePositions, relativePositionBias)
-        (self.mlpHidden, self.qkvBias, self.finalNorm, self.layerNormEps) = (mlpHidden, qkvBias, finalNorm, layerNormEps)
+        (self.family, self.embedDim, self.depth, self.heads, self.headsSource) = (
+            family, embedDim, depth, heads, headsSource)
+        (self.patchSize, self.checkpointImageSize, self.imageSize, self.tokens) = (
+            patchSize, checkpointImageSize, imageSize, tokens)
+        (self.prefixTokens, self.registerTokens, self.prefixPositionRows) = (
+            prefixTokens, registerTokens, prefixPositionRows)
+        (self.layerScale, self.preNorm, self.activation, self.activationSource) = (
+            layerScale, preNorm, activation, activationSource)
+        (self.classToken, self.absolutePositions, self.relativePositionBias) = (
+            classToken, absolutePositions, relativePositionBias)
+        (self.mlpHidden, self.qkvBias, self.finalNorm, self.layerNormEps) = (
+            mlpHidden, qkvBias, finalNorm, layerNormEps)
         (self.parameters, self.precision) = (parameters, precision)
     }
 
     public init(json: JSONValue) throws {
         let f = try JSONFields(json, record: "architecture")
         self.init(family: try f.string("family"), embedDim: try f.int("embed_dim"), depth: try f.int("depth"),
-                  heads: try f.int("heads"), headsSource: try f.string("heads_source"), patchSize: try f.int("patch_size"),
+                  heads: try f.int("heads"), headsSource: try f.string("heads_source"),
+                      patchSize: try f.int("patch_size"),
                   checkpointImageSize: try f.int("checkpoint_image_size"), imageSize: try f.int("image_size"),
                   tokens: try f.int("tokens"), prefixTokens: try f.int("prefix_tokens"),
                   registerTokens: try f.int("register_tokens"), prefixPositionRows: try f.int("prefix_position_rows"),
@@ -246,7 +256,8 @@ public struct ArrayRecord: JSONRecord, Equatable {
     public init(json: JSONValue) throws {
         let f = try JSONFields(json, record: "array")
         let kind: Kind = f.has("attention") ? .attention : .features
-        self.init(kind: kind, name: try f.string("name"), path: try f.string(kind.rawValue), sha256: try f.string("sha256"),
+        self.init(
+            kind: kind, name: try f.string("name"), path: try f.string(kind.rawValue), sha256: try f.string("sha256"),
                   dtype: try f.string("dtype"), shape: try f.ints("shape"), prefixTokens: try f.int("prefix_tokens"),
                   patchSize: kind == .attention ? try f.optionalInt("patch_size") : nil)
     }

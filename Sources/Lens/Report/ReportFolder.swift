@@ -22,7 +22,8 @@ struct ReportFolder {
     func json(_ name: String) throws -> JSONValue? {
         let p = path(name)
         guard let data = FileManager.default.contents(atPath: p) else { return nil }
-        do { return try JSONValue.parse(String(decoding: data, as: UTF8.self)) } catch { throw ReportError.malformed(path: p, reason: "\(error)") }
+        do { return try JSONValue.parse(String(decoding: data, as: UTF8.self)) } catch {
+            throw ReportError.malformed(path: p, reason: "\(error)") }
     }
 }
 

@@ -33,7 +33,8 @@ public struct Partial {
 
     public func json(commandLine: String) -> JSONValue {
         .object([
-            ("vitlens_partial", 1), ("vitlens_version", .string(vitlensVersion)), ("command_line", .string(commandLine)),
+            ("vitlens_partial", 1), ("vitlens_version", .string(vitlensVersion)),
+                ("command_line", .string(commandLine)),
             ("command", .string(command)), ("shard", .string(shard.description)), ("setup", setup),
             ("batches", .array(batches)), ("dropped_batches", .array(dropped.map { .int($0) })),
         ])
@@ -48,12 +49,14 @@ public struct Partial {
     public static func read(_ path: String) throws -> Partial {
         var file = path
         var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue { file = path + "/" + fileName }
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir),
+            isDir.boolValue { file = path + "/" + fileName }
         guard let data = FileManager.default.contents(atPath: file) else {
             throw MergeError.unreadable(path: file)
         }
         let v: JSONValue
-        do { v = try JSONValue.parse(String(decoding: data, as: UTF8.self)) } catch { throw MergeError.malformed(path: file, reason: "\(error)") }
+        do { v = try JSONValue.parse(String(decoding: data, as: UTF8.self)) } catch {
+            throw MergeError.malformed(path: file, reason: "\(error)") }
         guard v["vitlens_partial"]?.intValue == 1, let command = v["command"]?.stringValue,
               let shardText = v["shard"]?.stringValue, let shard = ShardSpec(parsing: shardText),
               let setup = v["setup"], let batches = v["batches"]?.arrayValue,
@@ -75,19 +78,24 @@ public enum MergedReport {
         guard let first = parts.first else { throw MergeError.noShards }
         let setupText = first.setup.render()
         for (p, path) in zip(parts, sources) {
-            guard p.command == first.command else { throw MergeError.differentCommands(path: path, command: p.command, first: first.command) }
-            guard p.shard.count == first.shard.count else { throw MergeError.differentSplits(path: path, shard: p.shard.description, count: p.shard.count, first: first.shard.count) }
+            guard p.command == first.command else {
+                throw MergeError.differentCommands(path: path, command: p.command, first: first.command) }
+            guard p.shard.count == first.shard.count else {
+                throw MergeError.differentSplits(
+                path: path, shard: p.shard.description, count: p.shard.count, first: first.shard.count) }
             guard p.setup.render() == setupText else {
                 throw MergeError.differentSetup(path: path, first: sources[0])
             }
         }
         let seen = parts.map(\.shard.index)
-        if let dup = seen.first(where: { i in seen.filter { $0 == i }.count > 1 }) { throw MergeError.duplicate(shard: "\(dup)/\(first.shard.count)") }
+        if let dup = seen.first(where: { i in seen.filter { $0 == i }.count > 1 }) {
+            throw MergeError.duplicate(shard: "\(dup)/\(first.shard.count)") }
         let missing = (0..<first.shard.count).filter { !seen.contains($0) }
         guard missing.isEmpty else { throw MergeError.missing(missing.map { "\($0)/\(first.shard.count)" }) }
         let run = RunRecord(commandLine: commandLine, mergedFrom: sources)
         func typed<R: JSONDecodableRecord>(_ type: R.Type) throws -> R {
-            do { return try R(json: first.setup) } catch { throw MergeError.malformed(path: sources[0], reason: "\(error)") }
+            do { return try R(json: first.setup) } catch {
+                throw MergeError.malformed(path: sources[0], reason: "\(error)") }
         }
         switch first.command {
         case "cka":
@@ -95,11 +103,13 @@ public enum MergedReport {
             let batches = try parts.flatMap {
                 try $0.batches.map { try CKABatch(json: $0, layersA: setup.layersA, layersB: setup.layersB) }
             }
-            return .cka(try CKAResult(setup: setup, batches: batches, dropped: parts.flatMap(\.dropped).sorted(), run: run))
+            return .cka(
+                try CKAResult(setup: setup, batches: batches, dropped: parts.flatMap(\.dropped).sorted(), run: run))
         case "attention":
             let setup = try typed(AttentionSetup.self)
             let batches = try parts.flatMap {
-                try $0.batches.map { try AttentionBatch(json: $0, layers: setup.layers, heads: setup.heads, perImage: setup.perImage) }
+                try $0.batches.map {
+                    try AttentionBatch(json: $0, layers: setup.layers, heads: setup.heads, perImage: setup.perImage) }
             }
             return .attention(try AttentionResult(setup: setup, batches: batches, run: run))
         default:
@@ -111,7 +121,8 @@ public enum MergedReport {
 // MARK: - Per-batch records as JSON (doubles written in their shortest exact form)
 
 func readDoubles(_ v: JSONValue?, count: Int, what: String) throws -> [Double] {
-    guard let a = v?.arrayValue, a.count == count else { throw MergeError.missingField("\(what) should hold \(count) numbers") }
+    guard let a = v?.arrayValue,
+        a.count == count else { throw MergeError.missingField("\(what) should hold \(count) numbers") }
     return try a.map { x in
         guard let d = x.doubleValue else { throw MergeError.missingField("\(what) holds a non-number") }
         return d
@@ -120,26 +131,32 @@ func readDoubles(_ v: JSONValue?, count: Int, what: String) throws -> [Double] {
 
 extension CKABatch {
     var json: JSONValue {
-        .object([("index", .int(index)), ("size", .int(size)), ("kl", .doubles(kl)), ("kk", .doubles(kk)), ("ll", .doubles(ll))])
+        .object([
+            ("index", .int(index)), ("size", .int(size)), ("kl", .doubles(kl)), ("kk", .doubles(kk)),
+            ("ll", .doubles(ll))])
     }
 
     init(json v: JSONValue, layersA: Int, layersB: Int) throws {
-        guard let i = v["index"]?.intValue, let s = v["size"]?.intValue else { throw MergeError.missingField("batch without index/size") }
+        guard let i = v["index"]?.intValue,
+            let s = v["size"]?.intValue else { throw MergeError.missingField("batch without index/size") }
         self.init(index: i, size: s, kl: try readDoubles(v["kl"], count: layersA * layersB, what: "kl"),
-                  kk: try readDoubles(v["kk"], count: layersA, what: "kk"), ll: try readDoubles(v["ll"], count: layersB, what: "ll"))
+                  kk: try readDoubles(v["kk"], count: layersA, what: "kk"),
+                      ll: try readDoubles(v["ll"], count: layersB, what: "ll"))
     }
 }
 
 extension AttentionBatch {
     var json: JSONValue {
         var o: [(String, JSONValue)] = [("index", .int(index)), ("size", .int(size)),
-                                        ("entropy_sums", .doubles(entropySums)), ("distance_sums", .doubles(distanceSums))]
+                                        ("entropy_sums", .doubles(entropySums)),
+                                            ("distance_sums", .doubles(distanceSums))]
         if !entropies.isEmpty { o += [("entropies", .doubles(entropies)), ("distances", .doubles(distances))] }
         return .object(o)
     }
 
     init(json v: JSONValue, layers: Int, heads: Int, perImage: Bool) throws {
-        guard let i = v["index"]?.intValue, let s = v["size"]?.intValue else { throw MergeError.missingField("batch without index/size") }
+        guard let i = v["index"]?.intValue,
+            let s = v["size"]?.intValue else { throw MergeError.missingField("batch without index/size") }
         let n = layers * heads
         self.init(index: i, size: s, entropySums: try readDoubles(v["entropy_sums"], count: n, what: "entropy_sums"),
                   distanceSums: try readDoubles(v["distance_sums"], count: n, what: "distance_sums"),

@@ -103,9 +103,11 @@ public enum ArrayError: Error, CustomStringConvertible, Equatable {
     public var description: String {
         switch self {
         case let .featureRank(path, shape):
-            return "\(path): features must be [L, N, T, D] or [L, N, D], got \(shape.count) dimensions \(formatShape(shape))"
+            return "\(path): features must be [L, N, T, D] or [L, N, D], got \(shape.count) dimensions "
+                + "\(formatShape(shape))"
         case let .attentionShape(path, shape):
-            return "\(path): attention must be [L, N, H, T, T] (block, image, head, query, key), got \(formatShape(shape))"
+            return "\(path): attention must be [L, N, H, T, T] (block, image, head, query, key), got "
+                + "\(formatShape(shape))"
         case let .emptyAxis(path, shape): return "\(path): shape \(formatShape(shape)) has an empty axis"
         case let .prefixTokens(path, prefix, tokens):
             return "\(path): \(prefix) prefix tokens, but only \(tokens) tokens per image"
@@ -122,7 +124,8 @@ public enum ArrayError: Error, CustomStringConvertible, Equatable {
         case let .notExtractFolder(path):
             return "\(path): not a folder written by vitlens extract (no meta.json with architecture.prefix_tokens)"
         case let .extractLacks(path, file):
-            return "\(path): the extract wrote no \(file)\(file == "attention.npy" ? " (it ran with --no-attention)" : "")"
+            return "\(path): the extract wrote no "
+                + "\(file)\(file == "attention.npy" ? " (it ran with --no-attention)" : "")"
         }
     }
 }
@@ -152,7 +155,8 @@ public enum ReportError: Error, CustomStringConvertible, Equatable {
         case let .duplicatePair(path, i, j): return "\(path): pair (\(i), \(j)) appears twice"
         case let .missingBox(path, metric, layer): return "\(path): no \(metric) box for layer \(layer)"
         case let .missingFile(folder, file): return "\(folder): no \(file) there"
-        case let .notAReport(path): return "\(path): no cka.csv, attention.csv or probe.csv; not a vitlens report folder"
+        case let .notAReport(
+            path): return "\(path): no cka.csv, attention.csv or probe.csv; not a vitlens report folder"
         case let .mapsNeedImages(path):
             return "\(path): a maps report; its figure is drawn over the images by `vitlens maps` "
                 + "(the report does not store them), run it again with --out"
@@ -186,7 +190,8 @@ public enum MergeError: Error, CustomStringConvertible, Equatable {
         case let .differentSplits(path, shard, count, first):
             return "\(path): shard \(shard) of a \(count)-way split, others are \(first)-way"
         case let .differentSetup(path, first):
-            return "\(path): its models, images or definitions differ from \(first)'s; shards must come from one command line"
+            return "\(path): its models, images or definitions differ from \(first)'s; shards must come from one "
+                + "command line"
         case let .duplicate(shard): return "shard \(shard) given twice"
         case let .missing(shards): return "missing shard(s) " + shards.joined(separator: ", ")
         case let .missingField(what): return "partial.json: \(what)"

@@ -50,7 +50,8 @@ public enum Bench {
     }
 
     /// The forward pass: a warm-up batch, then the median of `iters` timed batches.
-    public static func forward(_ m: AnalysisModel, loadMs: Double, batch: Int, iters: Int, profile: Bool) throws -> Forward {
+    public static func forward(
+        _ m: AnalysisModel, loadMs: Double, batch: Int, iters: Int, profile: Bool) throws -> Forward {
         let c = m.config, x = input(batch: batch, size: c.imageSize)
         let peak = sgemmPeak()
         try m.engine.forward(x)  // warm-up: buffers, page faults
@@ -59,8 +60,12 @@ public enum Bench {
         let med = median(try (0..<iters).map { _ in try timed { try m.engine.forward(x) } })
         m.engine.profile = nil
         let ips = Double(batch) / med
-        let phases = [("linear", prof.linear), ("attention", prof.attention), ("norm", prof.norm), ("gelu", prof.gelu), ("other", prof.other)]
-        return Forward(imagesPerSecond: ips, gflops: ips * c.flopsPerImage / 1e9, medianSeconds: med, sgemmPeakGflops: peak, loadMs: loadMs,
+        let phases = [
+            ("linear", prof.linear), ("attention", prof.attention), ("norm", prof.norm), ("gelu", prof.gelu),
+            ("other", prof.other)]
+        return Forward(
+            imagesPerSecond: ips, gflops: ips * c.flopsPerImage / 1e9, medianSeconds: med, sgemmPeakGflops: peak,
+            loadMs: loadMs,
                        profile: profile ? phases.map { ($0.0, $0.1 / max(prof.total, 1e-12)) } : nil)
     }
 
@@ -106,7 +111,9 @@ public enum Bench {
             s = s &* 6364136223846793005 &+ 1442695040888963407
             return Double(s >> 11) / Double(1 << 53)
         } }
-        let h = Heatmap(values: values, rowTitle: "model A: layer", columnTitle: "model B: layer", title: "CKA: A vs B", subtitle: "N = 1024 images · minibatch 64")
+        let h = Heatmap(
+            values: values, rowTitle: "model A: layer", columnTitle: "model B: layer", title: "CKA: A vs B",
+            subtitle: "N = 1024 images · minibatch 64")
         _ = try h.figure().raster().png(); _ = h.figure().svg()
         var tp: [Double] = [], ts: [Double] = []
         for _ in 0..<iters {

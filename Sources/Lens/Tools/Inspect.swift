@@ -18,7 +18,8 @@ public struct CheckpointSummary {
             ("path", .string(ck.path)), ("format", .string(ck.format)), ("layout", .string(ck.layout.rawValue)),
             ("state_dict", .string(ck.location)), ("architecture", model.architecture.json),
             ("ignored", .object(ignored.map { ($0.0, .int($0.1)) })),
-            ("metadata", .object(ck.metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })), ("sha256", .string(model.sha256)),
+            ("metadata", .object(ck.metadata.sorted { $0.key < $1.key }.map { ($0.key, .string($0.value)) })),
+                ("sha256", .string(model.sha256)),
         ])
     }
 
@@ -26,25 +27,33 @@ public struct CheckpointSummary {
         let ck = model.checkpoint, c = model.config
         return [
             ("checkpoint", ck.path), ("format", ck.format), ("layout", ck.layout.rawValue), ("state dict", ck.location),
-            ("family", c.family + (c.layerScale ? ", LayerScale" : "") + (c.registers > 0 ? ", \(c.registers) register tokens" : "")
-                + (!c.classToken ? ", no class token" : c.positionSlots == 0 && c.absolutePositions ? ", no position embedding for the class token" : "")
-                + (c.relativePositionBias ? ", relative position bias " + (c.relativeBlockTables ? "per block" : "") + (c.relativeBlockTables && c.relativeSharedTable ? " and " : "")
+            ("family", c.family + (c.layerScale ? ", LayerScale" : "")
+                + (c.registers > 0 ? ", \(c.registers) register tokens" : "")
+                + (!c.classToken ? ", no class token" : c.positionSlots == 0 && c.absolutePositions
+                    ? ", no position embedding for the class token" : "")
+                + (c.relativePositionBias ? ", relative position bias " + (c.relativeBlockTables ? "per block" : "")
+                    + (c.relativeBlockTables && c.relativeSharedTable ? " and " : "")
                     + (c.relativeSharedTable ? "shared" : "") : "")
                 + (c.absolutePositions ? "" : ", no absolute position embedding")),
-            ("architecture", "ViT, width \(c.dim), depth \(c.depth), patch \(c.patch), image \(c.checkpointImageSize) (\(c.grid)x\(c.grid) patches), MLP \(c.mlpHidden)"),
-            ("", "qkv bias \(c.qkvBias ? (c.keyBias ? "yes" : "q and v only") : "no"), final norm \(c.finalNorm.rawValue), prefix tokens \(c.prefixTokens), LayerNorm eps \(c.eps)"),
+            ("architecture",
+                "ViT, width \(c.dim), depth \(c.depth), patch \(c.patch), image \(c.checkpointImageSize) "
+                + "(\(c.grid)x\(c.grid) patches), MLP \(c.mlpHidden)"),
+            ("", "qkv bias \(c.qkvBias ? (c.keyBias ? "yes" : "q and v only") : "no"), final norm "
+                + "\(c.finalNorm.rawValue), prefix tokens \(c.prefixTokens), LayerNorm eps \(c.eps)"),
             ("activation", "\(c.activation.rawValue), from \(c.activationSource)"),
             ("heads", "\(c.heads) (head dim \(c.headDim)), from \(model.headsSource)"),
             ("parameters", "\(c.parameterCount) in the forward pass"),
             ("ignored", ignored.isEmpty ? "nothing" : ignored.map { "\($0.0) (\($0.1))" }.joined(separator: ", ")),
-        ] + ck.metadata.sorted { $0.key < $1.key }.enumerated().map { i, kv in (i == 0 ? "metadata" : "", "\(kv.key) = \(kv.value)") }
+        ] + ck.metadata.sorted { $0.key < $1.key }.enumerated().map {
+            i, kv in (i == 0 ? "metadata" : "", "\(kv.key) = \(kv.value)") }
           + [("sha256", model.sha256)]
     }
 }
 
 /// Wrapper prefixes (module., model., base_encoder., backbone.) stay in the group's name.
 func ignoredSummary(_ keys: [String]) -> [(String, Int)] {
-    let wrappers: Set<String> = ["module", "model", "base_encoder", "backbone", "encoder", "vit", "deit", "beit", "dinov2", "vision_model"]
+    let wrappers: Set<String> = [
+        "module", "model", "base_encoder", "backbone", "encoder", "vit", "deit", "beit", "dinov2", "vision_model"]
     var counts: [String: Int] = [:]
     var order: [String] = []
     for k in keys {
