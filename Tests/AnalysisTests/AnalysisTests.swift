@@ -5,11 +5,13 @@ import VitLensCore
 import XCTest
 
 /// Features (B, T, C) as the engine hands them to a tap.
-func features(_ b: Int, _ t: Int, _ c: Int, _ rng: inout SplitMix) -> [Float] { (0..<(b * t * c)).map { _ in rng.normal() } }
+func features(_ b: Int, _ t: Int, _ c: Int, _ rng: inout SplitMix) -> [Float] {
+    (0..<(b * t * c)).map { _ in rng.normal() } }
 
 func gram(_ x: [Float], _ b: Int, _ t: Int, _ c: Int, _ sel: TokenSelection = .patches) -> Gram {
     var scratch: [Float] = []
-    return x.withUnsafeBufferPointer { Gram.of($0.baseAddress!, batch: b, tokens: t, channels: c, prefix: 1, selection: sel, scratch: &scratch) }
+    return x.withUnsafeBufferPointer {
+        Gram.of($0.baseAddress!, batch: b, tokens: t, channels: c, prefix: 1, selection: sel, scratch: &scratch) }
 }
 
 final class HSICTests: XCTestCase {
@@ -20,7 +22,9 @@ final class HSICTests: XCTestCase {
             let k = (0..<(n * n)).map { _ in Double(rng.normal()) }, l = (0..<(n * n)).map { _ in Double(rng.normal()) }
             // Symmetrise, zero the diagonal.
             var K = [Double](repeating: 0, count: n * n), L = K
-            for i in 0..<n { for j in 0..<n where i != j { K[i * n + j] = k[i * n + j] + k[j * n + i]; L[i * n + j] = l[i * n + j] + l[j * n + i] } }
+            for i in 0..<n {
+                for j in 0..<n where i != j {
+                K[i * n + j] = k[i * n + j] + k[j * n + i]; L[i * n + j] = l[i * n + j] + l[j * n + i] } }
             var trKL = 0.0, kSum = 0.0, lSum = 0.0, klSum = 0.0
             for i in 0..<n {
                 for j in 0..<n {
@@ -57,7 +61,8 @@ final class CKAPropertyTests: XCTestCase {
     func testSymmetry() {
         var rng = SplitMix(state: 3)
         let a = (0..<3).map { _ in features(b, t, c, &rng) }, bb = (0..<2).map { _ in features(b, t, c, &rng) }
-        let ab = ckaMatrix(batches(a, bb), layersA: 3, layersB: 2), ba = ckaMatrix(batches(bb, a), layersA: 2, layersB: 3)
+        let ab = ckaMatrix(batches(a, bb), layersA: 3, layersB: 2),
+            ba = ckaMatrix(batches(bb, a), layersA: 2, layersB: 3)
         for i in 0..<3 { for j in 0..<2 { XCTAssertEqual(ab[i * 2 + j], ba[j * 3 + i], accuracy: 1e-12) } }
     }
 
@@ -112,7 +117,8 @@ final class CKAPropertyTests: XCTestCase {
                 for ch in 0..<c {
                     s += Double(x[i * t * c + ch]) * Double(x[j * t * c + ch])
                     var mi = 0.0, mj = 0.0
-                    for tok in 1..<t { mi += Double(x[(i * t + tok) * c + ch]); mj += Double(x[(j * t + tok) * c + ch]) }
+                    for tok in 1..<t {
+                        mi += Double(x[(i * t + tok) * c + ch]); mj += Double(x[(j * t + tok) * c + ch]) }
                     sm += mi / Double(t - 1) * mj / Double(t - 1)
                 }
                 XCTAssertEqual(cls.k[i * b + j], s, accuracy: 1e-4)
@@ -124,8 +130,11 @@ final class CKAPropertyTests: XCTestCase {
     /// Sums run in batch-index order whatever order batches arrive in: merged shards are bit-identical.
     func testOrderOfBatchesDoesNotChangeTheBits() {
         var rng = SplitMix(state: 7)
-        let bs = (0..<5).map { i in CKABatch(index: i, a: [gram(features(b, t, c, &rng), b, t, c)], b: [gram(features(b, t, c, &rng), b, t, c)]) }
-        let m1 = ckaMatrix(bs, layersA: 1, layersB: 1), m2 = ckaMatrix([bs[3], bs[0], bs[4], bs[2], bs[1]], layersA: 1, layersB: 1)
+        let bs = (0..<5).map {
+            i in CKABatch(
+            index: i, a: [gram(features(b, t, c, &rng), b, t, c)], b: [gram(features(b, t, c, &rng), b, t, c)]) }
+        let m1 = ckaMatrix(bs, layersA: 1, layersB: 1),
+            m2 = ckaMatrix([bs[3], bs[0], bs[4], bs[2], bs[1]], layersA: 1, layersB: 1)
         XCTAssertEqual(m1[0].bitPattern, m2[0].bitPattern)
     }
 }
@@ -150,7 +159,9 @@ final class GramTests: XCTestCase {
                 }
             }
             let kDim = sel == .patches ? (t - 1) * c : c
-            for i in 0..<b { for j in 0..<b where i != j { ref[i * b + j] = (0..<kDim).reduce(0.0) { $0 + token(i, $1) * token(j, $1) } } }
+            for i in 0..<b {
+                for j in 0..<b where i != j {
+                ref[i * b + j] = (0..<kDim).reduce(0.0) { $0 + token(i, $1) * token(j, $1) } } }
             for (blas, workers) in [(savedBLAS, 1), (1, 2), (1, 3)] {
                 BLASRuntime.setThreads(blas); Workers.count = workers
                 let g = gram(x, b, t, c, sel)
@@ -173,7 +184,10 @@ final class AttentionStatsTests: XCTestCase {
         XCTAssertEqual(m.entropy, -log(pe + 1e-6), accuracy: 1e-5)
         XCTAssertEqual(m.entropy, log(Double(p)), accuracy: 1e-4)
         var d = 0.0
-        for q in 0..<p { for k in 0..<p { d += ((Double(q / g - k / g) * Double(q / g - k / g) + Double(q % g - k % g) * Double(q % g - k % g)).squareRoot()) } }
+        for q in 0..<p {
+            for k in 0..<p {
+            d += ((Double(q / g - k / g) * Double(q / g - k / g)
+            + Double(q % g - k % g) * Double(q % g - k % g)).squareRoot()) } }
         XCTAssertEqual(m.distance, d / Double(p * p) * 16, accuracy: 1e-4)
         probs[0] = 0
     }
@@ -199,10 +213,12 @@ final class AttentionStatsTests: XCTestCase {
             for k in 0..<p {
                 let v = e[k] / s
                 ent -= v * log(v + 1e-6)
-                dist += v * (Double((q / g - k / g) * (q / g - k / g) + (q % g - k % g) * (q % g - k % g))).squareRoot() * 14
+                dist += v * (
+                    Double((q / g - k / g) * (q / g - k / g) + (q % g - k % g) * (q % g - k % g))).squareRoot() * 14
             }
         }
-        let m = full.withUnsafeMutableBufferPointer { AttentionGeometry(grid: g, prefix: 1, scale: 14).headMeans($0.baseAddress!) }
+        let m = full.withUnsafeMutableBufferPointer {
+            AttentionGeometry(grid: g, prefix: 1, scale: 14).headMeans($0.baseAddress!) }
         XCTAssertEqual(m.entropy, ent / Double(p), accuracy: 1e-5 * ent / Double(p))
         XCTAssertEqual(m.distance, dist / Double(p), accuracy: 1e-5 * dist / Double(p))
     }
@@ -227,6 +243,7 @@ final class BoxStatsTests: XCTestCase {
         XCTAssertEqual([t.q1, t.median, t.q3], [1.75, 2.5, 3.25])
         XCTAssertTrue(t.outliers.isEmpty)
         let one = BoxStats([7])
-        XCTAssertEqual([one.min, one.q1, one.median, one.q3, one.max, one.whiskerLow, one.whiskerHigh], [7, 7, 7, 7, 7, 7, 7])
+        XCTAssertEqual(
+            [one.min, one.q1, one.median, one.q3, one.max, one.whiskerLow, one.whiskerHigh], [7, 7, 7, 7, 7, 7, 7])
     }
 }

@@ -30,7 +30,8 @@ final class IntervalTests: XCTestCase {
         let truth = 0.6, trials = 300
         var covered = 0
         for t in 0..<trials {
-            let batches = (0..<40).map { i in CKABatch(index: i, size: 8, kl: [truth + 0.1 * normal()], kk: [1], ll: [1]) }
+            let batches = (0..<40).map {
+                i in CKABatch(index: i, size: 8, kl: [truth + 0.1 * normal()], kk: [1], ll: [1]) }
             let ci = ckaBootstrap(batches, layersA: 1, layersB: 1, resamples: 400, seed: UInt64(t))
             XCTAssertLessThan(ci.low[0], ci.high[0])
             if ci.low[0] <= truth && truth <= ci.high[0] { covered += 1 }
@@ -62,7 +63,8 @@ final class RolloutTests: XCTestCase {
         let maps = AttentionMaps(tokens: T, prefix: prefix, heads: H, classToken: true, fusion: .mean, discard: 0)
         var cls = [Float](repeating: 0, count: H * (T - prefix))
         for _ in 0..<L { p.withUnsafeBufferPointer { maps.addBlock($0.baseAddress!) } }
-        p.withUnsafeBufferPointer { q in cls.withUnsafeMutableBufferPointer { maps.classAttention(q.baseAddress!, into: $0.baseAddress!) } }
+        p.withUnsafeBufferPointer {
+            q in cls.withUnsafeMutableBufferPointer { maps.classAttention(q.baseAddress!, into: $0.baseAddress!) } }
         let want = (1 - pow(0.5, Double(L))) / Double(T)
         for v in maps.rollout { XCTAssertEqual(v, want, accuracy: 1e-14) }
         for v in cls { XCTAssertEqual(v, 1 / Float(T), accuracy: 1e-7) }

@@ -63,7 +63,8 @@ final class AnalysisCLITests: XCTestCase {
         try checkCKA([a, b, "--batch", "4", "--tokens", "cls"], golden: "cka_ab_b4_cls")
         try checkCKA([a, b, "--batch", "4", "--tokens", "mean"], golden: "cka_ab_b4_mean")
         // CKA(A, B) = CKA(B, A)ᵀ.
-        XCTAssertEqual(run(["cka", b, a, "--batch", "4", "--images", images, "--resize", "none", "--out", tmp + "/ba"]).status, 0)
+        XCTAssertEqual(
+            run(["cka", b, a, "--batch", "4", "--images", images, "--resize", "none", "--out", tmp + "/ba"]).status, 0)
         let ab = try readCKA(tmp + "/cka_ab_b4"), ba = try readCKA(tmp + "/ba")
         for i in 0..<3 { for j in 0..<4 { XCTAssertEqual(ab[i * 4 + j], ba[j * 3 + i], accuracy: 1e-9) } }
     }
@@ -72,11 +73,14 @@ final class AnalysisCLITests: XCTestCase {
     func testAttentionBothConventions() throws {
         for convention in ["pixels", "mae-lite"] {
             let out = tmp + "/att-" + convention
-            let r = run(["attention", a, "--images", images, "--resize", "none", "--batch", "5", "--convention", convention, "--out", out])
+            let r = run(
+                ["attention", a, "--images", images, "--resize", "none", "--batch", "5", "--convention", convention,
+                "--out", out])
             XCTAssertEqual(r.status, 0, r.stderr)
             let rows = try String(contentsOfFile: out + "/attention.csv", encoding: .utf8).split(separator: "\n")
             XCTAssertEqual(rows.first, "layer,head,mean_distance,mean_entropy")
-            let want = try NpyArray(path: Fixtures.golden("attention_\(convention).npy"))  // [2 (distance, entropy), L, H]
+            // [2 (distance, entropy), L, H]
+            let want = try NpyArray(path: Fixtures.golden("attention_\(convention).npy"))
             XCTAssertEqual(want.shape, [2, 2, 2])
             for row in rows.dropFirst() {
                 let f = row.split(separator: ",")
@@ -90,7 +94,9 @@ final class AnalysisCLITests: XCTestCase {
             XCTAssertEqual(box.first, "metric,layer,min,q1,median,q3,max,whisker_low,whisker_high,n")
             XCTAssertEqual(box.count, 1 + 2 * 2)
         }
-        let per = run(["attention", a, "--images", images, "--resize", "none", "--batch", "5", "--per-image", "--out", tmp + "/per"])
+        let per = run(
+            ["attention", a, "--images", images, "--resize", "none", "--batch", "5", "--per-image", "--out", tmp
+            + "/per"])
         XCTAssertEqual(per.status, 0, per.stderr)
         let box = try String(contentsOfFile: tmp + "/per/attention_box.csv", encoding: .utf8)
         XCTAssertTrue(box.split(separator: "\n")[1].hasSuffix(",24"), "12 images × 2 heads per layer: \(box)")
@@ -98,14 +104,19 @@ final class AnalysisCLITests: XCTestCase {
 
     /// Shards merged give the same report as one run, bit for bit (2 and 3 shards).
     func testMergingShardsEqualsTheSingleRun() throws {
-        for (cmd, extra, files) in [("cka", [a, b], ["cka.csv"]), ("attention", [a, "--per-image"], ["attention.csv", "attention_box.csv"])] {
+        for (cmd, extra, files) in [
+            ("cka", [a, b], ["cka.csv"]), ("attention", [a, "--per-image"], ["attention.csv", "attention_box.csv"])] {
             let single = tmp + "/\(cmd)-single"
-            XCTAssertEqual(run([cmd] + extra + ["--images", images, "--resize", "none", "--batch", "4", "--out", single]).status, 0)
+            XCTAssertEqual(
+                run([cmd] + extra + ["--images", images, "--resize", "none", "--batch", "4", "--out", single]).status,
+                0)
             for n in [2, 3] {
                 var dirs: [String] = []
                 for i in 0..<n {
                     let d = tmp + "/\(cmd)-\(n)-\(i)"
-                    let r = run([cmd] + extra + ["--images", images, "--resize", "none", "--batch", "4", "--shard", "\(i)/\(n)", "--out", d])
+                    let r = run(
+                        [cmd] + extra
+                        + ["--images", images, "--resize", "none", "--batch", "4", "--shard", "\(i)/\(n)", "--out", d])
                     XCTAssertEqual(r.status, 0, r.stderr)
                     XCTAssertTrue(FileManager.default.fileExists(atPath: d + "/partial.json"))
                     dirs.append(d)
@@ -115,12 +126,15 @@ final class AnalysisCLITests: XCTestCase {
                 XCTAssertEqual(m.status, 0, m.stderr)
                 for f in files {
                     XCTAssertEqual(try String(contentsOfFile: merged + "/" + f, encoding: .utf8),
-                                   try String(contentsOfFile: single + "/" + f, encoding: .utf8), "\(cmd) \(n) shards: \(f)")
+                                   try String(contentsOfFile: single + "/" + f, encoding: .utf8),
+                                       "\(cmd) \(n) shards: \(f)")
                 }
                 let key = cmd == "cka" ? "\"results\"" : "\"results\""
                 let mj = try String(contentsOfFile: merged + "/\(cmd).json", encoding: .utf8)
                 let sj = try String(contentsOfFile: single + "/\(cmd).json", encoding: .utf8)
-                XCTAssertEqual(mj.components(separatedBy: key).last, sj.components(separatedBy: key).last, "\(cmd) results in JSON")
+                XCTAssertEqual(
+                    mj.components(separatedBy: key).last, sj.components(separatedBy: key).last,
+                    "\(cmd) results in JSON")
                 if n == 3 {
                     let missing = run(["merge", dirs[0], dirs[2], "--out", tmp + "/nope"])
                     XCTAssertEqual(missing.status, 1)
@@ -141,7 +155,9 @@ final class AnalysisCLITests: XCTestCase {
         XCTAssertEqual(r.status, code, r.stderr, line: line)
         let lines = r.stderr.split(separator: "\n").filter { !$0.hasPrefix("notice:") }
         XCTAssertEqual(lines.count, 1, r.stderr, line: line)
-        XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains(mentions), "'\(r.stderr)' should mention '\(mentions)'", line: line)
+        XCTAssertTrue(
+            r.stderr.hasPrefix("error: ") && r.stderr.contains(mentions), "'\(r.stderr)' should mention '\(mentions)'",
+            line: line)
         XCTAssertFalse(FileManager.default.fileExists(atPath: out), "partial report", line: line)
     }
 
@@ -150,9 +166,12 @@ final class AnalysisCLITests: XCTestCase {
         assertFails(["cka", a, "--images", images, "--batch", "1"], code: 64, mentions: "--batch")
         assertFails(["cka", a, "--images", images, "--num", "3"], code: 64, mentions: "--num")
         try FileManager.default.createDirectory(atPath: tmp + "/three", withIntermediateDirectories: true)
-        for f in ["00_astronaut.png", "01_chelsea.png", "02_coffee.png"] { try FileManager.default.copyItem(atPath: images + "/" + f, toPath: tmp + "/three/" + f) }
+        for f in ["00_astronaut.png", "01_chelsea.png", "02_coffee.png"] {
+            try FileManager.default.copyItem(atPath: images + "/" + f, toPath: tmp + "/three/" + f) }
         assertFails(["cka", a, "--images", tmp + "/three"], code: 1, mentions: "at least 4 images, found 3")
-        assertFails(["cka", a, Fixtures.checkpoint("tiny_p4_f32.safetensors"), "--images", images], code: 64, mentions: "one token grid")
+        assertFails(
+            ["cka", a, Fixtures.checkpoint("tiny_p4_f32.safetensors"), "--images", images], code: 64,
+            mentions: "one token grid")
         assertFails(["cka", a, "--images", tmp + "/none"], code: 1, mentions: "no such folder")
         try FileManager.default.createDirectory(atPath: tmp + "/empty", withIntermediateDirectories: true)
         assertFails(["attention", a, "--images", tmp + "/empty"], code: 1, mentions: "no PNG or JPEG images")
@@ -166,7 +185,9 @@ final class AnalysisCLITests: XCTestCase {
         let overflow = Fixtures.checkpoint("tiny_overflow_f32.safetensors")
         assertFails(["attention", overflow, "--images", images, "--resize", "none"], code: 1,
                     mentions: "non-finite activations (NaN or inf) in the output of block 1, batch 0")
-        assertFails(["cka", a, overflow, "--images", images, "--resize", "none"], code: 1, mentions: "tiny_overflow_f32.safetensors: non-finite")
+        assertFails(
+            ["cka", a, overflow, "--images", images, "--resize", "none"], code: 1,
+            mentions: "tiny_overflow_f32.safetensors: non-finite")
     }
 }
 

@@ -30,17 +30,20 @@ final class CLITests: XCTestCase {
 
     func testExtractMatchesTimmGoldens() throws {
         let out = tmp + "/report"
-        let r = vitlens("extract", Fixtures.checkpoint("tiny_mae.pth"), "--heads", "2", "--images", Fixtures.path("images/none"),
+        let r = vitlens(
+            "extract", Fixtures.checkpoint("tiny_mae.pth"), "--heads", "2", "--images", Fixtures.path("images/none"),
                         "--resize", "none", "--batch", "3", "--out", out, "--quiet")
         XCTAssertEqual(r.status, 0, r.stderr)
         let f = try NpyArray(path: out + "/features.npy"), a = try NpyArray(path: out + "/attention.npy")
         XCTAssertEqual(f.shape, [3, 4, 17, 16])
         XCTAssertEqual(a.shape, [2, 4, 2, 17, 17])
-        let rf = compare(f.values, try NpyArray(path: Fixtures.golden("none_features.npy")).values, tolerance: 1e-3, mixed: true)
+        let rf = compare(
+            f.values, try NpyArray(path: Fixtures.golden("none_features.npy")).values, tolerance: 1e-3, mixed: true)
         XCTAssertEqual(rf.violations, 0, "features.npy: \(rf)")
         let ra = compare(a.values, try NpyArray(path: Fixtures.golden("none_attention.npy")).values, tolerance: 1e-4)
         XCTAssertEqual(ra.violations, 0, "attention.npy: \(ra)")
-        let meta = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/meta.json"))) as! [String: Any]
+        let meta = try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: out + "/meta.json"))) as! [String: Any]
         let ck = meta["checkpoint"] as! [String: Any]
         XCTAssertEqual((ck["sha256"] as! String).count, 64)
         XCTAssertEqual(ck["layout"] as? String, "MAE/mae-lite")
@@ -52,18 +55,22 @@ final class CLITests: XCTestCase {
     }
 
     func testExtractResidualAndTimmEval() throws {
-        let r = vitlens("extract", Fixtures.checkpoint("tiny_hf"), "--images", Fixtures.path("images/eval"), "--rep", "residual",
+        let r = vitlens(
+            "extract", Fixtures.checkpoint("tiny_hf"), "--images", Fixtures.path("images/eval"), "--rep", "residual",
                         "--out", tmp + "/r", "--quiet")
         XCTAssertEqual(r.status, 0, r.stderr)
         let f = try NpyArray(path: tmp + "/r/features.npy")
-        let c = compare(f.values, try NpyArray(path: Fixtures.golden("eval_residual.npy")).values, tolerance: 1e-3, mixed: true)
+        let c = compare(
+            f.values, try NpyArray(path: Fixtures.golden("eval_residual.npy")).values, tolerance: 1e-3, mixed: true)
         XCTAssertLessThanOrEqual(c.meanRelative, 3e-2, "\(c)")
     }
 
     func testInspect() {
         let r = vitlens("inspect", Fixtures.checkpoint("tiny_moco.pth.tar"), "--heads", "2")
         XCTAssertEqual(r.status, 0, r.stderr)
-        for s in ["MoCo v3", "state_dict", "width 16, depth 2, patch 8", "2 (head dim 8), from --heads", "module.momentum_encoder.* (30)", "sha256"] {
+        for s in [
+            "MoCo v3", "state_dict", "width 16, depth 2, patch 8", "2 (head dim 8), from --heads",
+            "module.momentum_encoder.* (30)", "sha256"] {
             XCTAssertTrue(r.stdout.contains(s), "inspect output lacks '\(s)':\n\(r.stdout)")
         }
         // Parameter count against timm: sum(p.numel()) over the micro-ViT's parameters, head
@@ -94,11 +101,19 @@ final class CLITests: XCTestCase {
         let none = Fixtures.path("images/none"), eval = Fixtures.path("images/eval")
         let f32 = Fixtures.checkpoint("tiny_f32.safetensors")
         assertFails(["extract", Fixtures.checkpoint("nope.pth"), "--images", none], code: 1, mentions: "nope.pth")
-        assertFails(["extract", Fixtures.checkpoint("evil_os_system.pth"), "--images", none], code: 1, mentions: "'posix.system' is not allowed")
+        assertFails(
+            ["extract", Fixtures.checkpoint("evil_os_system.pth"), "--images", none], code: 1,
+            mentions: "'posix.system' is not allowed")
         XCTAssertFalse(FileManager.default.fileExists(atPath: "/tmp/vitlens-pwned"))
-        assertFails(["extract", Fixtures.checkpoint("tiny_timm_deflated.pth"), "--images", none], code: 1, mentions: "compressed")
-        assertFails(["extract", Fixtures.path("images/none/a_astronaut.png"), "--images", none], code: 1, mentions: "not a checkpoint")
-        assertFails(["extract", f32, "--images", eval, "--resize", "none"], code: 1, mentions: "chelsea_45x37.jpg: image is 45x37")
+        assertFails(
+            ["extract", Fixtures.checkpoint("tiny_timm_deflated.pth"), "--images", none], code: 1,
+            mentions: "compressed")
+        assertFails(
+            ["extract", Fixtures.path("images/none/a_astronaut.png"), "--images", none], code: 1,
+            mentions: "not a checkpoint")
+        assertFails(
+            ["extract", f32, "--images", eval, "--resize", "none"], code: 1,
+            mentions: "chelsea_45x37.jpg: image is 45x37")
         assertFails(["extract", f32, "--images", none, "--heads", "5"], code: 64, mentions: "--heads 5 does not divide")
         assertFails(["extract", f32, "--images", none, "--num", "0"], code: 64, mentions: "--num")
         assertFails(["extract", f32, "--images", none, "--batch", "0"], code: 64, mentions: "--batch")
@@ -111,12 +126,15 @@ final class CLITests: XCTestCase {
         try "junk".write(toFile: tmp + "/broken/x.png", atomically: true, encoding: .utf8)
         assertFails(["extract", f32, "--images", tmp + "/broken"], code: 1, mentions: "x.png: cannot decode image")
         // A well-formed checkpoint that is not a ViT (a CNN's state dict).
-        let header = Array(#"{"conv1.weight":{"dtype":"F32","shape":[2,3,1,1],"data_offsets":[0,24]},"fc.bias":{"dtype":"F32","shape":[1],"data_offsets":[24,28]}}"#.utf8)
+        let header = Array(
+            (#"{"conv1.weight":{"dtype":"F32","shape":[2,3,1,1],"data_offsets":[0,24]},"#
+                + #""fc.bias":{"dtype":"F32","shape":[1],"data_offsets":[24,28]}}"#).utf8)
         var cnn = [UInt8](repeating: 0, count: 8)
         for k in 0..<8 { cnn[k] = UInt8(truncatingIfNeeded: header.count >> (8 * k)) }
         cnn += header + [UInt8](repeating: 0, count: 28)
         try Data(cnn).write(to: URL(fileURLWithPath: tmp + "/resnet.safetensors"))
-        assertFails(["extract", tmp + "/resnet.safetensors", "--images", none], code: 1, mentions: "not a ViT checkpoint")
+        assertFails(
+            ["extract", tmp + "/resnet.safetensors", "--images", none], code: 1, mentions: "not a ViT checkpoint")
         // Truncated and lying checkpoints.
         let bytes = try Data(contentsOf: URL(fileURLWithPath: f32))
         try bytes.prefix(bytes.count - 100).write(to: URL(fileURLWithPath: tmp + "/cut.safetensors"))
@@ -126,7 +144,9 @@ final class CLITests: XCTestCase {
     /// Help for the tool and every command: exit 0, on stdout, in the tool's own words (no
     /// pointers into the developers' specification).
     func testHelp() {
-        for args in [["--help"], []] + ["cka", "attention", "maps", "probe", "finetune", "plot", "merge", "inspect", "extract", "bench"].map({ [$0, "--help"] }) {
+        for args in [["--help"], []]
+            + ["cka", "attention", "maps", "probe", "finetune", "plot", "merge", "inspect", "extract", "bench"].map(
+            { [$0, "--help"] }) {
             let r = runProcess(Self.binary, args)
             XCTAssertEqual(r.status, 0, "\(args): \(r.stderr)")
             XCTAssertTrue(r.stdout.contains("USAGE:"), "\(args): \(r.stdout)")
@@ -136,19 +156,25 @@ final class CLITests: XCTestCase {
 
     func testOutputPointingAtAFileOrUnwritablePlace() throws {
         try "x".write(toFile: tmp + "/file", atomically: true, encoding: .utf8)
-        let r = vitlens("extract", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", Fixtures.path("images/none"), "--resize", "none", "--out", tmp + "/file")
+        let r = vitlens(
+            "extract", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", Fixtures.path("images/none"),
+            "--resize", "none", "--out", tmp + "/file")
         XCTAssertEqual(r.status, 1)
         XCTAssertTrue(r.stderr.hasPrefix("error: --out \(tmp)/file: exists and is not a folder"), r.stderr)
-        let u = vitlens("extract", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", Fixtures.path("images/none"), "--resize", "none", "--out", tmp + "/file/sub")
+        let u = vitlens(
+            "extract", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", Fixtures.path("images/none"),
+            "--resize", "none", "--out", tmp + "/file/sub")
         XCTAssertEqual(u.status, 1)
         XCTAssertTrue(u.stderr.hasPrefix("error: ") && u.stderr.contains("file/sub"), u.stderr)
     }
 
     func testSkipBadImages() throws {
         try FileManager.default.createDirectory(atPath: tmp + "/mixed", withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: Fixtures.path("images/none/a_astronaut.png"), toPath: tmp + "/mixed/a.png")
+        try FileManager.default.copyItem(
+            atPath: Fixtures.path("images/none/a_astronaut.png"), toPath: tmp + "/mixed/a.png")
         try "junk".write(toFile: tmp + "/mixed/b.jpg", atomically: true, encoding: .utf8)
-        let r = vitlens("extract", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", tmp + "/mixed", "--resize", "none",
+        let r = vitlens(
+            "extract", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", tmp + "/mixed", "--resize", "none",
                         "--skip-bad-images", "--out", tmp + "/o", "--quiet")
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stderr.contains("warning: skipping") && r.stderr.contains("b.jpg"), r.stderr)
@@ -169,7 +195,8 @@ final class CLITests: XCTestCase {
         // Wait until the run is under way (its staging folder exists), then interrupt it.
         let deadline = Date().addingTimeInterval(20)
         while Date() < deadline && p.isRunning {
-            if ((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []).contains(where: { $0.contains("vitlens-tmp") }) { break }
+            if ((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []).contains(
+                where: { $0.contains("vitlens-tmp") }) { break }
             usleep(20_000)
         }
         usleep(100_000)
@@ -182,8 +209,10 @@ final class CLITests: XCTestCase {
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp), [], "left behind")
 
         // A staging folder of a process that no longer exists (pid 999999) is removed.
-        try FileManager.default.createDirectory(atPath: tmp + "/.r.vitlens-tmp-999999", withIntermediateDirectories: true)
-        let r = vitlens("extract", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", Fixtures.path("images/none"),
+        try FileManager.default.createDirectory(
+            atPath: tmp + "/.r.vitlens-tmp-999999", withIntermediateDirectories: true)
+        let r = vitlens(
+            "extract", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", Fixtures.path("images/none"),
                         "--resize", "none", "--out", tmp + "/r", "--quiet")
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: tmp), ["r"])
@@ -193,7 +222,9 @@ final class CLITests: XCTestCase {
     /// here by hand, the fraction of peak is GFLOP/s over the sgemm peak it measured, and the
     /// checkpoint load time is positive and well under the run.
     func testBenchNumbersAreConsistent() throws {
-        let r = runProcess(Self.binary, ["bench", Fixtures.checkpoint("tiny_f32.safetensors"), "--batch", "3", "--iters", "3", "--json"])
+        let r = runProcess(
+            Self.binary,
+            ["bench", Fixtures.checkpoint("tiny_f32.safetensors"), "--batch", "3", "--iters", "3", "--json"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
         // The fixture: 32x32 images, patch 8 (16 patches + class token), width 16, MLP 32, 2 blocks.
@@ -215,7 +246,9 @@ final class CLITests: XCTestCase {
     /// the environment is undone on CPUs that can do better.
     func testBLASKernelIsChosenByCPU() throws {
         let (flags, vendor) = BLASKernelChoice.cpuFeatures()
-        let r = runProcess(Self.binary, ["bench", Fixtures.checkpoint("tiny_f32.safetensors"), "--batch", "2", "--iters", "1", "--json"],
+        let r = runProcess(
+            Self.binary,
+            ["bench", Fixtures.checkpoint("tiny_f32.safetensors"), "--batch", "2", "--iters", "1", "--json"],
                            environment: ["OPENBLAS_CORETYPE": "Prescott"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
@@ -226,7 +259,9 @@ final class CLITests: XCTestCase {
             XCTAssertEqual(core, "Prescott")
         }
         XCTAssertGreaterThan(obj["images_per_second"] as! Double, 0)
-        let keep = runProcess(Self.binary, ["bench", Fixtures.checkpoint("tiny_f32.safetensors"), "--batch", "2", "--iters", "1", "--json"],
+        let keep = runProcess(
+            Self.binary,
+            ["bench", Fixtures.checkpoint("tiny_f32.safetensors"), "--batch", "2", "--iters", "1", "--json"],
                               environment: ["OPENBLAS_CORETYPE": "Prescott", "VITLENS_BLAS_CORETYPE": "keep"])
         XCTAssertTrue(keep.stdout.contains("\"Prescott\""), keep.stdout)
     }

@@ -28,7 +28,9 @@ final class DailyUseTests: TemporaryFolderTestCase {
     func assertUsage(_ args: [String], mentions: String, line: UInt = #line) {
         let r = run(args)
         XCTAssertEqual(r.status, 64, "\(args): \(r.stderr)", line: line)
-        XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains(mentions), "\(args): '\(r.stderr)' should mention '\(mentions)'", line: line)
+        XCTAssertTrue(
+            r.stderr.hasPrefix("error: ") && r.stderr.contains(mentions),
+            "\(args): '\(r.stderr)' should mention '\(mentions)'", line: line)
         XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, "one error line: \(r.stderr)", line: line)
     }
 
@@ -37,34 +39,54 @@ final class DailyUseTests: TemporaryFolderTestCase {
         assertUsage(["attention", a, "--images", images, "--batch", "-1"], mentions: "--batch")
         assertUsage(["extract", a, "--images", images, "--threads", "0"], mentions: "--threads")
         assertUsage(["extract", a, "--images", images, "--image-size", "-32"], mentions: "--image-size")
-        assertUsage(["extract", a, "--images", images, "--image-size", "36"], mentions: "--image-size 36 is not a multiple of the patch size 8")
-        assertUsage(["cka", a, b, "--images", images, "--heads-b", "5"], mentions: "--heads-b 5 does not divide the embedding width 24")
-        assertUsage(["attention", a, "--images", images, "--compare-heads", "2"], mentions: "--compare-heads goes with --compare M2")
-        assertUsage(["probe", a, "--train", tmp, "--split", "0.3", "--heads", "2", "--heads", "2"], mentions: "one per model (1)")
+        assertUsage(
+            ["extract", a, "--images", images, "--image-size", "36"],
+            mentions: "--image-size 36 is not a multiple of the patch size 8")
+        assertUsage(
+            ["cka", a, b, "--images", images, "--heads-b", "5"],
+            mentions: "--heads-b 5 does not divide the embedding width 24")
+        assertUsage(
+            ["attention", a, "--images", images, "--compare-heads", "2"],
+            mentions: "--compare-heads goes with --compare M2")
+        assertUsage(
+            ["probe", a, "--train", tmp, "--split", "0.3", "--heads", "2", "--heads", "2"],
+            mentions: "one per model (1)")
         assertUsage(["extract", a, b, "--images", images], mentions: "this command takes one checkpoint, got 2")
         assertUsage(["inspect", a, b], mentions: "this command takes one checkpoint, got 2")
-        assertUsage(["finetune", a, b, "--train", tmp, "--split", "0.5"], mentions: "this command takes one checkpoint, got 2")
+        assertUsage(
+            ["finetune", a, b, "--train", tmp, "--split", "0.5"], mentions: "this command takes one checkpoint, got 2")
     }
 
     /// `attention A B C` overlays B and C on A, each with the numbers of its own run.
     func testSeveralModelsOverlaid() throws {
         let c = Fixtures.checkpoint("tiny_f16.safetensors")
-        XCTAssertEqual(run(["attention", a, b, c, "--images", images, "--resize", "none", "--out", tmp + "/three", "--quiet"]).status, 0)
-        XCTAssertEqual(run(["attention", c, "--images", images, "--resize", "none", "--out", tmp + "/c", "--quiet"]).status, 0)
+        XCTAssertEqual(
+            run(["attention", a, b, c, "--images", images, "--resize", "none", "--out", tmp + "/three",
+            "--quiet"]).status, 0)
+        XCTAssertEqual(
+            run(["attention", c, "--images", images, "--resize", "none", "--out", tmp + "/c", "--quiet"]).status, 0)
         XCTAssertEqual(try String(contentsOfFile: tmp + "/three/compare_3/attention.csv", encoding: .utf8),
                        try String(contentsOfFile: tmp + "/c/attention.csv", encoding: .utf8))
         let svg = try String(contentsOfFile: tmp + "/three/attention_entropy.svg", encoding: .utf8)
         for n in ["tiny_f32", "tiny2_f32", "tiny_f16"] { XCTAssertTrue(svg.contains(">\(n)<"), "legend names \(n)") }
         XCTAssertEqual(run(["plot", tmp + "/three", "--out", tmp + "/three-again", "--quiet"]).status, 0)
-        XCTAssertEqual(FileManager.default.contents(atPath: tmp + "/three/attention_entropy.svg"), FileManager.default.contents(atPath: tmp + "/three-again/attention_entropy.svg"))
+        XCTAssertEqual(
+            FileManager.default.contents(atPath: tmp + "/three/attention_entropy.svg"),
+            FileManager.default.contents(atPath: tmp + "/three-again/attention_entropy.svg"))
     }
 
     /// `attention A B` overlays B as `--compare B` does, with the same numbers.
     func testTwoModelsOverlayAsCompare() throws {
-        XCTAssertEqual(run(["attention", a, b, "--images", images, "--resize", "none", "--out", tmp + "/two", "--quiet"]).status, 0)
-        XCTAssertEqual(run(["attention", a, "--compare", b, "--images", images, "--resize", "none", "--out", tmp + "/cmp", "--quiet"]).status, 0)
+        XCTAssertEqual(
+            run(["attention", a, b, "--images", images, "--resize", "none", "--out", tmp + "/two", "--quiet"]).status,
+            0)
+        XCTAssertEqual(
+            run(["attention", a, "--compare", b, "--images", images, "--resize", "none", "--out", tmp + "/cmp",
+            "--quiet"]).status, 0)
         for f in ["attention.csv", "compare/attention.csv"] {
-            XCTAssertEqual(try String(contentsOfFile: tmp + "/two/" + f, encoding: .utf8), try String(contentsOfFile: tmp + "/cmp/" + f, encoding: .utf8), f)
+            XCTAssertEqual(
+                try String(contentsOfFile: tmp + "/two/" + f, encoding: .utf8),
+                try String(contentsOfFile: tmp + "/cmp/" + f, encoding: .utf8), f)
         }
     }
 
@@ -73,7 +95,9 @@ final class DailyUseTests: TemporaryFolderTestCase {
     func testHeadsThatContradictTheCheckpointAreWarnedAbout() throws {
         let r = run(["cka", a, b, "--images", images, "--resize", "none", "--heads-a", "4", "--out", tmp + "/h"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stderr.contains("warning: \(a): --heads-a 4 overrides 2 heads from safetensors metadata num_heads"), r.stderr)
+        XCTAssertTrue(
+            r.stderr.contains("warning: \(a): --heads-a 4 overrides 2 heads from safetensors metadata num_heads"),
+            r.stderr)
         let json = try String(contentsOfFile: tmp + "/h/cka.json", encoding: .utf8)
         XCTAssertTrue(json.contains("\"heads_source\": \"--heads-a\""), "model A's source")
         XCTAssertTrue(json.contains("\"heads_source\": \"safetensors metadata num_heads\""), "model B's source")
@@ -109,7 +133,10 @@ final class DailyUseTests: TemporaryFolderTestCase {
         let demo = Fixtures.packageRoot + "/checkpoints/vit_tiny_ft_demo.safetensors"
         let r = run(["inspect", demo])
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stdout.contains("metadata      classes = [\"astronaut\", \"cat\", \"cells\", \"coffee\", \"hubble\", \"rocket\"]"), r.stdout)
+        XCTAssertTrue(
+            r.stdout.contains(
+            "metadata      classes = [\"astronaut\", \"cat\", \"cells\", \"coffee\", \"hubble\", \"rocket\"]"),
+            r.stdout)
         XCTAssertTrue(r.stdout.contains("num_heads = 12"), r.stdout)
         let j = run(["inspect", demo, "--json"])
         XCTAssertTrue(j.stdout.contains("\"layer_norm_eps\": 1e-06"), j.stdout)
@@ -135,20 +162,29 @@ extension DailyUseTests {
         let cka = tmp + "/cka"
         XCTAssertEqual(run(["cka", a, b, "--images", images, "--resize", "none", "--out", cka, "--quiet"]).status, 0)
         page = try String(contentsOfFile: cka + "/index.html", encoding: .utf8)
-        XCTAssertTrue(page.contains("(from the data; --vmin 0 --vmax 1 gives the fixed scale)"), "auto colours by default")
+        XCTAssertTrue(
+            page.contains("(from the data; --vmin 0 --vmax 1 gives the fixed scale)"), "auto colours by default")
         XCTAssertEqual(run(["plot", cka, "--vmin", "0", "--vmax", "1", "--quiet"]).status, 0)
         page = try String(contentsOfFile: cka + "/index.html", encoding: .utf8)
         XCTAssertTrue(page.contains("magma on [0, 1]."), "given range")
-        assertUsage(["cka", a, "--images", images, "--vmin", "-0.5", "--vmax", "-1"], mentions: "--vmax must be greater than --vmin")
+        assertUsage(
+            ["cka", a, "--images", images, "--vmin", "-0.5", "--vmax", "-1"],
+            mentions: "--vmax must be greater than --vmin")
     }
 }
 
 extension DailyUseTests {
     /// Intervals: cka.csv's bootstrap columns (off with --bootstrap 0), the probe's Wilson columns.
     func testIntervalsInTheReports() throws {
-        XCTAssertEqual(run(["cka", a, "--images", images, "--resize", "none", "--batch", "4", "--bootstrap", "0", "--out", tmp + "/nb", "--quiet"]).status, 0)
-        XCTAssertEqual(try String(contentsOfFile: tmp + "/nb/cka.csv", encoding: .utf8).split(separator: "\n").first, "layer_a,layer_b,cka")
-        XCTAssertEqual(run(["cka", a, b, "--images", images, "--resize", "none", "--batch", "4", "--out", tmp + "/wb", "--quiet"]).status, 0)
+        XCTAssertEqual(
+            run(["cka", a, "--images", images, "--resize", "none", "--batch", "4", "--bootstrap", "0", "--out", tmp
+            + "/nb", "--quiet"]).status, 0)
+        XCTAssertEqual(
+            try String(contentsOfFile: tmp + "/nb/cka.csv", encoding: .utf8).split(separator: "\n").first,
+            "layer_a,layer_b,cka")
+        XCTAssertEqual(
+            run(["cka", a, b, "--images", images, "--resize", "none", "--batch", "4", "--out", tmp + "/wb",
+            "--quiet"]).status, 0)
         let page = try String(contentsOfFile: tmp + "/wb/index.html", encoding: .utf8)
         XCTAssertTrue(page.contains("95% percentile-bootstrap intervals over the"), "the page states the uncertainty")
         assertUsage(["cka", a, "--images", images, "--bootstrap", "-1"], mentions: "--bootstrap")
@@ -159,7 +195,9 @@ extension DailyUseTests {
     /// --names: display names in titles, legends, tables, CSV, JSON and default folders.
     func testNamesEverywhere() throws {
         let long = "mae_tiny_400e_pretrained_on_imagenet1k_seed0_final_checkpoin", other = "DeiT-Tiny (supervised)"
-        let r = run(["probe", a, b, "--names", "\(long),\(other)", "--train", Fixtures.path("images"), "--split", "0.5", "--quiet"])
+        let r = run(
+            ["probe", a, b, "--names", "\(long),\(other)", "--train", Fixtures.path("images"), "--split", "0.5",
+            "--quiet"])
         // images/ has class folders cka, eval, none: a fine 3-class probe set for names.
         XCTAssertEqual(r.status, 0, r.stderr)
         let dir = tmp + "/reports/probe-\(long)-\(other)"
@@ -170,12 +208,16 @@ extension DailyUseTests {
         XCTAssertTrue(page.contains("\(long) test"), "the table names the model")
         let json = try String(contentsOfFile: dir + "/probe.json", encoding: .utf8)
         XCTAssertTrue(json.contains("\"name\": \"\(other)\""), "JSON records the display name beside the path")
-        XCTAssertEqual(run(["cka", a, b, "--names", "A,B", "--images", images, "--resize", "none", "--quiet"]).status, 0)
+        XCTAssertEqual(
+            run(["cka", a, b, "--names", "A,B", "--images", images, "--resize", "none", "--quiet"]).status, 0)
         let svg = try String(contentsOfFile: tmp + "/reports/cka-A-B/cka.svg", encoding: .utf8)
         XCTAssertTrue(svg.contains(">CKA: A vs B<"), "title")
-        assertUsage(["cka", a, b, "--names", "A", "--images", images], mentions: "--names: give one name per model (2), got 1")
+        assertUsage(
+            ["cka", a, b, "--names", "A", "--images", images], mentions: "--names: give one name per model (2), got 1")
         assertUsage(["cka", a, b, "--names", "A,A", "--images", images], mentions: "--names")
-        assertUsage(["attention", a, "--names", "x,y", "--images", images], mentions: "--names: give one name per model (1), got 2")
+        assertUsage(
+            ["attention", a, "--names", "x,y", "--images", images],
+            mentions: "--names: give one name per model (1), got 2")
     }
 }
 
@@ -185,23 +227,34 @@ extension DailyUseTests {
     /// redraws it byte for byte.
     func testManyModelsAtOnce() throws {
         let c = Fixtures.checkpoint("tiny_f16.safetensors")
-        XCTAssertEqual(run(["cka", a, b, c, "--images", images, "--resize", "none", "--batch", "4", "--out", tmp + "/three", "--quiet"]).status, 0)
-        let rows = try String(contentsOfFile: tmp + "/three/cka.csv", encoding: .utf8).split(separator: "\n").map(String.init)
+        XCTAssertEqual(
+            run(["cka", a, b, c, "--images", images, "--resize", "none", "--batch", "4", "--out", tmp + "/three",
+            "--quiet"]).status, 0)
+        let rows = try String(contentsOfFile: tmp + "/three/cka.csv", encoding: .utf8).split(separator: "\n").map(
+            String.init)
         XCTAssertEqual(rows.first, "model_a,model_b,layer_a,layer_b,cka,ci_low,ci_high")
         XCTAssertEqual(Set(rows.dropFirst().map { $0.split(separator: ",").prefix(2).joined(separator: ",") }),
                        ["tiny_f32,tiny2_f32", "tiny_f32,tiny_f16", "tiny2_f32,tiny_f16"])
         for (x, y, name) in [(a, c, "tiny_f32,tiny_f16"), (b, c, "tiny2_f32,tiny_f16")] {
             let out = tmp + "/pair-" + name
-            XCTAssertEqual(run(["cka", x, y, "--images", images, "--resize", "none", "--batch", "4", "--out", out, "--quiet"]).status, 0)
-            let pair = try String(contentsOfFile: out + "/cka.csv", encoding: .utf8).split(separator: "\n").dropFirst().map(String.init)
-            XCTAssertEqual(rows.filter { $0.hasPrefix(name + ",") }.map { String($0.dropFirst(name.count + 1)) }, pair, name)
+            XCTAssertEqual(
+                run(["cka", x, y, "--images", images, "--resize", "none", "--batch", "4", "--out", out,
+                "--quiet"]).status, 0)
+            let pair = try String(contentsOfFile: out + "/cka.csv", encoding: .utf8).split(
+                separator: "\n").dropFirst().map(String.init)
+            XCTAssertEqual(
+                rows.filter { $0.hasPrefix(name + ",") }.map { String($0.dropFirst(name.count + 1)) }, pair, name)
         }
-        for f in ["cka_grid.png", "cka_grid.svg", "index.html", "cka.json"] { XCTAssertTrue(FileManager.default.fileExists(atPath: tmp + "/three/" + f), f) }
+        for f in ["cka_grid.png", "cka_grid.svg", "index.html", "cka.json"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: tmp + "/three/" + f), f) }
         XCTAssertEqual(run(["plot", tmp + "/three", "--out", tmp + "/three-again", "--quiet"]).status, 0)
         for f in ["cka_grid.svg", "cka_grid.png", "index.html"] {
-            XCTAssertEqual(FileManager.default.contents(atPath: tmp + "/three/" + f), FileManager.default.contents(atPath: tmp + "/three-again/" + f), f)
+            XCTAssertEqual(
+                FileManager.default.contents(atPath: tmp + "/three/" + f),
+                FileManager.default.contents(atPath: tmp + "/three-again/" + f), f)
         }
         assertUsage(["cka", a, b, c, "--images", images, "--shard", "0/2"], mentions: "--shard takes one or two models")
-        assertUsage(["cka", a, b, c, "--images", images, "--heads-a", "2"], mentions: "--heads-a/--heads-b go with two models")
+        assertUsage(
+            ["cka", a, b, c, "--images", images, "--heads-a", "2"], mentions: "--heads-a/--heads-b go with two models")
     }
 }

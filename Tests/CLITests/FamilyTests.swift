@@ -9,14 +9,18 @@ final class FamilyTests: TemporaryFolderTestCase {
 
     func extract(_ checkpoint: String, golden: String, tokens: Int, extra: [String] = [], line: UInt = #line) throws {
         let out = tmp + "/" + golden + "-" + (checkpoint as NSString).lastPathComponent
-        let r = runProcess(CLITests.binary, ["extract", Fixtures.checkpoint(checkpoint), "--images", Fixtures.path("images/none"),
+        let r = runProcess(
+            CLITests.binary, ["extract", Fixtures.checkpoint(checkpoint), "--images", Fixtures.path("images/none"),
                                              "--resize", "none", "--batch", "3", "--out", out, "--quiet"] + extra)
         XCTAssertEqual(r.status, 0, r.stderr, line: line)
         let f = try NpyArray(path: out + "/features.npy"), a = try NpyArray(path: out + "/attention.npy")
         XCTAssertEqual(f.shape, [3, 4, tokens, 16], line: line)
-        let cf = compare(f.values, try NpyArray(path: Fixtures.golden("family_\(golden)_features.npy")).values, tolerance: 1e-3, mixed: true)
+        let cf = compare(
+            f.values, try NpyArray(path: Fixtures.golden("family_\(golden)_features.npy")).values, tolerance: 1e-3,
+            mixed: true)
         XCTAssertEqual(cf.violations, 0, "\(checkpoint) features: \(cf)", line: line)
-        let ca = compare(a.values, try NpyArray(path: Fixtures.golden("family_\(golden)_attention.npy")).values, tolerance: 1e-4)
+        let ca = compare(
+            a.values, try NpyArray(path: Fixtures.golden("family_\(golden)_attention.npy")).values, tolerance: 1e-4)
         XCTAssertEqual(ca.violations, 0, "\(checkpoint) attention: \(ca)", line: line)
     }
 
@@ -57,21 +61,27 @@ final class FamilyTests: TemporaryFolderTestCase {
         try extract("family_hf_siglip", golden: "hf_siglip", tokens: 16)
         try extract("family_hf_beit", golden: "hf_beit", tokens: 17)
         try extract("family_hf_beitshared", golden: "hf_beitshared", tokens: 17)
-        for (file, layout) in [("family_hf_dinov2reg", "Hugging Face DINOv2"), ("family_dinov2reg_fb.pth", "Facebook DINOv2"),
-                               ("family_clip_openai.pt", "OpenAI/OpenCLIP CLIP"), ("family_hf_clip", "Hugging Face CLIP"),
+        for (file, layout) in [
+            ("family_hf_dinov2reg", "Hugging Face DINOv2"), ("family_dinov2reg_fb.pth", "Facebook DINOv2"),
+                               ("family_clip_openai.pt", "OpenAI/OpenCLIP CLIP"),
+                                   ("family_hf_clip", "Hugging Face CLIP"),
                                ("family_hf_siglip", "Hugging Face SigLIP"), ("family_hf_beit", "Hugging Face BEiT"),
                                ("family_beit.safetensors", "timm BEiT"), ("family_rpe_maelite.pth", "MAE/mae-lite")] {
             let r = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint(file), "--heads", "2"])
-            XCTAssertTrue(r.status == 0 && r.stdout.contains("layout        " + layout), "\(file): \(r.stdout)\(r.stderr)")
+            XCTAssertTrue(
+                r.status == 0 && r.stdout.contains("layout        " + layout), "\(file): \(r.stdout)\(r.stderr)")
         }
     }
 
     /// CLIP as OpenAI and OpenCLIP publish it: the image tower found under visual.*, the text
     /// tower (and visual.proj) listed as ignored, the family named.
     func testCLIPLayout() throws {
-        let r = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint("family_clip_openai.pt"), "--heads", "2", "--json"])
+        let r = runProcess(
+            CLITests.binary, ["inspect", Fixtures.checkpoint("family_clip_openai.pt"), "--heads", "2", "--json"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        for want in ["\"family\": \"CLIP\"", "OpenAI/OpenCLIP CLIP", "\"layer_norm_eps\": 1e-05", "\"activation\": \"quick_gelu\"",
+        for want in [
+            "\"family\": \"CLIP\"", "OpenAI/OpenCLIP CLIP", "\"layer_norm_eps\": 1e-05",
+            "\"activation\": \"quick_gelu\"",
                      "\"pre_norm\": true", "\"token_embedding.*\": 1", "\"text_projection\": 1", "\"visual.*\": 1"] {
             XCTAssertTrue(r.stdout.contains(want), "inspect shows \(want): \(r.stdout)")
         }
@@ -84,15 +94,20 @@ final class FamilyTests: TemporaryFolderTestCase {
     /// The analyses run on every family (prefix tokens — class token and registers — dropped
     /// where patches are asked for).
     func testAnalysesRun() throws {
-        let reg = Fixtures.checkpoint("family_dinov2reg.safetensors"), deit3 = Fixtures.checkpoint("family_deit3.safetensors")
+        let reg = Fixtures.checkpoint("family_dinov2reg.safetensors"),
+            deit3 = Fixtures.checkpoint("family_deit3.safetensors")
         let images = Fixtures.path("images/cka")
-        var r = runProcess(CLITests.binary, ["cka", reg, deit3, Fixtures.checkpoint("tiny_f32.safetensors"), "--images", images, "--resize", "none",
+        var r = runProcess(
+            CLITests.binary,
+            ["cka", reg, deit3, Fixtures.checkpoint("tiny_f32.safetensors"), "--images", images, "--resize", "none",
                                              "--batch", "4", "--out", tmp + "/cka", "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let rows = try String(contentsOfFile: tmp + "/cka/cka.csv", encoding: .utf8).split(separator: "\n").dropFirst()
         XCTAssertFalse(rows.isEmpty)
         for row in rows { XCTAssertTrue(Double(row.split(separator: ",")[4])?.isFinite ?? false, String(row)) }
-        r = runProcess(CLITests.binary, ["attention", reg, "--images", images, "--resize", "none", "--out", tmp + "/att", "--quiet"])
+        r = runProcess(
+            CLITests.binary,
+            ["attention", reg, "--images", images, "--resize", "none", "--out", tmp + "/att", "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let att = try String(contentsOfFile: tmp + "/att/attention.json", encoding: .utf8)
         XCTAssertTrue(att.contains("\"register_tokens\": 4"), "the report records the registers")
@@ -103,16 +118,25 @@ final class FamilyTests: TemporaryFolderTestCase {
     /// patch bias; SigLIP without cls_token, its activation in the metadata), and the saved file
     /// loads again as the same family and runs.
     func testFinetuneSavesEveryFamily() throws {
-        for (file, keys, absent) in [("family_deit3.safetensors", ["blocks.0.ls1.gamma", "pos_embed"], ["patch_embed.norm.weight"]),
+        for (file, keys, absent) in [
+            ("family_deit3.safetensors", ["blocks.0.ls1.gamma", "pos_embed"], ["patch_embed.norm.weight"]),
                                      ("family_dinov2reg.safetensors", ["reg_token", "blocks.1.ls2.gamma"], []),
-                                     ("family_clip_openai.pt", ["norm_pre.weight", "blocks.1.attn.qkv.bias"], ["patch_embed.proj.bias"]),
-                                     ("family_siglip.safetensors", ["pos_embed", "blocks.1.mlp.fc2.bias"], ["cls_token"]),
-                                     ("family_beit.safetensors", ["blocks.0.attn.q_bias", "blocks.0.attn.v_bias", "blocks.0.gamma_1",
-                                                                  "blocks.1.attn.relative_position_bias_table", "fc_norm.weight"],
+                                     ("family_clip_openai.pt", ["norm_pre.weight", "blocks.1.attn.qkv.bias"],
+                                         ["patch_embed.proj.bias"]),
+                                     ("family_siglip.safetensors", ["pos_embed", "blocks.1.mlp.fc2.bias"],
+                                         ["cls_token"]),
+                                     ("family_beit.safetensors",
+                                         ["blocks.0.attn.q_bias", "blocks.0.attn.v_bias", "blocks.0.gamma_1",
+                                                                  "blocks.1.attn.relative_position_bias_table",
+                                                                      "fc_norm.weight"],
                                       ["pos_embed", "blocks.0.attn.qkv.bias"]),
-                                     ("family_rpe_maelite.pth", ["pos_embed", "blocks.1.attn.relative_position_bias_table"], ["blocks.0.gamma_1"])] {
+                                     ("family_rpe_maelite.pth",
+                                         ["pos_embed", "blocks.1.attn.relative_position_bias_table"],
+                                         ["blocks.0.gamma_1"])] {
             let saved = tmp + "/" + file + ".safetensors"
-            var r = runProcess(CLITests.binary, ["finetune", Fixtures.checkpoint(file), "--heads", "2", "--train", Fixtures.path("images"),
+            var r = runProcess(
+                CLITests.binary,
+                ["finetune", Fixtures.checkpoint(file), "--heads", "2", "--train", Fixtures.path("images"),
                                                  "--split", "0.5", "--epochs", "1", "--pool", "mean", "--save", saved,
                                                  "--out", tmp + "/ft-" + file, "--quiet"])
             XCTAssertEqual(r.status, 0, "\(file): \(r.stderr)")
@@ -125,10 +149,13 @@ final class FamilyTests: TemporaryFolderTestCase {
             func field(_ json: String, _ key: String) -> String? {
                 json.split(separator: "\n").first { $0.contains("\"\(key)\":") }.map(String.init)
             }
-            for key in ["family", "activation", "relative_position_bias", "register_tokens", "prefix_position_rows", "class_token"] {
+            for key in [
+                "family", "activation", "relative_position_bias", "register_tokens", "prefix_position_rows",
+                "class_token"] {
                 XCTAssertEqual(field(r.stdout, key), field(before.stdout, key), "\(file): \(key)")
             }
-            r = runProcess(CLITests.binary, ["attention", saved, "--images", Fixtures.path("images/cka"), "--resize", "none",
+            r = runProcess(
+                CLITests.binary, ["attention", saved, "--images", Fixtures.path("images/cka"), "--resize", "none",
                                              "--out", tmp + "/att-" + file, "--quiet"])
             XCTAssertEqual(r.status, 0, "\(file): \(r.stderr)")
         }
@@ -138,48 +165,70 @@ final class FamilyTests: TemporaryFolderTestCase {
     /// the two families (one patch grid, 16 and 17 tokens), attention and maps without a class
     /// token, the linear probe; what has no meaning is refused in one line.
     func testSigLIPAndBEiTAnalyses() throws {
-        let siglip = Fixtures.checkpoint("family_siglip.safetensors"), beit = Fixtures.checkpoint("family_beit.safetensors")
+        let siglip = Fixtures.checkpoint("family_siglip.safetensors"),
+            beit = Fixtures.checkpoint("family_beit.safetensors")
         let images = Fixtures.path("images/cka")
         func oneLine(_ args: [String], status: Int32, mentions: String, line: UInt = #line) {
             let r = runProcess(CLITests.binary, args)
             XCTAssertEqual(r.status, status, r.stderr, line: line)
-            XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains(mentions) && r.stderr.split(separator: "\n").count == 1,
+            XCTAssertTrue(
+                r.stderr.hasPrefix("error: ") && r.stderr.contains(mentions)
+                && r.stderr.split(separator: "\n").count == 1,
                           r.stderr, line: line)
         }
         for tokens in ["patches", "mean"] {
-            let r = runProcess(CLITests.binary, ["cka", siglip, beit, "--images", images, "--resize", "none", "--batch", "4",
+            let r = runProcess(
+                CLITests.binary, ["cka", siglip, beit, "--images", images, "--resize", "none", "--batch", "4",
                                                  "--tokens", tokens, "--out", tmp + "/cka-" + tokens, "--quiet"])
             XCTAssertEqual(r.status, 0, r.stderr)
-            let rows = try String(contentsOfFile: tmp + "/cka-\(tokens)/cka.csv", encoding: .utf8).split(separator: "\n").dropFirst()
+            let rows = try String(contentsOfFile: tmp + "/cka-\(tokens)/cka.csv", encoding: .utf8).split(
+                separator: "\n").dropFirst()
             XCTAssertEqual(rows.count, 9, "3 × 3 representations")
-            for row in rows { XCTAssertTrue(Double(row.split(separator: ",")[4]).map { $0 > 0 && $0 <= 1 + 1e-9 } ?? false, String(row)) }
+            for row in rows {
+                XCTAssertTrue(
+                Double(row.split(separator: ",")[4]).map { $0 > 0 && $0 <= 1 + 1e-9 } ?? false, String(row)) }
         }
         // Across grids (SigLIP's 4×4 patches, a patch-4 ViT's 8×8): the mean token compares, patches cannot.
         let p4 = Fixtures.checkpoint("tiny_p4_f32.safetensors")
-        var r = runProcess(CLITests.binary, ["cka", siglip, p4, "--images", images, "--resize", "none", "--batch", "4", "--tokens", "mean",
+        var r = runProcess(
+            CLITests.binary,
+            ["cka", siglip, p4, "--images", images, "--resize", "none", "--batch", "4", "--tokens", "mean",
                                              "--out", tmp + "/cka-grids", "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        oneLine(["cka", siglip, p4, "--images", images, "--resize", "none", "--tokens", "patches", "--out", tmp + "/x0"], status: 64,
+        oneLine([
+            "cka", siglip, p4, "--images", images, "--resize", "none", "--tokens", "patches", "--out", tmp + "/x0"],
+            status: 64,
                 mentions: "one token grid")
         // Shards of a cross-family run merge into the single run's report, byte for byte.
         for (i, dir) in ["0/2", "1/2"].enumerated() {
-            r = runProcess(CLITests.binary, ["cka", siglip, beit, "--images", images, "--resize", "none", "--batch", "4", "--shard", dir,
+            r = runProcess(
+                CLITests.binary,
+                ["cka", siglip, beit, "--images", images, "--resize", "none", "--batch", "4", "--shard", dir,
                                              "--out", tmp + "/shard\(i)", "--quiet"])
             XCTAssertEqual(r.status, 0, r.stderr)
         }
-        r = runProcess(CLITests.binary, ["merge", tmp + "/shard0", tmp + "/shard1", "--out", tmp + "/merged", "--quiet"])
+        r = runProcess(
+            CLITests.binary, ["merge", tmp + "/shard0", tmp + "/shard1", "--out", tmp + "/merged", "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertEqual(try String(contentsOfFile: tmp + "/merged/cka.csv", encoding: .utf8),
                        try String(contentsOfFile: tmp + "/cka-patches/cka.csv", encoding: .utf8))
-        r = runProcess(CLITests.binary, ["attention", siglip, beit, "--images", images, "--resize", "none", "--out", tmp + "/att", "--quiet"])
+        r = runProcess(
+            CLITests.binary,
+            ["attention", siglip, beit, "--images", images, "--resize", "none", "--out", tmp + "/att", "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        r = runProcess(CLITests.binary, ["maps", siglip, "--images", images, "--resize", "none", "--num", "4", "--out", tmp + "/maps", "--quiet"])
+        r = runProcess(
+            CLITests.binary,
+            ["maps", siglip, "--images", images, "--resize", "none", "--num", "4", "--out", tmp + "/maps", "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
         let maps = try String(contentsOfFile: tmp + "/maps/maps.json", encoding: .utf8)
         XCTAssertTrue(maps.contains("\"family\": \"SigLIP-style\""), maps)
         let svg = try String(contentsOfFile: tmp + "/maps/maps.svg", encoding: .utf8)
-        XCTAssertTrue(svg.contains("no class token: query mean → patches") && !svg.contains("class token → patches"), "the subtitle says what is drawn")
-        r = runProcess(CLITests.binary, ["probe", beit, siglip, "--train", Fixtures.path("images"), "--split", "0.5", "--pool", "mean",
+        XCTAssertTrue(
+            svg.contains("no class token: query mean → patches") && !svg.contains("class token → patches"),
+            "the subtitle says what is drawn")
+        r = runProcess(
+            CLITests.binary,
+            ["probe", beit, siglip, "--train", Fixtures.path("images"), "--split", "0.5", "--pool", "mean",
                                          "--out", tmp + "/probe", "--quiet"])
         XCTAssertEqual(r.status, 0, r.stderr)
         r = runProcess(CLITests.binary, ["inspect", siglip, "--json"])
@@ -188,21 +237,32 @@ final class FamilyTests: TemporaryFolderTestCase {
         }
         r = runProcess(CLITests.binary, ["inspect", beit, "--json"])
         // Parameters as timm's state dict counts them without the head (BEiT: q and v biases only).
-        for want in ["\"relative_position_bias\": \"per block\"", "\"absolute_positions\": false", "\"heads_source\": \"the relative position table's columns\"",
+        for want in [
+            "\"relative_position_bias\": \"per block\"", "\"absolute_positions\": false",
+            "\"heads_source\": \"the relative position table's columns\"",
                      "\"parameters\": 7824"] {
             XCTAssertTrue(r.stdout.contains(want), "inspect shows \(want): \(r.stdout)")
         }
         // Class-token selections on a model without one: bad usage.
-        oneLine(["cka", siglip, beit, "--images", images, "--resize", "none", "--tokens", "cls", "--out", tmp + "/x1"], status: 64, mentions: "has no class token")
-        oneLine(["extract", siglip, "--images", images, "--resize", "none", "--tokens", "cls", "--out", tmp + "/x2"], status: 64, mentions: "has no class token")
-        oneLine(["probe", siglip, "--train", Fixtures.path("images"), "--split", "0.5", "--pool", "cls", "--out", tmp + "/x3"], status: 64,
+        oneLine(["cka", siglip, beit, "--images", images, "--resize", "none", "--tokens", "cls", "--out", tmp + "/x1"],
+            status: 64, mentions: "has no class token")
+        oneLine(["extract", siglip, "--images", images, "--resize", "none", "--tokens", "cls", "--out", tmp + "/x2"],
+            status: 64, mentions: "has no class token")
+        oneLine([
+            "probe", siglip, "--train", Fixtures.path("images"), "--split", "0.5", "--pool", "cls", "--out", tmp
+            + "/x3"], status: 64,
                 mentions: "has no class token")
         // The relative position tables fix the head count.
-        oneLine(["extract", beit, "--images", images, "--heads", "4", "--out", tmp + "/x5"], status: 64, mentions: "relative position tables have 2 heads")
+        oneLine(["extract", beit, "--images", images, "--heads", "4", "--out", tmp + "/x5"], status: 64,
+            mentions: "relative position tables have 2 heads")
         // Damaged files: a stored index that is not BEiT's, a table of the wrong size.
-        oneLine(["inspect", Fixtures.checkpoint("family_rpe_badindex.safetensors")], status: 1, mentions: "differs from the index BEiT builds")
-        oneLine(["inspect", Fixtures.checkpoint("family_rpe_badtable.safetensors")], status: 1, mentions: "relative_position_bias_table")
-        oneLine(["finetune", siglip, "--train", Fixtures.path("images"), "--split", "0.5", "--pool", "cls", "--out", tmp + "/ft2"], status: 64,
+        oneLine(["inspect", Fixtures.checkpoint("family_rpe_badindex.safetensors")], status: 1,
+            mentions: "differs from the index BEiT builds")
+        oneLine(["inspect", Fixtures.checkpoint("family_rpe_badtable.safetensors")], status: 1,
+            mentions: "relative_position_bias_table")
+        oneLine([
+            "finetune", siglip, "--train", Fixtures.path("images"), "--split", "0.5", "--pool", "cls", "--out", tmp
+            + "/ft2"], status: 64,
                 mentions: "has no class token")
     }
 

@@ -8,7 +8,8 @@ import XCTest
 final class MapsTests: TemporaryFolderTestCase {
     let images = Fixtures.path("images/none")
 
-    func run(_ args: [String]) -> (status: Int32, signalled: Bool, stdout: String, stderr: String) { runProcess(CLITests.binary, args) }
+    func run(_ args: [String]) -> (status: Int32, signalled: Bool, stdout: String, stderr: String) {
+        runProcess(CLITests.binary, args) }
 
     /// Probabilities and rollout values are at most 1; float32 forward passes differ from
     /// timm's float64 by ~1e-6 here.
@@ -18,11 +19,13 @@ final class MapsTests: TemporaryFolderTestCase {
         for (ckpt, name) in [("tiny_f32.safetensors", "tiny"), ("family_dinov2reg.safetensors", "dinov2reg")] {
             for (fusion, discard) in [("mean", "0"), ("max", "0"), ("min", "0"), ("mean", "0.25")] {
                 let out = tmp + "/\(name)-\(fusion)-\(discard)"
-                let r = run(["maps", Fixtures.checkpoint(ckpt), "--images", images, "--resize", "none", "--fusion", fusion,
+                let r = run(
+                    ["maps", Fixtures.checkpoint(ckpt), "--images", images, "--resize", "none", "--fusion", fusion,
                              "--discard", discard, "--out", out, "--quiet"])
                 XCTAssertEqual(r.status, 0, r.stderr)
                 if fusion == "mean" && discard == "0" {
-                    let cls = try NpyArray(path: out + "/cls_attention.npy"), want = try NpyArray(path: Fixtures.golden("maps_\(name)_cls.npy"))
+                    let cls = try NpyArray(path: out + "/cls_attention.npy"),
+                        want = try NpyArray(path: Fixtures.golden("maps_\(name)_cls.npy"))
                     XCTAssertEqual(cls.shape, [4, 2, 2, 4, 4])
                     XCTAssertEqual(cls.shape, want.shape)
                     let c = compare(cls.values, want.values, tolerance: tolerance)
@@ -31,18 +34,22 @@ final class MapsTests: TemporaryFolderTestCase {
                     XCTAssertGreaterThan(want.values.max()! / want.values.min()!, 10)
                     // maps.json's numbers from the same reference: per block the class attention on
                     // the patches (Σ over patches, mean over heads, then images); each rollout's maximum.
-                    let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + "/maps.json"))) as! [String: Any]
+                    let json = try JSONSerialization.jsonObject(
+                        with: Data(contentsOf: URL(fileURLWithPath: out + "/maps.json"))) as! [String: Any]
                     let results = json["results"] as! [String: Any]
                     let share = results["class_attention_on_patches"] as! [Double]
                     let (N, L, H, P) = (4, 2, 2, 16)
                     for l in 0..<L {
                         var s = 0.0
-                        for n in 0..<N { for h in 0..<H { for k in 0..<P { s += want.values[((n * L + l) * H + h) * P + k] } } }
+                        for n in 0..<N {
+                            for h in 0..<H { for k in 0..<P { s += want.values[((n * L + l) * H + h) * P + k] } } }
                         XCTAssertEqual(share[l], s / Double(N * H), accuracy: 1e-5, "\(name) block \(l + 1) share")
                     }
                     let rollMax = (results["images"] as! [[String: Any]]).map { $0["rollout_max"] as! Double }
                     let rollWant = try NpyArray(path: Fixtures.golden("maps_\(name)_rollout_mean_0.npy")).values
-                    for n in 0..<N { XCTAssertEqual(rollMax[n], rollWant[(n * P)..<((n + 1) * P)].max()!, accuracy: 1e-5, "\(name) image \(n)") }
+                    for n in 0..<N {
+                        XCTAssertEqual(
+                        rollMax[n], rollWant[(n * P)..<((n + 1) * P)].max()!, accuracy: 1e-5, "\(name) image \(n)") }
                 }
                 let roll = try NpyArray(path: out + "/rollout.npy")
                 let want = try NpyArray(path: Fixtures.golden("maps_\(name)_rollout_\(fusion)_\(discard).npy"))
@@ -61,7 +68,9 @@ final class MapsTests: TemporaryFolderTestCase {
 
     func testMapsReport() throws {
         let out = tmp + "/maps"
-        let r = run(["maps", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", Fixtures.path("images/cka"), "--resize", "none", "--num", "10",
+        let r = run(
+            ["maps", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", Fixtures.path("images/cka"), "--resize",
+            "none", "--num", "10",
                      "--layers", "2", "--out", out])
         XCTAssertEqual(r.status, 0, r.stderr)
         XCTAssertTrue(r.stderr.contains("for 10 images"), r.stderr)
@@ -70,7 +79,9 @@ final class MapsTests: TemporaryFolderTestCase {
         }
         XCTAssertEqual(try NpyArray(path: out + "/cls_attention.npy").shape, [10, 2, 2, 4, 4])
         let json = try String(contentsOfFile: out + "/maps.json", encoding: .utf8)
-        for key in ["\"blocks_drawn\": [2]", "\"fusion\": \"mean\"", "\"rollout_argmax\"", "\"images_used\": 10", "Abnar & Zuidema"] {
+        for key in [
+            "\"blocks_drawn\": [2]", "\"fusion\": \"mean\"", "\"rollout_argmax\"", "\"images_used\": 10",
+            "Abnar & Zuidema"] {
             XCTAssertTrue(json.contains(key), key)
         }
         // Eight rows drawn of ten, spread evenly (images 0, 1, 2, 3, 5, 6, 7, 8): the SVG embeds
@@ -84,12 +95,17 @@ final class MapsTests: TemporaryFolderTestCase {
         let html = try String(contentsOfFile: out + "/index.html", encoding: .utf8)
         XCTAssertTrue(html.contains("keepdim"), "the page says how rollout relates to vit-explain")
 
-        for (args, code, says) in [(["--layers", "3"], Int32(64), "--layers 3"), (["--discard", "1"], 64, "--discard must be in [0, 1)"),
-                                   (["--fusion", "median"], 64, "median"), (["--num", "0"], 64, "--num must be at least 1"),
+        for (args, code, says) in [
+            (["--layers", "3"], Int32(64), "--layers 3"), (["--discard", "1"], 64, "--discard must be in [0, 1)"),
+                                   (["--fusion", "median"], 64, "median"),
+                                       (["--num", "0"], 64, "--num must be at least 1"),
                                    (["--skip-bad-images"], 64, "--skip-bad-images does not go with maps")] {
-            let bad = run(["maps", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", images, "--out", tmp + "/bad"] + args)
+            let bad = run(
+                ["maps", Fixtures.checkpoint("tiny_f32.safetensors"), "--images", images, "--out", tmp + "/bad"] + args)
             XCTAssertEqual(bad.status, code, bad.stderr)
-            XCTAssertTrue(bad.stderr.hasPrefix("error: ") && bad.stderr.contains(says) && bad.stderr.split(separator: "\n").count == 1, bad.stderr)
+            XCTAssertTrue(
+                bad.stderr.hasPrefix("error: ") && bad.stderr.contains(says)
+                && bad.stderr.split(separator: "\n").count == 1, bad.stderr)
             XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/bad"))
         }
     }
@@ -97,26 +113,38 @@ final class MapsTests: TemporaryFolderTestCase {
     /// attention from an extract folder or its attention.npy gives the checkpoint's report.
     func testAttentionFromArrays() throws {
         let ckpt = Fixtures.checkpoint("family_dinov2reg.safetensors"), eval = Fixtures.path("images/cka")
-        XCTAssertEqual(run(["extract", ckpt, "--images", eval, "--resize", "none", "--num", "10", "--batch", "4", "--out", tmp + "/ex", "--quiet"]).status, 0)
-        XCTAssertEqual(run(["attention", ckpt, "--images", eval, "--resize", "none", "--num", "10", "--batch", "4", "--out", tmp + "/ref", "--quiet"]).status, 0)
+        XCTAssertEqual(
+            run(["extract", ckpt, "--images", eval, "--resize", "none", "--num", "10", "--batch", "4", "--out", tmp
+            + "/ex", "--quiet"]).status, 0)
+        XCTAssertEqual(
+            run(["attention", ckpt, "--images", eval, "--resize", "none", "--num", "10", "--batch", "4", "--out", tmp
+            + "/ref", "--quiet"]).status, 0)
         let ref = try String(contentsOfFile: tmp + "/ref/attention.csv", encoding: .utf8)
-        for (args, name) in [([tmp + "/ex"], "folder"), ([tmp + "/ex/attention.npy", "--prefix-tokens", "5", "--patch-size", "8"], "npy")] {
+        for (args, name) in [
+            ([tmp + "/ex"], "folder"),
+            ([tmp + "/ex/attention.npy", "--prefix-tokens", "5", "--patch-size", "8"], "npy")] {
             let r = run(["attention"] + args + ["--batch", "4", "--out", tmp + "/" + name, "--quiet"])
             XCTAssertEqual(r.status, 0, "\(name): \(r.stderr)")
             XCTAssertEqual(try String(contentsOfFile: tmp + "/\(name)/attention.csv", encoding: .utf8), ref, name)
         }
         // Overlaid with a checkpoint run on the images: the array's numbers are its own report's.
-        let mixed = run(["attention", Fixtures.checkpoint("family_dinov2.safetensors"), tmp + "/ex", "--images", eval, "--resize", "none", "--num", "10",
+        let mixed = run(
+            ["attention", Fixtures.checkpoint("family_dinov2.safetensors"), tmp + "/ex", "--images", eval, "--resize",
+            "none", "--num", "10",
                          "--batch", "4", "--out", tmp + "/mixed", "--quiet"])
         XCTAssertEqual(mixed.status, 0, mixed.stderr)
         XCTAssertEqual(try String(contentsOfFile: tmp + "/mixed/compare/attention.csv", encoding: .utf8), ref)
         // mae-lite's convention needs no patch size.
-        XCTAssertEqual(run(["attention", tmp + "/ex/attention.npy", "--prefix-tokens", "5", "--convention", "mae-lite", "--out", tmp + "/ml", "--quiet"]).status, 0)
+        XCTAssertEqual(
+            run(["attention", tmp + "/ex/attention.npy", "--prefix-tokens", "5", "--convention", "mae-lite", "--out",
+            tmp + "/ml", "--quiet"]).status, 0)
 
         func fails(_ args: [String], code: Int32 = 1, _ mentions: String, line: UInt = #line) {
             let r = run(["attention"] + args + ["--out", tmp + "/x"])
             XCTAssertEqual(r.status, code, r.stderr, line: line)
-            XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains(mentions) && r.stderr.split(separator: "\n").count == 1,
+            XCTAssertTrue(
+                r.stderr.hasPrefix("error: ") && r.stderr.contains(mentions)
+                && r.stderr.split(separator: "\n").count == 1,
                           "'\(r.stderr)' should mention '\(mentions)'", line: line)
             XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/x"), "no report", line: line)
         }
@@ -125,8 +153,10 @@ final class MapsTests: TemporaryFolderTestCase {
         fails([npy, "--prefix-tokens", "5"], code: 64, "--patch-size")
         fails([npy, "--prefix-tokens", "4", "--patch-size", "8"], "not a square grid")
         fails([npy, "--prefix-tokens", "21", "--patch-size", "8"], "21 prefix tokens, but only 21 tokens")
-        fails([ckpt, npy, "--prefix-tokens", "5", "--patch-size", "8", "--images", eval, "--resize", "none", "--num", "6"], "holds the attention of 10 images, but the image folder gives 6")
-        fails([tmp + "/ex/features.npy", "--prefix-tokens", "5", "--patch-size", "8"], "attention must be [L, N, H, T, T]")
+        fails([ckpt, npy, "--prefix-tokens", "5", "--patch-size", "8", "--images", eval, "--resize", "none", "--num",
+            "6"], "holds the attention of 10 images, but the image folder gives 6")
+        fails([tmp + "/ex/features.npy", "--prefix-tokens", "5", "--patch-size", "8"],
+            "attention must be [L, N, H, T, T]")
         // Values that are no probabilities: a negative one, a patch row without weight.
         let a = try NpyArray(path: npy)
         var v = a.values
@@ -137,8 +167,11 @@ final class MapsTests: TemporaryFolderTestCase {
         let T = a.shape[3]
         for k in 5..<T { v[(5 * T) + k] = 0 }  // block 1, image 0, head 0, query token 5 (patch 0)
         try writeNpy(tmp + "/zero.npy", shape: a.shape, values: v)
-        fails([tmp + "/zero.npy", "--prefix-tokens", "5", "--patch-size", "8"], "patch query 0 of head 0, block 1, image 0 gives the patch keys no weight")
-        XCTAssertEqual(run(["extract", ckpt, "--images", eval, "--resize", "none", "--num", "4", "--no-attention", "--out", tmp + "/noatt", "--quiet"]).status, 0)
+        fails([tmp + "/zero.npy", "--prefix-tokens", "5", "--patch-size", "8"],
+            "patch query 0 of head 0, block 1, image 0 gives the patch keys no weight")
+        XCTAssertEqual(
+            run(["extract", ckpt, "--images", eval, "--resize", "none", "--num", "4", "--no-attention", "--out", tmp
+            + "/noatt", "--quiet"]).status, 0)
         fails([tmp + "/noatt"], "it ran with --no-attention")
     }
 }

@@ -6,7 +6,8 @@ import XCTest
 final class LayoutTests: XCTestCase {
     /// timm's names for the 2-block fixture: what every layout must map onto.
     let canonical: Set<String> = {
-        var s: Set<String> = ["cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight", "norm.bias"]
+        var s: Set<String> = [
+            "cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight", "norm.bias"]
         for i in 0..<2 {
             for p in ["norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2"] {
                 s.insert("blocks.\(i).\(p).weight"); s.insert("blocks.\(i).\(p).bias")
@@ -20,11 +21,13 @@ final class LayoutTests: XCTestCase {
         XCTAssertEqual(c.layout, layout, file, line: line)
         XCTAssertEqual(c.location, location, file, line: line)
         XCTAssertEqual(Set(c.tensors.keys), canonical, file, line: line)
-        for i in ignored { XCTAssertTrue(c.ignored.contains(i), "\(file): \(i) should be ignored; ignored: \(c.ignored)", line: line) }
+        for i in ignored {
+            XCTAssertTrue(c.ignored.contains(i), "\(file): \(i) should be ignored; ignored: \(c.ignored)", line: line) }
         // Every layout holds the same weights.
         let ref = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_f32.safetensors"))
         for k in canonical {
-            XCTAssertEqual(try c.tensors[k]!.floats(name: k), try ref.tensors[k]!.floats(name: k), "\(file): \(k)", line: line)
+            XCTAssertEqual(
+                try c.tensors[k]!.floats(name: k), try ref.tensors[k]!.floats(name: k), "\(file): \(k)", line: line)
         }
     }
 
@@ -42,7 +45,9 @@ final class LayoutTests: XCTestCase {
 
     func testMoCoV3IgnoresMomentumEncoderPredictorAndProjector() throws {
         try check("tiny_moco.pth.tar", layout: .mocoV3, location: "state_dict",
-                  ignored: ["module.base_encoder.head.0.weight", "module.momentum_encoder.cls_token", "module.predictor.0.weight", "epoch"])
+                  ignored: [
+                      "module.base_encoder.head.0.weight", "module.momentum_encoder.cls_token",
+                      "module.predictor.0.weight", "epoch"])
     }
 
     func testDINOUsesTheTeacher() throws {

@@ -22,7 +22,9 @@ struct Mutator {
         for _ in 0..<edits {
             guard !b.isEmpty else { break }
             let at: Int
-            if let focus, below(2) == 0, !focus.isEmpty { at = min(b.count - 1, focus.lowerBound + below(focus.count)) } else { at = below(b.count) }
+            if let focus, below(2) == 0,
+                !focus.isEmpty { at = min(b.count - 1, focus.lowerBound + below(focus.count)) } else {
+                at = below(b.count) }
             switch below(7) {
             case 0: b[at] ^= UInt8(1 << below(8))
             case 1: b[at] = [0, 0xFF, 0x7F, 0x80, 0x01][below(5)]
@@ -43,13 +45,15 @@ struct Mutator {
 let fuzzScale = Int(ProcessInfo.processInfo.environment["VITLENS_FUZZ_SCALE"] ?? "") ?? 1
 
 final class MutationTests: XCTestCase {
-    func bytes(_ file: String) throws -> [UInt8] { [UInt8](try Data(contentsOf: URL(fileURLWithPath: Fixtures.checkpoint(file)))) }
+    func bytes(_ file: String) throws -> [UInt8] {
+        [UInt8](try Data(contentsOf: URL(fileURLWithPath: Fixtures.checkpoint(file)))) }
 
     /// Loads a candidate the way `vitlens` does, touching every tensor. A refusal must be a
     /// CheckpointError whose text names the file (what the CLI prints after `error:`).
     func exercise(_ b: [UInt8], name: String) -> Bool {
         do {
-            let c = try CheckpointLoader.load(file: MappedFile(copying: b, name: name), displayPath: name, config: nil, folder: false)
+            let c = try CheckpointLoader.load(
+                file: MappedFile(copying: b, name: name), displayPath: name, config: nil, folder: false)
             for (k, t) in c.tensors {
                 do { _ = try t.floats(name: k) } catch { assertTyped(error, naming: k) }
             }
@@ -70,7 +74,8 @@ final class MutationTests: XCTestCase {
         let header = 8 + Int(src.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
         var m = Mutator(state: 11)
         var loaded = 0
-        for _ in 0..<(1500 * fuzzScale) { if exercise(m.mutate(src, focus: 0..<header), name: "m.safetensors") { loaded += 1 } }
+        for _ in 0..<(1500 * fuzzScale) {
+            if exercise(m.mutate(src, focus: 0..<header), name: "m.safetensors") { loaded += 1 } }
         XCTAssertGreaterThan(loaded, 0, "some mutations (in tensor data) still load")
     }
 
@@ -81,7 +86,8 @@ final class MutationTests: XCTestCase {
         let pkl = 0..<min(src.count, 2048), tail = max(0, src.count - 1024)..<src.count
         var loaded = 0, refused = 0
         for i in 0..<(1500 * fuzzScale) {
-            if exercise(m.mutate(src, focus: i % 2 == 0 ? pkl : tail), name: "m.pth") { loaded += 1 } else { refused += 1 }
+            if exercise(m.mutate(src, focus: i % 2 == 0 ? pkl : tail), name: "m.pth") { loaded += 1 } else {
+                refused += 1 }
         }
         let moco = try bytes("tiny_moco.pth.tar")
         for _ in 0..<(300 * fuzzScale) {
@@ -103,7 +109,8 @@ final class MutationTests: XCTestCase {
         // value or is refused with a CheckpointError naming the stream; never a crash or a hang.
         var parsed = 0, refused = 0
         for i in 0..<(2000 * fuzzScale) {
-            let b = i % 4 == 0 ? (0..<(1 + m.below(64))).map { _ in UInt8(truncatingIfNeeded: m.next()) } : m.mutate(pkl)
+            let b = i % 4 == 0 ? (0..<(1 + m.below(64))).map { _ in UInt8(truncatingIfNeeded: m.next()) }
+                : m.mutate(pkl)
             b.withUnsafeBytes { buf in
                 var u = Unpickler(path: "m.pkl", bytes: buf) { _, _, _, _ in RawTensor(shape: [1], floats: [0]) }
                 do {
@@ -150,7 +157,8 @@ extension MutationTests {
         func npy(_ dict: String, data: Int = 64) -> [UInt8] {
             var h = Array(dict.utf8)
             h += [UInt8](repeating: 0x20, count: (64 - (10 + h.count + 1) % 64) % 64) + [0x0A]
-            return [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(h.count & 0xFF), UInt8(h.count >> 8)] + h + [UInt8](repeating: 0, count: data)
+            return [0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(h.count & 0xFF), UInt8(h.count >> 8)] + h
+                + [UInt8](repeating: 0, count: data)
         }
         let cases: [(String, String)] = [
             ("{'descr': '<f4', 'fortran_order': True, 'shape': (4, 4), }", "Fortran-order"),
@@ -160,23 +168,30 @@ extension MutationTests {
             ("{'descr': '<f4', 'fortran_order': False, 'shape': (9223372036854775807, 4), }", "overflows"),
             ("{'descr': '<f4', 'fortran_order': False, 'shape': (4000000000, 4000000000), }", "overflows"),
             ("{'descr': '<f4', 'fortran_order': False, 'shape': (-4, 4), }", "malformed shape"),
-            ("{'descr': '<f4', 'fortran_order': False, 'shape': (100, 100), }", "needs 40000 bytes of data, the file holds 64"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (100, 100), }",
+                "needs 40000 bytes of data, the file holds 64"),
             ("{'descr': '<f4', 'shape': (4,), }", "lacks descr, fortran_order or shape"),
             ("{'descr': '<f4', 'descr': '<f2', 'fortran_order': False, 'shape': (4,), }", "names 'descr' twice"),
             ("['descr', '<f4']", "not a dict"),
             ("{'descr': '<f4', 'fortran_order': False, 'shape': (4, x), }", "malformed shape"),
         ]
         for (dict, says) in cases {
-            XCTAssertThrowsError(try NpyFile(file: MappedFile(copying: npy(dict), name: "h.npy"), path: "h.npy"), dict) { e in
+            XCTAssertThrowsError(
+                try NpyFile(file: MappedFile(copying: npy(dict), name: "h.npy"), path: "h.npy"), dict) { e in
                 XCTAssertTrue("\(e)".contains(says), "\(dict): \(e)")
             }
         }
         var long = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }")
         long[8] = 0xFF; long[9] = 0xFF
-        XCTAssertThrowsError(try NpyFile(file: MappedFile(copying: long, name: "h.npy"), path: "h.npy")) { XCTAssertTrue("\($0)".contains("runs past the end")) }
-        let ok = try NpyFile(file: MappedFile(copying: npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4, 4), }"), name: "h.npy"), path: "h.npy")
+        XCTAssertThrowsError(try NpyFile(file: MappedFile(copying: long, name: "h.npy"), path: "h.npy")) {
+            XCTAssertTrue("\($0)".contains("runs past the end")) }
+        let ok = try NpyFile(
+            file: MappedFile(
+            copying: npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4, 4), }"), name: "h.npy"), path: "h.npy")
         XCTAssertEqual(ok.shape, [4, 4])
-        let scalar = try NpyFile(file: MappedFile(copying: npy("{'descr': '<f2', 'fortran_order': False, 'shape': (), }"), name: "h.npy"), path: "h.npy")
+        let scalar = try NpyFile(
+            file: MappedFile(copying: npy("{'descr': '<f2', 'fortran_order': False, 'shape': (), }"), name: "h.npy"),
+            path: "h.npy")
         XCTAssertEqual(scalar.shape, [])
         XCTAssertEqual(scalar.count, 1)
     }

@@ -14,7 +14,9 @@ final class SafetensorsTests: XCTestCase {
     let four = [UInt8](repeating: 0, count: 16)
 
     func testReadsAValidFile() throws {
-        let f = safetensorsFile(header: #"{"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"__metadata__":{"num_heads":"3"}}"#, data: [0, 0, 128, 63] + [UInt8](repeating: 0, count: 12))
+        let f = safetensorsFile(
+            header: #"{"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"__metadata__":{"num_heads":"3"}}"#,
+            data: [0, 0, 128, 63] + [UInt8](repeating: 0, count: 12))
         let (t, m) = try Safetensors.read(f)
         XCTAssertEqual(m["num_heads"], "3")
         XCTAssertEqual(t["a"]?.shape, [2, 2])
@@ -34,16 +36,35 @@ final class SafetensorsTests: XCTestCase {
         assertRefused(safetensorsFile(header: "{}", data: [], headerLength: 5000), "runs past the end")
         assertRefused(safetensorsFile(header: "{not json", data: []), "not valid JSON")
         assertRefused(safetensorsFile(header: "[1,2]", data: []), "not a JSON object")
-        assertRefused(safetensorsFile(header: #"{"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,32]}}"#, data: four), "run past the data")
-        assertRefused(safetensorsFile(header: #"{"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,16]}}"#, data: four), "needs 24")
-        assertRefused(safetensorsFile(header: #"{"a":{"dtype":"F32","shape":[2,2],"data_offsets":[8,4]}}"#, data: four), "increasing")
-        assertRefused(safetensorsFile(header: #"{"a":{"dtype":"Q4","shape":[2,2],"data_offsets":[0,16]}}"#, data: four), "unknown dtype Q4")
-        assertRefused(safetensorsFile(header: #"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,16]}}"#, data: four), "non-negative")
-        assertRefused(safetensorsFile(header: #"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}}"#, data: four), "overflowing")
-        assertRefused(safetensorsFile(header: #"{"a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]},"b":{"dtype":"F16","shape":[4],"data_offsets":[4,12]}}"#, data: four), "overlaps")
+        assertRefused(
+            safetensorsFile(header: #"{"a":{"dtype":"F32","shape":[2,2],"data_offsets":[0,32]}}"#, data: four),
+            "run past the data")
+        assertRefused(
+            safetensorsFile(header: #"{"a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,16]}}"#, data: four),
+            "needs 24")
+        assertRefused(
+            safetensorsFile(header: #"{"a":{"dtype":"F32","shape":[2,2],"data_offsets":[8,4]}}"#, data: four),
+            "increasing")
+        assertRefused(
+            safetensorsFile(header: #"{"a":{"dtype":"Q4","shape":[2,2],"data_offsets":[0,16]}}"#, data: four),
+            "unknown dtype Q4")
+        assertRefused(
+            safetensorsFile(header: #"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,16]}}"#, data: four),
+            "non-negative")
+        assertRefused(
+            safetensorsFile(
+            header: #"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}}"#, data: four),
+            "overflowing")
+        assertRefused(
+            safetensorsFile(
+            header: #"{"a":{"dtype":"F16","shape":[4],"data_offsets":[0,8]},"#
+                + #""b":{"dtype":"F16","shape":[4],"data_offsets":[4,12]}}"#, data: four), "overlaps")
         assertRefused(safetensorsFile(header: #"{"a":{"dtype":"F32","shape":[4]}}"#, data: four), "data_offsets")
         // The same tensor name twice (JSON parsers keep one silently): refused by name.
-        assertRefused(safetensorsFile(header: #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"__metadata__":{"w":"x"},"w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#, data: four),
+        assertRefused(
+            safetensorsFile(
+            header: #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"__metadata__":{"w":"x"},"#
+                + #""w":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}"#, data: four),
                       "names tensor w twice")
         // Equal names nested deeper, or a key text inside a string value, are not duplicates.
         XCTAssertNil(Safetensors.duplicateTopLevelKey(Array(#"{"a":{"a":1,"b":[{"a":2}]},"b":"\",\"a\":"}"#.utf8)))
@@ -52,9 +73,11 @@ final class SafetensorsTests: XCTestCase {
 
     func testHalfAndBFloat16Conversion() throws {
         // 1.0 and −2.0 in F16 (0x3C00, 0xC000) and BF16 (0x3F80, 0xC000).
-        let f16 = safetensorsFile(header: #"{"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#, data: [0x00, 0x3C, 0x00, 0xC0])
+        let f16 = safetensorsFile(
+            header: #"{"a":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}}"#, data: [0x00, 0x3C, 0x00, 0xC0])
         XCTAssertEqual(try Safetensors.read(f16).tensors["a"]!.floats(name: "a"), [1, -2])
-        let bf16 = safetensorsFile(header: #"{"a":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}}"#, data: [0x80, 0x3F, 0x00, 0xC0])
+        let bf16 = safetensorsFile(
+            header: #"{"a":{"dtype":"BF16","shape":[2],"data_offsets":[0,4]}}"#, data: [0x80, 0x3F, 0x00, 0xC0])
         XCTAssertEqual(try Safetensors.read(bf16).tensors["a"]!.floats(name: "a"), [1, -2])
     }
 }

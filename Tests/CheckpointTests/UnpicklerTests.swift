@@ -17,7 +17,8 @@ func le(_ v: Int, _ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded:
 
 func unpickle(_ p: PickleBytes) throws -> PickleValue {
     try p.b.withUnsafeBytes { buf in
-        var u = Unpickler(path: "test.pkl", bytes: buf) { _, _, _, _ in throw CheckpointError.pickleRefused(path: "test.pkl", what: "no tensors here") }
+        var u = Unpickler(path: "test.pkl", bytes: buf) {
+            _, _, _, _ in throw CheckpointError.pickleRefused(path: "test.pkl", what: "no tensors here") }
         return try u.run()
     }
 }
@@ -64,14 +65,17 @@ final class UnpicklerTests: XCTestCase {
         XCTAssertEqual(ints.map { v -> Int? in if case let .int(i) = v { return i }; return nil }, [7, 300, -5, -256])
         guard case let .float(f)? = d.lookup("float") else { return XCTFail("float") }
         XCTAssertEqual(f, 1.5)
-        guard case let .list(l)? = d.lookup("list"), case let .list(l2)? = d.lookup("again") else { return XCTFail("list") }
+        guard case let .list(l)? = d.lookup("list"),
+            case let .list(l2)? = d.lookup("again") else { return XCTFail("list") }
         XCTAssertTrue(l === l2, "BINGET must return the memoised object itself")
         XCTAssertEqual(l.items.count, 3)
-        guard case let .tuple(flags)? = d.lookup("flags"), flags.count == 3, case .bool(true) = flags[0], case .none = flags[2] else { return XCTFail("flags") }
+        guard case let .tuple(flags)? = d.lookup("flags"), flags.count == 3, case .bool(true) = flags[0],
+            case .none = flags[2] else { return XCTFail("flags") }
     }
 
     func testRefusesGlobalsOutsideTheAllowlist() {
-        for (m, n) in [("os", "system"), ("posix", "system"), ("builtins", "eval"), ("subprocess", "Popen"), ("torch", "load")] {
+        for (m, n) in [
+            ("os", "system"), ("posix", "system"), ("builtins", "eval"), ("subprocess", "Popen"), ("torch", "load")] {
             var p = PickleBytes()
             p.global(m, n)
             p.op(0x8C, [2] + Array("id".utf8)); p.op(0x85); p.op(0x52); p.stop()
@@ -89,7 +93,8 @@ final class UnpicklerTests: XCTestCase {
         var p = PickleBytes()
         p.global("torch", "FloatStorage")  // allowed as a storage type, never as a call
         p.op(0x29); p.op(0x52); p.stop()
-        XCTAssertThrowsError(try unpickle(p)) { e in XCTAssertTrue("\(e)".contains("REDUCE of torch.FloatStorage is not allowed"), "\(e)") }
+        XCTAssertThrowsError(try unpickle(p)) {
+            e in XCTAssertTrue("\(e)".contains("REDUCE of torch.FloatStorage is not allowed"), "\(e)") }
         var q = PickleBytes()
         q.op(0x4B, [1]); q.op(0x29); q.op(0x52); q.stop()  // REDUCE of an int
         XCTAssertThrowsError(try unpickle(q))
@@ -115,7 +120,8 @@ final class UnpicklerTests: XCTestCase {
         var p = PickleBytes()
         for _ in 0..<(Unpickler.maxContainers + 1) { p.op(0x5D) }
         p.stop()
-        XCTAssertThrowsError(try unpickle(p)) { e in XCTAssertTrue("\(e)".contains("more than 1000000 tuples, lists and dicts"), "\(e)") }
+        XCTAssertThrowsError(try unpickle(p)) {
+            e in XCTAssertTrue("\(e)".contains("more than 1000000 tuples, lists and dicts"), "\(e)") }
         // Plain values still hit the stack limit.
         var q = PickleBytes()
         for _ in 0..<(Unpickler.maxStack + 1) { q.op(0x4E) }
@@ -146,9 +152,11 @@ final class UnpicklerTests: XCTestCase {
         p.op(0x5D); p.op(0x32); p.op(0x61); p.stop()  // EMPTY_LIST, DUP, APPEND
         weak var weakList: PickleList?
         try p.b.withUnsafeBytes { buf in
-            var u = Unpickler(path: "cycle.pkl", bytes: buf) { _, _, _, _ in throw CheckpointError.pickleRefused(path: "cycle.pkl", what: "no tensors") }
+            var u = Unpickler(path: "cycle.pkl", bytes: buf) {
+                _, _, _, _ in throw CheckpointError.pickleRefused(path: "cycle.pkl", what: "no tensors") }
             let v = try u.run()
-            guard case let .list(l) = v, case let .list(inner)? = l.items.first else { return XCTFail("not a self-containing list") }
+            guard case let .list(l) = v,
+                case let .list(inner)? = l.items.first else { return XCTFail("not a self-containing list") }
             XCTAssertTrue(l === inner)
             weakList = l
             u.arena.clear()

@@ -11,33 +11,48 @@ final class KernelTests: XCTestCase {
     /// Seeded, so that a failure reproduces (the system generator made this suite flaky: one
     /// draw in many put a probability 1.0013e-6 off its float64 value).
     var rng = SplitMix64(seed: 20261202)
-    func random(_ n: Int, scale: Float = 2) -> [Float] { (0..<n).map { _ in Float.random(in: -scale...scale, using: &rng) } }
+    func random(_ n: Int, scale: Float = 2) -> [Float] {
+        (0..<n).map { _ in Float.random(in: -scale...scale, using: &rng) } }
 
     /// LayerNorm (threaded entry point, and both instruction-set builds of the row kernel, on
     /// widths that are and are not multiples of eight) against float64; mean and 1/σ too.
     func testLayerNorm() {
         for (rows, c) in [(197, 192), (3 * 197, 192), (7, 37)] {
-            let x = random(rows * c, scale: 5).map { $0 + 3 }, w = Tensor(shape: [c], values: random(c)), b = Tensor(shape: [c], values: random(c))
+            let x = random(rows * c, scale: 5).map { $0 + 3 }, w = Tensor(shape: [c], values: random(c)),
+                b = Tensor(shape: [c], values: random(c))
             var ref = [Double](repeating: 0, count: rows * c), refMean = [Double](), refRstd = [Double]()
             for r in 0..<rows {
                 let row = x[(r * c)..<((r + 1) * c)].map(Double.init)
                 let mean = row.reduce(0, +) / Double(c)
                 let v = row.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(c)
-                for i in 0..<c { ref[r * c + i] = (row[i] - mean) / (v + 1e-6).squareRoot() * Double(w[i]) + Double(b[i]) }
+                for i in 0..<c {
+                    ref[r * c + i] = (row[i] - mean) / (v + 1e-6).squareRoot() * Double(w[i]) + Double(b[i]) }
                 refMean.append(mean); refRstd.append(1 / (v + 1e-6).squareRoot())
             }
-            var builds: [(String, (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void)] = [
+            var builds: [
+                (String, (
+                UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void)] = [
                 ("threaded", { layerNormForward($0, x, w, b, rows: rows, eps: 1e-6, mean: $1, rstd: $2) }),
-                ("baseline", { layerNormRowsInPlace($0, x, w.data, b.data, rows: rows, cols: c, eps: 1e-6, mean: $1, rstd: $2) }),
+                ("baseline",
+                    { layerNormRowsInPlace(
+                    $0, x, w.data, b.data, rows: rows, cols: c, eps: 1e-6, mean: $1, rstd: $2) }),
             ]
-            if CPUKernels.avx2 { builds.append(("avx2", { layerNormRowsAVX2($0, x, w.data, b.data, rows: rows, cols: c, eps: 1e-6, mean: $1, rstd: $2) })) }
+            if CPUKernels.avx2 {
+                builds.append(
+                ("avx2", {
+                layerNormRowsAVX2($0, x, w.data, b.data, rows: rows, cols: c, eps: 1e-6, mean: $1, rstd: $2) })) }
             for (name, f) in builds {
                 var out = [Float](repeating: 0, count: rows * c), mean = [Float](repeating: 0, count: rows), rstd = mean
-                out.withUnsafeMutableBufferPointer { o in mean.withUnsafeMutableBufferPointer { m in rstd.withUnsafeMutableBufferPointer { f(o.baseAddress!, m.baseAddress!, $0.baseAddress!) } } }
+                out.withUnsafeMutableBufferPointer {
+                    o in mean.withUnsafeMutableBufferPointer {
+                    m in rstd.withUnsafeMutableBufferPointer { f(o.baseAddress!, m.baseAddress!, $0.baseAddress!) } } }
                 let cmp = compare(out.map(Double.init), ref, tolerance: 1e-5, mixed: true)
                 XCTAssertEqual(cmp.violations, 0, "\(name) rows \(rows) width \(c): \(cmp)")
-                XCTAssertEqual(compare(mean.map(Double.init), refMean, tolerance: 1e-6, mixed: true).violations, 0, "\(name) means")
-                XCTAssertEqual(compare(rstd.map(Double.init), refRstd, tolerance: 1e-5, mixed: true).violations, 0, "\(name) 1/σ")
+                XCTAssertEqual(
+                    compare(mean.map(Double.init), refMean, tolerance: 1e-6, mixed: true).violations, 0,
+                    "\(name) means")
+                XCTAssertEqual(
+                    compare(rstd.map(Double.init), refRstd, tolerance: 1e-5, mixed: true).violations, 0, "\(name) 1/σ")
             }
         }
     }
@@ -48,7 +63,8 @@ final class KernelTests: XCTestCase {
         let x = random(rows * cols, scale: 6), bias = random(cols, scale: 1)
         var ref = (0..<(rows * cols)).map { x[$0] + bias[$0 % cols] }
         geluReference(&ref, count: ref.count)
-        var builds: [(String, (UnsafeMutablePointer<Float>) -> Void)] = [("baseline", { biasGeluRowsInPlace($0, bias, rows: rows, cols: cols) })]
+        var builds: [(String, (UnsafeMutablePointer<Float>) -> Void)] = [
+            ("baseline", { biasGeluRowsInPlace($0, bias, rows: rows, cols: cols) })]
         if CPUKernels.avx2 { builds.append(("avx2", { biasGeluRowsAVX2($0, bias, rows: rows, cols: cols) })) }
         for (name, f) in builds {
             var y = x
@@ -76,7 +92,8 @@ final class KernelTests: XCTestCase {
         let x = random(197 * 192 + 5, scale: 6), dy = random(x.count, scale: 2)
         let ref = zip(x, dy).map { v, g -> Double in
             let d = Double(v)
-            return Double(g) * (0.5 * (1 + erf(d / 2.0.squareRoot())) + d * exp(-0.5 * d * d) / (2 * Double.pi).squareRoot())
+            return Double(g) * (
+                0.5 * (1 + erf(d / 2.0.squareRoot())) + d * exp(-0.5 * d * d) / (2 * Double.pi).squareRoot())
         }
         var got = [Float](repeating: 0, count: x.count)
         geluBackward(&got, dy, x, count: x.count)
@@ -95,7 +112,8 @@ final class KernelTests: XCTestCase {
         let x = random(rows * cols, scale: 8), bias = Tensor(shape: [cols], values: random(cols, scale: 1))
         var got = x
         biasQuickGeluRows(&got, bias, rows: rows)
-        let ref = x.indices.map { i -> Double in let v = Double(x[i]) + Double(bias[i % cols]); return v / (1 + exp(-1.702 * v)) }
+        let ref = x.indices.map {
+            i -> Double in let v = Double(x[i]) + Double(bias[i % cols]); return v / (1 + exp(-1.702 * v)) }
         let c = compare(got.map(Double.init), ref, tolerance: 1e-6, mixed: true)
         XCTAssertEqual(c.violations, 0, "quickGELU (\(CPUKernels.avx2 ? "avx2" : "baseline")) vs float64: \(c)")
     }
@@ -131,7 +149,9 @@ final class KernelTests: XCTestCase {
         var y = x
         softmaxRows(&x, rows: rows, cols: n)
         softmaxRowsReference(&y, rows: rows, cols: n)
-        XCTAssertEqual(compare(x.map(Double.init), y.map(Double.init), tolerance: 1e-6).violations, 0, "vectorised vs scalar softmax")
+        XCTAssertEqual(
+            compare(x.map(Double.init), y.map(Double.init), tolerance: 1e-6).violations, 0,
+            "vectorised vs scalar softmax")
         let cmp = compare(x.map(Double.init), ref, tolerance: 1e-6)
         XCTAssertEqual(cmp.violations, 0, "\(cmp)")
         for r in 0..<rows { XCTAssertEqual(x[(r * n)..<((r + 1) * n)].reduce(0, +), 1, accuracy: 1e-5) }
@@ -157,7 +177,8 @@ final class KernelTests: XCTestCase {
         let s = random(rows * cols, scale: 30)
         var sref = s
         softmaxRowsReference(&sref, rows: rows, cols: cols)
-        var softmaxes: [(String, (UnsafeMutablePointer<Float>) -> Void)] = [("baseline", { softmaxInPlace($0, rows: rows, cols: cols) })]
+        var softmaxes: [(String, (UnsafeMutablePointer<Float>) -> Void)] = [
+            ("baseline", { softmaxInPlace($0, rows: rows, cols: cols) })]
         if CPUKernels.avx2 { softmaxes.append(("avx2", { softmaxAVX2($0, rows: rows, cols: cols) })) }
         for (name, f) in softmaxes {
             var y = s
@@ -166,11 +187,13 @@ final class KernelTests: XCTestCase {
             XCTAssertEqual(c.violations, 0, "softmax \(name): \(c)")
         }
         // exp rows + their sums, divided afterwards, is the softmax too (both builds via expRows).
-        var builds2: [(String, (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void)] = [("baseline", { expRowsInPlace($0, rows: rows, cols: cols, sums: $1) })]
+        var builds2: [(String, (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) -> Void)] = [
+            ("baseline", { expRowsInPlace($0, rows: rows, cols: cols, sums: $1) })]
         if CPUKernels.avx2 { builds2.append(("avx2", { expRowsAVX2($0, rows: rows, cols: cols, sums: $1) })) }
         for (name, f) in builds2 {
             var y = s, sums = [Float](repeating: 0, count: rows)
-            y.withUnsafeMutableBufferPointer { yb in sums.withUnsafeMutableBufferPointer { f(yb.baseAddress!, $0.baseAddress!) } }
+            y.withUnsafeMutableBufferPointer {
+                yb in sums.withUnsafeMutableBufferPointer { f(yb.baseAddress!, $0.baseAddress!) } }
             for r in 0..<rows { for i in 0..<cols { y[r * cols + i] /= sums[r] } }
             let c = compare(y.map(Double.init), sref.map(Double.init), tolerance: 1e-6)
             XCTAssertEqual(c.violations, 0, "exp rows \(name): \(c)")
@@ -188,7 +211,9 @@ final class KernelTests: XCTestCase {
             let scale = 1 / Float(D).squareRoot()
             var refOut = [Double](), refP = [Double]()
             for i in q0..<(q0 + nq) {
-                var logits = (0..<T).map { j in (0..<D).reduce(0.0) { $0 + Double(qkv[i * ld + $1]) * Double(qkv[j * ld + D + $1]) } * Double(scale) }
+                var logits = (0..<T).map {
+                    j in (0..<D).reduce(0.0) { $0 + Double(qkv[i * ld + $1]) * Double(qkv[j * ld + D + $1]) } * Double(
+                    scale) }
                 let m = logits.max()!
                 logits = logits.map { exp($0 - m) }
                 let z = logits.reduce(0, +)
@@ -202,7 +227,8 @@ final class KernelTests: XCTestCase {
             let sums = Tensor(shape: [nqPad]), out = Tensor(shape: [nq, D])
             qkv.withUnsafeBufferPointer { q in
                 let base = q.baseAddress!
-                attentionPackAVX2(q: base + q0 * ld, lq: ld, nq: nq, k: base + D, lk: ld, T: T, D: D, qp: qp.data, kp: kp.data)
+                attentionPackAVX2(
+                    q: base + q0 * ld, lq: ld, nq: nq, k: base + D, lk: ld, T: T, D: D, qp: qp.data, kp: kp.data)
                 attentionScoresAVX2(qp: qp.data, kp: kp.data, nqPad: nqPad, Tpad: tPad, D: D, alpha: scale, s: sp.data)
                 expRowsPaddedAVX2(sp.data, rows: nq, cols: T, ld: tPad, sums: sums.data)
                 for i in 0..<nq { sums[i] = 1 / sums[i] }
@@ -225,10 +251,13 @@ final class KernelTests: XCTestCase {
         try XCTSkipUnless(CPUKernels.avx2, "this CPU has no AVX2 + FMA + F16C")
         let halves = (0...UInt16.max).map { $0 }
         var out = [Float](repeating: 0, count: halves.count)
-        halves.withUnsafeBytes { src in out.withUnsafeMutableBufferPointer { halfToFloatAVX2(src.baseAddress!, $0.baseAddress!, halves.count) } }
+        halves.withUnsafeBytes {
+            src in out.withUnsafeMutableBufferPointer {
+            halfToFloatAVX2(src.baseAddress!, $0.baseAddress!, halves.count) } }
         for (h, f) in zip(halves, out) {
             let ref = Float(Float16(bitPattern: h))
-            if ref.isNaN { XCTAssertTrue(f.isNaN, "half \(h)") } else { XCTAssertEqual(f.bitPattern, ref.bitPattern, "half \(h)") }
+            if ref.isNaN { XCTAssertTrue(f.isNaN, "half \(h)") } else {
+                XCTAssertEqual(f.bitPattern, ref.bitPattern, "half \(h)") }
         }
     }
 
@@ -246,13 +275,15 @@ final class KernelTests: XCTestCase {
                 let v = Double(row[k] * inv)
                 refE += v * Foundation.log(v + 1e-6); refD += v * Double(d[k])
             }
-            var builds: [(String, (UnsafeMutablePointer<Float>) -> (entropy: Float, distance: Float))] = [("baseline", { entropyDistanceTerms(row, scale: inv, d, n, scratch: $0) })]
+            var builds: [(String, (UnsafeMutablePointer<Float>) -> (entropy: Float, distance: Float))] = [
+                ("baseline", { entropyDistanceTerms(row, scale: inv, d, n, scratch: $0) })]
             if CPUKernels.avx2 { builds.append(("avx2", { _ in entropyDistanceAVX2(row, scale: inv, d, n) })) }
             for (name, f) in builds {
                 var scratch = [Float](repeating: 0, count: 2 * n)
                 let (e, dist) = scratch.withUnsafeMutableBufferPointer { f($0.baseAddress!) }
                 XCTAssertEqual(Double(e), refE, accuracy: 2e-6 * max(1, abs(refE)), "\(name) entropy, spread \(spread)")
-                XCTAssertEqual(Double(dist), refD, accuracy: 2e-6 * max(1, abs(refD)), "\(name) distance, spread \(spread)")
+                XCTAssertEqual(
+                    Double(dist), refD, accuracy: 2e-6 * max(1, abs(refD)), "\(name) distance, spread \(spread)")
             }
         }
     }
@@ -271,7 +302,8 @@ final class KernelTests: XCTestCase {
         for b in 0..<B { for gy in 0..<g { for gx in 0..<g { for o in 0..<C {
             var s = Double(bias[o])
             for ch in 0..<3 { for ky in 0..<p { for kx in 0..<p {
-                s += Double(img[((b * 3 + ch) * S + gy * p + ky) * S + gx * p + kx]) * Double(w[o * 3 * p * p + (ch * p + ky) * p + kx])
+                s += Double(img[((b * 3 + ch) * S + gy * p + ky) * S + gx * p + kx]) * Double(
+                    w[o * 3 * p * p + (ch * p + ky) * p + kx])
             } } }
             ref.append(s)
         } } } }

@@ -86,7 +86,9 @@ final class ParityTests: XCTestCase {
         let c = engine.config
         let taps = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim, kind: .residual)
         try engine.forward(try goldenInput("none"), taps: taps)
-        let r = compare(taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("none_residual.npy")).values, tolerance: 1e-3, mixed: true)
+        let r = compare(
+            taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("none_residual.npy")).values, tolerance: 1e-3,
+            mixed: true)
         XCTAssertEqual(r.violations, 0, "\(r)")
     }
 
@@ -97,7 +99,9 @@ final class ParityTests: XCTestCase {
         let c = engine.config
         let taps = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
         try engine.forward(try goldenInput("size48", size: 48), taps: taps)
-        let r = compare(taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("size48_features.npy")).values, tolerance: 1e-3, mixed: true)
+        let r = compare(
+            taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("size48_features.npy")).values, tolerance: 1e-3,
+            mixed: true)
         XCTAssertEqual(r.violations, 0, "\(r)")
     }
 
@@ -114,10 +118,14 @@ final class ParityTests: XCTestCase {
                 let taps = RecordingTaps(perRep: c.tokens * c.dim)
                 taps.perAttention = c.heads * c.tokens * c.tokens
                 try engine.forward(try goldenInput(input, size: size), taps: taps)
-                let r = compare(taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("family_\(name)_size\(size)_features.npy")).values,
+                let r = compare(
+                    taps.flat(taps.reps),
+                    try NpyArray(path: Fixtures.golden("family_\(name)_size\(size)_features.npy")).values,
                                 tolerance: 1e-3, mixed: true)
                 XCTAssertEqual(r.violations, 0, "\(name) at \(size) px representations: \(r)")
-                let a = compare(taps.flat(taps.probs), try NpyArray(path: Fixtures.golden("family_\(name)_size\(size)_attention.npy")).values,
+                let a = compare(
+                    taps.flat(taps.probs),
+                    try NpyArray(path: Fixtures.golden("family_\(name)_size\(size)_attention.npy")).values,
                                 tolerance: 1e-4)
                 XCTAssertEqual(a.violations, 0, "\(name) at \(size) px attention: \(a)")
             }
@@ -134,7 +142,9 @@ final class ParityTests: XCTestCase {
         let c = engine.config
         let taps = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
         try engine.forward(batch, taps: taps)
-        let r = compare(taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("eval_features.npy")).values, tolerance: 1e-3, mixed: true)
+        let r = compare(
+            taps.flat(taps.reps), try NpyArray(path: Fixtures.golden("eval_features.npy")).values, tolerance: 1e-3,
+            mixed: true)
         XCTAssertLessThanOrEqual(r.meanRelative, 3e-2, "\(r)")
     }
 
@@ -152,7 +162,9 @@ final class ParityTests: XCTestCase {
         let one = Tensor(shape: [1, 3, 32, 32])
         one.data.update(from: x.data + 2 * 3 * 32 * 32, count: 3 * 32 * 32)
         let single = try engine.forward(one).array
-        let r = compare(single.map(Double.init), plain[(2 * c.tokens * c.dim)..<(3 * c.tokens * c.dim)].map(Double.init), tolerance: 1e-5, mixed: true)
+        let r = compare(
+            single.map(Double.init), plain[(2 * c.tokens * c.dim)..<(3 * c.tokens * c.dim)].map(Double.init),
+            tolerance: 1e-5, mixed: true)
         XCTAssertEqual(r.violations, 0, "batch of 1 vs batch of 4: \(r)")
     }
 
@@ -171,8 +183,11 @@ final class ParityTests: XCTestCase {
             let taps = RecordingTaps(perRep: c.tokens * c.dim)
             taps.perAttention = c.heads * c.tokens * c.tokens
             outs.append(try engine.forward(x, taps: taps).array)
-            XCTAssertEqual(compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0, "\(path) representations")
-            XCTAssertEqual(compare(taps.flat(taps.probs), att.values, tolerance: 1e-4).violations, 0, "\(path) attention")
+            XCTAssertEqual(
+                compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0,
+                "\(path) representations")
+            XCTAssertEqual(
+                compare(taps.flat(taps.probs), att.values, tolerance: 1e-4).violations, 0, "\(path) attention")
         }
         let d = compare(outs[0].map(Double.init), outs[1].map(Double.init), tolerance: 1e-5, mixed: true)
         XCTAssertEqual(d.violations, 0, "blas vs avx2: \(d)")
@@ -202,12 +217,15 @@ final class ParityTests: XCTestCase {
                     taps.perAttention = c.heads * c.tokens * c.tokens
                     try engine.forward(x, taps: taps)
                     let what = "\(name), \(path), \(workers) workers"
-                    XCTAssertEqual(compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0, what)
+                    XCTAssertEqual(
+                        compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0, what)
                     XCTAssertEqual(compare(taps.flat(taps.probs), att.values, tolerance: 1e-4).violations, 0, what)
                     // Without taps (queries split inside images when workers outnumber images).
                     let plain = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
                     try engine.forward(x, taps: plain)
-                    XCTAssertEqual(compare(plain.flat(plain.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0, what + ", no attention taps")
+                    XCTAssertEqual(
+                        compare(plain.flat(plain.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0, what
+                        + ", no attention taps")
                     let logits = taps.flat(taps.logits), probs = taps.flat(taps.probs), T = c.tokens
                     var worst = 0.0
                     for r in 0..<(logits.count / T) {
@@ -264,7 +282,8 @@ final class LoaderValidationTests: XCTestCase {
     }
 
     func testMisShapedTensorIsNamed() throws {
-        let c = try tweaked { $0["blocks.1.mlp.fc1.weight"] = RawTensor(shape: [32, 10], floats: .init(repeating: 0, count: 320)) }
+        let c = try tweaked {
+            $0["blocks.1.mlp.fc1.weight"] = RawTensor(shape: [32, 10], floats: .init(repeating: 0, count: 320)) }
         let config = try ViTConfig.infer(from: c, heads: 2)
         XCTAssertThrowsError(try ViTWeights(checkpoint: c, config: config)) { e in
             XCTAssertEqual("\(e)", "blocks.1.mlp.fc1.weight: expected [32, 16], got [32, 10]")
@@ -291,14 +310,16 @@ final class LoaderValidationTests: XCTestCase {
 
     /// Finite but enormous weights overflow float32 inside block 1: the engine says where.
     func testNonFiniteActivationsAreDetected() throws {
-        let c = try tweaked { $0["blocks.0.mlp.fc1.weight"] = RawTensor(shape: [32, 16], floats: .init(repeating: 1e38, count: 512)) }
+        let c = try tweaked {
+            $0["blocks.0.mlp.fc1.weight"] = RawTensor(shape: [32, 16], floats: .init(repeating: 1e38, count: 512)) }
         let config = try ViTConfig.infer(from: c, heads: 2)
         let engine = ViTEngine(weights: try ViTWeights(checkpoint: c, config: config))
         XCTAssertThrowsError(try engine.forward(try goldenInput("none"))) { e in
             XCTAssertEqual(e as? ForwardFailure, .nonFinite(at: 1), "\(e)")
         }
         XCTAssertEqual("\(EngineError.nonFinite(model: "m.pth", at: 1, batch: 0))",
-                       "m.pth: non-finite activations (NaN or inf) in the output of block 1, batch 0; the weights overflow float32 on these images")
+                       "m.pth: non-finite activations (NaN or inf) in the output of block 1, batch 0; the weights "
+                           + "overflow float32 on these images")
         let ok = try loadEngine("tiny_f32.safetensors")
         XCTAssertNoThrow(try ok.forward(try goldenInput("none")))
     }

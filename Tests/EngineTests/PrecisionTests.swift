@@ -67,12 +67,15 @@ final class PrecisionTests: XCTestCase {
                 var y = [Float](repeating: 0.5, count: m * n)
                 let ok = y.withUnsafeMutableBufferPointer { yb in
                     x.withUnsafeBufferPointer { xb in bias.withUnsafeBufferPointer { bb in
-                        layer.forward(yb.baseAddress!, ldy: n, xb.baseAddress!, ldx: k, rows: m, bias: bb.baseAddress!, accumulate: accumulate)
+                        layer.forward(
+                            yb.baseAddress!, ldy: n, xb.baseAddress!, ldx: k, rows: m, bias: bb.baseAddress!,
+                            accumulate: accumulate)
                     } }
                 }
                 XCTAssertTrue(ok)
                 let xr = bfloat16Bits(x).map { Double(Float(bitPattern: UInt32($0) << 16)) }
-                let wr = bfloat16Bits(Array(UnsafeBufferPointer(start: w.data, count: n * k))).map { Double(Float(bitPattern: UInt32($0) << 16)) }
+                let wr = bfloat16Bits(Array(UnsafeBufferPointer(start: w.data, count: n * k))).map {
+                    Double(Float(bitPattern: UInt32($0) << 16)) }
                 var worstRounded = 0.0, worstExact = 0.0
                 for i in 0..<m {
                     for j in 0..<n {
@@ -105,7 +108,8 @@ final class PrecisionTests: XCTestCase {
         guard bf16Here else { throw XCTSkip("no AVX512_BF16 here: \(Precision.bf16Unavailable ?? "")") }
         let x = try goldenInput("none")
         for (file, golden) in [("tiny_f32.safetensors", "none"), ("family_deit3.safetensors", "family_deit3"),
-                               ("family_dinov2reg.safetensors", "family_dinov2reg"), ("family_beit.safetensors", "family_beit"),
+                               ("family_dinov2reg.safetensors", "family_dinov2reg"),
+                                   ("family_beit.safetensors", "family_beit"),
                                ("family_siglip.safetensors", "family_siglip")] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file))
             let config = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: nil)
@@ -114,8 +118,10 @@ final class PrecisionTests: XCTestCase {
             let taps = RecordingTaps(logits: false, perRep: c.tokens * c.dim)
             taps.perAttention = c.heads * c.tokens * c.tokens
             try engine.forward(x, taps: taps)
-            let feats = try NpyArray(path: Fixtures.golden(golden == "none" ? "none_features.npy" : golden + "_features.npy"))
-            let att = try NpyArray(path: Fixtures.golden(golden == "none" ? "none_attention.npy" : golden + "_attention.npy"))
+            let feats = try NpyArray(
+                path: Fixtures.golden(golden == "none" ? "none_features.npy" : golden + "_features.npy"))
+            let att = try NpyArray(
+                path: Fixtures.golden(golden == "none" ? "none_attention.npy" : golden + "_attention.npy"))
             let r = compare(taps.flat(taps.reps), feats.values, tolerance: 5e-2, mixed: true)
             XCTAssertEqual(r.violations, 0, "\(file) representations: \(r)")
             XCTAssertLessThan(r.meanRelative, 2e-2, "\(file) representations: \(r)")
@@ -133,7 +139,8 @@ final class PrecisionTests: XCTestCase {
         if bf16Here { return }
         let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_f32.safetensors"))
         let config = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: nil)
-        XCTAssertThrowsError(try ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config), precision: .bf16)) {
+        XCTAssertThrowsError(
+            try ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config), precision: .bf16)) {
             XCTAssertTrue("\($0)".contains("AVX512_BF16") || "\($0)".contains("oneDNN"), "\($0)")
         }
     }
@@ -145,12 +152,14 @@ extension PrecisionTests {
     func testActivationProductsAgainstFloat64() throws {
         guard bf16Here else { throw XCTSkip("no AVX512_BF16 here") }
         var rng = SplitMix(state: 9)
-        for (m, n, k, trans) in [(17, 17, 8, true), (17, 8, 17, false), (197, 197, 64, true), (197, 64, 197, false), (5, 3, 40, true)] {
+        for (m, n, k, trans) in [
+            (17, 17, 8, true), (17, 8, 17, false), (197, 197, 64, true), (197, 64, 197, false), (5, 3, 40, true)] {
             let lda = k + 3, ldb = (trans ? k : n) + 5, ldc = n + 2
             let a = (0..<(m * lda)).map { _ in rng.normal() }
             let b = (0..<((trans ? n : k) * ldb)).map { _ in rng.normal() }
             var c = [Float](repeating: .nan, count: m * ldc)
-            let status = c.withUnsafeMutableBufferPointer { cb in vl_matmul_bf16(a, m, k, lda, b, n, ldb, trans ? 1 : 0, cb.baseAddress, ldc) }
+            let status = c.withUnsafeMutableBufferPointer {
+                cb in vl_matmul_bf16(a, m, k, lda, b, n, ldb, trans ? 1 : 0, cb.baseAddress, ldc) }
             XCTAssertEqual(status, 0)
             let ar = bfloat16Bits(a).map { Double(Float(bitPattern: UInt32($0) << 16)) }
             let br = bfloat16Bits(b).map { Double(Float(bitPattern: UInt32($0) << 16)) }

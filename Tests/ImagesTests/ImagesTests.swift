@@ -22,7 +22,8 @@ final class ResizeTests: XCTestCase {
         XCTAssertTrue(timmEvalGeometry(width: 640, height: 427, size: 224) == (383, 256, 80, 16))
         XCTAssertTrue(timmEvalGeometry(width: 427, height: 640, size: 224) == (256, 383, 16, 80))
         XCTAssertTrue(timmEvalGeometry(width: 500, height: 500, size: 224) == (256, 256, 16, 16))
-        XCTAssertTrue(timmEvalGeometry(width: 45, height: 37, size: 32) == (45, 37, 6, 2))  // 32/0.875 → 37; (45−32)/2 = 6.5 → 6
+        // 32/0.875 → 37; (45−32)/2 = 6.5 → 6
+        XCTAssertTrue(timmEvalGeometry(width: 45, height: 37, size: 32) == (45, 37, 6, 2))
         XCTAssertTrue(timmEvalGeometry(width: 33, height: 32, size: 32) == (38, 37, 3, 2))  // (37−32)/2 = 2.5 → 2
     }
 }
@@ -35,7 +36,8 @@ final class PreprocessTests: XCTestCase {
     func check(_ folder: String, _ golden: String, mode: ResizeMode) throws {
         let paths = try listImages(in: Fixtures.path("images/" + folder))
         let rel = paths.map { String($0.dropFirst(Fixtures.path("images/" + folder).count + 1)) }
-        let want = try String(contentsOfFile: Fixtures.golden(golden + "_paths.txt"), encoding: .utf8).split(separator: "\n").map(String.init)
+        let want = try String(contentsOfFile: Fixtures.golden(golden + "_paths.txt"), encoding: .utf8).split(
+            separator: "\n").map(String.init)
         XCTAssertEqual(rel, want, "listing order")
         let ref = try NpyArray(path: Fixtures.golden(golden + "_input.npy"))
         let batch = Tensor(shape: [paths.count, 3, 32, 32])
@@ -59,12 +61,14 @@ final class PreprocessTests: XCTestCase {
     func testGreyRGBAAndPaletteBecomeRGB() throws {
         let want = try NpyArray(path: Fixtures.golden("png_modes_pil.npy"))
         XCTAssertEqual(want.shape, [3, 32, 32, 3])
-        let files = ["images/none/b_chelsea_grey.png", "images/none/c_coffee_rgba.png", "images/none/sub/d_rocket_palette.png"]
+        let files = [
+            "images/none/b_chelsea_grey.png", "images/none/c_coffee_rgba.png", "images/none/sub/d_rocket_palette.png"]
         let plane = 32 * 32 * 3
         for (k, file) in files.enumerated() {
             let img = try DecodedImage.load(path: Fixtures.path(file))
             XCTAssertEqual([img.width, img.height], [32, 32], file)
-            let r = compare(img.pixels.map(Double.init), Array(want.values[(k * plane)..<((k + 1) * plane)]), tolerance: 0)
+            let r = compare(
+                img.pixels.map(Double.init), Array(want.values[(k * plane)..<((k + 1) * plane)]), tolerance: 0)
             XCTAssertEqual(r.violations, 0, "\(file): \(r)")
         }
         let grey = try DecodedImage.load(path: Fixtures.path(files[0]))
@@ -88,16 +92,20 @@ final class PreprocessTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try "not an image".write(toFile: dir + "/text.jpg", atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try DecodedImage.load(path: dir + "/text.jpg")) { e in XCTAssertTrue("\(e)".contains("text.jpg"), "\(e)") }
+        XCTAssertThrowsError(try DecodedImage.load(path: dir + "/text.jpg")) {
+            e in XCTAssertTrue("\(e)".contains("text.jpg"), "\(e)") }
         let png = try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("images/none/a_astronaut.png")))
         try png.prefix(png.count / 2).write(to: URL(fileURLWithPath: dir + "/cut.png"))
-        XCTAssertThrowsError(try DecodedImage.load(path: dir + "/cut.png")) { e in XCTAssertTrue("\(e)".contains("cut.png"), "\(e)") }
+        XCTAssertThrowsError(try DecodedImage.load(path: dir + "/cut.png")) {
+            e in XCTAssertTrue("\(e)".contains("cut.png"), "\(e)") }
         let jpg = try Data(contentsOf: URL(fileURLWithPath: Fixtures.path("images/eval/chelsea_45x37.jpg")))
         try jpg.prefix(jpg.count / 2).write(to: URL(fileURLWithPath: dir + "/cut.jpg"))
-        XCTAssertThrowsError(try DecodedImage.load(path: dir + "/cut.jpg")) { e in XCTAssertTrue("\(e)".contains("cut.jpg"), "\(e)") }
+        XCTAssertThrowsError(try DecodedImage.load(path: dir + "/cut.jpg")) {
+            e in XCTAssertTrue("\(e)".contains("cut.jpg"), "\(e)") }
         // A PNG header claiming 100000 x 100000 pixels is refused before decoding.
         var huge = [UInt8](png.prefix(33))
-        for (o, v) in [(16, 100_000), (20, 100_000)] { for k in 0..<4 { huge[o + k] = UInt8(truncatingIfNeeded: v >> (8 * (3 - k))) } }
+        for (o, v) in [(16, 100_000), (20, 100_000)] {
+            for k in 0..<4 { huge[o + k] = UInt8(truncatingIfNeeded: v >> (8 * (3 - k))) } }
         try Data(huge).write(to: URL(fileURLWithPath: dir + "/huge.png"))
         XCTAssertThrowsError(try DecodedImage.load(path: dir + "/huge.png"))
         // --resize none refuses a wrong-size image, naming it.
@@ -131,7 +139,9 @@ final class ImageMutationTests: XCTestCase {
             state = state &* 6364136223846793005 &+ 1442695040888963407
             return Int(truncatingIfNeeded: state >> 33)
         }
-        for file in ["images/none/a_astronaut.png", "images/none/sub/d_rocket_palette.png", "images/eval/chelsea_45x37.jpg", "golden/rgb16.png"] {
+        for file in [
+            "images/none/a_astronaut.png", "images/none/sub/d_rocket_palette.png", "images/eval/chelsea_45x37.jpg",
+            "golden/rgb16.png"] {
             let src = [UInt8](try Data(contentsOf: URL(fileURLWithPath: Fixtures.path(file))))
             for i in 0..<400 {
                 var b = src

@@ -48,7 +48,8 @@ final class LensTests: TemporaryFolderTestCase {
     func testUnreadableImageSkippedOrRefused() throws {
         let dir = tmp + "/imgs"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        for f in ["00_astronaut.png", "01_chelsea.png", "02_coffee.png"] { try FileManager.default.copyItem(atPath: images + "/" + f, toPath: dir + "/" + f) }
+        for f in ["00_astronaut.png", "01_chelsea.png", "02_coffee.png"] {
+            try FileManager.default.copyItem(atPath: images + "/" + f, toPath: dir + "/" + f) }
         try "junk".write(toFile: dir + "/01b_broken.png", atomically: true, encoding: .utf8)
         let strict = try ImageBatches(folder: dir, num: 10, size: 32, mode: .none, batch: 4, skipBad: false)
         XCTAssertThrowsError(try strict.load(batch: 0)) { XCTAssertTrue("\($0)".contains("01b_broken.png"), "\($0)") }
@@ -63,7 +64,9 @@ final class LensTests: TemporaryFolderTestCase {
     }
 
     func ckaRun(batch: Int, shard: ShardSpec? = nil) throws -> CKARun {
-        try CKARun(a: AnalysisModel(ModelRequest(path: a)), b: AnalysisModel(ModelRequest(path: b)), images: try loader(batch: batch),
+        try CKARun(
+            a: AnalysisModel(ModelRequest(path: a)), b: AnalysisModel(ModelRequest(path: b)),
+            images: try loader(batch: batch),
                    folder: images, tokens: .patches, rep: .normed, shard: shard)
     }
 
@@ -71,17 +74,20 @@ final class LensTests: TemporaryFolderTestCase {
     func testShardsMergeToTheSingleRun() throws {
         guard case let .report(single) = try ckaRun(batch: 4).run(context()) else { return XCTFail("no report") }
         let parts = try (0..<3).map { i -> Partial in
-            guard case let .partial(p) = try ckaRun(batch: 4, shard: ShardSpec(index: i, count: 3)).run(context()) else { throw MergeError.noShards }
+            guard case let .partial(p) = try ckaRun(batch: 4, shard: ShardSpec(index: i, count: 3)).run(
+                context()) else { throw MergeError.noShards }
             return p
         }
-        guard case let .cka(merged) = try MergedReport.merge(parts.reversed(), sources: ["s2", "s1", "s0"], commandLine: "vitlens test") else { return XCTFail() }
+        guard case let .cka(merged) = try MergedReport.merge(
+            parts.reversed(), sources: ["s2", "s1", "s0"], commandLine: "vitlens test") else { return XCTFail() }
         XCTAssertEqual(merged.matrix.flatMap { $0 }.map(\.bitPattern), single.matrix.flatMap { $0 }.map(\.bitPattern))
         XCTAssertEqual(merged.json[path: "results", "cka"]?.render(), single.json[path: "results", "cka"]?.render())
         // Missing and repeated shards are refused by name.
         XCTAssertThrowsError(try MergedReport.merge(Array(parts.prefix(2)), sources: ["s0", "s1"], commandLine: "")) {
             XCTAssertTrue("\($0)".contains("missing shard(s) 2/3"), "\($0)")
         }
-        XCTAssertThrowsError(try MergedReport.merge([parts[0], parts[0], parts[1]], sources: ["a", "b", "c"], commandLine: "")) {
+        XCTAssertThrowsError(
+            try MergedReport.merge([parts[0], parts[0], parts[1]], sources: ["a", "b", "c"], commandLine: "")) {
             XCTAssertTrue("\($0)".contains("given twice"), "\($0)")
         }
     }
@@ -89,7 +95,8 @@ final class LensTests: TemporaryFolderTestCase {
     /// Properties of the computed result: the self-CKA diagonal is 1; the JSON's full-precision
     /// matrix is the CSV's to 9 significant digits.
     func testCKAResultProperties() throws {
-        let self1 = try CKARun(a: AnalysisModel(ModelRequest(path: a)), b: nil, images: try loader(batch: 8), folder: images,
+        let self1 = try CKARun(
+            a: AnalysisModel(ModelRequest(path: a)), b: nil, images: try loader(batch: 8), folder: images,
                                tokens: .patches, rep: .normed, shard: nil)
         guard case let .report(r) = try self1.run(context()) else { return XCTFail() }
         for i in r.matrix.indices { XCTAssertEqual(r.matrix[i][i], 1, accuracy: 1e-6) }
@@ -101,8 +108,10 @@ final class LensTests: TemporaryFolderTestCase {
     /// from the result in memory and from the folder are the same bytes.
     func testReportsRoundTrip() throws {
         guard case let .report(cka) = try ckaRun(batch: 4).run(context()) else { return XCTFail() }
-        let attentionRun = try AttentionRun(model: try AnalysisModel(ModelRequest(path: a)), compare: try AnalysisModel(ModelRequest(path: b)),
-                                        images: try loader(batch: 4), folder: images, convention: .pixels, perImage: true, shard: nil)
+        let attentionRun = try AttentionRun(
+            model: try AnalysisModel(ModelRequest(path: a)), compare: try AnalysisModel(ModelRequest(path: b)),
+                                        images: try loader(batch: 4), folder: images, convention: .pixels,
+                                            perImage: true, shard: nil)
         guard case let .report(att) = try attentionRun.run(context()) else { return XCTFail() }
         let observer = CollectingObserver()
         func writeAndDraw(_ name: String, _ body: (OutputDirectory) throws -> [String]) throws -> String {
@@ -111,11 +120,13 @@ final class LensTests: TemporaryFolderTestCase {
             try out.commit()
             return tmp + "/" + name
         }
-        let ckaDir = try writeAndDraw("cka") { try cka.write(to: $0) + cka.draw(into: $0, style: FigureStyle(), observer) }
+        let ckaDir = try writeAndDraw("cka") {
+            try cka.write(to: $0) + cka.draw(into: $0, style: FigureStyle(), observer) }
         let back = try CKAResult(reading: ckaDir)
         XCTAssertEqual(back.matrix.flatMap { $0 }.map(\.bitPattern), cka.matrix.flatMap { $0 }.map(\.bitPattern))
         XCTAssertEqual(back.json.render(), cka.json.render())
-        let attDir = try writeAndDraw("att") { try att.write(to: $0) + att.draw(into: $0, style: FigureStyle(), observer) }
+        let attDir = try writeAndDraw("att") {
+            try att.write(to: $0) + att.draw(into: $0, style: FigureStyle(), observer) }
         let attBack = try AttentionResult(reading: attDir)
         XCTAssertEqual(attBack.distance, att.distance)
         XCTAssertEqual(attBack.entropy, att.entropy)
@@ -123,18 +134,27 @@ final class LensTests: TemporaryFolderTestCase {
         XCTAssertEqual(attBack.compare?.entropy, att.compare?.entropy)
         XCTAssertEqual(attBack.json.render(), att.json.render())
         // Redrawn from the files: identical bytes.
-        for (dir, files) in [(ckaDir, ["cka.svg", "cka.png", "index.html"]), (attDir, ["attention_distance.svg", "attention_entropy.png", "index.html"])] {
-            let again = try writeAndDraw((dir as NSString).lastPathComponent + "-again") { try AnyReport(reading: dir).draw(into: $0, style: FigureStyle(), observer) }
+        for (dir, files) in [
+            (ckaDir, ["cka.svg", "cka.png", "index.html"]),
+            (attDir, ["attention_distance.svg", "attention_entropy.png", "index.html"])] {
+            let again = try writeAndDraw((dir as NSString).lastPathComponent + "-again") {
+                try AnyReport(reading: dir).draw(into: $0, style: FigureStyle(), observer) }
             for f in files {
-                XCTAssertEqual(FileManager.default.contents(atPath: dir + "/" + f), FileManager.default.contents(atPath: again + "/" + f), f)
+                XCTAssertEqual(
+                    FileManager.default.contents(atPath: dir + "/" + f),
+                    FileManager.default.contents(atPath: again + "/" + f), f)
             }
         }
     }
 
     /// A probe result's CSV and JSON read back to the same rows; several models get a model column.
     func testProbeResultRoundTrip() throws {
-        let rows = [ProbeResult.Row(layersKept: 1, train: 0.5, test: 0.25), ProbeResult.Row(layersKept: 2, train: 1, test: 0.75)]
-        let r = ProbeResult(models: [("m1", rows), ("m2", rows.reversed())], json: .object([("results", .array([]))]), modelColumn: true)
+        let rows = [
+            ProbeResult.Row(layersKept: 1, train: 0.5, test: 0.25),
+            ProbeResult.Row(layersKept: 2, train: 1, test: 0.75)]
+        let r = ProbeResult(
+            models: [("m1", rows), ("m2", rows.reversed())], json: .object([("results", .array([]))]),
+            modelColumn: true)
         let out = try OutputDirectory(tmp + "/probe")
         _ = try r.write(to: out)
         try out.commit()
@@ -142,13 +162,16 @@ final class LensTests: TemporaryFolderTestCase {
         XCTAssertEqual(back.models.map(\.name), ["m1", "m2"])
         XCTAssertEqual(back.models[1].rows.map(\.layersKept), [1, 2], "rows sorted by depth")
         XCTAssertEqual(back.models[0].rows.map(\.test), [0.25, 0.75])
-        XCTAssertEqual(try String(contentsOfFile: tmp + "/probe/probe.csv", encoding: .utf8).split(separator: "\n").first, "model,layers_kept,train_accuracy,test_accuracy,test_accuracy_ci_low,test_accuracy_ci_high")
+        XCTAssertEqual(
+            try String(contentsOfFile: tmp + "/probe/probe.csv", encoding: .utf8).split(separator: "\n").first,
+            "model,layers_kept,train_accuracy,test_accuracy,test_accuracy_ci_low,test_accuracy_ci_high")
     }
 
     /// Models that cannot be compared are refused with both files named.
     func testIncompatibleModels() throws {
         let p4 = try AnalysisModel(ModelRequest(path: Fixtures.checkpoint("tiny_p4_f32.safetensors")))
-        XCTAssertThrowsError(try CKARun(a: AnalysisModel(ModelRequest(path: a)), b: p4, images: try loader(batch: 4), folder: images,
+        XCTAssertThrowsError(
+            try CKARun(a: AnalysisModel(ModelRequest(path: a)), b: p4, images: try loader(batch: 4), folder: images,
                                         tokens: .patches, rep: .normed, shard: nil)) { e in
             guard case LensError.differentGrids = e else { return XCTFail("\(e)") }
             XCTAssertTrue("\(e)".contains("tiny_p4_f32.safetensors"), "\(e)")
@@ -178,7 +201,8 @@ final class FigureRangeTests: XCTestCase {
                              definitions: .init(tokens: "mean", rep: "normed", batch: 8, resize: "none", imageSize: nil,
                                                 skipBadImages: false, interval: .init(resamples: 0)),
                              layersA: 1, layersB: 2, totalBatches: 1)
-        var r = try CKAResult(setup: setup, batches: [CKABatch(index: 0, size: 8, kl: [0.81, 0.97], kk: [1], ll: [1, 1])],
+        var r = try CKAResult(
+            setup: setup, batches: [CKABatch(index: 0, size: 8, kl: [0.81, 0.97], kk: [1], ll: [1, 1])],
                               dropped: [], run: RunRecord(commandLine: ""))
         XCTAssertEqual(r.matrix[0], [0.81, 0.97])
         let auto = r.colorRange(FigureStyle())

@@ -13,7 +13,8 @@ final class ColormapTests: XCTestCase {
     /// Colour-map goldens from matplotlib (scripts/make_colormap.py): `cmap(v, bytes=True)`, exact.
     func testMagmaMatchesMatplotlibExactly() throws {
         let g = try JSONValue.parse(String(contentsOfFile: Fixtures.path("magma_golden.json"), encoding: .utf8))
-        guard case let .array(vals)? = g["values"], case let .array(rgba)? = g["rgba_bytes"] else { return XCTFail("golden malformed") }
+        guard case let .array(vals)? = g["values"],
+            case let .array(rgba)? = g["rgba_bytes"] else { return XCTFail("golden malformed") }
         XCTAssertEqual(vals.count, rgba.count)
         for (v, c) in zip(vals, rgba) {
             guard case let .double(x) = v, case let .array(ch) = c else { return XCTFail("golden malformed") }
@@ -43,8 +44,12 @@ final class ColormapTests: XCTestCase {
 
 final class FigureTests: XCTestCase {
     func sampleHeatmap() -> Heatmap {
-        let v: [[Double]] = [[0.0, 0.25, 0.5, 0.75, 1.0], [0.1, .nan, 0.3, 0.9, 0.6], [1.2, -0.2, 0.45, 0.55, 0.05], [0.33, 0.66, 0.99, 0.01, 0.5]]
-        return Heatmap(values: v, rowTitle: "alpha: layer", columnTitle: "beta: layer", title: "CKA: alpha vs beta", subtitle: "N = 8 images")
+        let v: [[Double]] = [
+            [0.0, 0.25, 0.5, 0.75, 1.0], [0.1, .nan, 0.3, 0.9, 0.6], [1.2, -0.2, 0.45, 0.55, 0.05],
+            [0.33, 0.66, 0.99, 0.01, 0.5]]
+        return Heatmap(
+            values: v, rowTitle: "alpha: layer", columnTitle: "beta: layer", title: "CKA: alpha vs beta",
+            subtitle: "N = 8 images")
     }
 
     /// The pixel at the centre of cell (i, j) has the magma colour of its value, layer 0 at the bottom.
@@ -59,7 +64,8 @@ final class FigureTests: XCTestCase {
                 // Off the centre for NaN cells, whose hatch runs along the anti-diagonal.
                 let px = Int(x0 + (x1 - x0) * 0.3), py = Int(y0 + (y1 - y0) * 0.3)
                 let want = Magma.color(h.values[i][j], vmin: 0, vmax: 1) ?? Magma.undefined
-                XCTAssertEqual(c.pixel(px, py), want, "cell (\(i), \(j)) value \(h.values[i][j]) at pixel (\(px), \(py))")
+                XCTAssertEqual(
+                    c.pixel(px, py), want, "cell (\(i), \(j)) value \(h.values[i][j]) at pixel (\(px), \(py))")
             }
         }
         // Row 0 is the bottom row: its cell lies below row 3's.
@@ -80,18 +86,24 @@ final class FigureTests: XCTestCase {
         }
         let left = Int(Heatmap.plotLeft), top = Int(Heatmap.plotTop), side = Int(Heatmap.plotSide)
         XCTAssertGreaterThan(darkPixels(0..<(left - 2), top..<(top + side)), 200, "row tick labels and axis title")
-        XCTAssertGreaterThan(darkPixels(left..<(left + side), (top + side + 2)..<(top + side + 60)), 200, "column tick labels and title")
+        XCTAssertGreaterThan(
+            darkPixels(left..<(left + side), (top + side + 2)..<(top + side + 60)), 200, "column tick labels and title")
         XCTAssertGreaterThan(darkPixels(0..<c.width, 0..<(top - 5)), 300, "title")
         let cbX = left + side + 41
         XCTAssertEqual(c.pixel(cbX, top + side - 2), Magma.color(0.5 / 256), "colour bar bottom = vmin")
         XCTAssertEqual(c.pixel(cbX, top + 1), Magma.color(255.5 / 256), "colour bar top = vmax")
-        XCTAssertGreaterThan(darkPixels((left + side + 58)..<c.width, top..<(top + side)), 200, "colour-bar ticks and label")
+        XCTAssertGreaterThan(
+            darkPixels((left + side + 58)..<c.width, top..<(top + side)), 200, "colour-bar ticks and label")
         let svg = fig.svg()
-        for s in ["CKA: alpha vs beta", "N = 8 images", "alpha: layer", "beta: layer", "0.0", "0.2", "1.0", ">CKA<", ">3<", ">4<"] {
+        for s in [
+            "CKA: alpha vs beta", "N = 8 images", "alpha: layer", "beta: layer", "0.0", "0.2", "1.0", ">CKA<", ">3<",
+            ">4<"] {
             XCTAssertTrue(svg.contains(s), "SVG lacks \(s)")
         }
         XCTAssertEqual(svg.components(separatedBy: "<text").count - 1, fig.texts.count)
-        XCTAssertTrue(fig.texts.contains { $0.hasPrefix("undefined (NaN), 1 cell (row, column): (1, 1)") }, "NaN cells listed: \(fig.texts)")
+        XCTAssertTrue(
+            fig.texts.contains { $0.hasPrefix("undefined (NaN), 1 cell (row, column): (1, 1)") },
+            "NaN cells listed: \(fig.texts)")
         XCTAssertTrue(svg.contains(Magma.undefined.hex), "NaN colour in the SVG")
     }
 
@@ -99,8 +111,12 @@ final class FigureTests: XCTestCase {
     func testBoxChartPixelHeights() throws {
         let box = BoxSummary(q1: 40, median: 55, q3: 80, whiskerLow: 20, whiskerHigh: 110, outliers: [150])
         let flat = BoxSummary(q1: 10, median: 10, q3: 10, whiskerLow: 10, whiskerHigh: 10)
-        let s = BoxSeries(name: "m", color: seriesColors[0], boxes: [box, flat, flat], points: [[50, 60], [10], [10]], means: [55, 10, 10])
-        let chart = BoxChart(series: [s], xLabels: ["1", "2", "3"], yTitle: "distance (pixels)", yRange: (0, 200), title: "t", subtitle: "s")
+        let s = BoxSeries(
+            name: "m", color: seriesColors[0], boxes: [box, flat, flat], points: [[50, 60], [10], [10]],
+            means: [55, 10, 10])
+        let chart = BoxChart(
+            series: [s], xLabels: ["1", "2", "3"], yTitle: "distance (pixels)", yRange: (0, 200), title: "t",
+            subtitle: "s")
         let c = chart.figure().raster()
         let cx = chart.boxCenter(0, series: 0)
         let x = Int(cx - 0.45 * (530.0 / 3) * 0.55)  // inside the box, left of the head points
@@ -116,7 +132,8 @@ final class FigureTests: XCTestCase {
         // Whisker cap rows: the edge colour at whisker heights on the centre column.
         let edge = c.pixel(Int(cx), Int(chart.yPixel(95)))
         XCTAssertNotEqual(edge, .white, "whisker between q3 and the high whisker")
-        XCTAssertEqual(c.pixel(Int(cx), Int(chart.yPixel(125))), .white, "nothing between the whisker cap and the outlier")
+        XCTAssertEqual(
+            c.pixel(Int(cx), Int(chart.yPixel(125))), .white, "nothing between the whisker cap and the outlier")
         XCTAssertEqual(c.pixel(Int(cx) + 12, Int(chart.yPixel(110).rounded(.down))), edge, "cap at the high whisker")
         XCTAssertEqual(c.pixel(Int(cx) + 12, Int(chart.yPixel(20).rounded(.down))), edge, "cap at the low whisker")
         XCTAssertEqual(chart.yPixel(0), 528)
@@ -128,8 +145,10 @@ final class FigureTests: XCTestCase {
         h.values = [[.nan, .nan], [.nan, .infinity]]
         let fig = h.figure()
         _ = try fig.raster().png()
-        let chart = LineChart(series: [LineSeries(name: "a", color: seriesColors[0], xs: [0, 1, 2], ys: [.nan, 0.5, .nan])],
-                              xLabels: ["1", "2", "3"], xTitle: "layers kept", yTitle: "accuracy", yRange: (0, 1), title: "t", subtitle: "s")
+        let chart = LineChart(
+            series: [LineSeries(name: "a", color: seriesColors[0], xs: [0, 1, 2], ys: [.nan, 0.5, .nan])],
+                              xLabels: ["1", "2", "3"], xTitle: "layers kept", yTitle: "accuracy", yRange: (0, 1),
+                                  title: "t", subtitle: "s")
         _ = try chart.figure().raster(scale: 2).png()
     }
 
@@ -158,7 +177,9 @@ final class FigureTests: XCTestCase {
             worst = max(worst, d)
             if d > 8 { bad += 1 }
         }
-        XCTAssertLessThan(Double(bad) / Double(got.pixels.count), 0.002, "\(bad) channel values differ by more than 8 (worst \(worst))")
+        XCTAssertLessThan(
+            Double(bad) / Double(got.pixels.count), 0.002,
+            "\(bad) channel values differ by more than 8 (worst \(worst))")
     }
 }
 
@@ -178,7 +199,8 @@ final class CSVTests: XCTestCase {
     }
 
     func testMalformedCSV() {
-        for (text, fragment) in [("", "empty CSV"), ("a,b\n1\n", "1 fields, the header has 2"), ("a,b\n\"x,2\n", "unterminated"),
+        for (text, fragment) in [
+            ("", "empty CSV"), ("a,b\n1\n", "1 fields, the header has 2"), ("a,b\n\"x,2\n", "unterminated"),
                                  ("a,b\nx\"y\",2\n", "stray quote"), ("a,b\n\"x\"y,2\n", "after a closing quote")] {
             XCTAssertThrowsError(try CSVTable.parse(text, path: "bad.csv")) { e in
                 XCTAssertTrue("\(e)".contains(fragment), "\(e) should mention \(fragment)")
@@ -207,13 +229,19 @@ final class LongNameTests: XCTestCase {
         let a = "mae_tiny_400e_pretrained_on_imagenet1k_seed0_final_checkpoin"   // 60 characters
         let b = "mae_tiny_400e_pretrained_on_imagenet1k_seed1_final_checkpoin"
         XCTAssertEqual(a.count, 60)
-        let h = Heatmap(values: [[1, 0.5], [0.5, 1]], rowTitle: "\(a): layer", columnTitle: "\(b): layer", title: "CKA: \(a) vs \(b)", subtitle: "N = 1024 images · minibatch 64")
-        let box = BoxChart(series: [BoxSeries(name: a, color: seriesColors[0], boxes: [], points: [[1, 2]], means: [1.5]),
-                                    BoxSeries(name: b, color: seriesColors[1], boxes: [], points: [[1, 2]], means: [1.5])],
-                           xLabels: ["1"], yTitle: "distance", yRange: (0, 3), title: "Attention distance: \(a) vs \(b)", subtitle: "s")
+        let h = Heatmap(
+            values: [[1, 0.5], [0.5, 1]], rowTitle: "\(a): layer", columnTitle: "\(b): layer",
+            title: "CKA: \(a) vs \(b)", subtitle: "N = 1024 images · minibatch 64")
+        let box = BoxChart(
+            series: [BoxSeries(name: a, color: seriesColors[0], boxes: [], points: [[1, 2]], means: [1.5]),
+                                    BoxSeries(
+                                        name: b, color: seriesColors[1], boxes: [], points: [[1, 2]], means: [1.5])],
+                           xLabels: ["1"], yTitle: "distance", yRange: (0, 3),
+                               title: "Attention distance: \(a) vs \(b)", subtitle: "s")
         let line = LineChart(series: [LineSeries(name: "\(a) test", color: seriesColors[0], xs: [0], ys: [0.5]),
                                       LineSeries(name: "\(b) test", color: seriesColors[1], xs: [0], ys: [0.6])],
-                             xLabels: ["1"], xTitle: "k", yTitle: "accuracy", yRange: (0, 1), title: "Probe: \(a) vs \(b)", subtitle: "s")
+                             xLabels: ["1"], xTitle: "k", yTitle: "accuracy", yRange: (0, 1),
+                                 title: "Probe: \(a) vs \(b)", subtitle: "s")
         for fig in [h.figure(), box.figure(), line.figure()] {
             for (s, lo, hi) in extents(fig) {
                 XCTAssertGreaterThanOrEqual(lo, 0, "'\(s)' starts off the canvas")

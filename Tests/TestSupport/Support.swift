@@ -10,7 +10,8 @@ public enum Fixtures {
         url.deleteLastPathComponent()  // Tests
         return url.path + "/Fixtures"
     }()
-    public static let packageRoot: String = (root as NSString).deletingLastPathComponent.replacingOccurrences(of: "/Tests", with: "")
+    public static let packageRoot: String = (root as NSString).deletingLastPathComponent.replacingOccurrences(
+        of: "/Tests", with: "")
     public static func path(_ rel: String) -> String { root + "/" + rel }
     public static func checkpoint(_ name: String) -> String { root + "/checkpoints/" + name }
     public static func golden(_ name: String) -> String { root + "/golden/" + name }
@@ -24,7 +25,9 @@ public struct NpyArray {
     public init(path: String) throws {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         let bytes = [UInt8](data)
-        guard bytes.count > 10, bytes[0] == 0x93, bytes[6] == 1 else { throw NSError(domain: "npy", code: 1, userInfo: [NSLocalizedDescriptionKey: "\(path): not npy 1.0"]) }
+        guard bytes.count > 10, bytes[0] == 0x93,
+            bytes[6] == 1 else {
+            throw NSError(domain: "npy", code: 1, userInfo: [NSLocalizedDescriptionKey: "\(path): not npy 1.0"]) }
         let hlen = Int(bytes[8]) | Int(bytes[9]) << 8
         let header = String(decoding: bytes[10..<(10 + hlen)], as: UTF8.self)
         let shapeText = header.components(separatedBy: "'shape': (")[1].components(separatedBy: ")")[0]
@@ -32,15 +35,24 @@ public struct NpyArray {
         let n = shape.reduce(1, *)
         let body = Array(bytes[(10 + hlen)...])
         if header.contains("'<f4'") {
-            values = (0..<n).map { i in Double(body.withUnsafeBytes { Float(bitPattern: $0.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)) }) }
+            values = (0..<n).map {
+                i in Double(
+                body.withUnsafeBytes { Float(bitPattern: $0.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)) }) }
         } else if header.contains("'<f8'") {
-            values = (0..<n).map { i in body.withUnsafeBytes { Double(bitPattern: $0.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)) } }
+            values = (0..<n).map {
+                i in body.withUnsafeBytes {
+                Double(bitPattern: $0.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self)) } }
         } else if header.contains("'<f2'") {
-            values = (0..<n).map { i in Double(body.withUnsafeBytes { Float(Float16(bitPattern: $0.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }) }
+            values = (0..<n).map {
+                i in Double(
+                body.withUnsafeBytes {
+                Float(Float16(bitPattern: $0.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }) }
         } else if header.contains("'|u1'") {
             values = body.prefix(n).map(Double.init)
         } else {
-            throw NSError(domain: "npy", code: 2, userInfo: [NSLocalizedDescriptionKey: "\(path): unsupported dtype in \(header)"])
+            throw NSError(
+                domain: "npy", code: 2,
+                userInfo: [NSLocalizedDescriptionKey: "\(path): unsupported dtype in \(header)"])
         }
     }
 }
@@ -55,7 +67,8 @@ public struct Comparison: CustomStringConvertible {
     public var violations = 0
 
     public var description: String {
-        "max |diff| \(maxDiff) at flat index \(worstIndex) (got \(worstGot), want \(worstWant)); mean relative error \(meanRelative); \(violations) elements out of tolerance"
+        "max |diff| \(maxDiff) at flat index \(worstIndex) (got \(worstGot), want \(worstWant)); mean relative "
+            + "error \(meanRelative); \(violations) elements out of tolerance"
     }
 }
 
@@ -126,8 +139,11 @@ public func makeTemporaryFolder(_ label: String) throws -> String {
 }
 
 /// An .npy file (format 1.0) of float32 or float16 values, C order unless `fortran`.
-public func writeNpy(_ path: String, shape: [Int], values: [Double], half: Bool = false, descr: String? = nil, fortran: Bool = false) throws {
-    var header = "{'descr': '\(descr ?? (half ? "<f2" : "<f4"))', 'fortran_order': \(fortran ? "True" : "False"), 'shape': ("
+public func writeNpy(
+    _ path: String, shape: [Int], values: [Double], half: Bool = false, descr: String? = nil,
+    fortran: Bool = false) throws {
+    var header = "{'descr': '\(descr ?? (half ? "<f2" : "<f4"))', 'fortran_order': \(fortran ? "True" : "False"), "
+        + "'shape': ("
     header += shape.map(String.init).joined(separator: ", ") + (shape.count == 1 ? ",), }" : "), }")
     header += String(repeating: " ", count: (64 - (10 + header.utf8.count + 1) % 64) % 64) + "\n"
     var d = Data([0x93] + Array("NUMPY".utf8) + [1, 0, UInt8(header.utf8.count & 0xff), UInt8(header.utf8.count >> 8)])

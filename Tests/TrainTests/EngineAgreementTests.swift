@@ -9,8 +9,10 @@ import XCTest
 /// AVX2 attention, workers) compute the same model: the pooled final-norm features agree.
 final class EngineAgreementTests: XCTestCase {
     func testTrainForwardMatchesEngine() throws {
-        for name in ["tiny_f32.safetensors", "tiny2_f32.safetensors", "family_deit3.safetensors", "family_dinov2reg.safetensors",
-                     "family_clip.safetensors", "family_siglip.safetensors", "family_beit.safetensors", "family_beitshared.safetensors",
+        for name in [
+            "tiny_f32.safetensors", "tiny2_f32.safetensors", "family_deit3.safetensors", "family_dinov2reg.safetensors",
+                     "family_clip.safetensors", "family_siglip.safetensors", "family_beit.safetensors",
+                         "family_beitshared.safetensors",
                      "family_rpe_maelite.pth", "family_hf_beit", "family_hf_siglip"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
             let cfg = try ViTConfig.infer(from: ckpt, heads: 2)
@@ -47,11 +49,15 @@ final class SaveRoundTripTests: XCTestCase {
         let dir = NSTemporaryDirectory() + "vitlens-save-\(getpid())"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        for name in ["family_deit3.safetensors", "family_dinov2reg.safetensors", "family_clip.safetensors", "family_siglip.safetensors",
+        for name in [
+            "family_deit3.safetensors", "family_dinov2reg.safetensors", "family_clip.safetensors",
+            "family_siglip.safetensors",
                      "family_beit.safetensors", "family_beitshared.safetensors", "family_rpe_maelite.pth"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
             let cfg = try ViTConfig.infer(from: ckpt, heads: 2)
-            let net = TrainableViT(weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: cfg.depth, classes: 3, pooling: .mean, seed: 1)
+            let net = TrainableViT(
+                weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: cfg.depth, classes: 3, pooling: .mean,
+                seed: 1)
             let B = 2, x = Tensor(shape: [B, 3, cfg.imageSize, cfg.imageSize])
             var rng = SplitMix64(seed: 3)
             for i in 0..<x.count { x[i] = Float(rng.truncatedNormal()) }
@@ -63,14 +69,20 @@ final class SaveRoundTripTests: XCTestCase {
             let state = net.stateDict()
             let path = dir + "/" + name + ".safetensors"
             try withExtendedLifetime(state) {
-                try SafetensorsWriter.write(path: path, tensors: state.map { .init(name: $0.0, shape: $0.1, data: UnsafePointer($0.2.data)) },
-                                            metadata: [("num_heads", "2"), ("layer_norm_eps", "\(cfg.eps)"), ("hidden_act", cfg.activation.rawValue)])
+                try SafetensorsWriter.write(
+                    path: path, tensors: state.map { .init(name: $0.0, shape: $0.1, data: UnsafePointer($0.2.data)) },
+                                            metadata: [
+                                                ("num_heads", "2"), ("layer_norm_eps", "\(cfg.eps)"),
+                                                ("hidden_act", cfg.activation.rawValue)])
             }
             let again = try CheckpointLoader.load(path: path)
             let c2 = try ViTConfig.infer(from: again)
             XCTAssertEqual(c2.family, cfg.family, name)
-            XCTAssertEqual([c2.classToken, c2.layerScale, c2.preNorm, c2.absolutePositions, c2.relativeBlockTables, c2.relativeSharedTable, c2.keyBias, c2.patchBias],
-                           [cfg.classToken, cfg.layerScale, cfg.preNorm, cfg.absolutePositions, cfg.relativeBlockTables, cfg.relativeSharedTable, cfg.keyBias, cfg.patchBias], name)
+            XCTAssertEqual(
+                [c2.classToken, c2.layerScale, c2.preNorm, c2.absolutePositions, c2.relativeBlockTables,
+                c2.relativeSharedTable, c2.keyBias, c2.patchBias],
+                           [cfg.classToken, cfg.layerScale, cfg.preNorm, cfg.absolutePositions, cfg.relativeBlockTables,
+                               cfg.relativeSharedTable, cfg.keyBias, cfg.patchBias], name)
             XCTAssertEqual(c2.registers, cfg.registers, name)
             XCTAssertEqual(c2.positionSlots, cfg.positionSlots, name)
             XCTAssertEqual(c2.activation, cfg.activation, name)
@@ -78,7 +90,9 @@ final class SaveRoundTripTests: XCTestCase {
             let h = try ViTEngine(weights: try ViTWeights(checkpoint: again, config: c2)).forward(x)
             let T = c2.tokens, C = c2.dim, np = c2.prefixTokens
             var got = [Double](repeating: 0, count: B * C)
-            for b in 0..<B { for i in 0..<C { got[b * C + i] = (np..<T).reduce(0.0) { $0 + Double(h.data[(b * T + $1) * C + i]) } / Double(T - np) } }
+            for b in 0..<B {
+                for i in 0..<C {
+                got[b * C + i] = (np..<T).reduce(0.0) { $0 + Double(h.data[(b * T + $1) * C + i]) } / Double(T - np) } }
             let d = compare(got, want, tolerance: 1e-5, mixed: true)
             XCTAssertEqual(d.violations, 0, "\(name): \(d)")
         }

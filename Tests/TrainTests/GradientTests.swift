@@ -43,10 +43,13 @@ final class GradientTests: XCTestCase {
         return s
     }
 
-    func check(_ name: String, _ analytic: [Double], _ numeric: [Double], tolerance: Double = 3e-4, line: UInt = #line) {
+    func check(
+        _ name: String, _ analytic: [Double], _ numeric: [Double], tolerance: Double = 3e-4, line: UInt = #line) {
         let e = relErr(analytic, numeric)
         if ProcessInfo.processInfo.environment["VITLENS_PRINT_GRADCHECK"] != nil { print("gradcheck \(name): \(e)") }
-        XCTAssertLessThanOrEqual(e, tolerance, "\(name): relative error \(e); analytic \(analytic.prefix(4)), numeric \(numeric.prefix(4))", line: line)
+        XCTAssertLessThanOrEqual(
+            e, tolerance, "\(name): relative error \(e); analytic \(analytic.prefix(4)), numeric \(numeric.prefix(4))",
+            line: line)
     }
 
     func testLinear() {
@@ -65,16 +68,23 @@ final class GradientTests: XCTestCase {
         let R = 6, C = 12
         let x = random([R, C], scale: 2), w = random([C]), b = random([C]), dy = random([R, C])
         let y = Tensor(shape: [R, C]), stats = Tensor(shape: [2, R])
-        let loss = { LayerNorm.forward(y.data, mean: stats.data, rstd: stats.data + R, x.data, w, b, rows: R, eps: 1e-6); return self.weighted(y.data, dy) }
+        let loss = {
+            LayerNorm.forward(
+            y.data, mean: stats.data, rstd: stats.data + R, x.data, w, b, rows: R, eps: 1e-6); return self.weighted(
+            y.data, dy) }
         _ = loss()
         let dx = Tensor(shape: [R, C]), dw = Tensor(shape: [C]), db = Tensor(shape: [C])
-        LayerNorm.backward(dx: dx.data, dw: dw, db: db, dy: dy.data, x: x.data, mean: stats.data, rstd: stats.data + R, w: w, rows: R, accumulate: false)
+        LayerNorm.backward(
+            dx: dx.data, dw: dw, db: db, dy: dy.data, x: x.data, mean: stats.data, rstd: stats.data + R, w: w, rows: R,
+            accumulate: false)
         check("layernorm dx", dx.array.map(Double.init), numeric(x, loss))
         check("layernorm dw", dw.array.map(Double.init), numeric(w, loss))
         check("layernorm db", db.array.map(Double.init), numeric(b, loss))
         // accumulate: adds onto what is there.
         let before = Tensor(shape: [R, C]); before.fill(1)
-        LayerNorm.backward(dx: before.data, dw: dw, db: db, dy: dy.data, x: x.data, mean: stats.data, rstd: stats.data + R, w: w, rows: R, accumulate: true)
+        LayerNorm.backward(
+            dx: before.data, dw: dw, db: db, dy: dy.data, x: x.data, mean: stats.data, rstd: stats.data + R, w: w,
+            rows: R, accumulate: true)
         for i in 0..<before.count { XCTAssertEqual(before[i], 1 + dx[i], accuracy: 1e-6) }
     }
 
@@ -95,17 +105,26 @@ final class GradientTests: XCTestCase {
         let B = 3, T = 5, H = 2, C = 6
         let qkv = random([B, T, 3 * C], scale: 1.5), dy = random([B, T, C])
         let out = Tensor(shape: [B, T, C]), probs = Tensor(shape: [B, H, T, T])
-        let loss = { SelfAttention.forward(out.data, probs: probs.data, qkv: qkv.data, batch: B, tokens: T, heads: H, dim: C); return self.weighted(out.data, dy) }
+        let loss = {
+            SelfAttention.forward(
+            out.data, probs: probs.data, qkv: qkv.data, batch: B, tokens: T, heads: H, dim: C); return self.weighted(
+            out.data, dy) }
         _ = loss()
         let dqkv = Tensor(shape: [B, T, 3 * C]), scratch = Tensor(shape: [B, T, T])
-        SelfAttention.backward(dqkv: dqkv.data, dout: dy.data, qkv: qkv.data, probs: probs.data, scratch: scratch.data, batch: B, tokens: T, heads: H, dim: C)
+        SelfAttention.backward(
+            dqkv: dqkv.data, dout: dy.data, qkv: qkv.data, probs: probs.data, scratch: scratch.data, batch: B,
+            tokens: T, heads: H, dim: C)
         check("attention dqkv", dqkv.array.map(Double.init), numeric(qkv, loss))
         // With a bias on the logits (BEiT's relative position bias): dS is the bias's gradient.
         let bias = random([H, T, T], scale: 2), dS = Tensor(shape: [B, H, T, T])
-        let biased = { SelfAttention.forward(out.data, probs: probs.data, qkv: qkv.data, batch: B, tokens: T, heads: H, dim: C, bias: bias.data)
+        let biased = {
+            SelfAttention.forward(
+            out.data, probs: probs.data, qkv: qkv.data, batch: B, tokens: T, heads: H, dim: C, bias: bias.data)
                        return self.weighted(out.data, dy) }
         _ = biased()
-        SelfAttention.backward(dqkv: dqkv.data, dout: dy.data, qkv: qkv.data, probs: probs.data, scratch: scratch.data, batch: B, tokens: T,
+        SelfAttention.backward(
+            dqkv: dqkv.data, dout: dy.data, qkv: qkv.data, probs: probs.data, scratch: scratch.data, batch: B,
+            tokens: T,
                                heads: H, dim: C, dlogits: dS.data)
         check("biased attention dqkv", dqkv.array.map(Double.init), numeric(qkv, biased))
         let dBias = (0..<(H * T * T)).map { k in (0..<B).reduce(0.0) { $0 + Double(dS[($1 * H * T * T) + k]) } }
@@ -124,7 +143,8 @@ final class GradientTests: XCTestCase {
     func model(keep: Int, pooling: ProbePooling, file: String = "tiny_f32.safetensors") throws -> TrainableViT {
         let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file))
         let cfg = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: nil)
-        return TrainableViT(weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: keep, classes: 3, pooling: pooling, seed: 1)
+        return TrainableViT(
+            weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: keep, classes: 3, pooling: pooling, seed: 1)
     }
 
     /// One full block (and then the whole 2-block model) end to end: patch embedding, positions,
@@ -138,7 +158,9 @@ final class GradientTests: XCTestCase {
     /// bias), SigLIP (no class token, tanh GELU), BEiT (q/v biases, a relative position table per
     /// block, LayerScale, no absolute positions) and BEiT with a shared table.
     func testEveryFamilyEndToEnd() throws {
-        for file in ["family_deit3.safetensors", "family_dinov2reg.safetensors", "family_clip.safetensors", "family_siglip.safetensors",
+        for file in [
+            "family_deit3.safetensors", "family_dinov2reg.safetensors", "family_clip.safetensors",
+            "family_siglip.safetensors",
                      "family_beit.safetensors", "family_beitshared.safetensors", "family_rpe.safetensors"] {
             try endToEnd(file, [(2, file.contains("siglip") ? .mean : .cls)])
         }
@@ -161,17 +183,22 @@ final class GradientTests: XCTestCase {
                 // have none) are not sampled.
                 let c = m.config, fixed = p === m.pos ? (c.positionSlots * c.dim)..<(c.prefixTokens * c.dim) : 0..<0
                 let sample = p.value.count <= 128 ? Array(0..<p.value.count).filter { !fixed.contains($0) }
-                    : (0..<24).map { _ in Int(r.next() % UInt64(p.value.count - fixed.count)) }.map { $0 < fixed.lowerBound ? $0 : $0 + fixed.count }
+                    : (0..<24).map { _ in Int(r.next() % UInt64(p.value.count - fixed.count)) }.map {
+                        $0 < fixed.lowerBound ? $0 : $0 + fixed.count }
                 // Relative position tables get small gradients: a wider step keeps float32's rounding
                 // of the loss below the tolerance (the error falls as 1/h, measured 2e-2: ≤ 1.1e-3).
-                let n = numeric(p.value, sample: sample, h: p.name.hasSuffix("relative_position_bias_table") ? 2e-2 : 5e-3, loss)
+                let n = numeric(
+                    p.value, sample: sample, h: p.name.hasSuffix("relative_position_bias_table") ? 2e-2 : 5e-3, loss)
                 check("\(file) keep \(keep) \(pooling): \(p.name)", sample.map { g[$0] }, n, tolerance: 2e-3)
             }
             // What must not move has no gradient: BEiT's k bias, the registers' position rows.
             let c = m.config
-            if !c.keyBias { XCTAssertTrue(m.blocks.allSatisfy { p in (c.dim..<(2 * c.dim)).allSatisfy { p.qkvB.grad[$0] == 0 } }, file) }
+            if !c.keyBias {
+                XCTAssertTrue(
+                m.blocks.allSatisfy { p in (c.dim..<(2 * c.dim)).allSatisfy { p.qkvB.grad[$0] == 0 } }, file) }
             if c.absolutePositions && c.positionSlots < c.prefixTokens {
-                XCTAssertTrue((c.positionSlots * c.dim..<(c.prefixTokens * c.dim)).allSatisfy { m.pos.grad[$0] == 0 }, file)
+                XCTAssertTrue(
+                    (c.positionSlots * c.dim..<(c.prefixTokens * c.dim)).allSatisfy { m.pos.grad[$0] == 0 }, file)
             }
         }
     }

@@ -20,10 +20,13 @@ final class ProbeSolverTests: XCTestCase {
         return (root["cases"] as! [[String: Any]]).map { c in
             func d(_ k: String) -> [Double] { (c[k] as! [NSNumber]).map(\.doubleValue) }
             func i(_ k: String) -> [Int] { (c[k] as! [NSNumber]).map(\.intValue) }
-            return Case(k: c["classes"] as! Int, d: c["features"] as! Int, xTrain: d("x_train").map(Float.init), xTest: d("x_test").map(Float.init),
+            return Case(
+                k: c["classes"] as! Int, d: c["features"] as! Int, xTrain: d("x_train").map(Float.init),
+                xTest: d("x_test").map(Float.init),
                         yTrain: i("y_train"), yTest: i("y_test"), predictions: i("test_predictions"),
                         mean: d("scaler_mean"), scale: d("scaler_scale"), coef: d("coef"), intercept: d("intercept"),
-                        trainAcc: (c["train_accuracy"] as! NSNumber).doubleValue, testAcc: (c["test_accuracy"] as! NSNumber).doubleValue)
+                        trainAcc: (c["train_accuracy"] as! NSNumber).doubleValue,
+                            testAcc: (c["test_accuracy"] as! NSNumber).doubleValue)
         }
     }
 
@@ -44,7 +47,8 @@ final class ProbeSolverTests: XCTestCase {
             let s = Standardizer(fitting: c.xTrain, rows: n, cols: c.d)
             let xtr = s.transform(c.xTrain, rows: n), xte = s.transform(c.xTest, rows: nt)
             let m = LogisticRegression.fit(xtr, labels: c.yTrain, rows: n, cols: c.d, classes: c.k)
-            XCTAssertTrue(m.solver.converged, "solver: \(m.solver.iterations) iterations, max|∇| \(m.solver.gradientMax)")
+            XCTAssertTrue(
+                m.solver.converged, "solver: \(m.solver.iterations) iterations, max|∇| \(m.solver.gradientMax)")
             let cw = compare(m.weights, c.coef, tolerance: 1e-5), cb = compare(m.bias, c.intercept, tolerance: 1e-5)
             XCTAssertEqual(cw.violations, 0, "\(c.k) classes, weights: \(cw)")
             XCTAssertEqual(cb.violations, 0, "\(c.k) classes, intercepts: \(cb)")

@@ -16,8 +16,11 @@ final class BLASTests: XCTestCase {
                     var c1 = (0..<(m * n)).map { _ in Float.random(in: -1...1, using: &rng) }
                     var c2 = c1
                     let lda = ta ? m : k, ldb = tb ? k : n
-                    sgemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 0.7, a: a, lda: lda, b: b, ldb: ldb, beta: 0.5, c: &c1, ldc: n)
-                    sgemmReference(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 0.7, a: a, lda: lda, b: b, ldb: ldb, beta: 0.5, c: &c2, ldc: n)
+                    sgemm(transA: ta, transB: tb, m: m, n: n, k: k, alpha: 0.7, a: a, lda: lda, b: b, ldb: ldb,
+                        beta: 0.5, c: &c1, ldc: n)
+                    sgemmReference(
+                        transA: ta, transB: tb, m: m, n: n, k: k, alpha: 0.7, a: a, lda: lda, b: b, ldb: ldb, beta: 0.5,
+                        c: &c2, ldc: n)
                     let r = compare(c1.map(Double.init), c2.map(Double.init), tolerance: 1e-5, mixed: true)
                     XCTAssertEqual(r.violations, 0, "m=\(m) n=\(n) k=\(k) ta=\(ta) tb=\(tb): \(r)")
                 }
@@ -35,27 +38,46 @@ final class KernelChoiceTests: XCTestCase {
     let avx512: Set<String> = ["avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"]
 
     func testGenericKernelsOnAnAVX512CPUAreReplaced() {
-        XCTAssertEqual(BLASKernelChoice.decide(current: "Prescott", flags: avx512, vendor: "GenuineIntel", override: nil), "SkylakeX")
-        XCTAssertEqual(BLASKernelChoice.decide(current: "Haswell", flags: avx512, vendor: "GenuineIntel", override: nil), "SkylakeX")
-        XCTAssertEqual(BLASKernelChoice.decide(current: "Prescott", flags: avx512.union(["avx512_bf16"]), vendor: "GenuineIntel", override: nil), "Cooperlake")
+        XCTAssertEqual(
+            BLASKernelChoice.decide(current: "Prescott", flags: avx512, vendor: "GenuineIntel", override: nil),
+            "SkylakeX")
+        XCTAssertEqual(
+            BLASKernelChoice.decide(current: "Haswell", flags: avx512, vendor: "GenuineIntel", override: nil),
+            "SkylakeX")
+        XCTAssertEqual(
+            BLASKernelChoice.decide(
+            current: "Prescott", flags: avx512.union(["avx512_bf16"]), vendor: "GenuineIntel", override: nil),
+            "Cooperlake")
     }
 
     func testRecognisedKernelsAreKept() {
         XCTAssertNil(BLASKernelChoice.decide(current: "SkylakeX", flags: avx512, vendor: "GenuineIntel", override: nil))
-        XCTAssertNil(BLASKernelChoice.decide(current: "Zen", flags: ["avx", "avx2", "fma"], vendor: "AuthenticAMD", override: nil))
+        XCTAssertNil(
+            BLASKernelChoice.decide(
+            current: "Zen", flags: ["avx", "avx2", "fma"], vendor: "AuthenticAMD", override: nil))
     }
 
     func testAVX2AndOlderCPUs() {
-        XCTAssertEqual(BLASKernelChoice.decide(current: "Prescott", flags: ["avx", "avx2", "fma"], vendor: "GenuineIntel", override: nil), "Haswell")
-        XCTAssertEqual(BLASKernelChoice.decide(current: "Prescott", flags: ["avx", "avx2", "fma"], vendor: "AuthenticAMD", override: nil), "Zen")
+        XCTAssertEqual(
+            BLASKernelChoice.decide(
+            current: "Prescott", flags: ["avx", "avx2", "fma"], vendor: "GenuineIntel", override: nil), "Haswell")
+        XCTAssertEqual(
+            BLASKernelChoice.decide(
+            current: "Prescott", flags: ["avx", "avx2", "fma"], vendor: "AuthenticAMD", override: nil), "Zen")
         // Without AVX-512 we never ask for AVX-512 kernels (they would crash with SIGILL).
-        XCTAssertNotEqual(BLASKernelChoice.best(flags: ["avx", "avx2", "fma", "avx512f"], vendor: "GenuineIntel"), "SkylakeX")
-        XCTAssertNil(BLASKernelChoice.decide(current: "Prescott", flags: ["sse2", "sse4_2"], vendor: "GenuineIntel", override: nil))
+        XCTAssertNotEqual(
+            BLASKernelChoice.best(flags: ["avx", "avx2", "fma", "avx512f"], vendor: "GenuineIntel"), "SkylakeX")
+        XCTAssertNil(
+            BLASKernelChoice.decide(
+            current: "Prescott", flags: ["sse2", "sse4_2"], vendor: "GenuineIntel", override: nil))
     }
 
     func testOverride() {
-        XCTAssertNil(BLASKernelChoice.decide(current: "Prescott", flags: avx512, vendor: "GenuineIntel", override: "keep"))
-        XCTAssertEqual(BLASKernelChoice.decide(current: "SkylakeX", flags: avx512, vendor: "GenuineIntel", override: "Haswell"), "Haswell")
+        XCTAssertNil(
+            BLASKernelChoice.decide(current: "Prescott", flags: avx512, vendor: "GenuineIntel", override: "keep"))
+        XCTAssertEqual(
+            BLASKernelChoice.decide(current: "SkylakeX", flags: avx512, vendor: "GenuineIntel", override: "Haswell"),
+            "Haswell")
     }
 }
 
@@ -82,7 +104,8 @@ final class FastMathTests: XCTestCase {
     /// fastExp against libm over the softmax's range: relative error ≤ 2e-7.
     func testExp() {
         var worst: Float = 0
-        for v in stride(from: Float(-87), to: 88, by: 0.0031) { worst = max(worst, abs(fastExp(v) - expf(v)) / expf(v)) }
+        for v in stride(from: Float(-87), to: 88, by: 0.0031) {
+            worst = max(worst, abs(fastExp(v) - expf(v)) / expf(v)) }
         XCTAssertLessThanOrEqual(worst, 2e-7)
         XCTAssertEqual(fastExp(-.infinity), 0)
         XCTAssertEqual(fastExp(0), 1)
