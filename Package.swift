@@ -55,7 +55,7 @@ let package = Package(
         // The application layer: models loaded for analysis, the batch loop, each command's run
         // loop, typed results with their CSV/JSON/NPY files, figures drawn from them, shards.
         .target(name: "Lens", dependencies: [
-            "VitLensCore", "Checkpoint", "Images", "Engine", "Analysis", "Render", "Train", "KernelsAVX2", "CCrypto",
+            "VitLensCore", "Checkpoint", "Images", "Engine", "Analysis", "Render", "Train", "CCrypto",
         ], swiftSettings: checked),
         .executableTarget(name: "vitlens", dependencies: [
             "Lens", "VitLensCore", "Checkpoint", "Images", "Engine", "Analysis", "Render", "Train",

@@ -371,7 +371,7 @@ public final class ViTEngine {
     /// The rest of a block for the rows of one tile: attention of its queries, the projection
     /// onto the residual, norm2 and the MLP.  x += proj(attn); x += fc2(gelu(fc1(norm2(x)))).
     private func blockTail(_ layer: Int, _ blk: BlockWeights, rows t: Range<Int>, _ s: Scratch, taps: ForwardTaps?) {
-        let c = config, T = c.tokens, C = c.dim, F = c.mlpHidden, n = t.count
+        let c = config, T = c.tokens, C = c.dim, n = t.count
         s.clock.start()
         // The tile's queries, one image at a time.
         var r = t.lowerBound

@@ -26,7 +26,7 @@ public func parallelChunks(_ n: Int, minChunk: Int = 1, _ body: (Range<Int>) -> 
 /// releasing a deeply nested value built from an untrusted file.
 public func runWithLargeStack<T>(_ bytes: Int, _ body: () throws -> T) throws -> T {
     var result: Result<T, Error>?
-    try withoutActuallyEscaping(body) { body in
+    withoutActuallyEscaping(body) { body in
         let box = LargeStackJob()
         box.run = { result = Result { try body() } }
         var attr = pthread_attr_t()

@@ -26,7 +26,7 @@ final class CorpusTests: XCTestCase {
 
     func file(_ name: String, _ b: [UInt8]) -> String {
         let p = tmp + "/" + name
-        FileManager.default.createFile(atPath: p, contents: Data(b))
+        XCTAssertTrue(FileManager.default.createFile(atPath: p, contents: Data(b)), p)
         return p
     }
 
@@ -186,7 +186,7 @@ final class CorpusTests: XCTestCase {
             let d = tmp + "/" + name
             try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
             try FileManager.default.copyItem(atPath: images + "/00_astronaut.png", toPath: d + "/00_good.png")
-            for (f, b) in files { FileManager.default.createFile(atPath: d + "/" + f, contents: Data(b)) }
+            for (f, b) in files { XCTAssertTrue(FileManager.default.createFile(atPath: d + "/" + f, contents: Data(b))) }
             return d
         }
         let png = bytes(images + "/01_chelsea.png")

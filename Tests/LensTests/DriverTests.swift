@@ -62,7 +62,8 @@ final class DriverTests: XCTestCase {
         var driver = BatchDriver(images: nil, count: 13, batch: 4, label: "t")
         driver.minimumBatch = 4
         var dropped: [BatchStep] = []
-        try driver.run([source], RunContext(commandLine: "", observer: observer), dropped: { dropped.append($0) })
+        driver.onDropped = { dropped.append($0) }
+        try driver.run([source], RunContext(commandLine: "", observer: observer))
         XCTAssertEqual(fed().map(\.index), [0, 1, 2])
         XCTAssertEqual(dropped.map(\.index), [3])
         XCTAssertEqual(dropped.map(\.count), [1])

@@ -1,9 +1,5 @@
 import Analysis
-import Engine
 import Foundation
-import Images
-import Render
-import VitLensCore
 
 /// An attention report: per layer and head the mean distance and entropy, box statistics per
 /// layer, and the JSON; optionally a second model's report to overlay (written to compare/).

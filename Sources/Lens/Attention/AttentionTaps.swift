@@ -1,7 +1,6 @@
 import Analysis
 import Engine
 import Foundation
-import VitLensCore
 
 /// Attention probabilities into the distance/entropy sums of a collector, batch by batch.
 final class AttentionTaps: BatchTaps {

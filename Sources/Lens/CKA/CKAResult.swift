@@ -1,7 +1,5 @@
 import Analysis
-import Engine
 import Foundation
-import Images
 import VitLensCore
 
 /// How a report was made: the version and command line, and the shards it was merged from.

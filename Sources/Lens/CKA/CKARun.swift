@@ -143,11 +143,13 @@ public struct CKARun {
         }
         let pairs = self.pairs
         var records = [[CKABatch]](repeating: [], count: pairs.count), dropped: [Int] = []
-        try driver.run(sources, context, dropped: { step in
+        var driver = self.driver
+        driver.onDropped = { step in
             context.observer.notice(
                 "batch \(step.index) has \(step.count) image(s); CKA needs at least 4, so it is dropped")
             dropped.append(step.index)
-        }) { step in
+        }
+        try driver.run(sources, context) { step in
             for (p, (i, j)) in pairs.enumerated() {
                 records[p].append(CKABatch(index: step.index, a: sources[i].grams, b: sources[j].grams))
             }

@@ -74,8 +74,9 @@ struct BatchDriver {
     var shard: ShardSpec?
     /// The phase name progress is reported under.
     var label: String
-    /// A batch with fewer images is not fed to the sources but given to `dropped` (CKA needs 4).
+    /// A batch with fewer images is not fed to the sources but given to `onDropped` (CKA needs 4).
     var minimumBatch = 0
+    var onDropped: (BatchStep) -> Void = { _ in }
 
     init(images: ImageBatches?, count: Int, batch: Int, shard: ShardSpec? = nil, label: String) {
         self.images = images
@@ -88,9 +89,9 @@ struct BatchDriver {
     /// Images of batch k before any is skipped.
     func listed(_ k: Int) -> Int { min(batch, count - k * batch) }
 
-    /// Feeds every owned batch to every source, then hands it to `handoff`.
-    func run(_ sources: [BatchSource], _ context: RunContext, dropped: (BatchStep) -> Void = { _ in },
-             handoff: (BatchStep) throws -> Void = { _ in }) throws {
+    /// Feeds every owned batch to every source, then hands it to `handoff` (a batch below the
+    /// minimum goes to `onDropped` instead).
+    func run(_ sources: [BatchSource], _ context: RunContext, handoff: (BatchStep) throws -> Void = { _ in }) throws {
         let mine = owned, observer = context.observer
         let total = mine.reduce(0) { $0 + listed($1) }
         var done = 0
@@ -99,7 +100,7 @@ struct BatchDriver {
             let s = BatchStep(
                 index: k, start: k * batch, count: images?.shape[0] ?? listed(k), images: images, kept: kept)
             if s.count < minimumBatch {
-                dropped(s)
+                onDropped(s)
             } else {
                 for source in sources { try source.feed(s) }
                 try handoff(s)

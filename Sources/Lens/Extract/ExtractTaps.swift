@@ -1,4 +1,3 @@
-import Analysis
 import Engine
 import Foundation
 import VitLensCore

@@ -1,7 +1,4 @@
-import Analysis
-import Checkpoint
 import Foundation
-import VitLensCore
 
 /// A folder written by `vitlens extract`: one of its arrays, and what meta.json says of it.
 struct ExtractFolder {

@@ -1,9 +1,6 @@
 import Analysis
-import Engine
 import Foundation
-import Images
 import Render
-import VitLensCore
 
 /// A maps report: what the figure needs, and maps.json.
 public struct MapsResult {

@@ -1,9 +1,6 @@
 import Analysis
 import Engine
 import Foundation
-import Images
-import Render
-import VitLensCore
 
 /// Class attention and rollout of each image of a batch, from the engine's attention taps
 /// (called concurrently for different images; each image has its own state).

@@ -1,9 +1,5 @@
 import Analysis
-import Engine
 import Foundation
-import Images
-import Train
-import VitLensCore
 
 /// A probe report: per model, train and test accuracy for each number of blocks kept.
 public struct ProbeResult {

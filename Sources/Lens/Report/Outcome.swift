@@ -1,8 +1,4 @@
-import Analysis
-import Engine
 import Foundation
-import Images
-import VitLensCore
 
 /// What a run gives: a report, or (with a shard) the partial sums that `merge` combines.
 public enum Outcome<Result> {

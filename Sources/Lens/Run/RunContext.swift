@@ -1,8 +1,4 @@
-import Checkpoint
-import Engine
 import Foundation
-import Train
-import VitLensCore
 
 /// What a run says while it works: notices, warnings, progress. The CLI prints them; tests and
 /// library users may collect or ignore them.
