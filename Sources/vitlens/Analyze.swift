@@ -85,7 +85,7 @@ struct CKA: ParsableCommand {
         let sides = try checkpoints.enumerated().map { i, path -> CKASide in
             if isFeatures(path) {
                 let k = (i < 2 ? prefixes[i] : nil) ?? prefixTokens
-                do { return .features(
+                do { return .array(
                     try FeatureFile(
                     path: path, prefixTokens: k, name: model.names?.list[i])) } catch LensError.prefixTokensNeeded {
                     throw UsageError(

@@ -5,15 +5,7 @@ import Images
 import Render
 import VitLensCore
 
-/// One model of an attention report: a checkpoint run on the images, or attention
-/// probabilities computed elsewhere.
-public enum AttentionSide {
-    case model(AnalysisModel)
-    case array(AttentionFile)
-
-    public var name: String {
-        switch self { case let .model(m): return m.name; case let .array(a): return a.name }
-    }
+extension RunSide where Array == AttentionFile {
     var layers: Int {
         switch self { case let .model(m): return m.config.depth; case let .array(a): return a.layers }
     }
@@ -29,9 +21,6 @@ public enum AttentionSide {
     /// Pixels per patch (nil: an array that does not say).
     var patch: Int? {
         switch self { case let .model(m): return m.config.patch; case let .array(a): return a.patch }
-    }
-    var record: SideRecord {
-        switch self { case let .model(m): return .model(m.record); case let .array(a): return .array(a.record) }
     }
 }
 /// Attention distance and entropy per layer and head of one model, and optionally further
@@ -65,7 +54,7 @@ public struct AttentionRun {
     public init(sides: [AttentionSide], images: ImageBatches?, folder: String, batch: Int,
                 convention: DistanceConvention, perImage: Bool, shard: ShardSpec?) throws {
         precondition(!sides.isEmpty, "attention of nothing")
-        let arrays = sides.compactMap { if case let .array(a) = $0 { return a }; return nil }
+        let arrays = sides.compactMap(\.array)
         guard arrays.count == sides.count || images != nil else { throw LensError.modelNeedsImages }
         let n = images?.items.count ?? arrays[0].images
         for a in arrays where a.images != n {

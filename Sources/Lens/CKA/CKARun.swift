@@ -4,35 +4,21 @@ import Foundation
 import Images
 import VitLensCore
 
-/// One side of a CKA comparison: a model run on the images, or features computed elsewhere.
-public enum CKASide {
-    case model(AnalysisModel)
-    case features(FeatureFile)
-
-    public var name: String {
-        switch self { case let .model(m): return m.name; case let .features(f): return f.name }
-    }
+extension RunSide where Array == FeatureFile {
     /// Representations compared: L + 1 of a model (rep 0…L), the array's L of features.
     var layers: Int {
-        switch self { case let .model(m): return m.config.depth + 1; case let .features(f): return f.layers }
+        switch self { case let .model(m): return m.config.depth + 1; case let .array(f): return f.layers }
     }
     /// Patch (non-prefix) tokens per image.
     var patchTokens: Int {
-        switch self {
-            case let .model(m): return m.config.patches; case let .features(f): return f.tokens - f.prefixTokens }
-    }
-    var path: String {
-        switch self { case let .model(m): return m.request.path; case let .features(f): return f.path }
-    }
-    var record: SideRecord {
-        switch self { case let .model(m): return .model(m.record); case let .features(f): return .array(f.record) }
+        switch self { case let .model(m): return m.config.patches; case let .array(f): return f.tokens - f.prefixTokens }
     }
 }
 /// Layer-by-layer minibatch CKA between two models, one model and itself, or every pair of
 /// several — models run on the same decoded batches, features from elsewhere read batch by batch.
 public struct CKARun {
     public let sides: [CKASide]
-    public var models: [AnalysisModel] { sides.compactMap { if case let .model(m) = $0 { return m }; return nil } }
+    public var models: [AnalysisModel] { sides.compactMap(\.model) }
     /// The images the models run on (nil when every side is features).
     public let images: ImageBatches?
     /// The folder the images were listed from (recorded in the report).
@@ -49,7 +35,7 @@ public struct CKARun {
     public init(sides: [CKASide], images: ImageBatches?, folder: String, batch: Int,
                 tokens: TokenSelection, rep: RepresentationKind, shard: ShardSpec?, bootstrap: Int = 1000) throws {
         precondition(!sides.isEmpty, "CKA of nothing")
-        let models = sides.compactMap { if case let .model(m) = $0 { return m }; return nil }
+        let models = sides.compactMap(\.model)
         if let a = models.first {
             for b in models.dropFirst() where a.config.imageSize != b.config.imageSize {
                 throw LensError.differentImageSizes(
@@ -62,7 +48,7 @@ public struct CKARun {
             throw LensError.differentGrids(
                 a: s0.path, gridA: g(s0.patchTokens), b: other.path, gridB: g(other.patchTokens))
         }
-        let features = sides.compactMap { if case let .features(f) = $0 { return f }; return nil }
+        let features = sides.compactMap(\.array)
         guard models.isEmpty || images != nil else { throw LensError.modelNeedsImages }
         let n = images?.items.count ?? features[0].images
         for f in features where f.images != n {
@@ -138,7 +124,7 @@ public struct CKARun {
         let sources: [GramSource] = sides.map { side in
             switch side {
             case let .model(m): return ModelGrams(m, selection: tokens, representation: rep)
-            case let .features(f): return FeatureGrams(f, selection: tokens)
+            case let .array(f): return FeatureGrams(f, selection: tokens)
             }
         }
         let pairs = self.pairs

@@ -44,22 +44,15 @@ struct JSONFields {
         return v
     }
     func has(_ k: String) -> Bool { value[k] != nil }
-    func string(_ k: String) throws -> String {
-        guard let v = try raw(k).stringValue else { throw missing(k, "is not a string") }
+    /// The value at `k` as `read` takes it, or an error saying what it is not.
+    private func typed<T>(_ k: String, _ problem: String, _ read: (JSONValue) -> T?) throws -> T {
+        guard let v = read(try raw(k)) else { throw missing(k, problem) }
         return v
     }
-    func int(_ k: String) throws -> Int {
-        guard let v = try raw(k).intValue else { throw missing(k, "is not an integer") }
-        return v
-    }
-    func bool(_ k: String) throws -> Bool {
-        guard let v = try raw(k).boolValue else { throw missing(k, "is not true or false") }
-        return v
-    }
-    func double(_ k: String) throws -> Double {
-        guard let v = try raw(k).doubleValue else { throw missing(k, "is not a number") }
-        return v
-    }
+    func string(_ k: String) throws -> String { try typed(k, "is not a string", \.stringValue) }
+    func int(_ k: String) throws -> Int { try typed(k, "is not an integer", \.intValue) }
+    func bool(_ k: String) throws -> Bool { try typed(k, "is not true or false", \.boolValue) }
+    func double(_ k: String) throws -> Double { try typed(k, "is not a number", \.doubleValue) }
     /// An integer or null (absent reads as nil too).
     func optionalInt(_ k: String) throws -> Int? {
         guard let v = value[k], v.isNull == false else { return nil }
@@ -67,12 +60,16 @@ struct JSONFields {
         return i
     }
     func ints(_ k: String) throws -> [Int] {
-        guard let a = try raw(k).arrayValue else { throw missing(k, "is not an array") }
-        return try a.map { guard let i = $0.intValue else { throw missing(k, "holds a non-integer") }; return i }
+        try typed(k, "is not an array of integers") { v in v.arrayValue.flatMap { a in
+            let i = a.compactMap(\.intValue)
+            return i.count == a.count ? i : nil
+        } }
     }
     func strings(_ k: String) throws -> [String] {
-        guard let a = try raw(k).arrayValue else { throw missing(k, "is not an array") }
-        return try a.map { guard let s = $0.stringValue else { throw missing(k, "holds a non-string") }; return s }
+        try typed(k, "is not an array of strings") { v in v.arrayValue.flatMap { a in
+            let s = a.compactMap(\.stringValue)
+            return s.count == a.count ? s : nil
+        } }
     }
     func object(_ k: String) throws -> JSONFields {
         try JSONFields(try raw(k), record: record, prefix: prefix + k + ".") }
