@@ -55,16 +55,7 @@ public struct AttentionRun {
                 convention: DistanceConvention, perImage: Bool, shard: ShardSpec?) throws {
         precondition(!sides.isEmpty, "attention of nothing")
         let arrays = sides.compactMap(\.array)
-        guard arrays.count == sides.count || images != nil else { throw LensError.modelNeedsImages }
-        let n = images?.items.count ?? arrays[0].images
-        for a in arrays where a.images != n {
-            throw LensError.rowCountMismatch(
-                path: a.path, kind: .attention, rows: a.images, other: images == nil ? arrays[0].path : nil,
-                otherRows: n)
-        }
-        if !arrays.isEmpty && images?.skipBad == true {
-            throw LensError.skippingMisalignsRows(path: arrays[0].path)
-        }
+        let n = try commonImageCount(sides, images: images, kind: .attention)
         if convention == .pixels,
             let a = arrays.first(where: { $0.patch == nil }) { throw LensError.patchSizeNeeded(path: a.path) }
         guard n > 0 else { throw ImageError.folder(path: folder, reason: "no readable images") }

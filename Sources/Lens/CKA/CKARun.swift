@@ -49,16 +49,7 @@ public struct CKARun {
                 a: s0.path, gridA: g(s0.patchTokens), b: other.path, gridB: g(other.patchTokens))
         }
         let features = sides.compactMap(\.array)
-        guard models.isEmpty || images != nil else { throw LensError.modelNeedsImages }
-        let n = images?.items.count ?? features[0].images
-        for f in features where f.images != n {
-            throw LensError.rowCountMismatch(
-                path: f.path, kind: .features, rows: f.images, other: images == nil ? features[0].path : nil,
-                otherRows: n)
-        }
-        if !features.isEmpty && images?.skipBad == true {
-            throw LensError.skippingMisalignsRows(path: features[0].path)
-        }
+        let n = try commonImageCount(sides, images: images, kind: .features)
         if tokens == .cls, let m = models.first(where: { !$0.config.classToken }) {
             throw LensError.noClassToken(path: m.request.path, option: "--tokens cls")
         }
