@@ -21,8 +21,8 @@ struct CKA: ParsableCommand {
     @Argument(
         help: ArgumentHelp(
             "Checkpoint files or Hugging Face folders — or features computed elsewhere (.npy [L, N, T, D] or [L, "
-        + "N, D], or a vitlens extract folder): A (rows of the matrix), B (columns; omitted: A against itself), or "
-        + "three or more (every pair)."))
+            + "N, D], or a vitlens extract folder): A (rows of the matrix), B (columns; omitted: A against itself), or "
+            + "three or more (every pair)."))
     var checkpoints: [String]
     var modelA: String { checkpoints[0] }
     var modelB: String? { checkpoints.count > 1 ? checkpoints[1] : nil }
@@ -32,7 +32,7 @@ struct CKA: ParsableCommand {
     @Option(name: .customLong("prefix-tokens"),
         help: ArgumentHelp(
             "Leading class/register tokens of every 4-D .npy feature array (required for those; an extract folder "
-        + "records its own).")) var prefixTokens: Int?
+            + "records its own).")) var prefixTokens: Int?
     @Option(name: .customLong("prefix-tokens-a"),
         help: "Prefix tokens of A's .npy features (overrides --prefix-tokens).") var prefixA: Int?
     @Option(name: .customLong("prefix-tokens-b"),
@@ -50,7 +50,7 @@ struct CKA: ParsableCommand {
     @Option(parsing: .unconditional,
         help: ArgumentHelp(
             "Resamples of the 95% bootstrap intervals over minibatches (ci_low, ci_high in cka.csv; seeded); 0: "
-        + "none."))
+            + "none."))
     var bootstrap: Int = 1000
     @OptionGroup var figures: FigureOptions
     @OptionGroup var colors: ColorRangeOptions
@@ -140,8 +140,8 @@ struct Attention: ParsableCommand {
     @Argument(
         help: ArgumentHelp(
             "Checkpoint files or Hugging Face folders — or attention probabilities computed elsewhere (.npy [L, "
-        + "N, H, T, T], or a vitlens extract folder): the first, and any further ones overlaid on the same images "
-        + "(as --compare)."))
+            + "N, H, T, T], or a vitlens extract folder): the first, and any further ones overlaid on the same images "
+            + "(as --compare)."))
     var checkpoints: [String]
     var checkpoint: String { checkpoints[0] }
     /// The overlaid models: further arguments, then --compare.
@@ -166,12 +166,12 @@ struct Attention: ParsableCommand {
     @Option(name: .customLong("prefix-tokens"),
         help: ArgumentHelp(
             "Leading class/register tokens of every .npy attention array (required for those; an extract folder "
-        + "records its own)."))
+            + "records its own)."))
     var prefixTokens: Int?
     @Option(name: .customLong("patch-size"),
         help: ArgumentHelp(
             "Pixels per patch of the model a .npy attention array came from (for distances in pixels; an extract "
-        + "folder records its own)."))
+            + "folder records its own)."))
     var patchSize: Int?
 
     func validate() throws {

@@ -39,14 +39,14 @@ struct ModelOptions: ParsableArguments {
     @Option(parsing: .unconditionalSingleValue,
         help: ArgumentHelp(
             "Attention heads (weights do not record them, except a BEiT model's relative position tables): one "
-        + "value for every model, or one per model in order. Default: the tables, the checkpoint's metadata or "
-        + "config.json, else width/64."))
+            + "value for every model, or one per model in order. Default: the tables, the checkpoint's metadata or "
+            + "config.json, else width/64."))
     var heads: [Int] = []
 
     @Option(name: .customLong("image-size"), parsing: .unconditional,
         help: ArgumentHelp(
             "Run every model at this image size; position embeddings are resampled (bicubic) and BEiT's relative "
-        + "position tables resized, as timm does."))
+            + "position tables resized, as timm does."))
     var imageSize: Int?
 
     @Option(help: ArgumentHelp(
@@ -245,12 +245,12 @@ struct ColorRangeOptions: ParsableArguments {
     @Option(parsing: .unconditional,
         help: ArgumentHelp(
             "Value drawn as the darkest colour of the CKA heatmap: a number, or auto (default: the data's "
-        + "minimum, to 0.05)."))
+            + "minimum, to 0.05)."))
     var vmin: Bound = .auto
     @Option(parsing: .unconditional,
         help: ArgumentHelp(
             "Value drawn as the brightest colour of the CKA heatmap: a number, or auto (default: the data's "
-        + "maximum, to 0.05)."))
+            + "maximum, to 0.05)."))
     var vmax: Bound = .auto
 
     func validate() throws {

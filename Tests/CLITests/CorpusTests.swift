@@ -186,7 +186,9 @@ final class CorpusTests: XCTestCase {
             let d = tmp + "/" + name
             try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
             try FileManager.default.copyItem(atPath: images + "/00_astronaut.png", toPath: d + "/00_good.png")
-            for (f, b) in files { XCTAssertTrue(FileManager.default.createFile(atPath: d + "/" + f, contents: Data(b))) }
+            for (f, b) in files {
+                XCTAssertTrue(FileManager.default.createFile(atPath: d + "/" + f, contents: Data(b)))
+            }
             return d
         }
         let png = bytes(images + "/01_chelsea.png")

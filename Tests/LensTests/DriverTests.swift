@@ -89,7 +89,8 @@ final class DriverTests: XCTestCase {
         let failing = ArraySource { if $0.index == 2 { throw Broken() } }
         let driver = BatchDriver(images: nil, count: 20, batch: 4, label: "t")
         var handed: [Int] = []
-        XCTAssertThrowsError(try driver.run([failing, after], RunContext(commandLine: "", observer: CollectingObserver())) {
+        let context = RunContext(commandLine: "", observer: CollectingObserver())
+        XCTAssertThrowsError(try driver.run([failing, after], context) {
             handed.append($0.index)
         }) { XCTAssertTrue($0 is Broken) }
         XCTAssertEqual(fed().map(\.index), [0, 1])
@@ -106,7 +107,8 @@ final class DriverTests: XCTestCase {
         let (array, fed) = recordingSource()
         let driver = BatchDriver(images: images, count: 10, batch: 4, label: "t")
         var kept: [Int] = []
-        try driver.run([ModelSource(model, taps: taps), array], RunContext(commandLine: "", observer: CollectingObserver())) {
+        let context = RunContext(commandLine: "", observer: CollectingObserver())
+        try driver.run([ModelSource(model, taps: taps), array], context) {
             XCTAssertEqual(taps.grams.count, model.config.depth + 1)
             XCTAssertEqual($0.images?.shape, [$0.count, 3, 32, 32])
             kept += $0.kept
@@ -124,7 +126,8 @@ final class DriverTests: XCTestCase {
                              rep: .normed, shard: nil)
         let cancel = Cancellation()
         cancel.cancel()
-        XCTAssertThrowsError(try run.run(RunContext(commandLine: "", observer: CollectingObserver(), cancellation: cancel))) {
+        let context = RunContext(commandLine: "", observer: CollectingObserver(), cancellation: cancel)
+        XCTAssertThrowsError(try run.run(context)) {
             XCTAssertEqual("\($0)", "interrupted; nothing was written")
         }
     }

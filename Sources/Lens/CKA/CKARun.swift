@@ -11,7 +11,10 @@ extension RunSide where Array == FeatureFile {
     }
     /// Patch (non-prefix) tokens per image.
     var patchTokens: Int {
-        switch self { case let .model(m): return m.config.patches; case let .array(f): return f.tokens - f.prefixTokens }
+        switch self {
+        case let .model(m): return m.config.patches
+        case let .array(f): return f.tokens - f.prefixTokens
+        }
     }
 }
 /// Layer-by-layer minibatch CKA between two models, one model and itself, or every pair of
