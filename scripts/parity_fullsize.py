@@ -165,6 +165,8 @@ def families(tmp, crops, x_none):
         cmd_heads = heads if layout in ("openai", "mae-lite") else None
         cmd = [VITLENS, "extract", path, "--images", crops, "--resize", "none", "--image-size", "224", "--out", path + ".out",
                "--quiet", "--batch", "8"] + (["--heads", str(cmd_heads)] if cmd_heads else [])
+        if name.startswith("CLIP"):
+            cmd += ["--family", "clip"]  # CLIP's tensor names are Perception Encoder's too: vitlens asks
         subprocess.run(cmd, check=True)
         rep, att = np.load(os.path.join(path + ".out", "features.npy")), np.load(os.path.join(path + ".out", "attention.npy"))
         rep_err = float(np.max(np.abs(rep - ref_rep) / np.maximum(1, np.abs(ref_rep))))

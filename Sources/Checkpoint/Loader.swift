@@ -32,9 +32,11 @@ public struct LoadedCheckpoint {
     public var fileBytes: UnsafeRawBufferPointer { file.all }
 
     /// The same checkpoint holding other tensors (tests patch weights this way).
-    public func replacingTensors(_ t: [String: RawTensor]) -> LoadedCheckpoint {
+    public func replacingTensors(_ t: [String: RawTensor], ignored: [String]? = nil,
+                                 metadata: [String: String]? = nil) -> LoadedCheckpoint {
         LoadedCheckpoint(path: path, weightsPath: weightsPath, format: format, layout: layout, location: location,
-                         tensors: t, ignored: ignored, metadata: metadata, config: config, file: file)
+                         tensors: t, ignored: ignored ?? self.ignored, metadata: metadata ?? self.metadata,
+                         config: config, file: file)
     }
 }
 

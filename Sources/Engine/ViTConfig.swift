@@ -94,6 +94,10 @@ public struct ViTConfig: Sendable, Equatable {
     public var activation: Activation = .gelu
     /// Where the activation came from (the tensors cannot tell exact from tanh GELU).
     public var activationSource = "family default"
+    /// The family the model runs as, and where that came from (`--family`, metadata, or what
+    /// made it evident).
+    public var modelFamily: ModelFamily = .vit
+    public var familySource = "the tensors"
     /// BEiT-style relative position bias: a table per block, one shared by every block, or both
     /// (added); the logits of every head get bias[index(i, j)] (BEiT, Bao et al. 2022; timm `beit.py`).
     public var relativeBlockTables = false
@@ -121,6 +125,8 @@ public struct ViTConfig: Sendable, Equatable {
     /// The model family, as far as the tensors tell it.
     public var family: String {
         if relativePositionBias { return "BEiT / mae-lite RPE" }
+        if modelFamily == .vitGap {
+            return registers > 0 ? "ViT with registers, no class token" : "ViT, no class token" }
         if !classToken { return "SigLIP-style" }
         if preNorm { return "CLIP" }
         if registers > 0 { return "DINOv2 with registers" }
@@ -148,7 +154,8 @@ public struct ViTConfig: Sendable, Equatable {
 
     /// Reads the architecture from a checkpoint's tensors. `heads`/`imageSize` override.
     public static func infer(
-        from ckpt: LoadedCheckpoint, heads: Int? = nil, imageSize: Int? = nil) throws -> ViTConfig {
+        from ckpt: LoadedCheckpoint, heads: Int? = nil, imageSize: Int? = nil, family given: ModelFamily? = nil
+    ) throws -> ViTConfig {
         let t = ckpt.tensors
         func shape(_ k: String) throws -> [Int] {
             guard let v = t[k] else { throw CheckpointError.missingTensor(k) }
@@ -288,8 +295,9 @@ public struct ViTConfig: Sendable, Equatable {
         var eps: Float = preNorm ? 1e-5 : 1e-6
         if let e = ckpt.config?.layerNormEps { eps = Float(e) }
         if let e = ckpt.metadata["layer_norm_eps"], let v = Float(e) { eps = v }
-        // SigLIP (no class token): the tanh GELU its checkpoints were trained with.
-        var activation: Activation = preNorm ? .quickGelu : classToken ? .gelu : .geluTanh
+        // The activation the family's checkpoints were trained with, unless config.json or the
+        // metadata says; the family itself is given or evident, never guessed (Family.swift).
+        var activation = Activation.gelu
         var activationSource = "family default"
         for (act, source) in [
             (ckpt.config?.hiddenAct, "config.json hidden_act"),
@@ -301,6 +309,14 @@ public struct ViTConfig: Sendable, Equatable {
             }
             (activation, activationSource) = (a, source)
         }
+        let stated = activationSource == "family default" ? nil : activation
+        let evidence = FamilyEvidence(
+            preNorm: preNorm, classToken: classToken, layerScale: t[ViTKeys.block(0, .layerScale1)] != nil,
+            relative: blockTable != nil || sharedTable != nil, registers: registers, layout: ckpt.layout,
+            ignored: ckpt.ignored, statedActivation: stated)
+        let (family, familySource) = try ModelFamily.resolve(evidence, given: given, metadata: ckpt.metadata["family"],
+                                                             path: ckpt.path)
+        if stated == nil { activation = family.defaultActivation }
         let run = imageSize ?? grid * patch
         guard run > 0, run % patch == 0 else {
             throw EngineError.imageSizeNotMultiple(size: run, patch: patch)
@@ -314,6 +330,8 @@ public struct ViTConfig: Sendable, Equatable {
         config.preNorm = preNorm
         config.activation = activation
         config.activationSource = activationSource
+        config.modelFamily = family
+        config.familySource = familySource
         config.classToken = classToken
         config.absolutePositions = t[ViTKeys.positions] != nil
         config.relativeBlockTables = blockTable != nil

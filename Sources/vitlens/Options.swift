@@ -8,6 +8,7 @@ import Train
 import VitLensCore
 
 extension ResizeMode: ExpressibleByArgument {}
+extension ModelFamily: ExpressibleByArgument {}
 extension RepresentationKind: ExpressibleByArgument {}
 extension TokenSelection: ExpressibleByArgument {}
 extension DistanceConvention: ExpressibleByArgument {}
@@ -54,6 +55,13 @@ struct ModelOptions: ParsableArguments {
         + "tables, CSV and JSON (default: the file names without extensions)."))
     var names: NameList?
 
+    @Option(parsing: .unconditionalSingleValue,
+        help: ArgumentHelp(
+            "The model family, where the tensors cannot tell it (OpenAI CLIP and Perception Encoder share tensor "
+            + "names, SigLIP and timm's ViTs without a class token too): one value for every model, or one per "
+            + "model in order. One of \(ModelFamily.names)."))
+    var family: [ModelFamily] = []
+
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS and vitlens's own loops (default: all cores).")
     var threads: Int?
 
@@ -74,6 +82,9 @@ struct ModelOptions: ParsableArguments {
         if heads.count > 1 && heads.count != models {
             throw ValidationError("--heads: give one value, or one per model (\(models))")
         }
+        if family.count > 1 && family.count != models {
+            throw ValidationError("--family: give one value, or one per model (\(models))")
+        }
         if let names, names.list.count != models {
             throw ValidationError("--names: give one name per model (\(models)), got \(names.list.count)")
         }
@@ -84,15 +95,16 @@ struct ModelOptions: ParsableArguments {
     func request(
         _ path: String, _ i: Int = 0, override: (Int?, String)? = nil, imageSize size: Int? = nil) -> ModelRequest {
         let name = names.map { $0.list[i] }
+        let f = family.isEmpty ? nil : family.count == 1 ? family[0] : family[min(i, family.count - 1)]
         if let (h, flag) = override, let h {
             return ModelRequest(
                 path: path, heads: h, headsGivenAs: flag, imageSize: size ?? imageSize, name: name,
-                precision: precision)
+                precision: precision, family: f)
         }
         let h = heads.isEmpty ? nil : heads.count == 1 ? heads[0] : heads[i]
         return ModelRequest(
             path: path, heads: h, headsGivenAs: "--heads", imageSize: size ?? imageSize, name: name,
-            precision: precision)
+            precision: precision, family: f)
     }
 
     func applyThreads() { if let threads { VitLensProcess.setThreads(threads) } }
@@ -102,7 +114,13 @@ struct ModelOptions: ParsableArguments {
 /// is bad usage (exit 64), named by its option.
 func load(_ request: ModelRequest, _ terminal: Terminal) throws -> AnalysisModel {
     let m: AnalysisModel
-    do { m = try AnalysisModel(request) } catch let e as EngineError {
+    do { m = try AnalysisModel(request) } catch let e as FamilyError {
+        // Which family a model is, is the user's to say where the file does not: bad usage.
+        switch e {
+        case .ambiguous, .contradicts(_, _, "--family", _): throw UsageError("\(e)")
+        default: throw e
+        }
+    } catch let e as EngineError {
         switch e {
         case let .headsDoNotDivide(heads, dim, .option):
             throw UsageError(

@@ -29,8 +29,8 @@ final class FamilyTests: TemporaryFolderTestCase {
         try extract("family_deit3_fb.pth", golden: "deit3", tokens: 17, extra: ["--heads", "2"])
         try extract("family_dinov2.safetensors", golden: "dinov2", tokens: 17)
         try extract("family_dinov2reg.safetensors", golden: "dinov2reg", tokens: 21)
-        try extract("family_clip.safetensors", golden: "clip", tokens: 17, extra: ["--heads", "2"])
-        try extract("family_clip_openai.pt", golden: "clip", tokens: 17, extra: ["--heads", "2"])
+        try extract("family_clip.safetensors", golden: "clip", tokens: 17, extra: ["--heads", "2", "--family", "clip"])
+        try extract("family_clip_openai.pt", golden: "clip", tokens: 17, extra: ["--heads", "2", "--family", "clip"])
         // Hugging Face folders against transformers in float64 (make_hf_clip_fixtures.py): a
         // CLIPVisionModel saved by transformers 5 (no vision_model. prefix) and a full CLIPModel.
         try extract("family_hf_clipvision", golden: "hf_clip", tokens: 17)
@@ -67,20 +67,57 @@ final class FamilyTests: TemporaryFolderTestCase {
                                    ("family_hf_clip", "Hugging Face CLIP"),
                                ("family_hf_siglip", "Hugging Face SigLIP"), ("family_hf_beit", "Hugging Face BEiT"),
                                ("family_beit.safetensors", "timm BEiT"), ("family_rpe_maelite.pth", "MAE/mae-lite")] {
-            let r = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint(file), "--heads", "2"])
+            let family = file.contains("clip_openai") ? ["--family", "clip"] : []
+            let r = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint(file), "--heads", "2"] + family)
             XCTAssertTrue(
                 r.status == 0 && r.stdout.contains("layout        " + layout), "\(file): \(r.stdout)\(r.stderr)")
         }
+    }
+
+    /// Tensors two families share are not run as either: one error line names the candidates
+    /// (exit 64), `--family` settles it — one value, or one per model — and inspect says where
+    /// the family came from; a family vitlens cannot run yet is refused by name (exit 1).
+    func testFamilyIsAskedNotGuessed() throws {
+        let clip = Fixtures.checkpoint("family_clip_openai.pt"), tiny = Fixtures.checkpoint("tiny_f32.safetensors")
+        var r = runProcess(CLITests.binary, ["inspect", clip, "--heads", "2"])
+        XCTAssertEqual(r.status, 64, r.stderr)
+        XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains("say which with --family clip|pe"), r.stderr)
+        XCTAssertEqual(r.stderr.split(separator: "\n").count, 1, r.stderr)
+        r = runProcess(CLITests.binary, ["inspect", clip, "--heads", "2", "--family", "pe"])
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("Perception Encoder (--family) uses 2-D rotary position embeddings"), r.stderr)
+        r = runProcess(CLITests.binary, ["inspect", clip, "--heads", "2", "--family", "clip"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("runs as --family clip, from --family"), r.stdout)
+        r = runProcess(CLITests.binary, ["inspect", tiny, "--family", "siglip"])
+        XCTAssertEqual(r.status, 64, r.stderr)
+        XCTAssertTrue(r.stderr.contains("--family says siglip (SigLIP), but it has a class token"), r.stderr)
+        r = runProcess(CLITests.binary, ["inspect", tiny, "--family", "eva"])
+        XCTAssertEqual(r.status, 64, r.stderr)
+        // One family per model, in order.
+        let out = tmp + "/cka-families"
+        r = runProcess(CLITests.binary, ["cka", clip, tiny, "--heads", "2", "--family", "clip", "--family", "vit",
+                                         "--images", Fixtures.path("images/cka"), "--resize", "none", "--batch", "4",
+                                         "--tokens", "mean", "--out", out, "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try String(contentsOfFile: out + "/cka.json", encoding: .utf8)
+        XCTAssertTrue(json.contains("\"family_source\": \"--family\""), json)
+        r = runProcess(CLITests.binary, ["cka", clip, tiny, "--heads", "2", "--family", "clip", "--family", "vit",
+                                         "--family", "vit", "--images", Fixtures.path("images/cka")])
+        XCTAssertEqual(r.status, 64, r.stderr)
+        XCTAssertTrue(r.stderr.contains("--family: give one value, or one per model (2)"), r.stderr)
     }
 
     /// CLIP as OpenAI and OpenCLIP publish it: the image tower found under visual.*, the text
     /// tower (and visual.proj) listed as ignored, the family named.
     func testCLIPLayout() throws {
         let r = runProcess(
-            CLITests.binary, ["inspect", Fixtures.checkpoint("family_clip_openai.pt"), "--heads", "2", "--json"])
+            CLITests.binary,
+            ["inspect", Fixtures.checkpoint("family_clip_openai.pt"), "--heads", "2", "--family", "clip", "--json"])
         XCTAssertEqual(r.status, 0, r.stderr)
         for want in [
-            "\"family\": \"CLIP\"", "OpenAI/OpenCLIP CLIP", "\"layer_norm_eps\": 1e-05",
+            "\"family\": \"CLIP\"", "\"family_source\": \"--family\"", "OpenAI/OpenCLIP CLIP",
+                "\"layer_norm_eps\": 1e-05",
             "\"activation\": \"quick_gelu\"",
                      "\"pre_norm\": true", "\"token_embedding.*\": 1", "\"text_projection\": 1", "\"visual.*\": 1"] {
             XCTAssertTrue(r.stdout.contains(want), "inspect shows \(want): \(r.stdout)")
@@ -136,14 +173,18 @@ final class FamilyTests: TemporaryFolderTestCase {
             let saved = tmp + "/" + file + ".safetensors"
             var r = runProcess(
                 CLITests.binary,
-                ["finetune", Fixtures.checkpoint(file), "--heads", "2", "--train", Fixtures.path("images"),
+                ["finetune", Fixtures.checkpoint(file), "--heads", "2"]
+                    + (file.contains("clip") ? ["--family", "clip"] : [])
+                    + ["--train", Fixtures.path("images"),
                                                  "--split", "0.5", "--epochs", "1", "--pool", "mean", "--save", saved,
                                                  "--out", tmp + "/ft-" + file, "--quiet"])
             XCTAssertEqual(r.status, 0, "\(file): \(r.stderr)")
             let header = try String(contentsOfFile: saved, encoding: .isoLatin1)
             for k in keys { XCTAssertTrue(header.contains("\"\(k)\""), "\(file): saved \(k)") }
             for k in absent { XCTAssertFalse(header.contains("\"\(k)\""), "\(file): no \(k)") }
-            let before = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint(file), "--heads", "2", "--json"])
+            let family = file.contains("clip") ? ["--family", "clip"] : []
+            let before = runProcess(
+                CLITests.binary, ["inspect", Fixtures.checkpoint(file), "--heads", "2", "--json"] + family)
             r = runProcess(CLITests.binary, ["inspect", saved, "--json"])
             XCTAssertEqual(r.status, 0, r.stderr)
             func field(_ json: String, _ key: String) -> String? {

@@ -15,7 +15,7 @@ final class EngineAgreementTests: XCTestCase {
                          "family_beitshared.safetensors",
                      "family_rpe_maelite.pth", "family_hf_beit", "family_hf_siglip"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
-            let cfg = try ViTConfig.infer(from: ckpt, heads: 2)
+            let cfg = try ViTConfig.infer(from: ckpt, heads: 2, family: name.contains("clip") ? .clip : nil)
             let weights = try ViTWeights(checkpoint: ckpt, config: cfg)
             let B = 3, C = cfg.dim, T = cfg.tokens, np = cfg.prefixTokens
             let x = Tensor(shape: [B, 3, cfg.imageSize, cfg.imageSize])
@@ -54,7 +54,7 @@ final class SaveRoundTripTests: XCTestCase {
             "family_siglip.safetensors",
                      "family_beit.safetensors", "family_beitshared.safetensors", "family_rpe_maelite.pth"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
-            let cfg = try ViTConfig.infer(from: ckpt, heads: 2)
+            let cfg = try ViTConfig.infer(from: ckpt, heads: 2, family: name.contains("clip") ? .clip : nil)
             let net = TrainableViT(
                 weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: cfg.depth, classes: 3, pooling: .mean,
                 seed: 1)

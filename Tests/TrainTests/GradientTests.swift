@@ -142,7 +142,7 @@ final class GradientTests: XCTestCase {
 
     func model(keep: Int, pooling: ProbePooling, file: String = "tiny_f32.safetensors") throws -> TrainableViT {
         let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file))
-        let cfg = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: nil)
+        let cfg = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: nil, family: file.contains("clip") ? .clip : nil)
         return TrainableViT(
             weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: keep, classes: 3, pooling: pooling, seed: 1)
     }

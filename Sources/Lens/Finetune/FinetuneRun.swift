@@ -90,7 +90,8 @@ public struct FinetuneRun {
             try withExtendedLifetime(state) {
                 try SafetensorsWriter.write(path: save, tensors: entries, metadata: [
                     ("num_heads", "\(model.config.heads)"), ("layer_norm_eps", "\(model.config.eps)"),
-                    ("hidden_act", model.config.activation.rawValue), ("format", "pt"),
+                    ("hidden_act", model.config.activation.rawValue), ("family", model.config.modelFamily.rawValue),
+                    ("format", "pt"),
                     ("producer", "vitlens \(vitlensVersion) finetune"), ("source", model.checkpoint.path),
                         ("source_sha256", model.sha256),
                     ("layers_kept", "\(keep)"), ("global_pool", pool == .mean ? "avg" : "token"),

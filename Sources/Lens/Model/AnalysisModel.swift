@@ -15,10 +15,12 @@ public struct ModelRequest {
     public var name: String?
     /// The arithmetic of the engine's linear layers.
     public var precision: Precision
+    /// The family, where the tensors cannot tell it (`--family`).
+    public var family: ModelFamily?
 
-    public init(
-        path: String, heads: Int? = nil, headsGivenAs: String = "--heads", imageSize: Int? = nil, name: String? = nil,
-                precision: Precision = .f32) {
+    public init(path: String, heads: Int? = nil, headsGivenAs: String = "--heads", imageSize: Int? = nil,
+                name: String? = nil, precision: Precision = .f32, family: ModelFamily? = nil) {
+        self.family = family
         self.path = path
         self.heads = heads
         self.headsGivenAs = headsGivenAs
@@ -44,7 +46,8 @@ public final class AnalysisModel {
         checkpoint = ckpt
         let path = request.path
         let config = try CheckpointError.naming(path) {
-            try ViTConfig.infer(from: ckpt, heads: request.heads, imageSize: request.imageSize) }
+            try ViTConfig.infer(
+                from: ckpt, heads: request.heads, imageSize: request.imageSize, family: request.family) }
         self.config = config
         let weights = try CheckpointError.naming(path) { try ViTWeights(checkpoint: ckpt, config: config) }
         engine = try ViTEngine(weights: weights, precision: request.precision)
@@ -96,7 +99,8 @@ public final class AnalysisModel {
                 + "float32 accumulation (oneDNN \(Precision.bf16Implementation)); the rest float32"
             : "f32"
         return ArchitectureRecord(
-            family: c.family, embedDim: c.dim, depth: c.depth, heads: c.heads, headsSource: headsSource,
+            family: c.family, familySource: c.familySource, embedDim: c.dim, depth: c.depth, heads: c.heads,
+                headsSource: headsSource,
                 patchSize: c.patch,
             checkpointImageSize: c.checkpointImageSize, imageSize: c.imageSize, tokens: c.tokens,
             prefixTokens: c.prefixTokens, registerTokens: c.registers, prefixPositionRows: c.positionSlots,

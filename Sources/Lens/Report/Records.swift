@@ -125,6 +125,8 @@ public enum ImagesRecord: JSONRecord, Equatable {
 /// was given, and where each setting not in the tensors came from.
 public struct ArchitectureRecord: JSONRecord, Equatable {
     public var family: String
+    /// What settled the family: `--family`, metadata, a config or layout, or the tensors.
+    public var familySource: String
     public var embedDim, depth, heads: Int
     public var headsSource: String
     public var patchSize, checkpointImageSize, imageSize, tokens, prefixTokens, registerTokens, prefixPositionRows: Int
@@ -143,7 +145,7 @@ public struct ArchitectureRecord: JSONRecord, Equatable {
 
     public var json: JSONValue {
         .object([
-            ("family", .string(family)),
+            ("family", .string(family)), ("family_source", .string(familySource)),
             ("embed_dim", .int(embedDim)), ("depth", .int(depth)), ("heads", .int(heads)),
             ("heads_source", .string(headsSource)), ("patch_size", .int(patchSize)),
             ("checkpoint_image_size", .int(checkpointImageSize)), ("image_size", .int(imageSize)),
@@ -160,13 +162,15 @@ public struct ArchitectureRecord: JSONRecord, Equatable {
         ])
     }
 
-    public init(family: String, embedDim: Int, depth: Int, heads: Int, headsSource: String, patchSize: Int,
+    public init(
+        family: String, familySource: String, embedDim: Int, depth: Int, heads: Int, headsSource: String,
+        patchSize: Int,
                 checkpointImageSize: Int, imageSize: Int, tokens: Int, prefixTokens: Int, registerTokens: Int,
                 prefixPositionRows: Int, layerScale: Bool, preNorm: Bool, activation: String, activationSource: String,
                 classToken: Bool, absolutePositions: Bool, relativePositionBias: String, mlpHidden: Int, qkvBias: Bool,
                 finalNorm: String, layerNormEps: Double, parameters: Int, precision: String) {
-        (self.family, self.embedDim, self.depth, self.heads, self.headsSource) = (
-            family, embedDim, depth, heads, headsSource)
+        (self.family, self.familySource, self.embedDim, self.depth) = (family, familySource, embedDim, depth)
+        (self.heads, self.headsSource) = (heads, headsSource)
         (self.patchSize, self.checkpointImageSize, self.imageSize, self.tokens) = (
             patchSize, checkpointImageSize, imageSize, tokens)
         (self.prefixTokens, self.registerTokens, self.prefixPositionRows) = (
@@ -182,7 +186,8 @@ public struct ArchitectureRecord: JSONRecord, Equatable {
 
     public init(json: JSONValue) throws {
         let f = try JSONFields(json, record: "architecture")
-        self.init(family: try f.string("family"), embedDim: try f.int("embed_dim"), depth: try f.int("depth"),
+        self.init(family: try f.string("family"), familySource: try f.string("family_source"),
+                  embedDim: try f.int("embed_dim"), depth: try f.int("depth"),
                   heads: try f.int("heads"), headsSource: try f.string("heads_source"),
                       patchSize: try f.int("patch_size"),
                   checkpointImageSize: try f.int("checkpoint_image_size"), imageSize: try f.int("image_size"),

@@ -35,6 +35,7 @@ public struct CheckpointSummary {
                     + (c.relativeBlockTables && c.relativeSharedTable ? " and " : "")
                     + (c.relativeSharedTable ? "shared" : "") : "")
                 + (c.absolutePositions ? "" : ", no absolute position embedding")),
+            ("", "runs as --family \(c.modelFamily.rawValue), from \(c.familySource)"),
             ("architecture",
                 "ViT, width \(c.dim), depth \(c.depth), patch \(c.patch), image \(c.checkpointImageSize) "
                 + "(\(c.grid)x\(c.grid) patches), MLP \(c.mlpHidden)"),

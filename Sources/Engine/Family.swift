@@ -1,0 +1,160 @@
+import Checkpoint
+
+/// The families a model can be said to belong to (`--family`, or a safetensors metadata
+/// `family`), for what its tensors cannot tell: the activation, and whether vitlens can run it
+/// at all. Several families share one set of tensor names — OpenAI CLIP and Meta's Perception
+/// Encoder, SigLIP and timm's ViTs without a class token — and running one as the other gives
+/// wrong numbers without any error, so where neither the file nor its config says which, vitlens
+/// asks instead of guessing.
+public enum ModelFamily: String, CaseIterable, Sendable {
+    /// ViT, DeiT (also distilled), MAE, MoCo v3, DINO: exact GELU.
+    case vit
+    /// DeiT III: LayerScale, no position row for the class token.
+    case deit3
+    /// DINOv2, with or without registers: LayerScale.
+    case dinov2
+    /// OpenAI CLIP's image tower (`ln_pre`, QuickGELU, LayerNorm eps 1e-5).
+    case clip
+    /// SigLIP: no class token, tanh GELU, a MAP head (ignored).
+    case siglip
+    /// BEiT and mae-lite's RPE ViT: relative position bias.
+    case beit
+    /// timm's ViTs without a class token (global average pooling, `*_gap_*`, registers or not):
+    /// exact GELU.
+    case vitGap = "vit-gap"
+    /// Meta's Perception Encoder: OpenAI CLIP's tensor names, exact GELU and 2-D rotary positions,
+    /// which vitlens does not run yet.
+    case perceptionEncoder = "pe"
+
+    /// How error messages and `inspect` name it.
+    public var title: String {
+        switch self {
+        case .vit: return "ViT"
+        case .deit3: return "DeiT III"
+        case .dinov2: return "DINOv2"
+        case .clip: return "CLIP"
+        case .siglip: return "SigLIP"
+        case .beit: return "BEiT / mae-lite RPE"
+        case .vitGap: return "timm ViT without a class token"
+        case .perceptionEncoder: return "Perception Encoder"
+        }
+    }
+
+    /// The MLP activation the family's checkpoints were trained with.
+    var defaultActivation: ViTConfig.Activation {
+        switch self {
+        case .clip: return .quickGelu
+        case .siglip: return .geluTanh
+        default: return .gelu
+        }
+    }
+
+    /// The names `--family` takes, for help texts and errors.
+    public static var names: String { allCases.map(\.rawValue).joined(separator: ", ") }
+}
+
+/// What the tensors show of a model, for deciding its family.
+struct FamilyEvidence {
+    var preNorm, classToken, layerScale, relative: Bool
+    var registers: Int
+    var layout: Layout
+    /// Keys the loader ignored (a MAP head `attn_pool.*` tells SigLIP, or PE-core's in a CLIP layout).
+    var ignored: [String]
+    /// `hidden_act` from config.json or safetensors metadata, if given.
+    var statedActivation: ViTConfig.Activation?
+
+    var hasAttentionPool: Bool { ignored.contains { $0.contains("attn_pool") } }
+}
+
+/// A model whose family cannot be settled, or does not fit what the tensors show.
+public enum FamilyError: Error, CustomStringConvertible, Equatable {
+    /// Several families share these tensors; `--family` settles it.
+    case ambiguous(path: String, candidates: [ModelFamily], why: String)
+    /// A family given (by `source`) that the tensors contradict.
+    case contradicts(path: String, family: ModelFamily, source: String, why: String)
+    /// A family vitlens recognises but cannot run yet.
+    case unsupported(path: String, family: ModelFamily, source: String)
+    /// A metadata `family` that names no family.
+    case unknown(path: String, name: String)
+
+    public var description: String {
+        switch self {
+        case let .ambiguous(path, candidates, why):
+            let names = candidates.map { "\($0.rawValue) (\($0.title))" }.joined(separator: " or ")
+            return "\(path): \(why); it could be \(names), which give different numbers: say which with "
+                + "--family \(candidates.map(\.rawValue).joined(separator: "|"))"
+        case let .contradicts(path, family, source, why):
+            return "\(path): \(source) says \(family.rawValue) (\(family.title)), but \(why)"
+        case let .unsupported(path, family, source):
+            return "\(path): \(family.title) (\(source)) uses 2-D rotary position embeddings, which vitlens does "
+                + "not run yet; running it as CLIP would give wrong numbers"
+        case let .unknown(path, name):
+            return "\(path): safetensors metadata family '\(name)' is not one of \(ModelFamily.names)"
+        }
+    }
+}
+
+extension ModelFamily {
+    /// The family of a model: given (`--family`, then a metadata `family`), or evident from the
+    /// tensors, the layout or a stated activation; otherwise an error naming the candidates.
+    /// Returns the family and where it came from.
+    static func resolve(_ e: FamilyEvidence, given: ModelFamily?, metadata: String?,
+                        path: String) throws -> (ModelFamily, String) {
+        if let given { return (try given.checked(e, source: "--family", path: path), "--family") }
+        if let metadata {
+            guard let f = ModelFamily(rawValue: metadata) else { throw FamilyError.unknown(path: path, name: metadata) }
+            return (try f.checked(e, source: "safetensors metadata", path: path), "safetensors metadata family")
+        }
+        if e.relative { return (.beit, "the tensors (relative position tables)") }
+        if e.preNorm {
+            if e.layout == .huggingFaceCLIP { return (.clip, "the Hugging Face CLIP folder") }
+            if e.hasAttentionPool {
+                throw FamilyError.unsupported(path: path, family: .perceptionEncoder,
+                                              source: "an attention-pooling head beside CLIP's tensor names")
+            }
+            if e.statedActivation == .quickGelu { return (.clip, "the stated activation (QuickGELU)") }
+            throw FamilyError.ambiguous(
+                path: path, candidates: [.clip, .perceptionEncoder],
+                why: "CLIP's tensors (a LayerNorm before the first block) with nothing that says which model wrote "
+                    + "them")
+        }
+        if !e.classToken {
+            if e.layout == .huggingFaceSigLIP { return (.siglip, "the Hugging Face SigLIP folder") }
+            if e.registers > 0 { return (.vitGap, "the tensors (registers without a class token; SigLIP has none)") }
+            if e.hasAttentionPool { return (.siglip, "the tensors (an attention-pooling head)") }
+            switch e.statedActivation {
+            case .geluTanh?: return (.siglip, "the stated activation (tanh GELU)")
+            case .gelu?: return (.vitGap, "the stated activation (exact GELU)")
+            default:
+                throw FamilyError.ambiguous(path: path, candidates: [.siglip, .vitGap],
+                                            why: "no class token, no registers and no attention-pooling head")
+            }
+        }
+        if e.layerScale { return (e.registers > 0 ? .dinov2 : .deit3, "the tensors (LayerScale)") }
+        return (.vit, "the tensors")
+    }
+
+    /// Self, if the tensors can be this family; else why not.
+    func checked(_ e: FamilyEvidence, source: String, path: String) throws -> ModelFamily {
+        func no(_ why: String) -> FamilyError { .contradicts(path: path, family: self, source: source, why: why) }
+        if self == .perceptionEncoder { throw FamilyError.unsupported(path: path, family: self, source: source) }
+        if e.relative != (self == .beit) {
+            throw no(e.relative ? "it has relative position tables (beit)" : "it has no relative position tables")
+        }
+        if e.preNorm != (self == .clip) {
+            throw no(e.preNorm ? "it has CLIP's ln_pre (clip or pe)" : "it has no ln_pre, which CLIP has")
+        }
+        switch self {
+        case .siglip where e.classToken || e.registers > 0:
+            throw no(
+                e.classToken ? "it has a class token, which SigLIP has not" : "it has registers, which SigLIP has not")
+        case .vitGap where e.classToken:
+            throw no("it has a class token")
+        case .vit, .deit3, .dinov2, .clip, .beit:
+            if !e.classToken { throw no("it has no class token") }
+            if (self == .deit3 || self == .dinov2) && !e.layerScale { throw no("it has no LayerScale") }
+        default: break
+        }
+        return self
+    }
+}
