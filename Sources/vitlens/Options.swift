@@ -113,27 +113,7 @@ struct ModelOptions: ParsableArguments {
 /// Loads a model; a head count or image size from the command line that the model cannot take
 /// is bad usage (exit 64), named by its option.
 func load(_ request: ModelRequest, _ terminal: Terminal) throws -> AnalysisModel {
-    let m: AnalysisModel
-    do { m = try AnalysisModel(request) } catch let e as FamilyError {
-        // Which family a model is, is the user's to say where the file does not: bad usage.
-        switch e {
-        case .ambiguous, .contradicts(_, _, "--family", _): throw UsageError("\(e)")
-        default: throw e
-        }
-    } catch let e as EngineError {
-        switch e {
-        case let .headsDoNotDivide(heads, dim, .option):
-            throw UsageError(
-                "\(request.headsGivenAs) \(heads) does not divide the embedding width \(dim) of \(request.path)")
-        case let .imageSizeNotMultiple(size, patch):
-            throw UsageError("--image-size \(size) is not a multiple of the patch size \(patch) of \(request.path)")
-        case let .headsContradictTable(heads, .option, table):
-            throw UsageError(
-                "\(request.headsGivenAs) \(heads) contradicts \(request.path), whose relative position tables have "
-                + "\(table) heads")
-        default: throw e
-        }
-    }
+    let m = try loading(request) { try AnalysisModel(request) }
     if let stated = m.statedHeads, m.config.headsSource == .option, stated.heads != m.config.heads {
         terminal.warning(
             "\(request.path): \(request.headsGivenAs) \(m.config.heads) overrides \(stated.heads) heads from "
@@ -400,5 +380,30 @@ struct LayerList: ExpressibleByArgument {
         let parts = argument.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) >= 1 }) else { return nil }
         list = Array(Set(parts.compactMap { $0 })).sorted()
+    }
+}
+
+/// Runs `body` (a model load), turning what the command line got wrong into bad usage (exit 64):
+/// a family to say or that contradicts the tensors, a head count or image size the model cannot take.
+func loading<T>(_ request: ModelRequest, _ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as FamilyError {
+        // Which family a model is, is the user's to say where the file does not: bad usage.
+        switch e {
+        case .ambiguous, .contradicts(_, _, "--family", _): throw UsageError("\(e)")
+        default: throw e
+        }
+    } catch let e as EngineError {
+        switch e {
+        case let .headsDoNotDivide(heads, dim, .option):
+            throw UsageError(
+                "\(request.headsGivenAs) \(heads) does not divide the embedding width \(dim) of \(request.path)")
+        case let .imageSizeNotMultiple(size, patch):
+            throw UsageError("--image-size \(size) is not a multiple of the patch size \(patch) of \(request.path)")
+        case let .headsContradictTable(heads, .option, table):
+            throw UsageError(
+                "\(request.headsGivenAs) \(heads) contradicts \(request.path), whose relative position tables have "
+                + "\(table) heads")
+        default: throw e
+        }
     }
 }

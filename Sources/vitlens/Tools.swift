@@ -132,7 +132,8 @@ struct Bench: ParsableCommand {
                                 png, svg, iters))
         }
         model.applyThreads()
-        let (m, loadMs) = try Lens.Bench.load(model.request(checkpoint!))
+        let request = model.request(checkpoint!)
+        let (m, loadMs) = try loading(request) { try Lens.Bench.load(request) }
         let batch = batching.batch, threads = BLASRuntime.threads
         if train {
             let t = try Lens.Bench.training(m, batch: batch, iters: iters, profile: profile)
