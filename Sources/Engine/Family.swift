@@ -25,6 +25,9 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     /// Meta's Perception Encoder: OpenAI CLIP's tensor names, exact GELU and 2-D rotary positions,
     /// which vitlens does not run yet.
     case perceptionEncoder = "pe"
+    /// timm's rotary ViTs (`vit_*_rope_224`, naver-ai/rope-vit's RoPE-Axial): DeiT III's block,
+    /// no absolute positions, RoPE θ = 100 on q and k of the patches (Rotary.swift).
+    case ropeVit = "rope-vit"
 
     /// How error messages and `inspect` name it.
     public var title: String {
@@ -37,6 +40,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
         case .beit: return "BEiT / mae-lite RPE"
         case .vitGap: return "timm ViT without a class token"
         case .perceptionEncoder: return "Perception Encoder"
+        case .ropeVit: return "timm rotary ViT"
         }
     }
 
@@ -62,6 +66,10 @@ struct FamilyEvidence {
     var ignored: [String]
     /// `hidden_act` from config.json or safetensors metadata, if given.
     var statedActivation: ViTConfig.Activation?
+    /// Neither an absolute nor a relative position table: the positions are rotary.
+    var rotary: Bool
+    /// A tensor of learned rotary frequencies (timm's `rope_mixed`), which vitlens does not run yet.
+    var learnedFrequencies: Bool
 
     var hasAttentionPool: Bool { ignored.contains { $0.contains("attn_pool") } }
 }
@@ -76,6 +84,8 @@ public enum FamilyError: Error, CustomStringConvertible, Equatable {
     case unsupported(path: String, family: ModelFamily, source: String)
     /// A metadata `family` that names no family.
     case unknown(path: String, name: String)
+    /// Rotary positions of a kind vitlens does not run yet, and what gave them away.
+    case rotaryNotYet(path: String, what: String)
 
     public var description: String {
         switch self {
@@ -88,6 +98,8 @@ public enum FamilyError: Error, CustomStringConvertible, Equatable {
         case let .unsupported(path, family, source):
             return "\(path): \(family.title) (\(source)) uses 2-D rotary position embeddings, which vitlens does "
                 + "not run yet; running it as CLIP would give wrong numbers"
+        case let .rotaryNotYet(path, what):
+            return "\(path): \(what); vitlens runs timm's axial rope ViTs (--family rope-vit) but not these yet"
         case let .unknown(path, name):
             return "\(path): safetensors metadata family '\(name)' is not one of \(ModelFamily.names)"
         }
@@ -106,6 +118,17 @@ extension ModelFamily {
             return (try f.checked(e, source: "safetensors metadata", path: path), "safetensors metadata family")
         }
         if e.relative { return (.beit, "the tensors (relative position tables)") }
+        if e.rotary {
+            if e.learnedFrequencies {
+                throw FamilyError.rotaryNotYet(path: path, what: "learned rotary frequencies (timm's rope_mixed)")
+            }
+            guard e.classToken, e.registers == 0, !e.preNorm else {
+                throw FamilyError.rotaryNotYet(
+                    path: path, what: "no position table, and " + (e.preNorm ? "CLIP's ln_pre"
+                        : e.registers > 0 ? "\(e.registers) registers (DINOv3, timm's rope_reg*_gap)" : "no class token"))
+            }
+            return (.ropeVit, "the tensors (no position table, a class token: timm's *_rope_* ViTs)")
+        }
         if e.preNorm {
             if e.layout == .huggingFaceCLIP { return (.clip, "the Hugging Face CLIP folder") }
             if e.hasAttentionPool {
@@ -138,6 +161,9 @@ extension ModelFamily {
     func checked(_ e: FamilyEvidence, source: String, path: String) throws -> ModelFamily {
         func no(_ why: String) -> FamilyError { .contradicts(path: path, family: self, source: source, why: why) }
         if self == .perceptionEncoder { throw FamilyError.unsupported(path: path, family: self, source: source) }
+        if e.rotary != (self == .ropeVit) {
+            throw no(e.rotary ? "it has no position table (rotary positions: rope-vit)" : "it has a position table")
+        }
         if e.relative != (self == .beit) {
             throw no(e.relative ? "it has relative position tables (beit)" : "it has no relative position tables")
         }
@@ -150,7 +176,7 @@ extension ModelFamily {
                 e.classToken ? "it has a class token, which SigLIP has not" : "it has registers, which SigLIP has not")
         case .vitGap where e.classToken:
             throw no("it has a class token")
-        case .vit, .deit3, .dinov2, .clip, .beit:
+        case .vit, .deit3, .dinov2, .clip, .beit, .ropeVit:
             if !e.classToken { throw no("it has no class token") }
             if (self == .deit3 || self == .dinov2) && !e.layerScale { throw no("it has no LayerScale") }
         default: break

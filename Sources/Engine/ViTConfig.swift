@@ -98,6 +98,10 @@ public struct ViTConfig: Sendable, Equatable {
     /// made it evident).
     public var modelFamily: ModelFamily = .vit
     public var familySource = "the tensors"
+    /// Rotary position embeddings on q and k of the patches (timm's `*_rope_*` ViTs), or none.
+    public var rotary: RotarySpec?
+    /// Where the checkpoint's image size came from when no position table gives it (rotary).
+    public var imageSizeSource = "the position embedding"
     /// BEiT-style relative position bias: a table per block, one shared by every block, or both
     /// (added); the logits of every head get bias[index(i, j)] (BEiT, Bao et al. 2022; timm `beit.py`).
     public var relativeBlockTables = false
@@ -125,6 +129,7 @@ public struct ViTConfig: Sendable, Equatable {
     /// The model family, as far as the tensors tell it.
     public var family: String {
         if relativePositionBias { return "BEiT / mae-lite RPE" }
+        if rotary != nil { return "RoPE ViT (timm)" }
         if modelFamily == .vitGap {
             return registers > 0 ? "ViT with registers, no class token" : "ViT, no class token" }
         if !classToken { return "SigLIP-style" }
@@ -216,6 +221,7 @@ public struct ViTConfig: Sendable, Equatable {
         // or none (DeiT III, DINOv2 with registers in timm: no_embed_class) — or, without pos_embed
         // (BEiT), the relative position table's.
         var slots = 0, grid = 0
+        var imageSizeSource = "the position embedding"
         if let pe = t[ViTKeys.positions]?.shape {
             guard pe.count == 3, pe[0] == 1, pe[2] == dim, pe[1] >= 1 else {
                 throw CheckpointError.badShape(tensor: ViTKeys.positions, expected: [1, prefix + 196, dim], got: pe)
@@ -240,10 +246,14 @@ public struct ViTConfig: Sendable, Equatable {
         } else if let tg = tableGrid {
             grid = tg
         } else {
-            throw CheckpointError.notAViT(
-                path: ckpt.path,
-                what: "no pos_embed and no relative position table: rotary position embeddings (EVA, timm's "
-                + "*_rope_* ViTs) are not supported")
+            // Neither: rotary positions, which fit any grid. The trained size comes from the
+            // config or metadata, else the 224 px every timm rope ViT is built at.
+            let stated: (Int, String)? = ckpt.config?.imageSize.map { ($0, "config.json image_size") }
+                ?? ckpt.metadata["image_size"].flatMap(Int.init).map { ($0, "safetensors metadata image_size") }
+            let (size, source) = stated ?? (224, "the size timm's rope ViTs are built at (no position table)")
+            guard size > 0, size % patch == 0 else { throw EngineError.imageSizeNotMultiple(size: size, patch: patch) }
+            grid = size / patch
+            imageSizeSource = source
         }
         var depth = 0
         while t[ViTKeys.block(depth, .norm1Weight)] != nil || t[ViTKeys.block(depth, .qkvWeight)] != nil { depth += 1 }
@@ -313,7 +323,9 @@ public struct ViTConfig: Sendable, Equatable {
         let evidence = FamilyEvidence(
             preNorm: preNorm, classToken: classToken, layerScale: t[ViTKeys.block(0, .layerScale1)] != nil,
             relative: blockTable != nil || sharedTable != nil, registers: registers, layout: ckpt.layout,
-            ignored: ckpt.ignored, statedActivation: stated)
+            ignored: ckpt.ignored, statedActivation: stated,
+            rotary: t[ViTKeys.positions] == nil && blockTable == nil && sharedTable == nil,
+            learnedFrequencies: (Array(t.keys) + ckpt.ignored).contains { $0.contains("freqs") || $0.contains("rope") })
         let (family, familySource) = try ModelFamily.resolve(evidence, given: given, metadata: ckpt.metadata["family"],
                                                              path: ckpt.path)
         if stated == nil { activation = family.defaultActivation }
@@ -332,6 +344,15 @@ public struct ViTConfig: Sendable, Equatable {
         config.activationSource = activationSource
         config.modelFamily = family
         config.familySource = familySource
+        config.imageSizeSource = imageSizeSource
+        if family == .ropeVit {
+            // Each head's width is split into x and y frequency bands of pairs: a multiple of 4.
+            guard config.headDim % 4 == 0 else {
+                throw EngineError.architecture(
+                    "\(ckpt.path): rotary positions need a head width divisible by 4, got \(config.headDim)")
+            }
+            config.rotary = RotarySpec(theta: 100)
+        }
         config.classToken = classToken
         config.absolutePositions = t[ViTKeys.positions] != nil
         config.relativeBlockTables = blockTable != nil

@@ -29,6 +29,9 @@ final class FamilyTests: TemporaryFolderTestCase {
         try extract("family_deit3_fb.pth", golden: "deit3", tokens: 17, extra: ["--heads", "2"])
         try extract("family_dinov2.safetensors", golden: "dinov2", tokens: 17)
         try extract("family_dinov2reg.safetensors", golden: "dinov2reg", tokens: 21)
+        // timm's rotary ViT (make_rope_fixtures.py): no position table, so the trained size is not
+        // in the file; run at the fixture's 32 px.
+        try extract("family_ropevit.safetensors", golden: "ropevit", tokens: 17, extra: ["--image-size", "32"])
         try extract("family_clip.safetensors", golden: "clip", tokens: 17, extra: ["--heads", "2", "--family", "clip"])
         try extract("family_clip_openai.pt", golden: "clip", tokens: 17, extra: ["--heads", "2", "--family", "clip"])
         // Hugging Face folders against transformers in float64 (make_hf_clip_fixtures.py): a
@@ -106,6 +109,29 @@ final class FamilyTests: TemporaryFolderTestCase {
                                          "--family", "vit", "--images", Fixtures.path("images/cka")])
         XCTAssertEqual(r.status, 64, r.stderr)
         XCTAssertTrue(r.stderr.contains("--family: give one value, or one per model (2)"), r.stderr)
+    }
+
+    /// A rotary ViT runs every analysis; training it is refused in one line (no backward pass for
+    /// the rotation yet), before any work.
+    func testRotaryViTAnalysesRunTrainingRefused() throws {
+        let rope = Fixtures.checkpoint("family_ropevit.safetensors"), images = Fixtures.path("images/cka")
+        var r = runProcess(CLITests.binary, ["attention", rope, "--image-size", "32", "--images", images, "--resize",
+                                             "none", "--batch", "4", "--out", tmp + "/rope-att", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        r = runProcess(CLITests.binary, ["cka", rope, "--image-size", "32", "--images", images, "--resize", "none",
+                                         "--batch", "4", "--out", tmp + "/rope-cka", "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let json = try String(contentsOfFile: tmp + "/rope-cka/cka.json", encoding: .utf8)
+        XCTAssertTrue(json.contains("\"family\": \"RoPE ViT (timm)\""), json)
+        r = runProcess(CLITests.binary, ["finetune", rope, "--image-size", "32", "--train", Fixtures.path("images"),
+                                         "--split", "0.5", "--epochs", "1", "--out", tmp + "/rope-ft", "--quiet"])
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains("rotary position embeddings")
+                          && r.stderr.contains("fine-tuning it is not supported yet"), r.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/rope-ft"))
+        r = runProcess(CLITests.binary, ["inspect", rope, "--family", "deit3"])
+        XCTAssertEqual(r.status, 64, r.stderr)
+        XCTAssertTrue(r.stderr.contains("it has no position table (rotary positions: rope-vit)"), r.stderr)
     }
 
     /// CLIP as OpenAI and OpenCLIP publish it: the image tower found under visual.*, the text

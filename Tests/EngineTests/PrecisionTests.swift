@@ -110,9 +110,10 @@ final class PrecisionTests: XCTestCase {
         for (file, golden) in [("tiny_f32.safetensors", "none"), ("family_deit3.safetensors", "family_deit3"),
                                ("family_dinov2reg.safetensors", "family_dinov2reg"),
                                    ("family_beit.safetensors", "family_beit"),
-                               ("family_siglip.safetensors", "family_siglip")] {
+                               ("family_siglip.safetensors", "family_siglip"),
+                               ("family_ropevit.safetensors", "family_ropevit")] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file))
-            let config = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: nil)
+            let config = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: 32)
             let engine = try ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config), precision: .bf16)
             let c = engine.config
             let taps = RecordingTaps(logits: false, perRep: c.tokens * c.dim)

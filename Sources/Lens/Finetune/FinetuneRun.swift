@@ -24,6 +24,7 @@ public struct FinetuneRun {
         pool: ProbePooling,
                 resize: ResizeMode, batch: Int, settings: FineTuneSettings, save: String?,
                     saveDType: SafetensorsWriter.DType) throws {
+        try model.checkTrainable()
         let k = keep ?? model.config.depth
         guard k <= model.config.depth else {
             throw LensError.tooFewBlocks(path: model.request.path, depth: model.config.depth, keep: k) }

@@ -25,30 +25,42 @@ public struct CheckpointSummary {
 
     public var lines: [(String, String)] {
         let ck = model.checkpoint, c = model.config
-        return [
+        var family = c.family + (c.layerScale ? ", LayerScale" : "")
+        family += c.registers > 0 ? ", \(c.registers) register tokens" : ""
+        family += !c.classToken ? ", no class token"
+            : c.positionSlots == 0 && c.absolutePositions ? ", no position embedding for the class token" : ""
+        if c.relativePositionBias {
+            let tables = [c.relativeBlockTables ? "per block" : nil, c.relativeSharedTable ? "shared" : nil]
+            family += ", relative position bias " + tables.compactMap { $0 }.joined(separator: " and ")
+        }
+        family += c.absolutePositions ? "" : ", no absolute position embedding"
+        var out: [(String, String)] = [
             ("checkpoint", ck.path), ("format", ck.format), ("layout", ck.layout.rawValue), ("state dict", ck.location),
-            ("family", c.family + (c.layerScale ? ", LayerScale" : "")
-                + (c.registers > 0 ? ", \(c.registers) register tokens" : "")
-                + (!c.classToken ? ", no class token" : c.positionSlots == 0 && c.absolutePositions
-                    ? ", no position embedding for the class token" : "")
-                + (c.relativePositionBias ? ", relative position bias " + (c.relativeBlockTables ? "per block" : "")
-                    + (c.relativeBlockTables && c.relativeSharedTable ? " and " : "")
-                    + (c.relativeSharedTable ? "shared" : "") : "")
-                + (c.absolutePositions ? "" : ", no absolute position embedding")),
-            ("", "runs as --family \(c.modelFamily.rawValue), from \(c.familySource)"),
+            ("family", family), ("", "runs as --family \(c.modelFamily.rawValue), from \(c.familySource)"),
+        ]
+        if let r = c.rotary {
+            out.append(("", "rotary positions on q and k of the patches: θ = \(csvNumber(r.theta)), [x, y] "
+                            + "interleaved pairs, grid from 0; trained at \(c.checkpointImageSize) px, from "
+                            + c.imageSizeSource))
+        }
+        let qkv = c.qkvBias ? (c.keyBias ? "yes" : "q and v only") : "no"
+        out += [
             ("architecture",
                 "ViT, width \(c.dim), depth \(c.depth), patch \(c.patch), image \(c.checkpointImageSize) "
                 + "(\(c.grid)x\(c.grid) patches), MLP \(c.mlpHidden)"),
-            ("", "qkv bias \(c.qkvBias ? (c.keyBias ? "yes" : "q and v only") : "no"), final norm "
-                + "\(c.finalNorm.rawValue), prefix tokens \(c.prefixTokens), LayerNorm eps \(c.eps)"),
+            ("", "qkv bias \(qkv), final norm \(c.finalNorm.rawValue), prefix tokens \(c.prefixTokens), "
+                + "LayerNorm eps \(c.eps)"),
             ("activation", "\(c.activation.rawValue), from \(c.activationSource)"),
             ("heads", "\(c.heads) (head dim \(c.headDim)), from \(model.headsSource)"),
             ("parameters", "\(c.parameterCount) in the forward pass"),
             ("ignored", ignored.isEmpty ? "nothing" : ignored.map { "\($0.0) (\($0.1))" }.joined(separator: ", ")),
-        ] + ck.metadata.sorted { $0.key < $1.key }.enumerated().map {
-            i, kv in (i == 0 ? "metadata" : "", "\(kv.key) = \(kv.value)") }
-          + [("sha256", model.sha256)]
+        ]
+        out += ck.metadata.sorted { $0.key < $1.key }.enumerated().map { i, kv in
+            (i == 0 ? "metadata" : "", "\(kv.key) = \(kv.value)")
+        }
+        return out + [("sha256", model.sha256)]
     }
+
 }
 
 /// Wrapper prefixes (module., model., base_encoder., backbone.) stay in the group's name.

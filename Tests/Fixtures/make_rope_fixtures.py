@@ -1,0 +1,55 @@
+"""A tiny timm rotary ViT (timm's `vit_*_patch16_rope_224` recipe: naver-ai/rope-vit's RoPE-Axial,
+θ = 100, 'xy' grid indexing, interleaved pairs, no absolute position embedding, LayerScale as
+gamma_1/gamma_2) and its float64 goldens from timm's own Eva: 2 blocks, width 16, 2 heads, patch
+8, at 32 px and, with the same weights, 48 px (the rotary grid follows the run size). Run from the
+repository root: python3 Tests/Fixtures/make_rope_fixtures.py (needs torch, timm, safetensors,
+pillow, torchvision). Writes Tests/Fixtures/checkpoints/family_ropevit.safetensors and
+Tests/Fixtures/golden/family_ropevit*."""
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from timm.models.eva import Eva
+
+import make_fixtures as F
+from make_family_fixtures import reference_of
+
+
+def make(img):
+    return Eva(img_size=img, patch_size=F.PATCH, embed_dim=F.DIM, depth=F.DEPTH, num_heads=F.HEADS, mlp_ratio=F.MLP,
+               attn_type="rope", qkv_bias=True, init_values=1e-5, class_token=True, global_pool="token",
+               use_abs_pos_emb=False, use_rot_pos_emb=True, rope_grid_indexing="xy", rope_temperature=100.0,
+               num_classes=5)
+
+
+def state(seed):
+    torch.manual_seed(seed)
+    sd = {}
+    for k, v in make(F.IMG).state_dict().items():
+        if k.endswith("norm1.weight") or k.endswith("norm2.weight") or k == "norm.weight":
+            sd[k] = 1 + 0.2 * torch.randn_like(v)
+        elif k.endswith("gamma_1") or k.endswith("gamma_2"):
+            sd[k] = 0.5 + 0.4 * torch.randn_like(v)  # LayerScale far from 1, so a missing γ shows
+        elif k.endswith("bias") or k == "cls_token":
+            sd[k] = 0.3 * torch.randn_like(v)
+        else:
+            sd[k] = torch.randn_like(v) * (1.5 / v[0].numel() ** 0.5)
+    return F.round_weights(sd)
+
+
+def main():
+    sd = state(40)
+    missing, unexpected = make(F.IMG).load_state_dict(sd, strict=True), None
+    save_file(sd, F.out("checkpoints", "family_ropevit.safetensors"), metadata={"num_heads": str(F.HEADS)})
+    x = F.preprocess(F.list_images(F.out("images", "none")), False)
+    x48 = torch.from_numpy(np.load(F.out("golden", "size48_input.npy")))
+    for suffix, img, inp in (("", F.IMG, x), ("_size48", 48, x48)):
+        m = make(img)
+        m.load_state_dict(sd)
+        feats, attn = reference_of(m, inp)
+        np.save(F.out("golden", f"family_ropevit{suffix}_features.npy"), feats)
+        np.save(F.out("golden", f"family_ropevit{suffix}_attention.npy"), attn)
+        print("ropevit", img, "px", feats.shape, attn.shape)
+
+
+if __name__ == "__main__":
+    main()
