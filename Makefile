@@ -83,6 +83,7 @@ fixtures:
 	python3 Tests/Fixtures/make_image_goldens.py
 	python3 Tests/Fixtures/make_corpus.py
 	python3 Tests/Fixtures/make_family_fixtures.py
+	python3 Tests/Fixtures/make_rope_fixtures.py
 	python3 Tests/Fixtures/make_maps_goldens.py
 	python3 Tests/Fixtures/make_hf_clip_fixtures.py
 	python3 Tests/Fixtures/make_hf_dinov2_fixtures.py
