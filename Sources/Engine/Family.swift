@@ -99,7 +99,8 @@ public enum FamilyError: Error, CustomStringConvertible, Equatable {
             return "\(path): \(family.title) (\(source)) uses 2-D rotary position embeddings, which vitlens does "
                 + "not run yet; running it as CLIP would give wrong numbers"
         case let .rotaryNotYet(path, what):
-            return "\(path): \(what); vitlens runs timm's axial rope ViTs (--family rope-vit) but not these yet"
+            return "\(path): \(what): rotary position embeddings of a kind vitlens does not run yet (it runs "
+                + "timm's axial rope ViTs, --family rope-vit)"
         case let .unknown(path, name):
             return "\(path): safetensors metadata family '\(name)' is not one of \(ModelFamily.names)"
         }
@@ -122,12 +123,14 @@ extension ModelFamily {
             if e.learnedFrequencies {
                 throw FamilyError.rotaryNotYet(path: path, what: "learned rotary frequencies (timm's rope_mixed)")
             }
-            guard e.classToken, e.registers == 0, !e.preNorm else {
-                throw FamilyError.rotaryNotYet(
-                    path: path, what: "no position table, and " + (e.preNorm ? "CLIP's ln_pre"
-                        : e.registers > 0 ? "\(e.registers) registers (DINOv3, timm's rope_reg*_gap)" : "no class token"))
+            // timm's rope ViTs have a class token, LayerScale and nothing else: anything more or less
+            // is another rotary family.
+            guard e.classToken, e.registers == 0, !e.preNorm, e.layerScale else {
+                let what = e.preNorm ? "CLIP's ln_pre" : e.registers > 0 ? "\(e.registers) registers (DINOv3, timm's "
+                    + "rope_reg*_gap)" : !e.classToken ? "no class token" : "no LayerScale"
+                throw FamilyError.rotaryNotYet(path: path, what: "no position table, and " + what)
             }
-            return (.ropeVit, "the tensors (no position table, a class token: timm's *_rope_* ViTs)")
+            return (.ropeVit, "the tensors (no position table, a class token, LayerScale: timm's *_rope_* ViTs)")
         }
         if e.preNorm {
             if e.layout == .huggingFaceCLIP { return (.clip, "the Hugging Face CLIP folder") }

@@ -14,7 +14,7 @@ public struct RotarySpec: Equatable, Sendable {
     public init(theta: Double) { self.theta = theta }
 
     /// cos and sin of every (patch, pair) angle of a g×g grid, row-major patches, D/2 pairs each.
-    func table(grid g: Int, headDim D: Int) -> RotaryTable {
+    public func table(grid g: Int, headDim D: Int) -> RotaryTable {
         let bands = D / 4, pairs = D / 2
         let omega = (0..<bands).map { pow(theta, -Double($0) / Double(bands)) }
         var cos = [Float](repeating: 0, count: g * g * pairs), sin = cos
@@ -35,32 +35,33 @@ public struct RotarySpec: Equatable, Sendable {
 }
 
 /// The rotation of every patch position at the run's grid: (P, D/2) cos and sin.
-struct RotaryTable {
+public struct RotaryTable: Sendable {
     let cos: [Float], sin: [Float]
     let pairs: Int
 }
 
 /// Turns q and k of the rows `rows` of a qkv buffer in place.  qkv: (rows, 3C), each row
 /// [q | k | v] with the H heads of width D side by side; a row's token is row mod T, the
-/// first `prefix` tokens of each image are left as they are.
-func applyRotary(_ qkv: UnsafeMutablePointer<Float>, rows: Range<Int>, tokens T: Int, prefix: Int, dim C: Int,
-                 heads H: Int, table: RotaryTable) {
-    let D = C / H, pairs = table.pairs
+/// first `prefix` tokens of each image are left as they are. `inverse` turns back (by −angle):
+/// the backward pass of the rotation, which is orthogonal (dq = Rᵀ·dq′).
+public func applyRotary(_ qkv: UnsafeMutablePointer<Float>, rows: Range<Int>, tokens T: Int, prefix: Int, dim C: Int,
+                        heads H: Int, table: RotaryTable, inverse: Bool = false) {
+    let D = C / H, pairs = table.pairs, direction: Float = inverse ? -1 : 1
     table.cos.withUnsafeBufferPointer { cosBuffer in
         table.sin.withUnsafeBufferPointer { sinBuffer in
             guard let cs = cosBuffer.baseAddress, let sn = sinBuffer.baseAddress else { return }
             for r in rows {
                 let token = r % T
                 guard token >= prefix else { continue }
-                let c = cs + (token - prefix) * pairs, s = sn + (token - prefix) * pairs
+                let c = cs + (token - prefix) * pairs, sines = sn + (token - prefix) * pairs
                 for part in 0..<2 {
                     let row = qkv + r * 3 * C + part * C
                     for h in 0..<H {
                         let v = row + h * D
                         for i in 0..<pairs {
-                            let a = v[2 * i], b = v[2 * i + 1]
-                            v[2 * i] = a * c[i] - b * s[i]
-                            v[2 * i + 1] = b * c[i] + a * s[i]
+                            let a = v[2 * i], b = v[2 * i + 1], s = direction * sines[i]
+                            v[2 * i] = a * c[i] - b * s
+                            v[2 * i + 1] = b * c[i] + a * s
                         }
                     }
                 }

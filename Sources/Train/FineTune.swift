@@ -128,6 +128,8 @@ public final class TrainableViT {
     let preNormW, preNormB: Parameter?
     /// BEiT's table shared by every block, or nil.
     let sharedTable: Parameter?
+    /// The rotation of q and k at every patch position (rotary models), or nil.
+    let rotary: RotaryTable?
     let blocks: [BlockParams]
     let normW, normB: Parameter?
     let headW, headB: Parameter
@@ -162,6 +164,7 @@ public final class TrainableViT {
         var c = w.config
         c.depth = keep
         config = c
+        rotary = c.rotary.map { $0.table(grid: c.runGrid, headDim: c.headDim) }
         self.classes = classes
         self.pooling = pooling
         let L = keep
@@ -276,6 +279,9 @@ public final class TrainableViT {
                 rows: R, eps: c.eps)
             mark(\.norm)
             Linear.forward(qkv[l].data, ln1[l].data, p.qkvW.value, p.qkvB.value, rows: R)
+            if let rotary {
+                applyRotary(qkv[l].data, rows: 0..<R, tokens: T, prefix: np, dim: C, heads: c.heads, table: rotary)
+            }
             mark(\.linear)
             if c.relativePositionBias { expandBias(l) }
             SelfAttention.forward(
@@ -428,6 +434,11 @@ public final class TrainableViT {
                                    batch: B, tokens: T, heads: c.heads, dim: C, dlogits: c.relativePositionBias
                                        ? dattnLogits.data : nil)
             if c.relativePositionBias { tableBackward(l, batch: B) }
+            // dq, dk were taken with respect to the turned q, k: turn them back.
+            if let rotary {
+                applyRotary(dqkv.data, rows: 0..<R, tokens: T, prefix: np, dim: C, heads: c.heads, table: rotary,
+                            inverse: true)
+            }
             mark(\.attention)
             Linear.backward(
                 dx: dsmall.data, dw: p.qkvW.grad, db: p.qkvB.grad, dy: dqkv.data, x: ln1[l].data, w: p.qkvW.value,
@@ -496,7 +507,8 @@ public final class TrainableViT {
     /// or its `Beit` names for BEiT / mae-lite RPE (q_bias and v_bias, gamma_1/gamma_2, the
     /// relative position tables) — for a safetensors file every vitlens command loads (and timm).
     public func stateDict() -> [(String, [Int], Tensor)] {
-        let c = config, C = c.dim, beit = !c.keyBias
+        // timm's Eva (rope ViTs) names LayerScale as BEiT does.
+        let c = config, C = c.dim, beit = !c.keyBias, evaScale = beit || c.rotary != nil
         func rows(_ t: Tensor, _ r: Range<Int>) -> Tensor {
             Tensor(shape: [r.count, C], values: Array(t.buffer[(r.lowerBound * C)..<(r.upperBound * C)])) }
         var out: [(String, [Int], Tensor)] = [(ViTKeys.patchWeight, [C, 3, c.patch, c.patch], patchW.value)]
@@ -525,7 +537,7 @@ public final class TrainableViT {
                     out.append(("blocks.\(i).attn.q_bias", [C], Tensor(shape: [C], values: Array(b[0..<C]))))
                     out.append(
                         ("blocks.\(i).attn.v_bias", [C], Tensor(shape: [C], values: Array(b[(2 * C)..<(3 * C)]))))
-                } else if beit && (q === p.ls1 || q === p.ls2) {
+                } else if evaScale && (q === p.ls1 || q === p.ls2) {
                     out.append(("blocks.\(i).\(q === p.ls1 ? "gamma_1" : "gamma_2")", [C], q.value))
                 } else {
                     out.append((q.name, q.value.shape, q.value))

@@ -111,9 +111,9 @@ final class FamilyTests: TemporaryFolderTestCase {
         XCTAssertTrue(r.stderr.contains("--family: give one value, or one per model (2)"), r.stderr)
     }
 
-    /// A rotary ViT runs every analysis; training it is refused in one line (no backward pass for
-    /// the rotation yet), before any work.
-    func testRotaryViTAnalysesRunTrainingRefused() throws {
+    /// A rotary ViT runs every analysis and fine-tunes; `finetune --save` writes timm's Eva names
+    /// and the trained size, and the saved file loads again as the same family at that size.
+    func testRotaryViTAnalysesAndFineTuning() throws {
         let rope = Fixtures.checkpoint("family_ropevit.safetensors"), images = Fixtures.path("images/cka")
         var r = runProcess(CLITests.binary, ["attention", rope, "--image-size", "32", "--images", images, "--resize",
                                              "none", "--batch", "4", "--out", tmp + "/rope-att", "--quiet"])
@@ -123,12 +123,19 @@ final class FamilyTests: TemporaryFolderTestCase {
         XCTAssertEqual(r.status, 0, r.stderr)
         let json = try String(contentsOfFile: tmp + "/rope-cka/cka.json", encoding: .utf8)
         XCTAssertTrue(json.contains("\"family\": \"RoPE ViT (timm)\""), json)
+        let saved = tmp + "/rope-ft.safetensors"
         r = runProcess(CLITests.binary, ["finetune", rope, "--image-size", "32", "--train", Fixtures.path("images"),
-                                         "--split", "0.5", "--epochs", "1", "--out", tmp + "/rope-ft", "--quiet"])
-        XCTAssertEqual(r.status, 1, r.stderr)
-        XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains("rotary position embeddings")
-                          && r.stderr.contains("fine-tuning it is not supported yet"), r.stderr)
-        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/rope-ft"))
+                                         "--split", "0.5", "--epochs", "1", "--save", saved, "--out", tmp + "/rope-ft",
+                                         "--quiet"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let header = try String(contentsOfFile: saved, encoding: .isoLatin1)
+        for k in ["blocks.0.gamma_1", "blocks.1.gamma_2", "\"image_size\":\"32\"", "\"family\":\"rope-vit\""] {
+            XCTAssertTrue(header.contains(k), "saved \(k)")
+        }
+        XCTAssertFalse(header.contains("pos_embed"))
+        r = runProcess(CLITests.binary, ["inspect", saved])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stdout.contains("trained at 32 px, from safetensors metadata image_size"), r.stdout)
         r = runProcess(CLITests.binary, ["inspect", rope, "--family", "deit3"])
         XCTAssertEqual(r.status, 64, r.stderr)
         XCTAssertTrue(r.stderr.contains("it has no position table (rotary positions: rope-vit)"), r.stderr)

@@ -13,9 +13,10 @@ final class EngineAgreementTests: XCTestCase {
             "tiny_f32.safetensors", "tiny2_f32.safetensors", "family_deit3.safetensors", "family_dinov2reg.safetensors",
                      "family_clip.safetensors", "family_siglip.safetensors", "family_beit.safetensors",
                          "family_beitshared.safetensors",
-                     "family_rpe_maelite.pth", "family_hf_beit", "family_hf_siglip"] {
+                     "family_rpe_maelite.pth", "family_hf_beit", "family_hf_siglip", "family_ropevit.safetensors"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
-            let cfg = try ViTConfig.infer(from: ckpt, heads: 2, family: name.contains("clip") ? .clip : nil)
+            let cfg = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: name.contains("rope") ? 32 : nil,
+                                          family: name.contains("clip") ? .clip : nil)
             let weights = try ViTWeights(checkpoint: ckpt, config: cfg)
             let B = 3, C = cfg.dim, T = cfg.tokens, np = cfg.prefixTokens
             let x = Tensor(shape: [B, 3, cfg.imageSize, cfg.imageSize])
@@ -52,9 +53,11 @@ final class SaveRoundTripTests: XCTestCase {
         for name in [
             "family_deit3.safetensors", "family_dinov2reg.safetensors", "family_clip.safetensors",
             "family_siglip.safetensors",
-                     "family_beit.safetensors", "family_beitshared.safetensors", "family_rpe_maelite.pth"] {
+                     "family_beit.safetensors", "family_beitshared.safetensors", "family_rpe_maelite.pth",
+                     "family_ropevit.safetensors"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
-            let cfg = try ViTConfig.infer(from: ckpt, heads: 2, family: name.contains("clip") ? .clip : nil)
+            let cfg = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: name.contains("rope") ? 32 : nil,
+                                          family: name.contains("clip") ? .clip : nil)
             let net = TrainableViT(
                 weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: cfg.depth, classes: 3, pooling: .mean,
                 seed: 1)
@@ -73,7 +76,8 @@ final class SaveRoundTripTests: XCTestCase {
                     path: path, tensors: state.map { .init(name: $0.0, shape: $0.1, data: UnsafePointer($0.2.data)) },
                                             metadata: [
                                                 ("num_heads", "2"), ("layer_norm_eps", "\(cfg.eps)"),
-                                                ("hidden_act", cfg.activation.rawValue)])
+                                                ("hidden_act", cfg.activation.rawValue),
+                                                ("image_size", "\(cfg.imageSize)")])
             }
             let again = try CheckpointLoader.load(path: path)
             let c2 = try ViTConfig.infer(from: again)

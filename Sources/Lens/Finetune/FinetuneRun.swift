@@ -24,7 +24,6 @@ public struct FinetuneRun {
         pool: ProbePooling,
                 resize: ResizeMode, batch: Int, settings: FineTuneSettings, save: String?,
                     saveDType: SafetensorsWriter.DType) throws {
-        try model.checkTrainable()
         let k = keep ?? model.config.depth
         guard k <= model.config.depth else {
             throw LensError.tooFewBlocks(path: model.request.path, depth: model.config.depth, keep: k) }
@@ -89,16 +88,18 @@ public struct FinetuneRun {
             let state = net.stateDict()
             let entries = state.map { SafetensorsWriter.Entry(name: $0.0, shape: $0.1, data: UnsafePointer($0.2.data)) }
             try withExtendedLifetime(state) {
+                // A rotary model's file holds no position table: its trained size goes in the metadata.
+                let size = model.config.rotary != nil ? [("image_size", "\(model.config.imageSize)")] : []
                 try SafetensorsWriter.write(path: save, tensors: entries, metadata: [
                     ("num_heads", "\(model.config.heads)"), ("layer_norm_eps", "\(model.config.eps)"),
                     ("hidden_act", model.config.activation.rawValue), ("family", model.config.modelFamily.rawValue),
                     ("format", "pt"),
                     ("producer", "vitlens \(vitlensVersion) finetune"), ("source", model.checkpoint.path),
-                        ("source_sha256", model.sha256),
+                    ("source_sha256", model.sha256),
                     ("layers_kept", "\(keep)"), ("global_pool", pool == .mean ? "avg" : "token"),
                     ("classes", JSONValue.array(train.classes.map { .string($0) }).render()),
-                        ("test_accuracy", "\(testAcc)"),
-                ], dtype: saveDType)
+                    ("test_accuracy", "\(testAcc)"),
+                ] + size, dtype: saveDType)
             }
         }
         return Result(logs: logs, trainAccuracy: trainAcc, testAccuracy: testAcc, chance: chance, csv: csv, json: json)

@@ -122,12 +122,3 @@ public func modelName(_ path: String) -> String {
     }
     return name.isEmpty ? "model" : name
 }
-
-extension AnalysisModel {
-    /// Refuses to train what the training module cannot (rotary positions have no backward pass yet).
-    func checkTrainable() throws {
-        if config.rotary != nil {
-            throw LensError.cannotTrain(path: request.path, why: "rotary position embeddings (\(config.family))")
-        }
-    }
-}

@@ -29,7 +29,6 @@ public struct ProbeRun {
         guard Set(names).count == names.count else {
             throw LensError.sameNames(names)
         }
-        if fineTune != nil { try models.forEach { try $0.checkTrainable() } }
         if pool == .cls, let m = models.first(where: { !$0.config.classToken }) {
             throw LensError.noClassToken(path: m.request.path, option: "--pool cls")
         }

@@ -36,9 +36,6 @@ public enum LensError: Error, CustomStringConvertible, Equatable {
     case emptyColourRange(vmin: Double, vmax: Double)
     /// The run was stopped between two batches (Ctrl-C); nothing was written.
     case cancelled
-    /// Training (finetune, probe --finetune, bench --train) of a model whose blocks the training
-    /// module has no backward pass for.
-    case cannotTrain(path: String, why: String)
 
     /// What an array holds, as error texts say it.
     public enum ArrayKind: String, Sendable {
@@ -80,8 +77,6 @@ public enum LensError: Error, CustomStringConvertible, Equatable {
             return "the colour range's top (\(vmax)) must be greater than its bottom (\(vmin))"
         case .cancelled:
             return "interrupted; nothing was written"
-        case let .cannotTrain(path, why):
-            return "\(path): \(why); fine-tuning it is not supported yet (the analyses run)"
         }
     }
 }

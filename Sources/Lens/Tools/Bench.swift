@@ -71,7 +71,6 @@ public enum Bench {
 
     /// Fine-tuning steps (forward, backward, AdamW) over all blocks, 10 classes.
     public static func training(_ m: AnalysisModel, batch: Int, iters: Int, profile: Bool = false) throws -> Training {
-        try m.checkTrainable()
         let x = input(batch: batch, size: m.config.imageSize)
         let net = TrainableViT(weights: m.engine.weights, keep: m.config.depth, classes: 10, pooling: .mean, seed: 0)
         let labels = (0..<batch).map { $0 % 10 }
