@@ -43,7 +43,8 @@ final class RotaryTests: XCTestCase {
                     XCTAssertEqual(ra.violations, 0, "\(what): \(ra)")
                     let plain = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
                     try e.forward(x, taps: plain)
-                    XCTAssertEqual(compare(plain.flat(plain.reps), feats.values, tolerance: 1e-3, mixed: true).violations,
+                    XCTAssertEqual(
+                        compare(plain.flat(plain.reps), feats.values, tolerance: 1e-3, mixed: true).violations,
                                    0, what + ", no attention taps")
                 }
             }

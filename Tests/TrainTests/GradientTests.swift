@@ -143,7 +143,8 @@ final class GradientTests: XCTestCase {
     func model(keep: Int, pooling: ProbePooling, file: String = "tiny_f32.safetensors") throws -> TrainableViT {
         let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file))
         let cfg = try ViTConfig.infer(
-            from: ckpt, heads: 2, imageSize: file.contains("rope") ? 32 : nil, family: file.contains("clip") ? .clip : nil)
+            from: ckpt, heads: 2, imageSize: file.contains("rope") ? 32 : nil, family: file.contains("clip") ? .clip
+                : nil)
         return TrainableViT(
             weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: keep, classes: 3, pooling: pooling, seed: 1)
     }
