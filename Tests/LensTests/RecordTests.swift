@@ -76,4 +76,17 @@ final class RecordTests: XCTestCase {
             XCTAssertEqual("\($0)", "attention setup: command is 'cka', not 'attention'")
         }
     }
+
+    /// A report written before the family's source was recorded still reads (for `plot`).
+    func testArchitectureBeforeFamilySource() throws {
+        let run = try CKARun(a: model("tiny_f32.safetensors"), b: nil, images: images(), folder: folder,
+                             tokens: .patches, rep: .normed, shard: nil)
+        guard case let .model(m) = run.setup.modelA, case let .object(fields) = m.architecture.json else {
+            return XCTFail("\(run.setup.modelA)")
+        }
+        XCTAssertEqual(m.architecture.familySource, "the tensors")
+        let older = try ArchitectureRecord(json: .object(fields.filter { $0.0 != "family_source" }))
+        XCTAssertEqual(older.familySource, "not recorded (an older report)")
+        XCTAssertEqual(older.family, "ViT")
+    }
 }

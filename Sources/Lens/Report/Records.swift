@@ -186,7 +186,9 @@ public struct ArchitectureRecord: JSONRecord, Equatable {
 
     public init(json: JSONValue) throws {
         let f = try JSONFields(json, record: "architecture")
-        self.init(family: try f.string("family"), familySource: try f.string("family_source"),
+        self.init(
+            family: try f.string("family"), familySource: f.has("family_source") ? try f.string("family_source")
+            : "not recorded (an older report)",
                   embedDim: try f.int("embed_dim"), depth: try f.int("depth"),
                   heads: try f.int("heads"), headsSource: try f.string("heads_source"),
                       patchSize: try f.int("patch_size"),
