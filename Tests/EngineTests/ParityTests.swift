@@ -198,43 +198,11 @@ final class ParityTests: XCTestCase {
     /// (queries starting mid-image), per-block and shared tables — all match timm in float64, and
     /// the logits the taps see include the bias (their softmax is the probabilities).
     func testRelativePositionBiasOnEveryPath() throws {
-        let x = try goldenInput("none")
-        let saved = Workers.count
-        defer { Workers.count = saved }
         for name in ["beit", "beitshared"] {
-            let feats = try NpyArray(path: Fixtures.golden("family_\(name)_features.npy"))
-            let att = try NpyArray(path: Fixtures.golden("family_\(name)_attention.npy"))
-            let paths: [ViTEngine.AttentionPath] = CPUKernels.avx2 ? [.blas, .avx2] : [.blas]
-            for path in paths {
-                for (workers, tile) in [(1, 800), (8, 5)] {
-                    Workers.count = workers
-                    let engine = try loadEngine("family_\(name).safetensors", heads: nil)
-                    XCTAssertTrue(engine.config.relativePositionBias)
-                    engine.attentionPath = path
-                    engine.tileRowsTarget = tile
-                    let c = engine.config
-                    let taps = RecordingTaps(perRep: c.tokens * c.dim)
-                    taps.perAttention = c.heads * c.tokens * c.tokens
-                    try engine.forward(x, taps: taps)
-                    let what = "\(name), \(path), \(workers) workers"
-                    XCTAssertEqual(
-                        compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0, what)
-                    XCTAssertEqual(compare(taps.flat(taps.probs), att.values, tolerance: 1e-4).violations, 0, what)
-                    // Without taps (queries split inside images when workers outnumber images).
-                    let plain = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
-                    try engine.forward(x, taps: plain)
-                    XCTAssertEqual(
-                        compare(plain.flat(plain.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0, what
-                        + ", no attention taps")
-                    let logits = taps.flat(taps.logits), probs = taps.flat(taps.probs), T = c.tokens
-                    var worst = 0.0
-                    for r in 0..<(logits.count / T) {
-                        let row = logits[(r * T)..<((r + 1) * T)], m = row.max()!
-                        let e = row.map { exp($0 - m) }, sum = e.reduce(0, +)
-                        for j in 0..<T { worst = max(worst, abs(e[j] / sum - probs[r * T + j])) }
-                    }
-                    XCTAssertLessThan(worst, 1e-6, what + ": softmax(logits) vs probabilities")
-                }
+            try checkEveryPath(name, input: try goldenInput("none"), golden: "family_\(name)") {
+                let engine = try loadEngine("family_\(name).safetensors", heads: nil)
+                XCTAssertTrue(engine.config.relativePositionBias)
+                return engine
             }
         }
     }
@@ -342,5 +310,46 @@ final class LoaderValidationTests: XCTestCase {
         XCTAssertEqual(conv.heads, 1)  // 16/64 rounds to 0: at least one head
         let hf = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_hf"))
         XCTAssertEqual(try ViTConfig.infer(from: hf).headsSource, .config)
+    }
+}
+
+/// A family against its float64 golden on every attention path (OpenBLAS, the AVX2 kernels) and
+/// worker split (whole images per worker; token rows split inside an image), with and without
+/// attention taps; the logits the taps see are what the softmax saw.
+func checkEveryPath(_ name: String, input x: Tensor, golden: String, _ make: () throws -> ViTEngine,
+                    file: StaticString = #filePath, line: UInt = #line) throws {
+    let feats = try NpyArray(path: Fixtures.golden(golden + "_features.npy"))
+    let att = try NpyArray(path: Fixtures.golden(golden + "_attention.npy"))
+    let saved = Workers.count
+    defer { Workers.count = saved }
+    for path in CPUKernels.avx2 ? [ViTEngine.AttentionPath.blas, .avx2] : [.blas] {
+        for (workers, tile) in [(1, 800), (8, 5)] {
+            Workers.count = workers
+            let engine = try make()
+            engine.attentionPath = path
+            engine.tileRowsTarget = tile
+            let c = engine.config
+            let taps = RecordingTaps(perRep: c.tokens * c.dim)
+            taps.perAttention = c.heads * c.tokens * c.tokens
+            try engine.forward(x, taps: taps)
+            let what = "\(name), \(path), \(workers) workers"
+            let rf = compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true)
+            XCTAssertEqual(rf.violations, 0, "\(what): \(rf)", file: file, line: line)
+            let ra = compare(taps.flat(taps.probs), att.values, tolerance: 1e-4)
+            XCTAssertEqual(ra.violations, 0, "\(what): \(ra)", file: file, line: line)
+            // Without taps (queries split inside images when workers outnumber images).
+            let plain = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
+            try engine.forward(x, taps: plain)
+            XCTAssertEqual(compare(plain.flat(plain.reps), feats.values, tolerance: 1e-3, mixed: true).violations, 0,
+                           what + ", no attention taps", file: file, line: line)
+            let logits = taps.flat(taps.logits), probs = taps.flat(taps.probs), T = c.tokens
+            var worst = 0.0
+            for r in 0..<(logits.count / T) {
+                let row = logits[(r * T)..<((r + 1) * T)], m = row.max()!
+                let e = row.map { exp($0 - m) }, sum = e.reduce(0, +)
+                for j in 0..<T { worst = max(worst, abs(e[j] / sum - probs[r * T + j])) }
+            }
+            XCTAssertLessThan(worst, 1e-6, what + ": softmax(logits) vs probabilities", file: file, line: line)
+        }
     }
 }

@@ -19,34 +19,9 @@ final class RotaryTests: XCTestCase {
     }
 
     func testEveryPathMatchesTimm() throws {
-        let saved = Workers.count
-        defer { Workers.count = saved }
         for (size, golden, input) in [(32, "family_ropevit", "none"), (48, "family_ropevit_size48", "size48")] {
-            let x = try goldenInput(input, size: size)
-            let feats = try NpyArray(path: Fixtures.golden(golden + "_features.npy"))
-            let att = try NpyArray(path: Fixtures.golden(golden + "_attention.npy"))
-            let paths: [ViTEngine.AttentionPath] = CPUKernels.avx2 ? [.blas, .avx2] : [.blas]
-            for path in paths {
-                for (workers, tile) in [(1, 800), (8, 5)] {
-                    Workers.count = workers
-                    let e = try engine(size: size)
-                    e.attentionPath = path
-                    e.tileRowsTarget = tile
-                    let c = e.config
-                    let taps = RecordingTaps(perRep: c.tokens * c.dim)
-                    taps.perAttention = c.heads * c.tokens * c.tokens
-                    try e.forward(x, taps: taps)
-                    let what = "\(size) px, \(path), \(workers) workers"
-                    let rf = compare(taps.flat(taps.reps), feats.values, tolerance: 1e-3, mixed: true)
-                    XCTAssertEqual(rf.violations, 0, "\(what): \(rf)")
-                    let ra = compare(taps.flat(taps.probs), att.values, tolerance: 1e-4)
-                    XCTAssertEqual(ra.violations, 0, "\(what): \(ra)")
-                    let plain = RecordingTaps(logits: false, probs: false, perRep: c.tokens * c.dim)
-                    try e.forward(x, taps: plain)
-                    XCTAssertEqual(
-                        compare(plain.flat(plain.reps), feats.values, tolerance: 1e-3, mixed: true).violations,
-                                   0, what + ", no attention taps")
-                }
+            try checkEveryPath("rope-vit at \(size) px", input: try goldenInput(input, size: size), golden: golden) {
+                try engine(size: size)
             }
         }
     }
