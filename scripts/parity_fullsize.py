@@ -139,6 +139,7 @@ def families(tmp, crops, x_none):
         ("mae-lite RPE-Tiny", lambda s: Beit(img_size=s, embed_dim=192, depth=12, num_heads=12, use_abs_pos_emb=True,
                                              use_rel_pos_bias=True), 12, "mae-lite", 224),
         ("RoPE ViT-B/16", lambda s: timm.create_model("vit_base_patch16_rope_224", img_size=s), 12, "timm", 224),
+        ("DINOv3-S/16", lambda s: timm.create_model("vit_small_patch16_dinov3", img_size=s), 6, "timm", 224),
     ]
     ok = True
     only = os.environ.get("FAMILIES")  # e.g. FAMILIES=CLIP: the rows whose name contains it

@@ -28,6 +28,10 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     /// timm's rotary ViTs (`vit_*_rope_224`, naver-ai/rope-vit's RoPE-Axial): DeiT III's block,
     /// no absolute positions, RoPE θ = 100 on q and k of the patches (Rotary.swift).
     case ropeVit = "rope-vit"
+    /// DINOv3 (S, B, L; timm's `vit_*_patch16_dinov3`): a class token and 4 registers, LayerScale,
+    /// LayerNorm eps 1e-5, no absolute positions, RoPE θ = 100 on centred coordinates, [y, x],
+    /// half-split pairs.
+    case dinov3
 
     /// How error messages and `inspect` name it.
     public var title: String {
@@ -41,6 +45,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
         case .vitGap: return "timm ViT without a class token"
         case .perceptionEncoder: return "Perception Encoder"
         case .ropeVit: return "timm rotary ViT"
+        case .dinov3: return "DINOv3"
         }
     }
 
@@ -50,6 +55,15 @@ public enum ModelFamily: String, CaseIterable, Sendable {
         case .clip: return .quickGelu
         case .siglip: return .geluTanh
         default: return .gelu
+        }
+    }
+
+    /// The rotary positions the family's checkpoints were trained with (nil: none).
+    var rotary: RotarySpec? {
+        switch self {
+        case .ropeVit: return .timmAxial
+        case .dinov3: return .dinov3
+        default: return nil
         }
     }
 
@@ -123,8 +137,11 @@ extension ModelFamily {
             if e.learnedFrequencies {
                 throw FamilyError.rotaryNotYet(path: path, what: "learned rotary frequencies (timm's rope_mixed)")
             }
-            // timm's rope ViTs have a class token, LayerScale and nothing else: anything more or less
-            // is another rotary family.
+            // DINOv3: a class token and registers; timm's rope ViTs: a class token, LayerScale and
+            // nothing else; anything more or less is another rotary family.
+            if e.classToken, e.registers > 0, e.layerScale, !e.preNorm {
+                return (.dinov3, "the tensors (no position table, a class token and registers: DINOv3)")
+            }
             guard e.classToken, e.registers == 0, !e.preNorm, e.layerScale else {
                 let what = e.preNorm ? "CLIP's ln_pre" : e.registers > 0 ? "\(e.registers) registers (DINOv3, timm's "
                     + "rope_reg*_gap)" : !e.classToken ? "no class token" : "no LayerScale"
@@ -164,9 +181,12 @@ extension ModelFamily {
     func checked(_ e: FamilyEvidence, source: String, path: String) throws -> ModelFamily {
         func no(_ why: String) -> FamilyError { .contradicts(path: path, family: self, source: source, why: why) }
         if self == .perceptionEncoder { throw FamilyError.unsupported(path: path, family: self, source: source) }
-        if e.rotary != (self == .ropeVit) {
-            throw no(e.rotary ? "it has no position table (rotary positions: rope-vit)" : "it has a position table")
+        if e.rotary != (rotary != nil) {
+            throw no(e.rotary ? "it has no position table (rotary positions: rope-vit or dinov3)"
+                     : "it has a position table")
         }
+        if self == .dinov3 && e.registers == 0 { throw no("it has no registers, which DINOv3 has") }
+        if self == .ropeVit && e.registers > 0 { throw no("it has registers (dinov3?)") }
         if e.relative != (self == .beit) {
             throw no(e.relative ? "it has relative position tables (beit)" : "it has no relative position tables")
         }
@@ -179,7 +199,7 @@ extension ModelFamily {
                 e.classToken ? "it has a class token, which SigLIP has not" : "it has registers, which SigLIP has not")
         case .vitGap where e.classToken:
             throw no("it has a class token")
-        case .vit, .deit3, .dinov2, .clip, .beit, .ropeVit:
+        case .vit, .deit3, .dinov2, .clip, .beit, .ropeVit, .dinov3:
             if !e.classToken { throw no("it has no class token") }
             if (self == .deit3 || self == .dinov2) && !e.layerScale { throw no("it has no LayerScale") }
         default: break

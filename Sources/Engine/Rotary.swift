@@ -1,36 +1,72 @@
 import Foundation
 
-/// 2-D rotary position embedding (RoPE) on q and k of the patch tokens, as timm's
-/// `RotaryEmbeddingCat` builds it for its `vit_*_rope_*` ViTs (RoPE-Axial, Heo et al. 2024,
-/// naver-ai/rope-vit; timm `layers/pos_embed_sincos.py`): per head of width D, D/4 frequencies
-/// ω_k = θ^(−k/(D/4)); a patch at column x and row y turns its D/2 pairs by the angles
-/// [x·ω, y·ω] (x first: timm's 'xy' grid indexing; integer coordinates from 0), each pair
-/// (2i, 2i+1) — interleaved — by out₂ᵢ = a·cos − b·sin, out₂ᵢ₊₁ = b·cos + a·sin. Prefix tokens
-/// are not turned.
+/// 2-D rotary position embedding (RoPE) on q and k of the patch tokens, as timm builds it
+/// (`layers/pos_embed_sincos.py`) for its `vit_*_rope_*` ViTs (`RotaryEmbeddingCat`; RoPE-Axial,
+/// Heo et al. 2024, naver-ai/rope-vit) and DINOv3 (`RotaryEmbeddingDinoV3`, after
+/// facebookresearch/dinov3's RopePositionEmbedding). Per head of width D: D/4 frequencies
+/// ω_k = θ^(−4k/D); a patch turns its D/2 pairs by the angles [a·ω, b·ω], a and b its two
+/// coordinates in the family's order; prefix tokens are not turned.
 public struct RotarySpec: Equatable, Sendable {
-    /// The frequencies' base θ (100 for timm's `*_rope_224`).
+    /// How a patch's grid position becomes a coordinate.
+    public enum Coordinates: String, Sendable {
+        /// The integer index 0, 1, …, g − 1 (timm's rope ViTs).
+        case index
+        /// 2π·(2(i + ½)/g − 1): the patch centre, normalised to [−1, 1] (DINOv3), times 2π.
+        case centered
+    }
+    /// The frequencies' base θ (100 for timm's `*_rope_224` and DINOv3).
     public var theta: Double
+    public var coordinates: Coordinates
+    /// Whether the first half of the frequencies follow the column (x; timm's 'xy' indexing) or
+    /// the row (y; 'ij').
+    public var columnFirst: Bool
+    /// Pairs (i, i + D/2) (`rotate_half`, DINOv3) instead of interleaved (2i, 2i + 1).
+    public var halfSplit: Bool
 
-    public init(theta: Double) { self.theta = theta }
+    public init(theta: Double, coordinates: Coordinates = .index, columnFirst: Bool = true, halfSplit: Bool = false) {
+        (self.theta, self.coordinates, self.columnFirst, self.halfSplit) = (theta, coordinates, columnFirst, halfSplit)
+    }
+
+    /// timm's `vit_*_patch16_rope_224`: θ 100, integer coordinates, [x, y], interleaved pairs.
+    public static let timmAxial = RotarySpec(theta: 100)
+    /// DINOv3: θ 100, centred coordinates × 2π, [y, x], half-split pairs.
+    public static let dinov3 = RotarySpec(theta: 100, coordinates: .centered, columnFirst: false, halfSplit: true)
+
+    /// The settings in one phrase, for `inspect`.
+    public var summary: String {
+        let order = columnFirst ? "[x, y]" : "[y, x]", pairs = halfSplit ? "half-split pairs" : "interleaved pairs"
+        let grid = coordinates == .index ? "integer coordinates from 0" : "centred coordinates in [−1, 1] × 2π"
+        return "θ = \(theta == theta.rounded() ? String(Int(theta)) : String(theta)), \(order), \(pairs), \(grid)"
+    }
+
+    /// A coordinate of grid position i of g.
+    func coordinate(_ i: Int, of g: Int) -> Double {
+        switch coordinates {
+        case .index: return Double(i)
+        case .centered: return 2 * Double.pi * (2 * (Double(i) + 0.5) / Double(g) - 1)
+        }
+    }
 
     /// cos and sin of every (patch, pair) angle of a g×g grid, row-major patches, D/2 pairs each.
     public func table(grid g: Int, headDim D: Int) -> RotaryTable {
         let bands = D / 4, pairs = D / 2
-        let omega = (0..<bands).map { pow(theta, -Double($0) / Double(bands)) }
+        let omega = (0..<bands).map { pow(theta, -4 * Double($0) / Double(D)) }
         var cos = [Float](repeating: 0, count: g * g * pairs), sin = cos
         for row in 0..<g {
             for col in 0..<g {
                 let p = row * g + col
+                let (first, second) = columnFirst ? (coordinate(col, of: g), coordinate(row, of: g))
+                    : (coordinate(row, of: g), coordinate(col, of: g))
                 for k in 0..<bands {
-                    for (i, coordinate) in [(k, col), (bands + k, row)] {
-                        let angle = Double(coordinate) * omega[k]
+                    for (i, coordinate) in [(k, first), (bands + k, second)] {
+                        let angle = coordinate * omega[k]
                         cos[p * pairs + i] = Float(Foundation.cos(angle))
                         sin[p * pairs + i] = Float(Foundation.sin(angle))
                     }
                 }
             }
         }
-        return RotaryTable(cos: cos, sin: sin, pairs: pairs)
+        return RotaryTable(cos: cos, sin: sin, pairs: pairs, halfSplit: halfSplit)
     }
 }
 
@@ -38,15 +74,20 @@ public struct RotarySpec: Equatable, Sendable {
 public struct RotaryTable: Sendable {
     let cos: [Float], sin: [Float]
     let pairs: Int
+    /// Pair i is (i, i + D/2), else (2i, 2i + 1).
+    let halfSplit: Bool
 }
 
 /// Turns q and k of the rows `rows` of a qkv buffer in place.  qkv: (rows, 3C), each row
 /// [q | k | v] with the H heads of width D side by side; a row's token is row mod T, the
-/// first `prefix` tokens of each image are left as they are. `inverse` turns back (by −angle):
-/// the backward pass of the rotation, which is orthogonal (dq = Rᵀ·dq′).
+/// first `prefix` tokens of each image are left as they are. Pair i, (a, b), becomes
+/// (a·cos − b·sin, b·cos + a·sin). `inverse` turns back (by −angle): the backward pass of the
+/// rotation, which is orthogonal (dq = Rᵀ·dq′).
 public func applyRotary(_ qkv: UnsafeMutablePointer<Float>, rows: Range<Int>, tokens T: Int, prefix: Int, dim C: Int,
                         heads H: Int, table: RotaryTable, inverse: Bool = false) {
     let D = C / H, pairs = table.pairs, direction: Float = inverse ? -1 : 1
+    // Where pair i's two values sit in a head.
+    let (stride, offset) = table.halfSplit ? (1, pairs) : (2, 1)
     table.cos.withUnsafeBufferPointer { cosBuffer in
         table.sin.withUnsafeBufferPointer { sinBuffer in
             guard let cs = cosBuffer.baseAddress, let sn = sinBuffer.baseAddress else { return }
@@ -59,9 +100,10 @@ public func applyRotary(_ qkv: UnsafeMutablePointer<Float>, rows: Range<Int>, to
                     for h in 0..<H {
                         let v = row + h * D
                         for i in 0..<pairs {
-                            let a = v[2 * i], b = v[2 * i + 1], s = direction * sines[i]
-                            v[2 * i] = a * c[i] - b * s
-                            v[2 * i + 1] = b * c[i] + a * s
+                            let j = i * stride
+                            let a = v[j], b = v[j + offset], s = direction * sines[i]
+                            v[j] = a * c[i] - b * s
+                            v[j + offset] = b * c[i] + a * s
                         }
                     }
                 }

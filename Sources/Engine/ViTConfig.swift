@@ -129,6 +129,7 @@ public struct ViTConfig: Sendable, Equatable {
     /// The model family, as far as the tensors tell it.
     public var family: String {
         if relativePositionBias { return "BEiT / mae-lite RPE" }
+        if modelFamily == .dinov3 { return "DINOv3" }
         if rotary != nil { return "RoPE ViT (timm)" }
         if modelFamily == .vitGap {
             return registers > 0 ? "ViT with registers, no class token" : "ViT, no class token" }
@@ -250,7 +251,7 @@ public struct ViTConfig: Sendable, Equatable {
             // config or metadata, else the 224 px every timm rope ViT is built at.
             let stated: (Int, String)? = ckpt.config?.imageSize.map { ($0, "config.json image_size") }
                 ?? ckpt.metadata["image_size"].flatMap(Int.init).map { ($0, "safetensors metadata image_size") }
-            let (size, source) = stated ?? (224, "the size timm's rope ViTs are built at (no position table)")
+            let (size, source) = stated ?? (224, "the 224 px timm builds rotary ViTs at (no position table)")
             guard size > 0, size % patch == 0 else { throw EngineError.imageSizeNotMultiple(size: size, patch: patch) }
             grid = size / patch
             imageSizeSource = source
@@ -329,6 +330,9 @@ public struct ViTConfig: Sendable, Equatable {
         let (family, familySource) = try ModelFamily.resolve(evidence, given: given, metadata: ckpt.metadata["family"],
                                                              path: ckpt.path)
         if stated == nil { activation = family.defaultActivation }
+        // DINOv3's LayerNorms are eps 1e-5 (the tensors cannot tell), unless a config or metadata says.
+        if family == .dinov3 && ckpt.config?.layerNormEps == nil
+            && ckpt.metadata["layer_norm_eps"] == nil { eps = 1e-5 }
         let run = imageSize ?? grid * patch
         guard run > 0, run % patch == 0 else {
             throw EngineError.imageSizeNotMultiple(size: run, patch: patch)
@@ -345,13 +349,13 @@ public struct ViTConfig: Sendable, Equatable {
         config.modelFamily = family
         config.familySource = familySource
         config.imageSizeSource = imageSizeSource
-        if family == .ropeVit {
+        if let rotary = family.rotary {
             // Each head's width is split into x and y frequency bands of pairs: a multiple of 4.
             guard config.headDim % 4 == 0 else {
                 throw EngineError.architecture(
                     "\(ckpt.path): rotary positions need a head width divisible by 4, got \(config.headDim)")
             }
-            config.rotary = RotarySpec(theta: 100)
+            config.rotary = rotary
         }
         config.classToken = classToken
         config.absolutePositions = t[ViTKeys.positions] != nil

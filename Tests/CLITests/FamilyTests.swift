@@ -32,6 +32,7 @@ final class FamilyTests: TemporaryFolderTestCase {
         // timm's rotary ViT (make_rope_fixtures.py): no position table, so the trained size is not
         // in the file; run at the fixture's 32 px.
         try extract("family_ropevit.safetensors", golden: "ropevit", tokens: 17, extra: ["--image-size", "32"])
+        try extract("family_dinov3.safetensors", golden: "dinov3", tokens: 21, extra: ["--image-size", "32"])
         try extract("family_clip.safetensors", golden: "clip", tokens: 17, extra: ["--heads", "2", "--family", "clip"])
         try extract("family_clip_openai.pt", golden: "clip", tokens: 17, extra: ["--heads", "2", "--family", "clip"])
         // Hugging Face folders against transformers in float64 (make_hf_clip_fixtures.py): a
@@ -138,7 +139,7 @@ final class FamilyTests: TemporaryFolderTestCase {
         XCTAssertTrue(r.stdout.contains("trained at 32 px, from safetensors metadata image_size"), r.stdout)
         r = runProcess(CLITests.binary, ["inspect", rope, "--family", "deit3"])
         XCTAssertEqual(r.status, 64, r.stderr)
-        XCTAssertTrue(r.stderr.contains("it has no position table (rotary positions: rope-vit)"), r.stderr)
+        XCTAssertTrue(r.stderr.contains("it has no position table (rotary positions: rope-vit or dinov3)"), r.stderr)
     }
 
     /// CLIP as OpenAI and OpenCLIP publish it: the image tower found under visual.*, the text

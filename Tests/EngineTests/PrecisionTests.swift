@@ -111,7 +111,8 @@ final class PrecisionTests: XCTestCase {
                                ("family_dinov2reg.safetensors", "family_dinov2reg"),
                                    ("family_beit.safetensors", "family_beit"),
                                ("family_siglip.safetensors", "family_siglip"),
-                               ("family_ropevit.safetensors", "family_ropevit")] {
+                               ("family_ropevit.safetensors", "family_ropevit"),
+                               ("family_dinov3.safetensors", "family_dinov3")] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file))
             let config = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: 32)
             let engine = try ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config), precision: .bf16)

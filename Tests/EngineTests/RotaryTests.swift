@@ -5,31 +5,75 @@ import TestSupport
 import VitLensCore
 import XCTest
 
-/// timm's rotary ViT (Tests/Fixtures/make_rope_fixtures.py: timm's Eva with RoPE-Axial, θ = 100,
-/// 'xy' indexing) against timm in float64 on every attention path and worker split, at the
-/// fixture's 32 px and, with the same weights, at 48 px (the rotary grid follows the run size).
+/// timm's rotary ViT and DINOv3 (Tests/Fixtures/make_rope_fixtures.py: timm's Eva) against timm
+/// in float64 on every attention path and worker split, at the fixtures' 32 px and, with the same
+/// weights, at 48 px (the rotary grid follows the run size).
 final class RotaryTests: XCTestCase {
-    func engine(size: Int) throws -> ViTEngine {
-        let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint("family_ropevit.safetensors"))
+    func engine(_ name: String, size: Int) throws -> ViTEngine {
+        let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint("family_\(name).safetensors"))
         let config = try ViTConfig.infer(from: ckpt, imageSize: size)
-        XCTAssertEqual(config.modelFamily, .ropeVit)
-        XCTAssertEqual(config.rotary, RotarySpec(theta: 100))
+        XCTAssertEqual(config.modelFamily.rawValue, name == "ropevit" ? "rope-vit" : name)
+        XCTAssertEqual(config.rotary, name == "ropevit" ? .timmAxial : .dinov3)
         XCTAssertFalse(config.absolutePositions)
+        if name == "dinov3" {
+            XCTAssertEqual(config.eps, 1e-5)
+            XCTAssertEqual(config.registers, 4)
+            XCTAssertFalse(config.qkvBias)
+        }
         return ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config))
     }
 
     func testEveryPathMatchesTimm() throws {
-        for (size, golden, input) in [(32, "family_ropevit", "none"), (48, "family_ropevit_size48", "size48")] {
-            try checkEveryPath("rope-vit at \(size) px", input: try goldenInput(input, size: size), golden: golden) {
-                try engine(size: size)
+        for name in ["ropevit", "dinov3"] {
+            for (size, suffix, input) in [(32, "", "none"), (48, "_size48", "size48")] {
+                try checkEveryPath("\(name) at \(size) px", input: try goldenInput(input, size: size),
+                                   golden: "family_\(name)\(suffix)") { try engine(name, size: size) }
             }
         }
+    }
+
+    /// DINOv3's table: pair i < D/4 turns by y·θ^(−4i/D), D/4 + i by x, with y and x the patch
+    /// centres normalised to [−1, 1] times 2π; pairs are (i, i + D/2).
+    func testDINOv3Table() throws {
+        let g = 4, D = 8
+        let table = RotarySpec.dinov3.table(grid: g, headDim: D)
+        XCTAssertTrue(table.halfSplit)
+        for row in 0..<g {
+            for col in 0..<g {
+                for i in 0..<(D / 2) {
+                    let k = i % (D / 4), position = i < D / 4 ? row : col
+                    let angle = 2 * Double.pi * (2 * (Double(position) + 0.5) / Double(g) - 1)
+                        * pow(100, -4 * Double(k) / Double(D))
+                    XCTAssertEqual(Double(table.cos[(row * g + col) * D / 2 + i]), cos(angle), accuracy: 1e-6)
+                    XCTAssertEqual(Double(table.sin[(row * g + col) * D / 2 + i]), sin(angle), accuracy: 1e-6)
+                }
+            }
+        }
+        // Half-split pairs: turning q of one head by its table and back gives q again; pair i
+        // is (i, i + 4) and keeps its length.
+        let T = 1 + g * g, C = 8
+        var qkv = (0..<(T * 3 * C)).map { Float(cos(Double($0) * 0.61)) }
+        let before = qkv
+        qkv.withUnsafeMutableBufferPointer {
+            applyRotary($0.baseAddress!, rows: 0..<T, tokens: T, prefix: 1, dim: C, heads: 1, table: table)
+        }
+        let r = 6
+        for i in 0..<4 {
+            let j = r * 3 * C + i
+            XCTAssertEqual(hypot(Double(qkv[j]), Double(qkv[j + 4])), hypot(Double(before[j]), Double(before[j + 4])),
+                           accuracy: 1e-6)
+        }
+        qkv.withUnsafeMutableBufferPointer {
+            applyRotary(
+                $0.baseAddress!, rows: 0..<T, tokens: T, prefix: 1, dim: C, heads: 1, table: table, inverse: true)
+        }
+        for (a, b) in zip(qkv, before) { XCTAssertEqual(a, b, accuracy: 1e-6) }
     }
 
     /// The table against its definition in float64: pair i < D/4 turns by column·θ^(−4i/D), pair
     /// D/4 + i by row·θ^(−4i/D); a rotation keeps each pair's length.
     func testTableAndRotation() throws {
-        let spec = RotarySpec(theta: 100), g = 3, D = 8
+        let spec = RotarySpec.timmAxial, g = 3, D = 8
         let table = spec.table(grid: g, headDim: D)
         for row in 0..<g {
             for col in 0..<g {

@@ -1,10 +1,16 @@
-"""A tiny timm rotary ViT (timm's `vit_*_patch16_rope_224` recipe: naver-ai/rope-vit's RoPE-Axial,
-θ = 100, 'xy' grid indexing, interleaved pairs, no absolute position embedding, LayerScale as
-gamma_1/gamma_2) and its float64 goldens from timm's own Eva: 2 blocks, width 16, 2 heads, patch
-8, at 32 px and, with the same weights, 48 px (the rotary grid follows the run size). Run from the
-repository root: python3 Tests/Fixtures/make_rope_fixtures.py (needs torch, timm, safetensors,
-pillow, torchvision). Writes Tests/Fixtures/checkpoints/family_ropevit.safetensors and
-Tests/Fixtures/golden/family_ropevit*."""
+"""Tiny rotary ViTs and their float64 goldens from timm's own Eva: 2 blocks, width 16, 2 heads,
+patch 8, at 32 px and, with the same weights, 48 px (the rotary grid follows the run size):
+- ropevit: timm's `vit_*_patch16_rope_224` recipe (naver-ai/rope-vit's RoPE-Axial: θ = 100, 'xy'
+  grid indexing, integer coordinates, interleaved pairs; no absolute position embedding;
+  LayerScale as gamma_1/gamma_2);
+- dinov3: timm's `vit_*_patch16_dinov3` recipe (θ = 100, 'ij' indexing, 0.5-centred coordinates
+  normalised to [-1, 1] times 2π, half-split pairs; a class token and 4 registers; no qkv bias;
+  LayerNorm eps 1e-5).
+Run from the repository root: python3 Tests/Fixtures/make_rope_fixtures.py (needs torch, timm,
+safetensors, pillow, torchvision). Writes Tests/Fixtures/checkpoints/family_{ropevit,dinov3}.safetensors
+and Tests/Fixtures/golden/family_{ropevit,dinov3}*."""
+from functools import partial
+
 import numpy as np
 import torch
 from safetensors.torch import save_file
@@ -14,22 +20,28 @@ import make_fixtures as F
 from make_family_fixtures import reference_of
 
 
-def make(img):
+FAMILIES = {
+    "ropevit": dict(attn_type="rope", qkv_bias=True, rope_grid_indexing="xy", rope_temperature=100.0),
+    "dinov3": dict(qkv_bias=False, rope_type="dinov3", rope_temperature=100, rope_rotate_half=True, num_reg_tokens=4,
+                   use_fc_norm=False, norm_layer=partial(torch.nn.LayerNorm, eps=1e-5)),
+}
+
+
+def make(name, img):
     return Eva(img_size=img, patch_size=F.PATCH, embed_dim=F.DIM, depth=F.DEPTH, num_heads=F.HEADS, mlp_ratio=F.MLP,
-               attn_type="rope", qkv_bias=True, init_values=1e-5, class_token=True, global_pool="token",
-               use_abs_pos_emb=False, use_rot_pos_emb=True, rope_grid_indexing="xy", rope_temperature=100.0,
-               num_classes=5)
+               init_values=1e-5, class_token=True, global_pool="token", use_abs_pos_emb=False, use_rot_pos_emb=True,
+               num_classes=5, **FAMILIES[name])
 
 
-def state(seed):
+def state(name, seed):
     torch.manual_seed(seed)
     sd = {}
-    for k, v in make(F.IMG).state_dict().items():
+    for k, v in make(name, F.IMG).state_dict().items():
         if k.endswith("norm1.weight") or k.endswith("norm2.weight") or k == "norm.weight":
             sd[k] = 1 + 0.2 * torch.randn_like(v)
         elif k.endswith("gamma_1") or k.endswith("gamma_2"):
             sd[k] = 0.5 + 0.4 * torch.randn_like(v)  # LayerScale far from 1, so a missing γ shows
-        elif k.endswith("bias") or k == "cls_token":
+        elif k.endswith("bias") or k in ("cls_token", "reg_token"):
             sd[k] = 0.3 * torch.randn_like(v)
         else:
             sd[k] = torch.randn_like(v) * (1.5 / v[0].numel() ** 0.5)
@@ -37,18 +49,19 @@ def state(seed):
 
 
 def main():
-    sd = state(40)
-    missing, unexpected = make(F.IMG).load_state_dict(sd, strict=True), None
-    save_file(sd, F.out("checkpoints", "family_ropevit.safetensors"), metadata={"num_heads": str(F.HEADS)})
     x = F.preprocess(F.list_images(F.out("images", "none")), False)
     x48 = torch.from_numpy(np.load(F.out("golden", "size48_input.npy")))
-    for suffix, img, inp in (("", F.IMG, x), ("_size48", 48, x48)):
-        m = make(img)
-        m.load_state_dict(sd)
-        feats, attn = reference_of(m, inp)
-        np.save(F.out("golden", f"family_ropevit{suffix}_features.npy"), feats)
-        np.save(F.out("golden", f"family_ropevit{suffix}_attention.npy"), attn)
-        print("ropevit", img, "px", feats.shape, attn.shape)
+    for i, name in enumerate(FAMILIES):
+        sd = state(name, 40 + i)
+        make(name, F.IMG).load_state_dict(sd, strict=True)
+        save_file(sd, F.out("checkpoints", f"family_{name}.safetensors"), metadata={"num_heads": str(F.HEADS)})
+        for suffix, img, inp in (("", F.IMG, x), ("_size48", 48, x48)):
+            m = make(name, img)
+            m.load_state_dict(sd)
+            feats, attn = reference_of(m, inp)
+            np.save(F.out("golden", f"family_{name}{suffix}_features.npy"), feats)
+            np.save(F.out("golden", f"family_{name}{suffix}_attention.npy"), attn)
+            print(name, img, "px", feats.shape, attn.shape)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,11 @@ final class EngineAgreementTests: XCTestCase {
             "tiny_f32.safetensors", "tiny2_f32.safetensors", "family_deit3.safetensors", "family_dinov2reg.safetensors",
                      "family_clip.safetensors", "family_siglip.safetensors", "family_beit.safetensors",
                          "family_beitshared.safetensors",
-                     "family_rpe_maelite.pth", "family_hf_beit", "family_hf_siglip", "family_ropevit.safetensors"] {
+                     "family_rpe_maelite.pth", "family_hf_beit", "family_hf_siglip", "family_ropevit.safetensors",
+                     "family_dinov3.safetensors"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
-            let cfg = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: name.contains("rope") ? 32 : nil,
+            let cfg = try ViTConfig.infer(
+                from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
                                           family: name.contains("clip") ? .clip : nil)
             let weights = try ViTWeights(checkpoint: ckpt, config: cfg)
             let B = 3, C = cfg.dim, T = cfg.tokens, np = cfg.prefixTokens
@@ -54,9 +56,10 @@ final class SaveRoundTripTests: XCTestCase {
             "family_deit3.safetensors", "family_dinov2reg.safetensors", "family_clip.safetensors",
             "family_siglip.safetensors",
                      "family_beit.safetensors", "family_beitshared.safetensors", "family_rpe_maelite.pth",
-                     "family_ropevit.safetensors"] {
+                     "family_ropevit.safetensors", "family_dinov3.safetensors"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
-            let cfg = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: name.contains("rope") ? 32 : nil,
+            let cfg = try ViTConfig.infer(
+                from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
                                           family: name.contains("clip") ? .clip : nil)
             let net = TrainableViT(
                 weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: cfg.depth, classes: 3, pooling: .mean,

@@ -143,7 +143,8 @@ final class GradientTests: XCTestCase {
     func model(keep: Int, pooling: ProbePooling, file: String = "tiny_f32.safetensors") throws -> TrainableViT {
         let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file))
         let cfg = try ViTConfig.infer(
-            from: ckpt, heads: 2, imageSize: file.contains("rope") ? 32 : nil, family: file.contains("clip") ? .clip
+            from: ckpt, heads: 2, imageSize: file.contains("rope") || file.contains("dinov3") ? 32 : nil,
+                family: file.contains("clip") ? .clip
                 : nil)
         return TrainableViT(
             weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: keep, classes: 3, pooling: pooling, seed: 1)
@@ -164,7 +165,7 @@ final class GradientTests: XCTestCase {
             "family_deit3.safetensors", "family_dinov2reg.safetensors", "family_clip.safetensors",
             "family_siglip.safetensors",
                      "family_beit.safetensors", "family_beitshared.safetensors", "family_rpe.safetensors",
-                     "family_ropevit.safetensors"] {
+                     "family_ropevit.safetensors", "family_dinov3.safetensors"] {
             try endToEnd(file, [(2, file.contains("siglip") ? .mean : .cls)])
         }
     }

@@ -39,9 +39,8 @@ public struct CheckpointSummary {
             ("family", family), ("", "runs as --family \(c.modelFamily.rawValue), from \(c.familySource)"),
         ]
         if let r = c.rotary {
-            out.append(("", "rotary positions on q and k of the patches: θ = \(csvNumber(r.theta)), [x, y] "
-                            + "interleaved pairs, grid from 0; trained at \(c.checkpointImageSize) px, from "
-                            + c.imageSizeSource))
+            out.append(("", "rotary positions on q and k of the patches: \(r.summary); trained at "
+                            + "\(c.checkpointImageSize) px, from \(c.imageSizeSource)"))
         }
         let qkv = c.qkvBias ? (c.keyBias ? "yes" : "q and v only") : "no"
         out += [
