@@ -27,6 +27,9 @@ public struct LoadedCheckpoint {
     public let metadata: [String: String]
     public let config: HFConfig?
     let file: MappedFile
+    /// LayerScale written `gamma_1`/`gamma_2` (Facebook's DeiT III, BEiT, timm's Eva) rather than
+    /// timm's `ls1.gamma`: with a top-level state dict, a hint of timm's Eva-based rope ViTs.
+    public var layerScaleAsGamma = false
 
     /// The weights file's bytes, as mapped (for hashing: SHA-256 is computed where reports are made).
     public var fileBytes: UnsafeRawBufferPointer { file.all }
@@ -34,9 +37,11 @@ public struct LoadedCheckpoint {
     /// The same checkpoint holding other tensors (tests patch weights this way).
     public func replacingTensors(_ t: [String: RawTensor], ignored: [String]? = nil,
                                  metadata: [String: String]? = nil) -> LoadedCheckpoint {
-        LoadedCheckpoint(path: path, weightsPath: weightsPath, format: format, layout: layout, location: location,
-                         tensors: t, ignored: ignored ?? self.ignored, metadata: metadata ?? self.metadata,
-                         config: config, file: file)
+        var c = LoadedCheckpoint(path: path, weightsPath: weightsPath, format: format, layout: layout,
+                                 location: location, tensors: t, ignored: ignored ?? self.ignored,
+                                 metadata: metadata ?? self.metadata, config: config, file: file)
+        c.layerScaleAsGamma = layerScaleAsGamma
+        return c
     }
 }
 
@@ -111,10 +116,12 @@ public enum CheckpointLoader {
                 what: "no patch_embed.proj.weight (or Hugging Face patch_embeddings) among \(raw.count) tensors")
         }
         let mapped = try LayoutMapper.map(raw, container: container, path: path)
-        return LoadedCheckpoint(path: displayPath, weightsPath: path, format: format, layout: mapped.layout,
-                                location: location, tensors: mapped.tensors,
-                                ignored: topIgnored + mapped.ignored,
-                                metadata: metadata, config: config, file: file)
+        var loaded = LoadedCheckpoint(path: displayPath, weightsPath: path, format: format, layout: mapped.layout,
+                                      location: location, tensors: mapped.tensors,
+                                      ignored: topIgnored + mapped.ignored,
+                                      metadata: metadata, config: config, file: file)
+        loaded.layerScaleAsGamma = raw.keys.contains { $0.hasSuffix(".gamma_1") }
+        return loaded
     }
 
     /// The ViT state dict inside a torch.save archive: at the top level or under one of

@@ -84,6 +84,9 @@ struct FamilyEvidence {
     var rotary: Bool
     /// A tensor of learned rotary frequencies (timm's `rope_mixed`), which vitlens does not run yet.
     var learnedFrequencies: Bool
+    /// LayerScale named gamma_1/gamma_2 in a top-level state dict, and a position table without a
+    /// class row: DeiT III's tensors as timm's Eva saves its rope ViTs with absolute positions too.
+    var evaStyleWithoutClassRow: Bool
 
     var hasAttentionPool: Bool { ignored.contains { $0.contains("attn_pool") } }
 }
@@ -173,6 +176,12 @@ extension ModelFamily {
                                             why: "no class token, no registers and no attention-pooling head")
             }
         }
+        if e.evaStyleWithoutClassRow && e.classToken && e.registers == 0 {
+            throw FamilyError.ambiguous(
+                path: path, candidates: [.deit3, .ropeVit],
+                why: "DeiT III's tensors (LayerScale as gamma_1/gamma_2, no position row for the class token) in a "
+                    + "top-level state dict, as timm's rope ViTs with absolute positions (*_rope_ape_*) save them")
+        }
         if e.layerScale { return (e.registers > 0 ? .dinov2 : .deit3, "the tensors (LayerScale)") }
         return (.vit, "the tensors")
     }
@@ -181,7 +190,8 @@ extension ModelFamily {
     func checked(_ e: FamilyEvidence, source: String, path: String) throws -> ModelFamily {
         func no(_ why: String) -> FamilyError { .contradicts(path: path, family: self, source: source, why: why) }
         if self == .perceptionEncoder { throw FamilyError.unsupported(path: path, family: self, source: source) }
-        if e.rotary != (rotary != nil) {
+        // A rope ViT may also have absolute positions (timm's *_rope_ape_*); DINOv3 has none.
+        if e.rotary && rotary == nil || !e.rotary && self == .dinov3 {
             throw no(e.rotary ? "it has no position table (rotary positions: rope-vit or dinov3)"
                      : "it has a position table")
         }

@@ -326,7 +326,9 @@ public struct ViTConfig: Sendable, Equatable {
             relative: blockTable != nil || sharedTable != nil, registers: registers, layout: ckpt.layout,
             ignored: ckpt.ignored, statedActivation: stated,
             rotary: t[ViTKeys.positions] == nil && blockTable == nil && sharedTable == nil,
-            learnedFrequencies: (Array(t.keys) + ckpt.ignored).contains { $0.contains("freqs") || $0.contains("rope") })
+            learnedFrequencies: (Array(t.keys) + ckpt.ignored).contains { $0.contains("freqs") || $0.contains("rope") },
+            evaStyleWithoutClassRow: ckpt.layerScaleAsGamma && ckpt.location == "top level" && slots == 0
+                && t[ViTKeys.positions] != nil)
         let (family, familySource) = try ModelFamily.resolve(evidence, given: given, metadata: ckpt.metadata["family"],
                                                              path: ckpt.path)
         if stated == nil { activation = family.defaultActivation }

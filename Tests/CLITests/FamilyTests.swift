@@ -33,6 +33,8 @@ final class FamilyTests: TemporaryFolderTestCase {
         // in the file; run at the fixture's 32 px.
         try extract("family_ropevit.safetensors", golden: "ropevit", tokens: 17, extra: ["--image-size", "32"])
         try extract("family_dinov3.safetensors", golden: "dinov3", tokens: 21, extra: ["--image-size", "32"])
+        // timm's rope ViT with absolute positions too: DeiT III's tensors, so it must be named.
+        try extract("family_ropeape.safetensors", golden: "ropeape", tokens: 17, extra: ["--family", "rope-vit"])
         try extract("family_clip.safetensors", golden: "clip", tokens: 17, extra: ["--heads", "2", "--family", "clip"])
         try extract("family_clip_openai.pt", golden: "clip", tokens: 17, extra: ["--heads", "2", "--family", "clip"])
         // Hugging Face folders against transformers in float64 (make_hf_clip_fixtures.py): a
@@ -98,6 +100,15 @@ final class FamilyTests: TemporaryFolderTestCase {
         XCTAssertTrue(r.stderr.contains("--family says siglip (SigLIP), but it has a class token"), r.stderr)
         r = runProcess(CLITests.binary, ["inspect", tiny, "--family", "eva"])
         XCTAssertEqual(r.status, 64, r.stderr)
+        // DeiT III's tensors saved as timm's Eva saves its rope ViTs with absolute positions: asked;
+        // Facebook's DeiT III (the same names under "model") and timm's (ls1.gamma) are evident.
+        r = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint("family_ropeape.safetensors")])
+        XCTAssertEqual(r.status, 64, r.stderr)
+        XCTAssertTrue(r.stderr.contains("say which with --family deit3|rope-vit"), r.stderr)
+        for file in ["family_deit3_fb.pth", "family_deit3.safetensors"] {
+            r = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint(file), "--heads", "2"])
+            XCTAssertTrue(r.status == 0 && r.stdout.contains("runs as --family deit3"), "\(file): \(r.stderr)")
+        }
         // One family per model, in order.
         let out = tmp + "/cka-families"
         r = runProcess(CLITests.binary, ["cka", clip, tiny, "--heads", "2", "--family", "clip", "--family", "vit",

@@ -3,12 +3,14 @@ patch 8, at 32 px and, with the same weights, 48 px (the rotary grid follows the
 - ropevit: timm's `vit_*_patch16_rope_224` recipe (naver-ai/rope-vit's RoPE-Axial: θ = 100, 'xy'
   grid indexing, integer coordinates, interleaved pairs; no absolute position embedding;
   LayerScale as gamma_1/gamma_2);
+- ropeape: timm's `vit_*_patch16_rope_ape_224` (the rope ViT with an absolute position
+  embedding too, without a class row);
 - dinov3: timm's `vit_*_patch16_dinov3` recipe (θ = 100, 'ij' indexing, 0.5-centred coordinates
   normalised to [-1, 1] times 2π, half-split pairs; a class token and 4 registers; no qkv bias;
   LayerNorm eps 1e-5).
 Run from the repository root: python3 Tests/Fixtures/make_rope_fixtures.py (needs torch, timm,
-safetensors, pillow, torchvision). Writes Tests/Fixtures/checkpoints/family_{ropevit,dinov3}.safetensors
-and Tests/Fixtures/golden/family_{ropevit,dinov3}*."""
+safetensors, pillow, torchvision). Writes Tests/Fixtures/checkpoints/family_{ropevit,dinov3,ropeape}.safetensors
+and Tests/Fixtures/golden/family_{ropevit,dinov3,ropeape}*."""
 from functools import partial
 
 import numpy as np
@@ -21,16 +23,20 @@ from make_family_fixtures import reference_of
 
 
 FAMILIES = {
-    "ropevit": dict(attn_type="rope", qkv_bias=True, rope_grid_indexing="xy", rope_temperature=100.0),
+    "ropevit": dict(attn_type="rope", qkv_bias=True, rope_grid_indexing="xy", rope_temperature=100.0,
+                    use_abs_pos_emb=False),
     "dinov3": dict(qkv_bias=False, rope_type="dinov3", rope_temperature=100, rope_rotate_half=True, num_reg_tokens=4,
-                   use_fc_norm=False, norm_layer=partial(torch.nn.LayerNorm, eps=1e-5)),
+                   use_fc_norm=False, norm_layer=partial(torch.nn.LayerNorm, eps=1e-5), use_abs_pos_emb=False),
+    # timm's *_rope_ape_*: the rope ViT with an absolute position embedding too (no class row).
+    "ropeape": dict(attn_type="rope", qkv_bias=True, rope_grid_indexing="xy", rope_temperature=100.0,
+                    use_abs_pos_emb=True, no_embed_class=True),
 }
 
 
 def make(name, img):
     return Eva(img_size=img, patch_size=F.PATCH, embed_dim=F.DIM, depth=F.DEPTH, num_heads=F.HEADS, mlp_ratio=F.MLP,
-               init_values=1e-5, class_token=True, global_pool="token", use_abs_pos_emb=False, use_rot_pos_emb=True,
-               num_classes=5, **FAMILIES[name])
+               init_values=1e-5, class_token=True, global_pool="token", use_rot_pos_emb=True, num_classes=5,
+               **FAMILIES[name])
 
 
 def state(name, seed):
@@ -41,7 +47,7 @@ def state(name, seed):
             sd[k] = 1 + 0.2 * torch.randn_like(v)
         elif k.endswith("gamma_1") or k.endswith("gamma_2"):
             sd[k] = 0.5 + 0.4 * torch.randn_like(v)  # LayerScale far from 1, so a missing γ shows
-        elif k.endswith("bias") or k in ("cls_token", "reg_token"):
+        elif k.endswith("bias") or k in ("cls_token", "reg_token", "pos_embed"):
             sd[k] = 0.3 * torch.randn_like(v)
         else:
             sd[k] = torch.randn_like(v) * (1.5 / v[0].numel() ** 0.5)
@@ -55,7 +61,8 @@ def main():
         sd = state(name, 40 + i)
         make(name, F.IMG).load_state_dict(sd, strict=True)
         save_file(sd, F.out("checkpoints", f"family_{name}.safetensors"), metadata={"num_heads": str(F.HEADS)})
-        for suffix, img, inp in (("", F.IMG, x), ("_size48", 48, x48)):
+        # (48 px with an absolute table would resample it: the rotary grid alone is what 48 px tests.)
+        for suffix, img, inp in (("", F.IMG, x), ("_size48", 48, x48))[:1 if name == "ropeape" else 2]:
             m = make(name, img)
             m.load_state_dict(sd)
             feats, attn = reference_of(m, inp)
