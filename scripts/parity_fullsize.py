@@ -140,6 +140,8 @@ def families(tmp, crops, x_none):
                                              use_rel_pos_bias=True), 12, "mae-lite", 224),
         ("RoPE ViT-B/16", lambda s: timm.create_model("vit_base_patch16_rope_224", img_size=s), 12, "timm", 224),
         ("DINOv3-S/16", lambda s: timm.create_model("vit_small_patch16_dinov3", img_size=s), 6, "timm", 224),
+        ("RoPE ViT-B/16 reg1 gap", lambda s: timm.create_model("vit_base_patch16_rope_reg1_gap_256", img_size=s), 12,
+         "timm", 256),
         # Registers without a class token (global pooling): exact GELU, not SigLIP's.
         ("ViT-Little reg4 gap", lambda s: timm.create_model("vit_little_patch16_reg4_gap_256", img_size=s), 5, "timm",
          256),

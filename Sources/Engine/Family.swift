@@ -32,6 +32,9 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     /// LayerNorm eps 1e-5, no absolute positions, RoPE θ = 100 on centred coordinates, [y, x],
     /// half-split pairs.
     case dinov3
+    /// timm's `vit_*_rope_reg*_gap_*`: registers without a class token, q/v biases, LayerScale,
+    /// global average pooling (fc_norm), RoPE θ = 10⁴, [y, x], rescaled to the trained grid.
+    case ropeVitGap = "rope-vit-gap"
 
     /// How error messages and `inspect` name it.
     public var title: String {
@@ -46,6 +49,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
         case .perceptionEncoder: return "Perception Encoder"
         case .ropeVit: return "timm rotary ViT"
         case .dinov3: return "DINOv3"
+        case .ropeVitGap: return "timm rotary ViT with registers, no class token"
         }
     }
 
@@ -58,14 +62,17 @@ public enum ModelFamily: String, CaseIterable, Sendable {
         }
     }
 
-    /// The rotary positions the family's checkpoints were trained with (nil: none).
-    var rotary: RotarySpec? {
+    /// The rotary positions the family's checkpoints were trained with (nil: none), for a model
+    /// trained on a g×g grid.
+    func rotary(trainedGrid g: Int) -> RotarySpec? {
         switch self {
         case .ropeVit: return .timmAxial
         case .dinov3: return .dinov3
+        case .ropeVitGap: return .timmRegGap(trainedGrid: g)
         default: return nil
         }
     }
+    var isRotary: Bool { rotary(trainedGrid: 1) != nil }
 
     /// The names `--family` takes, for help texts and errors.
     public static var names: String { allCases.map(\.rawValue).joined(separator: ", ") }
@@ -145,6 +152,10 @@ extension ModelFamily {
             if e.classToken, e.registers > 0, e.layerScale, !e.preNorm {
                 return (.dinov3, "the tensors (no position table, a class token and registers: DINOv3)")
             }
+            if !e.classToken, e.registers > 0, e.layerScale, !e.preNorm {
+                return (.ropeVitGap, "the tensors (no position table, registers without a class token: timm's "
+                    + "*_rope_reg*_gap_*)")
+            }
             guard e.classToken, e.registers == 0, !e.preNorm, e.layerScale else {
                 let what = e.preNorm ? "CLIP's ln_pre" : e.registers > 0 ? "\(e.registers) registers (DINOv3, timm's "
                     + "rope_reg*_gap)" : !e.classToken ? "no class token" : "no LayerScale"
@@ -191,11 +202,14 @@ extension ModelFamily {
         func no(_ why: String) -> FamilyError { .contradicts(path: path, family: self, source: source, why: why) }
         if self == .perceptionEncoder { throw FamilyError.unsupported(path: path, family: self, source: source) }
         // A rope ViT may also have absolute positions (timm's *_rope_ape_*); DINOv3 has none.
-        if e.rotary && rotary == nil || !e.rotary && self == .dinov3 {
+        if e.rotary && !isRotary || !e.rotary && (self == .dinov3 || self == .ropeVitGap) {
             throw no(e.rotary ? "it has no position table (rotary positions: rope-vit or dinov3)"
                      : "it has a position table")
         }
         if self == .dinov3 && e.registers == 0 { throw no("it has no registers, which DINOv3 has") }
+        if self == .ropeVitGap && (e.classToken || e.registers == 0) {
+            throw no(e.classToken ? "it has a class token" : "it has no registers")
+        }
         if self == .ropeVit && e.registers > 0 { throw no("it has registers (dinov3?)") }
         if e.relative != (self == .beit) {
             throw no(e.relative ? "it has relative position tables (beit)" : "it has no relative position tables")

@@ -22,27 +22,37 @@ public struct RotarySpec: Equatable, Sendable {
     public var columnFirst: Bool
     /// Pairs (i, i + D/2) (`rotate_half`, DINOv3) instead of interleaved (2i, 2i + 1).
     public var halfSplit: Bool
+    /// Integer coordinates rescaled so that the run's grid spans this one's (timm's `ref_feat_shape`,
+    /// EVA's scheme): i·r/g. nil: not rescaled.
+    public var referenceGrid: Int?
 
-    public init(theta: Double, coordinates: Coordinates = .index, columnFirst: Bool = true, halfSplit: Bool = false) {
+    public init(theta: Double, coordinates: Coordinates = .index, columnFirst: Bool = true, halfSplit: Bool = false,
+                referenceGrid: Int? = nil) {
         (self.theta, self.coordinates, self.columnFirst, self.halfSplit) = (theta, coordinates, columnFirst, halfSplit)
+        self.referenceGrid = referenceGrid
     }
 
     /// timm's `vit_*_patch16_rope_224`: θ 100, integer coordinates, [x, y], interleaved pairs.
     public static let timmAxial = RotarySpec(theta: 100)
     /// DINOv3: θ 100, centred coordinates × 2π, [y, x], half-split pairs.
     public static let dinov3 = RotarySpec(theta: 100, coordinates: .centered, columnFirst: false, halfSplit: true)
+    /// timm's `*_rope_reg*_gap_*`: θ 10⁴, integer [y, x] rescaled to the trained grid, interleaved.
+    public static func timmRegGap(trainedGrid: Int) -> RotarySpec {
+        RotarySpec(theta: 10_000, columnFirst: false, referenceGrid: trainedGrid)
+    }
 
     /// The settings in one phrase, for `inspect`.
     public var summary: String {
         let order = columnFirst ? "[x, y]" : "[y, x]", pairs = halfSplit ? "half-split pairs" : "interleaved pairs"
-        let grid = coordinates == .index ? "integer coordinates from 0" : "centred coordinates in [−1, 1] × 2π"
+        var grid = coordinates == .index ? "integer coordinates from 0" : "centred coordinates in [−1, 1] × 2π"
+        if let r = referenceGrid { grid += ", rescaled to a \(r)×\(r) grid" }
         return "θ = \(theta == theta.rounded() ? String(Int(theta)) : String(theta)), \(order), \(pairs), \(grid)"
     }
 
     /// A coordinate of grid position i of g.
     func coordinate(_ i: Int, of g: Int) -> Double {
         switch coordinates {
-        case .index: return Double(i)
+        case .index: return referenceGrid.map { Double(i) * Double($0) / Double(g) } ?? Double(i)
         case .centered: return 2 * Double.pi * (2 * (Double(i) + 0.5) / Double(g) - 1)
         }
     }

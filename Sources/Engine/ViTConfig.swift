@@ -332,6 +332,12 @@ public struct ViTConfig: Sendable, Equatable {
         let (family, familySource) = try ModelFamily.resolve(evidence, given: given, metadata: ckpt.metadata["family"],
                                                              path: ckpt.path)
         if stated == nil { activation = family.defaultActivation }
+        // timm builds its rope reg-gap ViTs at 256 px: their default trained size, where the file
+        // does not say (the rotary grid is rescaled to it).
+        if family == .ropeVitGap && imageSizeSource.hasPrefix("the 224 px") {
+            grid = 256 / patch
+            imageSizeSource = "the 256 px timm builds its rope reg-gap ViTs at (no position table)"
+        }
         // DINOv3's LayerNorms are eps 1e-5 (the tensors cannot tell), unless a config or metadata says.
         if family == .dinov3 && ckpt.config?.layerNormEps == nil
             && ckpt.metadata["layer_norm_eps"] == nil { eps = 1e-5 }
@@ -351,7 +357,7 @@ public struct ViTConfig: Sendable, Equatable {
         config.modelFamily = family
         config.familySource = familySource
         config.imageSizeSource = imageSizeSource
-        if let rotary = family.rotary {
+        if let rotary = family.rotary(trainedGrid: config.grid) {
             // Each head's width is split into x and y frequency bands of pairs: a multiple of 4.
             guard config.headDim % 4 == 0 else {
                 throw EngineError.architecture(

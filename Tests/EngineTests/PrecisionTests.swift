@@ -112,7 +112,8 @@ final class PrecisionTests: XCTestCase {
                                    ("family_beit.safetensors", "family_beit"),
                                ("family_siglip.safetensors", "family_siglip"),
                                ("family_ropevit.safetensors", "family_ropevit"),
-                               ("family_dinov3.safetensors", "family_dinov3")] {
+                               ("family_dinov3.safetensors", "family_dinov3"),
+                               ("family_ropereggap.safetensors", "family_ropereggap")] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file))
             let config = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: 32)
             let engine = try ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config), precision: .bf16)

@@ -12,8 +12,12 @@ final class RotaryTests: XCTestCase {
     func engine(_ name: String, size: Int) throws -> ViTEngine {
         let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint("family_\(name).safetensors"))
         let config = try ViTConfig.infer(from: ckpt, imageSize: size)
-        XCTAssertEqual(config.modelFamily.rawValue, name == "ropevit" ? "rope-vit" : name)
-        XCTAssertEqual(config.rotary, name == "ropevit" ? .timmAxial : .dinov3)
+        let family: [String: (String, RotarySpec)] = [
+            "ropevit": ("rope-vit", .timmAxial), "dinov3": ("dinov3", .dinov3),
+            "ropereggap": ("rope-vit-gap", .timmRegGap(trainedGrid: 4)),
+        ]
+        XCTAssertEqual(config.modelFamily.rawValue, family[name]?.0)
+        XCTAssertEqual(config.rotary, family[name]?.1)
         XCTAssertFalse(config.absolutePositions)
         if name == "dinov3" {
             XCTAssertEqual(config.eps, 1e-5)
@@ -24,7 +28,7 @@ final class RotaryTests: XCTestCase {
     }
 
     func testEveryPathMatchesTimm() throws {
-        for name in ["ropevit", "dinov3"] {
+        for name in ["ropevit", "dinov3", "ropereggap"] {
             for (size, suffix, input) in [(32, "", "none"), (48, "_size48", "size48")] {
                 try checkEveryPath("\(name) at \(size) px", input: try goldenInput(input, size: size),
                                    golden: "family_\(name)\(suffix)") { try engine(name, size: size) }

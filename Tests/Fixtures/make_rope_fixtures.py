@@ -30,20 +30,25 @@ FAMILIES = {
     # timm's *_rope_ape_*: the rope ViT with an absolute position embedding too (no class row).
     "ropeape": dict(attn_type="rope", qkv_bias=True, rope_grid_indexing="xy", rope_temperature=100.0,
                     use_abs_pos_emb=True, no_embed_class=True),
+    # timm's *_rope_reg*_gap_*: registers and no class token, q/v biases, global average pooling
+    # (fc_norm), RoPE θ 1e4, 'ij' indexing, coordinates rescaled to a reference grid (here 4, the
+    # fixture's own: at 48 px the 6x6 grid's coordinates are i·4/6).
+    "ropereggap": dict(class_token=False, num_reg_tokens=2, global_pool="avg", qkv_fused=True,
+                       ref_feat_shape=(4, 4), use_abs_pos_emb=False),
 }
 
 
 def make(name, img):
     return Eva(img_size=img, patch_size=F.PATCH, embed_dim=F.DIM, depth=F.DEPTH, num_heads=F.HEADS, mlp_ratio=F.MLP,
-               init_values=1e-5, class_token=True, global_pool="token", use_rot_pos_emb=True, num_classes=5,
-               **FAMILIES[name])
+               init_values=1e-5, use_rot_pos_emb=True, num_classes=5,
+               **{"class_token": True, "global_pool": "token", **FAMILIES[name]})
 
 
 def state(name, seed):
     torch.manual_seed(seed)
     sd = {}
     for k, v in make(name, F.IMG).state_dict().items():
-        if k.endswith("norm1.weight") or k.endswith("norm2.weight") or k == "norm.weight":
+        if k.endswith("norm1.weight") or k.endswith("norm2.weight") or k in ("norm.weight", "fc_norm.weight"):
             sd[k] = 1 + 0.2 * torch.randn_like(v)
         elif k.endswith("gamma_1") or k.endswith("gamma_2"):
             sd[k] = 0.5 + 0.4 * torch.randn_like(v)  # LayerScale far from 1, so a missing γ shows
@@ -60,7 +65,10 @@ def main():
     for i, name in enumerate(FAMILIES):
         sd = state(name, 40 + i)
         make(name, F.IMG).load_state_dict(sd, strict=True)
-        save_file(sd, F.out("checkpoints", f"family_{name}.safetensors"), metadata={"num_heads": str(F.HEADS)})
+        meta = {"num_heads": str(F.HEADS)}
+        if name == "ropereggap":
+            meta["image_size"] = str(F.IMG)  # the trained size, which the rotary grid is rescaled to
+        save_file(sd, F.out("checkpoints", f"family_{name}.safetensors"), metadata=meta)
         # (48 px with an absolute table would resample it: the rotary grid alone is what 48 px tests.)
         for suffix, img, inp in (("", F.IMG, x), ("_size48", 48, x48))[:1 if name == "ropeape" else 2]:
             m = make(name, img)

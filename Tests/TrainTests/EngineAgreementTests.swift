@@ -14,7 +14,7 @@ final class EngineAgreementTests: XCTestCase {
                      "family_clip.safetensors", "family_siglip.safetensors", "family_beit.safetensors",
                          "family_beitshared.safetensors",
                      "family_rpe_maelite.pth", "family_hf_beit", "family_hf_siglip", "family_ropevit.safetensors",
-                     "family_dinov3.safetensors"] {
+                     "family_dinov3.safetensors", "family_ropereggap.safetensors"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
             let cfg = try ViTConfig.infer(
                 from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
@@ -56,7 +56,8 @@ final class SaveRoundTripTests: XCTestCase {
             "family_deit3.safetensors", "family_dinov2reg.safetensors", "family_clip.safetensors",
             "family_siglip.safetensors",
                      "family_beit.safetensors", "family_beitshared.safetensors", "family_rpe_maelite.pth",
-                     "family_ropevit.safetensors", "family_dinov3.safetensors"] {
+                     "family_ropevit.safetensors", "family_dinov3.safetensors",
+                     "family_ropereggap.safetensors"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
             let cfg = try ViTConfig.infer(
                 from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
