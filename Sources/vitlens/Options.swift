@@ -46,8 +46,8 @@ struct ModelOptions: ParsableArguments {
 
     @Option(name: .customLong("image-size"), parsing: .unconditional,
         help: ArgumentHelp(
-            "Run every model at this image size; position embeddings are resampled (bicubic) and BEiT's relative "
-            + "position tables resized, as timm does."))
+            "Run every model at this image size; position embeddings are resampled (bicubic), BEiT's relative "
+            + "position tables resized, as timm does, and rotary positions follow the run's grid."))
     var imageSize: Int?
 
     @Option(help: ArgumentHelp(
@@ -59,7 +59,7 @@ struct ModelOptions: ParsableArguments {
         help: ArgumentHelp(
             "The model family, where the tensors cannot tell it (OpenAI CLIP and Perception Encoder share tensor "
             + "names, SigLIP and timm's ViTs without a class token too): one value for every model, or one per "
-            + "model in order. One of \(ModelFamily.names)."))
+            + "model in order."))
     var family: [ModelFamily] = []
 
     @Option(parsing: .unconditional, help: "Threads for OpenBLAS and vitlens's own loops (default: all cores).")
