@@ -26,8 +26,8 @@ public enum EngineError: Error, CustomStringConvertible {
                 + "float32 on these images"
         case let .headsDoNotDivide(heads, dim, source):
             return "\(heads) heads (\(source.rawValue)) do not divide the embedding width \(dim)"
-        case let .imageSizeNotMultiple(
-            size, patch): return "image size \(size) is not a multiple of the patch size \(patch)"
+        case let .imageSizeNotMultiple(size, patch):
+            return "image size \(size) is not a multiple of the patch size \(patch)"
         case let .headsContradictTable(heads, source, table):
             return "\(heads) heads (\(source.rawValue)) contradict the relative position tables, which have "
                 + "\(table) columns (one per head)"
@@ -263,9 +263,9 @@ public struct ViTConfig: Sendable, Equatable {
             throw CheckpointError.missingTensor(ViTKeys.block(depth, .norm1Weight) + " (blocks up to \(extra) exist)")
         }
         let fc1 = try shape(ViTKeys.block(0, .fc1Weight))
-        guard fc1.count == 2,
-            fc1[1] == dim else {
-            throw CheckpointError.badShape(tensor: ViTKeys.block(0, .fc1Weight), expected: [4 * dim, dim], got: fc1) }
+        guard fc1.count == 2, fc1[1] == dim else {
+            throw CheckpointError.badShape(tensor: ViTKeys.block(0, .fc1Weight), expected: [4 * dim, dim], got: fc1)
+        }
         if let fc2 = t[ViTKeys.block(0, .fc2Weight)]?.shape, fc2.count == 2, fc2[1] * 2 == fc1[0] {
             throw CheckpointError.notAViT(
                 path: ckpt.path,

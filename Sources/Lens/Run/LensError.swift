@@ -155,8 +155,8 @@ public enum ReportError: Error, CustomStringConvertible, Equatable {
         case let .duplicatePair(path, i, j): return "\(path): pair (\(i), \(j)) appears twice"
         case let .missingBox(path, metric, layer): return "\(path): no \(metric) box for layer \(layer)"
         case let .missingFile(folder, file): return "\(folder): no \(file) there"
-        case let .notAReport(
-            path): return "\(path): no cka.csv, attention.csv or probe.csv; not a vitlens report folder"
+        case let .notAReport(path):
+            return "\(path): no cka.csv, attention.csv or probe.csv; not a vitlens report folder"
         case let .mapsNeedImages(path):
             return "\(path): a maps report; its figure is drawn over the images by `vitlens maps` "
                 + "(the report does not store them), run it again with --out"
