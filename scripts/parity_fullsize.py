@@ -104,7 +104,7 @@ def family_weights(model, seed):
     for k, v in model.state_dict().items():
         if v.dtype != torch.float32:
             continue
-        if k.endswith(("norm1.weight", "norm2.weight")) or k in ("norm.weight", "fc_norm.weight", "norm_pre.weight"):
+        if k.endswith(("norm1.weight", "norm2.weight", "norm.weight")) or k == "norm_pre.weight":
             sd[k] = 1 + 0.2 * torch.randn_like(v)
         elif k.endswith(("gamma", "gamma_1", "gamma_2")):
             sd[k] = 0.5 + 0.2 * torch.randn_like(v)
@@ -145,6 +145,17 @@ def families(tmp, crops, x_none):
         # Registers without a class token (global pooling): exact GELU, not SigLIP's.
         ("ViT-Little reg4 gap", lambda s: timm.create_model("vit_little_patch16_reg4_gap_256", img_size=s), 5, "timm",
          256),
+        # The 2025 families: EVA-02 (SwiGLU, q/v biases, absolute + rotary positions), EVA-02 CLIP (separate
+        # q/k/v, SwiGLU with its inner norm, a norm on the attention output), Perception Encoder core and
+        # spatial (made at 384 and 512 px: positions resampled, the rotary grid rescaled), AIMv2 (RMSNorm,
+        # no biases; narrowed to width 512, depth 8 to keep the run short), DINOv3 S+ (SwiGLU).
+        ("EVA-02-Ti/14", lambda s: timm.create_model("eva02_tiny_patch14_224", img_size=s), 3, "timm", 224),
+        ("EVA-02 CLIP B/16", lambda s: timm.create_model("eva02_base_patch16_clip_224", img_size=s), 12, "timm", 224),
+        ("PE-core-T/16", lambda s: timm.create_model("vit_pe_core_tiny_patch16_384", img_size=s), 3, "timm", 384),
+        ("PE-spatial-T/16", lambda s: timm.create_model("vit_pe_spatial_tiny_patch16_512", img_size=s), 3, "pe", 512),
+        ("AIMv2-L/14 narrowed", lambda s: timm.create_model("aimv2_large_patch14_224", img_size=s, embed_dim=512,
+                                                            depth=8, num_heads=4), 4, "timm", 224),
+        ("DINOv3-S+/16", lambda s: timm.create_model("vit_small_plus_patch16_dinov3", img_size=s), 6, "timm", 224),
     ]
     ok = True
     only = os.environ.get("FAMILIES")  # e.g. FAMILIES=CLIP: the rows whose name contains it
@@ -167,13 +178,17 @@ def families(tmp, crops, x_none):
             save_file(sd, path, metadata=meta)
         model = build(224)
         # At 224 a 518 px checkpoint's position embedding is resampled as timm resamples it on load.
-        model.load_state_dict(checkpoint_filter_fn(dict(sd), model) if size != 224 else sd, strict=False)
+        from timm.models import eva
+        filter_fn = eva.checkpoint_filter_fn if isinstance(model, eva.Eva) else checkpoint_filter_fn
+        model.load_state_dict(filter_fn(dict(sd), model) if size != 224 else sd, strict=False)
         ref_rep, ref_att = family_reference(model, x_none)
         cmd_heads = heads if layout in ("openai", "mae-lite") else None
         cmd = [VITLENS, "extract", path, "--images", crops, "--resize", "none", "--image-size", "224", "--out", path + ".out",
                "--quiet", "--batch", "8"] + (["--heads", str(cmd_heads)] if cmd_heads else [])
         if name.startswith("CLIP"):
             cmd += ["--family", "clip"]  # CLIP's tensor names are Perception Encoder's too: vitlens asks
+        if layout == "pe":
+            cmd += ["--family", "pe"]  # PE spatial: CLIP's tensors without a final norm or a pooling head
         subprocess.run(cmd, check=True)
         rep, att = np.load(os.path.join(path + ".out", "features.npy")), np.load(os.path.join(path + ".out", "attention.npy"))
         rep_err = float(np.max(np.abs(rep - ref_rep) / np.maximum(1, np.abs(ref_rep))))

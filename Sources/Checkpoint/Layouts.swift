@@ -16,6 +16,8 @@ public enum Layout: String, Sendable {
     case beit = "timm BEiT"
     case huggingFaceSigLIP = "Hugging Face SigLIP"
     case huggingFaceBEiT = "Hugging Face BEiT"
+    case evaCLIP = "EVA-CLIP"
+    case facebookDINOv3 = "Facebook DINOv3"
 }
 
 /// Containers searched for the state dict, in order (docs/reference.md, "Checkpoints").
@@ -27,6 +29,10 @@ struct MappedStateDict {
     var tensors: [String: RawTensor] = [:]
     var ignored: [String] = []
     var layout: Layout
+    /// The key projection has no bias (only q's and v's were stored, or a mask zeroes it).
+    var keyBiasAbsent = false
+    /// q, k, v stored as separate projections; SwiGLU's gate and up as separate layers.
+    var separateQKV = false, separateGLU = false
 }
 
 public enum LayoutMapper {
@@ -59,15 +65,17 @@ public enum LayoutMapper {
     }
 
     /// OpenAI's and OpenCLIP's CLIP state dicts: both towers, the image tower under `visual.`.
+    /// Meta's Perception Encoder `.pt` files use the same names, with or without `visual.`.
     static func isCLIP(_ keys: [String]) -> Bool {
         keys.contains { $0.hasSuffix("visual.conv1.weight") }
             || (keys.contains("text_projection") && keys.contains("token_embedding.weight"))
+            || (keys.contains("conv1.weight") && keys.contains { $0.hasPrefix("transformer.resblocks.") })
     }
 
     static func holdsViT(_ keys: [String]) -> Bool {
         if isHuggingFace(keys) || isCLIP(keys) || isHFCLIP(keys) { return true }
         var s = Set<String>()
-        return keys.contains { stripTimm($0, stripped: &s) == "patch_embed.proj.weight" }
+        return keys.contains { ["patch_embed.proj.weight", evaCLIPPatch].contains(stripTimm($0, stripped: &s)) }
     }
 
     /// Whether a canonical key is one the engine uses.
@@ -84,22 +92,43 @@ public enum LayoutMapper {
     static let blockParts = Set(ViTKeys.BlockPart.allCases.map(\.rawValue))
 
     /// Keys that would change the forward pass if ignored: refused rather than dropped.
-    static let unsupportedTop: Set<String> = ["patch_embed.norm.weight"]
+    static let unsupportedTop: Set<String> = []
 
     /// Other spellings of the engine's names: Facebook's DeiT III writes LayerScale as
     /// gamma_1/gamma_2, Facebook's DINOv2 the registers as `register_tokens`.
     static func canonical(_ k: String) -> String {
-        if k == "register_tokens" { return ViTKeys.registerTokens }
+        if k == "register_tokens" || k == "storage_tokens" { return ViTKeys.registerTokens }
         guard let (n, part) = blockPart(k) else { return k }
         switch part {
         case "gamma_1": return ViTKeys.block(n, .layerScale1)
         case "gamma_2": return ViTKeys.block(n, .layerScale2)
-        default: return k
+        default:
+            // EVA's and DINOv3's SwiGLU (w12 packed, or w1 gate, w2 up, ffn_ln, w3 out) and EVA-02
+            // CLIP's norm on the attention output, as timm's checkpoint_filter_fn renames them.
+            for (a, b) in [("mlp.w12.", "mlp.fc1."), ("mlp.w1.", "mlp.fc1_g."), ("mlp.w2.", "mlp.fc1_x."),
+                           ("mlp.w3.", "mlp.fc2."), ("mlp.ffn_ln.", "mlp.norm."), ("attn.inner_attn_ln.", "attn.norm.")]
+                where part.hasPrefix(a) {
+                return "blocks.\(n)." + b + part.dropFirst(a.count)
+            }
+            return k
         }
     }
 
+    /// EVA-CLIP's image tower: timm-like names under `visual.` beside a text tower.
+    static let evaCLIPPatch = "visual.patch_embed.proj.weight"
+
     static func map(_ raw: [String: RawTensor], container: String?, path: String) throws -> MappedStateDict {
         let keys = raw.keys.sorted()
+        if raw[evaCLIPPatch] != nil && raw["patch_embed.proj.weight"] == nil {
+            var visual: [String: RawTensor] = [:], others: [String] = []
+            for (k, v) in raw {
+                if k.hasPrefix("visual.") { visual[String(k.dropFirst("visual.".count))] = v } else { others.append(k) }
+            }
+            var out = try map(visual, container: container, path: path)
+            out.ignored = others.sorted() + out.ignored.map { "visual." + $0 }
+            out.layout = .evaCLIP
+            return out
+        }
         if isHuggingFace(keys) { return try mapHF(raw, path: path) }
         if isCLIP(keys) { return try mapCLIP(raw, path: path) }
         if isHFCLIP(keys) { return try mapHFCLIP(raw, path: path) }
@@ -114,13 +143,27 @@ public enum LayoutMapper {
         }
         var stripped = Set<String>()
         var out = MappedStateDict(layout: .timm)
-        // BEiT's separate q and v biases (k has none): fused into qkv's bias below.
-        var qv: [Int: [String: RawTensor]] = [:]
+        // Separate q, k, v projections or biases (BEiT's and EVA-02's q_bias/v_bias, EVA-02's
+        // q_proj/k_proj/v_proj), fused into qkv below; SwiGLU's separate gate and up projections
+        // (timm's fc1_g/fc1_x, EVA's and DINOv3's w1/w2), packed into fc1 below.
+        var qkv: [Int: [String: RawTensor]] = [:], glu: [Int: [String: RawTensor]] = [:]
+        let pieces = ["attn.q_bias": "q.bias", "attn.k_bias": "k.bias", "attn.v_bias": "v.bias",
+                      "attn.q_proj.weight": "q.weight", "attn.k_proj.weight": "k.weight",
+                      "attn.v_proj.weight": "v.weight", "attn.q_proj.bias": "q.bias", "attn.k_proj.bias": "k.bias",
+                      "attn.v_proj.bias": "v.bias",
+                      "mlp.fc1_g.weight": "g.weight", "mlp.fc1_g.bias": "g.bias", "mlp.fc1_x.weight": "x.weight",
+                      "mlp.fc1_x.bias": "x.bias"]
+        // DINOv3's masked k bias (Facebook's `qkv.bias_mask`): the stored bias times the mask.
+        var biasMasks: [Int: RawTensor] = [:]
         for key in keys {
             let k = canonical(stripTimm(key, stripped: &stripped))
-            if let (n, part) = blockPart(k), ["attn.q_bias", "attn.k_bias", "attn.v_bias"].contains(part) {
-                qv[n, default: [:]][String(part.dropFirst("attn.".count).prefix(1)) + ".bias"] = raw[key]
-                continue
+            if let (n, part) = blockPart(k) {
+                if let piece = pieces[part] {
+                    if piece.hasPrefix("g.") || piece.hasPrefix("x.") { glu[n, default: [:]][piece] = raw[key] }
+                    else { qkv[n, default: [:]][piece] = raw[key] }
+                    continue
+                }
+                if part == "attn.qkv.bias_mask" { biasMasks[n] = raw[key]; continue }
             }
             if let (_, part) = blockPart(k), !blockParts.contains(part) {
                 throw CheckpointError.notAViT(
@@ -139,23 +182,44 @@ public enum LayoutMapper {
                 out.ignored.append(key)
             }
         }
-        if let n = qv.keys.sorted().first(where: { out.tensors[ViTKeys.block($0, .qkvBias)] != nil }) {
+        if let n = qkv.keys.sorted().first(where: {
+            out.tensors[ViTKeys.block($0, .qkvBias)] != nil && qkv[$0]?["q.bias"] != nil }) {
             throw CheckpointError.malformed(
-                path: path, what: "block \(n) has both attn.qkv.bias and separate q_bias/v_bias")
+                path: path, what: "block \(n) has both attn.qkv.bias and separate q and v biases")
         }
-        try fuseQKV(qv.mapValues { parts in
-            // No k bias: zeros of q's shape (only q's and v's are stored).
-            var p = parts
-            if p["k.bias"] == nil,
-                let q = p["q.bias"] {
-                p["k.bias"] = RawTensor(shape: q.shape, floats: [Float](repeating: 0, count: q.shape.reduce(1, *))) }
-            return p
-        }, into: &out, names: { n, piece, _ in "blocks.\(n).attn.\(piece)_bias" }, pieces: ["q", "k", "v"])
-        let beit = keys.contains { $0.hasSuffix("relative_position_bias_table") || $0.hasSuffix("attn.q_bias") }
+        out.separateQKV = qkv.values.contains { $0["q.weight"] != nil }
+        out.separateGLU = !glu.isEmpty
+        // No k bias: zeros of q's shape (only q's and v's are stored).
+        for (n, p) in qkv where p["k.bias"] == nil {
+            guard let q = p["q.bias"] else { continue }
+            qkv[n]!["k.bias"] = RawTensor(shape: q.shape, floats: [Float](repeating: 0, count: q.shape.reduce(1, *)))
+            out.keyBiasAbsent = true
+        }
+        try fuseQKV(qkv, into: &out, names: { n, piece, kind in "blocks.\(n).attn.\(piece)_\(kind)" }, pieces: ["q", "k", "v"])
+        try fuseRows(glu, into: &out, path: path, pieces: ["g", "x"],
+                     target: { ViTKeys.block($0, $1 == "weight" ? .fc1Weight : .fc1Bias) }, names: { n, piece, kind in "blocks.\(n).mlp.fc1_\(piece).\(kind)" })
+        for (n, mask) in biasMasks {
+            let name = ViTKeys.block(n, .qkvBias)
+            guard let bias = out.tensors[name] else { continue }
+            guard mask.shape == bias.shape else {
+                throw CheckpointError.badShape(
+                    tensor: "blocks.\(n).attn.qkv.bias_mask", expected: bias.shape, got: mask.shape)
+            }
+            let m = try mask.floats(name: "blocks.\(n).attn.qkv.bias_mask"), b = try bias.floats(name: name)
+            if let i = m.firstIndex(where: { $0 != 0 && $0 != 1 }) {
+                throw CheckpointError.malformed(
+                    path: path, what: "blocks.\(n).attn.qkv.bias_mask[\(i)] is \(m[i]), not 0 or 1")
+            }
+            out.tensors[name] = RawTensor(shape: bias.shape, floats: zip(b, m).map { $0 * $1 })
+            if m.contains(0) { out.keyBiasAbsent = true }
+        }
+        let beit = keys.contains { $0.hasSuffix("relative_position_bias_table") }
         if container == "teacher" || container == "student" || stripped.contains("backbone.") {
             out.layout = .dino
         } else if stripped.contains("base_encoder.") {
             out.layout = .mocoV3
+        } else if keys.contains("storage_tokens") {
+            out.layout = .facebookDINOv3
         } else if keys.contains("register_tokens") || keys.contains("mask_token")
             && keys.contains(where: { $0.hasSuffix(".ls1.gamma") }) {
             out.layout = .facebookDINOv2
@@ -176,7 +240,10 @@ public enum LayoutMapper {
         var out = MappedStateDict(layout: .clip)
         var prefix = "visual."
         if let k = raw.keys.first(where: { $0.hasSuffix("visual.conv1.weight") }) {
-            prefix = String(k.dropLast("conv1.weight".count)) }
+            prefix = String(k.dropLast("conv1.weight".count))
+        } else if raw["conv1.weight"] != nil {
+            prefix = ""
+        }
         guard raw.keys.contains(where: { $0.hasPrefix(prefix) }) else {
             throw CheckpointError.notAViT(
                 path: path, what: "a CLIP state dict without visual.* (the text tower alone; no image tower)")
@@ -185,7 +252,8 @@ public enum LayoutMapper {
             ("conv1.", "patch_embed.proj."), ("ln_pre.", "norm_pre."), ("ln_post.", "norm."),
             ("transformer.resblocks.", "blocks."),
                      (".ln_1.", ".norm1."), (".ln_2.", ".norm2."), ("attn.in_proj_", "attn.qkv."),
-                         ("attn.out_proj.", "attn.proj."),
+                         ("attn.out_proj.", "attn.proj."), (".ls_1.gamma", ".ls1.gamma"),
+                         (".ls_2.gamma", ".ls2.gamma"),
                      ("mlp.c_fc.", "mlp.fc1."), ("mlp.c_proj.", "mlp.fc2.")]
         for key in raw.keys.sorted() {
             guard key.hasPrefix(prefix), let t = raw[key] else { out.ignored.append(key); continue }
@@ -311,6 +379,33 @@ public enum LayoutMapper {
                 let name = ViTKeys.block(n, kind == "weight" ? .qkvWeight : .qkvBias)
                 let fused = try q.floats(name: name) + kk.floats(name: name) + v.floats(name: name)
                 out.tensors[name] = RawTensor(shape: [3 * q.shape[0]] + q.shape.dropFirst(), floats: fused)
+            }
+        }
+    }
+
+    /// Row blocks of one tensor stored apart (SwiGLU's gate and up projections) stacked into one,
+    /// in the order of `pieces`: parts[n]["<piece>.<weight|bias>"].
+    static func fuseRows(_ parts: [Int: [String: RawTensor]], into out: inout MappedStateDict, path: String,
+                         pieces: [String],
+                         target: (Int, String) -> String, names: (Int, String, String) -> String) throws {
+        for (n, p) in parts {
+            for kind in ["weight", "bias"] {
+                let found = pieces.map { p[$0 + "." + kind] }
+                if found.allSatisfy({ $0 == nil }) { continue }
+                if let missing = pieces.first(where: { p[$0 + "." + kind] == nil }) {
+                    throw CheckpointError.missingTensor(names(n, missing, kind))
+                }
+                let first = found[0]!
+                for (piece, t) in zip(pieces, found) where t!.shape != first.shape || first.shape.isEmpty {
+                    throw CheckpointError.badShape(tensor: names(n, piece, kind), expected: first.shape, got: t!.shape)
+                }
+                let name = target(n, kind)
+                if out.tensors[name] != nil {
+                    throw CheckpointError.malformed(path: path, what: "block \(n) has both \(name) and separate pieces")
+                }
+                let values = try found.flatMap { try $0!.floats(name: name) }
+                out.tensors[name] = RawTensor(
+                    shape: [pieces.count * first.shape[0]] + first.shape.dropFirst(), floats: values)
             }
         }
     }

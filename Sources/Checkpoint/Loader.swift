@@ -30,6 +30,12 @@ public struct LoadedCheckpoint {
     /// LayerScale written `gamma_1`/`gamma_2` (Facebook's DeiT III, BEiT, timm's Eva) rather than
     /// timm's `ls1.gamma`: with a top-level state dict, a hint of timm's Eva-based rope ViTs.
     public var layerScaleAsGamma = false
+    /// The key projection has no bias: only q's and v's were stored (zeros put in its place), or
+    /// a stored mask zeroes it (DINOv3).
+    public var keyBiasAbsent = false
+    /// The file held q, k, v as separate projections, SwiGLU's gate and up as separate layers
+    /// (fine-tuned models are saved the same way).
+    public var separateQKV = false, separateGLU = false
 
     /// The weights file's bytes, as mapped (for hashing: SHA-256 is computed where reports are made).
     public var fileBytes: UnsafeRawBufferPointer { file.all }
@@ -41,6 +47,8 @@ public struct LoadedCheckpoint {
                                  location: location, tensors: t, ignored: ignored ?? self.ignored,
                                  metadata: metadata ?? self.metadata, config: config, file: file)
         c.layerScaleAsGamma = layerScaleAsGamma
+        c.keyBiasAbsent = keyBiasAbsent
+        (c.separateQKV, c.separateGLU) = (separateQKV, separateGLU)
         return c
     }
 }
@@ -121,6 +129,8 @@ public enum CheckpointLoader {
                                       ignored: topIgnored + mapped.ignored,
                                       metadata: metadata, config: config, file: file)
         loaded.layerScaleAsGamma = raw.keys.contains { $0.hasSuffix(".gamma_1") }
+        loaded.keyBiasAbsent = mapped.keyBiasAbsent
+        (loaded.separateQKV, loaded.separateGLU) = (mapped.separateQKV, mapped.separateGLU)
         return loaded
     }
 

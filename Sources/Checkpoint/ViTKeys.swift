@@ -13,6 +13,11 @@ public enum ViTKeys {
     /// CLIP's `ln_pre`: a LayerNorm after the embeddings, before the blocks.
     public static let preNormWeight = "norm_pre.weight"
     public static let preNormBias = "norm_pre.bias"
+    /// AIMv2's norm on the patch embeddings, before the positions are added (RMSNorm: no bias).
+    public static let patchNormWeight = "patch_embed.norm.weight"
+    public static let patchNormBias = "patch_embed.norm.bias"
+    /// Facebook DINOv3's rotary periods θ^(4k/D) (stored in bfloat16): checked, not used.
+    public static let ropePeriods = "rope_embed.periods"
     /// BEiT's relative position bias shared by every block, and its index (checked, not used).
     public static let sharedRelativeTable = "rel_pos_bias.relative_position_bias_table"
     public static let sharedRelativeIndex = "rel_pos_bias.relative_position_index"
@@ -32,6 +37,11 @@ public enum ViTKeys {
         case norm2Weight = "norm2.weight", norm2Bias = "norm2.bias"
         case fc1Weight = "mlp.fc1.weight", fc1Bias = "mlp.fc1.bias"
         case fc2Weight = "mlp.fc2.weight", fc2Bias = "mlp.fc2.bias"
+        /// A norm on the attention's output before the projection (EVA-02 CLIP's `inner_attn_ln`).
+        case attentionNormWeight = "attn.norm.weight", attentionNormBias = "attn.norm.bias"
+        /// A norm inside a SwiGLU MLP, after the gate (EVA-02's `ffn_ln`). With SwiGLU, fc1 holds
+        /// the gate's rows, then the up projection's (timm's packed `fc1`, EVA's `w12`).
+        case mlpNormWeight = "mlp.norm.weight", mlpNormBias = "mlp.norm.bias"
         /// LayerScale (DeiT III, DINOv2): x + γ₁·attn(…), x + γ₂·mlp(…).
         case layerScale1 = "ls1.gamma", layerScale2 = "ls2.gamma"
         /// BEiT's per-block relative position bias [(2g−1)² + 3, H], and the index it was saved
@@ -45,7 +55,8 @@ public enum ViTKeys {
 
     /// The keys outside the blocks that the forward pass uses.
     public static let topLevel = Set([classToken, distillationToken, registerTokens, positions, patchWeight, patchBias,
-                                      preNormWeight, preNormBias, sharedRelativeTable, sharedRelativeIndex]
+                                      preNormWeight, preNormBias, patchNormWeight, patchNormBias, ropePeriods,
+                                      sharedRelativeTable, sharedRelativeIndex]
         + FinalNorm.allCases.flatMap { [$0.weight, $0.bias] })
 
     /// (i, part) for `blocks.i.<part>` of a known part.

@@ -22,8 +22,9 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     /// timm's ViTs without a class token (global average pooling, `*_gap_*`, registers or not):
     /// exact GELU.
     case vitGap = "vit-gap"
-    /// Meta's Perception Encoder: OpenAI CLIP's tensor names, exact GELU and 2-D rotary positions,
-    /// which vitlens does not run yet.
+    /// Meta's Perception Encoder (core and spatial): OpenAI CLIP's tensor names (`ln_pre`), exact
+    /// GELU, LayerNorm eps 1e-5, absolute positions and RoPE θ = 10⁴ on the patches, [x, y],
+    /// coordinates from 1 rescaled to the trained grid.
     case perceptionEncoder = "pe"
     /// timm's rotary ViTs (`vit_*_rope_224`, naver-ai/rope-vit's RoPE-Axial): DeiT III's block,
     /// no absolute positions, RoPE θ = 100 on q and k of the patches (Rotary.swift).
@@ -35,6 +36,13 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     /// timm's `vit_*_rope_reg*_gap_*`: registers without a class token, q/v biases, LayerScale,
     /// global average pooling (fc_norm), RoPE θ = 10⁴, [y, x], rescaled to the trained grid.
     case ropeVitGap = "rope-vit-gap"
+    /// EVA-02 and EVA-02 CLIP: a class token, absolute positions and RoPE θ = 10⁴ on the patches
+    /// ([y, x], coordinates rescaled to the 16×16 grid it was pre-trained on), a SwiGLU MLP (with
+    /// an inner LayerNorm in the larger sizes), q and v biases.
+    case eva02
+    /// Apple's AIMv2: RMSNorm (eps 1e-5) everywhere, also on the patch embeddings, a SwiGLU MLP,
+    /// no biases in the blocks, absolute positions, no class token.
+    case aimv2
 
     /// How error messages and `inspect` name it.
     public var title: String {
@@ -50,6 +58,8 @@ public enum ModelFamily: String, CaseIterable, Sendable {
         case .ropeVit: return "timm rotary ViT"
         case .dinov3: return "DINOv3"
         case .ropeVitGap: return "timm rotary ViT with registers, no class token"
+        case .eva02: return "EVA-02"
+        case .aimv2: return "AIMv2"
         }
     }
 
@@ -58,6 +68,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
         switch self {
         case .clip: return .quickGelu
         case .siglip: return .geluTanh
+        case .eva02, .aimv2: return .silu
         default: return .gelu
         }
     }
@@ -69,10 +80,14 @@ public enum ModelFamily: String, CaseIterable, Sendable {
         case .ropeVit: return .timmAxial
         case .dinov3: return .dinov3
         case .ropeVitGap: return .timmRegGap(trainedGrid: g)
+        case .perceptionEncoder: return .perceptionEncoder(trainedGrid: g)
+        case .eva02: return .eva02
         default: return nil
         }
     }
     var isRotary: Bool { rotary(trainedGrid: 1) != nil }
+    /// Rotary positions beside an absolute position table (EVA-02, PE), not instead of one.
+    var hasAbsoluteAndRotary: Bool { self == .eva02 || self == .perceptionEncoder || self == .ropeVit }
 
     /// The names `--family` takes, for help texts and errors.
     public static var names: String { allCases.map(\.rawValue).joined(separator: ", ") }
@@ -81,6 +96,11 @@ public enum ModelFamily: String, CaseIterable, Sendable {
 /// What the tensors show of a model, for deciding its family.
 struct FamilyEvidence {
     var preNorm, classToken, layerScale, relative: Bool
+    /// A gated MLP (fc1 twice as wide as fc2's input); norms with a bias; a norm on the patch
+    /// embeddings.
+    var swiGLU, normBias, patchNorm: Bool
+    /// The key projection has a bias of its own (EVA-02 has q and v biases only).
+    var keyBias: Bool
     var registers: Int
     var layout: Layout
     /// Keys the loader ignored (a MAP head `attn_pool.*` tells SigLIP, or PE-core's in a CLIP layout).
@@ -110,6 +130,8 @@ public enum FamilyError: Error, CustomStringConvertible, Equatable {
     case unknown(path: String, name: String)
     /// Rotary positions of a kind vitlens does not run yet, and what gave them away.
     case rotaryNotYet(path: String, what: String)
+    /// Tensors no family vitlens runs has together.
+    case noFamily(path: String, what: String)
 
     public var description: String {
         switch self {
@@ -125,6 +147,8 @@ public enum FamilyError: Error, CustomStringConvertible, Equatable {
         case let .rotaryNotYet(path, what):
             return "\(path): \(what): rotary position embeddings of a kind vitlens does not run yet (it runs "
                 + "timm's axial rope ViTs, --family rope-vit)"
+        case let .noFamily(path, what):
+            return "\(path): \(what): no family vitlens runs has these tensors (say one with --family if it is one)"
         case let .unknown(path, name):
             return "\(path): safetensors metadata family '\(name)' is not one of \(ModelFamily.names)"
         }
@@ -143,6 +167,19 @@ extension ModelFamily {
             return (try f.checked(e, source: "safetensors metadata", path: path), "safetensors metadata family")
         }
         if e.relative { return (.beit, "the tensors (relative position tables)") }
+        if !e.normBias {
+            guard e.swiGLU, e.patchNorm, !e.classToken, !e.rotary else {
+                throw FamilyError.noFamily(path: path, what: "norms without a bias")
+            }
+            return (.aimv2, "the tensors (norms without a bias, one on the patch embeddings, a SwiGLU MLP: AIMv2)")
+        }
+        if e.swiGLU && !e.rotary && !e.preNorm {
+            guard e.classToken, e.registers == 0, !e.patchNorm, !e.keyBias else {
+                throw FamilyError.noFamily(path: path, what: "a SwiGLU MLP beside a position table, with "
+                    + (e.keyBias ? "a k bias (EVA-02 has q and v biases only)" : "no class token or with registers"))
+            }
+            return (.eva02, "the tensors (a SwiGLU MLP beside a position table and a class token: EVA-02)")
+        }
         if e.rotary {
             if e.learnedFrequencies {
                 throw FamilyError.rotaryNotYet(path: path, what: "learned rotary frequencies (timm's rope_mixed)")
@@ -166,8 +203,7 @@ extension ModelFamily {
         if e.preNorm {
             if e.layout == .huggingFaceCLIP { return (.clip, "the Hugging Face CLIP folder") }
             if e.hasAttentionPool {
-                throw FamilyError.unsupported(path: path, family: .perceptionEncoder,
-                                              source: "an attention-pooling head beside CLIP's tensor names")
+                return (.perceptionEncoder, "the tensors (an attention-pooling head beside CLIP's ln_pre: PE core)")
             }
             if e.statedActivation == .quickGelu { return (.clip, "the stated activation (QuickGELU)") }
             throw FamilyError.ambiguous(
@@ -200,7 +236,12 @@ extension ModelFamily {
     /// Self, if the tensors can be this family; else why not.
     func checked(_ e: FamilyEvidence, source: String, path: String) throws -> ModelFamily {
         func no(_ why: String) -> FamilyError { .contradicts(path: path, family: self, source: source, why: why) }
-        if self == .perceptionEncoder { throw FamilyError.unsupported(path: path, family: self, source: source) }
+        if e.normBias == (self == .aimv2) {
+            throw no(e.normBias ? "its norms have biases (AIMv2's RMSNorms have none)" : "its norms have no bias")
+        }
+        if e.swiGLU && ![.eva02, .aimv2, .dinov3].contains(self) { throw no("it has a gated (SwiGLU) MLP") }
+        if !e.swiGLU && (self == .eva02 || self == .aimv2) { throw no("it has a plain MLP, not a SwiGLU") }
+        if self == .eva02 && e.keyBias { throw no("it has a k bias (EVA-02 has q and v biases only)") }
         // A rope ViT may also have absolute positions (timm's *_rope_ape_*); DINOv3 has none.
         if e.rotary && !isRotary || !e.rotary && (self == .dinov3 || self == .ropeVitGap) {
             throw no(e.rotary ? "it has no position table (rotary positions: rope-vit or dinov3)"
@@ -214,8 +255,8 @@ extension ModelFamily {
         if e.relative != (self == .beit) {
             throw no(e.relative ? "it has relative position tables (beit)" : "it has no relative position tables")
         }
-        if e.preNorm != (self == .clip) {
-            throw no(e.preNorm ? "it has CLIP's ln_pre (clip or pe)" : "it has no ln_pre, which CLIP has")
+        if e.preNorm != (self == .clip || self == .perceptionEncoder) {
+            throw no(e.preNorm ? "it has CLIP's ln_pre (clip or pe)" : "it has no ln_pre, which CLIP and PE have")
         }
         switch self {
         case .siglip where e.classToken || e.registers > 0:
@@ -223,7 +264,9 @@ extension ModelFamily {
                 e.classToken ? "it has a class token, which SigLIP has not" : "it has registers, which SigLIP has not")
         case .vitGap where e.classToken:
             throw no("it has a class token")
-        case .vit, .deit3, .dinov2, .clip, .beit, .ropeVit, .dinov3:
+        case .aimv2 where e.classToken:
+            throw no("it has a class token, which AIMv2 has not")
+        case .vit, .deit3, .dinov2, .clip, .beit, .ropeVit, .dinov3, .eva02, .perceptionEncoder:
             if !e.classToken { throw no("it has no class token") }
             if (self == .deit3 || self == .dinov2) && !e.layerScale { throw no("it has no LayerScale") }
         default: break

@@ -116,7 +116,7 @@ public final class ViTEngine {
             sums = Tensor(shape: [H, T])
             attn = Tensor(shape: [tileRows, c.dim])
             normed = Tensor(shape: [tileRows, c.dim])
-            hidden = Tensor(shape: [tileRows, c.mlpHidden])
+            hidden = Tensor(shape: [tileRows, (c.swiGLU ? 2 : 1) * c.mlpHidden])
             let nqPad = roundUp(T, attentionRowBlock), tPad = roundUp(T, attentionColBlock)
             packedQ = Tensor(shape: [nqPad, c.headDim])
             packedK = Tensor(shape: [tPad, c.headDim])
@@ -291,9 +291,7 @@ public final class ViTEngine {
             mark(\.other)
         }
         if let w = weights.normW, let b = weights.normB {
-            run(ranges) { _, r in
-                layerNormRows(h.data + r.lowerBound * C, x.data + r.lowerBound * C, w, b, rows: r.count, eps: c.eps)
-            }
+            run(ranges) { _, r in normRows(h.data + r.lowerBound * C, x.data + r.lowerBound * C, w, b, rows: r.count) }
         } else {
             h.data.update(from: x.data, count: B * T * C)
         }
@@ -325,6 +323,11 @@ public final class ViTEngine {
                 weights.patchB, rows: r.count, scratch[w])
         }
         mark(\.linear)
+        if let w = weights.patchNormW, let b = weights.patchNormB {
+            // AIMv2: the patch embeddings normed before the positions are added.
+            parallelChunks(B * P) { r in normRows(h.data + r.lowerBound * C, h.data + r.lowerBound * C, w, b, rows: r.count) }
+            mark(\.norm)
+        }
         let pos = weights.pos.data, pre = weights.prefix.data, np = c.prefixTokens
         parallelChunks(B) { r in
             for b in r {
@@ -366,7 +369,7 @@ public final class ViTEngine {
     private func blockHead(_ blk: BlockWeights, rows t: Range<Int>, _ s: Scratch) {
         let C = config.dim, r0 = t.lowerBound
         s.clock.start()
-        layerNormRows(h!.data + r0 * C, x!.data + r0 * C, blk.norm1W, blk.norm1B, rows: t.count, eps: config.eps)
+        normRows(h!.data + r0 * C, x!.data + r0 * C, blk.norm1W, blk.norm1B, rows: t.count)
         s.mark(\.norm)
         linear(packed(blk)?.qkv, qkv!.data + r0 * 3 * C, h!.data + r0 * C, blk.qkvW, blk.qkvB, rows: t.count, s)
         s.mark(\.linear)
@@ -391,12 +394,17 @@ public final class ViTEngine {
             r += nq
         }
         s.mark(\.attention)
+        if let w = blk.attnNormW, let b = blk.attnNormB {
+            // EVA-02 CLIP: the attention's output normed before the projection.
+            normRows(s.attn.data, s.attn.data, w, b, rows: n)
+            s.mark(\.norm)
+        }
         let xr = x!.data + t.lowerBound * C
         // x += γ₁ ⊙ (attn·Wpᵀ + bp)
         let pb = packed(blk)
         addBranch(xr, s.attn.data, pb?.proj, blk.projW, blk.projB, scale: blk.ls1, rows: n, s)
         s.mark(\.linear)
-        layerNormRows(s.normed.data, xr, blk.norm2W, blk.norm2B, rows: n, eps: c.eps)
+        normRows(s.normed.data, xr, blk.norm2W, blk.norm2B, rows: n)
         s.mark(\.norm)
         linear(pb?.fc1, s.hidden.data, s.normed.data, blk.fc1W, nil, rows: n, s)
         s.mark(\.linear)
@@ -404,13 +412,28 @@ public final class ViTEngine {
         case .gelu: biasGeluRows(s.hidden.data, blk.fc1B, rows: n)
         case .quickGelu: biasQuickGeluRows(s.hidden.data, blk.fc1B, rows: n)
         case .geluTanh: biasTanhGeluRows(s.hidden.data, blk.fc1B, rows: n)
+        case .silu: biasSwiGLURows(s.hidden.data, blk.fc1B, rows: n)
         }
         s.mark(\.gelu)
+        if let w = blk.mlpNormW, let b = blk.mlpNormB {
+            // EVA-02's ffn_ln: SwiGLU's hidden layer normed before fc2.
+            normRows(s.hidden.data, s.hidden.data, w, b, rows: n)
+            s.mark(\.norm)
+        }
         // x += γ₂ ⊙ (gelu(…)·W2ᵀ + b2)
         addBranch(xr, s.hidden.data, pb?.fc2, blk.fc2W, blk.fc2B, scale: blk.ls2, rows: n, s)
         s.mark(\.linear)
         if !allFinite(xr, n * C) { s.nonFinite = true }
         s.mark(\.other)
+    }
+
+    /// The model's norm (LayerNorm, or RMSNorm with the weight only) of `rows` rows of w.count
+    /// values on the calling thread; `out` may be `x`.
+    @inline(__always)
+    private func normRows(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor,
+                          rows: Int) {
+        if config.norm == .rmsNorm { rmsNormRows(out, x, w, rows: rows, eps: config.eps) }
+        else { layerNormRows(out, x, w, b, rows: rows, eps: config.eps) }
     }
 
     /// x += γ ⊙ (y·Wᵀ + b) for a tile's rows, γ = 1 without LayerScale.  y: (n, K), W: (C, K).

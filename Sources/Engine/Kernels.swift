@@ -152,3 +152,40 @@ public func patchify(_ cols: UnsafeMutablePointer<Float>, _ images: UnsafePointe
         }
     }
 }
+
+/// RMSNorm over the last axis, x / √(mean(x²) + eps) · w (timm's RmsNorm), row by row on the
+/// calling thread; `out` may be `x`.  x: (R, C) → out: (R, C).
+public func rmsNormRows(_ out: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: Tensor, rows: Int,
+                        eps: Float) {
+    let c = w.count
+    for r in 0..<rows {
+        let xr = x + r * c, orow = out + r * c
+        var acc = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= c {
+            let v = UnsafeRawPointer(xr + i).loadUnaligned(as: SIMD8<Float>.self)
+            acc += v * v
+            i += 8
+        }
+        var ss = acc.sum()
+        while i < c { ss += xr[i] * xr[i]; i += 1 }
+        let inv = 1 / (ss / Float(c) + eps).squareRoot()
+        for i in 0..<c { orow[i] = xr[i] * inv * w.data[i] }
+    }
+}
+
+/// SwiGLU's hidden layer in place: each row of x (R, 2F) holds the gate's F values, then the up
+/// projection's; with the bias (2F) added, row r becomes silu(gate)·up in x[r·F ..< (r + 1)·F]
+/// (the rows packed to (R, F)). The AVX2 + FMA kernel where the CPU has it.
+public func biasSwiGLURows(_ x: UnsafeMutablePointer<Float>, _ bias: Tensor, rows: Int) {
+    let f = bias.count / 2
+    if CPUKernels.avx2 { return biasSwiGLURowsAVX2(x, bias.data, rows: rows, cols: f) }
+    let b = bias.data
+    for r in 0..<rows {
+        let gate = x + r * 2 * f, up = gate + f, out = x + r * f
+        for i in 0..<f {
+            let g = gate[i] + b[i], u = up[i] + b[f + i]
+            out[i] = g / (1 + fastExp(-g)) * u
+        }
+    }
+}

@@ -25,11 +25,14 @@ public struct RotarySpec: Equatable, Sendable {
     /// Integer coordinates rescaled so that the run's grid spans this one's (timm's `ref_feat_shape`,
     /// EVA's scheme): i·r/g. nil: not rescaled.
     public var referenceGrid: Int?
+    /// Added to the integer coordinates before any rescaling (timm's `grid_offset`: 1 for PE,
+    /// whose class token takes position 0).
+    public var offset: Double
 
     public init(theta: Double, coordinates: Coordinates = .index, columnFirst: Bool = true, halfSplit: Bool = false,
-                referenceGrid: Int? = nil) {
+                referenceGrid: Int? = nil, offset: Double = 0) {
         (self.theta, self.coordinates, self.columnFirst, self.halfSplit) = (theta, coordinates, columnFirst, halfSplit)
-        self.referenceGrid = referenceGrid
+        (self.referenceGrid, self.offset) = (referenceGrid, offset)
     }
 
     /// timm's `vit_*_patch16_rope_224`: θ 100, integer coordinates, [x, y], interleaved pairs.
@@ -41,10 +44,20 @@ public struct RotarySpec: Equatable, Sendable {
         RotarySpec(theta: 10_000, columnFirst: false, referenceGrid: trainedGrid)
     }
 
+    /// EVA-02 (timm's `eva02_*`, EVA-CLIP): θ 10⁴, integer [y, x] rescaled to the 16×16 grid of its
+    /// 224 px pre-training (EVA's `pt_seq_len`, timm's `ref_feat_shape`), interleaved pairs.
+    public static let eva02 = RotarySpec(theta: 10_000, columnFirst: false, referenceGrid: 16)
+    /// Perception Encoder: θ 10⁴, [x, y], coordinates from 1 (the class token is position 0)
+    /// rescaled to the trained grid, interleaved pairs.
+    public static func perceptionEncoder(trainedGrid: Int) -> RotarySpec {
+        RotarySpec(theta: 10_000, referenceGrid: trainedGrid, offset: 1)
+    }
+
     /// The settings in one phrase, for `inspect`.
     public var summary: String {
         let order = columnFirst ? "[x, y]" : "[y, x]", pairs = halfSplit ? "half-split pairs" : "interleaved pairs"
-        var grid = coordinates == .index ? "integer coordinates from 0" : "centred coordinates in [−1, 1] × 2π"
+        let from = offset == offset.rounded() ? String(Int(offset)) : String(offset)
+        var grid = coordinates == .index ? "integer coordinates from \(from)" : "centred coordinates in [−1, 1] × 2π"
         if let r = referenceGrid { grid += ", rescaled to a \(r)×\(r) grid" }
         return "θ = \(theta == theta.rounded() ? String(Int(theta)) : String(theta)), \(order), \(pairs), \(grid)"
     }
@@ -52,7 +65,7 @@ public struct RotarySpec: Equatable, Sendable {
     /// A coordinate of grid position i of g.
     func coordinate(_ i: Int, of g: Int) -> Double {
         switch coordinates {
-        case .index: return referenceGrid.map { Double(i) * Double($0) / Double(g) } ?? Double(i)
+        case .index: return referenceGrid.map { (Double(i) + offset) * Double($0) / Double(g) } ?? Double(i) + offset
         case .centered: return 2 * Double.pi * (2 * (Double(i) + 0.5) / Double(g) - 1)
         }
     }

@@ -1,3 +1,4 @@
+import Foundation
 import Checkpoint
 import VitLensCore
 
@@ -46,6 +47,7 @@ public struct ViTConfig: Sendable, Equatable {
         case option = "given", metadata = "safetensors metadata num_heads", config = "config.json num_attention_heads"
         case convention = "default dim/64 (DeiT/ViT convention)"
         case table = "the relative position table's columns"
+        case periods = "the rotary periods (a quarter of the head width)"
     }
 
     public var dim: Int
@@ -80,6 +82,8 @@ public struct ViTConfig: Sendable, Equatable {
         case quickGelu = "quick_gelu"
         /// The tanh approximation, ½x(1 + tanh(√(2/π)(x + 0.044715x³))) (SigLIP).
         case geluTanh = "gelu_pytorch_tanh"
+        /// SiLU, x·σ(x): the gate of a SwiGLU MLP (EVA-02, AIMv2, DINOv3 S+/H+).
+        case silu
 
         /// The names configs use: transformers' `hidden_act`, timm's `act_layer`.
         public init?(name: String) {
@@ -87,6 +91,7 @@ public struct ViTConfig: Sendable, Equatable {
             case "gelu": self = .gelu
             case "quick_gelu", "quickgelu": self = .quickGelu
             case "gelu_pytorch_tanh", "gelu_tanh", "gelu_new", "gelu_fast": self = .geluTanh
+            case "silu", "swish": self = .silu
             default: return nil
             }
         }
@@ -109,6 +114,28 @@ public struct ViTConfig: Sendable, Equatable {
     public var relativePositionBias: Bool { relativeBlockTables || relativeSharedTable }
     /// Whether the checkpoint has an absolute position embedding (BEiT's may not).
     public var absolutePositions = true
+    /// The blocks' (and the final) norm: LayerNorm, or RMSNorm with a weight only (AIMv2).
+    public enum Norm: String, Sendable {
+        case layerNorm = "LayerNorm"
+        /// x / √(mean(x²) + eps) · w (timm's RmsNorm).
+        case rmsNorm = "RMSNorm"
+    }
+    public var norm: Norm = .layerNorm
+    /// A gated MLP: fc1 holds the gate's F rows, then the up projection's F rows; the hidden layer
+    /// is silu(gate)·up (SwiGLU: EVA-02, AIMv2, DINOv3 S+/H+), then fc2 (F → C).
+    public var swiGLU = false
+    /// A norm on the SwiGLU's hidden layer before fc2 (EVA-02's `ffn_ln`).
+    public var mlpNorm = false
+    /// A norm on the attention's output before the projection (EVA-02 CLIP's `inner_attn_ln`).
+    public var attentionNorm = false
+    /// A norm on the patch embeddings before the positions are added (AIMv2).
+    public var patchNorm = false
+    /// Whether the attention projection and the MLP's linear layers have biases (AIMv2's have none).
+    public var projectionBias = true
+    public var mlpBias = true
+    /// How the checkpoint stored q, k, v and SwiGLU's gate and up (separately or packed): a
+    /// fine-tuned model is saved the same way.
+    public var separateQKV = false, separateGLU = false
     /// Whether the patch convolution has a bias (CLIP's has none: zeros, never trained).
     public var patchBias = true
     /// Whether the key projection has a bias (BEiT's has q and v biases only: the k slice of
@@ -116,6 +143,8 @@ public struct ViTConfig: Sendable, Equatable {
     public var keyBias = true
     public var finalNorm: FinalNorm
     public var eps: Float
+    /// Where eps came from (the tensors cannot show it).
+    public var epsSource = "family default"
     /// The image side the engine runs at (== grid·patch unless changed, then pos_embed is resampled).
     public var imageSize: Int
 
@@ -129,7 +158,7 @@ public struct ViTConfig: Sendable, Equatable {
     /// The model family, as far as the tensors tell it.
     public var family: String {
         if relativePositionBias { return "BEiT / mae-lite RPE" }
-        if modelFamily == .dinov3 { return "DINOv3" }
+        if [.dinov3, .eva02, .aimv2, .perceptionEncoder].contains(modelFamily) { return modelFamily.title }
         if rotary != nil { return "RoPE ViT (timm)" }
         if modelFamily == .vitGap {
             return registers > 0 ? "ViT with registers, no class token" : "ViT, no class token" }
@@ -140,21 +169,26 @@ public struct ViTConfig: Sendable, Equatable {
         return prefixTokens == 2 ? "DeiT (distilled)" : "ViT"
     }
 
+    /// The MLP in a word: "plain" (fc1, a GELU, fc2) or "swiglu", "+ inner norm" when it has one.
+    public var mlpSummary: String { swiGLU ? (mlpNorm ? "swiglu + inner norm" : "swiglu") : "plain" }
+
     /// Parameters of the forward pass (classifier heads excluded).
     public var parameterCount: Int {
         let table = ((2 * grid - 1) * (2 * grid - 1) + 3) * heads
         let embed = dim * 3 * patch * patch + (preNorm ? 2 * dim : dim) + prefixTokens * dim
             + (absolutePositions ? (positionSlots + grid * grid) * dim : 0) + (relativeSharedTable ? table : 0)
-        let block = 2 * 2 * dim + 3 * dim * dim + (qkvBias ? (keyBias ? 3 : 2) * dim : 0) + dim * dim + dim
-            + dim * mlpHidden + mlpHidden + mlpHidden * dim + dim + (layerScale ? 2 * dim : 0)
-                + (relativeBlockTables ? table : 0)
-        return embed + depth * block + (finalNorm == .none ? 0 : 2 * dim)
+        let normSize = norm == .rmsNorm ? 1 : 2, up = swiGLU ? 2 * mlpHidden : mlpHidden
+        let block = 2 * normSize * dim + 3 * dim * dim + (qkvBias ? (keyBias ? 3 : 2) * dim : 0) + dim * dim
+            + (projectionBias ? dim : 0) + dim * up + mlpHidden * dim + (mlpBias ? up + dim : 0)
+            + (layerScale ? 2 * dim : 0) + (relativeBlockTables ? table : 0) + (attentionNorm ? normSize * dim : 0)
+            + (mlpNorm ? normSize * mlpHidden : 0)
+        return embed + depth * block + (finalNorm == .none ? 0 : normSize * dim) + (patchNorm ? normSize * dim : 0)
     }
 
     /// Forward FLOPs per image (multiply-adds counted as 2), for benchmarks.
     public var flopsPerImage: Double {
         let t = Double(tokens), c = Double(dim), f = Double(mlpHidden)
-        let perBlock = 2 * t * c * (3 * c) + 2 * t * t * c * 2 + 2 * t * c * c + 2 * 2 * t * c * f
+        let perBlock = 2 * t * c * (3 * c) + 2 * t * t * c * 2 + 2 * t * c * c + (swiGLU ? 3 : 2) * 2 * t * c * f
         return Double(depth) * perBlock + 2 * Double(patches) * c * Double(3 * patch * patch)
     }
 
@@ -266,12 +300,13 @@ public struct ViTConfig: Sendable, Equatable {
         guard fc1.count == 2, fc1[1] == dim else {
             throw CheckpointError.badShape(tensor: ViTKeys.block(0, .fc1Weight), expected: [4 * dim, dim], got: fc1)
         }
-        if let fc2 = t[ViTKeys.block(0, .fc2Weight)]?.shape, fc2.count == 2, fc2[1] * 2 == fc1[0] {
-            throw CheckpointError.notAViT(
-                path: ckpt.path,
-                what: "\(ViTKeys.block(0, .fc1Weight)) has twice the rows fc2 takes: a gated (SwiGLU) MLP, as "
-                + "EVA-02 has, is not supported")
-        }
+        // fc1 with twice the rows fc2 takes: a gated (SwiGLU) MLP, gate rows first.
+        let fc2 = try shape(ViTKeys.block(0, .fc2Weight))
+        let swiGLU = fc2.count == 2 && fc2[1] * 2 == fc1[0]
+        let hidden = swiGLU ? fc2[1] : fc1[0]
+        // Norms with a weight only: RMSNorm (AIMv2); the tensors cannot tell it from a LayerNorm
+        // without bias, the family can.
+        let normBias = t[ViTKeys.block(0, .norm1Bias)] != nil
         let finalNorm: FinalNorm = t[ViTKeys.FinalNorm.norm.weight] != nil ? .norm
             : (t[ViTKeys.FinalNorm.fcNorm.weight] != nil ? .fcNorm : .none)
 
@@ -295,6 +330,9 @@ public struct ViTConfig: Sendable, Equatable {
         var h: Int, src: HeadsSource
         if let heads { h = heads; src = .option }
         else if let th = tableHeads { h = th; src = .table }
+        else if let p = t[ViTKeys.ropePeriods]?.shape, p.count == 1, p[0] > 0, dim % (4 * p[0]) == 0 {
+            h = dim / (4 * p[0]); src = .periods
+        }
         else if let m = ckpt.metadata["num_heads"], let v = Int(m) { h = v; src = .metadata }
         else if let v = ckpt.config?.heads { h = v; src = .config }
         else { h = max(1, dim / 64); src = .convention }
@@ -304,8 +342,10 @@ public struct ViTConfig: Sendable, Equatable {
         // CLIP (ln_pre): QuickGELU and LayerNorm eps 1e-5, as OpenAI's and OpenCLIP's code has them.
         let preNorm = t[ViTKeys.preNormWeight] != nil
         var eps: Float = preNorm ? 1e-5 : 1e-6
-        if let e = ckpt.config?.layerNormEps { eps = Float(e) }
-        if let e = ckpt.metadata["layer_norm_eps"], let v = Float(e) { eps = v }
+        var epsSource = "family default"
+        if let e = ckpt.config?.layerNormEps { (eps, epsSource) = (Float(e), "config.json layer_norm_eps") }
+        if let e = ckpt.metadata["layer_norm_eps"], let v = Float(e) {
+            (eps, epsSource) = (v, "safetensors metadata layer_norm_eps") }
         // The activation the family's checkpoints were trained with, unless config.json or the
         // metadata says; the family itself is given or evident, never guessed (Family.swift).
         var activation = Activation.gelu
@@ -323,31 +363,42 @@ public struct ViTConfig: Sendable, Equatable {
         let stated = activationSource == "family default" ? nil : activation
         let evidence = FamilyEvidence(
             preNorm: preNorm, classToken: classToken, layerScale: t[ViTKeys.block(0, .layerScale1)] != nil,
-            relative: blockTable != nil || sharedTable != nil, registers: registers, layout: ckpt.layout,
+            relative: blockTable != nil || sharedTable != nil, swiGLU: swiGLU, normBias: normBias,
+            patchNorm: t[ViTKeys.patchNormWeight] != nil,
+            keyBias: t[ViTKeys.block(0, .qkvBias)] != nil && !ckpt.keyBiasAbsent, registers: registers, layout: ckpt.layout,
             ignored: ckpt.ignored, statedActivation: stated,
             rotary: t[ViTKeys.positions] == nil && blockTable == nil && sharedTable == nil,
-            learnedFrequencies: (Array(t.keys) + ckpt.ignored).contains { $0.contains("freqs") || $0.contains("rope") },
+            learnedFrequencies: (Array(t.keys) + ckpt.ignored).contains {
+                ($0.contains("freqs") || $0.contains("rope")) && $0 != ViTKeys.ropePeriods },
             evaStyleWithoutClassRow: ckpt.layerScaleAsGamma && ckpt.location == "top level" && slots == 0
                 && t[ViTKeys.positions] != nil)
         let (family, familySource) = try ModelFamily.resolve(evidence, given: given, metadata: ckpt.metadata["family"],
                                                              path: ckpt.path)
-        if stated == nil { activation = family.defaultActivation }
+        // A gated MLP's gate is SiLU in every family that has one (DINOv3 S+/H+ too).
+        if stated == nil { activation = swiGLU ? .silu : family.defaultActivation }
+        if swiGLU != (activation == .silu) {
+            throw EngineError.architecture(
+                "\(ckpt.path): \(swiGLU ? "a gated (SwiGLU) MLP" : "a plain MLP") with \(activation.rawValue) "
+                + "(\(activationSource)); vitlens runs SwiGLU with silu and plain MLPs with a GELU")
+        }
         // timm builds its rope reg-gap ViTs at 256 px: their default trained size, where the file
         // does not say (the rotary grid is rescaled to it).
         if family == .ropeVitGap && imageSizeSource.hasPrefix("the 224 px") {
             grid = 256 / patch
             imageSizeSource = "the 256 px timm builds its rope reg-gap ViTs at (no position table)"
         }
-        // DINOv3's LayerNorms are eps 1e-5 (the tensors cannot tell), unless a config or metadata says.
-        if family == .dinov3 && ckpt.config?.layerNormEps == nil
+        // DINOv3's, AIMv2's and PE's norms are eps 1e-5 (the tensors cannot tell), unless a config or
+        // metadata says.
+        if [.dinov3, .aimv2, .perceptionEncoder].contains(family) && ckpt.config?.layerNormEps == nil
             && ckpt.metadata["layer_norm_eps"] == nil { eps = 1e-5 }
         let run = imageSize ?? grid * patch
         guard run > 0, run % patch == 0 else {
             throw EngineError.imageSizeNotMultiple(size: run, patch: patch)
         }
         var config = ViTConfig(dim: dim, depth: depth, heads: h, headsSource: src, patch: patch, grid: grid,
-                               mlpHidden: fc1[0], qkvBias: t[ViTKeys.block(0, .qkvBias)] != nil, prefixTokens: prefix,
+                               mlpHidden: hidden, qkvBias: t[ViTKeys.block(0, .qkvBias)] != nil, prefixTokens: prefix,
                                finalNorm: finalNorm, eps: eps, imageSize: run)
+        config.epsSource = epsSource
         config.registers = registers
         config.positionSlots = slots
         config.layerScale = t[ViTKeys.block(0, .layerScale1)] != nil
@@ -365,12 +416,43 @@ public struct ViTConfig: Sendable, Equatable {
             }
             config.rotary = rotary
         }
+        if let raw = t[ViTKeys.ropePeriods] {
+            // Facebook's DINOv3 stores its periods θ^(4k/D) in bfloat16; timm recomputes them, and so
+            // does vitlens, after checking that they are the family's.
+            let D = config.headDim, stored = try raw.floats(name: ViTKeys.ropePeriods)
+            guard let spec = config.rotary, spec.coordinates == .centered, stored.count == D / 4 else {
+                throw EngineError.architecture(
+                    "\(ckpt.path): \(ViTKeys.ropePeriods) (\(stored.count) values) does not fit "
+                    + "\(config.rotary == nil ? "a model without rotary positions" : "this model's \(D / 4) periods")")
+            }
+            for (k, p) in stored.enumerated() {
+                let want = pow(spec.theta, 4 * Double(k) / Double(D))
+                guard abs(Double(p) - want) <= 4e-3 * want else {
+                    throw EngineError.architecture(
+                        "\(ckpt.path): \(ViTKeys.ropePeriods)[\(k)] is \(p), but θ = \(Int(spec.theta)) gives "
+                        + "\(want) (a DINOv3 with another θ is not supported)")
+                }
+            }
+        }
         config.classToken = classToken
         config.absolutePositions = t[ViTKeys.positions] != nil
         config.relativeBlockTables = blockTable != nil
         config.relativeSharedTable = sharedTable != nil
         config.patchBias = t[ViTKeys.patchBias] != nil
-        config.keyBias = !(config.relativePositionBias || ckpt.layout == .beit || ckpt.layout == .huggingFaceBEiT)
+        config.keyBias = !(config.relativePositionBias || ckpt.layout == .beit || ckpt.layout == .huggingFaceBEiT
+            || ckpt.keyBiasAbsent)
+        config.norm = family == .aimv2 ? .rmsNorm : .layerNorm
+        config.swiGLU = swiGLU
+        config.mlpNorm = t[ViTKeys.block(0, .mlpNormWeight)] != nil
+        config.attentionNorm = t[ViTKeys.block(0, .attentionNormWeight)] != nil
+        config.patchNorm = t[ViTKeys.patchNormWeight] != nil
+        (config.separateQKV, config.separateGLU) = (ckpt.separateQKV, ckpt.separateGLU)
+        // Only AIMv2's blocks have no biases; elsewhere a missing one is a missing tensor.
+        config.projectionBias = family != .aimv2 || t[ViTKeys.block(0, .projBias)] != nil
+        config.mlpBias = family != .aimv2 || t[ViTKeys.block(0, .fc1Bias)] != nil
+        if config.patchNorm && config.norm == .layerNorm && t[ViTKeys.patchNormBias] == nil {
+            throw CheckpointError.missingTensor(ViTKeys.patchNormBias)
+        }
         return config
     }
 }

@@ -11,8 +11,10 @@ public final class BlockWeights {
     public let qkvW, qkvB: Tensor         // (3C, C), (3C)
     public let projW, projB: Tensor       // (C, C), (C)
     public let norm2W, norm2B: Tensor     // (C)
-    public let fc1W, fc1B: Tensor         // (F, C), (F)
+    public let fc1W, fc1B: Tensor         // (F, C), (F); with SwiGLU (2F, C), (2F): gate rows, then up rows
     public let fc2W, fc2B: Tensor         // (C, F), (C)
+    /// The norm on the attention's output (C) and on SwiGLU's hidden layer (F), or nil.
+    public let attnNormW, attnNormB, mlpNormW, mlpNormB: Tensor?
     /// LayerScale γ₁, γ₂ (C), or nil: the branches are added unscaled.
     public let ls1, ls2: Tensor?
     /// BEiT's relative position bias added to every head's logits, (H, T, ld) with ld = T rounded
@@ -30,13 +32,22 @@ public final class BlockWeights {
         self.relativeBias = relativeBias
         self.relativeTable = relativeTable
         func part(_ p: ViTKeys.BlockPart, _ shape: [Int]) throws -> Tensor { try get(ViTKeys.block(i, p), shape) }
-        norm1W = try part(.norm1Weight, [C]); norm1B = try part(.norm1Bias, [C])
+        // Biases a model does not have are zeros (RMSNorm's, AIMv2's linear layers').
+        func part(_ p: ViTKeys.BlockPart, _ shape: [Int], if present: Bool) throws -> Tensor {
+            present ? try part(p, shape) : Tensor(shape: shape)
+        }
+        let normBias = c.norm == .layerNorm, up = c.swiGLU ? 2 * F : F
+        norm1W = try part(.norm1Weight, [C]); norm1B = try part(.norm1Bias, [C], if: normBias)
         qkvW = try part(.qkvWeight, [3 * C, C])
-        qkvB = c.qkvBias ? try part(.qkvBias, [3 * C]) : Tensor(shape: [3 * C])
-        projW = try part(.projWeight, [C, C]); projB = try part(.projBias, [C])
-        norm2W = try part(.norm2Weight, [C]); norm2B = try part(.norm2Bias, [C])
-        fc1W = try part(.fc1Weight, [F, C]); fc1B = try part(.fc1Bias, [F])
-        fc2W = try part(.fc2Weight, [C, F]); fc2B = try part(.fc2Bias, [C])
+        qkvB = try part(.qkvBias, [3 * C], if: c.qkvBias)
+        projW = try part(.projWeight, [C, C]); projB = try part(.projBias, [C], if: c.projectionBias)
+        norm2W = try part(.norm2Weight, [C]); norm2B = try part(.norm2Bias, [C], if: normBias)
+        fc1W = try part(.fc1Weight, [up, C]); fc1B = try part(.fc1Bias, [up], if: c.mlpBias)
+        fc2W = try part(.fc2Weight, [C, F]); fc2B = try part(.fc2Bias, [C], if: c.mlpBias)
+        attnNormW = c.attentionNorm ? try part(.attentionNormWeight, [C]) : nil
+        attnNormB = c.attentionNorm ? try part(.attentionNormBias, [C], if: normBias) : nil
+        mlpNormW = c.mlpNorm ? try part(.mlpNormWeight, [F]) : nil
+        mlpNormB = c.mlpNorm ? try part(.mlpNormBias, [F], if: normBias) : nil
         ls1 = c.layerScale ? try part(.layerScale1, [C]) : nil
         ls2 = c.layerScale ? try part(.layerScale2, [C]) : nil
     }
@@ -52,6 +63,7 @@ public final class ViTWeights {
     public let blocks: [BlockWeights]
     public let normW, normB: Tensor?  // (C): `norm` or `fc_norm`, nil when the model has neither
     public let preNormW, preNormB: Tensor?  // (C): CLIP's `ln_pre`, nil elsewhere
+    public let patchNormW, patchNormB: Tensor?  // (C): AIMv2's norm on the patch embeddings, nil elsewhere
     /// BEiT's relative position table shared by every block [(2g−1)² + 3, H], or nil.
     public let sharedRelativeTable: Tensor?
     /// Row stride of the blocks' relative position bias (T rounded up to the attention kernel's 16).
@@ -80,6 +92,12 @@ public final class ViTWeights {
             preNormW = try get(ViTKeys.preNormWeight, [C]); preNormB = try get(ViTKeys.preNormBias, [C])
         } else {
             preNormW = nil; preNormB = nil
+        }
+        if c.patchNorm {
+            patchNormW = try get(ViTKeys.patchNormWeight, [C])
+            patchNormB = c.norm == .layerNorm ? try get(ViTKeys.patchNormBias, [C]) : Tensor(shape: [C])
+        } else {
+            patchNormW = nil; patchNormB = nil
         }
         let pre = Tensor(shape: [c.prefixTokens, C])
         let first = c.classToken ? 1 : 0
@@ -164,7 +182,7 @@ public final class ViTWeights {
         blocks = try (0..<c.depth).map {
             try BlockWeights(get, $0, c, relativeBias: biases[$0], relativeTable: tables[$0]) }
         if let k = c.finalNorm.keys {
-            normW = try get(k.weight, [C]); normB = try get(k.bias, [C])
+            normW = try get(k.weight, [C]); normB = c.norm == .layerNorm ? try get(k.bias, [C]) : Tensor(shape: [C])
         } else {
             normW = nil; normB = nil
         }

@@ -218,3 +218,18 @@ func logFMA(_ x: Float) -> Float {
     y = y.addingProduct(z, -0.5)
     return (m + y).addingProduct(e, 0.693359375)
 }
+
+/// SwiGLU's hidden layer in place, rows of (gate F | up F) → silu(gate + b)·(up + b') packed to
+/// (R, F) (AVX2 + FMA build): σ(g) as in `biasQuickGeluRowsAVX2`, one exp of −|g|.
+@inline(never)
+public func biasSwiGLURowsAVX2(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, cols f: Int) {
+    for r in 0..<rows {
+        let gate = x + r * 2 * f, up = gate + f, out = x + r * f
+        for i in 0..<f {
+            let g = gate[i] + bias[i], u = up[i] + bias[f + i]
+            let t = expNonPositiveFMA(-abs(g))
+            let sigma = (g >= 0 ? 1 : t) / (1 + t)
+            out[i] = g * sigma * u
+        }
+    }
+}

@@ -48,6 +48,8 @@ struct BlockParams {
     let ls1, ls2: Parameter?
     /// BEiT's relative position table of this block [(2g−1)² + 3, H], or nil.
     let table: Parameter?
+    /// The norms on the attention output and inside the SwiGLU (EVA-02), or nil.
+    let attnNormW, attnNormB, mlpNormW, mlpNormB: Parameter?
 
     /// Block `i` of `w` copied into parameters of layer i + 1 (layer 0 is the embeddings);
     /// weight matrices decay, the rest does not; a model without qkv bias keeps it frozen at 0.
@@ -55,19 +57,25 @@ struct BlockParams {
         func p(_ part: ViTKeys.BlockPart, _ t: Tensor, decay: Bool = false, frozen: Bool = false) -> Parameter {
             Parameter(ViTKeys.block(i, part), t.copy(), decay: decay, layer: i + 1, frozen: frozen)
         }
-        norm1W = p(.norm1Weight, b.norm1W); norm1B = p(.norm1Bias, b.norm1B)
+        // Biases a model does not have (RMSNorm's, AIMv2's linear layers') stay frozen zeros.
+        let rms = c.norm == .rmsNorm
+        norm1W = p(.norm1Weight, b.norm1W); norm1B = p(.norm1Bias, b.norm1B, frozen: rms)
         qkvW = p(.qkvWeight, b.qkvW, decay: true); qkvB = p(.qkvBias, b.qkvB, frozen: !c.qkvBias)
-        projW = p(.projWeight, b.projW, decay: true); projB = p(.projBias, b.projB)
-        norm2W = p(.norm2Weight, b.norm2W); norm2B = p(.norm2Bias, b.norm2B)
-        fc1W = p(.fc1Weight, b.fc1W, decay: true); fc1B = p(.fc1Bias, b.fc1B)
-        fc2W = p(.fc2Weight, b.fc2W, decay: true); fc2B = p(.fc2Bias, b.fc2B)
+        projW = p(.projWeight, b.projW, decay: true); projB = p(.projBias, b.projB, frozen: !c.projectionBias)
+        norm2W = p(.norm2Weight, b.norm2W); norm2B = p(.norm2Bias, b.norm2B, frozen: rms)
+        fc1W = p(.fc1Weight, b.fc1W, decay: true); fc1B = p(.fc1Bias, b.fc1B, frozen: !c.mlpBias)
+        fc2W = p(.fc2Weight, b.fc2W, decay: true); fc2B = p(.fc2Bias, b.fc2B, frozen: !c.mlpBias)
+        attnNormW = b.attnNormW.map { p(.attentionNormWeight, $0) }
+        attnNormB = b.attnNormB.map { p(.attentionNormBias, $0, frozen: rms) }
+        mlpNormW = b.mlpNormW.map { p(.mlpNormWeight, $0) }
+        mlpNormB = b.mlpNormB.map { p(.mlpNormBias, $0, frozen: rms) }
         ls1 = b.ls1.map { p(.layerScale1, $0) }; ls2 = b.ls2.map { p(.layerScale2, $0) }
         self.table = table.map { p(.relativePositionTable, $0) }
     }
 
     var all: [Parameter] {
         [norm1W, norm1B, qkvW, qkvB, projW, projB, norm2W, norm2B, fc1W, fc1B, fc2W, fc2B]
-            + [ls1, ls2, table].compactMap { $0 }
+            + [ls1, ls2, table, attnNormW, attnNormB, mlpNormW, mlpNormB].compactMap { $0 }
     }
 }
 
@@ -126,6 +134,8 @@ public final class TrainableViT {
     let patchW, patchB, prefix, pos: Parameter
     /// CLIP's ln_pre, or nil.
     let preNormW, preNormB: Parameter?
+    /// AIMv2's norm on the patch embeddings, or nil.
+    let patchNormW, patchNormB: Parameter?
     /// BEiT's table shared by every block, or nil.
     let sharedTable: Parameter?
     /// The rotation of q and k at every patch position (rotary models), or nil.
@@ -148,6 +158,12 @@ public final class TrainableViT {
     private var branch1: [Tensor] = [], branch2: [Tensor] = [], relBias: [Tensor] = []
     /// CLIP: the embeddings before ln_pre and its statistics.
     private var preX = Tensor(shape: [1]), preStats = Tensor(shape: [1])
+    /// AIMv2: the normed patch embeddings and their statistics; EVA-02: the normed attention
+    /// output and SwiGLU hidden layer, with theirs.
+    private var embNormed = Tensor(shape: [1]), embStats = Tensor(shape: [1])
+    private var attnNormed: [Tensor] = [], attnStats: [Tensor] = [], hiddenNormed: [Tensor] = [],
+        hiddenStats: [Tensor] = []
+    private var dbig3 = Tensor(shape: [1]), dsmall2 = Tensor(shape: [1]), dPatches = Tensor(shape: [1])
     private var normed = Tensor(shape: [1]), normStats = Tensor(shape: [1]), pooled = Tensor(shape: [1]),
         logits = Tensor(shape: [1])
     // Gradient buffers.
@@ -176,19 +192,24 @@ public final class TrainableViT {
         pos = Parameter(ViTKeys.positions, w.pos.copy(), decay: false, layer: 0, frozen: !c.absolutePositions)
         preNormW = w.preNormW.map { Parameter(ViTKeys.preNormWeight, $0.copy(), decay: false, layer: 0) }
         preNormB = w.preNormB.map { Parameter(ViTKeys.preNormBias, $0.copy(), decay: false, layer: 0) }
+        patchNormW = w.patchNormW.map { Parameter(ViTKeys.patchNormWeight, $0.copy(), decay: false, layer: 0) }
+        patchNormB = w.patchNormB.map {
+            Parameter(ViTKeys.patchNormBias, $0.copy(), decay: false, layer: 0, frozen: c.norm == .rmsNorm) }
         sharedTable = w.sharedRelativeTable.map {
             Parameter(ViTKeys.sharedRelativeTable, $0.copy(), decay: false, layer: 0) }
         blocks = (0..<keep).map { BlockParams(w.blocks[$0], index: $0, config: c, table: w.blocks[$0].relativeTable) }
         relativeIndex = c.relativePositionBias ? ViTWeights.relativePositionIndex(grid: c.runGrid) : []
         let normKeys = c.finalNorm.keys ?? .norm
         normW = w.normW.map { Parameter(normKeys.weight, $0.copy(), decay: false, layer: L + 1) }
-        normB = w.normB.map { Parameter(normKeys.bias, $0.copy(), decay: false, layer: L + 1) }
+        normB = w.normB.map {
+            Parameter(normKeys.bias, $0.copy(), decay: false, layer: L + 1, frozen: c.norm == .rmsNorm) }
         let hw = Tensor(shape: [classes, c.dim])
         var rng = SplitMix64(seed: seed)
         for i in 0..<hw.count { hw[i] = Float(rng.truncatedNormal() * 2e-5) }
         headW = Parameter("head.weight", hw, decay: true, layer: L + 1)
         headB = Parameter("head.bias", Tensor(shape: [classes]), decay: false, layer: L + 1)
-        parameters = [patchW, patchB, prefix, pos] + [preNormW, preNormB, sharedTable].compactMap { $0 }
+        parameters = [patchW, patchB, prefix, pos]
+            + [preNormW, preNormB, patchNormW, patchNormB, sharedTable].compactMap { $0 }
             + blocks.flatMap(\.all)
             + [normW, normB].compactMap { $0 } + [headW, headB]
     }
@@ -202,7 +223,21 @@ public final class TrainableViT {
         qkv = (0..<L).map { _ in Tensor(shape: [R, 3 * C]) }; probs = (0..<L).map { _ in Tensor(shape: [B, H, T, T]) }
         attn = (0..<L).map { _ in Tensor(shape: [R, C]) }; mid = (0..<L).map { _ in Tensor(shape: [R, C]) }
         ln2 = (0..<L).map { _ in Tensor(shape: [R, C]) }; ln2Stats = (0..<L).map { _ in Tensor(shape: [2, R]) }
-        h1 = (0..<L).map { _ in Tensor(shape: [R, F]) }; g = (0..<L).map { _ in Tensor(shape: [R, F]) }
+        let up = c.swiGLU ? 2 * F : F
+        h1 = (0..<L).map { _ in Tensor(shape: [R, up]) }; g = (0..<L).map { _ in Tensor(shape: [R, F]) }
+        if c.patchNorm {
+            embNormed = Tensor(shape: [B * c.patches, C]); embStats = Tensor(shape: [2, B * c.patches])
+            dPatches = Tensor(shape: [B * c.patches, C])
+        }
+        if c.attentionNorm {
+            attnNormed = (0..<L).map { _ in Tensor(shape: [R, C]) }; attnStats = (0..<L).map { _ in Tensor(shape: [2, R]) }
+            dsmall2 = Tensor(shape: [R, C])
+        }
+        if c.mlpNorm {
+            hiddenNormed = (0..<L).map { _ in Tensor(shape: [R, F]) }
+            hiddenStats = (0..<L).map { _ in Tensor(shape: [2, R]) }
+            dbig3 = Tensor(shape: [R, F])
+        }
         if c.layerScale {
             branch1 = (0..<L).map { _ in Tensor(shape: [R, C]) }; branch2 = (0..<L).map { _ in Tensor(shape: [R, C]) }
             dbranch = Tensor(shape: [R, C])
@@ -214,7 +249,7 @@ public final class TrainableViT {
         if c.preNorm { preX = Tensor(shape: [R, C]); preStats = Tensor(shape: [2, R]) }
         normed = Tensor(shape: [R, C]); normStats = Tensor(shape: [2, R]); pooled = Tensor(
             shape: [B, C]); logits = Tensor(shape: [B, classes])
-        dres = Tensor(shape: [R, C]); dbig = Tensor(shape: [R, F]); dbig2 = Tensor(shape: [R, F]); dqkv = Tensor(
+        dres = Tensor(shape: [R, C]); dbig = Tensor(shape: [R, F]); dbig2 = Tensor(shape: [R, up]); dqkv = Tensor(
             shape: [R, 3 * C])
         dsmall = Tensor(shape: [R, C]); dscratch = Tensor(shape: [B, T, T]); dlogits = Tensor(
             shape: [B, classes]); dpooled = Tensor(shape: [B, C])
@@ -260,11 +295,17 @@ public final class TrainableViT {
         mark(\.other)
         Linear.forward(emb.data, cols.data, patchW.value, patchB.value, rows: B * P)
         mark(\.linear)
+        var patches = UnsafePointer(emb.data)
+        if let patchNormW, let patchNormB {
+            Norm.forward(c.norm, embNormed.data, mean: embStats.data, rstd: embStats.data + B * P, emb.data,
+                         patchNormW.value, patchNormB.value, rows: B * P, eps: c.eps)
+            patches = UnsafePointer(embNormed.data)
+        }
         let x0 = c.preNorm ? preX.data : xs[0].data, pv = pos.value.data, pre = prefix.value.data
         for b in 0..<B {
             for t in 0..<np { for i in 0..<C { x0[(b * T + t) * C + i] = pre[t * C + i] + pv[t * C + i] } }
             for t in 0..<P {
-                for i in 0..<C { x0[(b * T + np + t) * C + i] = emb.data[(b * P + t) * C + i] + pv[(np + t) * C + i] } }
+                for i in 0..<C { x0[(b * T + np + t) * C + i] = patches[(b * P + t) * C + i] + pv[(np + t) * C + i] } }
         }
         if let preNormW, let preNormB {
             LayerNorm.forward(
@@ -274,9 +315,9 @@ public final class TrainableViT {
         for (l, p) in blocks.enumerated() {
             let x = xs[l].data, out = xs[l + 1].data
             mark(\.other)
-            LayerNorm.forward(
-                ln1[l].data, mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, x, p.norm1W.value, p.norm1B.value,
-                rows: R, eps: c.eps)
+            Norm.forward(
+                c.norm, ln1[l].data, mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, x, p.norm1W.value,
+                p.norm1B.value, rows: R, eps: c.eps)
             mark(\.norm)
             Linear.forward(qkv[l].data, ln1[l].data, p.qkvW.value, p.qkvB.value, rows: R)
             if let rotary {
@@ -288,28 +329,39 @@ public final class TrainableViT {
                 attn[l].data, probs: probs[l].data, qkv: qkv[l].data, batch: B, tokens: T, heads: c.heads, dim: C,
                                   bias: c.relativePositionBias ? UnsafePointer(relBias[l].data) : nil)
             mark(\.attention)
+            if let w = p.attnNormW, let b = p.attnNormB {
+                Norm.forward(c.norm, attnNormed[l].data, mean: attnStats[l].data, rstd: attnStats[l].data + R,
+                             attn[l].data, w.value, b.value, rows: R, eps: c.eps)
+                mark(\.norm)
+            }
             residualBranch(
-                mid[l].data, x: x, input: attn[l].data, p.projW, p.projB, scale: p.ls1, keep: branch1.isEmpty ? nil
-                : branch1[l], rows: R)
+                mid[l].data, x: x, input: projectionInput(l), p.projW, p.projB, scale: p.ls1,
+                keep: branch1.isEmpty ? nil : branch1[l], rows: R)
             mark(\.linear)
-            LayerNorm.forward(
-                ln2[l].data, mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, mid[l].data, p.norm2W.value,
+            Norm.forward(
+                c.norm, ln2[l].data, mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, mid[l].data, p.norm2W.value,
                 p.norm2B.value, rows: R, eps: c.eps)
             mark(\.norm)
             Linear.forward(h1[l].data, ln2[l].data, p.fc1W.value, p.fc1B.value, rows: R)
             mark(\.linear)
-            Activation.forward(c.activation, g[l].data, h1[l].data, count: R * c.mlpHidden)
+            if c.swiGLU { SwiGLU.forward(g[l].data, h1[l].data, rows: R, hidden: c.mlpHidden) }
+            else { Activation.forward(c.activation, g[l].data, h1[l].data, count: R * c.mlpHidden) }
             mark(\.gelu)
+            if let w = p.mlpNormW, let b = p.mlpNormB {
+                Norm.forward(c.norm, hiddenNormed[l].data, mean: hiddenStats[l].data, rstd: hiddenStats[l].data + R,
+                             g[l].data, w.value, b.value, rows: R, eps: c.eps)
+                mark(\.norm)
+            }
             residualBranch(
-                out, x: mid[l].data, input: g[l].data, p.fc2W, p.fc2B, scale: p.ls2, keep: branch2.isEmpty ? nil
-                : branch2[l], rows: R)
+                out, x: mid[l].data, input: fc2Input(l), p.fc2W, p.fc2B, scale: p.ls2,
+                keep: branch2.isEmpty ? nil : branch2[l], rows: R)
             mark(\.linear)
         }
         let last = xs[c.depth].data
         if let normW, let normB {
-            LayerNorm.forward(
-                normed.data, mean: normStats.data, rstd: normStats.data + R, last, normW.value, normB.value, rows: R,
-                eps: c.eps)
+            Norm.forward(
+                c.norm, normed.data, mean: normStats.data, rstd: normStats.data + R, last, normW.value, normB.value,
+                rows: R, eps: c.eps)
         } else {
             normed.data.update(from: last, count: R * C)
         }
@@ -327,6 +379,13 @@ public final class TrainableViT {
         mark(\.other)
         return logits.data
     }
+
+    /// What block l's projection and fc2 read: the attention output and SwiGLU hidden layer, normed
+    /// where the model norms them (EVA-02).
+    private func projectionInput(_ l: Int) -> UnsafePointer<Float> {
+        UnsafePointer(config.attentionNorm ? attnNormed[l].data : attn[l].data) }
+    private func fc2Input(_ l: Int) -> UnsafePointer<Float> {
+        UnsafePointer(config.mlpNorm ? hiddenNormed[l].data : g[l].data) }
 
     /// The pooled features of the last `forward`, (B, C): what the head sees.
     public func pooledFeatures(batch B: Int) -> [Float] {
@@ -400,9 +459,8 @@ public final class TrainableViT {
             }
         }
         if let normW, let normB {
-            LayerNorm.backward(dx: dres.data, dw: normW.grad, db: normB.grad, dy: dn, x: xs[c.depth].data,
-                               mean: normStats.data, rstd: normStats.data + R, w: normW.value, rows: R,
-                                   accumulate: false)
+            Norm.backward(c.norm, dx: dres.data, dw: normW.grad, db: normB.grad, dy: dn, x: xs[c.depth].data,
+                          mean: normStats.data, rstd: normStats.data + R, w: normW.value, rows: R, accumulate: false)
         } else {
             dres.data.update(from: dn, count: R * C)
         }
@@ -412,25 +470,43 @@ public final class TrainableViT {
             // MLP branch: out = mid + γ₂ ⊙ (act(ln2(mid)·W1ᵀ + b1)·W2ᵀ + b2).
             var dy = scaleBackward(dres.data, scale: p.ls2, branch: branch2, layer: l, rows: R)
             Linear.backward(
-                dx: dbig.data, dw: p.fc2W.grad, db: p.fc2B.grad, dy: dy, x: g[l].data, w: p.fc2W.value, rows: R)
+                dx: dbig.data, dw: p.fc2W.grad, db: p.fc2B.grad, dy: dy, x: fc2Input(l), w: p.fc2W.value, rows: R)
             mark(\.linear)
-            Activation.backward(c.activation, dx: dbig2.data, dy: dbig.data, x: h1[l].data, count: R * F)
+            var dhidden = UnsafePointer(dbig.data)
+            if let w = p.mlpNormW, let b = p.mlpNormB {
+                Norm.backward(c.norm, dx: dbig3.data, dw: w.grad, db: b.grad, dy: dbig.data, x: g[l].data,
+                              mean: hiddenStats[l].data, rstd: hiddenStats[l].data + R, w: w.value, rows: R,
+                              accumulate: false)
+                dhidden = UnsafePointer(dbig3.data)
+                mark(\.norm)
+            }
+            if c.swiGLU { SwiGLU.backward(dx: dbig2.data, dy: dhidden, x: h1[l].data, rows: R, hidden: F) }
+            else { Activation.backward(c.activation, dx: dbig2.data, dy: dhidden, x: h1[l].data, count: R * F) }
             mark(\.gelu)
             Linear.backward(
                 dx: dsmall.data, dw: p.fc1W.grad, db: p.fc1B.grad, dy: dbig2.data, x: ln2[l].data, w: p.fc1W.value,
                 rows: R)
             mark(\.linear)
-            LayerNorm.backward(dx: dres.data, dw: p.norm2W.grad, db: p.norm2B.grad, dy: dsmall.data, x: mid[l].data,
-                               mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, w: p.norm2W.value, rows: R,
-                                   accumulate: true)
+            Norm.backward(c.norm, dx: dres.data, dw: p.norm2W.grad, db: p.norm2B.grad, dy: dsmall.data,
+                          x: mid[l].data, mean: ln2Stats[l].data, rstd: ln2Stats[l].data + R, w: p.norm2W.value,
+                          rows: R, accumulate: true)
             mark(\.norm)
             // Attention branch: mid = x + γ₁ ⊙ (attn(ln1(x))·Wpᵀ + bp).
             dy = scaleBackward(dres.data, scale: p.ls1, branch: branch1, layer: l, rows: R)
             Linear.backward(
-                dx: dsmall.data, dw: p.projW.grad, db: p.projB.grad, dy: dy, x: attn[l].data, w: p.projW.value, rows: R)
+                dx: dsmall.data, dw: p.projW.grad, db: p.projB.grad, dy: dy, x: projectionInput(l), w: p.projW.value,
+                rows: R)
             mark(\.linear)
+            var dout = UnsafePointer(dsmall.data)
+            if let w = p.attnNormW, let b = p.attnNormB {
+                Norm.backward(c.norm, dx: dsmall2.data, dw: w.grad, db: b.grad, dy: dsmall.data, x: attn[l].data,
+                              mean: attnStats[l].data, rstd: attnStats[l].data + R, w: w.value, rows: R,
+                              accumulate: false)
+                dout = UnsafePointer(dsmall2.data)
+                mark(\.norm)
+            }
             SelfAttention.backward(
-                dqkv: dqkv.data, dout: dsmall.data, qkv: qkv[l].data, probs: probs[l].data, scratch: dscratch.data,
+                dqkv: dqkv.data, dout: dout, qkv: qkv[l].data, probs: probs[l].data, scratch: dscratch.data,
                                    batch: B, tokens: T, heads: c.heads, dim: C, dlogits: c.relativePositionBias
                                        ? dattnLogits.data : nil)
             if c.relativePositionBias { tableBackward(l, batch: B) }
@@ -444,9 +520,9 @@ public final class TrainableViT {
                 dx: dsmall.data, dw: p.qkvW.grad, db: p.qkvB.grad, dy: dqkv.data, x: ln1[l].data, w: p.qkvW.value,
                 rows: R)
             mark(\.linear)
-            LayerNorm.backward(dx: dres.data, dw: p.norm1W.grad, db: p.norm1B.grad, dy: dsmall.data, x: xs[l].data,
-                               mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, w: p.norm1W.value, rows: R,
-                                   accumulate: true)
+            Norm.backward(c.norm, dx: dres.data, dw: p.norm1W.grad, db: p.norm1B.grad, dy: dsmall.data,
+                          x: xs[l].data, mean: ln1Stats[l].data, rstd: ln1Stats[l].data + R, w: p.norm1W.value,
+                          rows: R, accumulate: true)
             mark(\.norm)
         }
         if let preNormW, let preNormB {
@@ -456,16 +532,24 @@ public final class TrainableViT {
                                mean: preStats.data, rstd: preStats.data + R, w: preNormW.value, rows: R,
                                    accumulate: false)
         }
-        // Embeddings: x0 = [prefix; patches·Wᵀ + b] + pos.
-        let d = dres.data
+        // Embeddings: x0 = [prefix; patches·Wᵀ + b] + pos (the patches normed first in AIMv2). d(patches)
+        // goes where the patches were (emb), or with a patch norm beside them.
+        let d = dres.data, dpatches = c.patchNorm ? dPatches.data : emb.data
         for b in 0..<B {
             for t in 0..<T { for i in 0..<C { pos.grad.data[t * C + i] += d[(b * T + t) * C + i] } }
             for t in 0..<np { for i in 0..<C { prefix.grad.data[t * C + i] += d[(b * T + t) * C + i] } }
-            (emb.data + b * P * C).update(from: d + (b * T + np) * C, count: P * C)
+            (dpatches + b * P * C).update(from: d + (b * T + np) * C, count: P * C)
         }
         mark(\.other)
+        if let patchNormW, let patchNormB {
+            // Back through the patch norm (its input, emb, kept); embNormed takes d(patches).
+            Norm.backward(c.norm, dx: embNormed.data, dw: patchNormW.grad, db: patchNormB.grad, dy: dpatches,
+                          x: emb.data, mean: embStats.data, rstd: embStats.data + B * P, w: patchNormW.value,
+                          rows: B * P, accumulate: false)
+        }
         Linear.backward(
-            dx: nil, dw: patchW.grad, db: patchB.grad, dy: emb.data, x: cols.data, w: patchW.value, rows: B * P)
+            dx: nil, dw: patchW.grad, db: patchB.grad, dy: c.patchNorm ? embNormed.data : emb.data, x: cols.data,
+            w: patchW.value, rows: B * P)
         freezeFixedGradients()
         mark(\.linear)
         return (loss, correct)
@@ -529,10 +613,32 @@ public final class TrainableViT {
         }
         if let preNormW,
             let preNormB { out += [(preNormW.name, [C], preNormW.value), (preNormB.name, [C], preNormB.value)] }
+        for q in [patchNormW, patchNormB].compactMap({ $0 }) where !q.frozen { out.append((q.name, [C], q.value)) }
         if let sharedTable { out.append((sharedTable.name, sharedTable.value.shape, sharedTable.value)) }
+        // Pieces of a stacked tensor: rows r of a (n, k) weight or (n) bias.
+        func piece(_ t: Tensor, _ r: Range<Int>) -> ([Int], Tensor) {
+            let k = t.shape.count == 2 ? t.shape[1] : 1
+            let values = Array(t.buffer[(r.lowerBound * k)..<(r.upperBound * k)])
+            return (t.shape.count == 2 ? [r.count, k] : [r.count], Tensor(shape: [values.count], values: values))
+        }
+        let F = c.mlpHidden
         for (i, p) in blocks.enumerated() {
             for q in p.all where !q.frozen {
-                if beit && q === p.qkvB {
+                if c.separateQKV && (q === p.qkvW || q === p.qkvB) {
+                    // q, k, v as separate projections (EVA-02 base/large and CLIP in timm's names).
+                    let kind = q === p.qkvW ? "weight" : "bias"
+                    for (j, name) in ["q", "k", "v"].enumerated() where kind == "weight" || name != "k" || c.keyBias {
+                        let (shape, t) = piece(q.value, (j * C)..<((j + 1) * C))
+                        out.append(("blocks.\(i).attn.\(name)_proj.\(kind)", shape, t))
+                    }
+                } else if c.separateGLU && (q === p.fc1W || q === p.fc1B) {
+                    // SwiGLU's gate and up as timm's SwiGLU holds them (fc1_g, fc1_x).
+                    let kind = q === p.fc1W ? "weight" : "bias"
+                    for (j, name) in ["g", "x"].enumerated() {
+                        let (shape, t) = piece(q.value, (j * F)..<((j + 1) * F))
+                        out.append(("blocks.\(i).mlp.fc1_\(name).\(kind)", shape, t))
+                    }
+                } else if beit && q === p.qkvB {
                     let b = q.value.array
                     out.append(("blocks.\(i).attn.q_bias", [C], Tensor(shape: [C], values: Array(b[0..<C]))))
                     out.append(
@@ -544,7 +650,7 @@ public final class TrainableViT {
                 }
             }
         }
-        if let normW, let normB { out += [(normW.name, [C], normW.value), (normB.name, [C], normB.value)] }
+        for q in [normW, normB].compactMap({ $0 }) where !q.frozen { out.append((q.name, [C], q.value)) }
         out += [("head.weight", [classes, C], headW.value), ("head.bias", [classes], headB.value)]
         return out
     }

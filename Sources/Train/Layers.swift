@@ -76,10 +76,11 @@ enum LayerNorm {
 
     /// dx (+)= (dn − mean(dn) − n̂·mean(dn·n̂))·(1/σ) with dn = dy·w and n̂ the normalised input;
     /// dw += Σ dy·n̂, db += Σ dy (llm.c layernorm_backward). `accumulate`: dx += instead of =.
+    /// Not `centred` (RMSNorm, mean 0): without the mean(dn) term.
     static func backward(
         dx: UnsafeMutablePointer<Float>, dw: Tensor, db: Tensor, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
                          mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, w: Tensor, rows: Int,
-                             accumulate: Bool) {
+                             accumulate: Bool, centred: Bool = true) {
         let c = w.count
         parallelChunks(rows, minChunk: 64) { range in
             for r in range {
@@ -90,7 +91,7 @@ enum LayerNorm {
                     dm += dn
                     dmn += dn * nh
                 }
-                dm /= Float(c)
+                dm = centred ? dm / Float(c) : 0
                 dmn /= Float(c)
                 for i in 0..<c {
                     let nh = (xr[i] - mean[r]) * rstd[r]
@@ -111,6 +112,63 @@ enum LayerNorm {
             }
             for i in 0..<ch.count {
                 dw.data[ch.lowerBound + i] += Float(gw[i]); db.data[ch.lowerBound + i] += Float(gb[i]) }
+        }
+    }
+}
+
+/// The model's norm: LayerNorm, or RMSNorm y = x/√(mean(x²) + eps)·w kept as a LayerNorm with mean
+/// 0 (its bias a frozen zero).
+enum Norm {
+    static func forward(
+        _ kind: ViTConfig.Norm, _ y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
+        rstd: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor, rows: Int, eps: Float) {
+        guard kind == .rmsNorm else { return LayerNorm.forward(y, mean: mean, rstd: rstd, x, w, b, rows: rows, eps: eps) }
+        let c = w.count
+        parallelChunks(rows, minChunk: 64) { range in
+            for r in range {
+                let xr = x + r * c
+                var ss = 0.0
+                for i in 0..<c { ss += Double(xr[i]) * Double(xr[i]) }
+                let s = Float(1 / (ss / Double(c) + Double(eps)).squareRoot())
+                mean[r] = 0
+                rstd[r] = s
+                for i in 0..<c { y[r * c + i] = xr[i] * s * w.data[i] }
+            }
+        }
+    }
+
+    static func backward(
+        _ kind: ViTConfig.Norm, dx: UnsafeMutablePointer<Float>, dw: Tensor, db: Tensor, dy: UnsafePointer<Float>,
+        x: UnsafePointer<Float>, mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>, w: Tensor, rows: Int,
+        accumulate: Bool) {
+        LayerNorm.backward(dx: dx, dw: dw, db: db, dy: dy, x: x, mean: mean, rstd: rstd, w: w, rows: rows,
+                           accumulate: accumulate, centred: kind == .layerNorm)
+    }
+}
+
+/// SwiGLU's hidden layer: rows of x (R, 2F) hold a (gate) then u (up); y = silu(a)·u (R, F).
+enum SwiGLU {
+    static func forward(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, rows: Int, hidden f: Int) {
+        parallelChunks(rows, minChunk: 16) { range in
+            for r in range {
+                let a = x + r * 2 * f, u = a + f, yr = y + r * f
+                for i in 0..<f { yr[i] = a[i] * Activation.sigmoid(a[i]) * u[i] }
+            }
+        }
+    }
+
+    /// da = dy·u·σ(a)(1 + a(1 − σ(a))), du = dy·silu(a).  dx: (R, 2F).
+    static func backward(dx: UnsafeMutablePointer<Float>, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                         rows: Int, hidden f: Int) {
+        parallelChunks(rows, minChunk: 16) { range in
+            for r in range {
+                let a = x + r * 2 * f, u = a + f, d = dy + r * f, da = dx + r * 2 * f, du = da + f
+                for i in 0..<f {
+                    let s = Activation.sigmoid(a[i])
+                    da[i] = d[i] * u[i] * s * (1 + a[i] * (1 - s))
+                    du[i] = d[i] * a[i] * s
+                }
+            }
         }
     }
 }
@@ -143,6 +201,7 @@ enum Activation {
     @inline(__always) static func gate(_ kind: ViTConfig.Activation, _ v: Float) -> (z: Float, dz: Float) {
         switch kind {
         case .quickGelu: return (1.702 * v, 1.702)
+        case .silu: return (v, 1)
         default:
             let k: Float = 1.5957691216057308
             return (k * (v + 0.044715 * v * v * v), k * (1 + 3 * 0.044715 * v * v))

@@ -261,7 +261,7 @@ final class CorpusTests: XCTestCase {
         for (file, says) in [
             ("family_swin", "windowed attention (Swin-style) is not supported"),
             ("family_hybrid", "a hybrid CNN stem is not supported"),
-                             ("family_rope", "rotary position embeddings"), ("family_swiglu", "a gated (SwiGLU) MLP")] {
+                             ("family_rope", "rotary position embeddings"), ("family_swiglu", "a SwiGLU MLP beside a position table, with a k bias")] {
             expect(["extract", Fixtures.path("corpus/\(file).safetensors"), "--images", images], mentions: says)
         }
         let beit = Fixtures.checkpoint("family_hf_beit")
@@ -270,8 +270,9 @@ final class CorpusTests: XCTestCase {
                                       ("num_hidden_layers", "2", "3", "num_hidden_layers 3 but the weights hold 2"),
                                       ("patch_size", "8", "4", "patch_size 4 but the weights hold 8"),
                                       ("image_size", "32", "64", "image_size 64 (8 patches a side)"),
-                                      ("hidden_act", "\"gelu\"", "\"swish\"", "hidden_act 'swish' is not supported")] {
-            let folder = tmp + "/hf-\(key)"
+                                      ("hidden_act", "\"gelu\"", "\"mish\"", "hidden_act 'mish' is not supported"),
+                                      ("hidden_act", "\"gelu\"", "\"swish\"", "a plain MLP with silu")] {
+            let folder = tmp + "/hf-\(key)-" + to.filter(\.isLetter)
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
             try FileManager.default.copyItem(atPath: beit + "/model.safetensors", toPath: folder + "/model.safetensors")
             let edited = config.replacingOccurrences(of: "\"\(key)\": \(from)", with: "\"\(key)\": \(to)")

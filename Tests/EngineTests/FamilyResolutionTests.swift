@@ -26,9 +26,10 @@ final class FamilyResolutionTests: XCTestCase {
         XCTAssertEqual(clip.activation, .quickGelu)
         XCTAssertEqual(clip.eps, 1e-5)
         XCTAssertEqual(clip.familySource, "--family")
-        XCTAssertThrowsError(try ViTConfig.infer(from: c, heads: 2, family: .perceptionEncoder)) { e in
-            XCTAssertTrue("\(e)".contains("rotary position embeddings"), "\(e)")
-        }
+        // Told PE: exact GELU and PE's rotary positions.
+        let pe = try ViTConfig.infer(from: c, heads: 2, family: .perceptionEncoder)
+        XCTAssertEqual(pe.activation, .gelu)
+        XCTAssertEqual(pe.rotary, .perceptionEncoder(trainedGrid: 4))
         XCTAssertThrowsError(try ViTConfig.infer(from: c, heads: 2, family: .siglip)) { e in
             XCTAssertTrue("\(e)".contains("--family says siglip (SigLIP), but it has CLIP's ln_pre"), "\(e)")
         }
@@ -36,11 +37,9 @@ final class FamilyResolutionTests: XCTestCase {
         let stated = try ViTConfig.infer(from: c.replacingTensors(c.tensors, metadata: ["hidden_act": "quick_gelu"]),
                                          heads: 2)
         XCTAssertEqual(stated.modelFamily, .clip)
-        // An attention-pooling head beside CLIP's names: Perception Encoder core, refused by name.
-        let pe = c.replacingTensors(c.tensors, ignored: c.ignored + ["visual.attn_pool.probe"])
-        XCTAssertThrowsError(try ViTConfig.infer(from: pe, heads: 2)) { e in
-            XCTAssertEqual((e as? FamilyError).map { if case .unsupported = $0 { return true }; return false }, true)
-        }
+        // An attention-pooling head beside CLIP's names: Perception Encoder core, evident.
+        let core = c.replacingTensors(c.tensors, ignored: c.ignored + ["visual.attn_pool.probe"])
+        XCTAssertEqual(try ViTConfig.infer(from: core, heads: 2).modelFamily, .perceptionEncoder)
         // A Hugging Face CLIP folder says what it is.
         XCTAssertEqual(try ViTConfig.infer(from: load("family_hf_clipvision")).modelFamily, .clip)
     }
@@ -94,7 +93,7 @@ final class FamilyResolutionTests: XCTestCase {
             XCTAssertEqual(c.activation, .gelu, file)
         }
         XCTAssertThrowsError(try ViTConfig.infer(from: load("tiny_f32.safetensors"), heads: 2, family: .clip)) { e in
-            XCTAssertEqual("\(e)".hasSuffix("--family says clip (CLIP), but it has no ln_pre, which CLIP has"), true,
+            XCTAssertEqual("\(e)".hasSuffix("--family says clip (CLIP), but it has no ln_pre, which CLIP and PE have"), true,
                            "\(e)")
         }
         XCTAssertThrowsError(try ViTConfig.infer(from: load("tiny_f32.safetensors"), heads: 2, family: .beit))

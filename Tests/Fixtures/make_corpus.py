@@ -29,7 +29,7 @@ save_file(inf, os.path.join(out, "vit_inf.safetensors"), metadata=meta)
 
 # Families vitlens does not run, each with what gives it away (over the tiny ViT's tensors):
 # Swin's hierarchical layers, a hybrid CNN stem, rotary positions (no pos_embed, no table),
-# EVA-02's gated MLP (fc1 twice fc2's width).
+# a gated MLP (fc1 twice fc2's width) with a full qkv bias, which no SwiGLU family has.
 swin = {"layers.0.blocks.0.attn.qkv.weight": torch.randn(48, 16), "patch_embed.proj.weight": tiny["patch_embed.proj.weight"]}
 save_file(swin, os.path.join(out, "family_swin.safetensors"), metadata=meta)
 hybrid = dict(tiny, **{"patch_embed.backbone.conv.weight": torch.randn(8, 3, 3, 3)})

@@ -7,6 +7,11 @@ import XCTest
 
 /// The training module's forward (its own kernels, kept activations) and the engine's (tiles,
 /// AVX2 attention, workers) compute the same model: the pooled final-norm features agree.
+/// The family a fixture must be told (its tensors are CLIP's or PE spatial's, which no tensor tells apart).
+func familyOf(_ file: String) -> ModelFamily? {
+    file.contains("pespatial") ? .perceptionEncoder : file.contains("clip") && !file.contains("eva02") ? .clip : nil
+}
+
 final class EngineAgreementTests: XCTestCase {
     func testTrainForwardMatchesEngine() throws {
         for name in [
@@ -14,11 +19,13 @@ final class EngineAgreementTests: XCTestCase {
                      "family_clip.safetensors", "family_siglip.safetensors", "family_beit.safetensors",
                          "family_beitshared.safetensors",
                      "family_rpe_maelite.pth", "family_hf_beit", "family_hf_siglip", "family_ropevit.safetensors",
-                     "family_dinov3.safetensors", "family_ropereggap.safetensors"] {
+                     "family_dinov3.safetensors", "family_ropereggap.safetensors",
+                     "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
+                     "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
             let cfg = try ViTConfig.infer(
                 from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
-                                          family: name.contains("clip") ? .clip : nil)
+                                          family: familyOf(name))
             let weights = try ViTWeights(checkpoint: ckpt, config: cfg)
             let B = 3, C = cfg.dim, T = cfg.tokens, np = cfg.prefixTokens
             let x = Tensor(shape: [B, 3, cfg.imageSize, cfg.imageSize])
@@ -57,11 +64,13 @@ final class SaveRoundTripTests: XCTestCase {
             "family_siglip.safetensors",
                      "family_beit.safetensors", "family_beitshared.safetensors", "family_rpe_maelite.pth",
                      "family_ropevit.safetensors", "family_dinov3.safetensors",
-                     "family_ropereggap.safetensors"] {
+                     "family_ropereggap.safetensors",
+                     "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
+                     "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
             let cfg = try ViTConfig.infer(
                 from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
-                                          family: name.contains("clip") ? .clip : nil)
+                                          family: familyOf(name))
             let net = TrainableViT(
                 weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: cfg.depth, classes: 3, pooling: .mean,
                 seed: 1)
@@ -81,7 +90,8 @@ final class SaveRoundTripTests: XCTestCase {
                                             metadata: [
                                                 ("num_heads", "2"), ("layer_norm_eps", "\(cfg.eps)"),
                                                 ("hidden_act", cfg.activation.rawValue),
-                                                ("image_size", "\(cfg.imageSize)")])
+                                                ("image_size", "\(cfg.imageSize)"),
+                                                ("family", cfg.modelFamily.rawValue)])
             }
             let again = try CheckpointLoader.load(path: path)
             let c2 = try ViTConfig.infer(from: again)
@@ -92,6 +102,13 @@ final class SaveRoundTripTests: XCTestCase {
                            [cfg.classToken, cfg.layerScale, cfg.preNorm, cfg.absolutePositions, cfg.relativeBlockTables,
                                cfg.relativeSharedTable, cfg.keyBias, cfg.patchBias], name)
             XCTAssertEqual(c2.registers, cfg.registers, name)
+            XCTAssertEqual(
+                [c2.swiGLU, c2.mlpNorm, c2.attentionNorm, c2.patchNorm, c2.projectionBias, c2.mlpBias, c2.separateQKV,
+                 c2.separateGLU],
+                [cfg.swiGLU, cfg.mlpNorm, cfg.attentionNorm, cfg.patchNorm, cfg.projectionBias, cfg.mlpBias,
+                 cfg.separateQKV, cfg.separateGLU], name)
+            XCTAssertEqual(c2.norm, cfg.norm, name)
+            XCTAssertEqual(c2.rotary, cfg.rotary, name)
             XCTAssertEqual(c2.positionSlots, cfg.positionSlots, name)
             XCTAssertEqual(c2.activation, cfg.activation, name)
             if !cfg.keyBias { XCTAssertNotNil(again.tensors["blocks.0.attn.qkv.bias"], "q_bias/v_bias fused again") }

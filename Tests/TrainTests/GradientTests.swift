@@ -144,8 +144,7 @@ final class GradientTests: XCTestCase {
         let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file))
         let cfg = try ViTConfig.infer(
             from: ckpt, heads: 2, imageSize: file.contains("rope") || file.contains("dinov3") ? 32 : nil,
-                family: file.contains("clip") ? .clip
-                : nil)
+                family: familyOf(file))
         return TrainableViT(
             weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: keep, classes: 3, pooling: pooling, seed: 1)
     }
@@ -166,8 +165,10 @@ final class GradientTests: XCTestCase {
             "family_siglip.safetensors",
                      "family_beit.safetensors", "family_beitshared.safetensors", "family_rpe.safetensors",
                      "family_ropevit.safetensors", "family_dinov3.safetensors",
-                     "family_ropereggap.safetensors"] {
-            try endToEnd(file, [(2, file.contains("siglip") || file.contains("reggap") ? .mean : .cls)])
+                     "family_ropereggap.safetensors",
+                     "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
+                     "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors"] {
+            try endToEnd(file, [(2, ["siglip", "reggap", "aimv2"].contains { file.contains($0) } ? .mean : .cls)])
         }
     }
 

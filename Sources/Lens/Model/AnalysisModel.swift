@@ -98,7 +98,7 @@ public final class AnalysisModel {
             ? "bf16: linear layers with bfloat16 weights and inputs, attention products with bfloat16 operands, "
                 + "float32 accumulation (oneDNN \(Precision.bf16Implementation)); the rest float32"
             : "f32"
-        return ArchitectureRecord(
+        var record = ArchitectureRecord(
             family: c.family, familySource: c.familySource, embedDim: c.dim, depth: c.depth, heads: c.heads,
                 headsSource: headsSource,
                 patchSize: c.patch,
@@ -109,6 +109,8 @@ public final class AnalysisModel {
             relativePositionBias: bias, mlpHidden: c.mlpHidden, qkvBias: c.qkvBias, finalNorm: c.finalNorm.rawValue,
             // At its float32 value's shortest form (1e-06, not 9.999999974752427e-07).
             layerNormEps: Double("\(c.eps)") ?? Double(c.eps), parameters: c.parameterCount, precision: precision)
+        (record.norm, record.mlp, record.rotary) = (c.norm.rawValue, c.mlpSummary, c.rotary?.summary ?? "none")
+        return record
     }
 }
 /// A short name for report folders: the file name without checkpoint extensions.

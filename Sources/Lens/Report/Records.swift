@@ -138,6 +138,10 @@ public struct ArchitectureRecord: JSONRecord, Equatable {
     public var mlpHidden: Int
     public var qkvBias: Bool
     public var finalNorm: String
+    /// The blocks' norm ("LayerNorm", "RMSNorm"), MLP ("gelu", "swiglu", with "+ inner norm"), and
+    /// rotary positions ("none", or their settings); older reports without them read as the
+    /// defaults every model had then.
+    public var norm = "LayerNorm", mlp = "plain", rotary = "none"
     public var layerNormEps: Double
     public var parameters: Int
     /// "f32", or the bf16 path and its kernel.
@@ -157,6 +161,7 @@ public struct ArchitectureRecord: JSONRecord, Equatable {
             ("relative_position_bias", .string(relativePositionBias)),
             ("mlp_hidden", .int(mlpHidden)),
             ("qkv_bias", .bool(qkvBias)), ("final_norm", .string(finalNorm)),
+            ("norm", .string(norm)), ("mlp", .string(mlp)), ("rotary", .string(rotary)),
             ("layer_norm_eps", .double(layerNormEps)), ("parameters", .int(parameters)),
             ("precision", .string(precision)),
         ])
@@ -202,6 +207,9 @@ public struct ArchitectureRecord: JSONRecord, Equatable {
                   qkvBias: try f.bool("qkv_bias"), finalNorm: try f.string("final_norm"),
                   layerNormEps: try f.double("layer_norm_eps"), parameters: try f.int("parameters"),
                   precision: try f.string("precision"))
+        if f.has("norm") { norm = try f.string("norm") }
+        if f.has("mlp") { mlp = try f.string("mlp") }
+        if f.has("rotary") { rotary = try f.string("rotary") }
     }
 }
 

@@ -43,12 +43,18 @@ public struct CheckpointSummary {
                             + "\(c.checkpointImageSize) px, from \(c.imageSizeSource)"))
         }
         let qkv = c.qkvBias ? (c.keyBias ? "yes" : "q and v only") : "no"
+        let mlp = c.swiGLU ? "SwiGLU \(c.mlpHidden)" + (c.mlpNorm ? " with an inner norm" : "") : "MLP \(c.mlpHidden)"
+        var extras = [c.attentionNorm ? "a norm on the attention output" : nil,
+                      c.patchNorm ? "a norm on the patch embeddings" : nil,
+                      c.projectionBias ? nil : "no projection bias", c.mlpBias ? nil : "no MLP biases"].compactMap { $0 }
+        extras = extras.isEmpty ? [] : [extras.joined(separator: ", ")]
         out += [
             ("architecture",
                 "ViT, width \(c.dim), depth \(c.depth), patch \(c.patch), image \(c.checkpointImageSize) "
-                + "(\(c.grid)x\(c.grid) patches), MLP \(c.mlpHidden)"),
+                + "(\(c.grid)x\(c.grid) patches), \(mlp)"),
             ("", "qkv bias \(qkv), final norm \(c.finalNorm.rawValue), prefix tokens \(c.prefixTokens), "
-                + "LayerNorm eps \(c.eps)"),
+                + "\(c.norm.rawValue) eps \(c.eps) (\(c.epsSource))"),
+        ] + extras.map { ("", $0) } + [
             ("activation", "\(c.activation.rawValue), from \(c.activationSource)"),
             ("heads", "\(c.heads) (head dim \(c.headDim)), from \(model.headsSource)"),
             ("parameters", "\(c.parameterCount) in the forward pass"),

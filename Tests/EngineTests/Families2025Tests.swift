@@ -1,0 +1,128 @@
+import Checkpoint
+@testable import Engine
+import Foundation
+import TestSupport
+import VitLensCore
+import XCTest
+
+/// EVA-02, EVA-02 CLIP, Perception Encoder (core, spatial), AIMv2 and DINOv3 with a SwiGLU MLP
+/// (Tests/Fixtures/make_2025_fixtures.py: timm's own Eva and VisionTransformer in float64) on every
+/// attention path and worker split, at the fixtures' 32 px and, for the rotary families, at 48 px
+/// (absolute tables resampled as timm's checkpoint_filter_fn does, the rotary grid following the
+/// run size): representations within 1e-3·max(1, |ref|), attention within 1e-4.
+final class Families2025Tests: XCTestCase {
+    struct Expected {
+        let family: ModelFamily
+        let rotary: RotarySpec?
+        var norm = ViTConfig.Norm.layerNorm
+        var mlp = "swiglu"
+        var attentionNorm = false
+        var patchNorm = false
+        var given: ModelFamily?
+    }
+
+    let expected: [String: Expected] = [
+        "eva02": Expected(family: .eva02, rotary: .eva02),
+        "eva02clip": Expected(family: .eva02, rotary: .eva02, mlp: "swiglu + inner norm", attentionNorm: true),
+        "pecore": Expected(family: .perceptionEncoder, rotary: .perceptionEncoder(trainedGrid: 4), mlp: "plain"),
+        "pespatial": Expected(family: .perceptionEncoder, rotary: .perceptionEncoder(trainedGrid: 4), mlp: "plain",
+                              given: .perceptionEncoder),
+        "aimv2": Expected(family: .aimv2, rotary: nil, norm: .rmsNorm, patchNorm: true),
+        "dinov3plus": Expected(family: .dinov3, rotary: .dinov3),
+    ]
+
+    func engine(_ name: String, file: String? = nil, size: Int) throws -> ViTEngine {
+        let want = expected[name]!
+        let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file ?? "family_\(name).safetensors"))
+        let config = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: size, family: want.given)
+        XCTAssertEqual(config.modelFamily, want.family, name)
+        XCTAssertEqual(config.rotary, want.rotary, name)
+        XCTAssertEqual(config.norm, want.norm, name)
+        XCTAssertEqual(config.mlpSummary, want.mlp, name)
+        XCTAssertEqual(config.attentionNorm, want.attentionNorm, name)
+        XCTAssertEqual(config.patchNorm, want.patchNorm, name)
+        XCTAssertEqual(config.activation, want.mlp == "plain" ? .gelu : .silu, name)
+        XCTAssertEqual(config.eps, name.hasPrefix("eva02") ? 1e-6 : 1e-5, name)
+        return ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config))
+    }
+
+    func testEveryPathMatchesTimm() throws {
+        for name in expected.keys.sorted() {
+            let sizes = name == "aimv2" ? [(32, "", "none")] : [(32, "", "none"), (48, "_size48", "size48")]
+            for (size, suffix, input) in sizes {
+                try checkEveryPath("\(name) at \(size) px", input: try goldenInput(input, size: size),
+                                   golden: "family_\(name)\(suffix)") { try engine(name, size: size) }
+            }
+        }
+    }
+
+    /// The authors' layouts give timm's numbers: EVA-CLIP's `visual.*` names beside a text tower,
+    /// Meta's PE `.pt` (with and without `visual.`), Facebook's DINOv3 (the k bias masked).
+    func testAuthorsLayouts() throws {
+        for (file, name, layout) in [
+            ("family_eva02clip_evaclip.pt", "eva02clip", Layout.evaCLIP), ("family_pecore_meta.pt", "pecore", .clip),
+            ("family_pespatial_meta.pt", "pespatial", .clip), ("family_dinov3plus_fb.pth", "dinov3plus", .facebookDINOv3),
+        ] {
+            let e = try engine(name, file: file, size: 32)
+            XCTAssertEqual(try CheckpointLoader.load(path: Fixtures.checkpoint(file)).layout, layout, file)
+            try checkEveryPath(file, input: try goldenInput("none"), golden: "family_\(name)") { e }
+        }
+        // Facebook's k bias is stored nonzero and masked: the mask applied gives zeros.
+        let fb = try CheckpointLoader.load(path: Fixtures.checkpoint("family_dinov3plus_fb.pth"))
+        XCTAssertTrue(fb.keyBiasAbsent)
+        let bias = try fb.tensors[ViTKeys.block(0, .qkvBias)]!.floats(name: "qkv bias")
+        XCTAssertEqual(Array(bias[16..<32]), [Float](repeating: 0, count: 16))
+    }
+
+    /// The kernels against their definitions in float64: RMSNorm x/√(mean(x²) + eps)·w, and SwiGLU
+    /// silu(g + b)·(u + b') packed from rows of (gate | up).
+    func testRMSNormAndSwiGLUKernels() throws {
+        let rows = 3, c = 20
+        let x = (0..<(rows * c)).map { Float(sin(Double($0) * 0.37) * 3) }
+        let w = Tensor(shape: [c], values: (0..<c).map { Float(1 + 0.1 * Double($0 % 5)) })
+        var out = [Float](repeating: 0, count: rows * c)
+        rmsNormRows(&out, x, w, rows: rows, eps: 1e-5)
+        for r in 0..<rows {
+            let row = x[(r * c)..<((r + 1) * c)].map(Double.init)
+            let inv = 1 / (row.map { $0 * $0 }.reduce(0, +) / Double(c) + 1e-5).squareRoot()
+            for i in 0..<c {
+                XCTAssertEqual(Double(out[r * c + i]), row[i] * inv * Double(w.data[i]), accuracy: 1e-5)
+            }
+        }
+        let f = 13
+        var h = (0..<(rows * 2 * f)).map { Float(cos(Double($0) * 0.53) * 12) }
+        let gateInput = h
+        let b = Tensor(shape: [2 * f], values: (0..<(2 * f)).map { Float(0.1 * Double($0 % 7) - 0.3) })
+        biasSwiGLURows(&h, b, rows: rows)
+        for r in 0..<rows {
+            for i in 0..<f {
+                let g = Double(gateInput[r * 2 * f + i] + b.data[i]), u = Double(gateInput[r * 2 * f + f + i] + b.data[f + i])
+                let want = g / (1 + exp(-g)) * u
+                XCTAssertEqual(Double(h[r * f + i]), want, accuracy: 2e-6 * max(1, abs(want)), "row \(r), \(i)")
+            }
+        }
+    }
+
+    /// What the tensors cannot tell is asked, not guessed: PE spatial in Meta's names (no
+    /// attention-pooling head, no final norm) is CLIP's tensors; the family given settles it, a
+    /// family the tensors contradict is refused.
+    func testFamiliesNeverGuessed() throws {
+        let spatial = try CheckpointLoader.load(path: Fixtures.checkpoint("family_pespatial_meta.pt"))
+        XCTAssertThrowsError(try ViTConfig.infer(from: spatial, heads: 2)) { error in
+            guard case let FamilyError.ambiguous(_, candidates, _)? = error as? FamilyError else {
+                return XCTFail("\(error)") }
+            XCTAssertEqual(candidates, [.clip, .perceptionEncoder])
+        }
+        XCTAssertEqual(try ViTConfig.infer(from: spatial, heads: 2, family: .perceptionEncoder).modelFamily,
+                       .perceptionEncoder)
+        let aim = try CheckpointLoader.load(path: Fixtures.checkpoint("family_aimv2.safetensors"))
+        for wrong in [ModelFamily.vitGap, .siglip, .eva02] {
+            XCTAssertThrowsError(try ViTConfig.infer(from: aim, family: wrong)) { error in
+                XCTAssertTrue(error is FamilyError, "\(wrong): \(error)")
+            }
+        }
+        let eva = try CheckpointLoader.load(path: Fixtures.checkpoint("family_eva02.safetensors"))
+        XCTAssertThrowsError(try ViTConfig.infer(from: eva, family: .vit))
+        XCTAssertThrowsError(try ViTConfig.infer(from: eva, family: .dinov3))
+    }
+}
