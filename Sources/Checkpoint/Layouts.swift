@@ -16,6 +16,7 @@ public enum Layout: String, Sendable {
     case beit = "timm BEiT"
     case huggingFaceSigLIP = "Hugging Face SigLIP"
     case huggingFaceBEiT = "Hugging Face BEiT"
+    case huggingFaceSigLIP2 = "Hugging Face SigLIP 2 (NaFlex)"
     case evaCLIP = "EVA-CLIP"
     case facebookDINOv3 = "Facebook DINOv3"
 }
@@ -410,6 +411,26 @@ public enum LayoutMapper {
         }
     }
 
+    /// A linear patch embedding [D, p·p·3] reading each patch as (py, px, channel), as
+    /// transformers' SigLIP 2 NaFlex does, as the equivalent convolution [D, 3, p, p].
+    static func convolutionFromLinearPatches(_ t: RawTensor, name: String) throws -> RawTensor {
+        let (d, k) = (t.shape[0], t.shape[1])
+        let p = Int(Double(k / 3).squareRoot().rounded())
+        guard k % 3 == 0, p > 0, p * p * 3 == k else {
+            throw CheckpointError.badShape(tensor: name, expected: [d, 3 * 16 * 16], got: t.shape)
+        }
+        let w = try t.floats(name: name)
+        var conv = [Float](repeating: 0, count: d * k)
+        for o in 0..<d {
+            for y in 0..<p {
+                for x in 0..<p {
+                    for c in 0..<3 { conv[((o * 3 + c) * p + y) * p + x] = w[o * k + (y * p + x) * 3 + c] }
+                }
+            }
+        }
+        return RawTensor(shape: [d, 3, p, p], floats: conv)
+    }
+
     /// transformers' CLIP image tower: `[vision_model.]embeddings.{class_embedding [D],
     /// patch_embedding (no bias), position_embedding [T, D]}`, `pre_layrnorm`, `encoder.layers.N.
     /// {layer_norm1, self_attn.{q,k,v,out}_proj, layer_norm2, mlp.fc1, mlp.fc2}`, `post_layernorm`;
@@ -429,6 +450,12 @@ public enum LayoutMapper {
                 k, t, key: key, classToken: "embeddings.class_embedding",
                 positions: "embeddings.position_embedding.weight",
                                      into: &out) { continue }
+            if k == "embeddings.patch_embedding.weight" && t.shape.count == 2 {
+                // SigLIP 2 NaFlex: a linear patch embedding over (py, px, channel).
+                out.tensors[ViTKeys.patchWeight] = try convolutionFromLinearPatches(t, name: key)
+                out.layout = .huggingFaceSigLIP2
+                continue
+            }
             let direct: [String: String] = [
                 "embeddings.patch_embedding.weight": ViTKeys.patchWeight,
                     "embeddings.patch_embedding.bias": ViTKeys.patchBias,

@@ -17,6 +17,10 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     case clip
     /// SigLIP: no class token, tanh GELU, a MAP head (ignored).
     case siglip
+    /// SigLIP 2 NaFlex (Hugging Face `Siglip2Model`): SigLIP's block, a linear patch embedding, the
+    /// learned position table resized to the run's grid bilinearly with antialiasing, as
+    /// transformers resizes it.
+    case siglip2
     /// BEiT and mae-lite's RPE ViT: relative position bias.
     case beit
     /// timm's ViTs without a class token (global average pooling, `*_gap_*`, registers or not):
@@ -52,6 +56,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
         case .dinov2: return "DINOv2"
         case .clip: return "CLIP"
         case .siglip: return "SigLIP"
+        case .siglip2: return "SigLIP 2 (NaFlex)"
         case .beit: return "BEiT / mae-lite RPE"
         case .vitGap: return "timm ViT without a class token"
         case .perceptionEncoder: return "Perception Encoder"
@@ -67,7 +72,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     var defaultActivation: ViTConfig.Activation {
         switch self {
         case .clip: return .quickGelu
-        case .siglip: return .geluTanh
+        case .siglip, .siglip2: return .geluTanh
         case .eva02, .aimv2: return .silu
         default: return .gelu
         }
@@ -213,6 +218,8 @@ extension ModelFamily {
         }
         if !e.classToken {
             if e.layout == .huggingFaceSigLIP { return (.siglip, "the Hugging Face SigLIP folder") }
+            if e.layout == .huggingFaceSigLIP2 {
+                return (.siglip2, "the Hugging Face SigLIP 2 folder (a linear patch embedding: NaFlex)") }
             if e.registers > 0 { return (.vitGap, "the tensors (registers without a class token; SigLIP has none)") }
             if e.hasAttentionPool { return (.siglip, "the tensors (an attention-pooling head)") }
             switch e.statedActivation {
@@ -259,7 +266,7 @@ extension ModelFamily {
             throw no(e.preNorm ? "it has CLIP's ln_pre (clip or pe)" : "it has no ln_pre, which CLIP and PE have")
         }
         switch self {
-        case .siglip where e.classToken || e.registers > 0:
+        case .siglip where e.classToken || e.registers > 0, .siglip2 where e.classToken || e.registers > 0:
             throw no(
                 e.classToken ? "it has a class token, which SigLIP has not" : "it has registers, which SigLIP has not")
         case .vitGap where e.classToken:

@@ -158,7 +158,7 @@ public struct ViTConfig: Sendable, Equatable {
     /// The model family, as far as the tensors tell it.
     public var family: String {
         if relativePositionBias { return "BEiT / mae-lite RPE" }
-        if [.dinov3, .eva02, .aimv2, .perceptionEncoder].contains(modelFamily) { return modelFamily.title }
+        if [.dinov3, .eva02, .aimv2, .perceptionEncoder, .siglip2].contains(modelFamily) { return modelFamily.title }
         if rotary != nil { return "RoPE ViT (timm)" }
         if modelFamily == .vitGap {
             return registers > 0 ? "ViT with registers, no class token" : "ViT, no class token" }

@@ -123,7 +123,9 @@ public final class ViTWeights {
         posFull.data.update(from: posOld.data, count: c.positionSlots * C)
         (posFull.data + c.prefixTokens * C).update(
             from: posOld.data + c.positionSlots * C, count: gridOld * gridOld * C)
-        pos = ViTWeights.resamplePositions(posFull, prefix: c.prefixTokens, dim: C, from: gridOld, to: c.runGrid)
+        pos = c.modelFamily == .siglip2
+            ? ViTWeights.resamplePositionsBilinear(posFull, prefix: c.prefixTokens, dim: C, from: gridOld, to: c.runGrid)
+            : ViTWeights.resamplePositions(posFull, prefix: c.prefixTokens, dim: C, from: gridOld, to: c.runGrid)
         // BEiT's relative position bias, gathered once per block into (H, T, ld) at the run grid
         // (which the config keeps equal to the tables' grid).
         var shared: [Float]?, biases: [Tensor?] = Array(repeating: nil, count: c.depth), tables: [Tensor?] = biases
@@ -251,6 +253,36 @@ public final class ViTWeights {
                 }
             }
             for e in 0..<3 { out[(dst * dst + e) * H + h] = table[(src * src + e) * H + h] }
+        }
+        return out
+    }
+
+    /// transformers' SigLIP 2 resize of the position table (`resize_positional_embeddings`,
+    /// `F.interpolate(mode="bilinear", align_corners=False, antialias=True)`): per axis, output i
+    /// takes the triangle weights max(0, 1 − |s − c|/w) of the source rows s, normalised, with
+    /// c = (i + ½)·g₀/g₁ − ½ and w = max(1, g₀/g₁); the grid is their product. Prefix rows kept.
+    static func resamplePositionsBilinear(_ pos: Tensor, prefix: Int, dim C: Int, from g0: Int, to g1: Int) -> Tensor {
+        let out = Tensor(shape: [prefix + g1 * g1, C])
+        out.data.update(from: pos.data, count: prefix * C)
+        let scale = Double(g0) / Double(g1), support = max(scale, 1)
+        let weights: [[Double]] = (0..<g1).map { i in
+            let centre = (Double(i) + 0.5) * scale - 0.5
+            let w = (0..<g0).map { max(0, 1 - abs(Double($0) - centre) / support) }
+            let total = w.reduce(0, +)
+            return w.map { $0 / total }
+        }
+        for oy in 0..<g1 {
+            for ox in 0..<g1 {
+                var acc = [Double](repeating: 0, count: C)
+                for sy in 0..<g0 where weights[oy][sy] != 0 {
+                    for sx in 0..<g0 where weights[ox][sx] != 0 {
+                        let w = weights[oy][sy] * weights[ox][sx], row = pos.data + (prefix + sy * g0 + sx) * C
+                        for ch in 0..<C { acc[ch] += w * Double(row[ch]) }
+                    }
+                }
+                let dst = out.data + (prefix + oy * g1 + ox) * C
+                for ch in 0..<C { dst[ch] = Float(acc[ch]) }
+            }
         }
         return out
     }

@@ -220,16 +220,50 @@ func logFMA(_ x: Float) -> Float {
 }
 
 /// SwiGLU's hidden layer in place, rows of (gate F | up F) → silu(gate + b)·(up + b') packed to
-/// (R, F) (AVX2 + FMA build): σ(g) as in `biasQuickGeluRowsAVX2`, one exp of −|g|.
+/// (R, F) (AVX2 + FMA build): σ(g) from one exp of −|g| (as `biasQuickGeluRowsAVX2`), eight lanes
+/// at a time. Each chunk is read before it is written, so row 0 (written over its own gate) and
+/// later rows (written before their gate) are safe.
 @inline(never)
 public func biasSwiGLURowsAVX2(_ x: UnsafeMutablePointer<Float>, _ bias: UnsafePointer<Float>, rows: Int, cols f: Int) {
+    typealias V = SIMD8<Float>
+    func load(_ p: UnsafePointer<Float>) -> V { UnsafeRawPointer(p).loadUnaligned(as: V.self) }
     for r in 0..<rows {
         let gate = x + r * 2 * f, up = gate + f, out = x + r * f
-        for i in 0..<f {
+        var i = 0
+        while i + 8 <= f {
+            let g: V = load(gate + i) + load(bias + i)
+            let u: V = load(up + i) + load(bias + f + i)
+            let a: V = V.zero - g.replacing(with: V.zero - g, where: g .< V.zero)
+            let t: V = exp8NonPositiveFMA(a)
+            let one = V(repeating: 1)
+            let sigma: V = one.replacing(with: t, where: g .< V.zero) / (one + t)
+            UnsafeMutableRawPointer(out + i).storeBytes(of: g * sigma * u, as: V.self)
+            i += 8
+        }
+        while i < f {
             let g = gate[i] + bias[i], u = up[i] + bias[f + i]
             let t = expNonPositiveFMA(-abs(g))
-            let sigma = (g >= 0 ? 1 : t) / (1 + t)
-            out[i] = g * sigma * u
+            out[i] = g * ((g >= 0 ? 1 : t) / (1 + t)) * u
+            i += 1
         }
     }
+}
+
+/// e^x for −87.3 ≤ x ≤ 0, eight lanes: `expNonPositiveFMA` lane by lane (same polynomial).
+@inline(__always)
+func exp8NonPositiveFMA(_ xIn: SIMD8<Float>) -> SIMD8<Float> {
+    typealias V = SIMD8<Float>
+    let x = xIn.replacing(with: V(repeating: -87.3), where: xIn .< -87.3)
+    let shifted = V(repeating: 12582912.0).addingProduct(x, V(repeating: 1.44269504088896341))
+    let n = shifted - V(repeating: 12582912.0)
+    let r = x.addingProduct(n, V(repeating: -0.693359375)).addingProduct(n, V(repeating: 2.12194440e-4))
+    var p = V(repeating: 1.9875691500e-4)
+    p = V(repeating: 1.3981999507e-3).addingProduct(p, r)
+    p = V(repeating: 8.3334519073e-3).addingProduct(p, r)
+    p = V(repeating: 4.1665795894e-2).addingProduct(p, r)
+    p = V(repeating: 1.6666665459e-1).addingProduct(p, r)
+    p = V(repeating: 5.0000001201e-1).addingProduct(p, r)
+    let e = (r + V(repeating: 1)).addingProduct(p, r * r)
+    let bits = (unsafeBitCast(shifted, to: SIMD8<UInt32>.self) &- 0x4B40_0000 &+ 127) &<< 23
+    return e * unsafeBitCast(bits, to: V.self)
 }

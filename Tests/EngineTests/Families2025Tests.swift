@@ -56,6 +56,26 @@ final class Families2025Tests: XCTestCase {
         }
     }
 
+    /// SigLIP 2 NaFlex (Tests/Fixtures/make_hf_siglip2_fixtures.py, transformers float64): the
+    /// linear patch embedding as a convolution, the position table as trained (32 px), enlarged
+    /// (48 px) and reduced (24 px: antialiased) by transformers' bilinear resize; both folders.
+    func testSigLIP2NaFlexMatchesTransformers() throws {
+        for folder in ["family_hf_siglip2vision", "family_hf_siglip2"] {
+            for (size, suffix, input) in [(32, "", "none"), (48, "_size48", "size48"), (24, "_size24", "siglip2_size24")] {
+                let make = { () throws -> ViTEngine in
+                    let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(folder))
+                    XCTAssertEqual(ckpt.layout, .huggingFaceSigLIP2)
+                    let config = try ViTConfig.infer(from: ckpt, imageSize: size)
+                    XCTAssertEqual(config.modelFamily, .siglip2)
+                    XCTAssertEqual(config.activation, .geluTanh)
+                    return ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config))
+                }
+                try checkEveryPath("\(folder) at \(size) px", input: try goldenInput(input, size: size),
+                                   golden: "family_hf_siglip2\(suffix)", make)
+            }
+        }
+    }
+
     /// The authors' layouts give timm's numbers: EVA-CLIP's `visual.*` names beside a text tower,
     /// Meta's PE `.pt` (with and without `visual.`), Facebook's DINOv3 (the k bias masked).
     func testAuthorsLayouts() throws {

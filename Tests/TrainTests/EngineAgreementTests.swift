@@ -21,7 +21,8 @@ final class EngineAgreementTests: XCTestCase {
                      "family_rpe_maelite.pth", "family_hf_beit", "family_hf_siglip", "family_ropevit.safetensors",
                      "family_dinov3.safetensors", "family_ropereggap.safetensors",
                      "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
-                     "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors"] {
+                     "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors",
+                     "family_hf_siglip2"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
             let cfg = try ViTConfig.infer(
                 from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
@@ -66,7 +67,8 @@ final class SaveRoundTripTests: XCTestCase {
                      "family_ropevit.safetensors", "family_dinov3.safetensors",
                      "family_ropereggap.safetensors",
                      "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
-                     "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors"] {
+                     "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors",
+                     "family_hf_siglip2"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
             let cfg = try ViTConfig.infer(
                 from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
