@@ -18,6 +18,8 @@ public enum Layout: String, Sendable {
     case huggingFaceBEiT = "Hugging Face BEiT"
     case huggingFaceSigLIP2 = "Hugging Face SigLIP 2 (NaFlex)"
     case evaCLIP = "EVA-CLIP"
+    case appleAIMv2 = "Apple AIMv2"
+    case huggingFaceAIMv2 = "Hugging Face AIMv2"
     case facebookDINOv3 = "Facebook DINOv3"
 }
 
@@ -75,6 +77,7 @@ public enum LayoutMapper {
 
     static func holdsViT(_ keys: [String]) -> Bool {
         if isHuggingFace(keys) || isCLIP(keys) || isHFCLIP(keys) { return true }
+        if aimv2Renamed(keys) != nil { return true }
         var s = Set<String>()
         return keys.contains { ["patch_embed.proj.weight", evaCLIPPatch].contains(stripTimm($0, stripped: &s)) }
     }
@@ -118,8 +121,57 @@ public enum LayoutMapper {
     /// EVA-CLIP's image tower: timm-like names under `visual.` beside a text tower.
     static let evaCLIPPatch = "visual.patch_embed.proj.weight"
 
+    /// AIMv2 in Apple's names (ml-aim: `preprocessor.patchifier.*`, `preprocessor.pos_embed`,
+    /// `trunk.blocks.N.{norm_1, attn.qkv, attn.proj, norm_2, mlp.fc1 (gate), mlp.fc3 (up), mlp.fc2}`,
+    /// `trunk.post_trunk_norm`, as timm's `_convert_aimv2` reads them) or Hugging Face's
+    /// (`[vision_model.]embeddings.{patch_embed, rms_norm, position_embedding}`, `encoder.layers.N.
+    /// {rms_norm1, attention.{q,k,v,out}_proj, rms_norm2, ffn.{gate,up,down}_proj}`, `rms_norm`):
+    /// the rule that renames a key to timm's names (nil: not this tower's), and the layout.
+    static func aimv2Renamed(_ keys: [String]) -> ((String) -> String?, Layout)? {
+        if keys.contains("preprocessor.patchifier.proj.weight") {
+            return ({ k in
+                var k = k
+                for (a, b) in [("norm_1", "norm1"), ("norm_2", "norm2"), ("preprocessor.patchifier.", "patch_embed."),
+                               ("preprocessor.pos_embed", "pos_embed"), ("trunk.", ""), ("post_trunk_norm.", "norm."),
+                               ("mlp.fc1.", "mlp.fc1_g."), ("mlp.fc3.", "mlp.fc1_x.")] {
+                    k = k.replacingOccurrences(of: a, with: b)
+                }
+                return k
+            }, .appleAIMv2)
+        }
+        guard let norm = keys.first(where: { $0.hasSuffix("embeddings.rms_norm.weight") }),
+              keys.contains(where: { $0.hasSuffix("encoder.layers.0.ffn.gate_proj.weight") }) else { return nil }
+        let prefix = String(norm.dropLast("embeddings.rms_norm.weight".count))
+        return ({ key in
+            guard key.hasPrefix(prefix) else { return nil }
+            var k = String(key.dropFirst(prefix.count))
+            if k == "rms_norm.weight" { return ViTKeys.FinalNorm.norm.weight }
+            for (a, b) in [("embeddings.patch_embed.", "patch_embed.proj."), ("embeddings.rms_norm.", "patch_embed.norm."),
+                           ("embeddings.position_embedding.weight", "pos_embed"), ("encoder.layers.", "blocks."),
+                           (".rms_norm1.", ".norm1."), (".rms_norm2.", ".norm2."), (".attention.out_proj.", ".attn.proj."),
+                           (".attention.", ".attn."), (".ffn.gate_proj.", ".mlp.fc1_g."), (".ffn.up_proj.", ".mlp.fc1_x."),
+                           (".ffn.down_proj.", ".mlp.fc2.")] {
+                k = k.replacingOccurrences(of: a, with: b)
+            }
+            return k
+        }, .huggingFaceAIMv2)
+    }
+
     static func map(_ raw: [String: RawTensor], container: String?, path: String) throws -> MappedStateDict {
         let keys = raw.keys.sorted()
+        if let (rename, layout) = aimv2Renamed(keys), raw["patch_embed.proj.weight"] == nil {
+            var tower: [String: RawTensor] = [:], others: [String] = []
+            for (k, v) in raw {
+                guard let name = rename(k) else { others.append(k); continue }
+                // Hugging Face keeps the position table as [N, D]: timm's [1, N, D].
+                tower[name] = name == ViTKeys.positions && v.shape.count == 2
+                    ? try RawTensor(shape: [1] + v.shape, floats: v.floats(name: k)) : v
+            }
+            var out = try map(tower, container: container, path: path)
+            out.ignored = others.sorted() + out.ignored
+            out.layout = layout
+            return out
+        }
         if raw[evaCLIPPatch] != nil && raw["patch_embed.proj.weight"] == nil {
             var visual: [String: RawTensor] = [:], others: [String] = []
             for (k, v) in raw {

@@ -5,6 +5,8 @@ import VitLensCore
 public struct HFConfig: Sendable {
     public var heads: Int?
     public var layerNormEps: Double?
+    /// The key eps was read from (`layer_norm_eps`, or AIMv2's `rms_norm_eps`).
+    public var layerNormEpsKey = "layer_norm_eps"
     public var imageSize: Int?
     public var patchSize: Int?
     public var hiddenAct: String?
@@ -192,11 +194,13 @@ public enum CheckpointLoader {
         // A two-tower model (CLIPModel, SiglipModel) keeps the image tower's settings in vision_config.
         let c = obj["vision_config"] as? [String: Any] ?? obj
         func int(_ k: String) -> Int? { (c[k] as? Int) ?? (c[k] as? Double).map { Int($0) } }
-        return HFConfig(heads: int("num_attention_heads"),
-                        layerNormEps: (c["layer_norm_eps"] as? Double)
+        var config = HFConfig(heads: int("num_attention_heads"),
+                        layerNormEps: (c["layer_norm_eps"] as? Double) ?? (c["rms_norm_eps"] as? Double)
                             ?? (c["layer_norm_eps"] as? Int).map(Double.init),
                         imageSize: int("image_size"), patchSize: int("patch_size"),
                         hiddenAct: c["hidden_act"] as? String, hiddenSize: int("hidden_size"),
                             layers: int("num_hidden_layers"))
+        if c["layer_norm_eps"] == nil && c["rms_norm_eps"] != nil { config.layerNormEpsKey = "rms_norm_eps" }
+        return config
     }
 }

@@ -174,7 +174,10 @@ extension ModelFamily {
         if e.relative { return (.beit, "the tensors (relative position tables)") }
         if !e.normBias {
             guard e.swiGLU, e.patchNorm, !e.classToken, !e.rotary else {
-                throw FamilyError.noFamily(path: path, what: "norms without a bias")
+                throw FamilyError.noFamily(
+                    path: path, what: e.rotary && e.patchNorm ? "norms without a bias and no position table (AIMv2's "
+                        + "native-resolution models, with fixed sin-cos positions, are not run yet)"
+                        : "norms without a bias")
             }
             return (.aimv2, "the tensors (norms without a bias, one on the patch embeddings, a SwiGLU MLP: AIMv2)")
         }

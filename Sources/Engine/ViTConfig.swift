@@ -343,7 +343,8 @@ public struct ViTConfig: Sendable, Equatable {
         let preNorm = t[ViTKeys.preNormWeight] != nil
         var eps: Float = preNorm ? 1e-5 : 1e-6
         var epsSource = "family default"
-        if let e = ckpt.config?.layerNormEps { (eps, epsSource) = (Float(e), "config.json layer_norm_eps") }
+        if let e = ckpt.config?.layerNormEps {
+            (eps, epsSource) = (Float(e), "config.json " + (ckpt.config?.layerNormEpsKey ?? "layer_norm_eps")) }
         if let e = ckpt.metadata["layer_norm_eps"], let v = Float(e) {
             (eps, epsSource) = (v, "safetensors metadata layer_norm_eps") }
         // The activation the family's checkpoints were trained with, unless config.json or the

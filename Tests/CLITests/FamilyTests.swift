@@ -48,6 +48,7 @@ final class FamilyTests: TemporaryFolderTestCase {
             ("family_dinov3plus.safetensors", "dinov3plus", 21, ["--image-size", "32"]),
             ("family_dinov3plus_fb.pth", "dinov3plus", 21, ["--image-size", "32"]),
             ("family_hf_siglip2vision", "hf_siglip2", 16, []), ("family_hf_siglip2", "hf_siglip2", 16, []),
+            ("family_aimv2_apple.pt", "aimv2", 16, []), ("family_hf_aimv2", "hf_aimv2", 16, []),
         ] {
             try extract(file, golden: golden, tokens: tokens, extra: ["--heads", "2"] + extra)
         }
@@ -91,7 +92,8 @@ final class FamilyTests: TemporaryFolderTestCase {
                                ("family_beit.safetensors", "timm BEiT"), ("family_rpe_maelite.pth", "MAE/mae-lite"),
                                ("family_eva02clip_evaclip.pt", "EVA-CLIP"),
                                ("family_dinov3plus_fb.pth", "Facebook DINOv3"),
-                               ("family_hf_siglip2", "Hugging Face SigLIP 2 (NaFlex)")] {
+                               ("family_hf_siglip2", "Hugging Face SigLIP 2 (NaFlex)"),
+                               ("family_aimv2_apple.pt", "Apple AIMv2"), ("family_hf_aimv2", "Hugging Face AIMv2")] {
             let family = file.contains("clip_openai") ? ["--family", "clip"] : []
             let r = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint(file), "--heads", "2"] + family)
             XCTAssertTrue(

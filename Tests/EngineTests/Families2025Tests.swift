@@ -76,12 +76,27 @@ final class Families2025Tests: XCTestCase {
         }
     }
 
+    /// AIMv2 as Hugging Face publishes it (make_hf_aimv2_fixtures.py, transformers float64).
+    func testHuggingFaceAIMv2MatchesTransformers() throws {
+        let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint("family_hf_aimv2"))
+        XCTAssertEqual(ckpt.layout, .huggingFaceAIMv2)
+        let config = try ViTConfig.infer(from: ckpt)
+        XCTAssertEqual(config.modelFamily, .aimv2)
+        XCTAssertEqual(config.norm, .rmsNorm)
+        XCTAssertEqual(config.epsSource, "config.json rms_norm_eps")
+        try checkEveryPath("Hugging Face AIMv2", input: try goldenInput("none"), golden: "family_hf_aimv2") {
+            ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config))
+        }
+    }
+
     /// The authors' layouts give timm's numbers: EVA-CLIP's `visual.*` names beside a text tower,
-    /// Meta's PE `.pt` (with and without `visual.`), Facebook's DINOv3 (the k bias masked).
+    /// Meta's PE `.pt` (with and without `visual.`), Facebook's DINOv3 (the k bias masked), Apple's
+    /// AIMv2.
     func testAuthorsLayouts() throws {
         for (file, name, layout) in [
             ("family_eva02clip_evaclip.pt", "eva02clip", Layout.evaCLIP), ("family_pecore_meta.pt", "pecore", .clip),
             ("family_pespatial_meta.pt", "pespatial", .clip), ("family_dinov3plus_fb.pth", "dinov3plus", .facebookDINOv3),
+            ("family_aimv2_apple.pt", "aimv2", .appleAIMv2),
         ] {
             let e = try engine(name, file: file, size: 32)
             XCTAssertEqual(try CheckpointLoader.load(path: Fixtures.checkpoint(file)).layout, layout, file)

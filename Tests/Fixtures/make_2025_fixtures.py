@@ -12,7 +12,8 @@ checkpoint_filter_fn, the rotary grid following the run size):
   (OpenAI CLIP's names, `visual.` prefix for core, none for spatial), checked by loading it back
   through timm's own converter (checkpoint_filter_fn);
 - aimv2: timm's `aimv2_*` (VisionTransformer with RMSNorm eps 1e-5 everywhere and on the patch
-  embeddings, SwiGLU fc1_g/fc1_x without biases, no qkv/proj biases, no class token);
+  embeddings, SwiGLU fc1_g/fc1_x without biases, no qkv/proj biases, no class token), also in
+  Apple's ml-aim layout (preprocessor.*, trunk.*), checked through timm's checkpoint_filter_fn;
 - dinov3plus: timm's `vit_small_plus_patch16_dinov3` (DINOv3 with a SwiGLU MLP), also in
   Facebook's layout (storage_tokens, ls1.gamma, rope_embed.periods, qkv.bias with its bias_mask
   zeroing k, mlp.w1/w2/w3, mask_token, the rotary periods in bfloat16 as Facebook's files hold them), checked through timm's checkpoint_filter_fn.
@@ -26,7 +27,7 @@ from safetensors.torch import save_file
 from timm.layers import RmsNorm, SwiGLU
 from timm.models import eva as timm_eva
 from timm.models.eva import Eva
-from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn as vit_checkpoint_filter_fn
 
 import make_fixtures as F
 from make_family_fixtures import reference_of
@@ -130,6 +131,27 @@ def meta_pe(sd, prefix):
     return out
 
 
+def apple_aimv2(sd):
+    """Apple's ml-aim names (the inverse of timm's _convert_aimv2): preprocessor.patchifier.*,
+    preprocessor.pos_embed, trunk.blocks.N.{norm_1, norm_2, mlp.fc1 (gate), mlp.fc3 (up), mlp.fc2},
+    trunk.post_trunk_norm."""
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("head."):
+            continue
+        if k.startswith("patch_embed."):
+            k = "preprocessor.patchifier." + k[len("patch_embed."):]
+        elif k == "pos_embed":
+            k = "preprocessor.pos_embed"
+        elif k.startswith("norm."):
+            k = "trunk.post_trunk_norm." + k[len("norm."):]
+        else:
+            k = "trunk." + k.replace("norm1", "norm_1").replace("norm2", "norm_2").replace("mlp.fc1_g", "mlp.fc1")
+            k = k.replace("mlp.fc1_x", "mlp.fc3")
+        out[k] = v.contiguous()
+    return out
+
+
 def facebook_dinov3(sd):
     """Facebook's DINOv3 names: storage_tokens, ls1/ls2.gamma, qkv.bias with a bias_mask that
     zeroes k (the stored k bias is nonzero here, so a mask not applied shows), w1/w2/w3, the rope
@@ -157,7 +179,8 @@ def facebook_dinov3(sd):
 def through_timm(name, converted, img):
     """A model of `name` at `img` px loaded strictly from `converted` by timm's own converter."""
     m = make(name, img)
-    missing, unexpected = m.load_state_dict(timm_eva.checkpoint_filter_fn(converted, m), strict=False)
+    convert = vit_checkpoint_filter_fn if name == "aimv2" else timm_eva.checkpoint_filter_fn
+    missing, unexpected = m.load_state_dict(convert(converted, m), strict=False)
     assert not unexpected and all(k.startswith("head.") for k in missing), (missing, unexpected)
     return m
 
@@ -189,7 +212,8 @@ def main():
         other = {"eva02clip": ("family_eva02clip_evaclip.pt", eva_clip(sd)),
                  "pecore": ("family_pecore_meta.pt", meta_pe(sd, "visual.")),
                  "pespatial": ("family_pespatial_meta.pt", meta_pe(sd, "")),
-                 "dinov3plus": ("family_dinov3plus_fb.pth", facebook_dinov3(sd))}.get(name)
+                 "dinov3plus": ("family_dinov3plus_fb.pth", facebook_dinov3(sd)),
+                 "aimv2": ("family_aimv2_apple.pt", apple_aimv2(sd))}.get(name)
         if other:
             file, converted = other
             if name != "eva02clip":  # timm has no converter for EVA-CLIP's names with a text tower
