@@ -84,11 +84,15 @@ fixtures:
 	python3 Tests/Fixtures/make_corpus.py
 	python3 Tests/Fixtures/make_family_fixtures.py
 	python3 Tests/Fixtures/make_rope_fixtures.py
+	python3 Tests/Fixtures/make_2025_fixtures.py
 	python3 Tests/Fixtures/make_maps_goldens.py
 	python3 Tests/Fixtures/make_hf_clip_fixtures.py
 	python3 Tests/Fixtures/make_hf_dinov2_fixtures.py
 	python3 Tests/Fixtures/make_hf_mae_fixtures.py
 	python3 Tests/Fixtures/make_hf_siglip_beit_fixtures.py
+	python3 Tests/Fixtures/make_hf_siglip2_fixtures.py
+	python3 Tests/Fixtures/make_hf_aimv2_fixtures.py
+	python3 Tests/Fixtures/make_hf_dinov3_fixtures.py
 	python3 scripts/make_colormap.py
 
 # Regenerates the bundled checkpoints and demo images (same Python packages as fixtures;
@@ -103,6 +107,7 @@ checkpoints: release
 parity: release
 	python3 scripts/parity_fullsize.py
 	python3 scripts/parity_analyses.py
+	python3 scripts/check_save_timm.py
 
 # The linear probe against timm features + scikit-learn on 480 real photographs (about 9 minutes;
 # needs torch, timm, torchvision, scikit-learn, scikit-image, pillow).

@@ -19,6 +19,7 @@ public enum Layout: String, Sendable {
     case huggingFaceSigLIP2 = "Hugging Face SigLIP 2 (NaFlex)"
     case evaCLIP = "EVA-CLIP"
     case appleAIMv2 = "Apple AIMv2"
+    case huggingFaceDINOv3 = "Hugging Face DINOv3"
     case huggingFaceAIMv2 = "Hugging Face AIMv2"
     case facebookDINOv3 = "Facebook DINOv3"
 }
@@ -77,7 +78,7 @@ public enum LayoutMapper {
 
     static func holdsViT(_ keys: [String]) -> Bool {
         if isHuggingFace(keys) || isCLIP(keys) || isHFCLIP(keys) { return true }
-        if aimv2Renamed(keys) != nil { return true }
+        if aimv2Renamed(keys) != nil || dinov3Renamed(keys) != nil { return true }
         var s = Set<String>()
         return keys.contains { ["patch_embed.proj.weight", evaCLIPPatch].contains(stripTimm($0, stripped: &s)) }
     }
@@ -157,9 +158,33 @@ public enum LayoutMapper {
         }, .huggingFaceAIMv2)
     }
 
+    /// transformers' DINOv3ViTModel as saved (`[prefix]embeddings.{cls_token, register_tokens,
+    /// patch_embeddings, mask_token}`, `layer.N.{norm1, attention.{q,k,v,o}_proj, layer_scale1.lambda1,
+    /// norm2, mlp.{gate,up,down}_proj, layer_scale2.lambda1}`, `norm`), renamed to timm's names: the
+    /// rule (nil: not this model's key) and the layout.
+    static func dinov3Renamed(_ keys: [String]) -> ((String) -> String?, Layout)? {
+        guard let patch = keys.first(where: { $0.hasSuffix("embeddings.patch_embeddings.weight") }) else { return nil }
+        let prefix = String(patch.dropLast("embeddings.patch_embeddings.weight".count))
+        guard keys.contains(prefix + "layer.0.attention.o_proj.weight") else { return nil }
+        let gated = keys.contains(prefix + "layer.0.mlp.gate_proj.weight")
+        return ({ key in
+            guard key.hasPrefix(prefix) else { return nil }
+            var k = String(key.dropFirst(prefix.count))
+            for (a, b) in [("embeddings.cls_token", "cls_token"), ("embeddings.register_tokens", "reg_token"),
+                           ("embeddings.mask_token", "mask_token"), ("embeddings.patch_embeddings.", "patch_embed.proj."),
+                           ("layer.", "blocks."), (".attention.o_proj.", ".attn.proj."), (".attention.", ".attn."),
+                           (".layer_scale1.lambda1", ".ls1.gamma"), (".layer_scale2.lambda1", ".ls2.gamma"),
+                           (".mlp.gate_proj.", ".mlp.fc1_g."), (".mlp.up_proj.", gated ? ".mlp.fc1_x." : ".mlp.fc1."),
+                           (".mlp.down_proj.", ".mlp.fc2.")] where k.hasPrefix(a) || k.contains(a) {
+                k = k.replacingOccurrences(of: a, with: b)
+            }
+            return k
+        }, .huggingFaceDINOv3)
+    }
+
     static func map(_ raw: [String: RawTensor], container: String?, path: String) throws -> MappedStateDict {
         let keys = raw.keys.sorted()
-        if let (rename, layout) = aimv2Renamed(keys), raw["patch_embed.proj.weight"] == nil {
+        if let (rename, layout) = aimv2Renamed(keys) ?? dinov3Renamed(keys), raw["patch_embed.proj.weight"] == nil {
             var tower: [String: RawTensor] = [:], others: [String] = []
             for (k, v) in raw {
                 guard let name = rename(k) else { others.append(k); continue }

@@ -12,6 +12,8 @@ public struct HFConfig: Sendable {
     public var hiddenAct: String?
     public var hiddenSize: Int?
     public var layers: Int?
+    /// The rotary base θ (DINOv3's `rope_theta`).
+    public var ropeTheta: Double?
 }
 
 /// A checkpoint read and mapped onto timm's key names, weights still in the file's memory map.
@@ -201,6 +203,7 @@ public enum CheckpointLoader {
                         hiddenAct: c["hidden_act"] as? String, hiddenSize: int("hidden_size"),
                             layers: int("num_hidden_layers"))
         if c["layer_norm_eps"] == nil && c["rms_norm_eps"] != nil { config.layerNormEpsKey = "rms_norm_eps" }
+        config.ropeTheta = (c["rope_theta"] as? Double) ?? (c["rope_theta"] as? Int).map(Double.init)
         return config
     }
 }

@@ -415,6 +415,11 @@ public struct ViTConfig: Sendable, Equatable {
                 throw EngineError.architecture(
                     "\(ckpt.path): rotary positions need a head width divisible by 4, got \(config.headDim)")
             }
+            if let said = ckpt.config?.ropeTheta, said != rotary.theta {
+                throw CheckpointError.config(
+                    path: ckpt.path, what: "config.json says rope_theta \(said) but \(family.title) runs with θ = "
+                    + "\(rotary.theta) (another θ is not supported)")
+            }
             config.rotary = rotary
         }
         if let raw = t[ViTKeys.ropePeriods] {

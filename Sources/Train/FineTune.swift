@@ -622,16 +622,22 @@ public final class TrainableViT {
             return (t.shape.count == 2 ? [r.count, k] : [r.count], Tensor(shape: [values.count], values: values))
         }
         let F = c.mlpHidden
+        // As timm's classes hold them: EVA-02 keeps q, k, v fused or separate as its checkpoint had
+        // them (timm's qkv_fused differs by size); SwiGLU's gate and up are separate layers (fc1_g,
+        // fc1_x) in timm's SwiGLU — DINOv3 S+/H+, AIMv2, EVA-02 with its inner norm — and one packed
+        // fc1 in its GluMlp (EVA-02 Ti/S).
+        let separateQKV = c.modelFamily == .eva02 && c.separateQKV
+        let separateGLU = c.swiGLU && (c.modelFamily != .eva02 || c.mlpNorm)
         for (i, p) in blocks.enumerated() {
             for q in p.all where !q.frozen {
-                if c.separateQKV && (q === p.qkvW || q === p.qkvB) {
+                if separateQKV && (q === p.qkvW || q === p.qkvB) {
                     // q, k, v as separate projections (EVA-02 base/large and CLIP in timm's names).
                     let kind = q === p.qkvW ? "weight" : "bias"
                     for (j, name) in ["q", "k", "v"].enumerated() where kind == "weight" || name != "k" || c.keyBias {
                         let (shape, t) = piece(q.value, (j * C)..<((j + 1) * C))
                         out.append(("blocks.\(i).attn.\(name)_proj.\(kind)", shape, t))
                     }
-                } else if c.separateGLU && (q === p.fc1W || q === p.fc1B) {
+                } else if separateGLU && (q === p.fc1W || q === p.fc1B) {
                     // SwiGLU's gate and up as timm's SwiGLU holds them (fc1_g, fc1_x).
                     let kind = q === p.fc1W ? "weight" : "bias"
                     for (j, name) in ["g", "x"].enumerated() {

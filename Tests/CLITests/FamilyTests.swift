@@ -49,6 +49,7 @@ final class FamilyTests: TemporaryFolderTestCase {
             ("family_dinov3plus_fb.pth", "dinov3plus", 21, ["--image-size", "32"]),
             ("family_hf_siglip2vision", "hf_siglip2", 16, []), ("family_hf_siglip2", "hf_siglip2", 16, []),
             ("family_aimv2_apple.pt", "aimv2", 16, []), ("family_hf_aimv2", "hf_aimv2", 16, []),
+            ("family_hf_dinov3", "hf_dinov3", 21, []), ("family_hf_dinov3plus", "hf_dinov3plus", 21, []),
         ] {
             try extract(file, golden: golden, tokens: tokens, extra: ["--heads", "2"] + extra)
         }
@@ -93,7 +94,8 @@ final class FamilyTests: TemporaryFolderTestCase {
                                ("family_eva02clip_evaclip.pt", "EVA-CLIP"),
                                ("family_dinov3plus_fb.pth", "Facebook DINOv3"),
                                ("family_hf_siglip2", "Hugging Face SigLIP 2 (NaFlex)"),
-                               ("family_aimv2_apple.pt", "Apple AIMv2"), ("family_hf_aimv2", "Hugging Face AIMv2")] {
+                               ("family_aimv2_apple.pt", "Apple AIMv2"), ("family_hf_aimv2", "Hugging Face AIMv2"),
+                               ("family_hf_dinov3plus", "Hugging Face DINOv3")] {
             let family = file.contains("clip_openai") ? ["--family", "clip"] : []
             let r = runProcess(CLITests.binary, ["inspect", Fixtures.checkpoint(file), "--heads", "2"] + family)
             XCTAssertTrue(

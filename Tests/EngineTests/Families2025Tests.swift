@@ -89,6 +89,22 @@ final class Families2025Tests: XCTestCase {
         }
     }
 
+    /// DINOv3 as Hugging Face publishes it (make_hf_dinov3_fixtures.py, transformers float64), with
+    /// the plain and the gated MLP.
+    func testHuggingFaceDINOv3MatchesTransformers() throws {
+        for name in ["hf_dinov3", "hf_dinov3plus"] {
+            let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint("family_\(name)"))
+            XCTAssertEqual(ckpt.layout, .huggingFaceDINOv3)
+            let config = try ViTConfig.infer(from: ckpt)
+            XCTAssertEqual(config.modelFamily, .dinov3)
+            XCTAssertEqual(config.swiGLU, name.hasSuffix("plus"))
+            XCTAssertFalse(config.keyBias)
+            try checkEveryPath(name, input: try goldenInput("none"), golden: "family_\(name)") {
+                ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config))
+            }
+        }
+    }
+
     /// The authors' layouts give timm's numbers: EVA-CLIP's `visual.*` names beside a text tower,
     /// Meta's PE `.pt` (with and without `visual.`), Facebook's DINOv3 (the k bias masked), Apple's
     /// AIMv2.

@@ -22,7 +22,7 @@ final class EngineAgreementTests: XCTestCase {
                      "family_dinov3.safetensors", "family_ropereggap.safetensors",
                      "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
                      "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors",
-                     "family_hf_siglip2", "family_hf_aimv2"] {
+                     "family_hf_siglip2", "family_hf_aimv2", "family_hf_dinov3plus"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
             let cfg = try ViTConfig.infer(
                 from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
@@ -68,7 +68,7 @@ final class SaveRoundTripTests: XCTestCase {
                      "family_ropereggap.safetensors",
                      "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
                      "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors",
-                     "family_hf_siglip2", "family_hf_aimv2"] {
+                     "family_hf_siglip2", "family_hf_aimv2", "family_hf_dinov3plus"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
             let cfg = try ViTConfig.infer(
                 from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
@@ -105,10 +105,12 @@ final class SaveRoundTripTests: XCTestCase {
                                cfg.relativeSharedTable, cfg.keyBias, cfg.patchBias], name)
             XCTAssertEqual(c2.registers, cfg.registers, name)
             XCTAssertEqual(
-                [c2.swiGLU, c2.mlpNorm, c2.attentionNorm, c2.patchNorm, c2.projectionBias, c2.mlpBias, c2.separateQKV,
-                 c2.separateGLU],
-                [cfg.swiGLU, cfg.mlpNorm, cfg.attentionNorm, cfg.patchNorm, cfg.projectionBias, cfg.mlpBias,
-                 cfg.separateQKV, cfg.separateGLU], name)
+                [c2.swiGLU, c2.mlpNorm, c2.attentionNorm, c2.patchNorm, c2.projectionBias, c2.mlpBias],
+                [cfg.swiGLU, cfg.mlpNorm, cfg.attentionNorm, cfg.patchNorm, cfg.projectionBias, cfg.mlpBias], name)
+            // timm's names: q, k, v fused except in an EVA-02 that had them apart; SwiGLU's layers
+            // apart except in EVA-02 without its inner norm.
+            XCTAssertEqual(c2.separateQKV, cfg.modelFamily == .eva02 && cfg.separateQKV, name)
+            XCTAssertEqual(c2.separateGLU, cfg.swiGLU && (cfg.modelFamily != .eva02 || cfg.mlpNorm), name)
             XCTAssertEqual(c2.norm, cfg.norm, name)
             XCTAssertEqual(c2.rotary, cfg.rotary, name)
             XCTAssertEqual(c2.positionSlots, cfg.positionSlots, name)
