@@ -18,6 +18,8 @@ public enum ViTKeys {
     public static let patchNormBias = "patch_embed.norm.bias"
     /// Facebook DINOv3's rotary periods θ^(4k/D) (stored in bfloat16): checked, not used.
     public static let ropePeriods = "rope_embed.periods"
+    /// timm's learned rotary frequencies (`rope_mixed`) [2, depth, H, D/2].
+    public static let ropeFrequencies = "rope.freqs"
     /// BEiT's relative position bias shared by every block, and its index (checked, not used).
     public static let sharedRelativeTable = "rel_pos_bias.relative_position_bias_table"
     public static let sharedRelativeIndex = "rel_pos_bias.relative_position_index"
@@ -55,7 +57,7 @@ public enum ViTKeys {
 
     /// The keys outside the blocks that the forward pass uses.
     public static let topLevel = Set([classToken, distillationToken, registerTokens, positions, patchWeight, patchBias,
-                                      preNormWeight, preNormBias, patchNormWeight, patchNormBias, ropePeriods,
+                                      preNormWeight, preNormBias, patchNormWeight, patchNormBias, ropePeriods, ropeFrequencies,
                                       sharedRelativeTable, sharedRelativeIndex]
         + FinalNorm.allCases.flatMap { [$0.weight, $0.bias] })
 

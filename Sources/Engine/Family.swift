@@ -40,6 +40,9 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     /// timm's `vit_*_rope_reg*_gap_*`: registers without a class token, q/v biases, LayerScale,
     /// global average pooling (fc_norm), RoPE θ = 10⁴, [y, x], rescaled to the trained grid.
     case ropeVitGap = "rope-vit-gap"
+    /// timm's `vit_*_rope_mixed_*` (RoPE-Mixed): DeiT III's block, rotary positions with learned
+    /// frequencies per block and head (`rope.freqs`), absolute positions too in `_ape`.
+    case ropeVitMixed = "rope-vit-mixed"
     /// EVA-02 and EVA-02 CLIP: a class token, absolute positions and RoPE θ = 10⁴ on the patches
     /// ([y, x], coordinates rescaled to the 16×16 grid it was pre-trained on), a SwiGLU MLP (with
     /// an inner LayerNorm in the larger sizes), q and v biases.
@@ -63,6 +66,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
         case .ropeVit: return "timm rotary ViT"
         case .dinov3: return "DINOv3"
         case .ropeVitGap: return "timm rotary ViT with registers, no class token"
+        case .ropeVitMixed: return "timm rotary ViT with learned frequencies (RoPE-Mixed)"
         case .eva02: return "EVA-02"
         case .aimv2: return "AIMv2"
         }
@@ -85,6 +89,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
         case .ropeVit: return .timmAxial
         case .dinov3: return .dinov3
         case .ropeVitGap: return .timmRegGap(trainedGrid: g)
+        case .ropeVitMixed: return .timmMixed
         case .perceptionEncoder: return .perceptionEncoder(trainedGrid: g)
         case .eva02: return .eva02
         default: return nil
@@ -92,7 +97,7 @@ public enum ModelFamily: String, CaseIterable, Sendable {
     }
     var isRotary: Bool { rotary(trainedGrid: 1) != nil }
     /// Rotary positions beside an absolute position table (EVA-02, PE), not instead of one.
-    var hasAbsoluteAndRotary: Bool { self == .eva02 || self == .perceptionEncoder || self == .ropeVit }
+    var hasAbsoluteAndRotary: Bool { [.eva02, .perceptionEncoder, .ropeVit, .ropeVitMixed].contains(self) }
 
     /// The names `--family` takes, for help texts and errors.
     public static var names: String { allCases.map(\.rawValue).joined(separator: ", ") }
@@ -114,8 +119,10 @@ struct FamilyEvidence {
     var statedActivation: ViTConfig.Activation?
     /// Neither an absolute nor a relative position table: the positions are rotary.
     var rotary: Bool
-    /// A tensor of learned rotary frequencies (timm's `rope_mixed`), which vitlens does not run yet.
+    /// timm's learned rotary frequencies (`rope.freqs`, `rope_mixed`).
     var learnedFrequencies: Bool
+    /// Another tensor of rotary frequencies, of a kind vitlens does not run.
+    var otherRotaryTensor: String?
     /// LayerScale named gamma_1/gamma_2 in a top-level state dict, and a position table without a
     /// class row: DeiT III's tensors as timm's Eva saves its rope ViTs with absolute positions too.
     var evaStyleWithoutClassRow: Bool
@@ -172,6 +179,16 @@ extension ModelFamily {
             return (try f.checked(e, source: "safetensors metadata", path: path), "safetensors metadata family")
         }
         if e.relative { return (.beit, "the tensors (relative position tables)") }
+        if let other = e.otherRotaryTensor {
+            throw FamilyError.rotaryNotYet(path: path, what: other)
+        }
+        if e.learnedFrequencies {
+            guard e.classToken, e.registers == 0, e.layerScale, !e.preNorm, !e.swiGLU else {
+                throw FamilyError.noFamily(path: path, what: "learned rotary frequencies (rope.freqs) in a model that "
+                    + "is not timm's RoPE-Mixed ViT (a class token, LayerScale, no registers)")
+            }
+            return (.ropeVitMixed, "the tensors (learned rotary frequencies: timm's *_rope_mixed_*)")
+        }
         if !e.normBias {
             guard e.swiGLU, e.patchNorm, !e.classToken, !e.rotary else {
                 throw FamilyError.noFamily(
@@ -189,9 +206,6 @@ extension ModelFamily {
             return (.eva02, "the tensors (a SwiGLU MLP beside a position table and a class token: EVA-02)")
         }
         if e.rotary {
-            if e.learnedFrequencies {
-                throw FamilyError.rotaryNotYet(path: path, what: "learned rotary frequencies (timm's rope_mixed)")
-            }
             // DINOv3: a class token and registers; timm's rope ViTs: a class token, LayerScale and
             // nothing else; anything more or less is another rotary family.
             if e.classToken, e.registers > 0, e.layerScale, !e.preNorm {
@@ -262,6 +276,10 @@ extension ModelFamily {
             throw no(e.classToken ? "it has a class token" : "it has no registers")
         }
         if self == .ropeVit && e.registers > 0 { throw no("it has registers (dinov3?)") }
+        if e.learnedFrequencies != (self == .ropeVitMixed) {
+            throw no(e.learnedFrequencies ? "it has learned rotary frequencies (rope.freqs: rope-vit-mixed)"
+                     : "it has no learned rotary frequencies (rope.freqs)")
+        }
         if e.relative != (self == .beit) {
             throw no(e.relative ? "it has relative position tables (beit)" : "it has no relative position tables")
         }
@@ -276,7 +294,7 @@ extension ModelFamily {
             throw no("it has a class token")
         case .aimv2 where e.classToken:
             throw no("it has a class token, which AIMv2 has not")
-        case .vit, .deit3, .dinov2, .clip, .beit, .ropeVit, .dinov3, .eva02, .perceptionEncoder:
+        case .vit, .deit3, .dinov2, .clip, .beit, .ropeVit, .dinov3, .eva02, .perceptionEncoder, .ropeVitMixed:
             if !e.classToken { throw no("it has no class token") }
             if (self == .deit3 || self == .dinov2) && !e.layerScale { throw no("it has no LayerScale") }
         default: break

@@ -144,8 +144,9 @@ public final class ViTEngine {
 
     /// The arithmetic of the linear layers (attention and the rest are float32 either way).
     public let precision: Precision
-    /// The rotation of q and k at every patch position of the run's grid (rotary models).
-    private let rotary: RotaryTable?
+    /// The rotation of q and k at every patch position of the run's grid, per block (rotary
+    /// models; empty otherwise).
+    private let rotary: [RotaryTable]
     /// The linear layers' weights in bf16 (empty for f32).
     private let packedPatch: PackedLinear?
     private let packedBlocks: [PackedBlock]
@@ -155,14 +156,14 @@ public final class ViTEngine {
         attentionPath = CPUKernels.avx2 && weights.config.headDim % 8 == 0 ? .avx2 : .blas
         precision = .f32
         (packedPatch, packedBlocks) = (nil, [])
-        rotary = weights.config.rotary.map { $0.table(grid: weights.config.runGrid, headDim: weights.config.headDim) }
+        rotary = weights.rotaryTables()
     }
 
     /// An engine of the given precision; bf16 packs every linear layer's weights once (refused,
     /// with the reason, where the CPU or oneDNN cannot run it).
     public init(weights: ViTWeights, precision: Precision) throws {
         self.weights = weights
-        rotary = weights.config.rotary.map { $0.table(grid: weights.config.runGrid, headDim: weights.config.headDim) }
+        rotary = weights.rotaryTables()
         // bf16 runs attention's products per head through oneDNN (the library path).
         attentionPath = precision == .f32 && CPUKernels.avx2 && weights.config.headDim % 8 == 0 ? .avx2 : .blas
         self.precision = precision
@@ -374,9 +375,9 @@ public final class ViTEngine {
         linear(packed(blk)?.qkv, qkv!.data + r0 * 3 * C, h!.data + r0 * C, blk.qkvW, blk.qkvB, rows: t.count, s)
         s.mark(\.linear)
         // Rotary positions turn q and k where they are written, before any attention path reads them.
-        if let rotary {
+        if !rotary.isEmpty {
             applyRotary(qkv!.data, rows: t, tokens: config.tokens, prefix: config.prefixTokens, dim: C,
-                        heads: config.heads, table: rotary)
+                        heads: config.heads, table: rotary[blk.index])
             s.mark(\.other)
         }
     }

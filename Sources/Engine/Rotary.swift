@@ -28,6 +28,10 @@ public struct RotarySpec: Equatable, Sendable {
     /// Added to the integer coordinates before any rescaling (timm's `grid_offset`: 1 for PE,
     /// whose class token takes position 0).
     public var offset: Double
+    /// Learned frequencies, one set per block and head (timm's `rope_mixed`, RoPE-Mixed of
+    /// naver-ai/rope-vit): the checkpoint's `rope.freqs` [2, depth, H, D/2] turn pair i of head h in
+    /// block l by x·f[0, l, h, i] + y·f[1, l, h, i]; θ is then unused.
+    public var learned = false
 
     public init(theta: Double, coordinates: Coordinates = .index, columnFirst: Bool = true, halfSplit: Bool = false,
                 referenceGrid: Int? = nil, offset: Double = 0) {
@@ -44,6 +48,14 @@ public struct RotarySpec: Equatable, Sendable {
         RotarySpec(theta: 10_000, columnFirst: false, referenceGrid: trainedGrid)
     }
 
+    /// timm's `vit_*_rope_mixed_*`: learned frequencies, integer [x, y] coordinates from 0,
+    /// interleaved pairs.
+    public static let timmMixed: RotarySpec = {
+        var spec = RotarySpec(theta: 10)
+        spec.learned = true
+        return spec
+    }()
+
     /// EVA-02 (timm's `eva02_*`, EVA-CLIP): θ 10⁴, integer [y, x] rescaled to the 16×16 grid of its
     /// 224 px pre-training (EVA's `pt_seq_len`, timm's `ref_feat_shape`), interleaved pairs.
     public static let eva02 = RotarySpec(theta: 10_000, columnFirst: false, referenceGrid: 16)
@@ -56,6 +68,9 @@ public struct RotarySpec: Equatable, Sendable {
     /// The settings in one phrase, for `inspect`.
     public var summary: String {
         let order = columnFirst ? "[x, y]" : "[y, x]", pairs = halfSplit ? "half-split pairs" : "interleaved pairs"
+        if learned {
+            return "learned frequencies per block and head (rope.freqs), \(order), \(pairs), integer coordinates from 0"
+        }
         let from = offset == offset.rounded() ? String(Int(offset)) : String(offset)
         var grid = coordinates == .index ? "integer coordinates from \(from)" : "centred coordinates in [−1, 1] × 2π"
         if let r = referenceGrid { grid += ", rescaled to a \(r)×\(r) grid" }
@@ -91,14 +106,44 @@ public struct RotarySpec: Equatable, Sendable {
         }
         return RotaryTable(cos: cos, sin: sin, pairs: pairs, halfSplit: halfSplit)
     }
+
+    /// The tables of every block: one shared by all blocks, or with learned frequencies
+    /// ([2, depth, H, D/2], x's then y's) one per block, each head its own.
+    public func tables(grid g: Int, headDim D: Int, heads H: Int, depth L: Int, frequencies: UnsafePointer<Float>?)
+        -> [RotaryTable] {
+        guard learned, let f = frequencies else { return Array(repeating: table(grid: g, headDim: D), count: L) }
+        let pairs = D / 2, stride = L * H * pairs
+        return (0..<L).map { l in
+            var cos = [Float](repeating: 0, count: g * g * H * pairs), sin = cos
+            for row in 0..<g {
+                for col in 0..<g {
+                    let (x, y) = columnFirst ? (coordinate(col, of: g), coordinate(row, of: g))
+                        : (coordinate(row, of: g), coordinate(col, of: g))
+                    for h in 0..<H {
+                        let base = ((row * g + col) * H + h) * pairs, fb = (l * H + h) * pairs
+                        for i in 0..<pairs {
+                            // In float32, as timm computes the angles.
+                            let angle = Double(Float(x) * f[fb + i] + Float(y) * f[stride + fb + i])
+                            cos[base + i] = Float(Foundation.cos(angle))
+                            sin[base + i] = Float(Foundation.sin(angle))
+                        }
+                    }
+                }
+            }
+            return RotaryTable(cos: cos, sin: sin, pairs: pairs, halfSplit: halfSplit, heads: H)
+        }
+    }
 }
 
-/// The rotation of every patch position at the run's grid: (P, D/2) cos and sin.
+/// The rotation of every patch position at the run's grid: (P, D/2) cos and sin, or (P, H, D/2)
+/// when each head has its own (learned frequencies).
 public struct RotaryTable: Sendable {
     let cos: [Float], sin: [Float]
     let pairs: Int
     /// Pair i is (i, i + D/2), else (2i, 2i + 1).
     let halfSplit: Bool
+    /// 1: one rotation for every head; H: one per head.
+    var heads = 1
 }
 
 /// Turns q and k of the rows `rows` of a qkv buffer in place.  qkv: (rows, 3C), each row
@@ -117,10 +162,11 @@ public func applyRotary(_ qkv: UnsafeMutablePointer<Float>, rows: Range<Int>, to
             for r in rows {
                 let token = r % T
                 guard token >= prefix else { continue }
-                let c = cs + (token - prefix) * pairs, sines = sn + (token - prefix) * pairs
                 for part in 0..<2 {
                     let row = qkv + r * 3 * C + part * C
                     for h in 0..<H {
+                        let at = ((token - prefix) * table.heads + (table.heads == 1 ? 0 : h)) * pairs
+                        let c = cs + at, sines = sn + at
                         let v = row + h * D
                         for i in 0..<pairs {
                             let j = i * stride
@@ -129,6 +175,31 @@ public func applyRotary(_ qkv: UnsafeMutablePointer<Float>, rows: Range<Int>, to
                             v[j + offset] = b * c[i] + a * s
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// dL/dangle of every turned pair of `rows`, added into `out` (P, H, D/2): with (a′, b′) a pair as
+/// turned (in qkv) and (da′, db′) the loss's gradient with respect to it, dL/dangle = a′·db′ − b′·da′
+/// (d(a′, b′)/dangle = (−b′, a′)); q's and k's pairs both count. For learned frequencies, whose
+/// gradient is then Σ_p x(p)·dL/dangle and Σ_p y(p)·dL/dangle.
+public func rotaryAngleGradients(_ qkv: UnsafePointer<Float>, _ dqkv: UnsafePointer<Float>, rows: Range<Int>,
+                                 tokens T: Int, prefix: Int, dim C: Int, heads H: Int, halfSplit: Bool,
+                                 into out: UnsafeMutablePointer<Double>) {
+    let D = C / H, pairs = D / 2
+    let (stride, offset) = halfSplit ? (1, pairs) : (2, 1)
+    for r in rows {
+        let token = r % T
+        guard token >= prefix else { continue }
+        for part in 0..<2 {
+            let v = qkv + r * 3 * C + part * C, d = dqkv + r * 3 * C + part * C
+            for h in 0..<H {
+                let o = out + ((token - prefix) * H + h) * pairs
+                for i in 0..<pairs {
+                    let j = h * D + i * stride
+                    o[i] += Double(v[j] * d[j + offset] - v[j + offset] * d[j])
                 }
             }
         }

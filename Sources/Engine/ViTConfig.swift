@@ -48,6 +48,7 @@ public struct ViTConfig: Sendable, Equatable {
         case convention = "default dim/64 (DeiT/ViT convention)"
         case table = "the relative position table's columns"
         case periods = "the rotary periods (a quarter of the head width)"
+        case frequencies = "the learned rotary frequencies (one set per head)"
     }
 
     public var dim: Int
@@ -330,6 +331,7 @@ public struct ViTConfig: Sendable, Equatable {
         var h: Int, src: HeadsSource
         if let heads { h = heads; src = .option }
         else if let th = tableHeads { h = th; src = .table }
+        else if let f = t[ViTKeys.ropeFrequencies]?.shape, f.count == 4, f[2] > 0 { h = f[2]; src = .frequencies }
         else if let p = t[ViTKeys.ropePeriods]?.shape, p.count == 1, p[0] > 0, dim % (4 * p[0]) == 0 {
             h = dim / (4 * p[0]); src = .periods
         }
@@ -369,8 +371,10 @@ public struct ViTConfig: Sendable, Equatable {
             keyBias: t[ViTKeys.block(0, .qkvBias)] != nil && !ckpt.keyBiasAbsent, registers: registers, layout: ckpt.layout,
             ignored: ckpt.ignored, statedActivation: stated,
             rotary: t[ViTKeys.positions] == nil && blockTable == nil && sharedTable == nil,
-            learnedFrequencies: (Array(t.keys) + ckpt.ignored).contains {
-                ($0.contains("freqs") || $0.contains("rope")) && $0 != ViTKeys.ropePeriods },
+            learnedFrequencies: t[ViTKeys.ropeFrequencies] != nil,
+            otherRotaryTensor: (Array(t.keys) + ckpt.ignored).sorted().first {
+                ($0.contains("freqs") || $0.contains("rope")) && $0 != ViTKeys.ropePeriods && $0 != ViTKeys.ropeFrequencies
+            }.map { "\($0)" },
             evaStyleWithoutClassRow: ckpt.layerScaleAsGamma && ckpt.location == "top level" && slots == 0
                 && t[ViTKeys.positions] != nil)
         let (family, familySource) = try ModelFamily.resolve(evidence, given: given, metadata: ckpt.metadata["family"],
@@ -421,6 +425,11 @@ public struct ViTConfig: Sendable, Equatable {
                     + "\(rotary.theta) (another θ is not supported)")
             }
             config.rotary = rotary
+        }
+        if let f = t[ViTKeys.ropeFrequencies]?.shape,
+           f != [2, config.depth, config.heads, config.headDim / 2] {
+            throw CheckpointError.badShape(tensor: ViTKeys.ropeFrequencies,
+                                           expected: [2, config.depth, config.heads, config.headDim / 2], got: f)
         }
         if let raw = t[ViTKeys.ropePeriods] {
             // Facebook's DINOv3 stores its periods θ^(4k/D) in bfloat16; timm recomputes them, and so

@@ -66,6 +66,15 @@ public final class ViTWeights {
     public let patchNormW, patchNormB: Tensor?  // (C): AIMv2's norm on the patch embeddings, nil elsewhere
     /// BEiT's relative position table shared by every block [(2g−1)² + 3, H], or nil.
     public let sharedRelativeTable: Tensor?
+    /// Learned rotary frequencies [2, depth, H, D/2] (timm's `rope_mixed`), or nil.
+    public let rotaryFrequencies: Tensor?
+
+    /// The rotation of q and k in every block at the run's grid (empty without rotary positions).
+    public func rotaryTables(depth: Int? = nil, frequencies: Tensor? = nil) -> [RotaryTable] {
+        let c = config
+        return c.rotary?.tables(grid: c.runGrid, headDim: c.headDim, heads: c.heads, depth: depth ?? c.depth,
+                                frequencies: (frequencies ?? rotaryFrequencies).map { UnsafePointer($0.data) }) ?? []
+    }
     /// Row stride of the blocks' relative position bias (T rounded up to the attention kernel's 16).
     public var relativeBiasStride: Int { (config.tokens + 15) / 16 * 16 }
 
@@ -181,6 +190,8 @@ public final class ViTWeights {
             }
         }
         sharedRelativeTable = shared.map { Tensor(shape: [$0.count / c.heads, c.heads], values: $0) }
+        rotaryFrequencies = c.rotary?.learned == true
+            ? try get(ViTKeys.ropeFrequencies, [2, c.depth, c.heads, c.headDim / 2]) : nil
         blocks = try (0..<c.depth).map {
             try BlockWeights(get, $0, c, relativeBias: biases[$0], relativeTable: tables[$0]) }
         if let k = c.finalNorm.keys {

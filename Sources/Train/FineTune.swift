@@ -138,8 +138,11 @@ public final class TrainableViT {
     let patchNormW, patchNormB: Parameter?
     /// BEiT's table shared by every block, or nil.
     let sharedTable: Parameter?
-    /// The rotation of q and k at every patch position (rotary models), or nil.
-    let rotary: RotaryTable?
+    /// The rotation of q and k at every patch position, per block (rotary models; empty otherwise);
+    /// with learned frequencies rebuilt from them before every forward pass.
+    private var rotary: [RotaryTable]
+    /// Learned rotary frequencies [2, blocks kept, H, D/2] (timm's `rope.freqs`), or nil.
+    let ropeFrequencies: Parameter?
     let blocks: [BlockParams]
     let normW, normB: Parameter?
     let headW, headB: Parameter
@@ -180,7 +183,14 @@ public final class TrainableViT {
         var c = w.config
         c.depth = keep
         config = c
-        rotary = c.rotary.map { $0.table(grid: c.runGrid, headDim: c.headDim) }
+        ropeFrequencies = w.rotaryFrequencies.map { f in
+            // The kept blocks' rows of each axis.
+            let per = c.heads * c.headDim / 2, full = f.count / 2
+            let values = Array(f.buffer[0..<(keep * per)]) + Array(f.buffer[full..<(full + keep * per)])
+            return Parameter(ViTKeys.ropeFrequencies, Tensor(shape: [2, keep, c.heads, c.headDim / 2], values: values),
+                             decay: false, layer: 0)
+        }
+        rotary = w.rotaryTables(depth: keep, frequencies: nil)
         self.classes = classes
         self.pooling = pooling
         let L = keep
@@ -209,7 +219,7 @@ public final class TrainableViT {
         headW = Parameter("head.weight", hw, decay: true, layer: L + 1)
         headB = Parameter("head.bias", Tensor(shape: [classes]), decay: false, layer: L + 1)
         parameters = [patchW, patchB, prefix, pos]
-            + [preNormW, preNormB, patchNormW, patchNormB, sharedTable].compactMap { $0 }
+            + [preNormW, preNormB, patchNormW, patchNormB, sharedTable, ropeFrequencies].compactMap { $0 }
             + blocks.flatMap(\.all)
             + [normW, normB].compactMap { $0 } + [headW, headB]
     }
@@ -292,6 +302,10 @@ public final class TrainableViT {
         defer { BLASRuntime.setThreads(blas) }
         start()
         patchify(cols.data, images.data, batch: B, size: c.imageSize, patch: c.patch)
+        if let ropeFrequencies, let spec = c.rotary {
+            rotary = spec.tables(grid: c.runGrid, headDim: c.headDim, heads: c.heads, depth: c.depth,
+                                 frequencies: UnsafePointer(ropeFrequencies.value.data))
+        }
         mark(\.other)
         Linear.forward(emb.data, cols.data, patchW.value, patchB.value, rows: B * P)
         mark(\.linear)
@@ -320,8 +334,8 @@ public final class TrainableViT {
                 p.norm1B.value, rows: R, eps: c.eps)
             mark(\.norm)
             Linear.forward(qkv[l].data, ln1[l].data, p.qkvW.value, p.qkvB.value, rows: R)
-            if let rotary {
-                applyRotary(qkv[l].data, rows: 0..<R, tokens: T, prefix: np, dim: C, heads: c.heads, table: rotary)
+            if !rotary.isEmpty {
+                applyRotary(qkv[l].data, rows: 0..<R, tokens: T, prefix: np, dim: C, heads: c.heads, table: rotary[l])
             }
             mark(\.linear)
             if c.relativePositionBias { expandBias(l) }
@@ -426,6 +440,31 @@ public final class TrainableViT {
         }
     }
 
+    /// Learned rotary frequencies: block l's angle of pair i in head h at patch (x, y) is
+    /// x·f[0, l, h, i] + y·f[1, l, h, i], so df[·, l, h, i] += Σ x (resp. y)·dL/dangle over the turned
+    /// q and k of every image (dqkv still taken with respect to the turned values).
+    private func frequencyBackward(_ f: Parameter, layer l: Int, rows R: Int) {
+        let c = config, g = c.runGrid, H = c.heads, pairs = c.headDim / 2, P = g * g
+        guard let spec = c.rotary else { return }
+        var dangle = [Double](repeating: 0, count: P * H * pairs)
+        dangle.withUnsafeMutableBufferPointer {
+            rotaryAngleGradients(qkv[l].data, dqkv.data, rows: 0..<R, tokens: c.tokens, prefix: c.prefixTokens,
+                                 dim: c.dim, heads: H, halfSplit: spec.halfSplit, into: $0.baseAddress!)
+        }
+        let stride = c.depth * H * pairs
+        for p in 0..<P {
+            let (row, col) = (p / g, p % g)
+            let (x, y) = spec.columnFirst ? (Double(col), Double(row)) : (Double(row), Double(col))
+            for h in 0..<H {
+                for i in 0..<pairs {
+                    let d = dangle[(p * H + h) * pairs + i], at = (l * H + h) * pairs + i
+                    f.grad.data[at] += Float(x * d)
+                    f.grad.data[stride + at] += Float(y * d)
+                }
+            }
+        }
+    }
+
     /// Parameters that must not move: the k slice of BEiT's qkv bias (it has none), position rows
     /// of prefix tokens that have no position embedding.
     private func freezeFixedGradients() {
@@ -511,8 +550,9 @@ public final class TrainableViT {
                                        ? dattnLogits.data : nil)
             if c.relativePositionBias { tableBackward(l, batch: B) }
             // dq, dk were taken with respect to the turned q, k: turn them back.
-            if let rotary {
-                applyRotary(dqkv.data, rows: 0..<R, tokens: T, prefix: np, dim: C, heads: c.heads, table: rotary,
+            if let ropeFrequencies { frequencyBackward(ropeFrequencies, layer: l, rows: R) }
+            if !rotary.isEmpty {
+                applyRotary(dqkv.data, rows: 0..<R, tokens: T, prefix: np, dim: C, heads: c.heads, table: rotary[l],
                             inverse: true)
             }
             mark(\.attention)
@@ -615,6 +655,7 @@ public final class TrainableViT {
             let preNormB { out += [(preNormW.name, [C], preNormW.value), (preNormB.name, [C], preNormB.value)] }
         for q in [patchNormW, patchNormB].compactMap({ $0 }) where !q.frozen { out.append((q.name, [C], q.value)) }
         if let sharedTable { out.append((sharedTable.name, sharedTable.value.shape, sharedTable.value)) }
+        if let ropeFrequencies { out.append((ropeFrequencies.name, ropeFrequencies.value.shape, ropeFrequencies.value)) }
         // Pieces of a stacked tensor: rows r of a (n, k) weight or (n) bias.
         func piece(_ t: Tensor, _ r: Range<Int>) -> ([Int], Tensor) {
             let k = t.shape.count == 2 ? t.shape[1] : 1

@@ -33,6 +33,7 @@ final class FamilyTests: TemporaryFolderTestCase {
         // in the file; run at the fixture's 32 px.
         try extract("family_ropevit.safetensors", golden: "ropevit", tokens: 17, extra: ["--image-size", "32"])
         try extract("family_dinov3.safetensors", golden: "dinov3", tokens: 21, extra: ["--image-size", "32"])
+        try extract("family_ropemixed.safetensors", golden: "ropemixed", tokens: 17, extra: ["--image-size", "32"])
         // timm's rope reg-gap ViT: its trained size in the metadata, the rotary grid rescaled to it.
         try extract("family_ropereggap.safetensors", golden: "ropereggap", tokens: 18)
         // timm's rope ViT with absolute positions too: DeiT III's tensors, so it must be named.

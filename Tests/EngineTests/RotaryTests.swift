@@ -15,6 +15,7 @@ final class RotaryTests: XCTestCase {
         let family: [String: (String, RotarySpec)] = [
             "ropevit": ("rope-vit", .timmAxial), "dinov3": ("dinov3", .dinov3),
             "ropereggap": ("rope-vit-gap", .timmRegGap(trainedGrid: 4)),
+            "ropemixed": ("rope-vit-mixed", .timmMixed),
         ]
         XCTAssertEqual(config.modelFamily.rawValue, family[name]?.0)
         XCTAssertEqual(config.rotary, family[name]?.1)
@@ -28,7 +29,7 @@ final class RotaryTests: XCTestCase {
     }
 
     func testEveryPathMatchesTimm() throws {
-        for name in ["ropevit", "dinov3", "ropereggap"] {
+        for name in ["ropevit", "dinov3", "ropereggap", "ropemixed"] {
             for (size, suffix, input) in [(32, "", "none"), (48, "_size48", "size48")] {
                 try checkEveryPath("\(name) at \(size) px", input: try goldenInput(input, size: size),
                                    golden: "family_\(name)\(suffix)") { try engine(name, size: size) }

@@ -3,6 +3,8 @@ patch 8, at 32 px and, with the same weights, 48 px (the rotary grid follows the
 - ropevit: timm's `vit_*_patch16_rope_224` recipe (naver-ai/rope-vit's RoPE-Axial: θ = 100, 'xy'
   grid indexing, integer coordinates, interleaved pairs; no absolute position embedding;
   LayerScale as gamma_1/gamma_2);
+- ropemixed: timm's `vit_*_patch16_rope_mixed_224` (RoPE-Mixed: learned frequencies per block and
+  head, `rope.freqs`, 'xy' grid, no absolute position embedding);
 - ropeape: timm's `vit_*_patch16_rope_ape_224` (the rope ViT with an absolute position
   embedding too, without a class row);
 - dinov3: timm's `vit_*_patch16_dinov3` recipe (θ = 100, 'ij' indexing, 0.5-centred coordinates
@@ -35,6 +37,9 @@ FAMILIES = {
     # fixture's own: at 48 px the 6x6 grid's coordinates are i·4/6).
     "ropereggap": dict(class_token=False, num_reg_tokens=2, global_pool="avg", qkv_fused=True,
                        ref_feat_shape=(4, 4), use_abs_pos_emb=False),
+    # timm's *_rope_mixed_* (RoPE-Mixed): learned frequencies per block and head (rope.freqs), 'xy'.
+    "ropemixed": dict(attn_type="rope", qkv_bias=True, rope_grid_indexing="xy", rope_temperature=10.0,
+                      rope_type="mixed", use_abs_pos_emb=False),
 }
 
 
@@ -52,6 +57,8 @@ def state(name, seed):
             sd[k] = 1 + 0.2 * torch.randn_like(v)
         elif k.endswith("gamma_1") or k.endswith("gamma_2"):
             sd[k] = 0.5 + 0.4 * torch.randn_like(v)  # LayerScale far from 1, so a missing γ shows
+        elif k == "rope.freqs":
+            sd[k] = 0.8 * torch.randn_like(v)  # learned frequencies, far from their initialisation
         elif k.endswith("bias") or k in ("cls_token", "reg_token", "pos_embed"):
             sd[k] = 0.3 * torch.randn_like(v)
         else:

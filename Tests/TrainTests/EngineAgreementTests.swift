@@ -22,7 +22,7 @@ final class EngineAgreementTests: XCTestCase {
                      "family_dinov3.safetensors", "family_ropereggap.safetensors",
                      "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
                      "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors",
-                     "family_hf_siglip2", "family_hf_aimv2", "family_hf_dinov3plus"] {
+                     "family_hf_siglip2", "family_hf_aimv2", "family_hf_dinov3plus", "family_ropemixed.safetensors"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
             let cfg = try ViTConfig.infer(
                 from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
@@ -68,7 +68,7 @@ final class SaveRoundTripTests: XCTestCase {
                      "family_ropereggap.safetensors",
                      "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
                      "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors",
-                     "family_hf_siglip2", "family_hf_aimv2", "family_hf_dinov3plus"] {
+                     "family_hf_siglip2", "family_hf_aimv2", "family_hf_dinov3plus", "family_ropemixed.safetensors"] {
             let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
             let cfg = try ViTConfig.infer(
                 from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,

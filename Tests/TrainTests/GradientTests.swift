@@ -168,7 +168,7 @@ final class GradientTests: XCTestCase {
                      "family_ropereggap.safetensors",
                      "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
                      "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors",
-                     "family_hf_siglip2", "family_hf_dinov3plus"] {
+                     "family_hf_siglip2", "family_hf_dinov3plus", "family_ropemixed.safetensors"] {
             try endToEnd(file, [(2, ["siglip", "reggap", "aimv2"].contains { file.contains($0) } ? .mean : .cls)])
         }
     }
