@@ -23,6 +23,7 @@ S = dict(embed_dim=384, depth=12, num_heads=6, patch_size=16, img_size=224)
 MODELS = {  # name: (timm builder, extra vitlens arguments)
     "vit": (lambda: timm.create_model("vit_small_patch16_224"), []),
     "rope-vit": (lambda: timm.create_model("vit_small_patch16_rope_224"), ["--image-size", "224"]),
+    "rope-mixed": (lambda: timm.create_model("vit_small_patch16_rope_mixed_224"), ["--image-size", "224"]),
     "dinov3": (lambda: timm.create_model("vit_small_patch16_dinov3"), ["--image-size", "224"]),
     "dinov3-swiglu": (lambda: timm.create_model("vit_small_plus_patch16_dinov3"), ["--image-size", "224"]),
     "eva02": (lambda: timm.create_model("eva02_small_patch14_224", **S), []),

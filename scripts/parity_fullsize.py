@@ -108,6 +108,8 @@ def family_weights(model, seed):
             sd[k] = 1 + 0.2 * torch.randn_like(v)
         elif k.endswith(("gamma", "gamma_1", "gamma_2")):
             sd[k] = 0.5 + 0.2 * torch.randn_like(v)
+        elif k == "rope.freqs":
+            sd[k] = v + 0.2 * torch.randn_like(v)  # learned frequencies moved from their initialisation
         elif k.endswith("relative_position_bias_table"):
             sd[k] = 0.8 * torch.randn_like(v)
         elif k.endswith("bias") or v.dim() < 2 or k in ("cls_token", "pos_embed", "reg_token"):
@@ -156,6 +158,8 @@ def families(tmp, crops, x_none):
         ("AIMv2-L/14 narrowed", lambda s: timm.create_model("aimv2_large_patch14_224", img_size=s, embed_dim=512,
                                                             depth=8, num_heads=4), 4, "timm", 224),
         ("DINOv3-S+/16", lambda s: timm.create_model("vit_small_plus_patch16_dinov3", img_size=s), 6, "timm", 224),
+        ("RoPE-Mixed ViT-S/16", lambda s: timm.create_model("vit_small_patch16_rope_mixed_224", img_size=s), 6, "timm",
+         224),
     ]
     ok = True
     only = os.environ.get("FAMILIES")  # e.g. FAMILIES=CLIP: the rows whose name contains it
