@@ -18,6 +18,7 @@ public enum Layout: String, Sendable {
     case huggingFaceBEiT = "Hugging Face BEiT"
     case huggingFaceSigLIP2 = "Hugging Face SigLIP 2 (NaFlex)"
     case evaCLIP = "EVA-CLIP"
+    case evaMIM = "EVA-02 MIM"
     case appleAIMv2 = "Apple AIMv2"
     case huggingFaceDINOv3 = "Hugging Face DINOv3"
     case huggingFaceAIMv2 = "Hugging Face AIMv2"
@@ -298,6 +299,9 @@ public enum LayoutMapper {
             out.layout = .mocoV3
         } else if keys.contains("storage_tokens") {
             out.layout = .facebookDINOv3
+        } else if keys.contains(where: {
+            $0.contains("mlp.w12.") || $0.contains("mlp.ffn_ln.") || $0.hasSuffix("rope.freqs_cos") }) {
+            out.layout = .evaMIM
         } else if keys.contains("register_tokens") || keys.contains("mask_token")
             && keys.contains(where: { $0.hasSuffix(".ls1.gamma") }) {
             out.layout = .facebookDINOv2

@@ -20,6 +20,9 @@ public enum ViTKeys {
     public static let ropePeriods = "rope_embed.periods"
     /// timm's learned rotary frequencies (`rope_mixed`) [2, depth, H, D/2].
     public static let ropeFrequencies = "rope.freqs"
+    /// EVA's rotary buffers at the trained grid (cos and sin of every angle, each repeated for its
+    /// pair): checked against the rotation vitlens builds, not used.
+    public static let ropeCos = "rope.freqs_cos", ropeSin = "rope.freqs_sin"
     /// BEiT's relative position bias shared by every block, and its index (checked, not used).
     public static let sharedRelativeTable = "rel_pos_bias.relative_position_bias_table"
     public static let sharedRelativeIndex = "rel_pos_bias.relative_position_index"
@@ -57,7 +60,7 @@ public enum ViTKeys {
 
     /// The keys outside the blocks that the forward pass uses.
     public static let topLevel = Set([classToken, distillationToken, registerTokens, positions, patchWeight, patchBias,
-                                      preNormWeight, preNormBias, patchNormWeight, patchNormBias, ropePeriods, ropeFrequencies,
+                                      preNormWeight, preNormBias, patchNormWeight, patchNormBias, ropePeriods, ropeFrequencies, ropeCos, ropeSin,
                                       sharedRelativeTable, sharedRelativeIndex]
         + FinalNorm.allCases.flatMap { [$0.weight, $0.bias] })
 

@@ -193,6 +193,29 @@ public struct ViTConfig: Sendable, Equatable {
         return Double(depth) * perBlock + 2 * Double(patches) * c * Double(3 * patch * patch)
     }
 
+    /// EVA's stored rotary buffer (cos or sin of every angle at the trained grid, [g², D], each
+    /// angle repeated for its pair) against the rotation vitlens builds for the family.
+    static func checkRotaryBuffer(_ raw: RawTensor, name: String, cosine: Bool, config c: ViTConfig,
+                                  path: String) throws {
+        let D = c.headDim, g = c.grid
+        guard let spec = c.rotary, !spec.learned, !spec.halfSplit, raw.shape == [g * g, D] else {
+            throw EngineError.architecture(
+                "\(path): \(name) has shape \(raw.shape), but "
+                + (c.rotary == nil ? "the model has no rotary positions" : "the \(g)×\(g) grid's rotation is [\(g * g), \(D)]"))
+        }
+        let stored = try raw.floats(name: name), built = spec.table(grid: g, headDim: D)
+        for p in 0..<(g * g) {
+            for j in 0..<D {
+                let want = (cosine ? built.cos : built.sin)[p * D / 2 + j / 2]
+                guard abs(stored[p * D + j] - want) <= 1e-4 else {
+                    throw EngineError.architecture(
+                        "\(path): \(name)[\(p), \(j)] is \(stored[p * D + j]), but \(c.modelFamily.title)'s rotation gives "
+                        + "\(want) (rotary positions other than the family's are not supported)")
+                }
+            }
+        }
+    }
+
     /// Reads the architecture from a checkpoint's tensors. `heads`/`imageSize` override.
     public static func infer(
         from ckpt: LoadedCheckpoint, heads: Int? = nil, imageSize: Int? = nil, family given: ModelFamily? = nil
@@ -373,7 +396,8 @@ public struct ViTConfig: Sendable, Equatable {
             rotary: t[ViTKeys.positions] == nil && blockTable == nil && sharedTable == nil,
             learnedFrequencies: t[ViTKeys.ropeFrequencies] != nil,
             otherRotaryTensor: (Array(t.keys) + ckpt.ignored).sorted().first {
-                ($0.contains("freqs") || $0.contains("rope")) && $0 != ViTKeys.ropePeriods && $0 != ViTKeys.ropeFrequencies
+                ($0.contains("freqs") || $0.contains("rope"))
+                    && ![ViTKeys.ropePeriods, ViTKeys.ropeFrequencies, ViTKeys.ropeCos, ViTKeys.ropeSin].contains($0)
             }.map { "\($0)" },
             evaStyleWithoutClassRow: ckpt.layerScaleAsGamma && ckpt.location == "top level" && slots == 0
                 && t[ViTKeys.positions] != nil)
@@ -430,6 +454,10 @@ public struct ViTConfig: Sendable, Equatable {
            f != [2, config.depth, config.heads, config.headDim / 2] {
             throw CheckpointError.badShape(tensor: ViTKeys.ropeFrequencies,
                                            expected: [2, config.depth, config.heads, config.headDim / 2], got: f)
+        }
+        for (name, isCos) in [(ViTKeys.ropeCos, true), (ViTKeys.ropeSin, false)] {
+            guard let raw = t[name] else { continue }
+            try checkRotaryBuffer(raw, name: name, cosine: isCos, config: config, path: ckpt.path)
         }
         if let raw = t[ViTKeys.ropePeriods] {
             // Facebook's DINOv3 stores its periods θ^(4k/D) in bfloat16; timm recomputes them, and so

@@ -34,6 +34,8 @@ final class FamilyTests: TemporaryFolderTestCase {
         try extract("family_ropevit.safetensors", golden: "ropevit", tokens: 17, extra: ["--image-size", "32"])
         try extract("family_dinov3.safetensors", golden: "dinov3", tokens: 21, extra: ["--image-size", "32"])
         try extract("family_ropemixed.safetensors", golden: "ropemixed", tokens: 17, extra: ["--image-size", "32"])
+        // With absolute positions too: the learned frequencies make it evident (not DeiT III's).
+        try extract("family_ropemixedape.safetensors", golden: "ropemixedape", tokens: 17)
         // timm's rope reg-gap ViT: its trained size in the metadata, the rotary grid rescaled to it.
         try extract("family_ropereggap.safetensors", golden: "ropereggap", tokens: 18)
         // timm's rope ViT with absolute positions too: DeiT III's tensors, so it must be named.
@@ -42,7 +44,7 @@ final class FamilyTests: TemporaryFolderTestCase {
         // layouts: EVA-02, EVA-02 CLIP (also EVA-CLIP's names), PE core (timm, Meta), PE spatial
         // (asked: named), AIMv2, DINOv3 with SwiGLU (timm, Facebook).
         for (file, golden, tokens, extra) in [
-            ("family_eva02.safetensors", "eva02", 17, [String]()), ("family_eva02clip_evaclip.pt", "eva02clip", 17, []),
+            ("family_eva02.safetensors", "eva02", 17, [String]()), ("family_eva02_mim.pt", "eva02", 17, []), ("family_eva02clip_evaclip.pt", "eva02clip", 17, []),
             ("family_pecore.safetensors", "pecore", 17, []), ("family_pecore_meta.pt", "pecore", 17, []),
             ("family_pespatial_meta.pt", "pespatial", 17, ["--family", "pe"]),
             ("family_aimv2.safetensors", "aimv2", 16, []),

@@ -112,11 +112,21 @@ final class Families2025Tests: XCTestCase {
         for (file, name, layout) in [
             ("family_eva02clip_evaclip.pt", "eva02clip", Layout.evaCLIP), ("family_pecore_meta.pt", "pecore", .clip),
             ("family_pespatial_meta.pt", "pespatial", .clip), ("family_dinov3plus_fb.pth", "dinov3plus", .facebookDINOv3),
-            ("family_aimv2_apple.pt", "aimv2", .appleAIMv2),
+            ("family_aimv2_apple.pt", "aimv2", .appleAIMv2), ("family_eva02_mim.pt", "eva02", .evaMIM),
         ] {
             let e = try engine(name, file: file, size: 32)
             XCTAssertEqual(try CheckpointLoader.load(path: Fixtures.checkpoint(file)).layout, layout, file)
             try checkEveryPath(file, input: try goldenInput("none"), golden: "family_\(name)") { e }
+        }
+        // EVA's stored rotary buffers are checked against the rotation vitlens builds.
+        let mim = try CheckpointLoader.load(path: Fixtures.checkpoint("family_eva02_mim.pt"))
+        XCTAssertNoThrow(try ViTConfig.infer(from: mim, heads: 2))
+        var tampered = mim.tensors
+        var cosines = try mim.tensors[ViTKeys.ropeCos]!.floats(name: "cos")
+        cosines[5 * 8 + 3] += 0.01
+        tampered[ViTKeys.ropeCos] = RawTensor(shape: mim.tensors[ViTKeys.ropeCos]!.shape, floats: cosines)
+        XCTAssertThrowsError(try ViTConfig.infer(from: mim.replacingTensors(tampered), heads: 2)) { e in
+            XCTAssertTrue("\(e)".contains("rope.freqs_cos[5, 3]"), "\(e)")
         }
         // Facebook's k bias is stored nonzero and masked: the mask applied gives zeros.
         let fb = try CheckpointLoader.load(path: Fixtures.checkpoint("family_dinov3plus_fb.pth"))

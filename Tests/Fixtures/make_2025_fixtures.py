@@ -3,6 +3,7 @@ patch 8, at 32 px and, for the rotary ones, 48 px (absolute tables resampled by 
 checkpoint_filter_fn, the rotary grid following the run size):
 - eva02: timm's `eva02_*_patch14_*` recipe (Eva: q/v biases, packed SwiGLU `fc1` gate first,
   absolute positions + RoPE θ 1e4 'ij' rescaled to the 16x16 pre-training grid, fc_norm);
+  also as EVA's MIM pre-training saves it (`w12`, `w3`, `norm`, its rotary buffers, the MIM head);
 - eva02clip: EVA-02 CLIP's (separate q/k/v projections, SwiGLU with the inner LayerNorm, a
   LayerNorm on the attention output, final norm), also saved as EVA-CLIP names it (`visual.*`,
   `q_bias`, `w1/w2/ffn_ln/w3`, `inner_attn_ln`) beside a text tower;
@@ -131,6 +132,27 @@ def meta_pe(sd, prefix):
     return out
 
 
+def eva_mim(sd):
+    """EVA-02's MIM checkpoints as EVA's own code saves them (under "module"): `mlp.w12` (packed
+    gate and up), `mlp.w3`, `norm` as the final norm, the MIM head and mask token, and the rotary
+    buffers `rope.freqs_cos`/`rope.freqs_sin` of EVA's VisionRotaryEmbeddingFast at the trained grid
+    (pt_seq_len 16; the grid's positions i·16/g, [y, x] bands, each angle repeated for its pair)."""
+    D, g = F.DIM // F.HEADS, F.IMG // F.PATCH
+    half = D // 2
+    freqs = 1.0 / (10000 ** (torch.arange(0, half, 2)[: half // 2].float() / half))
+    t = torch.arange(g).float() / g * 16
+    f = torch.einsum("i,f->if", t, freqs).repeat_interleave(2, dim=-1)  # (g, half)
+    angles = torch.cat([f[:, None, :].expand(g, g, half), f[None, :, :].expand(g, g, half)], dim=-1).reshape(g * g, D)
+    out = {"mask_token": torch.zeros(1, 1, F.DIM), "lm_head.weight": torch.zeros(8, F.DIM),
+           "lm_head.bias": torch.zeros(8), "rope.freqs_cos": angles.cos(), "rope.freqs_sin": angles.sin()}
+    for k, v in sd.items():
+        if k.startswith("head."):
+            continue
+        k = k.replace("mlp.fc1.", "mlp.w12.").replace("mlp.fc2.", "mlp.w3.").replace("fc_norm.", "norm.")
+        out[k] = v.contiguous()
+    return {"module": out}
+
+
 def apple_aimv2(sd):
     """Apple's ml-aim names (the inverse of timm's _convert_aimv2): preprocessor.patchifier.*,
     preprocessor.pos_embed, trunk.blocks.N.{norm_1, norm_2, mlp.fc1 (gate), mlp.fc3 (up), mlp.fc2},
@@ -209,7 +231,8 @@ def main():
             goldens.append((img, feats, attn))
             print(name, img, "px", feats.shape, attn.shape)
         # The authors' layouts, checked by timm's converter giving the same numbers.
-        other = {"eva02clip": ("family_eva02clip_evaclip.pt", eva_clip(sd)),
+        other = {"eva02": ("family_eva02_mim.pt", eva_mim(sd)),
+                 "eva02clip": ("family_eva02clip_evaclip.pt", eva_clip(sd)),
                  "pecore": ("family_pecore_meta.pt", meta_pe(sd, "visual.")),
                  "pespatial": ("family_pespatial_meta.pt", meta_pe(sd, "")),
                  "dinov3plus": ("family_dinov3plus_fb.pth", facebook_dinov3(sd)),

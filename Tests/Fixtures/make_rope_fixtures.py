@@ -40,6 +40,9 @@ FAMILIES = {
     # timm's *_rope_mixed_* (RoPE-Mixed): learned frequencies per block and head (rope.freqs), 'xy'.
     "ropemixed": dict(attn_type="rope", qkv_bias=True, rope_grid_indexing="xy", rope_temperature=10.0,
                       rope_type="mixed", use_abs_pos_emb=False),
+    # ... and with an absolute position embedding too (no class row): *_rope_mixed_ape_*.
+    "ropemixedape": dict(attn_type="rope", qkv_bias=True, rope_grid_indexing="xy", rope_temperature=10.0,
+                         rope_type="mixed", use_abs_pos_emb=True, no_embed_class=True),
 }
 
 
@@ -77,7 +80,7 @@ def main():
             meta["image_size"] = str(F.IMG)  # the trained size, which the rotary grid is rescaled to
         save_file(sd, F.out("checkpoints", f"family_{name}.safetensors"), metadata=meta)
         # (48 px with an absolute table would resample it: the rotary grid alone is what 48 px tests.)
-        for suffix, img, inp in (("", F.IMG, x), ("_size48", 48, x48))[:1 if name == "ropeape" else 2]:
+        for suffix, img, inp in (("", F.IMG, x), ("_size48", 48, x48))[:1 if name.endswith("ape") else 2]:
             m = make(name, img)
             m.load_state_dict(sd)
             feats, attn = reference_of(m, inp)
