@@ -148,10 +148,13 @@ public enum LayoutMapper {
             guard key.hasPrefix(prefix) else { return nil }
             var k = String(key.dropFirst(prefix.count))
             if k == "rms_norm.weight" { return ViTKeys.FinalNorm.norm.weight }
-            for (a, b) in [("embeddings.patch_embed.", "patch_embed.proj."), ("embeddings.rms_norm.", "patch_embed.norm."),
+            for (a, b) in [("embeddings.patch_embed.", "patch_embed.proj."),
+                           ("embeddings.rms_norm.", "patch_embed.norm."),
                            ("embeddings.position_embedding.weight", "pos_embed"), ("encoder.layers.", "blocks."),
-                           (".rms_norm1.", ".norm1."), (".rms_norm2.", ".norm2."), (".attention.out_proj.", ".attn.proj."),
-                           (".attention.", ".attn."), (".ffn.gate_proj.", ".mlp.fc1_g."), (".ffn.up_proj.", ".mlp.fc1_x."),
+                           (".rms_norm1.", ".norm1."), (".rms_norm2.", ".norm2."),
+                           (".attention.out_proj.", ".attn.proj."),
+                           (".attention.", ".attn."), (".ffn.gate_proj.", ".mlp.fc1_g."),
+                           (".ffn.up_proj.", ".mlp.fc1_x."),
                            (".ffn.down_proj.", ".mlp.fc2.")] {
                 k = k.replacingOccurrences(of: a, with: b)
             }
@@ -172,7 +175,8 @@ public enum LayoutMapper {
             guard key.hasPrefix(prefix) else { return nil }
             var k = String(key.dropFirst(prefix.count))
             for (a, b) in [("embeddings.cls_token", "cls_token"), ("embeddings.register_tokens", "reg_token"),
-                           ("embeddings.mask_token", "mask_token"), ("embeddings.patch_embeddings.", "patch_embed.proj."),
+                           ("embeddings.mask_token", "mask_token"),
+                           ("embeddings.patch_embeddings.", "patch_embed.proj."),
                            ("layer.", "blocks."), (".attention.o_proj.", ".attn.proj."), (".attention.", ".attn."),
                            (".layer_scale1.lambda1", ".ls1.gamma"), (".layer_scale2.lambda1", ".ls2.gamma"),
                            (".mlp.gate_proj.", ".mlp.fc1_g."), (".mlp.up_proj.", gated ? ".mlp.fc1_x." : ".mlp.fc1."),
@@ -274,9 +278,11 @@ public enum LayoutMapper {
             qkv[n]!["k.bias"] = RawTensor(shape: q.shape, floats: [Float](repeating: 0, count: q.shape.reduce(1, *)))
             out.keyBiasAbsent = true
         }
-        try fuseQKV(qkv, into: &out, names: { n, piece, kind in "blocks.\(n).attn.\(piece)_\(kind)" }, pieces: ["q", "k", "v"])
+        try fuseQKV(qkv, into: &out, names: { n, piece, kind in "blocks.\(n).attn.\(piece)_\(kind)" },
+                    pieces: ["q", "k", "v"])
         try fuseRows(glu, into: &out, path: path, pieces: ["g", "x"],
-                     target: { ViTKeys.block($0, $1 == "weight" ? .fc1Weight : .fc1Bias) }, names: { n, piece, kind in "blocks.\(n).mlp.fc1_\(piece).\(kind)" })
+                     target: { ViTKeys.block($0, $1 == "weight" ? .fc1Weight : .fc1Bias) },
+                     names: { n, piece, kind in "blocks.\(n).mlp.fc1_\(piece).\(kind)" })
         for (n, mask) in biasMasks {
             let name = ViTKeys.block(n, .qkvBias)
             guard let bias = out.tensors[name] else { continue }

@@ -60,7 +60,8 @@ public enum ViTKeys {
 
     /// The keys outside the blocks that the forward pass uses.
     public static let topLevel = Set([classToken, distillationToken, registerTokens, positions, patchWeight, patchBias,
-                                      preNormWeight, preNormBias, patchNormWeight, patchNormBias, ropePeriods, ropeFrequencies, ropeCos, ropeSin,
+                                      preNormWeight, preNormBias, patchNormWeight, patchNormBias, ropePeriods,
+                                      ropeFrequencies, ropeCos, ropeSin,
                                       sharedRelativeTable, sharedRelativeIndex]
         + FinalNorm.allCases.flatMap { [$0.weight, $0.bias] })
 

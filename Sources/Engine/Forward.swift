@@ -326,7 +326,9 @@ public final class ViTEngine {
         mark(\.linear)
         if let w = weights.patchNormW, let b = weights.patchNormB {
             // AIMv2: the patch embeddings normed before the positions are added.
-            parallelChunks(B * P) { r in normRows(h.data + r.lowerBound * C, h.data + r.lowerBound * C, w, b, rows: r.count) }
+            parallelChunks(B * P) { r in
+                normRows(h.data + r.lowerBound * C, h.data + r.lowerBound * C, w, b, rows: r.count)
+            }
             mark(\.norm)
         }
         let pos = weights.pos.data, pre = weights.prefix.data, np = c.prefixTokens

@@ -201,7 +201,8 @@ public struct ViTConfig: Sendable, Equatable {
         guard let spec = c.rotary, !spec.learned, !spec.halfSplit, raw.shape == [g * g, D] else {
             throw EngineError.architecture(
                 "\(path): \(name) has shape \(raw.shape), but "
-                + (c.rotary == nil ? "the model has no rotary positions" : "the \(g)×\(g) grid's rotation is [\(g * g), \(D)]"))
+                + (c.rotary == nil ? "the model has no rotary positions"
+                   : "the \(g)×\(g) grid's rotation is [\(g * g), \(D)]"))
         }
         let stored = try raw.floats(name: name), built = spec.table(grid: g, headDim: D)
         for p in 0..<(g * g) {
@@ -209,8 +210,8 @@ public struct ViTConfig: Sendable, Equatable {
                 let want = (cosine ? built.cos : built.sin)[p * D / 2 + j / 2]
                 guard abs(stored[p * D + j] - want) <= 1e-4 else {
                     throw EngineError.architecture(
-                        "\(path): \(name)[\(p), \(j)] is \(stored[p * D + j]), but \(c.modelFamily.title)'s rotation gives "
-                        + "\(want) (rotary positions other than the family's are not supported)")
+                        "\(path): \(name)[\(p), \(j)] is \(stored[p * D + j]), but \(c.modelFamily.title)'s rotation "
+                        + "gives \(want) (rotary positions other than the family's are not supported)")
                 }
             }
         }
@@ -391,7 +392,8 @@ public struct ViTConfig: Sendable, Equatable {
             preNorm: preNorm, classToken: classToken, layerScale: t[ViTKeys.block(0, .layerScale1)] != nil,
             relative: blockTable != nil || sharedTable != nil, swiGLU: swiGLU, normBias: normBias,
             patchNorm: t[ViTKeys.patchNormWeight] != nil,
-            keyBias: t[ViTKeys.block(0, .qkvBias)] != nil && !ckpt.keyBiasAbsent, registers: registers, layout: ckpt.layout,
+            keyBias: t[ViTKeys.block(0, .qkvBias)] != nil && !ckpt.keyBiasAbsent, registers: registers,
+            layout: ckpt.layout,
             ignored: ckpt.ignored, statedActivation: stated,
             rotary: t[ViTKeys.positions] == nil && blockTable == nil && sharedTable == nil,
             learnedFrequencies: t[ViTKeys.ropeFrequencies] != nil,

@@ -132,9 +132,9 @@ public final class ViTWeights {
         posFull.data.update(from: posOld.data, count: c.positionSlots * C)
         (posFull.data + c.prefixTokens * C).update(
             from: posOld.data + c.positionSlots * C, count: gridOld * gridOld * C)
-        pos = c.modelFamily == .siglip2
-            ? ViTWeights.resamplePositionsBilinear(posFull, prefix: c.prefixTokens, dim: C, from: gridOld, to: c.runGrid)
-            : ViTWeights.resamplePositions(posFull, prefix: c.prefixTokens, dim: C, from: gridOld, to: c.runGrid)
+        // SigLIP 2 resizes its table as transformers does; every other family as timm does.
+        let resample = c.modelFamily == .siglip2 ? ViTWeights.resamplePositionsBilinear : ViTWeights.resamplePositions
+        pos = resample(posFull, c.prefixTokens, C, gridOld, c.runGrid)
         // BEiT's relative position bias, gathered once per block into (H, T, ld) at the run grid
         // (which the config keeps equal to the tables' grid).
         var shared: [Float]?, biases: [Tensor?] = Array(repeating: nil, count: c.depth), tables: [Tensor?] = biases

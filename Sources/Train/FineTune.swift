@@ -240,7 +240,8 @@ public final class TrainableViT {
             dPatches = Tensor(shape: [B * c.patches, C])
         }
         if c.attentionNorm {
-            attnNormed = (0..<L).map { _ in Tensor(shape: [R, C]) }; attnStats = (0..<L).map { _ in Tensor(shape: [2, R]) }
+            attnNormed = (0..<L).map { _ in Tensor(shape: [R, C]) }
+            attnStats = (0..<L).map { _ in Tensor(shape: [2, R]) }
             dsmall2 = Tensor(shape: [R, C])
         }
         if c.mlpNorm {
@@ -655,7 +656,7 @@ public final class TrainableViT {
             let preNormB { out += [(preNormW.name, [C], preNormW.value), (preNormB.name, [C], preNormB.value)] }
         for q in [patchNormW, patchNormB].compactMap({ $0 }) where !q.frozen { out.append((q.name, [C], q.value)) }
         if let sharedTable { out.append((sharedTable.name, sharedTable.value.shape, sharedTable.value)) }
-        if let ropeFrequencies { out.append((ropeFrequencies.name, ropeFrequencies.value.shape, ropeFrequencies.value)) }
+        if let f = ropeFrequencies { out.append((f.name, f.value.shape, f.value)) }
         // Pieces of a stacked tensor: rows r of a (n, k) weight or (n) bias.
         func piece(_ t: Tensor, _ r: Range<Int>) -> ([Int], Tensor) {
             let k = t.shape.count == 2 ? t.shape[1] : 1

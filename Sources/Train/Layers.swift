@@ -122,7 +122,9 @@ enum Norm {
     static func forward(
         _ kind: ViTConfig.Norm, _ y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
         rstd: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ w: Tensor, _ b: Tensor, rows: Int, eps: Float) {
-        guard kind == .rmsNorm else { return LayerNorm.forward(y, mean: mean, rstd: rstd, x, w, b, rows: rows, eps: eps) }
+        guard kind == .rmsNorm else {
+            return LayerNorm.forward(y, mean: mean, rstd: rstd, x, w, b, rows: rows, eps: eps)
+        }
         let c = w.count
         parallelChunks(rows, minChunk: 64) { range in
             for r in range {

@@ -261,7 +261,8 @@ final class CorpusTests: XCTestCase {
         for (file, says) in [
             ("family_swin", "windowed attention (Swin-style) is not supported"),
             ("family_hybrid", "a hybrid CNN stem is not supported"),
-                             ("family_rope", "rotary position embeddings"), ("family_swiglu", "a SwiGLU MLP beside a position table, with a k bias")] {
+            ("family_rope", "rotary position embeddings"),
+            ("family_swiglu", "a SwiGLU MLP beside a position table, with a k bias")] {
             expect(["extract", Fixtures.path("corpus/\(file).safetensors"), "--images", images], mentions: says)
         }
         let beit = Fixtures.checkpoint("family_hf_beit")

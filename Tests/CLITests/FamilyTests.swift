@@ -44,7 +44,8 @@ final class FamilyTests: TemporaryFolderTestCase {
         // layouts: EVA-02, EVA-02 CLIP (also EVA-CLIP's names), PE core (timm, Meta), PE spatial
         // (asked: named), AIMv2, DINOv3 with SwiGLU (timm, Facebook).
         for (file, golden, tokens, extra) in [
-            ("family_eva02.safetensors", "eva02", 17, [String]()), ("family_eva02_mim.pt", "eva02", 17, []), ("family_eva02clip_evaclip.pt", "eva02clip", 17, []),
+            ("family_eva02.safetensors", "eva02", 17, [String]()), ("family_eva02_mim.pt", "eva02", 17, []),
+            ("family_eva02clip_evaclip.pt", "eva02clip", 17, []),
             ("family_pecore.safetensors", "pecore", 17, []), ("family_pecore_meta.pt", "pecore", 17, []),
             ("family_pespatial_meta.pt", "pespatial", 17, ["--family", "pe"]),
             ("family_aimv2.safetensors", "aimv2", 16, []),

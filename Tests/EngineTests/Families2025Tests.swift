@@ -61,7 +61,8 @@ final class Families2025Tests: XCTestCase {
     /// (48 px) and reduced (24 px: antialiased) by transformers' bilinear resize; both folders.
     func testSigLIP2NaFlexMatchesTransformers() throws {
         for folder in ["family_hf_siglip2vision", "family_hf_siglip2"] {
-            for (size, suffix, input) in [(32, "", "none"), (48, "_size48", "size48"), (24, "_size24", "siglip2_size24")] {
+            let sizes = [(32, "", "none"), (48, "_size48", "size48"), (24, "_size24", "siglip2_size24")]
+            for (size, suffix, input) in sizes {
                 let make = { () throws -> ViTEngine in
                     let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(folder))
                     XCTAssertEqual(ckpt.layout, .huggingFaceSigLIP2)
@@ -111,7 +112,8 @@ final class Families2025Tests: XCTestCase {
     func testAuthorsLayouts() throws {
         for (file, name, layout) in [
             ("family_eva02clip_evaclip.pt", "eva02clip", Layout.evaCLIP), ("family_pecore_meta.pt", "pecore", .clip),
-            ("family_pespatial_meta.pt", "pespatial", .clip), ("family_dinov3plus_fb.pth", "dinov3plus", .facebookDINOv3),
+            ("family_pespatial_meta.pt", "pespatial", .clip),
+            ("family_dinov3plus_fb.pth", "dinov3plus", .facebookDINOv3),
             ("family_aimv2_apple.pt", "aimv2", .appleAIMv2), ("family_eva02_mim.pt", "eva02", .evaMIM),
         ] {
             let e = try engine(name, file: file, size: 32)
@@ -157,7 +159,8 @@ final class Families2025Tests: XCTestCase {
         biasSwiGLURows(&h, b, rows: rows)
         for r in 0..<rows {
             for i in 0..<f {
-                let g = Double(gateInput[r * 2 * f + i] + b.data[i]), u = Double(gateInput[r * 2 * f + f + i] + b.data[f + i])
+                let g = Double(gateInput[r * 2 * f + i] + b.data[i])
+                let u = Double(gateInput[r * 2 * f + f + i] + b.data[f + i])
                 let want = g / (1 + exp(-g)) * u
                 XCTAssertEqual(Double(h[r * f + i]), want, accuracy: 2e-6 * max(1, abs(want)), "row \(r), \(i)")
             }

@@ -46,7 +46,8 @@ public struct CheckpointSummary {
         let mlp = c.swiGLU ? "SwiGLU \(c.mlpHidden)" + (c.mlpNorm ? " with an inner norm" : "") : "MLP \(c.mlpHidden)"
         var extras = [c.attentionNorm ? "a norm on the attention output" : nil,
                       c.patchNorm ? "a norm on the patch embeddings" : nil,
-                      c.projectionBias ? nil : "no projection bias", c.mlpBias ? nil : "no MLP biases"].compactMap { $0 }
+                      c.projectionBias ? nil : "no projection bias",
+                      c.mlpBias ? nil : "no MLP biases"].compactMap { $0 }
         extras = extras.isEmpty ? [] : [extras.joined(separator: ", ")]
         out += [
             ("architecture",
