@@ -441,6 +441,17 @@ public final class TrainableViT {
         }
     }
 
+    /// Back through a norm inside a block (EVA-02's on the attention output and on the SwiGLU's hidden
+    /// layer): the input's gradient into `into`; `dy` itself where the block has no such norm.
+    private func innerNormBackward(_ w: Parameter?, _ b: Parameter?, dy: UnsafeMutablePointer<Float>, x: [Tensor],
+                                   stats: [Tensor], layer l: Int, rows R: Int, into: Tensor) -> UnsafePointer<Float> {
+        guard let w, let b else { return UnsafePointer(dy) }
+        Norm.backward(config.norm, dx: into.data, dw: w.grad, db: b.grad, dy: dy, x: x[l].data, mean: stats[l].data,
+                      rstd: stats[l].data + R, w: w.value, rows: R, accumulate: false)
+        mark(\.norm)
+        return UnsafePointer(into.data)
+    }
+
     /// Learned rotary frequencies: block l's angle of pair i in head h at patch (x, y) is
     /// x·f[0, l, h, i] + y·f[1, l, h, i], so df[·, l, h, i] += Σ x (resp. y)·dL/dangle over the turned
     /// q and k of every image (dqkv still taken with respect to the turned values).
@@ -512,14 +523,8 @@ public final class TrainableViT {
             Linear.backward(
                 dx: dbig.data, dw: p.fc2W.grad, db: p.fc2B.grad, dy: dy, x: fc2Input(l), w: p.fc2W.value, rows: R)
             mark(\.linear)
-            var dhidden = UnsafePointer(dbig.data)
-            if let w = p.mlpNormW, let b = p.mlpNormB {
-                Norm.backward(c.norm, dx: dbig3.data, dw: w.grad, db: b.grad, dy: dbig.data, x: g[l].data,
-                              mean: hiddenStats[l].data, rstd: hiddenStats[l].data + R, w: w.value, rows: R,
-                              accumulate: false)
-                dhidden = UnsafePointer(dbig3.data)
-                mark(\.norm)
-            }
+            let dhidden = innerNormBackward(p.mlpNormW, p.mlpNormB, dy: dbig.data, x: g, stats: hiddenStats, layer: l,
+                                            rows: R, into: dbig3)
             if c.swiGLU { SwiGLU.backward(dx: dbig2.data, dy: dhidden, x: h1[l].data, rows: R, hidden: F) }
             else { Activation.backward(c.activation, dx: dbig2.data, dy: dhidden, x: h1[l].data, count: R * F) }
             mark(\.gelu)
@@ -537,14 +542,8 @@ public final class TrainableViT {
                 dx: dsmall.data, dw: p.projW.grad, db: p.projB.grad, dy: dy, x: projectionInput(l), w: p.projW.value,
                 rows: R)
             mark(\.linear)
-            var dout = UnsafePointer(dsmall.data)
-            if let w = p.attnNormW, let b = p.attnNormB {
-                Norm.backward(c.norm, dx: dsmall2.data, dw: w.grad, db: b.grad, dy: dsmall.data, x: attn[l].data,
-                              mean: attnStats[l].data, rstd: attnStats[l].data + R, w: w.value, rows: R,
-                              accumulate: false)
-                dout = UnsafePointer(dsmall2.data)
-                mark(\.norm)
-            }
+            let dout = innerNormBackward(p.attnNormW, p.attnNormB, dy: dsmall.data, x: attn, stats: attnStats,
+                                         layer: l, rows: R, into: dsmall2)
             SelfAttention.backward(
                 dqkv: dqkv.data, dout: dout, qkv: qkv[l].data, probs: probs[l].data, scratch: dscratch.data,
                                    batch: B, tokens: T, heads: c.heads, dim: C, dlogits: c.relativePositionBias

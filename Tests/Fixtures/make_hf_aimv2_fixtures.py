@@ -25,6 +25,20 @@ def randomise(model, seed):
                 v.copy_(torch.randn_like(v) * (1.5 / v[0].numel() ** 0.5))
 
 
+def transformers_reference(model, norms, **inputs):
+    """transformers in float64: the outputs of `norms(model)` (each layer's first norm), then
+    last_hidden_state (the final norm on every token), and the eager attention probabilities."""
+    model = model.double().eval()
+    normed = []
+    hooks = [n.register_forward_hook(lambda mod, i, o: normed.append(o)) for n in norms(model)]
+    with torch.no_grad():
+        out = model(**inputs, output_attentions=True)
+    for h in hooks:
+        h.remove()
+    normed.append(out.last_hidden_state)
+    return f32(normed), f32(out.attentions)
+
+
 def main():
     x = F.preprocess(F.list_images(F.out("images", "none")), False)
     cfg = Aimv2VisionConfig(hidden_size=F.DIM, intermediate_size=44, num_hidden_layers=F.DEPTH,
@@ -33,14 +47,8 @@ def main():
     m = Aimv2VisionModel(cfg)
     randomise(m, 59)
     m.save_pretrained(F.out("checkpoints", "family_hf_aimv2"))
-    m = m.double().eval()
-    normed = []
-    for layer in m.encoder.layers:
-        layer.rms_norm1.register_forward_hook(lambda mod, i, o: normed.append(o))
-    with torch.no_grad():
-        out = m(pixel_values=x.double(), output_attentions=True)
-    normed.append(out.last_hidden_state)  # the final RMSNorm on every token
-    feats, attn = f32(normed), f32(out.attentions)
+    feats, attn = transformers_reference(m, lambda m: [layer.rms_norm1 for layer in m.encoder.layers],
+                                         pixel_values=x.double())
     np.save(F.out("golden", "family_hf_aimv2_features.npy"), feats)
     np.save(F.out("golden", "family_hf_aimv2_attention.npy"), attn)
     print("hf_aimv2", feats.shape, attn.shape)

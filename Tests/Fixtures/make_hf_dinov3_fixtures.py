@@ -10,9 +10,7 @@ import torch
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
 import make_fixtures as F
-from make_hf_aimv2_fixtures import randomise
-
-f32 = lambda ts: torch.stack(list(ts)).float().numpy()
+from make_hf_aimv2_fixtures import randomise, transformers_reference
 
 
 def main():
@@ -29,14 +27,8 @@ def main():
                 if "lambda1" in k:
                     v.copy_(0.5 + 0.4 * torch.randn_like(v))  # LayerScale far from 1
         m.save_pretrained(F.out("checkpoints", f"family_{name}"))
-        m = m.double().eval()
-        normed = []
-        for layer in m.layer if hasattr(m, "layer") else m.model.layer:
-            layer.norm1.register_forward_hook(lambda mod, inp, o: normed.append(o))
-        with torch.no_grad():
-            out = m(pixel_values=x.double(), output_attentions=True)
-        normed.append(out.last_hidden_state)  # the final norm on every token
-        feats, attn = f32(normed), f32(out.attentions)
+        layers = lambda m: m.layer if hasattr(m, "layer") else m.model.layer
+        feats, attn = transformers_reference(m, lambda m: [layer.norm1 for layer in layers(m)], pixel_values=x.double())
         np.save(F.out("golden", f"family_{name}_features.npy"), feats)
         np.save(F.out("golden", f"family_{name}_attention.npy"), attn)
         print(name, feats.shape, attn.shape)

@@ -13,11 +13,10 @@ from transformers import Siglip2Config, Siglip2Model, Siglip2TextConfig, Siglip2
 
 import make_fixtures as F
 import make_hf_clip_fixtures as C
+from make_hf_aimv2_fixtures import transformers_reference
 
 VISION = dict(hidden_size=F.DIM, intermediate_size=2 * F.DIM, num_hidden_layers=F.DEPTH, num_attention_heads=F.HEADS,
               patch_size=F.PATCH, num_patches=16)
-f32 = lambda ts: torch.stack(list(ts)).float().numpy()
-
 
 def patches(x, p):
     """transformers' convert_image_to_patches for a batch: (B, C, H, W) → (B, gh·gw, p·p·C)."""
@@ -27,18 +26,10 @@ def patches(x, p):
 
 
 def reference(vision, x):
-    vision = vision.double().eval()
-    tower = getattr(vision, "vision_model", vision)
-    normed = []
-    hooks = [layer.layer_norm1.register_forward_hook(lambda m, i, o: normed.append(o)) for layer in tower.encoder.layers]
     pixel, shapes = patches(x.double(), F.PATCH)
-    with torch.no_grad():
-        out = vision(pixel_values=pixel, pixel_attention_mask=torch.ones(pixel.shape[:2], dtype=torch.long),
-                     spatial_shapes=shapes, output_attentions=True)
-    for h in hooks:
-        h.remove()
-    normed.append(out.last_hidden_state)  # post_layernorm on every token
-    return f32(normed), f32(out.attentions)
+    norms = lambda m: [layer.layer_norm1 for layer in getattr(m, "vision_model", m).encoder.layers]
+    return transformers_reference(vision, norms, pixel_values=pixel, spatial_shapes=shapes,
+                                  pixel_attention_mask=torch.ones(pixel.shape[:2], dtype=torch.long))
 
 
 def main():
