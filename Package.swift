@@ -48,26 +48,29 @@ let package = Package(
                 swiftSettings: avx2),
         // bf16 linear layers through oneDNN (dlopen'ed on first use; headers from libdnnl-dev).
         .target(name: "BF16", cSettings: [.unsafeFlags(["-O3"])], linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "Engine", dependencies: ["VitLensCore", "Checkpoint", "KernelsAVX2", "BF16"], swiftSettings: fast),
+        .target(name: "Engine", dependencies: ["VitLensCore", "KernelsAVX2", "BF16"], swiftSettings: fast),
+        // The model families: how a checkpoint's tensors become an architecture (Engine), never guessed.
+        .target(name: "Families", dependencies: ["VitLensCore", "Checkpoint", "Engine"], swiftSettings: checked),
         .target(name: "Analysis", dependencies: ["VitLensCore", "KernelsAVX2"], swiftSettings: fast),
         .target(name: "Render", dependencies: ["VitLensCore", "CPNG", "CJPEG", "CFreeType"], swiftSettings: checked),
         .target(name: "Train", dependencies: ["VitLensCore", "Engine"], swiftSettings: fast),
         // The application layer: models loaded for analysis, the batch loop, each command's run
         // loop, typed results with their CSV/JSON/NPY files, figures drawn from them, shards.
         .target(name: "Lens", dependencies: [
-            "VitLensCore", "Checkpoint", "Images", "Engine", "Analysis", "Render", "Train", "CCrypto",
+            "VitLensCore", "Checkpoint", "Families", "Images", "Engine", "Analysis", "Render", "Train", "CCrypto",
         ], swiftSettings: checked),
         .executableTarget(name: "vitlens", dependencies: [
-            "Lens", "VitLensCore", "Checkpoint", "Images", "Engine", "Analysis", "Render", "Train",
+            "Lens", "VitLensCore", "Checkpoint", "Families", "Images", "Engine", "Analysis", "Render", "Train",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .target(name: "TestSupport", dependencies: ["VitLensCore"], path: "Tests/TestSupport"),
         .testTarget(name: "VitLensCoreTests", dependencies: ["VitLensCore", "TestSupport"]),
         .testTarget(name: "CheckpointTests", dependencies: ["Checkpoint", "VitLensCore", "TestSupport"]),
         .testTarget(name: "ImagesTests", dependencies: ["Images", "VitLensCore", "TestSupport"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "KernelsAVX2", "Checkpoint", "Images", "VitLensCore", "TestSupport"]),
+        .testTarget(name: "EngineTests", dependencies: [
+            "Engine", "Families", "KernelsAVX2", "Checkpoint", "Images", "VitLensCore", "TestSupport"]),
         .testTarget(name: "AnalysisTests", dependencies: ["Analysis", "VitLensCore", "TestSupport"]),
-        .testTarget(name: "TrainTests", dependencies: ["Train", "Engine", "Checkpoint", "VitLensCore", "TestSupport"]),
+        .testTarget(name: "TrainTests", dependencies: ["Train", "Engine", "Families", "Checkpoint", "VitLensCore", "TestSupport"]),
         .testTarget(name: "RenderTests", dependencies: ["Render", "Lens", "Images", "Analysis", "Engine", "Train", "VitLensCore", "TestSupport"]),
         .testTarget(name: "LensTests", dependencies: ["Lens", "Analysis", "Engine", "Images", "Train", "VitLensCore", "TestSupport"]),
         .testTarget(name: "CLITests", dependencies: ["VitLensCore", "Lens", "Render", "Analysis", "Engine", "Images", "Train", "TestSupport"]),

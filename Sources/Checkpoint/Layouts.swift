@@ -88,12 +88,7 @@ public enum LayoutMapper {
     static func isUsed(_ k: String) -> Bool { ViTKeys.topLevel.contains(k) || blockPart(k) != nil }
 
     /// ("N", "attn.qkv.weight") for `blocks.N.attn.qkv.weight`.
-    public static func blockPart(_ k: String) -> (Int, String)? {
-        guard k.hasPrefix("blocks.") else { return nil }
-        let rest = k.dropFirst("blocks.".count)
-        guard let dot = rest.firstIndex(of: "."), let n = Int(rest[..<dot]) else { return nil }
-        return (n, String(rest[rest.index(after: dot)...]))
-    }
+    public static func blockPart(_ k: String) -> (Int, String)? { ViTKeys.blockIndex(k) }
 
     static let blockParts = Set(ViTKeys.BlockPart.allCases.map(\.rawValue))
 

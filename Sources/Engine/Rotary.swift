@@ -138,7 +138,7 @@ public struct RotarySpec: Equatable, Sendable {
 /// The rotation of every patch position at the run's grid: (P, D/2) cos and sin, or (P, H, D/2)
 /// when each head has its own (learned frequencies).
 public struct RotaryTable: Sendable {
-    let cos: [Float], sin: [Float]
+    public let cos: [Float], sin: [Float]
     let pairs: Int
     /// Pair i is (i, i + D/2), else (2i, 2i + 1).
     let halfSplit: Bool

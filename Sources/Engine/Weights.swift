@@ -1,9 +1,24 @@
 import Foundation
-import Checkpoint
 import VitLensCore
 
-/// The checkpoint key table, for the training module (which sees checkpoints only through the engine).
-public typealias ViTKeys = Checkpoint.ViTKeys
+/// Where the weights come from: the engine asks it for tensors by timm's names (ViTKeys) and the
+/// shapes they must have; it names what is wrong in its own terms (a checkpoint file: Families).
+public protocol WeightSource {
+    /// The file, for messages.
+    var path: String { get }
+    /// Whether a tensor of this name exists.
+    func has(_ name: String) -> Bool
+    /// The tensor as float32 of exactly `shape`, every value finite; throws naming it otherwise.
+    func tensor(_ name: String, shape: [Int]) throws -> Tensor
+    /// A stored integer tensor of exactly `shape` (BEiT's relative position index), nil if absent.
+    func integers(_ name: String, shape: [Int]) throws -> [Int]?
+}
+
+/// A stored value that contradicts what vitlens builds (BEiT's relative position index).
+public struct StoredValueMismatch: Error, CustomStringConvertible {
+    public let path: String, what: String
+    public var description: String { "\(path): malformed: \(what)" }
+}
 
 /// One pre-norm transformer block's weights, as float32 tensors. Linear weights are (out, in).
 public final class BlockWeights {
@@ -79,24 +94,14 @@ public final class ViTWeights {
     public var relativeBiasStride: Int { (config.tokens + 15) / 16 * 16 }
 
     /// The name table: every tensor the engine uses, with the shape it must have.
-    public init(checkpoint: LoadedCheckpoint, config c: ViTConfig) throws {
+    public init(source: WeightSource, config c: ViTConfig) throws {
         config = c
-        let t = checkpoint.tensors
-        func get(_ name: String, _ shape: [Int]) throws -> Tensor {
-            guard let raw = t[name] else { throw CheckpointError.missingTensor(name) }
-            guard raw.shape == shape else {
-                throw CheckpointError.badShape(tensor: name, expected: shape, got: raw.shape) }
-            let v = try raw.floats(name: name)
-            if let bad = v.firstIndex(where: { !$0.isFinite }) {
-                throw CheckpointError.nonFinite(tensor: name, index: bad, value: v[bad])
-            }
-            return Tensor(shape: shape, values: v)
-        }
+        func get(_ name: String, _ shape: [Int]) throws -> Tensor { try source.tensor(name, shape: shape) }
         let C = c.dim, p = c.patch
         let pw = try get(ViTKeys.patchWeight, [C, 3, p, p])
         patchW = Tensor(shape: [C, 3 * p * p], values: pw.array)
         // CLIP's patch convolution has no bias: zeros (only there; elsewhere a missing bias is an error).
-        patchB = c.preNorm && t[ViTKeys.patchBias] == nil ? Tensor(shape: [C]) : try get(ViTKeys.patchBias, [C])
+        patchB = c.preNorm && !source.has(ViTKeys.patchBias) ? Tensor(shape: [C]) : try get(ViTKeys.patchBias, [C])
         if c.preNorm {
             preNormW = try get(ViTKeys.preNormWeight, [C]); preNormB = try get(ViTKeys.preNormBias, [C])
         } else {
@@ -141,7 +146,7 @@ public final class ViTWeights {
         if c.relativePositionBias {
             guard c.classToken, c.prefixTokens == 1 else {
                 throw EngineError.architecture(
-                    "\(checkpoint.path): relative position bias needs exactly one class token")
+                    "\(source.path): relative position bias needs exactly one class token")
             }
             // The stored index is the checkpoint grid's; the tables are resized to the run grid.
             let stored0 = ViTWeights.relativePositionIndex(grid: c.grid), T0 = c.grid * c.grid + 1
@@ -149,13 +154,10 @@ public final class ViTWeights {
             let rows = (2 * c.grid - 1) * (2 * c.grid - 1) + 3, T = c.tokens
             func gather(_ table: String, _ stored: String) throws -> [Float] {
                 let values = try get(table, [rows, c.heads])
-                if let raw = t[stored] {
-                    guard raw.shape == [T0, T0] else {
-                        throw CheckpointError.badShape(tensor: stored, expected: [T0, T0], got: raw.shape) }
-                    let given = try raw.integers(name: stored)
+                if let given = try source.integers(stored, shape: [T0, T0]) {
                     if let k = given.indices.first(where: { given[$0] != stored0[$0] }) {
-                        throw CheckpointError.malformed(
-                            path: checkpoint.path,
+                        throw StoredValueMismatch(
+                            path: source.path,
                             what: "\(stored) differs from the index BEiT builds at (\(k / T0), \(k % T0)): "
                             + "\(given[k]) stored, \(stored0[k]) built")
                     }

@@ -1,6 +1,7 @@
 import Analysis
 import ArgumentParser
 import Engine
+import Families
 import Foundation
 import Images
 import Lens

@@ -1,5 +1,6 @@
 import Checkpoint
 @testable import Engine
+@testable import Families
 import Foundation
 import TestSupport
 import VitLensCore

@@ -1,6 +1,7 @@
 import BF16
 import Checkpoint
 @testable import Engine
+@testable import Families
 import Foundation
 import TestSupport
 import VitLensCore

@@ -1,5 +1,6 @@
 import Checkpoint
 import Engine
+import Families
 import Foundation
 import Train
 import VitLensCore

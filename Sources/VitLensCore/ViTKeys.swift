@@ -67,7 +67,15 @@ public enum ViTKeys {
 
     /// (i, part) for `blocks.i.<part>` of a known part.
     public static func blockPart(_ key: String) -> (Int, BlockPart)? {
-        guard let (i, rest) = LayoutMapper.blockPart(key), let part = BlockPart(rawValue: rest) else { return nil }
+        guard let (i, rest) = blockIndex(key), let part = BlockPart(rawValue: rest) else { return nil }
         return (i, part)
+    }
+
+    /// (i, "attn.qkv.weight") for `blocks.i.attn.qkv.weight`, whatever the part.
+    public static func blockIndex(_ k: String) -> (Int, String)? {
+        guard k.hasPrefix("blocks.") else { return nil }
+        let rest = k.dropFirst("blocks.".count)
+        guard let dot = rest.firstIndex(of: "."), let n = Int(rest[..<dot]) else { return nil }
+        return (n, String(rest[rest.index(after: dot)...]))
     }
 }
