@@ -121,6 +121,14 @@ public struct ViTConfig: Sendable, Equatable {
         case rmsNorm = "RMSNorm"
     }
     public var norm: Norm = .layerNorm
+    /// How an absolute position table is resized to another grid.
+    public enum PositionResampling: String, Sendable {
+        /// timm's `resample_abs_pos_embed`: bicubic, antialiased.
+        case timmBicubic = "bicubic (timm)"
+        /// transformers' SigLIP 2: bilinear, antialiased, half-pixel centres.
+        case bilinearAntialiased = "bilinear, antialiased (transformers)"
+    }
+    public var positionResampling = PositionResampling.timmBicubic
     /// A gated MLP: fc1 holds the gate's F rows, then the up projection's F rows; the hidden layer
     /// is silu(gate)·up (SwiGLU: EVA-02, AIMv2, DINOv3 S+/H+), then fc2 (F → C).
     public var swiGLU = false

@@ -138,7 +138,8 @@ public final class ViTWeights {
         (posFull.data + c.prefixTokens * C).update(
             from: posOld.data + c.positionSlots * C, count: gridOld * gridOld * C)
         // SigLIP 2 resizes its table as transformers does; every other family as timm does.
-        let resample = c.modelFamily == .siglip2 ? ViTWeights.resamplePositionsBilinear : ViTWeights.resamplePositions
+        let resample = c.positionResampling == .bilinearAntialiased
+            ? ViTWeights.resamplePositionsBilinear : ViTWeights.resamplePositions
         pos = resample(posFull, c.prefixTokens, C, gridOld, c.runGrid)
         // BEiT's relative position bias, gathered once per block into (H, T, ld) at the run grid
         // (which the config keeps equal to the tables' grid).

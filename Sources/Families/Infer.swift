@@ -178,14 +178,14 @@ extension ViTConfig {
         guard h > 0, dim % h == 0 else { throw EngineError.headsDoNotDivide(heads: h, dim: dim, source: src) }
         if let th = tableHeads, th != h { throw EngineError.headsContradictTable(heads: h, source: src, table: th) }
 
-        // CLIP (ln_pre): QuickGELU and LayerNorm eps 1e-5, as OpenAI's and OpenCLIP's code has them.
         let preNorm = t[ViTKeys.preNormWeight] != nil
-        var eps: Float = preNorm ? 1e-5 : 1e-6
+        // eps: the family's (below), unless config.json or the metadata says.
+        var statedEps: Float?
         var epsSource = "family default"
         if let e = ckpt.config?.layerNormEps {
-            (eps, epsSource) = (Float(e), "config.json " + (ckpt.config?.layerNormEpsKey ?? "layer_norm_eps")) }
+            (statedEps, epsSource) = (Float(e), "config.json " + (ckpt.config?.layerNormEpsKey ?? "layer_norm_eps")) }
         if let e = ckpt.metadata["layer_norm_eps"], let v = Float(e) {
-            (eps, epsSource) = (v, "safetensors metadata layer_norm_eps") }
+            (statedEps, epsSource) = (v, "safetensors metadata layer_norm_eps") }
         // The activation the family's checkpoints were trained with, unless config.json or the
         // metadata says; the family itself is given or evident, never guessed (Family.swift).
         var activation = Activation.gelu
@@ -225,16 +225,16 @@ extension ViTConfig {
                 "\(ckpt.path): \(swiGLU ? "a gated (SwiGLU) MLP" : "a plain MLP") with \(activation.rawValue) "
                 + "(\(activationSource)); vitlens runs SwiGLU with silu and plain MLPs with a GELU")
         }
-        // timm builds its rope reg-gap ViTs at 256 px: their default trained size, where the file
-        // does not say (the rotary grid is rescaled to it).
-        if family == .ropeVitGap && imageSizeSource.hasPrefix("the 224 px") {
-            grid = 256 / patch
-            imageSizeSource = "the 256 px timm builds its rope reg-gap ViTs at (no position table)"
+        // What the family says about what the tensors cannot show (Families/Family+<Name>.swift).
+        let definition = family.definition
+        // The trained size of a family built at another than 224 px (timm's rope reg-gap ViTs: 256),
+        // where the file does not say (the rotary grid is rescaled to it).
+        if imageSizeSource.hasPrefix("the 224 px") && definition.trainedSize != 224 {
+            grid = definition.trainedSize / patch
+            imageSizeSource = "the \(definition.trainedSize) px \(family.title) checkpoints are built at (no "
+                + "position table)"
         }
-        // DINOv3's, AIMv2's and PE's norms are eps 1e-5 (the tensors cannot tell), unless a config or
-        // metadata says.
-        if [.dinov3, .aimv2, .perceptionEncoder].contains(family) && ckpt.config?.layerNormEps == nil
-            && ckpt.metadata["layer_norm_eps"] == nil { eps = 1e-5 }
+        let eps = statedEps ?? definition.eps
         let run = imageSize ?? grid * patch
         guard run > 0, run % patch == 0 else {
             throw EngineError.imageSizeNotMultiple(size: run, patch: patch)
@@ -299,15 +299,16 @@ extension ViTConfig {
         config.patchBias = t[ViTKeys.patchBias] != nil
         config.keyBias = !(config.relativePositionBias || ckpt.layout == .beit || ckpt.layout == .huggingFaceBEiT
             || ckpt.keyBiasAbsent)
-        config.norm = family == .aimv2 ? .rmsNorm : .layerNorm
+        config.norm = definition.norm
+        config.positionResampling = definition.resampling
         config.swiGLU = swiGLU
         config.mlpNorm = t[ViTKeys.block(0, .mlpNormWeight)] != nil
         config.attentionNorm = t[ViTKeys.block(0, .attentionNormWeight)] != nil
         config.patchNorm = t[ViTKeys.patchNormWeight] != nil
         (config.separateQKV, config.separateGLU) = (ckpt.separateQKV, ckpt.separateGLU)
-        // Only AIMv2's blocks have no biases; elsewhere a missing one is a missing tensor.
-        config.projectionBias = family != .aimv2 || t[ViTKeys.block(0, .projBias)] != nil
-        config.mlpBias = family != .aimv2 || t[ViTKeys.block(0, .fc1Bias)] != nil
+        // Only bias-free families' blocks may lack biases; elsewhere a missing one is a missing tensor.
+        config.projectionBias = !definition.biasFreeBlocks || t[ViTKeys.block(0, .projBias)] != nil
+        config.mlpBias = !definition.biasFreeBlocks || t[ViTKeys.block(0, .fc1Bias)] != nil
         if config.patchNorm && config.norm == .layerNorm && t[ViTKeys.patchNormBias] == nil {
             throw CheckpointError.missingTensor(ViTKeys.patchNormBias)
         }

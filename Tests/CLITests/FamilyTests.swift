@@ -177,7 +177,9 @@ final class FamilyTests: TemporaryFolderTestCase {
         XCTAssertTrue(r.stdout.contains("trained at 32 px, from safetensors metadata image_size"), r.stdout)
         r = runProcess(CLITests.binary, ["inspect", rope, "--family", "deit3"])
         XCTAssertEqual(r.status, 64, r.stderr)
-        XCTAssertTrue(r.stderr.contains("it has no position table (rotary positions: rope-vit or dinov3)"), r.stderr)
+        XCTAssertTrue(r.stderr.contains(
+            "it has no position table (rotary positions), which DeiT III has not (rope-vit-mixed, dinov3, rope-vit-gap "
+                + "or rope-vit)"), r.stderr)
     }
 
     /// CLIP as OpenAI and OpenCLIP publish it: the image tower found under visual.*, the text

@@ -94,7 +94,8 @@ final class FamilyResolutionTests: XCTestCase {
             XCTAssertEqual(c.activation, .gelu, file)
         }
         XCTAssertThrowsError(try ViTConfig.infer(from: load("tiny_f32.safetensors"), heads: 2, family: .clip)) { e in
-            XCTAssertTrue("\(e)".hasSuffix("--family says clip (CLIP), but it has no ln_pre, which CLIP and PE have"),
+            XCTAssertTrue("\(e)".hasSuffix(
+                "--family says clip (CLIP), but it has no ln_pre, which Perception Encoder and CLIP have"),
                           "\(e)")
         }
         XCTAssertThrowsError(try ViTConfig.infer(from: load("tiny_f32.safetensors"), heads: 2, family: .beit))
