@@ -141,9 +141,26 @@ public struct ViTConfig: Sendable, Equatable {
     /// Whether the attention projection and the MLP's linear layers have biases (AIMv2's have none).
     public var projectionBias = true
     public var mlpBias = true
-    /// How the checkpoint stored q, k, v and SwiGLU's gate and up (separately or packed): a
-    /// fine-tuned model is saved the same way.
+    /// How the checkpoint stored q, k, v and SwiGLU's gate and up (separately or packed).
     public var separateQKV = false, separateGLU = false
+    /// Where timm's class for the family names tensors otherwise than its plain ViT, for
+    /// `finetune --save` (set by the family: Families/Family+<Name>.swift).
+    public struct SaveNames: Sendable, Equatable {
+        /// LayerScale as `gamma_1`/`gamma_2` (timm's Eva and Beit), not `ls1.gamma`/`ls2.gamma`.
+        public var layerScaleAsGamma = false
+        /// The q and v biases as `attn.q_bias`/`attn.v_bias` (a model without a k bias).
+        public var qvBiases = false
+        /// q, k, v as `attn.q_proj`/`k_proj`/`v_proj`.
+        public var separateQKV = false
+        /// SwiGLU's gate and up as `mlp.fc1_g`/`mlp.fc1_x` (timm's SwiGLU), not one `mlp.fc1` (GluMlp).
+        public var separateGLU = false
+        public init(layerScaleAsGamma: Bool = false, qvBiases: Bool = false, separateQKV: Bool = false,
+                    separateGLU: Bool = false) {
+            (self.layerScaleAsGamma, self.qvBiases, self.separateQKV, self.separateGLU) = (
+                layerScaleAsGamma, qvBiases, separateQKV, separateGLU)
+        }
+    }
+    public var saveNames = SaveNames()
     /// Whether the patch convolution has a bias (CLIP's has none: zeros, never trained).
     public var patchBias = true
     /// Whether the key projection has a bias (BEiT's has q and v biases only: the k slice of

@@ -14,5 +14,10 @@ extension FamilyDefinition {
             }
             return "the tensors (a SwiGLU MLP beside a position table and a class token: EVA-02)"
         },
-        activation: .silu, rotary: { _ in .eva02 })
+        activation: .silu, rotary: { _ in .eva02 },
+        // timm's Eva keeps q, k, v fused or apart as the size was published (qkv_fused), and packs
+        // the SwiGLU (GluMlp) unless it has its inner norm (SwiGLU): as the checkpoint had them.
+        saveNames: { c in
+            .init(layerScaleAsGamma: true, qvBiases: !c.separateQKV, separateQKV: c.separateQKV, separateGLU: c.mlpNorm)
+        })
 }

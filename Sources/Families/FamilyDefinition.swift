@@ -68,6 +68,12 @@ struct FamilyDefinition {
     var resampling: ViTConfig.PositionResampling = .timmBicubic
     /// Its blocks' linear layers have no biases (AIMv2): an absent one is no missing tensor.
     var biasFreeBlocks = false
+    /// How timm's class for it names what `finetune --save` writes: by default timm's Eva and Beit
+    /// conventions where the model has their features (q/v biases, rotary positions), SwiGLU's
+    /// layers apart (timm's SwiGLU).
+    var saveNames: (ViTConfig) -> ViTConfig.SaveNames = { c in
+        .init(layerScaleAsGamma: !c.keyBias || c.rotary != nil, qvBiases: !c.keyBias, separateGLU: c.swiGLU)
+    }
 
     /// Why tensors with these traits cannot be this family (nil: they can): the first trait it
     /// does not allow (and the families that have it), or requires but the tensors lack.

@@ -309,6 +309,7 @@ extension ViTConfig {
         // Only bias-free families' blocks may lack biases; elsewhere a missing one is a missing tensor.
         config.projectionBias = !definition.biasFreeBlocks || t[ViTKeys.block(0, .projBias)] != nil
         config.mlpBias = !definition.biasFreeBlocks || t[ViTKeys.block(0, .fc1Bias)] != nil
+        config.saveNames = definition.saveNames(config)
         if config.patchNorm && config.norm == .layerNorm && t[ViTKeys.patchNormBias] == nil {
             throw CheckpointError.missingTensor(ViTKeys.patchNormBias)
         }

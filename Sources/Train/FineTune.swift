@@ -632,7 +632,8 @@ public final class TrainableViT {
     /// relative position tables) — for a safetensors file every vitlens command loads (and timm).
     public func stateDict() -> [(String, [Int], Tensor)] {
         // timm's Eva (rope ViTs) names LayerScale as BEiT does.
-        let c = config, C = c.dim, beit = !c.keyBias, evaScale = beit || c.rotary != nil
+        // timm's names for the family (its definition in Families says which differ).
+        let c = config, C = c.dim, names = c.saveNames
         func rows(_ t: Tensor, _ r: Range<Int>) -> Tensor {
             Tensor(shape: [r.count, C], values: Array(t.buffer[(r.lowerBound * C)..<(r.upperBound * C)])) }
         var out: [(String, [Int], Tensor)] = [(ViTKeys.patchWeight, [C, 3, c.patch, c.patch], patchW.value)]
@@ -663,34 +664,28 @@ public final class TrainableViT {
             return (t.shape.count == 2 ? [r.count, k] : [r.count], Tensor(shape: [values.count], values: values))
         }
         let F = c.mlpHidden
-        // As timm's classes hold them: EVA-02 keeps q, k, v fused or separate as its checkpoint had
-        // them (timm's qkv_fused differs by size); SwiGLU's gate and up are separate layers (fc1_g,
-        // fc1_x) in timm's SwiGLU — DINOv3 S+/H+, AIMv2, EVA-02 with its inner norm — and one packed
-        // fc1 in its GluMlp (EVA-02 Ti/S).
-        let separateQKV = c.modelFamily == .eva02 && c.separateQKV
-        let separateGLU = c.swiGLU && (c.modelFamily != .eva02 || c.mlpNorm)
         for (i, p) in blocks.enumerated() {
             for q in p.all where !q.frozen {
-                if separateQKV && (q === p.qkvW || q === p.qkvB) {
+                if names.separateQKV && (q === p.qkvW || q === p.qkvB) {
                     // q, k, v as separate projections (EVA-02 base/large and CLIP in timm's names).
                     let kind = q === p.qkvW ? "weight" : "bias"
                     for (j, name) in ["q", "k", "v"].enumerated() where kind == "weight" || name != "k" || c.keyBias {
                         let (shape, t) = piece(q.value, (j * C)..<((j + 1) * C))
                         out.append(("blocks.\(i).attn.\(name)_proj.\(kind)", shape, t))
                     }
-                } else if separateGLU && (q === p.fc1W || q === p.fc1B) {
+                } else if names.separateGLU && (q === p.fc1W || q === p.fc1B) {
                     // SwiGLU's gate and up as timm's SwiGLU holds them (fc1_g, fc1_x).
                     let kind = q === p.fc1W ? "weight" : "bias"
                     for (j, name) in ["g", "x"].enumerated() {
                         let (shape, t) = piece(q.value, (j * F)..<((j + 1) * F))
                         out.append(("blocks.\(i).mlp.fc1_\(name).\(kind)", shape, t))
                     }
-                } else if beit && q === p.qkvB {
+                } else if names.qvBiases && q === p.qkvB {
                     let b = q.value.array
                     out.append(("blocks.\(i).attn.q_bias", [C], Tensor(shape: [C], values: Array(b[0..<C]))))
                     out.append(
                         ("blocks.\(i).attn.v_bias", [C], Tensor(shape: [C], values: Array(b[(2 * C)..<(3 * C)]))))
-                } else if evaScale && (q === p.ls1 || q === p.ls2) {
+                } else if names.layerScaleAsGamma && (q === p.ls1 || q === p.ls2) {
                     out.append(("blocks.\(i).\(q === p.ls1 ? "gamma_1" : "gamma_2")", [C], q.value))
                 } else {
                     out.append((q.name, q.value.shape, q.value))
