@@ -58,7 +58,6 @@ public struct ViTConfig: Sendable, Equatable {
     /// Patch grid side of the checkpoint's position embedding.
     public var grid: Int
     public var mlpHidden: Int
-    public var qkvBias: Bool
     /// Class token (when the model has one), plus DeiT's distillation token or the register
     /// tokens when present.
     public var prefixTokens: Int
@@ -96,24 +95,66 @@ public struct ViTConfig: Sendable, Equatable {
             }
         }
     }
-    public var activation: Activation = .gelu
+    /// The architecture as the families have it — the combinations a type can hold are those some
+    /// family has; the flags below are read-only views of it.
+    ///
+    /// Where positions come from: a learned table; rotary positions on q and k of the patches,
+    /// alone or beside a table; BEiT's relative position bias (tables per block, one shared, or
+    /// both), beside a table or not.
+    public enum Positions: Equatable, Sendable {
+        case absolute
+        case rotary(RotarySpec, withTable: Bool)
+        case relative(perBlock: Bool, shared: Bool, withTable: Bool)
+    }
+    public var positions = Positions.absolute
+    /// The MLP: fc1, an activation, fc2; or SwiGLU — fc1 holds the gate's F rows then the up
+    /// projection's, the hidden layer is silu(gate)·up (EVA-02, AIMv2, DINOv3 S+/H+), normed before
+    /// fc2 where `innerNorm` (EVA-02's `ffn_ln`).
+    public enum MLP: Equatable, Sendable {
+        case plain(Activation)
+        case swiGLU(innerNorm: Bool)
+    }
+    public var mlp = MLP.plain(.gelu)
+    /// Which of q, k and v have a bias: all, q and v only (BEiT, EVA-02, DINOv3's masked k), none.
+    public enum QKVBias: String, Sendable { case full, qv = "q and v", none }
+    public var qkvBiases = QKVBias.full
+
+    /// The MLP's activation (SiLU: SwiGLU's gate).
+    public var activation: Activation {
+        if case let .plain(a) = mlp { return a }
+        return .silu
+    }
     /// Where the activation came from (the tensors cannot tell exact from tanh GELU).
     public var activationSource = "family default"
     /// The family the model runs as, and where that came from (`--family`, metadata, or what
     /// made it evident).
     public var modelFamily: ModelFamily = .vit
     public var familySource = "the tensors"
-    /// Rotary position embeddings on q and k of the patches (timm's `*_rope_*` ViTs), or none.
-    public var rotary: RotarySpec?
+    /// Rotary position embeddings on q and k of the patches, or none.
+    public var rotary: RotarySpec? {
+        if case let .rotary(spec, _) = positions { return spec }
+        return nil
+    }
     /// Where the checkpoint's image size came from when no position table gives it (rotary).
     public var imageSizeSource = "the position embedding"
     /// BEiT-style relative position bias: a table per block, one shared by every block, or both
     /// (added); the logits of every head get bias[index(i, j)] (BEiT, Bao et al. 2022; timm `beit.py`).
-    public var relativeBlockTables = false
-    public var relativeSharedTable = false
+    public var relativeBlockTables: Bool {
+        if case let .relative(perBlock, _, _) = positions { return perBlock }
+        return false
+    }
+    public var relativeSharedTable: Bool {
+        if case let .relative(_, shared, _) = positions { return shared }
+        return false
+    }
     public var relativePositionBias: Bool { relativeBlockTables || relativeSharedTable }
     /// Whether the checkpoint has an absolute position embedding (BEiT's may not).
-    public var absolutePositions = true
+    public var absolutePositions: Bool {
+        switch positions {
+        case .absolute: return true
+        case let .rotary(_, withTable), let .relative(_, _, withTable): return withTable
+        }
+    }
     /// The blocks' (and the final) norm: LayerNorm, or RMSNorm with a weight only (AIMv2).
     public enum Norm: String, Sendable {
         case layerNorm = "LayerNorm"
@@ -129,11 +170,13 @@ public struct ViTConfig: Sendable, Equatable {
         case bilinearAntialiased = "bilinear, antialiased (transformers)"
     }
     public var positionResampling = PositionResampling.timmBicubic
-    /// A gated MLP: fc1 holds the gate's F rows, then the up projection's F rows; the hidden layer
-    /// is silu(gate)·up (SwiGLU: EVA-02, AIMv2, DINOv3 S+/H+), then fc2 (F → C).
-    public var swiGLU = false
+    /// A gated (SwiGLU) MLP.
+    public var swiGLU: Bool {
+        if case .swiGLU = mlp { return true }
+        return false
+    }
     /// A norm on the SwiGLU's hidden layer before fc2 (EVA-02's `ffn_ln`).
-    public var mlpNorm = false
+    public var mlpNorm: Bool { mlp == .swiGLU(innerNorm: true) }
     /// A norm on the attention's output before the projection (EVA-02 CLIP's `inner_attn_ln`).
     public var attentionNorm = false
     /// A norm on the patch embeddings before the positions are added (AIMv2).
@@ -163,9 +206,10 @@ public struct ViTConfig: Sendable, Equatable {
     public var saveNames = SaveNames()
     /// Whether the patch convolution has a bias (CLIP's has none: zeros, never trained).
     public var patchBias = true
-    /// Whether the key projection has a bias (BEiT's has q and v biases only: the k slice of
-    /// qkv's bias is zeros, never trained).
-    public var keyBias = true
+    /// Whether q, k, v have biases at all, and whether k has one (BEiT's, EVA-02's, DINOv3's do not:
+    /// the k slice of qkv's bias is zeros, never trained).
+    public var qkvBias: Bool { qkvBiases != .none }
+    public var keyBias: Bool { qkvBiases != .qv }
     public var finalNorm: FinalNorm
     public var eps: Float
     /// Where eps came from (the tensors cannot show it).
@@ -176,11 +220,11 @@ public struct ViTConfig: Sendable, Equatable {
     /// The settings every ViT has; the rest default to a plain ViT's and are set by the reader
     /// (Families: the tensors, the family, config.json).
     public init(dim: Int, depth: Int, heads: Int, headsSource: HeadsSource, patch: Int, grid: Int, mlpHidden: Int,
-                qkvBias: Bool, prefixTokens: Int, finalNorm: FinalNorm, eps: Float, imageSize: Int) {
+                prefixTokens: Int, finalNorm: FinalNorm, eps: Float, imageSize: Int) {
         (self.dim, self.depth, self.heads, self.headsSource, self.patch, self.grid) = (
             dim, depth, heads, headsSource, patch, grid)
-        (self.mlpHidden, self.qkvBias, self.prefixTokens, self.finalNorm, self.eps, self.imageSize) = (
-            mlpHidden, qkvBias, prefixTokens, finalNorm, eps, imageSize)
+        (self.mlpHidden, self.prefixTokens, self.finalNorm, self.eps, self.imageSize) = (
+            mlpHidden, prefixTokens, finalNorm, eps, imageSize)
     }
 
     public var checkpointImageSize: Int { grid * patch }

@@ -240,14 +240,14 @@ extension ViTConfig {
             throw EngineError.imageSizeNotMultiple(size: run, patch: patch)
         }
         var config = ViTConfig(dim: dim, depth: depth, heads: h, headsSource: src, patch: patch, grid: grid,
-                               mlpHidden: hidden, qkvBias: t[ViTKeys.block(0, .qkvBias)] != nil, prefixTokens: prefix,
+                               mlpHidden: hidden, prefixTokens: prefix,
                                finalNorm: finalNorm, eps: eps, imageSize: run)
         config.epsSource = epsSource
         config.registers = registers
         config.positionSlots = slots
         config.layerScale = t[ViTKeys.block(0, .layerScale1)] != nil
         config.preNorm = preNorm
-        config.activation = activation
+        config.mlp = swiGLU ? .swiGLU(innerNorm: t[ViTKeys.block(0, .mlpNormWeight)] != nil) : .plain(activation)
         config.activationSource = activationSource
         config.modelFamily = family
         config.familySource = familySource
@@ -263,7 +263,7 @@ extension ViTConfig {
                     path: ckpt.path, what: "config.json says rope_theta \(said) but \(family.title) runs with θ = "
                     + "\(rotary.theta) (another θ is not supported)")
             }
-            config.rotary = rotary
+            config.positions = .rotary(rotary, withTable: t[ViTKeys.positions] != nil)
         }
         if let f = t[ViTKeys.ropeFrequencies]?.shape,
            f != [2, config.depth, config.heads, config.headDim / 2] {
@@ -293,16 +293,16 @@ extension ViTConfig {
             }
         }
         config.classToken = classToken
-        config.absolutePositions = t[ViTKeys.positions] != nil
-        config.relativeBlockTables = blockTable != nil
-        config.relativeSharedTable = sharedTable != nil
+        if blockTable != nil || sharedTable != nil {
+            config.positions = .relative(perBlock: blockTable != nil, shared: sharedTable != nil,
+                                         withTable: t[ViTKeys.positions] != nil)
+        }
         config.patchBias = t[ViTKeys.patchBias] != nil
-        config.keyBias = !(config.relativePositionBias || ckpt.layout == .beit || ckpt.layout == .huggingFaceBEiT
-            || ckpt.keyBiasAbsent)
+        let keyBias = !(blockTable != nil || sharedTable != nil || ckpt.layout == .beit
+            || ckpt.layout == .huggingFaceBEiT || ckpt.keyBiasAbsent)
+        config.qkvBiases = t[ViTKeys.block(0, .qkvBias)] == nil ? .none : keyBias ? .full : .qv
         config.norm = definition.norm
         config.positionResampling = definition.resampling
-        config.swiGLU = swiGLU
-        config.mlpNorm = t[ViTKeys.block(0, .mlpNormWeight)] != nil
         config.attentionNorm = t[ViTKeys.block(0, .attentionNormWeight)] != nil
         config.patchNorm = t[ViTKeys.patchNormWeight] != nil
         (config.separateQKV, config.separateGLU) = (ckpt.separateQKV, ckpt.separateGLU)
