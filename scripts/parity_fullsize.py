@@ -109,7 +109,7 @@ def family_weights(model, seed):
         elif k.endswith(("gamma", "gamma_1", "gamma_2")):
             sd[k] = 0.5 + 0.2 * torch.randn_like(v)
         elif k == "rope.freqs":
-            sd[k] = v + 0.2 * torch.randn_like(v)  # learned frequencies moved from their initialisation
+            sd[k] = 0.3 * torch.randn_like(v)  # learned frequencies, seeded like everything else
         elif k.endswith("relative_position_bias_table"):
             sd[k] = 0.8 * torch.randn_like(v)
         elif k.endswith("bias") or v.dim() < 2 or k in ("cls_token", "pos_embed", "reg_token"):

@@ -1,29 +1,34 @@
 import VitLensCore
 
-/// The key layouts vitlens recognises, each mapped onto timm's names, which the engine's
+/// The key layouts vitlens recognises (here, and taught by the families: `LayoutRenamer`), each
+/// mapped onto timm's names, which the engine's
 /// name table uses: `cls_token`, `pos_embed`, `patch_embed.proj.*`, `blocks.N.{norm1,attn.qkv,
 /// attn.proj,norm2,mlp.fc1,mlp.fc2}.*`, `norm.*` or `fc_norm.*`, optional `dist_token`.
-public enum Layout: String, Sendable {
-    case timm = "timm/DeiT"
-    case mae = "MAE/mae-lite"
-    case mocoV3 = "MoCo v3"
-    case dino = "DINO"
-    case huggingFace = "Hugging Face ViT"
-    case clip = "OpenAI/OpenCLIP CLIP"
-    case huggingFaceCLIP = "Hugging Face CLIP"
-    case facebookDINOv2 = "Facebook DINOv2"
-    case huggingFaceDINOv2 = "Hugging Face DINOv2"
-    case beit = "timm BEiT"
-    case huggingFaceSigLIP = "Hugging Face SigLIP"
-    case huggingFaceBEiT = "Hugging Face BEiT"
-    case huggingFaceSigLIP2 = "Hugging Face SigLIP 2 (NaFlex)"
-    case evaCLIP = "EVA-CLIP"
-    case evaMIM = "EVA-02 MIM"
-    case appleAIMv2 = "Apple AIMv2"
-    case huggingFaceDINOv3 = "Hugging Face DINOv3"
-    case huggingFaceAIMv2 = "Hugging Face AIMv2"
-    case facebookDINOv3 = "Facebook DINOv3"
+public struct Layout: RawRepresentable, Hashable, Sendable {
+    public let rawValue: String
+    public init(rawValue: String) { self.rawValue = rawValue }
+
+    public static let timm = Layout(rawValue: "timm/DeiT")
+    public static let mae = Layout(rawValue: "MAE/mae-lite")
+    public static let mocoV3 = Layout(rawValue: "MoCo v3")
+    public static let dino = Layout(rawValue: "DINO")
+    public static let huggingFace = Layout(rawValue: "Hugging Face ViT")
+    public static let clip = Layout(rawValue: "OpenAI/OpenCLIP CLIP")
+    public static let huggingFaceCLIP = Layout(rawValue: "Hugging Face CLIP")
+    public static let facebookDINOv2 = Layout(rawValue: "Facebook DINOv2")
+    public static let huggingFaceDINOv2 = Layout(rawValue: "Hugging Face DINOv2")
+    public static let beit = Layout(rawValue: "timm BEiT")
+    public static let huggingFaceSigLIP = Layout(rawValue: "Hugging Face SigLIP")
+    public static let huggingFaceBEiT = Layout(rawValue: "Hugging Face BEiT")
+    public static let huggingFaceSigLIP2 = Layout(rawValue: "Hugging Face SigLIP 2 (NaFlex)")
+    public static let evaMIM = Layout(rawValue: "EVA-02 MIM")
+    public static let facebookDINOv3 = Layout(rawValue: "Facebook DINOv3")
 }
+
+/// A key layout another module teaches the loader (a model family's file, Families/): for a
+/// state dict's keys, the rule that renames each key to timm's names (nil: not the model's, listed
+/// as ignored) and the layout's name; nil when the keys are not this layout's.
+public typealias LayoutRenamer = @Sendable ([String]) -> (rename: @Sendable (String) -> String?, layout: Layout)?
 
 /// Containers searched for the state dict, in order (docs/reference.md, "Checkpoints").
 let stateDictContainers = ["model", "state_dict", "model_ema", "teacher", "student", "module"]
@@ -77,11 +82,11 @@ public enum LayoutMapper {
             || (keys.contains("conv1.weight") && keys.contains { $0.hasPrefix("transformer.resblocks.") })
     }
 
-    static func holdsViT(_ keys: [String]) -> Bool {
+    static func holdsViT(_ keys: [String], renamers: [LayoutRenamer] = []) -> Bool {
         if isHuggingFace(keys) || isCLIP(keys) || isHFCLIP(keys) { return true }
-        if aimv2Renamed(keys) != nil || dinov3Renamed(keys) != nil { return true }
+        if renamers.contains(where: { $0(keys) != nil }) { return true }
         var s = Set<String>()
-        return keys.contains { ["patch_embed.proj.weight", evaCLIPPatch].contains(stripTimm($0, stripped: &s)) }
+        return keys.contains { stripTimm($0, stripped: &s) == "patch_embed.proj.weight" }
     }
 
     /// Whether a canonical key is one the engine uses.
@@ -115,76 +120,10 @@ public enum LayoutMapper {
         }
     }
 
-    /// EVA-CLIP's image tower: timm-like names under `visual.` beside a text tower.
-    static let evaCLIPPatch = "visual.patch_embed.proj.weight"
-
-    /// AIMv2 in Apple's names (ml-aim: `preprocessor.patchifier.*`, `preprocessor.pos_embed`,
-    /// `trunk.blocks.N.{norm_1, attn.qkv, attn.proj, norm_2, mlp.fc1 (gate), mlp.fc3 (up), mlp.fc2}`,
-    /// `trunk.post_trunk_norm`, as timm's `_convert_aimv2` reads them) or Hugging Face's
-    /// (`[vision_model.]embeddings.{patch_embed, rms_norm, position_embedding}`, `encoder.layers.N.
-    /// {rms_norm1, attention.{q,k,v,out}_proj, rms_norm2, ffn.{gate,up,down}_proj}`, `rms_norm`):
-    /// the rule that renames a key to timm's names (nil: not this tower's), and the layout.
-    static func aimv2Renamed(_ keys: [String]) -> ((String) -> String?, Layout)? {
-        if keys.contains("preprocessor.patchifier.proj.weight") {
-            return ({ k in
-                var k = k
-                for (a, b) in [("norm_1", "norm1"), ("norm_2", "norm2"), ("preprocessor.patchifier.", "patch_embed."),
-                               ("preprocessor.pos_embed", "pos_embed"), ("trunk.", ""), ("post_trunk_norm.", "norm."),
-                               ("mlp.fc1.", "mlp.fc1_g."), ("mlp.fc3.", "mlp.fc1_x.")] {
-                    k = k.replacingOccurrences(of: a, with: b)
-                }
-                return k
-            }, .appleAIMv2)
-        }
-        guard let norm = keys.first(where: { $0.hasSuffix("embeddings.rms_norm.weight") }),
-              keys.contains(where: { $0.hasSuffix("encoder.layers.0.ffn.gate_proj.weight") }) else { return nil }
-        let prefix = String(norm.dropLast("embeddings.rms_norm.weight".count))
-        return ({ key in
-            guard key.hasPrefix(prefix) else { return nil }
-            var k = String(key.dropFirst(prefix.count))
-            if k == "rms_norm.weight" { return ViTKeys.FinalNorm.norm.weight }
-            for (a, b) in [("embeddings.patch_embed.", "patch_embed.proj."),
-                           ("embeddings.rms_norm.", "patch_embed.norm."),
-                           ("embeddings.position_embedding.weight", "pos_embed"), ("encoder.layers.", "blocks."),
-                           (".rms_norm1.", ".norm1."), (".rms_norm2.", ".norm2."),
-                           (".attention.out_proj.", ".attn.proj."),
-                           (".attention.", ".attn."), (".ffn.gate_proj.", ".mlp.fc1_g."),
-                           (".ffn.up_proj.", ".mlp.fc1_x."),
-                           (".ffn.down_proj.", ".mlp.fc2.")] {
-                k = k.replacingOccurrences(of: a, with: b)
-            }
-            return k
-        }, .huggingFaceAIMv2)
-    }
-
-    /// transformers' DINOv3ViTModel as saved (`[prefix]embeddings.{cls_token, register_tokens,
-    /// patch_embeddings, mask_token}`, `layer.N.{norm1, attention.{q,k,v,o}_proj, layer_scale1.lambda1,
-    /// norm2, mlp.{gate,up,down}_proj, layer_scale2.lambda1}`, `norm`), renamed to timm's names: the
-    /// rule (nil: not this model's key) and the layout.
-    static func dinov3Renamed(_ keys: [String]) -> ((String) -> String?, Layout)? {
-        guard let patch = keys.first(where: { $0.hasSuffix("embeddings.patch_embeddings.weight") }) else { return nil }
-        let prefix = String(patch.dropLast("embeddings.patch_embeddings.weight".count))
-        guard keys.contains(prefix + "layer.0.attention.o_proj.weight") else { return nil }
-        let gated = keys.contains(prefix + "layer.0.mlp.gate_proj.weight")
-        return ({ key in
-            guard key.hasPrefix(prefix) else { return nil }
-            var k = String(key.dropFirst(prefix.count))
-            for (a, b) in [("embeddings.cls_token", "cls_token"), ("embeddings.register_tokens", "reg_token"),
-                           ("embeddings.mask_token", "mask_token"),
-                           ("embeddings.patch_embeddings.", "patch_embed.proj."),
-                           ("layer.", "blocks."), (".attention.o_proj.", ".attn.proj."), (".attention.", ".attn."),
-                           (".layer_scale1.lambda1", ".ls1.gamma"), (".layer_scale2.lambda1", ".ls2.gamma"),
-                           (".mlp.gate_proj.", ".mlp.fc1_g."), (".mlp.up_proj.", gated ? ".mlp.fc1_x." : ".mlp.fc1."),
-                           (".mlp.down_proj.", ".mlp.fc2.")] where k.hasPrefix(a) || k.contains(a) {
-                k = k.replacingOccurrences(of: a, with: b)
-            }
-            return k
-        }, .huggingFaceDINOv3)
-    }
-
-    static func map(_ raw: [String: RawTensor], container: String?, path: String) throws -> MappedStateDict {
+    static func map(_ raw: [String: RawTensor], container: String?, path: String,
+                    renamers: [LayoutRenamer] = []) throws -> MappedStateDict {
         let keys = raw.keys.sorted()
-        if let (rename, layout) = aimv2Renamed(keys) ?? dinov3Renamed(keys), raw["patch_embed.proj.weight"] == nil {
+        if raw["patch_embed.proj.weight"] == nil, let (rename, layout) = renamers.lazy.compactMap({ $0(keys) }).first {
             var tower: [String: RawTensor] = [:], others: [String] = []
             for (k, v) in raw {
                 guard let name = rename(k) else { others.append(k); continue }
@@ -195,16 +134,6 @@ public enum LayoutMapper {
             var out = try map(tower, container: container, path: path)
             out.ignored = others.sorted() + out.ignored
             out.layout = layout
-            return out
-        }
-        if raw[evaCLIPPatch] != nil && raw["patch_embed.proj.weight"] == nil {
-            var visual: [String: RawTensor] = [:], others: [String] = []
-            for (k, v) in raw {
-                if k.hasPrefix("visual.") { visual[String(k.dropFirst("visual.".count))] = v } else { others.append(k) }
-            }
-            var out = try map(visual, container: container, path: path)
-            out.ignored = others.sorted() + out.ignored.map { "visual." + $0 }
-            out.layout = .evaCLIP
             return out
         }
         if isHuggingFace(keys) { return try mapHF(raw, path: path) }

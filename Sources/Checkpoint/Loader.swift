@@ -58,7 +58,9 @@ public struct LoadedCheckpoint {
 }
 
 public enum CheckpointLoader {
-    public static func load(path: String) throws -> LoadedCheckpoint {
+    /// The checkpoint at `path` (a file or a Hugging Face folder), its keys mapped onto timm's names
+    /// by the layouts here and those `renamers` teach (the families': Families' `loadModel`).
+    public static func load(path: String, renamers: [LayoutRenamer] = []) throws -> LoadedCheckpoint {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw FileError.cannotOpen(path: path, reason: "no such file or directory")
@@ -72,7 +74,7 @@ public enum CheckpointLoader {
             for name in ["model.safetensors", "pytorch_model.bin"] {
                 let w = path + "/" + name
                 if FileManager.default.fileExists(atPath: w) {
-                    return try loadFile(w, displayPath: path, config: config, folder: true)
+                    return try loadFile(w, displayPath: path, config: config, folder: true, renamers: renamers)
                 }
             }
             throw CheckpointError.config(
@@ -82,17 +84,18 @@ public enum CheckpointLoader {
         // A config.json beside a weights file is used too (a Hugging Face snapshot's file given directly).
         let beside = (path as NSString).deletingLastPathComponent + "/config.json"
         let config = FileManager.default.fileExists(atPath: beside) ? try? readConfig(beside) : nil
-        return try loadFile(path, displayPath: path, config: config, folder: false)
+        return try loadFile(path, displayPath: path, config: config, folder: false, renamers: renamers)
     }
 
-    static func loadFile(
-        _ path: String, displayPath: String, config: HFConfig?, folder: Bool) throws -> LoadedCheckpoint {
-        try load(file: try MappedFile(path: path), displayPath: displayPath, config: config, folder: folder)
+    static func loadFile(_ path: String, displayPath: String, config: HFConfig?, folder: Bool,
+                         renamers: [LayoutRenamer] = []) throws -> LoadedCheckpoint {
+        try load(file: try MappedFile(path: path), displayPath: displayPath, config: config, folder: folder,
+                 renamers: renamers)
     }
 
     /// Reads a checkpoint already in memory or mapped (`file.path` names it in errors).
-    static func load(
-        file: MappedFile, displayPath: String, config: HFConfig?, folder: Bool) throws -> LoadedCheckpoint {
+    static func load(file: MappedFile, displayPath: String, config: HFConfig?, folder: Bool,
+                     renamers: [LayoutRenamer] = []) throws -> LoadedCheckpoint {
         let path = file.path
         guard file.count > 0 else { throw CheckpointError.truncated(path: path, what: "file is empty") }
         var raw: [String: RawTensor] = [:]
@@ -106,7 +109,8 @@ public enum CheckpointLoader {
             // Unpickling and releasing the pickled object run on a thread with a 1 GB stack
             // (virtual; only what is touched is committed): a hostile pickle can nest up to
             // Unpickler.maxContainers levels, and releasing it recurses once per level.
-            (raw, location, container, topIgnored) = try runWithLargeStack(1 << 30) { try stateDict(file, path: path) }
+            (raw, location, container, topIgnored) = try runWithLargeStack(1 << 30) {
+                try stateDict(file, path: path, renamers: renamers) }
         } else if let b = file.bytes(at: 0, count: 2), b[0] == 0x80, b[1] <= 5 {
             throw CheckpointError.unsupported(
                 path: path,
@@ -122,12 +126,12 @@ public enum CheckpointLoader {
             throw CheckpointError.unknownFormat(path: path)
         }
         if folder { format = "Hugging Face folder, " + format + " " + (path as NSString).lastPathComponent }
-        guard LayoutMapper.holdsViT(Array(raw.keys)) else {
+        guard LayoutMapper.holdsViT(Array(raw.keys), renamers: renamers) else {
             throw CheckpointError.notAViT(
                 path: path,
                 what: "no patch_embed.proj.weight (or Hugging Face patch_embeddings) among \(raw.count) tensors")
         }
-        let mapped = try LayoutMapper.map(raw, container: container, path: path)
+        let mapped = try LayoutMapper.map(raw, container: container, path: path, renamers: renamers)
         var loaded = LoadedCheckpoint(path: displayPath, weightsPath: path, format: format, layout: mapped.layout,
                                       location: location, tensors: mapped.tensors,
                                       ignored: topIgnored + mapped.ignored,
@@ -140,7 +144,8 @@ public enum CheckpointLoader {
 
     /// The ViT state dict inside a torch.save archive: at the top level or under one of
     /// `stateDictContainers`; also where it was found and the other top-level keys.
-    static func stateDict(_ file: MappedFile, path: String) throws -> ([String: RawTensor], String, String?, [String]) {
+    static func stateDict(_ file: MappedFile, path: String, renamers: [LayoutRenamer] = []) throws
+        -> ([String: RawTensor], String, String?, [String]) {
         var raw: [String: RawTensor] = [:]
         var location = "top level"
         var container: String?
@@ -150,13 +155,13 @@ public enum CheckpointLoader {
                 throw CheckpointError.notAViT(path: path, what: "the pickled object is not a dict")
             }
             let topTensors = tensorsOf(top)
-            if LayoutMapper.holdsViT(Array(topTensors.keys)) {
+            if LayoutMapper.holdsViT(Array(topTensors.keys), renamers: renamers) {
                 raw = topTensors
             } else {
                 for name in stateDictContainers {
                     if let v = top.lookup(name), case let .dict(d) = v {
                         let t = tensorsOf(d)
-                        if LayoutMapper.holdsViT(Array(t.keys)) {
+                        if LayoutMapper.holdsViT(Array(t.keys), renamers: renamers) {
                             raw = t
                             location = name
                             container = name

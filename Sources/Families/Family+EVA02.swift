@@ -1,6 +1,10 @@
 import Checkpoint
 import Engine
 
+extension Layout {
+    static let evaCLIP = Layout(rawValue: "EVA-CLIP")
+}
+
 extension FamilyDefinition {
     /// EVA-02 and EVA-02 CLIP: a class token, absolute positions and RoPE θ 10⁴ [y, x] rescaled to
     /// 16×16, a SwiGLU MLP, q and v biases only.
@@ -19,5 +23,13 @@ extension FamilyDefinition {
         // the SwiGLU (GluMlp) unless it has its inner norm (SwiGLU): as the checkpoint had them.
         saveNames: { c in
             .init(layerScaleAsGamma: true, qvBiases: !c.separateQKV, separateQKV: c.separateQKV, separateGLU: c.mlpNorm)
-        })
+        },
+        layouts: [evaCLIPLayout])
+
+    /// EVA-CLIP's image tower: timm-like names under `visual.` beside a text tower (ignored).
+    static let evaCLIPLayout: LayoutRenamer = { keys in
+        guard keys.contains("visual.patch_embed.proj.weight"), !keys.contains("patch_embed.proj.weight") else {
+            return nil }
+        return ({ k in k.hasPrefix("visual.") ? String(k.dropFirst("visual.".count)) : nil }, .evaCLIP)
+    }
 }

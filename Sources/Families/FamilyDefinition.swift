@@ -74,6 +74,9 @@ struct FamilyDefinition {
     var saveNames: (ViTConfig) -> ViTConfig.SaveNames = { c in
         .init(layerScaleAsGamma: !c.keyBias || c.rotary != nil, qvBiases: !c.keyBias, separateGLU: c.swiGLU)
     }
+    /// The key layouts of its authors' files that only it has, taught to the checkpoint loader
+    /// (`CheckpointLoader.loadModel`).
+    var layouts: [LayoutRenamer] = []
 
     /// Why tensors with these traits cannot be this family (nil: they can): the first trait it
     /// does not allow (and the families that have it), or requires but the tensors lack.
@@ -102,6 +105,9 @@ struct FamilyDefinition {
         .beit, .ropeVitMixed, .aimv2, .eva02, .dinov3, .ropeVitGap, .ropeVit, .perceptionEncoder, .clip,
         .siglip2, .siglip, .vitGap, .dinov2, .deit3, .vit,
     ]
+
+    /// Every family's own key layouts.
+    static let layouts = registry.flatMap(\.layouts)
 
     static func of(_ family: ModelFamily) -> FamilyDefinition {
         registry.first { $0.family == family }!
@@ -143,5 +149,12 @@ extension ModelFamily {
             throw FamilyError.contradicts(path: path, family: self, source: source, why: why)
         }
         return self
+    }
+}
+
+extension CheckpointLoader {
+    /// A model checkpoint, read with every family's key layouts (Families/Family+<Name>.swift).
+    public static func loadModel(path: String) throws -> LoadedCheckpoint {
+        try load(path: path, renamers: FamilyDefinition.layouts)
     }
 }

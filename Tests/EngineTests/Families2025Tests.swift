@@ -34,7 +34,7 @@ final class Families2025Tests: XCTestCase {
 
     func engine(_ name: String, file: String? = nil, size: Int) throws -> ViTEngine {
         let want = expected[name]!
-        let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file ?? "family_\(name).safetensors"))
+        let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint(file ?? "family_\(name).safetensors"))
         let config = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: size, family: want.given)
         XCTAssertEqual(config.modelFamily, want.family, name)
         XCTAssertEqual(config.rotary, want.rotary, name)
@@ -65,7 +65,7 @@ final class Families2025Tests: XCTestCase {
             let sizes = [(32, "", "none"), (48, "_size48", "size48"), (24, "_size24", "siglip2_size24")]
             for (size, suffix, input) in sizes {
                 let make = { () throws -> ViTEngine in
-                    let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(folder))
+                    let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint(folder))
                     XCTAssertEqual(ckpt.layout, .huggingFaceSigLIP2)
                     let config = try ViTConfig.infer(from: ckpt, imageSize: size)
                     XCTAssertEqual(config.modelFamily, .siglip2)
@@ -80,7 +80,7 @@ final class Families2025Tests: XCTestCase {
 
     /// AIMv2 as Hugging Face publishes it (make_hf_aimv2_fixtures.py, transformers float64).
     func testHuggingFaceAIMv2MatchesTransformers() throws {
-        let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint("family_hf_aimv2"))
+        let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("family_hf_aimv2"))
         XCTAssertEqual(ckpt.layout, .huggingFaceAIMv2)
         let config = try ViTConfig.infer(from: ckpt)
         XCTAssertEqual(config.modelFamily, .aimv2)
@@ -95,7 +95,7 @@ final class Families2025Tests: XCTestCase {
     /// the plain and the gated MLP.
     func testHuggingFaceDINOv3MatchesTransformers() throws {
         for name in ["hf_dinov3", "hf_dinov3plus"] {
-            let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint("family_\(name)"))
+            let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("family_\(name)"))
             XCTAssertEqual(ckpt.layout, .huggingFaceDINOv3)
             let config = try ViTConfig.infer(from: ckpt)
             XCTAssertEqual(config.modelFamily, .dinov3)
@@ -118,11 +118,11 @@ final class Families2025Tests: XCTestCase {
             ("family_aimv2_apple.pt", "aimv2", .appleAIMv2), ("family_eva02_mim.pt", "eva02", .evaMIM),
         ] {
             let e = try engine(name, file: file, size: 32)
-            XCTAssertEqual(try CheckpointLoader.load(path: Fixtures.checkpoint(file)).layout, layout, file)
+            XCTAssertEqual(try CheckpointLoader.loadModel(path: Fixtures.checkpoint(file)).layout, layout, file)
             try checkEveryPath(file, input: try goldenInput("none"), golden: "family_\(name)") { e }
         }
         // EVA's stored rotary buffers are checked against the rotation vitlens builds.
-        let mim = try CheckpointLoader.load(path: Fixtures.checkpoint("family_eva02_mim.pt"))
+        let mim = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("family_eva02_mim.pt"))
         XCTAssertNoThrow(try ViTConfig.infer(from: mim, heads: 2))
         var tampered = mim.tensors
         var cosines = try mim.tensors[ViTKeys.ropeCos]!.floats(name: "cos")
@@ -132,7 +132,7 @@ final class Families2025Tests: XCTestCase {
             XCTAssertTrue("\(e)".contains("rope.freqs_cos[5, 3]"), "\(e)")
         }
         // Facebook's k bias is stored nonzero and masked: the mask applied gives zeros.
-        let fb = try CheckpointLoader.load(path: Fixtures.checkpoint("family_dinov3plus_fb.pth"))
+        let fb = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("family_dinov3plus_fb.pth"))
         XCTAssertTrue(fb.keyBiasAbsent)
         let bias = try fb.tensors[ViTKeys.block(0, .qkvBias)]!.floats(name: "qkv bias")
         XCTAssertEqual(Array(bias[16..<32]), [Float](repeating: 0, count: 16))
@@ -172,7 +172,7 @@ final class Families2025Tests: XCTestCase {
     /// attention-pooling head, no final norm) is CLIP's tensors; the family given settles it, a
     /// family the tensors contradict is refused.
     func testFamiliesNeverGuessed() throws {
-        let spatial = try CheckpointLoader.load(path: Fixtures.checkpoint("family_pespatial_meta.pt"))
+        let spatial = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("family_pespatial_meta.pt"))
         XCTAssertThrowsError(try ViTConfig.infer(from: spatial, heads: 2)) { error in
             guard case let FamilyError.ambiguous(_, candidates, _)? = error as? FamilyError else {
                 return XCTFail("\(error)") }
@@ -180,13 +180,13 @@ final class Families2025Tests: XCTestCase {
         }
         XCTAssertEqual(try ViTConfig.infer(from: spatial, heads: 2, family: .perceptionEncoder).modelFamily,
                        .perceptionEncoder)
-        let aim = try CheckpointLoader.load(path: Fixtures.checkpoint("family_aimv2.safetensors"))
+        let aim = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("family_aimv2.safetensors"))
         for wrong in [ModelFamily.vitGap, .siglip, .eva02] {
             XCTAssertThrowsError(try ViTConfig.infer(from: aim, family: wrong)) { error in
                 XCTAssertTrue(error is FamilyError, "\(wrong): \(error)")
             }
         }
-        let eva = try CheckpointLoader.load(path: Fixtures.checkpoint("family_eva02.safetensors"))
+        let eva = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("family_eva02.safetensors"))
         XCTAssertThrowsError(try ViTConfig.infer(from: eva, family: .vit))
         XCTAssertThrowsError(try ViTConfig.infer(from: eva, family: .dinov3))
     }

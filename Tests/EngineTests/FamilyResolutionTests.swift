@@ -8,7 +8,9 @@ import XCTest
 /// A model's family is given or evident, never guessed: tensors several families share stop the
 /// run with the candidates named, and `--family` (or a metadata `family`) settles it.
 final class FamilyResolutionTests: XCTestCase {
-    func load(_ file: String) throws -> LoadedCheckpoint { try CheckpointLoader.load(path: Fixtures.checkpoint(file)) }
+    func load(_ file: String) throws -> LoadedCheckpoint {
+        try CheckpointLoader.loadModel(path: Fixtures.checkpoint(file))
+    }
 
     func assertAmbiguous(_ c: LoadedCheckpoint, _ candidates: [ModelFamily], line: UInt = #line) {
         XCTAssertThrowsError(try ViTConfig.infer(from: c, heads: 2), line: line) { e in

@@ -44,7 +44,7 @@ final class RecordingTaps: ForwardTaps {
 }
 
 func loadEngine(_ file: String, heads: Int? = 2, imageSize: Int? = nil) throws -> ViTEngine {
-    let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file))
+    let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint(file))
     let config = try ViTConfig.infer(from: ckpt, heads: heads, imageSize: imageSize)
     return ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config))
 }
@@ -244,7 +244,7 @@ final class ParityTests: XCTestCase {
 
 final class LoaderValidationTests: XCTestCase {
     func tweaked(_ change: (inout [String: RawTensor]) -> Void) throws -> LoadedCheckpoint {
-        let c = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_f32.safetensors"))
+        let c = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("tiny_f32.safetensors"))
         var t = c.tensors
         change(&t)
         return c.replacingTensors(t)
@@ -294,7 +294,7 @@ final class LoaderValidationTests: XCTestCase {
     }
 
     func testHeadsMustDivideWidth() throws {
-        let c = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_f32.safetensors"))
+        let c = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("tiny_f32.safetensors"))
         XCTAssertThrowsError(try ViTConfig.infer(from: c, heads: 5)) { e in
             XCTAssertEqual("\(e)", "5 heads (given) do not divide the embedding width 16")
             guard case EngineError.headsDoNotDivide(5, 16, .option)? = e as? EngineError else { return XCTFail("\(e)") }
@@ -302,14 +302,14 @@ final class LoaderValidationTests: XCTestCase {
     }
 
     func testHeadsPrecedence() throws {
-        let st = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_f32.safetensors"))
+        let st = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("tiny_f32.safetensors"))
         XCTAssertEqual(try ViTConfig.infer(from: st).headsSource, .metadata)
         XCTAssertEqual(try ViTConfig.infer(from: st, heads: 4).heads, 4)
-        let pth = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_timm.pth"))
+        let pth = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("tiny_timm.pth"))
         let conv = try ViTConfig.infer(from: pth)
         XCTAssertEqual(conv.headsSource, .convention)
         XCTAssertEqual(conv.heads, 1)  // 16/64 rounds to 0: at least one head
-        let hf = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_hf"))
+        let hf = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("tiny_hf"))
         XCTAssertEqual(try ViTConfig.infer(from: hf).headsSource, .config)
     }
 }

@@ -123,7 +123,7 @@ final class PrecisionTests: XCTestCase {
                                ("family_aimv2.safetensors", "family_aimv2"),
                                ("family_dinov3plus.safetensors", "family_dinov3plus"),
                                ("family_hf_siglip2", "family_hf_siglip2")] {
-            let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file))
+            let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint(file))
             let config = try ViTConfig.infer(
                 from: ckpt, heads: 2, imageSize: 32, family: file.contains("pespatial") ? .perceptionEncoder : nil)
             let engine = try ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config), precision: .bf16)
@@ -155,7 +155,7 @@ final class PrecisionTests: XCTestCase {
     /// with the reason; the CLI test checks the one-line error.
     func testRefusedWithoutTheInstructions() throws {
         if bf16Here { return }
-        let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint("tiny_f32.safetensors"))
+        let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("tiny_f32.safetensors"))
         let config = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: nil)
         XCTAssertThrowsError(
             try ViTEngine(weights: try ViTWeights(checkpoint: ckpt, config: config), precision: .bf16)) {

@@ -11,7 +11,7 @@ import XCTest
 /// weights, at 48 px (the rotary grid follows the run size).
 final class RotaryTests: XCTestCase {
     func engine(_ name: String, size: Int) throws -> ViTEngine {
-        let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint("family_\(name).safetensors"))
+        let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("family_\(name).safetensors"))
         let config = try ViTConfig.infer(from: ckpt, imageSize: size)
         let family: [String: (String, RotarySpec)] = [
             "ropevit": ("rope-vit", .timmAxial), "dinov3": ("dinov3", .dinov3),

@@ -24,7 +24,7 @@ final class EngineAgreementTests: XCTestCase {
                      "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
                      "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors",
                      "family_hf_siglip2", "family_hf_aimv2", "family_hf_dinov3plus", "family_ropemixed.safetensors"] {
-            let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
+            let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint(name))
             let cfg = try ViTConfig.infer(
                 from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
                                           family: familyOf(name))
@@ -70,7 +70,7 @@ final class SaveRoundTripTests: XCTestCase {
                      "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
                      "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors",
                      "family_hf_siglip2", "family_hf_aimv2", "family_hf_dinov3plus", "family_ropemixed.safetensors"] {
-            let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(name))
+            let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint(name))
             let cfg = try ViTConfig.infer(
                 from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
                                           family: familyOf(name))
@@ -96,7 +96,7 @@ final class SaveRoundTripTests: XCTestCase {
                                                 ("image_size", "\(cfg.imageSize)"),
                                                 ("family", cfg.modelFamily.rawValue)])
             }
-            let again = try CheckpointLoader.load(path: path)
+            let again = try CheckpointLoader.loadModel(path: path)
             let c2 = try ViTConfig.infer(from: again)
             XCTAssertEqual(c2.family, cfg.family, name)
             XCTAssertEqual(

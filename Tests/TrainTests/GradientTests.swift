@@ -142,7 +142,7 @@ final class GradientTests: XCTestCase {
     }
 
     func model(keep: Int, pooling: ProbePooling, file: String = "tiny_f32.safetensors") throws -> TrainableViT {
-        let ckpt = try CheckpointLoader.load(path: Fixtures.checkpoint(file))
+        let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint(file))
         let cfg = try ViTConfig.infer(
             from: ckpt, heads: 2, imageSize: file.contains("rope") || file.contains("dinov3") ? 32 : nil,
                 family: familyOf(file))

@@ -43,7 +43,7 @@ public final class AnalysisModel {
 
     public init(_ request: ModelRequest) throws {
         self.request = request
-        let ckpt = try CheckpointLoader.load(path: request.path)
+        let ckpt = try CheckpointLoader.loadModel(path: request.path)
         checkpoint = ckpt
         let path = request.path
         let config = try CheckpointError.naming(path) {
