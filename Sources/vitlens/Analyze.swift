@@ -45,8 +45,9 @@ struct CKA: ParsableCommand {
     var tokens: TokenSelection = .patches
     @Option(help: "normed (blocks[i].norm1 outputs, then the final norm) or residual (the raw residual stream).")
     var rep: RepresentationKind = .normed
-    @Option(help: "i/n: process every n-th batch starting at i and write partial.json for `vitlens merge`.")
-    var shard: ShardSpec?
+    @OptionGroup var sharding: ShardOptions
+    /// The shard this run handles (checked by ShardOptions.validate).
+    var shard: ShardSpec? { (try? sharding.resolved()) ?? nil }
     @Option(parsing: .unconditional,
         help: ArgumentHelp(
             "Resamples of the 95% bootstrap intervals over minibatches (ci_low, ci_high in cka.csv; seeded); 0: "
@@ -153,8 +154,9 @@ struct Attention: ParsableCommand {
     var convention: DistanceConvention = .pixels
     @Flag(name: .customLong("per-image"), help: "Box statistics over heads × images instead of over heads.")
     var perImage = false
-    @Option(help: "i/n: process every n-th batch starting at i and write partial.json for `vitlens merge`.")
-    var shard: ShardSpec?
+    @OptionGroup var sharding: ShardOptions
+    /// The shard this run handles (checked by ShardOptions.validate).
+    var shard: ShardSpec? { (try? sharding.resolved()) ?? nil }
     @OptionGroup var figures: FigureOptions
     @OptionGroup var y: YRangeOption
     @Option(help: ArgumentHelp(

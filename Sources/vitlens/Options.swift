@@ -14,8 +14,44 @@ extension RepresentationKind: ExpressibleByArgument {}
 extension TokenSelection: ExpressibleByArgument {}
 extension DistanceConvention: ExpressibleByArgument {}
 extension ProbePooling: ExpressibleByArgument {}
-extension ShardSpec: ExpressibleByArgument {
-    public init?(argument: String) { self.init(parsing: argument) }
+/// `--shard i/n`, or `auto`.
+enum ShardArgument: ExpressibleByArgument {
+    case fixed(ShardSpec)
+    case auto
+    init?(argument: String) {
+        if argument == "auto" { self = .auto; return }
+        guard let spec = ShardSpec(parsing: argument) else { return nil }
+        self = .fixed(spec)
+    }
+}
+
+/// `--shard i/n` or `--shard auto` (`--shards n` in a Kubernetes Indexed Job): a shard of a run
+/// that `vitlens merge` puts back together (docs/cluster.md).
+struct ShardOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "i/n: process every n-th batch starting at i and write partial.json for `vitlens merge`; auto: i and n from "
+        + "a Slurm job array (SLURM_ARRAY_TASK_ID, _MIN, _MAX) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, "
+        + "with --shards)."))
+    var shard: ShardArgument?
+    @Option(help: "With --shard auto in a Kubernetes Indexed Job: the number of shards (the Job's completions).")
+    var shards: Int?
+
+    func validate() throws {
+        if shards != nil, case .fixed? = shard { throw ValidationError("--shards goes with --shard auto only") }
+        if shards != nil && shard == nil { throw ValidationError("--shards goes with --shard auto only") }
+        _ = try resolved()
+    }
+
+    /// The shard this run handles (nil: the whole run).
+    func resolved(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ShardSpec? {
+        switch shard {
+        case nil: return nil
+        case let .fixed(spec)?: return spec
+        case .auto?:
+            do { return try ShardSpec.fromEnvironment(environment, shards: shards) }
+            catch let e as ShardError { throw ValidationError(e.description) }
+        }
+    }
 }
 
 /// The one checkpoint of extract, inspect and finetune. Taken as a list so that a second one

@@ -1,4 +1,5 @@
 import Foundation
+import Lens
 import TestSupport
 import XCTest
 
@@ -100,6 +101,55 @@ final class AnalysisCLITests: XCTestCase {
         XCTAssertEqual(per.status, 0, per.stderr)
         let box = try String(contentsOfFile: tmp + "/per/attention_box.csv", encoding: .utf8)
         XCTAssertTrue(box.split(separator: "\n")[1].hasSuffix(",24"), "12 images × 2 heads per layer: \(box)")
+    }
+
+    /// `--shard auto` takes the shard from a Slurm job array (here tasks 4–6: three shards) or a
+    /// Kubernetes Indexed Job (JOB_COMPLETION_INDEX with --shards 2), as docs/cluster.md runs it;
+    /// merged, the shards give the single run's report; without either, or with --shards beside
+    /// i/n, one error line (exit 64).
+    func testShardAutoFromSlurmAndKubernetes() throws {
+        let args = ["cka", a, b, "--images", images, "--resize", "none", "--batch", "4"]
+        let single = tmp + "/auto-single"
+        XCTAssertEqual(run(args + ["--out", single]).status, 0)
+        for (name, envs, extra) in [
+            ("slurm", (4...6).map { ["SLURM_ARRAY_TASK_ID": "\($0)", "SLURM_ARRAY_TASK_MIN": "4",
+                                     "SLURM_ARRAY_TASK_MAX": "6"] }, [String]()),
+            ("k8s", (0..<2).map { ["JOB_COMPLETION_INDEX": "\($0)"] }, ["--shards", "2"]),
+        ] {
+            var dirs: [String] = []
+            for (i, env) in envs.enumerated() {
+                let d = tmp + "/auto-\(name)-\(i)"
+                let r = runProcess(CLITests.binary, args + ["--shard", "auto", "--out", d, "--quiet"] + extra,
+                                   environment: env)
+                XCTAssertEqual(r.status, 0, r.stderr)
+                let partial = try String(contentsOfFile: d + "/partial.json", encoding: .utf8)
+                XCTAssertTrue(partial.contains("\"shard\": \"\(i)/\(envs.count)\""), partial)
+                dirs.append(d)
+            }
+            let merged = tmp + "/auto-\(name)-merged"
+            XCTAssertEqual(run(["merge"] + dirs + ["--out", merged]).status, 0)
+            XCTAssertEqual(try String(contentsOfFile: merged + "/cka.csv", encoding: .utf8),
+                           try String(contentsOfFile: single + "/cka.csv", encoding: .utf8), name)
+        }
+        for (env, extra, says) in [
+            ([String: String](), [String](), "neither a Slurm job array"),
+            (["JOB_COMPLETION_INDEX": "0"], [], "needs --shards N"),
+            (["JOB_COMPLETION_INDEX": "2"], ["--shards", "2"], "is not below --shards 2"),
+            (["SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "6",
+              "SLURM_ARRAY_TASK_STEP": "2"], [], "is not one of 0-6:2"),
+            (["SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "2"], ["--shards", "2"],
+             "disagrees with the Slurm array"),
+        ] {
+            let r = runProcess(CLITests.binary, args + ["--shard", "auto"] + extra, environment: env)
+            XCTAssertEqual(r.status, 64, r.stderr)
+            XCTAssertTrue(r.stderr.hasPrefix("error: ") && r.stderr.contains(says), r.stderr)
+        }
+        // A Slurm array with a step: task 4 of 0-6:2 is shard 2 of 4.
+        let env = ["SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "0", "SLURM_ARRAY_TASK_MAX": "6",
+                   "SLURM_ARRAY_TASK_STEP": "2"]
+        XCTAssertEqual(try ShardSpec.fromEnvironment(env, shards: nil), ShardSpec(index: 2, count: 4))
+        let r = run(args + ["--shard", "0/2", "--shards", "2"])
+        XCTAssertEqual(r.status, 64, r.stderr)
     }
 
     /// Shards merged give the same report as one run, bit for bit (2 and 3 shards).

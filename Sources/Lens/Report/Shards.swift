@@ -17,7 +17,54 @@ public struct ShardSpec: CustomStringConvertible, Equatable {
     public init(index: Int, count: Int) { self.index = index; self.count = count }
 
     public func owns(_ batch: Int) -> Bool { batch % count == index }
+
+    /// `--shard auto`: this task's index and the number of tasks, from a Slurm job array
+    /// (SLURM_ARRAY_TASK_ID, _MIN, _MAX and, if set, _STEP: index (id − min)/step of
+    /// (max − min)/step + 1) or a Kubernetes Indexed Job (JOB_COMPLETION_INDEX, of `shards`, the
+    /// Job's completions, which the environment does not hold). `shards` given beside a Slurm
+    /// array must agree with it.
+    public static func fromEnvironment(_ env: [String: String], shards: Int?) throws -> ShardSpec {
+        func int(_ name: String) throws -> Int? {
+            guard let v = env[name] else { return nil }
+            guard let i = Int(v.trimmingCharacters(in: .whitespaces)) else {
+                throw ShardError("--shard auto: \(name) is '\(v)', not an integer")
+            }
+            return i
+        }
+        if let id = try int("SLURM_ARRAY_TASK_ID") {
+            guard let lo = try int("SLURM_ARRAY_TASK_MIN"), let hi = try int("SLURM_ARRAY_TASK_MAX") else {
+                throw ShardError("--shard auto: SLURM_ARRAY_TASK_ID is set but not SLURM_ARRAY_TASK_MIN and _MAX")
+            }
+            let step = try int("SLURM_ARRAY_TASK_STEP") ?? 1
+            guard step >= 1, hi >= lo, id >= lo, id <= hi, (id - lo) % step == 0 else {
+                throw ShardError("--shard auto: Slurm array task \(id) is not one of \(lo)-\(hi):\(step)")
+            }
+            let spec = ShardSpec(index: (id - lo) / step, count: (hi - lo) / step + 1)
+            if let shards, shards != spec.count {
+                throw ShardError("--shards \(shards) disagrees with the Slurm array \(lo)-\(hi):\(step) "
+                    + "(\(spec.count) tasks)")
+            }
+            return spec
+        }
+        if let index = try int("JOB_COMPLETION_INDEX") {
+            guard let shards else {
+                throw ShardError("--shard auto in a Kubernetes Indexed Job needs --shards N (the Job's completions)")
+            }
+            guard shards >= 1, index >= 0, index < shards else {
+                throw ShardError("--shard auto: JOB_COMPLETION_INDEX \(index) is not below --shards \(shards)")
+            }
+            return ShardSpec(index: index, count: shards)
+        }
+        throw ShardError("--shard auto: neither a Slurm job array (SLURM_ARRAY_TASK_ID) nor a Kubernetes Indexed "
+            + "Job (JOB_COMPLETION_INDEX) in the environment; give --shard i/n")
+    }
     public var description: String { "\(index)/\(count)" }
+}
+
+/// Why `--shard auto` cannot tell this task's shard.
+public struct ShardError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// A shard's mergeable partial sums: the per-batch values the report is computed from, so that
