@@ -93,6 +93,7 @@ fixtures:
 	python3 Tests/Fixtures/make_hf_siglip2_fixtures.py
 	python3 Tests/Fixtures/make_hf_aimv2_fixtures.py
 	python3 Tests/Fixtures/make_hf_dinov3_fixtures.py
+	python3 Tests/Fixtures/make_corpus_2025.py
 	python3 scripts/make_colormap.py
 
 # Regenerates the bundled checkpoints and demo images (same Python packages as fixtures;

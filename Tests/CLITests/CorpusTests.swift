@@ -265,6 +265,23 @@ final class CorpusTests: XCTestCase {
             ("family_swiglu", "a SwiGLU MLP beside a position table, with a k bias")] {
             expect(["extract", Fixtures.path("corpus/\(file).safetensors"), "--images", images], mentions: says)
         }
+        // The 2025 families' own tensors, broken (make_corpus_2025.py): each named in one line.
+        for (file, says) in [
+            ("fb_mask_shape.pth", "blocks.0.attn.qkv.bias_mask: expected [48], got [5]"),
+            ("fb_mask_value.pth", "bias_mask[0] is 0.5, not 0 or 1"),
+            ("fb_periods.pth", "rope_embed.periods[1] is 7.0, but θ = 100 gives 10.0"),
+            ("fb_missing_w2.pth", "missing tensor blocks.1.mlp.fc1_x.weight"),
+            ("mixed_freqs_shape.safetensors", "rope.freqs: expected [2, 2, 2, 4], got [2, 2, 2, 3]"),
+            ("mixed_freqs_nan.safetensors", "rope.freqs: non-finite weight nan"),
+            ("mim_cos_shape.pt", "rope.freqs_cos has shape [3, 8]"),
+            ("evaclip_missing_x.safetensors", "missing tensor blocks.0.mlp.fc1_x.weight"),
+            ("evaclip_x_shape.safetensors", "blocks.0.mlp.fc1_x.weight: expected [42, 16], got [7, 16]"),
+            ("siglip2_patch", "embeddings.patch_embedding.weight: expected [16, 768], got [16, 100]"),
+            ("aimv2_positions", "pos_embed holds 3 rows"),
+        ] {
+            expect(["extract", Fixtures.path("corpus/families2025/" + file), "--images", images, "--heads", "2",
+                    "--image-size", "32"], mentions: says)
+        }
         let beit = Fixtures.checkpoint("family_hf_beit")
         let config = try String(contentsOfFile: beit + "/config.json", encoding: .utf8)
         for (key, from, to, says) in [("hidden_size", "16", "32", "hidden_size 32 but the weights hold 16"),
