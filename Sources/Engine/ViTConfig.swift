@@ -14,6 +14,8 @@ public enum EngineError: Error, CustomStringConvertible {
     case imageSizeNotMultiple(size: Int, patch: Int)
     /// A head count that contradicts the relative position tables' columns.
     case headsContradictTable(heads: Int, source: ViTConfig.HeadsSource, table: Int)
+    /// A stored value that contradicts what vitlens builds (BEiT's relative position index).
+    case storedValueMismatch(path: String, what: String)
 
     public var description: String {
         switch self {
@@ -28,6 +30,7 @@ public enum EngineError: Error, CustomStringConvertible {
             return "\(heads) heads (\(source.rawValue)) do not divide the embedding width \(dim)"
         case let .imageSizeNotMultiple(size, patch):
             return "image size \(size) is not a multiple of the patch size \(patch)"
+        case let .storedValueMismatch(path, what): return "\(path): malformed: \(what)"
         case let .headsContradictTable(heads, source, table):
             return "\(heads) heads (\(source.rawValue)) contradict the relative position tables, which have "
                 + "\(table) columns (one per head)"
@@ -261,7 +264,10 @@ public struct ViTConfig: Sendable, Equatable {
             + (projectionBias ? dim : 0) + dim * up + mlpHidden * dim + (mlpBias ? up + dim : 0)
             + (layerScale ? 2 * dim : 0) + (relativeBlockTables ? table : 0) + (attentionNorm ? normSize * dim : 0)
             + (mlpNorm ? normSize * mlpHidden : 0)
+        // Learned rotary frequencies (RoPE-Mixed) are parameters: [2, depth, H, D/2].
+        let frequencies = rotary?.learned == true ? depth * dim : 0
         return embed + depth * block + (finalNorm == .none ? 0 : normSize * dim) + (patchNorm ? normSize * dim : 0)
+            + frequencies
     }
 
     /// Forward FLOPs per image (multiply-adds counted as 2), for benchmarks.

@@ -14,11 +14,6 @@ public protocol WeightSource {
     func integers(_ name: String, shape: [Int]) throws -> [Int]?
 }
 
-/// A stored value that contradicts what vitlens builds (BEiT's relative position index).
-public struct StoredValueMismatch: Error, CustomStringConvertible {
-    public let path: String, what: String
-    public var description: String { "\(path): malformed: \(what)" }
-}
 
 /// One pre-norm transformer block's weights, as float32 tensors. Linear weights are (out, in).
 public final class BlockWeights {
@@ -157,7 +152,7 @@ public final class ViTWeights {
                 let values = try get(table, [rows, c.heads])
                 if let given = try source.integers(stored, shape: [T0, T0]) {
                     if let k = given.indices.first(where: { given[$0] != stored0[$0] }) {
-                        throw StoredValueMismatch(
+                        throw EngineError.storedValueMismatch(
                             path: source.path,
                             what: "\(stored) differs from the index BEiT builds at (\(k / T0), \(k % T0)): "
                             + "\(given[k]) stored, \(stored0[k]) built")

@@ -138,6 +138,24 @@ final class Families2025Tests: XCTestCase {
         XCTAssertEqual(Array(bias[16..<32]), [Float](repeating: 0, count: 16))
     }
 
+    /// `inspect`'s parameter count equals timm's for every 2025 fixture (make_2025_fixtures.py:
+    /// its named parameters without the classifier and the pooling head), learned rotary
+    /// frequencies included; and every family has exactly one definition in the registry.
+    func testParameterCountsAndRegistry() throws {
+        let data = try Data(contentsOf: URL(fileURLWithPath: Fixtures.golden("family_2025_parameters.json")))
+        let counts = try JSONSerialization.jsonObject(with: data) as! [String: Int]
+        XCTAssertEqual(counts.count, 7)
+        for (name, count) in counts {
+            let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("family_\(name).safetensors"))
+            let config = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: 32,
+                                             family: name == "pespatial" ? .perceptionEncoder : nil)
+            XCTAssertEqual(config.parameterCount, count, name)
+        }
+        for family in ModelFamily.allCases {
+            XCTAssertEqual(FamilyDefinition.registry.filter { $0.family == family }.count, 1, family.rawValue)
+        }
+    }
+
     /// The kernels against their definitions in float64: RMSNorm x/√(mean(x²) + eps)·w, and SwiGLU
     /// silu(g + b)·(u + b') packed from rows of (gate | up).
     func testRMSNormAndSwiGLUKernels() throws {

@@ -207,9 +207,24 @@ def through_timm(name, converted, img):
     return m
 
 
+def parameter_counts():
+    """timm's parameter count of each 2025 fixture's forward pass (the classifier and the
+    attention-pooling head left out, as vitlens runs neither), for `inspect`'s parameters."""
+    import json
+    import make_rope_fixtures as R
+    counts = {name: make(name, F.IMG) for name in list(EVA) + ["aimv2"]}
+    counts["ropemixed"] = R.make("ropemixed", F.IMG)
+    counts = {k: sum(p.numel() for n, p in m.named_parameters() if not n.startswith(("head", "attn_pool")))
+              for k, m in counts.items()}
+    with open(F.out("golden", "family_2025_parameters.json"), "w") as f:
+        json.dump(counts, f, indent=1, sort_keys=True)
+        f.write("\n")
+
+
 def main():
     x = F.preprocess(F.list_images(F.out("images", "none")), False)
     x48 = torch.from_numpy(np.load(F.out("golden", "size48_input.npy")))
+    parameter_counts()
     names = list(EVA) + ["aimv2"]
     for i, name in enumerate(names):
         sd = state(name, 60 + i)
