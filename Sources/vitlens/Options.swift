@@ -83,8 +83,9 @@ struct ModelOptions: ParsableArguments {
 
     @Option(name: .customLong("image-size"), parsing: .unconditional,
         help: ArgumentHelp(
-            "Run every model at this image size; position embeddings are resampled (bicubic), BEiT's relative "
-            + "position tables resized, as timm does, and rotary positions follow the run's grid."))
+            "Run every model at this image size; position embeddings are resampled (bicubic) and BEiT's relative "
+            + "position tables resized as timm does (SigLIP 2's table bilinearly, as transformers does), and rotary "
+            + "positions follow the run's grid."))
     var imageSize: Int?
 
     @Option(help: ArgumentHelp(

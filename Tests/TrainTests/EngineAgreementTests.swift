@@ -13,6 +13,23 @@ func familyOf(_ file: String) -> ModelFamily? {
     file.contains("pespatial") ? .perceptionEncoder : file.contains("clip") && !file.contains("eva02") ? .clip : nil
 }
 
+/// A fixture as the training tests run it: 2 heads, the rotary models at their 32 px, CLIP's and
+/// PE spatial's tensors named.
+func fixtureModel(_ name: String) throws -> (LoadedCheckpoint, ViTConfig) {
+    let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint(name))
+    let config = try ViTConfig.infer(
+        from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
+        family: familyOf(name))
+    return (ckpt, config)
+}
+
+/// The 2025 families' fixtures every training test runs on too.
+let fixtures2025 = [
+    "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
+    "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors",
+    "family_hf_siglip2", "family_hf_aimv2", "family_hf_dinov3plus", "family_ropemixed.safetensors",
+]
+
 final class EngineAgreementTests: XCTestCase {
     func testTrainForwardMatchesEngine() throws {
         for name in [
@@ -20,14 +37,8 @@ final class EngineAgreementTests: XCTestCase {
                      "family_clip.safetensors", "family_siglip.safetensors", "family_beit.safetensors",
                          "family_beitshared.safetensors",
                      "family_rpe_maelite.pth", "family_hf_beit", "family_hf_siglip", "family_ropevit.safetensors",
-                     "family_dinov3.safetensors", "family_ropereggap.safetensors",
-                     "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
-                     "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors",
-                     "family_hf_siglip2", "family_hf_aimv2", "family_hf_dinov3plus", "family_ropemixed.safetensors"] {
-            let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint(name))
-            let cfg = try ViTConfig.infer(
-                from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
-                                          family: familyOf(name))
+                     "family_dinov3.safetensors", "family_ropereggap.safetensors"] + fixtures2025 {
+            let (ckpt, cfg) = try fixtureModel(name)
             let weights = try ViTWeights(checkpoint: ckpt, config: cfg)
             let B = 3, C = cfg.dim, T = cfg.tokens, np = cfg.prefixTokens
             let x = Tensor(shape: [B, 3, cfg.imageSize, cfg.imageSize])
@@ -66,14 +77,8 @@ final class SaveRoundTripTests: XCTestCase {
             "family_siglip.safetensors",
                      "family_beit.safetensors", "family_beitshared.safetensors", "family_rpe_maelite.pth",
                      "family_ropevit.safetensors", "family_dinov3.safetensors",
-                     "family_ropereggap.safetensors",
-                     "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
-                     "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors",
-                     "family_hf_siglip2", "family_hf_aimv2", "family_hf_dinov3plus", "family_ropemixed.safetensors"] {
-            let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint(name))
-            let cfg = try ViTConfig.infer(
-                from: ckpt, heads: 2, imageSize: name.contains("rope") || name.contains("dinov3") ? 32 : nil,
-                                          family: familyOf(name))
+                     "family_ropereggap.safetensors"] + fixtures2025 {
+            let (ckpt, cfg) = try fixtureModel(name)
             let net = TrainableViT(
                 weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: cfg.depth, classes: 3, pooling: .mean,
                 seed: 1)

@@ -142,10 +142,7 @@ final class GradientTests: XCTestCase {
     }
 
     func model(keep: Int, pooling: ProbePooling, file: String = "tiny_f32.safetensors") throws -> TrainableViT {
-        let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint(file))
-        let cfg = try ViTConfig.infer(
-            from: ckpt, heads: 2, imageSize: file.contains("rope") || file.contains("dinov3") ? 32 : nil,
-                family: familyOf(file))
+        let (ckpt, cfg) = try fixtureModel(file)
         return TrainableViT(
             weights: try ViTWeights(checkpoint: ckpt, config: cfg), keep: keep, classes: 3, pooling: pooling, seed: 1)
     }
@@ -166,10 +163,7 @@ final class GradientTests: XCTestCase {
             "family_siglip.safetensors",
                      "family_beit.safetensors", "family_beitshared.safetensors", "family_rpe.safetensors",
                      "family_ropevit.safetensors", "family_dinov3.safetensors",
-                     "family_ropereggap.safetensors",
-                     "family_eva02.safetensors", "family_eva02clip.safetensors", "family_pecore.safetensors",
-                     "family_pespatial.safetensors", "family_aimv2.safetensors", "family_dinov3plus.safetensors",
-                     "family_hf_siglip2", "family_hf_dinov3plus", "family_ropemixed.safetensors"] {
+                     "family_ropereggap.safetensors"] + fixtures2025 {
             try endToEnd(file, [(2, ["siglip", "reggap", "aimv2"].contains { file.contains($0) } ? .mean : .cls)])
         }
     }
