@@ -156,6 +156,24 @@ final class Families2025Tests: XCTestCase {
         }
     }
 
+    /// The FLOPs `bench` divides by count every product once: 2 per multiply-add of each linear
+    /// layer's weights over every token (SwiGLU's fc1 holding gate and up), the attention's q·kᵀ and
+    /// P·V, and the patch embedding — counted here from the loaded weights' shapes.
+    func testFlopsCountEveryProduct() throws {
+        for name in ["eva02", "aimv2", "pecore"] {
+            let ckpt = try CheckpointLoader.loadModel(path: Fixtures.checkpoint("family_\(name).safetensors"))
+            let c = try ViTConfig.infer(from: ckpt, heads: 2, imageSize: 32)
+            let w = try ViTWeights(checkpoint: ckpt, config: c)
+            let T = Double(c.tokens)
+            var flops = 2 * Double(c.patches) * Double(w.patchW.count)
+            for b in w.blocks {
+                flops += 2 * T * Double(b.qkvW.count + b.projW.count + b.fc1W.count + b.fc2W.count)
+                flops += 2 * 2 * T * T * Double(c.dim)
+            }
+            XCTAssertEqual(c.flopsPerImage, flops, accuracy: 1e-9 * flops, name)
+        }
+    }
+
     /// The kernels against their definitions in float64: RMSNorm x/√(mean(x²) + eps)·w, and SwiGLU
     /// silu(g + b)·(u + b') packed from rows of (gate | up).
     func testRMSNormAndSwiGLUKernels() throws {
