@@ -124,7 +124,6 @@ extension ModelFamily {
     /// The rotary positions the family's checkpoints were trained with (nil: none), for a model
     /// trained on a g×g grid.
     public func rotary(trainedGrid g: Int) -> RotarySpec? { definition.rotary(g) }
-    var isRotary: Bool { rotary(trainedGrid: 1) != nil }
 
     /// The family of a model: given (`--family`, then a metadata `family`), or evident from the
     /// tensors (the registry's order); otherwise an error naming the candidates. Returns the

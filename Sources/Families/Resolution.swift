@@ -37,8 +37,6 @@ public enum FamilyError: Error, CustomStringConvertible, Equatable {
     case ambiguous(path: String, candidates: [ModelFamily], why: String)
     /// A family given (by `source`) that the tensors contradict.
     case contradicts(path: String, family: ModelFamily, source: String, why: String)
-    /// A family vitlens recognises but cannot run yet.
-    case unsupported(path: String, family: ModelFamily, source: String)
     /// A metadata `family` that names no family.
     case unknown(path: String, name: String)
     /// Rotary positions of a kind vitlens does not run yet, and what gave them away.
@@ -54,12 +52,10 @@ public enum FamilyError: Error, CustomStringConvertible, Equatable {
                 + "--family \(candidates.map(\.rawValue).joined(separator: "|"))"
         case let .contradicts(path, family, source, why):
             return "\(path): \(source) says \(family.rawValue) (\(family.title)), but \(why)"
-        case let .unsupported(path, family, source):
-            return "\(path): \(family.title) (\(source)) uses 2-D rotary position embeddings, which vitlens does "
-                + "not run yet; running it as CLIP would give wrong numbers"
         case let .rotaryNotYet(path, what):
+            let rotary = ModelFamily.allCases.filter { $0.rotary(trainedGrid: 1) != nil }.map(\.rawValue)
             return "\(path): \(what): rotary position embeddings of a kind vitlens does not run yet (it runs "
-                + "timm's axial rope ViTs, --family rope-vit)"
+                + "those of --family \(rotary.joined(separator: ", ")))"
         case let .noFamily(path, what):
             return "\(path): \(what): no family vitlens runs has these tensors (say one with --family if it is one)"
         case let .unknown(path, name):
