@@ -261,13 +261,14 @@ struct Merge: ParsableCommand {
     func run() throws {
         let terminal = Terminal(quiet: quiet)
         let parts = try shards.map(Partial.read)
-        let merged = try MergedReport.merge(parts, sources: shards, commandLine: commandLine)
+        let merged = try MergedReport.merge(parts, sources: shards, commandLine: commandLine, observer: terminal)
         let style = figureStyle(figures, colors: colors, y: y)
         let (dir, _) = try writingReport(
             out, default: "reports/\(parts[0].command)-merged", command: parts[0].command, terminal) { out in
             switch merged {
             case let .cka(r): return try r.write(to: out) + r.draw(into: out, style: style, terminal)
             case let .attention(r): return try r.write(to: out) + r.draw(into: out, style: style, terminal)
+            case let .similarity(r): return try r.write(to: out) + r.draw(into: out, style: style, terminal)
             }
         }
         if !quiet { terminal.say("merged \(parts.count) shards into \(dir)") }

@@ -14,7 +14,7 @@ struct VitLens: ParsableCommand {
         abstract: "Look inside Vision Transformers: checkpoints, features, attention — no PyTorch needed.",
         version: vitlensVersion,
         subcommands: [
-            CKA.self, Attention.self, Maps.self, Probe.self, Finetune.self, Plot.self, Merge.self, Inspect.self,
+            CKA.self, Similarity.self, Attention.self, Maps.self, Probe.self, Finetune.self, Plot.self, Merge.self, Inspect.self,
             Extract.self, Bench.self])
 
     /// Parses and runs the command with vitlens's error contract: one `error:` line on stderr,

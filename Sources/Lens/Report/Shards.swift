@@ -77,6 +77,17 @@ public struct Partial {
     public var setup: JSONValue
     public var batches: [JSONValue]
     public var dropped: [Int]
+    /// A similarity shard's covariance sums, one per pair (written beside partial.json as raw
+    /// little-endian float64, sums-<pair>.f64).
+    public var sums: [CovarianceSums] = []
+    /// The shard folder it was read from.
+    public var folder: String = "."
+
+    public init(command: String, shard: ShardSpec, setup: JSONValue, batches: [JSONValue], dropped: [Int],
+                sums: [CovarianceSums] = []) {
+        (self.command, self.shard, self.setup, self.batches, self.dropped, self.sums) = (
+            command, shard, setup, batches, dropped, sums)
+    }
 
     public func json(commandLine: String) -> JSONValue {
         .object([
@@ -84,12 +95,25 @@ public struct Partial {
                 ("command_line", .string(commandLine)),
             ("command", .string(command)), ("shard", .string(shard.description)), ("setup", setup),
             ("batches", .array(batches)), ("dropped_batches", .array(dropped.map { .int($0) })),
-        ])
+        ] + (sums.isEmpty ? [] : [("sums", .array(sums.enumerated().map { p, s in
+            .object([("pair", .int(p)), ("file", .string("sums-\(p).f64")), ("count", .int(s.count)),
+                     ("layers_a", .int(s.layersA)), ("dim_a", .int(s.dimA)), ("layers_b", .int(s.layersB)),
+                     ("dim_b", .int(s.dimB)),
+                     ("arrays", .array(s.arrays.map { .array([.string($0.0), .int($0.1.count)]) }))])
+        }))]))
     }
 
     public func write(to out: OutputDirectory, commandLine: String) throws -> [String] {
+        var files = [Partial.fileName]
+        for (p, s) in sums.enumerated() {
+            var bytes: [UInt8] = []
+            bytes.reserveCapacity(s.arrays.reduce(0) { $0 + 8 * $1.1.count })
+            for (_, a) in s.arrays { for v in a { withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes += $0 } } }
+            try out.write("sums-\(p).f64", bytes: bytes)
+            files.append("sums-\(p).f64")
+        }
         try out.write(Partial.fileName, json(commandLine: commandLine).render() + "\n")
-        return [Partial.fileName]
+        return files
     }
 
     /// A shard folder (or its partial.json).
@@ -110,7 +134,40 @@ public struct Partial {
               let dropped = v["dropped_batches"]?.arrayValue?.compactMap(\.intValue) else {
             throw MergeError.notPartial(path: file)
         }
-        return Partial(command: command, shard: shard, setup: setup, batches: batches, dropped: dropped)
+        var part = Partial(command: command, shard: shard, setup: setup, batches: batches, dropped: dropped)
+        part.folder = (file as NSString).deletingLastPathComponent
+        for entry in v["sums"]?.arrayValue ?? [] {
+            part.sums.append(try readSums(entry, folder: part.folder))
+        }
+        return part
+    }
+
+    /// One pair's covariance sums from the raw float64 file partial.json names.
+    static func readSums(_ e: JSONValue, folder: String) throws -> CovarianceSums {
+        guard let name = e["file"]?.stringValue, !name.contains("/"), let n = e["count"]?.intValue,
+              let la = e["layers_a"]?.intValue, let da = e["dim_a"]?.intValue, let lb = e["layers_b"]?.intValue,
+              let db = e["dim_b"]?.intValue, let list = e["arrays"]?.arrayValue else {
+            throw MergeError.missingField("a sums entry without file, count, layers, dims or arrays")
+        }
+        let path = folder + "/" + name
+        guard let data = FileManager.default.contents(atPath: path) else { throw MergeError.unreadable(path: path) }
+        var arrays: [String: [Double]] = [:], offset = 0
+        for item in list {
+            guard let pair = item.arrayValue, pair.count == 2, let key = pair[0].stringValue, let len = pair[1].intValue,
+                  len >= 0, offset + 8 * len <= data.count else {
+                throw MergeError.malformed(path: path, reason: "shorter than partial.json says")
+            }
+            arrays[key] = data.withUnsafeBytes { raw in
+                (0..<len).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(
+                    fromByteOffset: offset + 8 * $0, as: UInt64.self))) }
+            }
+            offset += 8 * len
+        }
+        guard offset == data.count,
+              let s = CovarianceSums(layersA: la, dimA: da, layersB: lb, dimB: db, count: n, arrays: arrays) else {
+            throw MergeError.malformed(path: path, reason: "its arrays do not match the layers and widths")
+        }
+        return s
     }
 }
 
@@ -118,10 +175,12 @@ public struct Partial {
 public enum MergedReport {
     case cka(CKAResult)
     case attention(AttentionResult)
+    case similarity(SimilarityReport)
 
     /// Checks that the shards come from one command line and that all n are there, then sums
     /// their per-batch values in batch order. `sources` name the shards in messages and the report.
-    public static func merge(_ parts: [Partial], sources: [String], commandLine: String) throws -> MergedReport {
+    public static func merge(_ parts: [Partial], sources: [String], commandLine: String,
+                             observer: RunObserver = CollectingObserver()) throws -> MergedReport {
         guard let first = parts.first else { throw MergeError.noShards }
         let setupText = first.setup.render()
         for (p, path) in zip(parts, sources) {
@@ -159,6 +218,35 @@ public enum MergedReport {
                     try AttentionBatch(json: $0, layers: setup.layers, heads: setup.heads, perImage: setup.perImage) }
             }
             return .attention(try AttentionResult(setup: setup, batches: batches, run: run))
+        case "similarity":
+            let setup = try typed(SimilaritySetup.self)
+            let pairs = setup.selfComparison ? 1 : setup.sides.count * (setup.sides.count - 1) / 2
+            var batches = [[CKABatch]](repeating: [], count: pairs)
+            for part in parts {
+                for b in part.batches {
+                    guard let p = b["pair"]?.intValue, (0..<pairs).contains(p) else {
+                        throw MergeError.missingField("a similarity batch without its pair") }
+                    let (i, j) = setup.selfComparison ? (0, 0) : pairIndices(p, of: setup.sides.count)
+                    batches[p].append(try CKABatch(json: b, layersA: setup.layers[i].count,
+                                                   layersB: setup.layers[j].count))
+                }
+            }
+            var sums: [CovarianceSums?] = [CovarianceSums?](repeating: nil, count: pairs)
+            for part in parts.sorted(by: { $0.shard.index < $1.shard.index }) where !part.sums.isEmpty {
+                guard part.sums.count == pairs else {
+                    throw MergeError.malformed(path: part.folder, reason: "holds \(part.sums.count) pairs' sums, not \(pairs)") }
+                for (p, s) in part.sums.enumerated() {
+                    if sums[p] == nil { sums[p] = s } else {
+                        guard sums[p]!.shiftA == s.shiftA, sums[p]!.shiftB == s.shiftB else {
+                            throw MergeError.malformed(path: part.folder, reason: "its sums are shifted differently")
+                        }
+                        sums[p]!.merge(s)
+                    }
+                }
+            }
+            return .similarity(try SimilarityReport(
+                setup: setup, sums: sums, batches: batches, held: [], heldRows: 0,
+                dropped: parts.flatMap(\.dropped).sorted(), run: run, observer: observer))
         default:
             throw MergeError.unknownCommand(first.command)
         }
@@ -210,4 +298,11 @@ extension AttentionBatch {
                   entropies: perImage ? try readDoubles(v["entropies"], count: s * n, what: "entropies") : [],
                   distances: perImage ? try readDoubles(v["distances"], count: s * n, what: "distances") : [])
     }
+}
+
+/// The (i, j) of pair p in the order i < j, row by row.
+func pairIndices(_ p: Int, of n: Int) -> (Int, Int) {
+    var k = 0
+    for i in 0..<n { for j in (i + 1)..<max(i + 1, n) { if k == p { return (i, j) }; k += 1 } }
+    return (0, 0)
 }
