@@ -41,9 +41,10 @@ demo: release
 	$(RELEASE) cka $(DEMO_CKPT) $(DEMO_MAE) $(DEMO_FT) --names init,MAE,fine-tuned --images checkpoints/images --batch 8 --out reports/demo/cka-all
 	$(RELEASE) attention $(DEMO_MAE) --compare $(DEMO_CKPT) --images checkpoints/images --batch 8 --out reports/demo/attention-mae-vs-init
 	$(RELEASE) attention $(DEMO_FT) $(DEMO_MAE) $(DEMO_CKPT) --names fine-tuned,MAE,init --images checkpoints/images --batch 8 --out reports/demo/attention-all
+	$(RELEASE) similarity $(DEMO_CKPT) $(DEMO_MAE) $(DEMO_FT) --names init,MAE,fine-tuned --images checkpoints/probe_images --measures cka,cka-debiased,rbf-cka,procrustes,svcca,mknn,rsa --bootstrap 20 --batch 16 --out reports/demo/similarity-all
 	$(RELEASE) maps $(DEMO_MAE) --images checkpoints/images --num 40 --out reports/demo/maps-mae
 	$(RELEASE) probe $(DEMO_CKPT) $(DEMO_MAE) $(DEMO_FT) --train checkpoints/probe_images --split 0.25 --batch 32 --out reports/demo/probe
-	@echo "demo reports (open index.html in each): reports/demo/{cka-init-vs-mae, cka-mae-self, cka-mae-vs-ft, cka-all, attention-mae-vs-init, attention-all, maps-mae, probe}"
+	@echo "demo reports (open index.html in each): reports/demo/{cka-init-vs-mae, cka-mae-self, cka-mae-vs-ft, cka-all, attention-mae-vs-init, attention-all, similarity-all, maps-mae, probe}"
 
 # Opens the demo's index.html pages in headless Chromium (installed if missing): checks figures
 # and tables rendered, screenshots to reports/screenshots/.

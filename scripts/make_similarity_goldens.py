@@ -184,6 +184,13 @@ def main():
     golden = {"peers": PEERS, "shape_a": list(a.shape), "shape_b": list(b.shape),
               "default": measures(peers, a, b, rsa_methods=("spearman", "kendall-tau-a", "pearson", "cosine")),
               "knn5_clamp0.9_t1_keep0.9": measures(peers, a, b, knn=5, rbf_t=1.0, svcca_keep=0.9, clamp=0.9)}
+    # The example docs/reference.md quotes: google's unmodified PWCCA against the variates' (D_X ≤ D_Y).
+    r2 = np.random.default_rng(0)
+    x = r2.standard_normal((500, 6)) @ r2.standard_normal((6, 6)) + 3
+    y = x @ r2.standard_normal((6, 9)) + r2.standard_normal((500, 9))
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    print("pwcca example: google %.5f, variates %.5f" % (peers[2].compute_pwcca(xc.T, yc.T)[0],
+                                                          pwcca_paper(peers[1], x, y)))
     with open(os.path.join(args.out, "golden.json"), "w") as f:
         json.dump(golden, f, indent=1)
     print("wrote", args.out)

@@ -56,7 +56,7 @@ extension SimilarityReport {
             series: series, xLabels: lb.map { "\($0)" }, xTitle: "\(b): layer", yTitle: "best-matching \(a) layer",
             yRange: (Double(la.min() ?? 0) - 0.5, Double(la.max() ?? 1) + 0.5),
             title: style.title ?? "Best match: for each layer of \(b), the layer of \(a) most similar to it",
-            subtitle: "one line per measure (dashed: measures over all images at once); the diagonal is layer-to-layer")
+            subtitle: "one line per measure (dashed: measures over all images at once); y = x: each layer matches its own depth")
         return chart.figure()
     }
 
