@@ -51,7 +51,7 @@ let package = Package(
         .target(name: "Engine", dependencies: ["VitLensCore", "KernelsAVX2", "BF16"], swiftSettings: fast),
         // The model families: how a checkpoint's tensors become an architecture (Engine), never guessed.
         .target(name: "Families", dependencies: ["VitLensCore", "Checkpoint", "Engine"], swiftSettings: checked),
-        .target(name: "Analysis", dependencies: ["VitLensCore", "KernelsAVX2", "CBLAS"], swiftSettings: fast),
+        .target(name: "Analysis", dependencies: ["VitLensCore", "KernelsAVX2"], swiftSettings: fast),
         .target(name: "Render", dependencies: ["VitLensCore", "CPNG", "CJPEG", "CFreeType"], swiftSettings: checked),
         .target(name: "Train", dependencies: ["VitLensCore", "Engine"], swiftSettings: fast),
         // The application layer: models loaded for analysis, the batch loop, each command's run

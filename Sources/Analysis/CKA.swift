@@ -43,14 +43,8 @@ public struct Gram {
             g.withUnsafeMutableBufferPointer { outerProducts(x, rows: b, k: c, lda: t * c, into: $0.baseAddress!) }
         case .mean:
             if scratch.count < b * c { scratch = [Float](repeating: 0, count: b * c) }
-            let p = t - prefix
-            for i in 0..<b {
-                for ch in 0..<c {
-                    var s: Double = 0
-                    for tok in prefix..<t { s += Double(x[(i * t + tok) * c + ch]) }
-                    scratch[i * c + ch] = Float(s / Double(p))
-                }
-            }
+            scratch.withUnsafeMutableBufferPointer {
+                meanPatchTokens(x, batch: b, tokens: t, channels: c, prefix: prefix, into: $0.baseAddress!) }
             sgemm(transB: true, m: b, n: b, k: c, a: scratch, lda: c, b: scratch, ldb: c, c: &g, ldc: b)
         }
         return Gram(n: b, k: g.map(Double.init))
@@ -69,6 +63,41 @@ public struct Gram {
         } else {
             sgemm(transB: true, m: b, n: b, k: k, a: a, lda: lda, b: a, ldb: lda, c: g, ldc: b)
         }
+    }
+}
+
+/// out (B, C) = the mean of each image's patch tokens of x (B, T, C), summed in float64.
+public func meanPatchTokens(_ x: UnsafePointer<Float>, batch b: Int, tokens t: Int, channels c: Int, prefix: Int,
+                            into out: UnsafeMutablePointer<Float>) {
+    let p = t - prefix
+    for i in 0..<b {
+        for ch in 0..<c {
+            var s: Double = 0
+            for tok in prefix..<t { s += Double(x[(i * t + tok) * c + ch]) }
+            out[i * c + ch] = Float(s / Double(p))
+        }
+    }
+}
+
+/// The rows of a representation x (B, T, C) a selection gives `similarity`: B vectors (the class
+/// token, or the mean of the patch tokens as CKA takes it), or B·(T − prefix) patch tokens.
+public func sampleRows(_ x: UnsafePointer<Float>, batch b: Int, tokens t: Int, channels c: Int, prefix: Int,
+                       selection: TokenSelection) -> [Float] {
+    switch selection {
+    case .cls:
+        var out = [Float](repeating: 0, count: b * c)
+        for i in 0..<b { for ch in 0..<c { out[i * c + ch] = x[i * t * c + ch] } }
+        return out
+    case .mean:
+        var out = [Float](repeating: 0, count: b * c)
+        out.withUnsafeMutableBufferPointer {
+            meanPatchTokens(x, batch: b, tokens: t, channels: c, prefix: prefix, into: $0.baseAddress!) }
+        return out
+    case .patches:
+        var out = [Float]()
+        out.reserveCapacity(b * (t - prefix) * c)
+        for i in 0..<b { out.append(contentsOf: UnsafeBufferPointer(start: x + (i * t + prefix) * c, count: (t - prefix) * c)) }
+        return out
     }
 }
 

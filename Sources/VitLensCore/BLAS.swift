@@ -61,7 +61,7 @@ public enum BLASRuntime {
     }
 }
 
-/// Row-major C ← α·op(A)·op(B) + β·C in float64 (OpenBLAS dgemm), for the probe's solver.
+/// Row-major C ← α·op(A)·op(B) + β·C in float64 (OpenBLAS dgemm): the probe's solver, the similarity measures.
 @inline(__always)
 public func dgemm(transA: Bool = false, transB: Bool = false,
                   m: Int, n: Int, k: Int,

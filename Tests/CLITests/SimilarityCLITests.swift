@@ -79,6 +79,14 @@ final class SimilarityCLITests: XCTestCase {
         XCTAssertEqual(csv.split(separator: "\n").count, 1 + 9 * 3 * 4)
         let best = try String(contentsOfFile: out + "/best_match.csv", encoding: .utf8)
         XCTAssertEqual(best.split(separator: "\n").count, 1 + 9 * 4)
+        // best_match: for each layer of B, the arg-max over A's layers (arg-min of the procrustes angle).
+        for line in best.split(separator: "\n").dropFirst() {
+            let f = line.split(separator: ","), name = String(f[0]), j = Int(f[1])!, i = Int(f[2])!
+            let column = m[name]!.map { $0[j] }
+            let want = name == "procrustes" ? column.indices.min { column[$0] < column[$1] }!
+                : column.indices.max { column[$0] < column[$1] }!
+            XCTAssertEqual(i, want, String(line))
+        }
         for f in ["similarity_grid.svg", "best_match.svg", "similarity_procrustes.svg", "index.html"] {
             XCTAssertTrue(FileManager.default.fileExists(atPath: out + "/" + f), f)
         }

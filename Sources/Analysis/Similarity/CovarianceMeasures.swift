@@ -1,4 +1,5 @@
 import Foundation
+import VitLensCore
 
 /// Why a covariance measure cannot be computed for a layer.
 public enum SimilarityError: Error, Equatable {

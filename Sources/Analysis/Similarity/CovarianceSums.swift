@@ -1,5 +1,5 @@
-import CBLAS
 import Foundation
+import VitLensCore
 
 /// Streamed float64 sums from which every covariance measure (`cka-debiased`, `procrustes`,
 /// `cca`, `svcca`, `pwcca`) of every layer pair of two sides follows: memory O((L·D)²), whatever
@@ -82,33 +82,29 @@ public struct CovarianceSums: Equatable {
             for l in 0..<lb { let w = q[i * lb + l]; for d in 0..<db { qv[l * db + d] += w * v[i * wb + l * db + d] } }
         }
         // Σ u_a u_aᵀ per layer, Σ v_b v_bᵀ, and the stacked cross products (dgemm, β = 1).
-        u.withUnsafeBufferPointer { up in
-            aa.withUnsafeMutableBufferPointer { o in
-                for l in 0..<la {
-                    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blasint(da), blasint(da), blasint(r), 1,
-                                up.baseAddress! + l * da, blasint(wa), up.baseAddress! + l * da, blasint(wa), 1,
-                                o.baseAddress! + l * da * da, blasint(da))
-                }
-            }
-        }
-        v.withUnsafeBufferPointer { vp in
-            bb.withUnsafeMutableBufferPointer { o in
-                for l in 0..<lb {
-                    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blasint(db), blasint(db), blasint(r), 1,
-                                vp.baseAddress! + l * db, blasint(wb), vp.baseAddress! + l * db, blasint(wb), 1,
-                                o.baseAddress! + l * db * db, blasint(db))
-                }
-            }
-        }
+        Self.addLayerScatter(u, layers: la, dim: da, rows: r, into: &aa)
+        Self.addLayerScatter(v, layers: lb, dim: db, rows: r, into: &bb)
         func gemmT(_ x: [Double], _ m: Int, _ y: [Double], _ n: Int, into c: inout [Double]) {
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blasint(m), blasint(n), blasint(r), 1,
-                        x, blasint(m), y, blasint(n), 1, &c, blasint(n))
+            dgemm(transA: true, m: m, n: n, k: r, a: x, lda: m, b: y, ldb: n, beta: 1, c: &c, ldc: n)
         }
         gemmT(u, wa, v, wb, into: &ab)
         gemmT(p, la, q, lb, into: &pq)
         gemmT(p, la, v, wb, into: &pv)
         gemmT(q, lb, u, wa, into: &qu)
         count += r
+    }
+
+    /// scatter[l] += x_lᵀ x_l for each layer's block of the rows x (rows × layers·dim).
+    private static func addLayerScatter(_ x: [Double], layers: Int, dim: Int, rows: Int, into scatter: inout [Double]) {
+        let w = layers * dim
+        x.withUnsafeBufferPointer { xp in
+            scatter.withUnsafeMutableBufferPointer { o in
+                for l in 0..<layers {
+                    dgemm(transA: true, m: dim, n: dim, k: rows, a: xp.baseAddress! + l * dim, lda: w,
+                          b: xp.baseAddress! + l * dim, ldb: w, beta: 1, c: o.baseAddress! + l * dim * dim, ldc: dim)
+                }
+            }
+        }
     }
 
     /// The sums of two shards of one run (same shifts), added.

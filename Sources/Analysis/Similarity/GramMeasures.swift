@@ -1,5 +1,5 @@
-import CBLAS
 import Foundation
+import VitLensCore
 
 /// One layer's per-image vectors, float32 (N × D, row-major), for the measures that need every
 /// image at once (`rbf-cka`, `mknn`, `rsa`).
@@ -17,6 +17,13 @@ public struct LayerVectors {
         return LayerVectors(rows: index.count, dim: dim, values: out)
     }
     var doubles: [Double] { values.map(Double.init) }
+}
+
+/// Z·Zᵀ (N × N) of rows z (N × D), float64.
+func rowProducts(_ z: [Double], rows n: Int, dim d: Int) -> [Double] {
+    var g = [Double](repeating: 0, count: n * n)
+    dgemm(transB: true, m: n, n: n, k: d, a: z, lda: d, b: z, ldb: d, c: &g, ldc: n)
+    return g
 }
 
 /// Rows i ≠ j that are the same image (bootstrap copies): excluded like the diagonal.
@@ -56,8 +63,8 @@ public func nearestNeighbours(_ x: LayerVectors, k: Int, identity: [Int]? = nil)
     for start in stride(from: 0, to: n, by: block) {
         let r = min(block, n - start)
         z.withUnsafeBufferPointer { zp in
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(r), blasint(n), blasint(d), 1,
-                        zp.baseAddress! + start * d, blasint(d), zp.baseAddress!, blasint(d), 0, &sim, blasint(n))
+            dgemm(transB: true, m: r, n: n, k: d, a: zp.baseAddress! + start * d, lda: d, b: zp.baseAddress!, ldb: d,
+                  c: &sim, ldc: n)
         }
         for i in 0..<r {
             // A running top-k (insertion into a sorted list of k): N·k at worst, N·log-ish typically.
@@ -103,9 +110,7 @@ public func correlationRDM(_ x: LayerVectors, identity: [Int]? = nil) -> [Double
         let inv = 1 / s.squareRoot()
         for c in 0..<d { z[i * d + c] *= inv }
     }
-    var g = [Double](repeating: 0, count: n * n)
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(n), blasint(n), blasint(d), 1, z, blasint(d), z,
-                blasint(d), 0, &g, blasint(n))
+    let g = rowProducts(z, rows: n, dim: d)
     var out: [Double] = []
     out.reserveCapacity(n * (n - 1) / 2)
     for i in 0..<n { for j in (i + 1)..<max(i + 1, n) where !sameImage(identity, i, j) { out.append(1 - g[i * n + j]) } }
@@ -185,10 +190,8 @@ public func kendallTauA(_ a: [Double], _ b: [Double]) -> Double {
 
 /// Squared distances ‖xᵢ‖² + ‖xⱼ‖² − 2xᵢ·xⱼ (Kornblith et al.'s `gram_rbf`), float64.
 func squaredDistances(_ x: LayerVectors) -> [Double] {
-    let n = x.rows, d = x.dim, z = x.doubles
-    var g = [Double](repeating: 0, count: n * n)
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blasint(n), blasint(n), blasint(d), 1, z, blasint(d), z,
-                blasint(d), 0, &g, blasint(n))
+    let n = x.rows
+    var g = rowProducts(x.doubles, rows: n, dim: x.dim)
     let norms = (0..<n).map { g[$0 * n + $0] }
     for i in 0..<n { for j in 0..<n { g[i * n + j] = -2 * g[i * n + j] + norms[i] + norms[j] } }
     return g

@@ -74,7 +74,7 @@ extension SimilarityReport {
                         header: ["measure", "definition", "equals", "similar when"],
                         rows: measures.map { [$0.rawValue, $0.definition, $0.peer, $0.higherIsSimilar ? "high" : "low"] },
                         colors: nil))
-        for (k, pair) in pairs.enumerated() {
+        for pair in pairs {
             let suffix = pairs.count > 1 ? "_\(names[pair.a])_vs_\(names[pair.b])" : ""
             let a = names[pair.a], b = setup.selfComparison ? a : names[pair.b]
             if pairs.count > 1 { page.add(.heading("\(a) vs \(b)")) }
@@ -106,7 +106,6 @@ extension SimilarityReport {
                     }
                 }
             }
-            _ = k
         }
         page.add(.heading("Definitions and metadata (similarity.json)"))
         Drawing.runSection(&page, .object([("setup", setup.json)]))

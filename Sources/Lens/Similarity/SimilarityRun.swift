@@ -155,15 +155,14 @@ public struct SimilarityRun {
         d.minimumBatch = 0
         let src = sources(grams: false)
         var out: [[Double]] = []
-        try d.run(src, context) { _ in
-            out = zip(src, layers).map { s, ls in
-                let v = s.current, dim = v.rows > 0 ? v.layers[0].count / v.rows : 0
-                return ls.map { l in v.layers[l] }.withPointers { ptrs in
-                    CovarianceSums.means(ptrs, rows: v.rows, dim: dim)
-                }
-            }
-        }
+        try d.run(src, context) { _ in out = zip(src.map(\.current), layers).map(Self.columnMeans) }
         return out
+    }
+
+    /// The column means of a batch's selected layers (a side's shift).
+    static func columnMeans(_ v: BatchVectors, _ layers: [Int]) -> [Double] {
+        layers.map { v.layers[$0] }.withPointers {
+            CovarianceSums.means($0, rows: v.rows, dim: v.layers[0].count / max(1, v.rows)) }
     }
 
     func collect(_ context: RunContext) throws -> Collected {
@@ -182,12 +181,7 @@ public struct SimilarityRun {
         try d.run(src, context) { step in
             let vectors = src.map(\.current)
             if !settings.covariance.isEmpty {
-                if shift == nil {
-                    shift = zip(vectors, layers).map { v, ls in
-                        ls.map { v.layers[$0] }.withPointers {
-                            CovarianceSums.means($0, rows: v.rows, dim: v.layers[0].count / max(1, v.rows)) }
-                    }
-                }
+                if shift == nil { shift = zip(vectors, layers).map(Self.columnMeans) }
                 for (p, (i, j)) in pairs.enumerated() {
                     let da = sides[i].width, db = sides[j].width
                     if c.sums[p] == nil {

@@ -7,37 +7,11 @@ import VitLensCore
 /// mean of the patch tokens, or the class token) or, with `patches`, every patch token a row;
 /// and, for the `cka` measure, each layer's minibatch Gram matrix exactly as `vitlens cka` takes it.
 struct BatchVectors {
-    /// Per layer: rows × D, float32.
+    /// Per layer: rows × D, float32. (`cka` with `--tokens patches` takes the flattened patch
+    /// tokens, as `vitlens cka --tokens patches`.)
     var layers: [[Float]] = []
     var rows = 0
     var grams: [Gram] = []
-}
-
-/// The rows of a representation x (B, T, C) a selection gives: B pooled vectors, or B·(T − prefix)
-/// patch tokens. The mean is taken in float64, as `vitlens cka` takes it.
-func sampleRows(_ x: UnsafePointer<Float>, batch b: Int, tokens t: Int, channels c: Int, prefix: Int,
-                selection: TokenSelection) -> [Float] {
-    switch selection {
-    case .cls:
-        var out = [Float](repeating: 0, count: b * c)
-        for i in 0..<b { for ch in 0..<c { out[i * c + ch] = x[i * t * c + ch] } }
-        return out
-    case .mean:
-        var out = [Float](repeating: 0, count: b * c)
-        let p = t - prefix
-        for i in 0..<b {
-            for ch in 0..<c {
-                var s: Double = 0
-                for tok in prefix..<t { s += Double(x[(i * t + tok) * c + ch]) }
-                out[i * c + ch] = Float(s / Double(p))
-            }
-        }
-        return out
-    case .patches:
-        var out = [Float](); out.reserveCapacity(b * (t - prefix) * c)
-        for i in 0..<b { out.append(contentsOf: UnsafeBufferPointer(start: x + (i * t + prefix) * c, count: (t - prefix) * c)) }
-        return out
-    }
 }
 
 /// Refuses a NaN or infinity in a batch's rows, naming the layer and the image.
@@ -85,11 +59,9 @@ final class VectorTaps: BatchTaps {
         current.rows = rows.count / config.dim
         if wantsGrams {
             current.grams.append(Gram.of(x, batch: batch, tokens: config.tokens, channels: config.dim,
-                                         prefix: config.prefixTokens, selection: ckaSelection, scratch: &scratch))
+                                         prefix: config.prefixTokens, selection: selection, scratch: &scratch))
         }
     }
-    /// `cka` with `--tokens patches` is `vitlens cka --tokens patches` (the flattened patch tokens).
-    var ckaSelection: TokenSelection { selection }
 
     func attention(layer: Int, image: Int, logits: UnsafePointer<Float>?, probabilities: UnsafePointer<Float>) {}
 }

@@ -1,7 +1,7 @@
 import CBLAS
 import Foundation
 
-// Dense float64 linear algebra for the similarity measures, through OpenBLAS's BLAS and LAPACK.
+// Dense float64 linear algebra (for the similarity measures), through OpenBLAS's BLAS and LAPACK.
 // Matrices are row-major [Double] with their shape beside them; LAPACK (column-major) sees the
 // transpose, which the wrappers account for.
 
@@ -37,9 +37,8 @@ public func multiply(_ a: Matrix, _ b: Matrix, transA: Bool = false, transB: Boo
     precondition(k == (transB ? b.columns : b.rows), "inner dimensions differ")
     var c = Matrix(zeros: m, n)
     guard m > 0, n > 0, k > 0 else { return c }
-    cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                blasint(m), blasint(n), blasint(k), 1, a.values, blasint(a.columns), b.values, blasint(b.columns),
-                0, &c.values, blasint(n))
+    dgemm(transA: transA, transB: transB, m: m, n: n, k: k, a: a.values, lda: a.columns, b: b.values,
+          ldb: b.columns, c: &c.values, ldc: n)
     return c
 }
 

@@ -1,0 +1,31 @@
+import Analysis
+import XCTest
+
+/// The similarity measures' small pieces against numpy, scipy and rsatoolbox (values computed
+/// with numpy 2 / scipy / rsatoolbox 0.3.2 and written here).
+final class SimilarityMathTests: XCTestCase {
+    func testPercentileIntervalIsNumpysLinearPercentile() {
+        // np.percentile([3,1,4,1,5,9,2,6,5,3,5], [2.5, 97.5]) = [1.0, 8.25]
+        let x: [Double] = [3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5]
+        let ci = percentileInterval(x.map { [$0, .nan] })
+        XCTAssertEqual(ci.low[0], 1.0, accuracy: 1e-12)
+        XCTAssertEqual(ci.high[0], 8.25, accuracy: 1e-12)
+        XCTAssertTrue(ci.low[1].isNaN && ci.high[1].isNaN, "no finite resample: no interval")
+    }
+
+    func testRanksAndKendallTauAWithTies() {
+        let a: [Double] = [1, 2, 2, 3, 4, 4, 4, 5], b: [Double] = [2, 1, 3, 3, 5, 4, 4, 1]
+        // scipy.stats.rankdata(a)
+        XCTAssertEqual(averageRanks(a), [1, 2.5, 2.5, 4, 6, 6, 6, 8])
+        // rsatoolbox.rdm.compare._tau_a(a, b) = 0.2857142857142857
+        XCTAssertEqual(kendallTauA(a, b), 0.2857142857142857, accuracy: 1e-15)
+        XCTAssertEqual(kendallTauA(a, a), 1 - 4.0 / 28, accuracy: 1e-15, "ties count as neither (τ_a)")
+    }
+
+    func testBootstrapResamplesAreSeededDraws() {
+        let r = bootstrapResamples(count: 10, resamples: 3, seed: 7)
+        XCTAssertEqual(r, bootstrapResamples(count: 10, resamples: 3, seed: 7))
+        XCTAssertNotEqual(r, bootstrapResamples(count: 10, resamples: 3, seed: 8))
+        XCTAssertTrue(r.allSatisfy { $0.count == 10 && $0.allSatisfy { (0..<10).contains($0) } })
+    }
+}
