@@ -132,7 +132,14 @@ public func averageRanks(_ v: [Double]) -> [Double] {
     return r
 }
 
-/// rsatoolbox's comparison of two RDM vectors.
+/// An RDM vector as `method` compares it: its ranks for Spearman (computed once per layer), else
+/// the values themselves.
+public func preparedRDM(_ v: [Double], for method: RDMComparison) -> [Double] {
+    method == .spearman ? averageRanks(v) : v
+}
+
+/// rsatoolbox's comparison of two RDM vectors prepared by `preparedRDM` (Spearman is the
+/// Pearson correlation of the ranks).
 public func compareRDMs(_ a: [Double], _ b: [Double], _ method: RDMComparison) -> Double {
     func cosine(_ x: [Double], _ y: [Double]) -> Double {
         var xy = 0.0, xx = 0.0, yy = 0.0
@@ -142,8 +149,7 @@ public func compareRDMs(_ a: [Double], _ b: [Double], _ method: RDMComparison) -
     func centred(_ x: [Double]) -> [Double] { let m = x.reduce(0, +) / Double(x.count); return x.map { $0 - m } }
     switch method {
     case .cosine: return cosine(a, b)
-    case .pearson: return cosine(centred(a), centred(b))
-    case .spearman: return cosine(centred(averageRanks(a)), centred(averageRanks(b)))
+    case .pearson, .spearman: return cosine(centred(a), centred(b))
     case .kendallTauA: return kendallTauA(a, b)
     }
 }
@@ -254,10 +260,9 @@ public func gramMeasures(_ a: [LayerVectors], _ b: [LayerVectors], measures: [Si
         out[.mknn] = (0..<(la * lb)).map { mutualKNN(na[$0 / lb], nb[$0 % lb], rows: a[0].rows, k: k) }
     }
     if measures.contains(.rsa) {
-        // Ranks once per layer for Spearman; the other comparisons take the RDMs as they are.
-        var ra = a.map { correlationRDM($0, identity: identity) }, rb = b.map { correlationRDM($0, identity: identity) }
-        var method = settings.rsaCompare
-        if method == .spearman { ra = ra.map(averageRanks); rb = rb.map(averageRanks); method = .pearson }
+        let method = settings.rsaCompare
+        let ra = a.map { preparedRDM(correlationRDM($0, identity: identity), for: method) }
+        let rb = b.map { preparedRDM(correlationRDM($0, identity: identity), for: method) }
         out[.rsa] = (0..<(la * lb)).map { compareRDMs(ra[$0 / lb], rb[$0 % lb], method) }
     }
     return out
