@@ -28,4 +28,13 @@ final class SimilarityMathTests: XCTestCase {
         XCTAssertNotEqual(r, bootstrapResamples(count: 10, resamples: 3, seed: 8))
         XCTAssertTrue(r.allSatisfy { $0.count == 10 && $0.allSatisfy { (0..<10).contains($0) } })
     }
+
+    func testNeighboursExcludeSelfAndCopiesAndBreakTiesToTheLowerIndex() {
+        // Rows 0, 1, 2 point the same way (cosine 1), row 3 elsewhere.
+        let x = LayerVectors(rows: 4, dim: 2, values: [1, 0, 2, 0, 3, 0, 0, 1])
+        XCTAssertEqual(nearestNeighbours(x, k: 1), [1, 0, 0, 0])
+        // Rows 0 and 1 are copies of one image (a bootstrap resample): not each other's neighbours.
+        XCTAssertEqual(nearestNeighbours(x, k: 1, identity: [5, 5, 6, 7]), [2, 2, 0, 0])
+        XCTAssertEqual(mutualKNN([1, 0, 0, 0], [1, 0, 1, 0], rows: 4, k: 1), 0.75)
+    }
 }
