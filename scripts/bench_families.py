@@ -6,6 +6,8 @@ over all of them; prints per round and the medians, GFLOP/s and the ratio to the
 
   python3 scripts/bench_families.py [--rounds 5] [--families eva02,aimv2,...]
 """
+import atexit
+import shutil
 import argparse
 import json
 import os
@@ -40,6 +42,7 @@ def main():
     a = ap.parse_args()
     names = a.families.split(",")
     tmp = tempfile.mkdtemp(prefix="vitlens-bench-families-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # gigabytes of checkpoints and features
     paths = {}
     for n in names:
         torch.manual_seed(0)

@@ -12,6 +12,8 @@ count; the table shows medians of images/s and the ratios vitlens/peer. Each run
 `--pause` (0.5 s) so that the previous engine's idle threads (OpenMP's and ONNX Runtime's spin
 before they sleep; this machine has few cores) have stopped competing for the cores.
 """
+import atexit
+import shutil
 import argparse
 import json
 import os
@@ -63,7 +65,9 @@ def main():
     model = Features(model).eval()
     try:
         import onnxruntime as ort
-        onnx_path = os.path.join(tempfile.mkdtemp(), "vit_tiny.onnx")
+        onnx_dir = tempfile.mkdtemp()
+        atexit.register(shutil.rmtree, onnx_dir, ignore_errors=True)
+        onnx_path = os.path.join(onnx_dir, "vit_tiny.onnx")
         torch.onnx.export(model, torch.randn(1, 3, 224, 224), onnx_path, input_names=["x"], output_names=["y"],
                           dynamic_axes={"x": {0: "b"}, "y": {0: "b"}}, opset_version=17, dynamo=False)
     except Exception as e:  # noqa: BLE001 — report and go on without the ONNX column

@@ -5,6 +5,8 @@ each process. Peers from --peers DIR (see make_similarity_goldens.py); skipped w
 
   python3 scripts/bench_similarity_peers.py --peers /tmp/peers --n 6000 --rounds 3
 """
+import atexit
+import shutil
 import argparse, os, resource, subprocess, sys, tempfile, time
 import numpy as np
 
@@ -49,6 +51,7 @@ def main():
         print(f"note: no peers in {args.peers}; skipped (see scripts/make_similarity_goldens.py)")
         return
     tmp = tempfile.mkdtemp()
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # gigabytes of checkpoints and features
     rng = np.random.default_rng(0)
     base = rng.standard_normal((args.n, 64)).astype(np.float32)
     a = np.stack([base @ rng.standard_normal((64, 768)).astype(np.float32) + rng.standard_normal((args.n, 768)).astype(np.float32)

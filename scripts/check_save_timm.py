@@ -9,6 +9,7 @@ save), and timm in float64 must give the numbers `vitlens extract` gives for the
 
   python3 scripts/check_save_timm.py
 """
+import atexit
 import os
 import shutil
 import subprocess
@@ -34,6 +35,7 @@ CASES = [  # fixture, family of make_2025_fixtures, extra vitlens arguments
 
 def main():
     tmp = tempfile.mkdtemp(prefix="vitlens-save-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # gigabytes of checkpoints and features
     images = os.path.join(tmp, "train")
     photos = sorted(F.list_images(F.out("images", "cka")))
     for i, p in enumerate(photos):  # two classes of the bundled test photographs

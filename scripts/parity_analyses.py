@@ -9,6 +9,8 @@ checkpoints (ViT-Tiny init, 3 heads; the MAE demo model, 12 heads). Prints max |
 matrices (bound 2e-3) for batch 64 and 32, and the max relative error of the attention means
 (bound 1e-3) for both conventions.
 """
+import atexit
+import shutil
 import os
 import random
 import subprocess
@@ -115,6 +117,7 @@ def read_csv(path, col):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="vitlens-an-parity-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # gigabytes of checkpoints and features
     folder = os.path.join(tmp, "img")
     os.makedirs(folder)
     paths = crops(folder)

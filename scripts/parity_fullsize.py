@@ -19,6 +19,8 @@ OpenAI's weights need (timm's `vit_base_patch16_clip_quickgelu_224`; timm and Op
 BEiT-B/16 and mae-lite's RPE ViT-Tiny (12 heads, its own checkpoint layout).
 `--families` runs only those.
 """
+import atexit
+import shutil
 import json
 import os
 import subprocess
@@ -206,6 +208,7 @@ def families(tmp, crops, x_none):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="vitlens-parity-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # gigabytes of checkpoints and features
     crops = os.path.join(tmp, "crops")
     os.makedirs(crops)
     crop = transforms.Compose([transforms.Resize(256, interpolation=transforms.InterpolationMode.BICUBIC),

@@ -11,6 +11,8 @@ patch tokens — and fits scikit-learn's StandardScaler + LogisticRegression(C=1
 on the same train/test split. For each bundled model and each depth k the test accuracies are
 compared: the issue's bound is |Δ| ≤ 0.06 for at least 11 of 12 depths.
 """
+import atexit
+import shutil
 import json
 import os
 import subprocess
@@ -55,6 +57,7 @@ def truncated_features(ckpt, paths):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="vitlens-probe-parity-")
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # gigabytes of checkpoints and features
     data = os.path.join(tmp, "photos")
     subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "make_probe_images.py"), data,
                     "--classes", "12", "--per-class", "40", "--size", "160", "--seed", "1"], check=True)
