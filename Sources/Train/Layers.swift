@@ -271,16 +271,7 @@ enum SelfAttention {
     }
 
     /// Images spread over vitlens's workers, OpenBLAS single-threaded meanwhile (as the engine).
-    private static func perImage(_ B: Int, _ body: (Int) -> Void) {
-        let workers = max(1, min(Workers.count, B))
-        let blas = BLASRuntime.threads
-        if workers > 1 { BLASRuntime.setThreads(1) }
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            var b = w
-            while b < B { body(b); b += workers }
-        }
-        if workers > 1 { BLASRuntime.setThreads(blas) }
-    }
+    private static func perImage(_ B: Int, _ body: (Int) -> Void) { parallelItems(B, body) }
 }
 
 /// Softmax cross-entropy averaged over the batch.  logits: (B, K) → loss; dlogits = (p − onehot)/B.

@@ -61,6 +61,15 @@ public enum BLASRuntime {
     }
 }
 
+/// Row-major C ← α·AᵀA + β·C in float64 (OpenBLAS dsyrk), A: (k, n) with row stride lda, C: (n, n);
+/// only C's upper triangle (j ≥ i) is written: half a dgemm's work for a scatter matrix.
+@inline(__always)
+public func dsyrkUpper(n: Int, k: Int, alpha: Double = 1, a: UnsafePointer<Double>, lda: Int,
+                       beta: Double = 0, c: UnsafeMutablePointer<Double>, ldc: Int) {
+    cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, blasint(n), blasint(k), alpha, a, blasint(lda),
+                beta, c, blasint(ldc))
+}
+
 /// Row-major C ← α·op(A)·op(B) + β·C in float64 (OpenBLAS dgemm): the probe's solver, the similarity measures.
 @inline(__always)
 public func dgemm(transA: Bool = false, transB: Bool = false,

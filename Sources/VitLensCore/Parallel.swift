@@ -21,6 +21,19 @@ public func parallelChunks(_ n: Int, minChunk: Int = 1, _ body: (Range<Int>) -> 
     }
 }
 
+/// Runs `body(i)` for every i in 0..<n spread over vitlens's workers (i, i + workers, …), with
+/// OpenBLAS single-threaded meanwhile: for many small BLAS/LAPACK calls, which do not split well.
+public func parallelItems(_ n: Int, _ body: (Int) -> Void) {
+    let workers = max(1, min(Workers.count, n))
+    let blas = BLASRuntime.threads
+    if workers > 1 { BLASRuntime.setThreads(1) }
+    DispatchQueue.concurrentPerform(iterations: workers) { w in
+        var i = w
+        while i < n { body(i); i += workers }
+    }
+    if workers > 1 { BLASRuntime.setThreads(blas) }
+}
+
 /// Runs `body` on a new thread with a stack of `bytes` (virtual memory: only the pages used are
 /// committed) and waits for it. For work whose recursion depth is bounded but large, such as
 /// releasing a deeply nested value built from an untrusted file.

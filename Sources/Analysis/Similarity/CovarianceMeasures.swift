@@ -13,7 +13,8 @@ public enum SimilarityError: Error, Equatable {
 
 /// One side's layer, centred: C = X̃ᵀX̃ (the scatter matrix), and what the CCAs need of it.
 struct CentredLayer {
-    let c: Matrix
+    /// C itself when the measures need more than its trace.
+    let c: Matrix?
     let trace: Double
     let frobeniusSquared: Double
     /// Mean of the shifted rows (d = Σu / n) and ‖d‖².
@@ -30,23 +31,31 @@ public struct CovarianceMeasures {
     /// SVCCA keeps the fewest directions holding this share of the variance.
     public var svccaKeep: Double
 
+    /// `sums` must hold the moments the measures need (`CovarianceSums.Moments.needed(by:)`).
     public init(sums: CovarianceSums, measures: [SimilarityMeasure], svccaKeep: Double = 0.99) {
         self.sums = sums
         self.measures = measures.filter { $0.kind == .covariance }
         self.svccaKeep = svccaKeep
+        precondition(sums.moments.isSuperset(of: .needed(by: self.measures)) || sums.dimA * sums.dimB == 1,
+                     "the sums lack moments the measures need")
     }
 
     /// The centred scatter of layer l of a side (0: A, 1: B), with the factorisations asked for.
     func centred(side: Int, layer l: Int) throws -> CentredLayer {
         let s = sums, n = Double(s.count)
         let d = side == 0 ? s.dimA : s.dimB
-        let sum = side == 0 ? s.sumA : s.sumB, raw = side == 0 ? s.aa : s.bb
+        let sum = side == 0 ? s.sumA : s.sumB
         let mean = (0..<d).map { sum[l * d + $0] / n }
-        var c = Matrix(rows: d, columns: d, values: Array(raw[(l * d * d)..<((l + 1) * d * d)]))
+        let meanSquared = mean.reduce(0) { $0 + $1 * $1 }
+        let trace = s.scatterDiagonal(side: side, layer: l).reduce(0, +) - n * meanSquared
+        guard trace > 0 else { throw SimilarityError.constant(side: side, layer: l) }
+        guard s.moments.contains(.scatter) else {
+            return CentredLayer(c: nil, trace: trace, frobeniusSquared: .nan, meanShifted: mean, meanSquared: meanSquared)
+        }
+        var c = Matrix(rows: d, columns: d, values: s.scatter(side: side, layer: l))
         for i in 0..<d { for j in 0..<d { c.values[i * d + j] -= n * mean[i] * mean[j] } }
-        var layer = CentredLayer(c: c, trace: c.trace, frobeniusSquared: c.frobeniusSquared, meanShifted: mean,
-                                 meanSquared: mean.reduce(0) { $0 + $1 * $1 })
-        guard layer.trace > 0 else { throw SimilarityError.constant(side: side, layer: l) }
+        var layer = CentredLayer(c: c, trace: trace, frobeniusSquared: c.frobeniusSquared, meanShifted: mean,
+                                 meanSquared: meanSquared)
         let needsEigen = measures.contains(.svcca) || measures.contains(where: \.isCCA)
         if needsEigen {
             do { layer.eigen = try symmetricEigen(c, vectors: measures.contains(.svcca)) } catch let e as LinearAlgebraError {
@@ -97,12 +106,12 @@ public struct CovarianceMeasures {
     /// Σᵢ ‖x̃ᵢ‖⁴ for layer l of a side.
     func rowNormSquares(side: Int, _ l: Int, _ c: CentredLayer) -> Double {
         let s = sums, n = Double(s.count), d = side == 0 ? s.dimA : s.dimB
-        let raw = side == 0 ? s.aa : s.bb, pu = side == 0 ? s.pu : s.qv, pp = side == 0 ? s.pp : s.qq
+        let raw = s.scatter(side: side, layer: l), pu = side == 0 ? s.pu : s.qv, pp = side == 0 ? s.pp : s.qq
         var lin = 0.0, quad = 0.0
         for i in 0..<d {
             lin += c.meanShifted[i] * pu[l * d + i]
             var t = 0.0
-            for j in 0..<d { t += raw[l * d * d + i * d + j] * c.meanShifted[j] }
+            for j in 0..<d { t += raw[i * d + j] * c.meanShifted[j] }
             quad += c.meanShifted[i] * t
         }
         let p = rawTrace(side: side, l)
@@ -111,8 +120,7 @@ public struct CovarianceMeasures {
 
     /// Σ‖u‖² of a layer (the trace of its shifted, uncentred sum).
     func rawTrace(side: Int, _ l: Int) -> Double {
-        let s = sums, d = side == 0 ? s.dimA : s.dimB, raw = side == 0 ? s.aa : s.bb
-        return (0..<d).reduce(0) { $0 + raw[l * d * d + $1 * d + $1] }
+        sums.scatterDiagonal(side: side, layer: l).reduce(0, +)
     }
 
     /// Kornblith et al.'s `_debiased_dot_product_similarity_helper`.
@@ -135,6 +143,7 @@ public struct CovarianceMeasures {
         let reducedB = measures.contains(.svcca) ? sideB.map { reduced($0) } : []
         var out: [SimilarityMeasure: [Double]] = [:]
         for m in measures { out[m] = [Double](repeating: .nan, count: s.layersA * s.layersB) }
+        if measures.contains(.procrustes) { out[.procrustes] = try procrustes(sideA, sideB) }
         for a in 0..<s.layersA {
             for b in 0..<s.layersB {
                 let ca = sideA[a], cb = sideB[b], cross = cross(a, b, ca, cb), k = a * s.layersB + b
@@ -145,11 +154,6 @@ public struct CovarianceMeasures {
                         let xx = Self.debiased(ca.frobeniusSquared, selfA[a], ca.trace, ca.trace, n)
                         let yy = Self.debiased(cb.frobeniusSquared, selfB[b], cb.trace, cb.trace, n)
                         out[.ckaDebiased]![k] = xy / (xx.squareRoot() * yy.squareRoot())
-                    }
-                    if measures.contains(.procrustes) {
-                        let nuclear = try singularValues(cross, vectors: false).values.reduce(0, +)
-                        let cosine = nuclear / (ca.trace.squareRoot() * cb.trace.squareRoot())
-                        out[.procrustes]![k] = acos(min(1, max(-1, cosine)))
                     }
                     if measures.contains(where: \.isCCA) {
                         // M = L_x⁻¹ X̃ᵀỸ L_y⁻ᵀ: its singular values are the canonical correlations.
@@ -167,6 +171,26 @@ public struct CovarianceMeasures {
             }
         }
         return out
+    }
+
+    /// Procrustes angles of every layer pair: arccos(‖X̃ᵀỸ‖_* / (‖X̃‖_F‖Ỹ‖_F)). The singular values
+    /// of the pairs are found two at a time (one per core): LAPACK's bidiagonalisation is mostly
+    /// matrix-vector work that one core does as fast as two.
+    func procrustes(_ sideA: [CentredLayer], _ sideB: [CentredLayer]) throws -> [Double] {
+        let lb = sums.layersB, n = sums.layersA * lb
+        var results = [Result<Double, Error>](repeating: .success(.nan), count: n)
+        results.withUnsafeMutableBufferPointer { r in
+            let out = r
+            parallelItems(n) { k in
+                let ca = sideA[k / lb], cb = sideB[k % lb]
+                out[k] = Result {
+                    let nuclear = try singularValues(cross(k / lb, k % lb, ca, cb), vectors: false).values.reduce(0, +)
+                    return acos(min(1, max(-1, nuclear / (ca.trace.squareRoot() * cb.trace.squareRoot()))))
+                }
+            }
+        }
+        do { return try results.map { try $0.get() } } catch let e as LinearAlgebraError {
+            throw SimilarityError.linearAlgebra(e) }
     }
 
     /// The directions SVCCA keeps of a layer: the fewest top eigenvectors of X̃ᵀX̃ whose

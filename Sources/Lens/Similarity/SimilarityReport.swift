@@ -158,7 +158,7 @@ public struct SimilarityReport {
                     var v = gramMeasures(a, b, measures: s.gramMeasures, settings: s.gram, identity: index)
                     if !s.covariance.isEmpty, let sum = sums[p] {
                         var rs = CovarianceSums(layersA: la, dimA: sum.dimA, layersB: lb, dimB: sum.dimB,
-                                                shiftA: sum.shiftA, shiftB: sum.shiftB)
+                                                shiftA: sum.shiftA, shiftB: sum.shiftB, moments: sum.moments)
                         a.map(\.values).withPointers { pa in b.map(\.values).withPointers { pb in
                             rs.add(a: pa, b: pb, rows: n) } }
                         let cm = (try? CovarianceMeasures(sums: rs, measures: s.covariance, svccaKeep: s.svccaKeep)

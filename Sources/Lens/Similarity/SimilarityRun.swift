@@ -186,7 +186,8 @@ public struct SimilarityRun {
                     let da = sides[i].width, db = sides[j].width
                     if c.sums[p] == nil {
                         c.sums[p] = CovarianceSums(layersA: layers[i].count, dimA: da, layersB: layers[j].count,
-                                                   dimB: db, shiftA: shift![i], shiftB: shift![j])
+                                                   dimB: db, shiftA: shift![i], shiftB: shift![j],
+                                                   moments: .needed(by: settings.covariance))
                     }
                     layers[i].map { vectors[i].layers[$0] }.withPointers { a in
                         layers[j].map { vectors[j].layers[$0] }.withPointers { b in
