@@ -1,4 +1,4 @@
-import Analysis
+@testable import Analysis
 import XCTest
 
 /// The similarity measures' small pieces against numpy, scipy and rsatoolbox (values computed
@@ -36,5 +36,32 @@ final class SimilarityMathTests: XCTestCase {
         // Rows 0 and 1 are copies of one image (a bootstrap resample): not each other's neighbours.
         XCTAssertEqual(nearestNeighbours(x, k: 1, identity: [5, 5, 6, 7]), [2, 2, 0, 0])
         XCTAssertEqual(mutualKNN([1, 0, 0, 0], [1, 0, 1, 0], rows: 4, k: 1), 0.75)
+    }
+    /// Integer features (many equal distances, so the middle ranks fall among ties), N odd and even.
+    func tiedRows(_ n: Int) -> LayerVectors {
+        LayerVectors(rows: n, dim: 3, values: (0..<(n * 3)).map { Float(($0 * 7 + $0 / 3) % 5) })
+    }
+
+    func testMedianOfTheDistanceTilesIsNumpysMedianOfTheMatrix() {
+        for n in [1, 2, 11, 24] {
+            let rows = DistanceRows(tiedRows(n))
+            var full = [Double](repeating: 0, count: n * n), scratch = [Double](repeating: 0, count: 2 * n * 3)
+            rows.tile(0..<n, 0..<n, into: &full, rows: &scratch)
+            let s = full.sorted()
+            let expected = n * n % 2 == 1 ? s[n * n / 2] : (s[n * n / 2 - 1] + s[n * n / 2]) / 2
+            for tile in [1, 3, 5, 64] {
+                XCTAssertEqual(medianSquaredDistance(rows, tile: min(tile, n)), expected, "n \(n), tile \(tile)")
+            }
+        }
+    }
+
+    func testRBFCKADoesNotDependOnTheTiles() {
+        let a = [tiedRows(23), LayerVectors(rows: 23, dim: 2, values: (0..<46).map { Float(sin(Double($0))) })]
+        let b = [LayerVectors(rows: 23, dim: 4, values: (0..<92).map { Float(cos(Double($0) * 0.7)) })]
+        let whole = rbfCKA(a, b, t: 0.5)
+        for tile in [1, 4, 7] {
+            for (x, y) in zip(rbfCKA(a, b, t: 0.5, tile: tile), whole) { XCTAssertEqual(x, y, accuracy: 1e-13) }
+        }
+        XCTAssertEqual(rbfCKA(a, a, t: 0.5)[0], 1, accuracy: 1e-13)
     }
 }

@@ -192,42 +192,128 @@ public func kendallTauA(_ a: [Double], _ b: [Double]) -> Double {
     return (concordant - discordant) / pairs
 }
 
-// MARK: - RBF CKA (Kornblith et al.)
+// MARK: - RBF CKA (Kornblith et al.), tile by tile
 
-/// Squared distances ‖xᵢ‖² + ‖xⱼ‖² − 2xᵢ·xⱼ (Kornblith et al.'s `gram_rbf`), float64.
-func squaredDistances(_ x: LayerVectors) -> [Double] {
-    let n = x.rows
-    var g = rowProducts(x.doubles, rows: n, dim: x.dim)
-    let norms = (0..<n).map { g[$0 * n + $0] }
-    for i in 0..<n { for j in 0..<n { g[i * n + j] = -2 * g[i * n + j] + norms[i] + norms[j] } }
-    return g
+/// One layer's rows with their squared norms, for tiles of Kornblith et al.'s `gram_rbf` squared
+/// distances ‖xᵢ‖² + ‖xⱼ‖² − 2xᵢ·xⱼ (float64; 0 on the diagonal, as theirs).
+struct DistanceRows {
+    let x: LayerVectors
+    let norms: [Double]
+
+    init(_ x: LayerVectors) {
+        self.x = x
+        norms = (0..<x.rows).map { i in
+            var s = 0.0
+            for c in 0..<x.dim { let v = Double(x.values[i * x.dim + c]); s += v * v }
+            return s
+        }
+    }
+
+    /// The distances of rows I × rows J into `out` (|I| × |J|, row-major); `rows` is scratch.
+    func tile(_ I: Range<Int>, _ J: Range<Int>, into out: inout [Double], rows: inout [Double]) {
+        let d = x.dim, ni = I.count, nj = J.count
+        for (k, i) in (Array(I) + Array(J)).enumerated() {
+            for c in 0..<d { rows[k * d + c] = Double(x.values[i * d + c]) }
+        }
+        rows.withUnsafeBufferPointer { r in
+            dgemm(transB: true, m: ni, n: nj, k: d, a: r.baseAddress!, lda: d, b: r.baseAddress! + ni * d, ldb: d,
+                  c: &out, ldc: nj)
+        }
+        for (a, i) in I.enumerated() {
+            for (b, j) in J.enumerated() { out[a * nj + b] = i == j ? 0 : -2 * out[a * nj + b] + norms[i] + norms[j] }
+        }
+    }
 }
 
-/// numpy's median (the mean of the two middle values for an even count).
-func median(_ v: [Double]) -> Double {
-    let s = v.sorted(), n = s.count
-    return n % 2 == 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2
+/// The tiles (I, J) of 0..<n with J starting at or after I: the upper triangle of an N × N matrix.
+func upperTiles(_ n: Int, size: Int) -> [(Range<Int>, Range<Int>)] {
+    let starts = Array(stride(from: 0, to: n, by: size))
+    return starts.flatMap { i in starts.filter { $0 >= i }.map { j in (i..<min(n, i + size), j..<min(n, j + size)) } }
 }
 
-/// The centred RBF kernel HKH of a layer, σ² = t²·median of the N² squared distances.
-public func centredRBFKernel(_ x: LayerVectors, t: Double) -> [Double] {
-    let n = x.rows
-    var k = squaredDistances(x)
-    let m = median(k)
-    let scale = -1 / (2 * t * t * m)
-    for i in k.indices { k[i] = exp(k[i] * scale) }
-    var rowMeans = [Double](repeating: 0, count: n), total = 0.0
-    for i in 0..<n { var s = 0.0; for j in 0..<n { s += k[i * n + j] }; rowMeans[i] = s / Double(n); total += s }
-    let mean = total / Double(n * n)
-    for i in 0..<n { for j in 0..<n { k[i * n + j] += mean - rowMeans[i] - rowMeans[j] } }
-    return k
+/// The key of a float64 whose unsigned order is the values' order.
+@inline(__always) func orderKey(_ v: Double) -> UInt64 {
+    let b = v.bitPattern
+    return b >> 63 == 1 ? ~b : b | (1 << 63)
 }
 
-/// CKA of two centred kernels: ⟨K̃, L̃⟩ / (‖K̃‖‖L̃‖).
-public func centredKernelAlignment(_ k: [Double], _ l: [Double]) -> Double {
-    var kl = 0.0, kk = 0.0, ll = 0.0
-    for i in k.indices { kl += k[i] * l[i]; kk += k[i] * k[i]; ll += l[i] * l[i] }
-    return kl / (kk.squareRoot() * ll.squareRoot())
+/// numpy's median of the N × N squared distances (N zeros, every other value twice), without
+/// holding them: a histogram of the top 20 bits of each value's order key, then the values of the
+/// one or two buckets that hold the middle ranks, sorted.
+func medianSquaredDistance(_ rows: DistanceRows, tile size: Int) -> Double {
+    let n = rows.x.rows, total = n * n, bits = 20
+    let ranks = total % 2 == 1 ? [total / 2] : [total / 2 - 1, total / 2]
+    var out = [Double](repeating: 0, count: size * size), scratch = [Double](repeating: 0, count: 2 * size * rows.x.dim)
+    func visit(_ body: (Double, Int) -> Void) {
+        for (I, J) in upperTiles(n, size: size) {
+            rows.tile(I, J, into: &out, rows: &scratch)
+            for (a, i) in I.enumerated() {
+                for (b, j) in J.enumerated() where j >= i { body(out[a * J.count + b], i == j ? 1 : 2) }
+            }
+        }
+    }
+    var histogram = [Int](repeating: 0, count: 1 << bits)
+    visit { v, w in histogram[Int(orderKey(v) >> UInt64(64 - bits))] += w }
+    var buckets: [Int] = [], first = 0, below = 0
+    for (b, c) in histogram.enumerated() where c > 0 {
+        if ranks.contains(where: { $0 >= below && $0 < below + c }) {
+            if buckets.isEmpty { first = below }
+            buckets.append(b)
+        }
+        below += c
+    }
+    var picked: [Double] = []
+    visit { v, w in
+        let b = Int(orderKey(v) >> UInt64(64 - bits))
+        if buckets.contains(b) { picked.append(v); if w == 2 { picked.append(v) } }
+    }
+    picked.sort()
+    return ranks.map { picked[$0 - first] }.reduce(0, +) / Double(ranks.count)
+}
+
+/// `rbf-cka` of every layer pair (La × Lb, row-major): CKA of the RBF kernels K = exp(−d²/2σ²),
+/// σ² = t²·median d² of each layer (Kornblith et al.'s `gram_rbf` and `cka`). The kernels are
+/// never held: tile by tile, ⟨K_p, K_q⟩ of every two layers of both sides and each kernel's row
+/// sums K1 are summed, and ⟨HKH, HLH⟩ = ⟨K, L⟩ − (2/N)(K1)·(L1) + (1ᵀK1)(1ᵀL1)/N². K − 1
+/// (expm1) stands for K: centring removes the constant, and the sums then cancel only as much as
+/// the centring itself does (at large t, K is 1 − O(1/t²)).
+public func rbfCKA(_ a: [LayerVectors], _ b: [LayerVectors], t: Double, tile size: Int = 512) -> [Double] {
+    let layers = (a + b).map(DistanceRows.init), count = layers.count
+    guard let n = layers.first?.x.rows, n > 0 else { return [] }
+    let tile = min(size, n)
+    let scales = layers.map { -1 / (2 * t * t * medianSquaredDistance($0, tile: tile)) }
+    var products = [Double](repeating: 0, count: count * count)
+    var rowSums = [[Double]](repeating: [Double](repeating: 0, count: n), count: count)
+    var stacked = [Double](repeating: 0, count: count * tile * tile)
+    var out = [Double](repeating: 0, count: tile * tile), scratch = [Double](repeating: 0, count: 2 * tile * (layers.map(\.x.dim).max() ?? 0))
+    for (I, J) in upperTiles(n, size: tile) {
+        let m = I.count * J.count
+        for (p, rows) in layers.enumerated() {
+            rows.tile(I, J, into: &out, rows: &scratch)
+            for (ai, i) in I.enumerated() {
+                var s = 0.0
+                for (bj, j) in J.enumerated() {
+                    let k = expm1(out[ai * J.count + bj] * scales[p])
+                    stacked[p * m + ai * J.count + bj] = k
+                    s += k
+                    if J != I { rowSums[p][j] += k }
+                }
+                rowSums[p][i] += s
+            }
+        }
+        // A tile above the diagonal stands for its mirror image too.
+        dgemm(transB: true, m: count, n: count, k: m, alpha: J == I ? 1 : 2, a: stacked, lda: m, b: stacked, ldb: m,
+              beta: 1, c: &products, ldc: count)
+    }
+    let totals = rowSums.map { $0.reduce(0, +) }, nn = Double(n)
+    func centred(_ p: Int, _ q: Int) -> Double {
+        var cross = 0.0
+        for i in 0..<n { cross += rowSums[p][i] * rowSums[q][i] }
+        return products[p * count + q] - 2 / nn * cross + totals[p] * totals[q] / (nn * nn)
+    }
+    let la = a.count, lb = b.count
+    let selfA = (0..<la).map { centred($0, $0).squareRoot() }, selfB = (0..<lb).map { centred(la + $0, la + $0).squareRoot() }
+    return (0..<(la * lb)).map { k in centred(k / lb, la + k % lb) / (selfA[k / lb] * selfB[k % lb]) }
 }
 
 /// The settings of the measures computed over all images at once.
@@ -248,10 +334,7 @@ public func gramMeasures(_ a: [LayerVectors], _ b: [LayerVectors], measures: [Si
                          settings: GramSettings, identity: [Int]? = nil) -> [SimilarityMeasure: [Double]] {
     let la = a.count, lb = b.count
     var out: [SimilarityMeasure: [Double]] = [:]
-    if measures.contains(.rbfCKA) {
-        let ka = a.map { centredRBFKernel($0, t: settings.rbfT) }, kb = b.map { centredRBFKernel($0, t: settings.rbfT) }
-        out[.rbfCKA] = (0..<(la * lb)).map { centredKernelAlignment(ka[$0 / lb], kb[$0 % lb]) }
-    }
+    if measures.contains(.rbfCKA) { out[.rbfCKA] = rbfCKA(a, b, t: settings.rbfT) }
     if measures.contains(.mknn) {
         let k = settings.knn
         let prep = { (x: LayerVectors) in settings.clampQuantile.map { clampAtQuantile(x, $0) } ?? x }
