@@ -5,6 +5,8 @@ RELEASE := .build/release/vitlens
 DEMO_CKPT := checkpoints/vit_tiny_init.safetensors
 DEMO_MAE := checkpoints/vit_tiny_mae_demo.safetensors
 DEMO_FT := checkpoints/vit_tiny_ft_demo.safetensors
+# netrep, google/svcca and platonic-rep cloned at the commits scripts/make_similarity_goldens.py names.
+SIMILARITY_PEERS ?= /tmp/peers
 
 .PHONY: all deps build release test demo bench bench-peers fixtures checkpoints parity parity-probe html-check snapshots fuzz clean
 
@@ -68,6 +70,7 @@ bench: release
 	$(RELEASE) bench $(DEMO_MAE) --batch 64 --iters 5 --profile
 	scripts/bench_analyses.sh
 	scripts/bench_memory.sh
+	python3 scripts/bench_similarity_peers.py --peers $(SIMILARITY_PEERS) --n 6000 --rounds 3 --memory-n 10000
 
 # vitlens against PyTorch eager and ONNX Runtime (images/s, alternating runs) in a virtual
 # environment made here from PyPI: torch, timm, safetensors, onnx, onnxruntime.

@@ -3,9 +3,12 @@ import Foundation
 public enum FileError: Error, CustomStringConvertible {
     case cannotOpen(path: String, reason: String)
     case notARegularFile(path: String)
+    /// A scratch file in `directory` could not be made, written or read.
+    case scratch(directory: String, reason: String)
 
     public var description: String {
         switch self {
+        case let .scratch(directory, reason): return "scratch file in \(directory): \(reason)"
         case let .cannotOpen(path, reason): return "\(path): cannot open (\(reason))"
         case let .notARegularFile(path): return "\(path): not a regular file"
         }

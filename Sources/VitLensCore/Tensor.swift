@@ -55,3 +55,14 @@ public final class Tensor {
 public func formatShape(_ shape: [Int]) -> String {
     "[" + shape.map(String.init).joined(separator: ", ") + "]"
 }
+
+extension Array where Element == [Float] {
+    /// Calls body with a pointer to each array's storage (valid only inside body).
+    public func withPointers<R>(_ body: ([UnsafePointer<Float>]) throws -> R) rethrows -> R {
+        func go(_ i: Int, _ acc: [UnsafePointer<Float>]) throws -> R {
+            if i == count { return try body(acc) }
+            return try self[i].withUnsafeBufferPointer { try go(i + 1, acc + [$0.baseAddress!]) }
+        }
+        return try go(0, [])
+    }
+}

@@ -85,6 +85,20 @@ public struct CovarianceSums: Equatable {
         }
     }
 
+    /// Adds every row of two stores (a bootstrap resample), a chunk of rows at a time.
+    public mutating func add(a: LayerStore, b: LayerStore) throws {
+        precondition(a.rows == b.rows && a.layerCount == layersA && b.layerCount == layersB)
+        let chunk = 256
+        var xa = [[Float]](repeating: [Float](repeating: 0, count: chunk * dimA), count: layersA)
+        var xb = [[Float]](repeating: [Float](repeating: 0, count: chunk * dimB), count: layersB)
+        for start in stride(from: 0, to: a.rows, by: chunk) {
+            let r = start..<min(a.rows, start + chunk)
+            for l in 0..<layersA { try xa[l].withUnsafeMutableBufferPointer { try a.read(l, rows: r, into: $0.baseAddress!) } }
+            for l in 0..<layersB { try xb[l].withUnsafeMutableBufferPointer { try b.read(l, rows: r, into: $0.baseAddress!) } }
+            xa.withPointers { pa in xb.withPointers { pb in add(a: pa, b: pb, rows: r.count) } }
+        }
+    }
+
     /// u = x − shift, rows × (layers·dim), as float64.
     private static func shift(_ x: [UnsafePointer<Float>], rows r: Int, dim: Int, by shift: [Double],
                               into u: inout [Double]) {

@@ -1,31 +1,6 @@
 import Foundation
 import VitLensCore
 
-/// One layer's per-image vectors, float32 (N × D, row-major), for the measures that need every
-/// image at once (`rbf-cka`, `mknn`, `rsa`).
-public struct LayerVectors {
-    public let rows: Int, dim: Int
-    public let values: [Float]
-    public init(rows: Int, dim: Int, values: [Float]) {
-        precondition(values.count == rows * dim)
-        (self.rows, self.dim, self.values) = (rows, dim, values)
-    }
-    /// The rows `index` (a bootstrap resample).
-    public func rows(_ index: [Int]) -> LayerVectors {
-        var out = [Float](); out.reserveCapacity(index.count * dim)
-        for i in index { out.append(contentsOf: values[(i * dim)..<((i + 1) * dim)]) }
-        return LayerVectors(rows: index.count, dim: dim, values: out)
-    }
-    var doubles: [Double] { values.map(Double.init) }
-}
-
-/// Z·Zᵀ (N × N) of rows z (N × D), float64.
-func rowProducts(_ z: [Double], rows n: Int, dim d: Int) -> [Double] {
-    var g = [Double](repeating: 0, count: n * n)
-    dgemm(transB: true, m: n, n: n, k: d, a: z, lda: d, b: z, ldb: d, c: &g, ldc: n)
-    return g
-}
-
 /// Rows i ≠ j that are the same image (bootstrap copies): excluded like the diagonal.
 func sameImage(_ identity: [Int]?, _ i: Int, _ j: Int) -> Bool { i == j || (identity.map { $0[i] == $0[j] } ?? false) }
 
@@ -94,27 +69,225 @@ public func mutualKNN(_ a: [Int32], _ b: [Int32], rows n: Int, k: Int) -> Double
     return total / Double(n)
 }
 
-// MARK: - RSA (rsatoolbox)
+// MARK: - Tiles of N × N row comparisons
 
-/// The RDM's upper triangle (i < j, row-major) of 1 − Pearson correlation between rows, as
-/// rsatoolbox's `calc_rdm(method="correlation")`; pairs of copies of one image are left out.
-public func correlationRDM(_ x: LayerVectors, identity: [Int]? = nil) -> [Double] {
-    let n = x.rows, d = x.dim
-    var z = x.doubles
-    for i in 0..<n {
-        var m = 0.0
-        for c in 0..<d { m += z[i * d + c] }
-        m /= Double(d)
-        var s = 0.0
-        for c in 0..<d { z[i * d + c] -= m; s += z[i * d + c] * z[i * d + c] }
-        let inv = 1 / s.squareRoot()
-        for c in 0..<d { z[i * d + c] *= inv }
+/// The tiles (I, J) of 0..<n with J starting at or after I: the upper triangle of an N × N matrix.
+func upperTiles(_ n: Int, size: Int) -> [(Range<Int>, Range<Int>)] {
+    let starts = Array(stride(from: 0, to: n, by: size))
+    return starts.flatMap { i in starts.filter { $0 >= i }.map { j in (i..<min(n, i + size), j..<min(n, j + size)) } }
+}
+
+/// Tiles of one layer's N × N comparisons of rows, read from a store, float64: Kornblith et al.'s
+/// `gram_rbf` squared distances ‖xᵢ‖² + ‖xⱼ‖² − 2xᵢ·xⱼ (0 on the diagonal, as theirs), or
+/// rsatoolbox's correlation distances 1 − r(xᵢ, xⱼ) (`calc_rdm(method="correlation")`).
+final class PairTiles {
+    enum Kind { case squaredDistance, correlationDistance }
+    let store: LayerStore, layer: Int, kind: Kind, dim: Int
+    private(set) var norms: [Double] = []
+
+    init(_ store: LayerStore, layer: Int, kind: Kind, buffers: TileBuffers) throws {
+        (self.store, self.layer, self.kind, dim) = (store, layer, kind, store.dims[layer])
+        if kind == .squaredDistance {
+            for start in stride(from: 0, to: store.rows, by: buffers.tile) {
+                let r = start..<min(store.rows, start + buffers.tile)
+                try load(r, at: 0, buffers)
+                let x = buffers.rows
+                norms += (0..<r.count).map { k in (0..<dim).reduce(0.0) { $0 + x[k * dim + $1] * x[k * dim + $1] } }
+            }
+        }
     }
-    let g = rowProducts(z, rows: n, dim: d)
-    var out: [Double] = []
-    out.reserveCapacity(n * (n - 1) / 2)
-    for i in 0..<n { for j in (i + 1)..<max(i + 1, n) where !sameImage(identity, i, j) { out.append(1 - g[i * n + j]) } }
-    return out
+
+    /// Rows r into the buffers' rows from row slot `at`: as float64, centred and of unit norm for
+    /// correlations.
+    private func load(_ r: Range<Int>, at slot: Int, _ b: TileBuffers) throws {
+        let d = dim
+        try b.raw.withUnsafeMutableBufferPointer { try store.read(layer, rows: r, into: $0.baseAddress! + slot * d) }
+        for k in slot..<(slot + r.count) {
+            for c in 0..<d { b.rows[k * d + c] = Double(b.raw[k * d + c]) }
+            guard kind == .correlationDistance else { continue }
+            var m = 0.0
+            for c in 0..<d { m += b.rows[k * d + c] }
+            m /= Double(d)
+            var s = 0.0
+            for c in 0..<d { b.rows[k * d + c] -= m; s += b.rows[k * d + c] * b.rows[k * d + c] }
+            let inv = 1 / s.squareRoot()
+            for c in 0..<d { b.rows[k * d + c] *= inv }
+        }
+    }
+
+    /// The comparisons of rows I × rows J into `out` (|I| × |J|, row-major).
+    func tile(_ I: Range<Int>, _ J: Range<Int>, into out: inout [Double], _ b: TileBuffers) throws {
+        let d = dim, ni = I.count, nj = J.count
+        try load(I, at: 0, b)
+        try load(J, at: ni, b)
+        b.rows.withUnsafeBufferPointer { r in
+            dgemm(transB: true, m: ni, n: nj, k: d, a: r.baseAddress!, lda: d, b: r.baseAddress! + ni * d, ldb: d,
+                  c: &out, ldc: nj)
+        }
+        for (a, i) in I.enumerated() {
+            for (b, j) in J.enumerated() {
+                let g = out[a * nj + b]
+                out[a * nj + b] = kind == .correlationDistance ? 1 - g : i == j ? 0 : -2 * g + norms[i] + norms[j]
+            }
+        }
+    }
+}
+
+/// The rows of one tile (I and J) of any layer, shared by every layer's `PairTiles`.
+final class TileBuffers {
+    let tile: Int
+    var rows: [Double], raw: [Float]
+    init(tile: Int, dim: Int) {
+        self.tile = tile
+        (rows, raw) = ([Double](repeating: 0, count: 2 * tile * dim), [Float](repeating: 0, count: 2 * tile * dim))
+    }
+}
+
+// MARK: - RSA (rsatoolbox), through a scratch file
+
+/// The RDM entries (i < j, pairs of copies of one image left out) of a layer, in tile order
+/// (every layer the same order; the comparisons do not depend on it), to `body` tile by tile.
+func forEachRDMTile(_ tiles: PairTiles, _ buffers: TileBuffers, identity: [Int]?,
+                    _ body: ([Double]) throws -> Void) throws {
+    let size = buffers.tile
+    var out = [Double](repeating: 0, count: size * size), entries: [Double] = []
+    entries.reserveCapacity(size * size)
+    for (I, J) in upperTiles(tiles.store.rows, size: size) {
+        try tiles.tile(I, J, into: &out, buffers)
+        entries.removeAll(keepingCapacity: true)
+        for (a, i) in I.enumerated() {
+            for (b, j) in J.enumerated() where j > i && !sameImage(identity, i, j) { entries.append(out[a * J.count + b]) }
+        }
+        try body(entries)
+    }
+}
+
+/// The RDM entries' count: N(N−1)/2 less the pairs of copies of one image.
+func rdmEntries(_ n: Int, identity: [Int]?) -> Int {
+    guard let identity else { return n * (n - 1) / 2 }
+    var copies: [Int: Int] = [:]
+    for i in identity { copies[i, default: 0] += 1 }
+    return n * (n - 1) / 2 - copies.values.reduce(0) { $0 + $1 * ($1 - 1) / 2 }
+}
+
+/// `rsa` of every layer pair (La × Lb, row-major): each layer's RDM is computed once, in tiles,
+/// and written to a scratch file as `method` compares it (average ranks for Spearman and τ_a, the
+/// values otherwise; less their mean for Spearman and Pearson), so that no N² vector stays
+/// resident: 8·M bytes per layer on disk for M = N(N−1)/2 entries; ranking holds one layer's M
+/// values in memory. Spearman, Pearson and cosine then read every layer's entries in chunks
+/// (⟨x_p, x_q⟩ of all layers at once: the cosine of the centred vectors); τ_a reads two layers at
+/// a time.
+public func rsa(_ a: LayerStore, _ b: LayerStore, method: RDMComparison, identity: [Int]? = nil,
+                tile size: Int = 512, scratchDirectory: String? = nil) throws -> [Double] {
+    let n = a.rows, tile = max(1, min(size, n)), m = rdmEntries(n, identity: identity)
+    let layers = (0..<a.layerCount).map { (a, $0) } + (0..<b.layerCount).map { (b, $0) }
+    func scratchFile() throws -> ScratchFile { try scratchDirectory.map { try ScratchFile(directory: $0) } ?? ScratchFile() }
+    let prepared = try scratchFile()
+    let values = method == .spearman || method == .kendallTauA ? try scratchFile() : nil
+    let buffers = TileBuffers(tile: tile, dim: (a.dims + b.dims).max() ?? 0)
+    for (p, (store, l)) in layers.enumerated() {
+        let tiles = try PairTiles(store, layer: l, kind: .correlationDistance, buffers: buffers)
+        let target = values ?? prepared, base = values == nil ? p * m * 8 : 0
+        var written = 0, total = 0.0
+        try forEachRDMTile(tiles, buffers, identity: identity) { e in
+            try e.withUnsafeBufferPointer { try target.write($0.baseAddress!, count: e.count, at: base + written * 8) }
+            written += e.count
+            total += e.reduce(0, +)
+        }
+        if let values {
+            try rank(values, count: m, into: prepared, at: p * m * 8, centred: method == .spearman)
+        } else if method == .pearson {
+            try shift(prepared, count: m, at: p * m * 8, by: total / Double(m))
+        }
+    }
+    let la = a.layerCount, lb = b.layerCount
+    if method == .kendallTauA {
+        func load(_ p: Int) throws -> [Double] {
+            var v = [Double](repeating: 0, count: m)
+            try v.withUnsafeMutableBufferPointer { try prepared.read(into: $0.baseAddress!, count: m, at: p * m * 8) }
+            return v
+        }
+        return try (0..<la).flatMap { i in
+            let x = try load(i)
+            return try (0..<lb).map { j in kendallTauA(x, try load(la + j)) }
+        }
+    }
+    let count = layers.count, chunk = 1 << 15
+    var products = [Double](repeating: 0, count: count * count), stacked = [Double](repeating: 0, count: count * chunk)
+    for start in stride(from: 0, to: m, by: chunk) {
+        let c = min(chunk, m - start)
+        for p in 0..<count {
+            try stacked.withUnsafeMutableBufferPointer {
+                try prepared.read(into: $0.baseAddress! + p * c, count: c, at: (p * m + start) * 8) }
+        }
+        dgemm(transB: true, m: count, n: count, k: c, a: stacked, lda: c, b: stacked, ldb: c, beta: 1,
+              c: &products, ldc: count)
+    }
+    return (0..<(la * lb)).map { k in
+        let p = k / lb, q = la + k % lb
+        return products[p * count + q] / (products[p * count + p].squareRoot() * products[q * count + q].squareRoot())
+    }
+}
+
+/// Subtracts `mean` from the M values at byte `offset` of `file`, a chunk at a time.
+func shift(_ file: ScratchFile, count m: Int, at offset: Int, by mean: Double) throws {
+    let chunk = 1 << 16
+    var v = [Double](repeating: 0, count: chunk)
+    for start in stride(from: 0, to: m, by: chunk) {
+        let c = min(chunk, m - start)
+        try v.withUnsafeMutableBufferPointer { try file.read(into: $0.baseAddress!, count: c, at: offset + start * 8) }
+        for k in 0..<c { v[k] -= mean }
+        try v.withUnsafeBufferPointer { try file.write($0.baseAddress!, count: c, at: offset + start * 8) }
+    }
+}
+
+/// The average ranks 1…M (scipy's `rankdata`) of the M values at the start of `values`, written at
+/// byte `offset` of `out` in the same order (less (M+1)/2, their mean, when `centred`). The values
+/// are sorted in memory; then each chunk of them (two at a time, one per core) is sorted with its
+/// positions and walks the sorted values once, galloping to each value's tie group.
+func rank(_ values: ScratchFile, count m: Int, into out: ScratchFile, at offset: Int, centred: Bool) throws {
+    var sorted = [Double](repeating: 0, count: m)
+    try sorted.withUnsafeMutableBufferPointer { try values.read(into: $0.baseAddress!, count: m, at: 0) }
+    sorted.sort()
+    let chunk = 1 << 16, mean = centred ? Double(m + 1) / 2 : 0
+    let failures = Failures()
+    sorted.withUnsafeBufferPointer { s in
+        parallelItems((m + chunk - 1) / chunk) { k in
+            do {
+                let start = k * chunk, c = min(chunk, m - start)
+                var v = [Double](repeating: 0, count: c)
+                try v.withUnsafeMutableBufferPointer { try values.read(into: $0.baseAddress!, count: c, at: start * 8) }
+                var r = [Double](repeating: 0, count: c), lo = 0, hi = 0
+                for i in (0..<c).sorted(by: { v[$0] < v[$1] }) {
+                    let x = v[i]
+                    // The tie group of x: [lo, hi) in the sorted values.
+                    lo = gallop(s, from: lo) { $0 < x }
+                    hi = gallop(s, from: max(lo, hi)) { $0 <= x }
+                    r[i] = Double(lo + hi + 1) / 2 - mean
+                }
+                try r.withUnsafeBufferPointer { try out.write($0.baseAddress!, count: c, at: offset + start * 8) }
+            } catch { failures.add(error) }
+        }
+    }
+    if let e = failures.first { throw e }
+}
+
+/// The first index from `start` on whose value fails `holds` (which holds on a prefix from start):
+/// doubling steps, then a binary search.
+@inline(__always) func gallop(_ s: UnsafeBufferPointer<Double>, from start: Int, _ holds: (Double) -> Bool) -> Int {
+    var lo = start, hi = start, step = 1
+    while hi < s.count && holds(s[hi]) { lo = hi + 1; hi = start + step; step *= 2 }
+    hi = min(hi, s.count)
+    while lo < hi { let mid = (lo + hi) / 2; if holds(s[mid]) { lo = mid + 1 } else { hi = mid } }
+    return lo
+}
+
+/// The first error of work spread over threads.
+final class Failures: @unchecked Sendable {
+    private let lock = NSLock()
+    private var errors: [Error] = []
+    func add(_ e: Error) { lock.lock(); errors.append(e); lock.unlock() }
+    var first: Error? { lock.lock(); defer { lock.unlock() }; return errors.first }
 }
 
 /// Ranks 1…M with ties given their average rank (scipy's `rankdata`).
@@ -130,28 +303,6 @@ public func averageRanks(_ v: [Double]) -> [Double] {
         i = j + 1
     }
     return r
-}
-
-/// An RDM vector as `method` compares it: its ranks for Spearman (computed once per layer), else
-/// the values themselves.
-public func preparedRDM(_ v: [Double], for method: RDMComparison) -> [Double] {
-    method == .spearman ? averageRanks(v) : v
-}
-
-/// rsatoolbox's comparison of two RDM vectors prepared by `preparedRDM` (Spearman is the
-/// Pearson correlation of the ranks).
-public func compareRDMs(_ a: [Double], _ b: [Double], _ method: RDMComparison) -> Double {
-    func cosine(_ x: [Double], _ y: [Double]) -> Double {
-        var xy = 0.0, xx = 0.0, yy = 0.0
-        for i in x.indices { xy += x[i] * y[i]; xx += x[i] * x[i]; yy += y[i] * y[i] }
-        return xy / (xx.squareRoot() * yy.squareRoot())
-    }
-    func centred(_ x: [Double]) -> [Double] { let m = x.reduce(0, +) / Double(x.count); return x.map { $0 - m } }
-    switch method {
-    case .cosine: return cosine(a, b)
-    case .pearson, .spearman: return cosine(centred(a), centred(b))
-    case .kendallTauA: return kendallTauA(a, b)
-    }
 }
 
 /// Kendall's τ_a = (concordant − discordant) / (n(n−1)/2), ties counting as neither
@@ -194,66 +345,30 @@ public func kendallTauA(_ a: [Double], _ b: [Double]) -> Double {
 
 // MARK: - RBF CKA (Kornblith et al.), tile by tile
 
-/// One layer's rows with their squared norms, for tiles of Kornblith et al.'s `gram_rbf` squared
-/// distances ‖xᵢ‖² + ‖xⱼ‖² − 2xᵢ·xⱼ (float64; 0 on the diagonal, as theirs).
-struct DistanceRows {
-    let x: LayerVectors
-    let norms: [Double]
-
-    init(_ x: LayerVectors) {
-        self.x = x
-        norms = (0..<x.rows).map { i in
-            var s = 0.0
-            for c in 0..<x.dim { let v = Double(x.values[i * x.dim + c]); s += v * v }
-            return s
-        }
-    }
-
-    /// The distances of rows I × rows J into `out` (|I| × |J|, row-major); `rows` is scratch.
-    func tile(_ I: Range<Int>, _ J: Range<Int>, into out: inout [Double], rows: inout [Double]) {
-        let d = x.dim, ni = I.count, nj = J.count
-        for (k, i) in (Array(I) + Array(J)).enumerated() {
-            for c in 0..<d { rows[k * d + c] = Double(x.values[i * d + c]) }
-        }
-        rows.withUnsafeBufferPointer { r in
-            dgemm(transB: true, m: ni, n: nj, k: d, a: r.baseAddress!, lda: d, b: r.baseAddress! + ni * d, ldb: d,
-                  c: &out, ldc: nj)
-        }
-        for (a, i) in I.enumerated() {
-            for (b, j) in J.enumerated() { out[a * nj + b] = i == j ? 0 : -2 * out[a * nj + b] + norms[i] + norms[j] }
-        }
-    }
-}
-
-/// The tiles (I, J) of 0..<n with J starting at or after I: the upper triangle of an N × N matrix.
-func upperTiles(_ n: Int, size: Int) -> [(Range<Int>, Range<Int>)] {
-    let starts = Array(stride(from: 0, to: n, by: size))
-    return starts.flatMap { i in starts.filter { $0 >= i }.map { j in (i..<min(n, i + size), j..<min(n, j + size)) } }
-}
-
 /// The key of a float64 whose unsigned order is the values' order.
 @inline(__always) func orderKey(_ v: Double) -> UInt64 {
-    let b = v.bitPattern
+    let b = (v + 0).bitPattern  // −0 + 0 is +0: equal values, one key
     return b >> 63 == 1 ? ~b : b | (1 << 63)
 }
 
 /// numpy's median of the N × N squared distances (N zeros, every other value twice), without
 /// holding them: a histogram of the top 20 bits of each value's order key, then the values of the
 /// one or two buckets that hold the middle ranks, sorted.
-func medianSquaredDistance(_ rows: DistanceRows, tile size: Int) -> Double {
-    let n = rows.x.rows, total = n * n, bits = 20
+func medianSquaredDistance(_ rows: PairTiles, _ buffers: TileBuffers) throws -> Double {
+    let n = rows.store.rows, total = n * n, bits = 20
     let ranks = total % 2 == 1 ? [total / 2] : [total / 2 - 1, total / 2]
-    var out = [Double](repeating: 0, count: size * size), scratch = [Double](repeating: 0, count: 2 * size * rows.x.dim)
-    func visit(_ body: (Double, Int) -> Void) {
+    let size = buffers.tile
+    var out = [Double](repeating: 0, count: size * size)
+    func visit(_ body: (Double, Int) -> Void) throws {
         for (I, J) in upperTiles(n, size: size) {
-            rows.tile(I, J, into: &out, rows: &scratch)
+            try rows.tile(I, J, into: &out, buffers)
             for (a, i) in I.enumerated() {
                 for (b, j) in J.enumerated() where j >= i { body(out[a * J.count + b], i == j ? 1 : 2) }
             }
         }
     }
     var histogram = [Int](repeating: 0, count: 1 << bits)
-    visit { v, w in histogram[Int(orderKey(v) >> UInt64(64 - bits))] += w }
+    try visit { v, w in histogram[Int(orderKey(v) >> UInt64(64 - bits))] += w }
     var buckets: [Int] = [], first = 0, below = 0
     for (b, c) in histogram.enumerated() where c > 0 {
         if ranks.contains(where: { $0 >= below && $0 < below + c }) {
@@ -263,7 +378,7 @@ func medianSquaredDistance(_ rows: DistanceRows, tile size: Int) -> Double {
         below += c
     }
     var picked: [Double] = []
-    visit { v, w in
+    try visit { v, w in
         let b = Int(orderKey(v) >> UInt64(64 - bits))
         if buckets.contains(b) { picked.append(v); if w == 2 { picked.append(v) } }
     }
@@ -277,19 +392,22 @@ func medianSquaredDistance(_ rows: DistanceRows, tile size: Int) -> Double {
 /// sums K1 are summed, and ⟨HKH, HLH⟩ = ⟨K, L⟩ − (2/N)(K1)·(L1) + (1ᵀK1)(1ᵀL1)/N². K − 1
 /// (expm1) stands for K: centring removes the constant, and the sums then cancel only as much as
 /// the centring itself does (at large t, K is 1 − O(1/t²)).
-public func rbfCKA(_ a: [LayerVectors], _ b: [LayerVectors], t: Double, tile size: Int = 512) -> [Double] {
-    let layers = (a + b).map(DistanceRows.init), count = layers.count
-    guard let n = layers.first?.x.rows, n > 0 else { return [] }
-    let tile = min(size, n)
-    let scales = layers.map { -1 / (2 * t * t * medianSquaredDistance($0, tile: tile)) }
+public func rbfCKA(_ a: LayerStore, _ b: LayerStore, t: Double, tile size: Int = 512) throws -> [Double] {
+    let n = a.rows, tile = max(1, min(size, n))
+    guard n > 0 else { return [] }
+    let buffers = TileBuffers(tile: tile, dim: (a.dims + b.dims).max() ?? 0)
+    let layers = try (0..<a.layerCount).map { try PairTiles(a, layer: $0, kind: .squaredDistance, buffers: buffers) }
+        + (0..<b.layerCount).map { try PairTiles(b, layer: $0, kind: .squaredDistance, buffers: buffers) }
+    let count = layers.count
+    let scales = try layers.map { -1 / (2 * t * t * (try medianSquaredDistance($0, buffers))) }
     var products = [Double](repeating: 0, count: count * count)
     var rowSums = [[Double]](repeating: [Double](repeating: 0, count: n), count: count)
     var stacked = [Double](repeating: 0, count: count * tile * tile)
-    var out = [Double](repeating: 0, count: tile * tile), scratch = [Double](repeating: 0, count: 2 * tile * (layers.map(\.x.dim).max() ?? 0))
+    var out = [Double](repeating: 0, count: tile * tile)
     for (I, J) in upperTiles(n, size: tile) {
         let m = I.count * J.count
         for (p, rows) in layers.enumerated() {
-            rows.tile(I, J, into: &out, rows: &scratch)
+            try rows.tile(I, J, into: &out, buffers)
             for (ai, i) in I.enumerated() {
                 var s = 0.0
                 for (bj, j) in J.enumerated() {
@@ -311,7 +429,7 @@ public func rbfCKA(_ a: [LayerVectors], _ b: [LayerVectors], t: Double, tile siz
         for i in 0..<n { cross += rowSums[p][i] * rowSums[q][i] }
         return products[p * count + q] - 2 / nn * cross + totals[p] * totals[q] / (nn * nn)
     }
-    let la = a.count, lb = b.count
+    let la = a.layerCount, lb = b.layerCount
     let selfA = (0..<la).map { centred($0, $0).squareRoot() }, selfB = (0..<lb).map { centred(la + $0, la + $0).squareRoot() }
     return (0..<(la * lb)).map { k in centred(k / lb, la + k % lb) / (selfA[k / lb] * selfB[k % lb]) }
 }
@@ -329,24 +447,24 @@ public struct GramSettings: Equatable, Sendable {
 }
 
 /// `rbf-cka`, `mknn` and `rsa` of every layer pair: each layer's kernel, neighbours or RDM
-/// computed once, then every pair compared. `identity`: the image each row is (bootstrap copies).
-public func gramMeasures(_ a: [LayerVectors], _ b: [LayerVectors], measures: [SimilarityMeasure],
-                         settings: GramSettings, identity: [Int]? = nil) -> [SimilarityMeasure: [Double]] {
-    let la = a.count, lb = b.count
+/// computed once (in tiles, or one layer at a time), then every pair compared. `identity`: the
+/// image each row is (bootstrap copies).
+public func gramMeasures(_ a: LayerStore, _ b: LayerStore, measures: [SimilarityMeasure], settings: GramSettings,
+                         identity: [Int]? = nil, scratchDirectory: String? = nil) throws -> [SimilarityMeasure: [Double]] {
+    let la = a.layerCount, lb = b.layerCount
     var out: [SimilarityMeasure: [Double]] = [:]
-    if measures.contains(.rbfCKA) { out[.rbfCKA] = rbfCKA(a, b, t: settings.rbfT) }
+    if measures.contains(.rbfCKA) { out[.rbfCKA] = try rbfCKA(a, b, t: settings.rbfT) }
     if measures.contains(.mknn) {
         let k = settings.knn
-        let prep = { (x: LayerVectors) in settings.clampQuantile.map { clampAtQuantile(x, $0) } ?? x }
-        let na = a.map { nearestNeighbours(prep($0), k: k, identity: identity) }
-        let nb = b.map { nearestNeighbours(prep($0), k: k, identity: identity) }
-        out[.mknn] = (0..<(la * lb)).map { mutualKNN(na[$0 / lb], nb[$0 % lb], rows: a[0].rows, k: k) }
+        func neighbours(_ s: LayerStore, _ l: Int) throws -> [Int32] {
+            let x = try s.layer(l)
+            return nearestNeighbours(settings.clampQuantile.map { clampAtQuantile(x, $0) } ?? x, k: k, identity: identity)
+        }
+        let na = try (0..<la).map { try neighbours(a, $0) }, nb = try (0..<lb).map { try neighbours(b, $0) }
+        out[.mknn] = (0..<(la * lb)).map { mutualKNN(na[$0 / lb], nb[$0 % lb], rows: a.rows, k: k) }
     }
     if measures.contains(.rsa) {
-        let method = settings.rsaCompare
-        let ra = a.map { preparedRDM(correlationRDM($0, identity: identity), for: method) }
-        let rb = b.map { preparedRDM(correlationRDM($0, identity: identity), for: method) }
-        out[.rsa] = (0..<(la * lb)).map { compareRDMs(ra[$0 / lb], rb[$0 % lb], method) }
+        out[.rsa] = try rsa(a, b, method: settings.rsaCompare, identity: identity, scratchDirectory: scratchDirectory)
     }
     return out
 }

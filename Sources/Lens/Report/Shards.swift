@@ -245,7 +245,7 @@ public enum MergedReport {
                 }
             }
             return .similarity(try SimilarityReport(
-                setup: setup, sums: sums, batches: batches, held: [], heldRows: 0,
+                setup: setup, sums: sums, batches: batches, held: [],
                 dropped: parts.flatMap(\.dropped).sorted(), run: run, observer: observer))
         default:
             throw MergeError.unknownCommand(first.command)

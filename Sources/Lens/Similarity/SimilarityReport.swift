@@ -87,6 +87,11 @@ public struct SimilaritySetup: JSONRecord, Equatable {
     }
 }
 
+/// The shape of a pair's covariance sums, for a bootstrap resample's.
+struct CovarianceTemplate {
+    let dimA: Int, dimB: Int, shiftA: [Double], shiftB: [Double], moments: CovarianceSums.Moments
+}
+
 /// A similarity report: every pair's matrix under every measure, intervals, best matches.
 public struct SimilarityReport {
     public var setup: SimilaritySetup
@@ -102,8 +107,10 @@ public struct SimilarityReport {
 
     /// Computes every measure of every pair from what the streaming pass kept (the same code for
     /// a single run and for merged shards, which have no held vectors: no Gram measures).
-    public init(setup: SimilaritySetup, sums: [CovarianceSums?], batches: [[CKABatch]], held: [[[Float]]],
-                heldRows: Int, dropped: [Int], run: RunRecord, observer: RunObserver) throws {
+    /// `held`: per side, every image's vectors (empty when only streamed sums were kept). Each
+    /// pair's sums are let go once its measures are computed (pass them with `consume`).
+    public init(setup: SimilaritySetup, sums: consuming [CovarianceSums?], batches: [[CKABatch]], held: [LayerStore],
+                dropped: [Int], run: RunRecord, observer: RunObserver) throws {
         self.setup = setup
         self.run = run
         self.dropped = dropped
@@ -111,9 +118,10 @@ public struct SimilarityReport {
         let s = setup.settings
         let pairIndex = setup.selfComparison ? [(0, 0)]
             : (0..<setup.sides.count).flatMap { i in ((i + 1)..<setup.sides.count).map { (i, $0) } }
-        imagesUsed = sums.compactMap { $0?.count }.first ?? heldRows
+        imagesUsed = sums.compactMap { $0?.count }.first ?? held.first?.rows ?? 0
         if imagesUsed == 0 { imagesUsed = batches.first?.reduce(0) { $0 + $1.size } ?? 0 }
         var pairs: [SimilarityPair] = []
+        var checked: Set<Int> = []
         for (p, (i, j)) in pairIndex.enumerated() {
             let la = setup.layers[i].count, lb = setup.layers[j].count
             var values: [SimilarityMeasure: [Double]] = [:]
@@ -126,6 +134,9 @@ public struct SimilarityReport {
                     (pair.low[.cka], pair.high[.cka]) = (ci.low, ci.high)
                 }
             }
+            // What a bootstrap resample's sums need of the pair's: shifts and moments.
+            let template = sums[p].map { CovarianceTemplate(dimA: $0.dimA, dimB: $0.dimB, shiftA: $0.shiftA,
+                                                            shiftB: $0.shiftB, moments: $0.moments) }
             if !s.covariance.isEmpty, let sum = sums[p] {
                 imagesUsed = sum.count
                 if s.covariance.contains(where: { $0.isCCA }) {
@@ -142,25 +153,28 @@ public struct SimilarityReport {
                 }
                 values.merge(cov) { a, _ in a }
             }
-            let vectorsA = held.isEmpty ? [] : Self.layerVectors(held[i], rows: heldRows)
-            let vectorsB = held.isEmpty ? [] : Self.layerVectors(held[j], rows: heldRows)
-            if !s.gramMeasures.isEmpty {
-                imagesUsed = vectorsA.first?.rows ?? imagesUsed
-                try checkConstant(vectorsA, side: i); try checkConstant(vectorsB, side: j)
-                values.merge(gramMeasures(vectorsA, vectorsB, measures: s.gramMeasures, settings: s.gram)) { a, _ in a }
+            sums[p] = nil
+            let vectorsA = held.isEmpty ? nil : held[i], vectorsB = held.isEmpty ? nil : held[j]
+            if !s.gramMeasures.isEmpty, let vectorsA, let vectorsB {
+                imagesUsed = vectorsA.rows
+                for (side, store) in [(i, vectorsA), (j, vectorsB)] where !checked.contains(side) {
+                    try checkConstant(store, side: side)
+                    checked.insert(side)
+                }
+                values.merge(try gramMeasures(vectorsA, vectorsB, measures: s.gramMeasures, settings: s.gram)) { a, _ in a }
             }
-            let resampled = s.gramMeasures + (vectorsA.isEmpty ? [] : s.covariance)
-            if s.bootstrap > 0, !resampled.isEmpty, let n = vectorsA.first?.rows {
+            let resampled = s.gramMeasures + (vectorsA == nil ? [] : s.covariance)
+            if s.bootstrap > 0, !resampled.isEmpty, let vectorsA, let vectorsB {
+                let n = vectorsA.rows
                 var samples: [SimilarityMeasure: [[Double]]] = [:]
                 for (r, index) in bootstrapResamples(count: n, resamples: s.bootstrap, seed: s.seed).enumerated() {
                     observer.progress("similarity bootstrap", done: r + 1, total: s.bootstrap)
-                    let a = vectorsA.map { $0.rows(index) }, b = vectorsB.map { $0.rows(index) }
-                    var v = gramMeasures(a, b, measures: s.gramMeasures, settings: s.gram, identity: index)
-                    if !s.covariance.isEmpty, let sum = sums[p] {
+                    let a = ResampledLayers(vectorsA, index: index), b = ResampledLayers(vectorsB, index: index)
+                    var v = try gramMeasures(a, b, measures: s.gramMeasures, settings: s.gram, identity: index)
+                    if !s.covariance.isEmpty, let sum = template {
                         var rs = CovarianceSums(layersA: la, dimA: sum.dimA, layersB: lb, dimB: sum.dimB,
                                                 shiftA: sum.shiftA, shiftB: sum.shiftB, moments: sum.moments)
-                        a.map(\.values).withPointers { pa in b.map(\.values).withPointers { pb in
-                            rs.add(a: pa, b: pb, rows: n) } }
+                        try rs.add(a: a, b: b)
                         let cm = (try? CovarianceMeasures(sums: rs, measures: s.covariance, svccaKeep: s.svccaKeep)
                             .compute()) ?? [:]
                         for m in s.covariance { v[m] = cm[m] ?? [Double](repeating: .nan, count: la * lb) }
@@ -176,14 +190,9 @@ public struct SimilarityReport {
         self.pairs = pairs
     }
 
-    /// A side's held vectors (per layer, N rows each) as matrices.
-    static func layerVectors(_ held: [[Float]], rows n: Int) -> [LayerVectors] {
-        guard n > 0, let first = held.first, !first.isEmpty else { return [] }
-        return held.map { LayerVectors(rows: n, dim: $0.count / n, values: $0) }
-    }
-
-    func checkConstant(_ v: [LayerVectors], side: Int) throws {
-        for (k, x) in v.enumerated() {
+    func checkConstant(_ store: LayerStore, side: Int) throws {
+        for k in 0..<store.layerCount {
+            let x = try store.layer(k)
             let first = Array(x.values[0..<x.dim])
             let varies = (1..<x.rows).contains { i in x.values[(i * x.dim)..<((i + 1) * x.dim)].elementsEqual(first) == false }
             if !varies { throw constantError(setup, side: side, layer: k) }

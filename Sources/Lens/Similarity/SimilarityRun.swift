@@ -132,9 +132,8 @@ public struct SimilarityRun {
     struct Collected {
         var sums: [CovarianceSums?]
         var batches: [[CKABatch]]
-        /// Per side, per selected layer: every image's vector (Gram measures, bootstrap).
-        var held: [[[Float]]]
-        var heldRows = 0
+        /// Per side: every image's vector of each selected layer (Gram measures, bootstrap).
+        var held: [ScratchLayers]
         var dropped: [Int]
     }
 
@@ -168,8 +167,9 @@ public struct SimilarityRun {
     func collect(_ context: RunContext) throws -> Collected {
         let wantsHeld = !settings.gramMeasures.isEmpty || (settings.bootstrap > 0 && !settings.covariance.isEmpty)
         let src = sources(grams: settings.wantsCKA)
-        var c = Collected(sums: pairs.map { _ in nil }, batches: pairs.map { _ in [] },
-                          held: sides.indices.map { s in layers[s].map { _ in [] } }, dropped: [])
+        let held = wantsHeld ? try sides.indices.map { s in
+            try ScratchLayers(dims: layers[s].map { _ in sides[s].width }, capacity: count) } : []
+        var c = Collected(sums: pairs.map { _ in nil }, batches: pairs.map { _ in [] }, held: held, dropped: [])
         // Unsharded, the first batch's means; a shard computes batch 0's, so that every shard's sums add.
         var shift: [[Double]]? = shard != nil && !settings.covariance.isEmpty ? try shifts(context) : nil
         var d = driver
@@ -202,9 +202,8 @@ public struct SimilarityRun {
                                                  b: layers[j].map { vectors[j].grams[$0] }))
                 }
             }
-            if wantsHeld {
-                for s in sides.indices { for (k, l) in layers[s].enumerated() { c.held[s][k] += vectors[s].layers[l] } }
-                c.heldRows += vectors[0].rows
+            for (s, store) in c.held.enumerated() {
+                try store.append(layers[s].map { vectors[s].layers[$0] }, rows: vectors[s].rows)
             }
         }
         return c
@@ -212,25 +211,16 @@ public struct SimilarityRun {
 
     /// The report, or with a shard the sums `merge` adds up.
     public func run(_ context: RunContext) throws -> Outcome<SimilarityReport> {
-        let c = try collect(context)
+        var c = try collect(context)
         if let shard {
             return .partial(Partial(command: "similarity", shard: shard, setup: setup.json,
                                     batches: c.batches.enumerated().flatMap { p, bs in bs.map { $0.json(pair: p) } },
                                     dropped: c.dropped, sums: c.sums.compactMap { $0 }))
         }
-        return .report(try SimilarityReport(setup: setup, sums: c.sums, batches: c.batches, held: c.held, heldRows: c.heldRows,
+        let sums = c.sums
+        c.sums = []
+        return .report(try SimilarityReport(setup: setup, sums: consume sums, batches: c.batches, held: c.held,
                                             dropped: c.dropped, run: context.run, observer: context.observer))
-    }
-}
-
-extension Array where Element == [Float] {
-    /// Calls body with a pointer to each array's storage (valid only inside body).
-    func withPointers<R>(_ body: ([UnsafePointer<Float>]) throws -> R) rethrows -> R {
-        func go(_ i: Int, _ acc: [UnsafePointer<Float>]) throws -> R {
-            if i == count { return try body(acc) }
-            return try self[i].withUnsafeBufferPointer { try go(i + 1, acc + [$0.baseAddress!]) }
-        }
-        return try go(0, [])
     }
 }
 

@@ -109,3 +109,33 @@ extension RunSide where Array == FeatureFile {
         switch self { case let .model(m): return m.config.dim; case let .array(f): return f.channels }
     }
 }
+
+/// A side's per-image vectors of the selected layers, appended batch by batch to a scratch file,
+/// for the measures that need every image at once: N × L × D floats (800 MB for ViT-B's 13
+/// representations at N = 10,000) need not be resident.
+final class ScratchLayers: LayerStore {
+    let dims: [Int]
+    private(set) var rows = 0
+    private let file: ScratchFile, capacity: Int, offsets: [Int]
+
+    /// Room for `capacity` rows of each layer.
+    init(dims: [Int], capacity: Int) throws {
+        (self.dims, self.capacity) = (dims, capacity)
+        file = try ScratchFile()
+        offsets = dims.indices.map { l in dims[..<l].reduce(0) { $0 + $1 * capacity * 4 } }
+    }
+
+    /// The next rows: layer l's r × dims[l] values in layers[l].
+    func append(_ layers: [[Float]], rows r: Int) throws {
+        precondition(layers.count == dims.count && rows + r <= capacity)
+        for (l, v) in layers.enumerated() {
+            try v.withUnsafeBufferPointer { try file.write($0.baseAddress!, count: r * dims[l], at: offsets[l] + rows * dims[l] * 4) }
+        }
+        rows += r
+    }
+
+    func read(_ l: Int, rows r: Range<Int>, into out: UnsafeMutablePointer<Float>) throws {
+        precondition(r.upperBound <= rows)
+        try file.read(into: out, count: r.count * dims[l], at: offsets[l] + r.lowerBound * dims[l] * 4)
+    }
+}
