@@ -224,6 +224,11 @@ final class SimilarityCLITests: XCTestCase {
         let c = run(["similarity", tmp + "/const.npy", fx + "/a.npy", "--measures", "procrustes", "--out", tmp + "/c"])
         XCTAssertEqual(c.status, 1)
         XCTAssertTrue(c.stderr.contains("const.npy: layer 0 is the same for every image"), c.stderr)
+        // The Gram measures' scratch file cannot be made: one line naming the folder, nothing written.
+        let t = run(base + ["--measures", "rsa", "--out", tmp + "/t"], environment: ["TMPDIR": tmp + "/no-such-dir"])
+        XCTAssertEqual(t.status, 1)
+        XCTAssertEqual(t.stderr, "error: scratch file in \(tmp)/no-such-dir: No such file or directory\n")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: tmp + "/t"))
     }
 
     func testBootstrapIntervals() throws {

@@ -100,18 +100,22 @@ final class PairTiles {
     /// Rows r into the buffers' rows from row slot `at`: as float64, centred and of unit norm for
     /// correlations.
     private func load(_ r: Range<Int>, at slot: Int, _ b: TileBuffers) throws {
-        let d = dim
-        try b.raw.withUnsafeMutableBufferPointer { try store.read(layer, rows: r, into: $0.baseAddress! + slot * d) }
-        for k in slot..<(slot + r.count) {
-            for c in 0..<d { b.rows[k * d + c] = Double(b.raw[k * d + c]) }
-            guard kind == .correlationDistance else { continue }
-            var m = 0.0
-            for c in 0..<d { m += b.rows[k * d + c] }
-            m /= Double(d)
-            var s = 0.0
-            for c in 0..<d { b.rows[k * d + c] -= m; s += b.rows[k * d + c] * b.rows[k * d + c] }
-            let inv = 1 / s.squareRoot()
-            for c in 0..<d { b.rows[k * d + c] *= inv }
+        let d = dim, correlation = kind == .correlationDistance
+        try b.raw.withUnsafeMutableBufferPointer { raw in
+            try store.read(layer, rows: r, into: raw.baseAddress! + slot * d)
+            b.rows.withUnsafeMutableBufferPointer { x in
+                for k in slot..<(slot + r.count) {
+                    for c in 0..<d { x[k * d + c] = Double(raw[k * d + c]) }
+                    guard correlation else { continue }
+                    var m = 0.0
+                    for c in 0..<d { m += x[k * d + c] }
+                    m /= Double(d)
+                    var s = 0.0
+                    for c in 0..<d { x[k * d + c] -= m; s += x[k * d + c] * x[k * d + c] }
+                    let inv = 1 / s.squareRoot()
+                    for c in 0..<d { x[k * d + c] *= inv }
+                }
+            }
         }
     }
 
@@ -243,29 +247,44 @@ func shift(_ file: ScratchFile, count m: Int, at offset: Int, by mean: Double) t
 
 /// The average ranks 1…M (scipy's `rankdata`) of the M values at the start of `values`, written at
 /// byte `offset` of `out` in the same order (less (M+1)/2, their mean, when `centred`). The values
-/// are sorted in memory; then each chunk of them (two at a time, one per core) is sorted with its
-/// positions and walks the sorted values once, galloping to each value's tie group.
+/// are held once, as two sorted halves (one per core); then each chunk of 2²⁰ of them is sorted
+/// with its positions and walks both halves once — nearly in order, since a chunk's values are
+/// dense in them — galloping to each value's tie group: its positions in the whole sorted vector
+/// are the sums of those in the halves.
 func rank(_ values: ScratchFile, count m: Int, into out: ScratchFile, at offset: Int, centred: Bool) throws {
     var sorted = [Double](repeating: 0, count: m)
     try sorted.withUnsafeMutableBufferPointer { try values.read(into: $0.baseAddress!, count: m, at: 0) }
-    sorted.sort()
-    let chunk = 1 << 16, mean = centred ? Double(m + 1) / 2 : 0
+    let h = m / 2
+    sorted.withUnsafeMutableBufferPointer { b in
+        let whole = b
+        parallelItems(2) { k in
+            var half = UnsafeMutableBufferPointer(rebasing: k == 0 ? whole[0..<h] : whole[h...])
+            half.sort()
+        }
+    }
+    let chunk = 1 << 20, mean = centred ? Double(m + 1) / 2 : 0
     let failures = Failures()
+    struct Entry { var value: Double, position: Int32 }
     sorted.withUnsafeBufferPointer { s in
+        let halves = [UnsafeBufferPointer(rebasing: s[0..<h]), UnsafeBufferPointer(rebasing: s[h...])]
         parallelItems((m + chunk - 1) / chunk) { k in
             do {
                 let start = k * chunk, c = min(chunk, m - start)
                 var v = [Double](repeating: 0, count: c)
                 try v.withUnsafeMutableBufferPointer { try values.read(into: $0.baseAddress!, count: c, at: start * 8) }
-                var r = [Double](repeating: 0, count: c), lo = 0, hi = 0
-                for i in (0..<c).sorted(by: { v[$0] < v[$1] }) {
-                    let x = v[i]
-                    // The tie group of x: [lo, hi) in the sorted values.
-                    lo = gallop(s, from: lo) { $0 < x }
-                    hi = gallop(s, from: max(lo, hi)) { $0 <= x }
-                    r[i] = Double(lo + hi + 1) / 2 - mean
+                var entries = (0..<c).map { Entry(value: v[$0], position: Int32($0)) }
+                entries.sort { $0.value < $1.value }
+                var lo = [0, 0], hi = [0, 0]
+                for e in entries {
+                    let x = e.value
+                    // The tie group of x in each half: [lo, hi).
+                    for (q, half) in halves.enumerated() {
+                        lo[q] = gallop(half, from: lo[q]) { $0 < x }
+                        hi[q] = gallop(half, from: max(lo[q], hi[q])) { $0 <= x }
+                    }
+                    v[Int(e.position)] = Double(lo[0] + lo[1] + hi[0] + hi[1] + 1) / 2 - mean
                 }
-                try r.withUnsafeBufferPointer { try out.write($0.baseAddress!, count: c, at: offset + start * 8) }
+                try v.withUnsafeBufferPointer { try out.write($0.baseAddress!, count: c, at: offset + start * 8) }
             } catch { failures.add(error) }
         }
     }
@@ -368,7 +387,7 @@ func medianSquaredDistance(_ rows: PairTiles, _ buffers: TileBuffers) throws -> 
         }
     }
     var histogram = [Int](repeating: 0, count: 1 << bits)
-    try visit { v, w in histogram[Int(orderKey(v) >> UInt64(64 - bits))] += w }
+    try histogram.withUnsafeMutableBufferPointer { h in try visit { v, w in h[Int(orderKey(v) >> UInt64(64 - bits))] += w } }
     var buckets: [Int] = [], first = 0, below = 0
     for (b, c) in histogram.enumerated() where c > 0 {
         if ranks.contains(where: { $0 >= below && $0 < below + c }) {
@@ -401,32 +420,40 @@ public func rbfCKA(_ a: LayerStore, _ b: LayerStore, t: Double, tile size: Int =
     let count = layers.count
     let scales = try layers.map { -1 / (2 * t * t * (try medianSquaredDistance($0, buffers))) }
     var products = [Double](repeating: 0, count: count * count)
-    var rowSums = [[Double]](repeating: [Double](repeating: 0, count: n), count: count)
+    var rowSums = [Double](repeating: 0, count: count * n)  // layer p's row sums at p·n
     var stacked = [Double](repeating: 0, count: count * tile * tile)
     var out = [Double](repeating: 0, count: tile * tile)
     for (I, J) in upperTiles(n, size: tile) {
-        let m = I.count * J.count
+        let m = I.count * J.count, nj = J.count, mirrored = J != I
         for (p, rows) in layers.enumerated() {
             try rows.tile(I, J, into: &out, buffers)
-            for (ai, i) in I.enumerated() {
-                var s = 0.0
-                for (bj, j) in J.enumerated() {
-                    let k = expm1(out[ai * J.count + bj] * scales[p])
-                    stacked[p * m + ai * J.count + bj] = k
-                    s += k
-                    if J != I { rowSums[p][j] += k }
+            let scale = scales[p]
+            out.withUnsafeBufferPointer { d in
+                stacked.withUnsafeMutableBufferPointer { k in
+                    rowSums.withUnsafeMutableBufferPointer { sums in
+                        let row = sums.baseAddress! + p * n
+                        for (ai, i) in I.enumerated() {
+                            var s = 0.0
+                            for (bj, j) in J.enumerated() {
+                                let v = expm1(d[ai * nj + bj] * scale)
+                                k[p * m + ai * nj + bj] = v
+                                s += v
+                                if mirrored { row[j] += v }
+                            }
+                            row[i] += s
+                        }
+                    }
                 }
-                rowSums[p][i] += s
             }
         }
         // A tile above the diagonal stands for its mirror image too.
-        dgemm(transB: true, m: count, n: count, k: m, alpha: J == I ? 1 : 2, a: stacked, lda: m, b: stacked, ldb: m,
+        dgemm(transB: true, m: count, n: count, k: m, alpha: mirrored ? 2 : 1, a: stacked, lda: m, b: stacked, ldb: m,
               beta: 1, c: &products, ldc: count)
     }
-    let totals = rowSums.map { $0.reduce(0, +) }, nn = Double(n)
+    let totals = (0..<count).map { p in rowSums[(p * n)..<((p + 1) * n)].reduce(0, +) }, nn = Double(n)
     func centred(_ p: Int, _ q: Int) -> Double {
         var cross = 0.0
-        for i in 0..<n { cross += rowSums[p][i] * rowSums[q][i] }
+        for i in 0..<n { cross += rowSums[p * n + i] * rowSums[q * n + i] }
         return products[p * count + q] - 2 / nn * cross + totals[p] * totals[q] / (nn * nn)
     }
     let la = a.layerCount, lb = b.layerCount
