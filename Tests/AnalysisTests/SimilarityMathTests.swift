@@ -77,7 +77,8 @@ final class SimilarityMathTests: XCTestCase {
     /// `averageRanks`, Pearson as the cosine of centred vectors, τ_a), with and without bootstrap copies.
     func testRSAInTilesEqualsTheWholeRDMs() throws {
         // Features without ties among the correlations (rounding would break ties differently).
-        let a = HeldLayers([LayerVectors(rows: 23, dim: 5, values: (0..<115).map { Float(sin(Double($0 * $0) * 0.37)) })])
+        let a = HeldLayers([LayerVectors(rows: 23, dim: 5,
+                                         values: (0..<115).map { Float(sin(Double($0 * $0) * 0.37)) })])
         let b = HeldLayers([LayerVectors(rows: 23, dim: 4, values: (0..<92).map { Float(cos(Double($0) * 0.7)) })])
         func rdm(_ x: LayerVectors, _ identity: [Int]?) -> [Double] {
             var z = x.values.map(Double.init)
@@ -95,7 +96,8 @@ final class SimilarityMathTests: XCTestCase {
             return out
         }
         func cosine(_ x: [Double], _ y: [Double]) -> Double {
-            zip(x, y).reduce(0) { $0 + $1.0 * $1.1 } / (x.reduce(0) { $0 + $1 * $1 } * y.reduce(0) { $0 + $1 * $1 }).squareRoot()
+            let xy = zip(x, y).reduce(0) { $0 + $1.0 * $1.1 }
+            return xy / (x.reduce(0) { $0 + $1 * $1 } * y.reduce(0) { $0 + $1 * $1 }).squareRoot()
         }
         func centred(_ x: [Double]) -> [Double] { let m = x.reduce(0, +) / Double(x.count); return x.map { $0 - m } }
         let copies = (0..<23).map { $0 % 17 }

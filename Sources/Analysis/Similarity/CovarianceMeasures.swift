@@ -50,7 +50,8 @@ public struct CovarianceMeasures {
         let trace = s.scatterDiagonal(side: side, layer: l).reduce(0, +) - n * meanSquared
         guard trace > 0 else { throw SimilarityError.constant(side: side, layer: l) }
         guard s.moments.contains(.scatter) else {
-            return CentredLayer(c: nil, trace: trace, frobeniusSquared: .nan, meanShifted: mean, meanSquared: meanSquared)
+            return CentredLayer(c: nil, trace: trace, frobeniusSquared: .nan, meanShifted: mean,
+                                meanSquared: meanSquared)
         }
         var c = Matrix(rows: d, columns: d, values: s.scatter(side: side, layer: l))
         for i in 0..<d { for j in 0..<d { c.values[i * d + j] -= n * mean[i] * mean[j] } }

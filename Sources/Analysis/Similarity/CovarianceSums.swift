@@ -93,8 +93,12 @@ public struct CovarianceSums: Equatable {
         var xb = [[Float]](repeating: [Float](repeating: 0, count: chunk * dimB), count: layersB)
         for start in stride(from: 0, to: a.rows, by: chunk) {
             let r = start..<min(a.rows, start + chunk)
-            for l in 0..<layersA { try xa[l].withUnsafeMutableBufferPointer { try a.read(l, rows: r, into: $0.baseAddress!) } }
-            for l in 0..<layersB { try xb[l].withUnsafeMutableBufferPointer { try b.read(l, rows: r, into: $0.baseAddress!) } }
+            for l in 0..<layersA {
+                try xa[l].withUnsafeMutableBufferPointer { try a.read(l, rows: r, into: $0.baseAddress!) }
+            }
+            for l in 0..<layersB {
+                try xb[l].withUnsafeMutableBufferPointer { try b.read(l, rows: r, into: $0.baseAddress!) }
+            }
             xa.withPointers { pa in xb.withPointers { pb in add(a: pa, b: pb, rows: r.count) } }
         }
     }
@@ -130,15 +134,29 @@ public struct CovarianceSums: Equatable {
         }
         if moments.contains(.fourth) {
             var p = [Double](repeating: 0, count: r * la), q = [Double](repeating: 0, count: r * lb)
-            for i in 0..<r {
-                for l in 0..<la { var s = 0.0; for d in 0..<da { let x = u[i * wa + l * da + d]; s += x * x }; p[i * la + l] = s }
-                for l in 0..<lb { var s = 0.0; for d in 0..<db { let x = v[i * wb + l * db + d]; s += x * x }; q[i * lb + l] = s }
+            func squaredNorms(_ x: [Double], layers: Int, dim: Int, into out: inout [Double]) {
+                let w = layers * dim
+                for i in 0..<r {
+                    for l in 0..<layers {
+                        var s = 0.0
+                        for d in 0..<dim { let e = x[i * w + l * dim + d]; s += e * e }
+                        out[i * layers + l] = s
+                    }
+                }
             }
+            squaredNorms(u, layers: la, dim: da, into: &p)
+            squaredNorms(v, layers: lb, dim: db, into: &q)
             for i in 0..<r {
                 for l in 0..<la { pp[l] += p[i * la + l] * p[i * la + l] }
                 for l in 0..<lb { qq[l] += q[i * lb + l] * q[i * lb + l] }
-                for l in 0..<la { let w = p[i * la + l]; for d in 0..<da { pu[l * da + d] += w * u[i * wa + l * da + d] } }
-                for l in 0..<lb { let w = q[i * lb + l]; for d in 0..<db { qv[l * db + d] += w * v[i * wb + l * db + d] } }
+                for l in 0..<la {
+                    let w = p[i * la + l]
+                    for d in 0..<da { pu[l * da + d] += w * u[i * wa + l * da + d] }
+                }
+                for l in 0..<lb {
+                    let w = q[i * lb + l]
+                    for d in 0..<db { qv[l * db + d] += w * v[i * wb + l * db + d] }
+                }
             }
             gemmT(p, la, q, lb, into: &pq)
             gemmT(p, la, v, wb, into: &pv)

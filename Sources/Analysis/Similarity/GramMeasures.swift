@@ -160,7 +160,9 @@ func forEachRDMTile(_ tiles: PairTiles, _ buffers: TileBuffers, identity: [Int]?
         try tiles.tile(I, J, into: &out, buffers)
         entries.removeAll(keepingCapacity: true)
         for (a, i) in I.enumerated() {
-            for (b, j) in J.enumerated() where j > i && !sameImage(identity, i, j) { entries.append(out[a * J.count + b]) }
+            for (b, j) in J.enumerated() where j > i && !sameImage(identity, i, j) {
+                entries.append(out[a * J.count + b])
+            }
         }
         try body(entries)
     }
@@ -185,7 +187,9 @@ public func rsa(_ a: LayerStore, _ b: LayerStore, method: RDMComparison, identit
                 tile size: Int = 512, scratchDirectory: String? = nil) throws -> [Double] {
     let n = a.rows, tile = max(1, min(size, n)), m = rdmEntries(n, identity: identity)
     let layers = (0..<a.layerCount).map { (a, $0) } + (0..<b.layerCount).map { (b, $0) }
-    func scratchFile() throws -> ScratchFile { try scratchDirectory.map { try ScratchFile(directory: $0) } ?? ScratchFile() }
+    func scratchFile() throws -> ScratchFile {
+        try scratchDirectory.map { try ScratchFile(directory: $0) } ?? ScratchFile()
+    }
     let prepared = try scratchFile()
     let values = method == .spearman || method == .kendallTauA ? try scratchFile() : nil
     let buffers = TileBuffers(tile: tile, dim: (a.dims + b.dims).max() ?? 0)
@@ -387,7 +391,9 @@ func medianSquaredDistance(_ rows: PairTiles, _ buffers: TileBuffers) throws -> 
         }
     }
     var histogram = [Int](repeating: 0, count: 1 << bits)
-    try histogram.withUnsafeMutableBufferPointer { h in try visit { v, w in h[Int(orderKey(v) >> UInt64(64 - bits))] += w } }
+    try histogram.withUnsafeMutableBufferPointer { h in
+        try visit { v, w in h[Int(orderKey(v) >> UInt64(64 - bits))] += w }
+    }
     var buckets: [Int] = [], first = 0, below = 0
     for (b, c) in histogram.enumerated() where c > 0 {
         if ranks.contains(where: { $0 >= below && $0 < below + c }) {
@@ -457,7 +463,8 @@ public func rbfCKA(_ a: LayerStore, _ b: LayerStore, t: Double, tile size: Int =
         return products[p * count + q] - 2 / nn * cross + totals[p] * totals[q] / (nn * nn)
     }
     let la = a.layerCount, lb = b.layerCount
-    let selfA = (0..<la).map { centred($0, $0).squareRoot() }, selfB = (0..<lb).map { centred(la + $0, la + $0).squareRoot() }
+    let selfA = (0..<la).map { centred($0, $0).squareRoot() }
+    let selfB = (0..<lb).map { centred(la + $0, la + $0).squareRoot() }
     return (0..<(la * lb)).map { k in centred(k / lb, la + k % lb) / (selfA[k / lb] * selfB[k % lb]) }
 }
 
@@ -477,7 +484,8 @@ public struct GramSettings: Equatable, Sendable {
 /// computed once (in tiles, or one layer at a time), then every pair compared. `identity`: the
 /// image each row is (bootstrap copies).
 public func gramMeasures(_ a: LayerStore, _ b: LayerStore, measures: [SimilarityMeasure], settings: GramSettings,
-                         identity: [Int]? = nil, scratchDirectory: String? = nil) throws -> [SimilarityMeasure: [Double]] {
+                         identity: [Int]? = nil,
+                         scratchDirectory: String? = nil) throws -> [SimilarityMeasure: [Double]] {
     let la = a.layerCount, lb = b.layerCount
     var out: [SimilarityMeasure: [Double]] = [:]
     if measures.contains(.rbfCKA) { out[.rbfCKA] = try rbfCKA(a, b, t: settings.rbfT) }
@@ -485,7 +493,8 @@ public func gramMeasures(_ a: LayerStore, _ b: LayerStore, measures: [Similarity
         let k = settings.knn
         func neighbours(_ s: LayerStore, _ l: Int) throws -> [Int32] {
             let x = try s.layer(l)
-            return nearestNeighbours(settings.clampQuantile.map { clampAtQuantile(x, $0) } ?? x, k: k, identity: identity)
+            let clamped = settings.clampQuantile.map { clampAtQuantile(x, $0) } ?? x
+            return nearestNeighbours(clamped, k: k, identity: identity)
         }
         let na = try (0..<la).map { try neighbours(a, $0) }, nb = try (0..<lb).map { try neighbours(b, $0) }
         out[.mknn] = (0..<(la * lb)).map { mutualKNN(na[$0 / lb], nb[$0 % lb], rows: a.rows, k: k) }

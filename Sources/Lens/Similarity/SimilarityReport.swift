@@ -161,7 +161,8 @@ public struct SimilarityReport {
                     try checkConstant(store, side: side)
                     checked.insert(side)
                 }
-                values.merge(try gramMeasures(vectorsA, vectorsB, measures: s.gramMeasures, settings: s.gram)) { a, _ in a }
+                let gram = try gramMeasures(vectorsA, vectorsB, measures: s.gramMeasures, settings: s.gram)
+                values.merge(gram) { a, _ in a }
             }
             let resampled = s.gramMeasures + (vectorsA == nil ? [] : s.covariance)
             if s.bootstrap > 0, !resampled.isEmpty, let vectorsA, let vectorsB {

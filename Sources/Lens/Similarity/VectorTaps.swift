@@ -129,7 +129,9 @@ final class ScratchLayers: LayerStore {
     func append(_ layers: [[Float]], rows r: Int) throws {
         precondition(layers.count == dims.count && rows + r <= capacity)
         for (l, v) in layers.enumerated() {
-            try v.withUnsafeBufferPointer { try file.write($0.baseAddress!, count: r * dims[l], at: offsets[l] + rows * dims[l] * 4) }
+            try v.withUnsafeBufferPointer {
+                try file.write($0.baseAddress!, count: r * dims[l], at: offsets[l] + rows * dims[l] * 4)
+            }
         }
         rows += r
     }
