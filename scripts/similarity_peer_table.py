@@ -19,6 +19,7 @@ import argparse, json, os, subprocess, sys, tempfile, time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_similarity_peers import cpu
 from make_similarity_goldens import (feature_space_linear_cka, cka, gram_rbf, cca_kornblith, svcca_reduce,
                                      pwcca_paper, load_peers)
 
@@ -122,13 +123,6 @@ def main():
         p, pt = peer_grid(kind, xa, xb, peers)
         diff = np.nanmax(np.abs(v - p))
         print(f"| {measure} | {peer_name[kind]} | {xa.shape[1]:,} | {diff:.1e} | {vt:.2f} s | {pt:.2f} s |")
-
-
-def cpu():
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 if __name__ == "__main__":
