@@ -79,11 +79,13 @@ struct Frame {
     func y(_ v: Double) -> Double {
         Frame.bottom - (Frame.bottom - Frame.top) * (min(max(v, yLo), yHi) - yLo) / (yHi - yLo) }
 
-    func draw(_ fig: inout Figure, title: String, subtitle: String, xTitle: String, yTitle: String) {
+    /// `yTicks`: where the y ticks go (default: nice round values).
+    func draw(_ fig: inout Figure, title: String, subtitle: String, xTitle: String, yTitle: String,
+              yTicks: [Double]? = nil) {
         fig.fittedText(title, (Frame.left + Frame.right) / 2, 34, size: 17, anchor: .middle)
         fig.fittedText(
             subtitle, (Frame.left + Frame.right) / 2, 57, size: 12.5, color: Color(hex: 0x555555), anchor: .middle)
-        let ticks = niceTicks(yLo, yHi, maxCount: 7)
+        let ticks = yTicks ?? niceTicks(yLo, yHi, maxCount: 7)
         let step = ticks.count > 1 ? ticks[1] - ticks[0] : 1
         for t in ticks {
             let yy = y(t)
@@ -235,6 +237,10 @@ public struct LineChart {
     public var subtitle: String
     /// A dotted horizontal reference (e.g. chance accuracy) with its legend label.
     public var reference: (Double, String)?
+    /// A dotted grey guide through (x position, y) points with its legend label (best_match: y = x).
+    public var guide: ([(Double, Double)], String)?
+    /// Where the y ticks go (layer numbers); nil: nice round values.
+    public var yTicks: [Double]?
 
     public init(series: [LineSeries], xLabels: [String], xTitle: String, yTitle: String, yRange: (Double, Double),
                 title: String, subtitle: String, reference: (Double, String)? = nil) {
@@ -253,9 +259,12 @@ public struct LineChart {
     public func figure() -> Figure {
         var fig = Figure(width: 820, height: 600, title: title)
         let frame = Frame(yLo: yRange.0, yHi: yRange.1)
-        frame.draw(&fig, title: title, subtitle: subtitle, xTitle: xTitle, yTitle: yTitle)
+        frame.draw(&fig, title: title, subtitle: subtitle, xTitle: xTitle, yTitle: yTitle, yTicks: yTicks)
         if let (r, _) = reference {
             fig.line([(Frame.left, frame.y(r)), (Frame.right, frame.y(r))], Color(hex: 0x888888), width: 1.2, dash: 2)
+        }
+        if let (points, _) = guide {
+            fig.line(points.map { (xPixel($0.0), frame.y($0.1)) }, Color(hex: 0x888888), width: 1.2, dash: 2)
         }
         // Error bars of several series side by side around their x (dodged 7 px apart).
         let withErrors = series.indices.filter { series[$0].errors != nil }
@@ -283,7 +292,7 @@ public struct LineChart {
                     f.circle(x, y, r: 3.6, fill: s.color) }
             })
         }
-        if let (_, label) = reference {
+        for label in [reference?.1, guide?.1].compactMap({ $0 }) {
             legend.append(
                 (label, { f, x, y in f.line([(x - 11, y), (x + 11, y)], Color(hex: 0x888888), width: 1.2, dash: 2) }))
         }

@@ -52,11 +52,17 @@ extension SimilarityReport {
                               xs: lb.indices.map(Double.init), ys: best.map { $0.map { Double($0.layerA) } ?? .nan },
                               dashed: m.kind == .gram)
         }
-        let chart = LineChart(
+        var chart = LineChart(
             series: series, xLabels: lb.map { "\($0)" }, xTitle: "\(b): layer", yTitle: "best-matching \(a) layer",
             yRange: (Double(la.min() ?? 0) - 0.5, Double(la.max() ?? 1) + 0.5),
             title: style.title ?? "Best match: for each layer of \(b), the layer of \(a) most similar to it",
-            subtitle: "one line per measure (dashed: measures over all images at once); y = x: each layer matches its own depth")
+            subtitle: "one line per measure (dashed: measures over all images at once); dotted: each layer matches "
+                + "its own depth")
+        // Layer numbers as ticks (13 at most), and the diagonal where a layer matches its own depth.
+        let every = max(1, (la.count + 12) / 13)
+        chart.yTicks = stride(from: 0, to: la.count, by: every).map { Double(la[$0]) }
+        chart.guide = (lb.enumerated().filter { la.contains($0.element) }.map { (Double($0.offset), Double($0.element)) },
+                       "same depth")
         return chart.figure()
     }
 
