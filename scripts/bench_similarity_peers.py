@@ -97,6 +97,9 @@ def compare(args, tmp):
 
 
 def memory(args, tmp):
+    if args.memory_n <= 768:
+        print(f"note: --memory-n {args.memory_n}: the CCAs need more images than the 768 channels; skipped")
+        return
     a, b = features(13, args.memory_n, 1)
     pa, pb = os.path.join(tmp, "ma.npy"), os.path.join(tmp, "mb.npy")
     np.save(pa, a); np.save(pb, b)
