@@ -43,8 +43,8 @@ struct CKA: ParsableCommand {
         "patches (class and register tokens dropped, flattened), cls (not for models without a class "
         + "token, such as SigLIP), or mean (of the patch tokens)."))
     var tokens: TokenSelection = .patches
-    @Option(help: "normed (blocks[i].norm1 outputs, then the final norm) or residual (the raw residual stream).")
-    var rep: RepresentationKind = .normed
+    @OptionGroup var representation: RepresentationOptions
+    var rep: RepresentationKind { representation.rep }
     @OptionGroup var sharding: ShardOptions
     /// The shard this run handles (checked by ShardOptions.validate).
     var shard: ShardSpec? { (try? sharding.resolved()) ?? nil }

@@ -27,6 +27,12 @@ enum ShardArgument: ExpressibleByArgument {
 
 /// `--shard i/n` or `--shard auto` (`--shards n` in a Kubernetes Indexed Job): a shard of a run
 /// that `vitlens merge` puts back together (docs/cluster.md).
+/// --rep: which representation of every block the taps take (cka, similarity, extract).
+struct RepresentationOptions: ParsableArguments {
+    @Option(help: "normed (blocks[i].norm1 outputs, then the final norm) or residual (the raw residual stream).")
+    var rep: RepresentationKind = .normed
+}
+
 struct ShardOptions: ParsableArguments {
     @Option(help: ArgumentHelp(
         "i/n: process every n-th batch starting at i and write partial.json for `vitlens merge`; auto: i and n from "

@@ -35,8 +35,8 @@ struct Similarity: ParsableCommand {
         "mean (of the patch tokens, one vector per image), cls, or patches (every patch token a sample: covariance "
         + "measures only; cka takes the flattened patch tokens, as vitlens cka)."))
     var tokens: TokenSelection = .mean
-    @Option(help: "normed (blocks[i].norm1 outputs, then the final norm) or residual (the raw residual stream).")
-    var rep: RepresentationKind = .normed
+    @OptionGroup var representation: RepresentationOptions
+    var rep: RepresentationKind { representation.rep }
     @Option(help: ArgumentHelp("Representations compared on every side, e.g. 1-12 or 0,4,8 (default: all).",
                                valueName: "list"))
     var layers: String?

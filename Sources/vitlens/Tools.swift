@@ -19,8 +19,8 @@ struct Extract: ParsableCommand {
     @OptionGroup var model: ModelOptions
     @OptionGroup var imageOptions: ImageOptions
     @OptionGroup var output: OutputOptions
-    @Option(help: "normed (blocks[i].norm1 outputs, then the final norm) or residual (the raw residual stream).")
-    var rep: RepresentationKind = .normed
+    @OptionGroup var representation: RepresentationOptions
+    var rep: RepresentationKind { representation.rep }
     @Option(help: "Representations to write, e.g. 0,6,12 (0: the embeddings' norm, L: the final norm; default: all).")
     var layers: RepList?
     @Flag(name: .customLong("no-attention"), help: "Do not write attention.npy.")
