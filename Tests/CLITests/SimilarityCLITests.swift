@@ -64,6 +64,13 @@ final class SimilarityCLITests: XCTestCase {
                                 "--out", o, "--quiet"]).status, 0)
             assertClose(try matrices(o)["rsa"], g[key], 1e-10, key)
         }
+        // Alone, procrustes sums only the scatters' diagonals (and cka-debiased no CCA factors): the same numbers.
+        for name in ["procrustes", "cka-debiased"] {
+            let o = tmp + "/alone-" + name
+            XCTAssertEqual(run(["similarity", fx + "/a.npy", fx + "/b.npy", "--measures", name, "--out", o,
+                                "--quiet"]).status, 0)
+            assertClose(try matrices(o)[name], g[name], 1e-10, name + " alone")
+        }
         let g2 = try golden("knn5_clamp0.9_t1_keep0.9")
         let o2 = tmp + "/settings"
         XCTAssertEqual(run(["similarity", fx + "/a.npy", fx + "/b.npy", "--measures", "mknn,rbf-cka,svcca",
