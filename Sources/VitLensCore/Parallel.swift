@@ -34,6 +34,15 @@ public func parallelItems(_ n: Int, _ body: (Int) -> Void) {
     if workers > 1 { BLASRuntime.setThreads(blas) }
 }
 
+/// The first error of work spread over threads (later ones are dropped).
+public final class FirstError: @unchecked Sendable {
+    private let lock = NSLock()
+    private var first: Error?
+    public init() {}
+    public func record(_ e: Error) { lock.lock(); if first == nil { first = e }; lock.unlock() }
+    public var error: Error? { lock.lock(); defer { lock.unlock() }; return first }
+}
+
 /// Runs `body` on a new thread with a stack of `bytes` (virtual memory: only the pages used are
 /// committed) and waits for it. For work whose recursion depth is bounded but large, such as
 /// releasing a deeply nested value built from an untrusted file.

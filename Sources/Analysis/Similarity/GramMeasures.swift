@@ -184,14 +184,11 @@ func rdmEntries(_ n: Int, identity: [Int]?) -> Int {
 /// (⟨x_p, x_q⟩ of all layers at once: the cosine of the centred vectors); τ_a reads two layers at
 /// a time.
 public func rsa(_ a: LayerStore, _ b: LayerStore, method: RDMComparison, identity: [Int]? = nil,
-                tile size: Int = 512, scratchDirectory: String? = nil) throws -> [Double] {
+                tile size: Int = 512) throws -> [Double] {
     let n = a.rows, tile = max(1, min(size, n)), m = rdmEntries(n, identity: identity)
     let layers = (0..<a.layerCount).map { (a, $0) } + (0..<b.layerCount).map { (b, $0) }
-    func scratchFile() throws -> ScratchFile {
-        try scratchDirectory.map { try ScratchFile(directory: $0) } ?? ScratchFile()
-    }
-    let prepared = try scratchFile()
-    let values = method == .spearman || method == .kendallTauA ? try scratchFile() : nil
+    let prepared = try ScratchFile()
+    let values = method == .spearman || method == .kendallTauA ? try ScratchFile() : nil
     let buffers = TileBuffers(tile: tile, dim: (a.dims + b.dims).max() ?? 0)
     for (p, (store, l)) in layers.enumerated() {
         let tiles = try PairTiles(store, layer: l, kind: .correlationDistance, buffers: buffers)
@@ -205,7 +202,7 @@ public func rsa(_ a: LayerStore, _ b: LayerStore, method: RDMComparison, identit
         if let values {
             try rank(values, count: m, into: prepared, at: p * m * 8, centred: method == .spearman)
         } else if method == .pearson {
-            try shift(prepared, count: m, at: p * m * 8, by: total / Double(m))
+            try subtractMean(prepared, count: m, at: p * m * 8, mean: total / Double(m))
         }
     }
     let la = a.layerCount, lb = b.layerCount
@@ -238,7 +235,7 @@ public func rsa(_ a: LayerStore, _ b: LayerStore, method: RDMComparison, identit
 }
 
 /// Subtracts `mean` from the M values at byte `offset` of `file`, a chunk at a time.
-func shift(_ file: ScratchFile, count m: Int, at offset: Int, by mean: Double) throws {
+func subtractMean(_ file: ScratchFile, count m: Int, at offset: Int, mean: Double) throws {
     let chunk = 1 << 16
     var v = [Double](repeating: 0, count: chunk)
     for start in stride(from: 0, to: m, by: chunk) {
@@ -267,7 +264,7 @@ func rank(_ values: ScratchFile, count m: Int, into out: ScratchFile, at offset:
         }
     }
     let chunk = 1 << 20, mean = centred ? Double(m + 1) / 2 : 0
-    let failures = Failures()
+    let failure = FirstError()
     struct Entry { var value: Double, position: Int32 }
     sorted.withUnsafeBufferPointer { s in
         let halves = [UnsafeBufferPointer(rebasing: s[0..<h]), UnsafeBufferPointer(rebasing: s[h...])]
@@ -289,10 +286,10 @@ func rank(_ values: ScratchFile, count m: Int, into out: ScratchFile, at offset:
                     v[Int(e.position)] = Double(lo[0] + lo[1] + hi[0] + hi[1] + 1) / 2 - mean
                 }
                 try v.withUnsafeBufferPointer { try out.write($0.baseAddress!, count: c, at: offset + start * 8) }
-            } catch { failures.add(error) }
+            } catch { failure.record(error) }
         }
     }
-    if let e = failures.first { throw e }
+    if let e = failure.error { throw e }
 }
 
 /// The first index from `start` on whose value fails `holds` (which holds on a prefix from start):
@@ -303,14 +300,6 @@ func rank(_ values: ScratchFile, count m: Int, into out: ScratchFile, at offset:
     hi = min(hi, s.count)
     while lo < hi { let mid = (lo + hi) / 2; if holds(s[mid]) { lo = mid + 1 } else { hi = mid } }
     return lo
-}
-
-/// The first error of work spread over threads.
-final class Failures: @unchecked Sendable {
-    private let lock = NSLock()
-    private var errors: [Error] = []
-    func add(_ e: Error) { lock.lock(); errors.append(e); lock.unlock() }
-    var first: Error? { lock.lock(); defer { lock.unlock() }; return errors.first }
 }
 
 /// Ranks 1…M with ties given their average rank (scipy's `rankdata`).
@@ -484,8 +473,7 @@ public struct GramSettings: Equatable, Sendable {
 /// computed once (in tiles, or one layer at a time), then every pair compared. `identity`: the
 /// image each row is (bootstrap copies).
 public func gramMeasures(_ a: LayerStore, _ b: LayerStore, measures: [SimilarityMeasure], settings: GramSettings,
-                         identity: [Int]? = nil,
-                         scratchDirectory: String? = nil) throws -> [SimilarityMeasure: [Double]] {
+                         identity: [Int]? = nil) throws -> [SimilarityMeasure: [Double]] {
     let la = a.layerCount, lb = b.layerCount
     var out: [SimilarityMeasure: [Double]] = [:]
     if measures.contains(.rbfCKA) { out[.rbfCKA] = try rbfCKA(a, b, t: settings.rbfT) }
@@ -500,7 +488,7 @@ public func gramMeasures(_ a: LayerStore, _ b: LayerStore, measures: [Similarity
         out[.mknn] = (0..<(la * lb)).map { mutualKNN(na[$0 / lb], nb[$0 % lb], rows: a.rows, k: k) }
     }
     if measures.contains(.rsa) {
-        out[.rsa] = try rsa(a, b, method: settings.rsaCompare, identity: identity, scratchDirectory: scratchDirectory)
+        out[.rsa] = try rsa(a, b, method: settings.rsaCompare, identity: identity)
     }
     return out
 }

@@ -24,10 +24,9 @@ final class ExtractTaps: BatchTaps {
     let representationKind: RepresentationKind
     /// The row of the current batch's first image.
     private var batchStart = 0
-    private let lock = NSLock()
-    private var firstError: Error?
-    private var error: Error? { lock.lock(); defer { lock.unlock() }; return firstError }
-    private func record(_ e: Error) { lock.lock(); if firstError == nil { firstError = e }; lock.unlock() }
+    private let failure = FirstError()
+    private var error: Error? { failure.error }
+    private func record(_ e: Error) { failure.record(e) }
 
     /// Tokens written per image.
     static func rows(_ t: ExtractTokens, T: Int, prefix: Int) -> Int {
