@@ -15,7 +15,7 @@ struct Similarity: ParsableCommand {
             + "measures (cka-debiased, procrustes, cca, svcca, pwcca) stream float64 sums over minibatches (memory "
             + "independent of N; --shard and merge); rbf-cka, mknn and rsa use every image's vector at once, kept "
             + "in a scratch file in $TMPDIR (rsa there also keeps each layer's RDM: 4·N² bytes). Writes "
-            + "similarity.csv (measure,layer_a,layer_b,value[,ci_low,ci_high]), best_match.csv, similarity.json, a "
+            + "similarity.csv (measure,layer_a,layer_b,value,ci_low,ci_high), best_match.csv, similarity.json, a "
             + "heatmap per measure, similarity_grid, best_match .png/.svg and index.html.")
 
     @Argument(help: ArgumentHelp(

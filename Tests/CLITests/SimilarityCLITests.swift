@@ -82,7 +82,8 @@ final class SimilarityCLITests: XCTestCase {
         assertClose(m2["mknn"], g2["mknn"], 1e-6, "mknn k=5 clamp 0.9")
         // The files a person and a script read.
         let csv = try String(contentsOfFile: out + "/similarity.csv", encoding: .utf8)
-        XCTAssertTrue(csv.hasPrefix("measure,layer_a,layer_b,value\n"))
+        XCTAssertTrue(csv.hasPrefix("measure,layer_a,layer_b,value,ci_low,ci_high\n"))
+        XCTAssertTrue(csv.split(separator: "\n")[1].hasSuffix(",nan,nan"), "no --bootstrap: no interval")
         XCTAssertEqual(csv.split(separator: "\n").count, 1 + 9 * 3 * 4)
         let best = try String(contentsOfFile: out + "/best_match.csv", encoding: .utf8)
         XCTAssertEqual(best.split(separator: "\n").count, 1 + 9 * 4)

@@ -24,9 +24,9 @@ extension SimilarityReport {
     }
 
     public func write(to out: OutputDirectory) throws -> [String] {
-        let ci = setup.settings.bootstrap > 0
-        var csv = CSVTable(header: (several ? ["model_a", "model_b"] : []) + ["measure", "layer_a", "layer_b", "value"]
-                           + (ci ? ["ci_low", "ci_high"] : []))
+        // SPEC §16's columns always; the interval is nan without --bootstrap.
+        var csv = CSVTable(header: (several ? ["model_a", "model_b"] : [])
+                           + ["measure", "layer_a", "layer_b", "value", "ci_low", "ci_high"])
         var best = CSVTable(header: (several ? ["model_a", "model_b"] : [])
                             + ["measure", "layer_b", "best_layer_a", "value"])
         for pair in pairs {
@@ -37,8 +37,8 @@ extension SimilarityReport {
                 for (i, a) in la.enumerated() {
                     for (j, b) in lb.enumerated() {
                         let k = i * lb.count + j
-                        csv.append(head + [m.rawValue, "\(a)", "\(b)", csvNumber(v[k])]
-                                   + (ci ? [csvNumber(pair.low[m]?[k] ?? .nan), csvNumber(pair.high[m]?[k] ?? .nan)] : []))
+                        csv.append(head + [m.rawValue, "\(a)", "\(b)", csvNumber(v[k]),
+                                           csvNumber(pair.low[m]?[k] ?? .nan), csvNumber(pair.high[m]?[k] ?? .nan)])
                     }
                 }
                 for row in bestMatch(pair, m) {
